@@ -1,0 +1,202 @@
+//! A platform over a plain byte buffer: one thread, no syscalls.
+//!
+//! The core's unit tests run on it, and because it performs no system calls
+//! they also run under Miri, which checks every raw-pointer access the
+//! allocator makes. The buffer plays physical memory starting at physical
+//! address 0; CPUs are switched by hand with [`ArenaPlatform::set_cpu`];
+//! reports are kept in a small ring for tests to read and, with the `std`
+//! feature off, nowhere else.
+//!
+//! It offers no page mapping (so no high memory and no vmalloc) and cannot
+//! block: an allocation that would wait fails instead.
+
+use crate::platform::{DirectMap, Level, LocalState, Platform};
+use core::cell::{Cell, RefCell};
+use core::fmt::{self, Write};
+use core::marker::PhantomData;
+
+/// Bytes kept per report line; longer lines are cut.
+pub const REPORT_LINE: usize = 160;
+/// Report lines kept (the newest overwrite the oldest).
+pub const REPORT_LINES: usize = 64;
+
+struct Line {
+    level: Level,
+    len: usize,
+    buf: [u8; REPORT_LINE],
+}
+
+struct LineWriter<'a>(&'a mut Line);
+
+impl Write for LineWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for &b in s.as_bytes() {
+            if self.0.len < REPORT_LINE {
+                self.0.buf[self.0.len] = b;
+                self.0.len += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Physical memory in a caller's byte buffer.
+pub struct ArenaPlatform<'a> {
+    base: usize,
+    len: usize,
+    nr_cpus: usize,
+    cpu: Cell<usize>,
+    depth: Cell<usize>,
+    irq: Cell<bool>,
+    clock: Cell<u64>,
+    rng: Cell<u64>,
+    lines: RefCell<([Option<Line>; REPORT_LINES], usize)>,
+    _buf: PhantomData<&'a mut [u8]>,
+}
+
+impl<'a> ArenaPlatform<'a> {
+    /// Use `buf` as physical memory for a machine with `nr_cpus` CPUs.
+    ///
+    /// Physical address 0 is the first 4 KiB-aligned byte of `buf`; the
+    /// bytes before it are not used. The buffer must read as zero if the
+    /// caller wants boot to skip zeroing metadata (see
+    /// [`Platform::memory_is_zeroed`]); `new` does not assume so.
+    ///
+    /// ```
+    /// let mut mem = vec![0u8; 1 << 20];
+    /// let p = kmem::arena::ArenaPlatform::new(&mut mem, 2);
+    /// assert!(p.phys_size() >= (1 << 20) - 4096);
+    /// ```
+    pub fn new(buf: &'a mut [u8], nr_cpus: usize) -> Self {
+        let start = buf.as_mut_ptr() as usize;
+        let base = (start + crate::PAGE_SIZE - 1) & !(crate::PAGE_SIZE - 1);
+        let len = buf.len().saturating_sub(base - start) & !(crate::PAGE_SIZE - 1);
+        ArenaPlatform {
+            base,
+            len,
+            nr_cpus: nr_cpus.max(1),
+            cpu: Cell::new(0),
+            depth: Cell::new(0),
+            irq: Cell::new(false),
+            clock: Cell::new(0),
+            rng: Cell::new(0x9e37_79b9_7f4a_7c15),
+            lines: RefCell::new((core::array::from_fn(|_| None), 0)),
+            _buf: PhantomData,
+        }
+    }
+
+    /// Bytes of physical memory (whole pages).
+    pub fn phys_size(&self) -> u64 {
+        self.len as u64
+    }
+
+    /// Run as CPU `cpu` from now on. Panics when called inside a CPU-local
+    /// section, which would break the section's exclusivity.
+    pub fn set_cpu(&self, cpu: usize) {
+        assert_eq!(self.depth.get(), 0, "CPU switch inside a CPU-local section");
+        assert!(cpu < self.nr_cpus, "no CPU {cpu}");
+        self.cpu.set(cpu);
+    }
+
+    /// Run `f` as if in a hardware interrupt on the current CPU.
+    pub fn in_irq<R>(&self, f: impl FnOnce() -> R) -> R {
+        let was = self.irq.replace(true);
+        let r = f();
+        self.irq.set(was);
+        r
+    }
+
+    /// Call `f` for each kept report line, oldest first.
+    pub fn for_each_report(&self, mut f: impl FnMut(Level, &str)) {
+        let lines = self.lines.borrow();
+        let (ring, next) = &*lines;
+        for i in 0..REPORT_LINES {
+            if let Some(l) = &ring[(next + i) % REPORT_LINES] {
+                f(l.level, core::str::from_utf8(&l.buf[..l.len]).unwrap_or("?"));
+            }
+        }
+    }
+
+    /// Whether any kept report line contains `needle`.
+    pub fn reported(&self, needle: &str) -> bool {
+        let mut found = false;
+        self.for_each_report(|_, l| found |= l.contains(needle));
+        found
+    }
+
+    /// Forget all kept report lines.
+    pub fn clear_reports(&self) {
+        let mut lines = self.lines.borrow_mut();
+        lines.0.iter_mut().for_each(|l| *l = None);
+        lines.1 = 0;
+    }
+}
+
+// SAFETY: (1) there is one thread (the type is !Sync), and `set_cpu` refuses to
+// switch CPU inside a section, so a section on CPU n is never entered twice at
+// once. (2) `base..base+len` lies inside the buffer borrowed mutably for 'a,
+// which outlives the platform, and nothing else can touch it meanwhile.
+// (3) `cpu` is checked against `nr_cpus` in `set_cpu`.
+unsafe impl Platform for ArenaPlatform<'_> {
+    fn nr_cpu_ids(&self) -> usize {
+        self.nr_cpus
+    }
+
+    fn smp_processor_id(&self) -> usize {
+        self.cpu.get()
+    }
+
+    fn local_enter(&self) -> LocalState {
+        let d = self.depth.get();
+        self.depth.set(d + 1);
+        LocalState(d)
+    }
+
+    fn local_exit(&self, state: LocalState) {
+        self.depth.set(state.0);
+    }
+
+    fn in_atomic(&self) -> bool {
+        self.depth.get() > 0 || self.irq.get()
+    }
+
+    fn in_interrupt(&self) -> bool {
+        self.irq.get()
+    }
+
+    fn direct_map(&self) -> DirectMap {
+        DirectMap {
+            base: self.base,
+            end: self.len as u64,
+        }
+    }
+
+    fn report(&self, level: Level, msg: fmt::Arguments<'_>) {
+        let mut line = Line {
+            level,
+            len: 0,
+            buf: [0; REPORT_LINE],
+        };
+        let _ = LineWriter(&mut line).write_fmt(msg);
+        let mut lines = self.lines.borrow_mut();
+        let next = lines.1;
+        lines.0[next] = Some(line);
+        lines.1 = (next + 1) % REPORT_LINES;
+    }
+
+    fn now_ns(&self) -> u64 {
+        let t = self.clock.get() + 1000;
+        self.clock.set(t);
+        t
+    }
+
+    fn random_u64(&self) -> u64 {
+        // splitmix64: deterministic, so arena tests are reproducible.
+        let x = self.rng.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        self.rng.set(x);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}

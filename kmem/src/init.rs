@@ -1,0 +1,5 @@
+//! (being written)
+/// Boot parameters.
+pub struct BootParams;
+/// A machine.
+pub struct Kmem;

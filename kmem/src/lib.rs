@@ -1,0 +1,77 @@
+//! # kmem: the Linux kernel's memory allocators as a `no_std` Rust core
+//!
+//! The modules follow Linux's `mm/` so a kernel developer finds each concept
+//! under its own name:
+//!
+//! | module | Linux | what |
+//! |---|---|---|
+//! | [`gfp`] | `include/linux/gfp_types.h`, `gfp.h` | GFP flags, `gfp_zone()`, migratetype |
+//! | [`memory_map`] | `arch/x86/kernel/e820.c` | the firmware memory map |
+//! | [`memblock`] | `mm/memblock.c` | the early boot allocator (bootmem's successor) |
+//! | [`page`] | `include/linux/mm_types.h` | `struct page`, the page descriptor array |
+//! | [`page_alloc`] | `mm/page_alloc.c`, `mmzone.h` | nodes, zones, buddy lists, per-CPU lists, watermarks |
+//! | [`proc`] | `mm/vmstat.c`, `fs/proc/meminfo.c` | `/proc` reports in Linux's text formats |
+//! | [`platform`] | arch + sched | the [`Platform`] trait, the only door to the environment |
+//!
+//! There are no global singletons: a machine is a [`Kmem`] value built by
+//! [`Kmem::boot`]. A kernel that wants free functions installs one instance
+//! behind a facade of its own.
+//!
+//! The core uses no heap. Every structure the allocator needs at run time
+//! (`struct page` array, node and zone descriptors, per-CPU page lists,
+//! pageblock flags) is allocated from memblock at boot, as Linux does.
+#![no_std]
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod arena;
+pub mod error;
+pub mod gfp;
+pub mod init;
+pub mod memblock;
+pub mod memory_map;
+pub mod page;
+pub mod page_alloc;
+pub mod platform;
+pub mod proc;
+
+pub use error::{Error, Result};
+pub use gfp::Gfp;
+pub use init::{BootParams, Kmem};
+pub use platform::Platform;
+
+/// log2 of the page size (`PAGE_SHIFT`): kmem uses 4 KiB pages, like x86_64.
+pub const PAGE_SHIFT: u32 = 12;
+/// Bytes per page (`PAGE_SIZE`).
+pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
+/// The largest buddy order (`MAX_PAGE_ORDER`, formerly `MAX_ORDER - 1`): 4 MiB blocks.
+pub const MAX_PAGE_ORDER: u32 = 10;
+/// Number of buddy orders (`NR_PAGE_ORDERS`).
+pub const NR_PAGE_ORDERS: usize = MAX_PAGE_ORDER as usize + 1;
+/// Orders above this are "costly" (`PAGE_ALLOC_COSTLY_ORDER`); per-CPU lists
+/// hold orders `0..=PAGE_ALLOC_COSTLY_ORDER`.
+pub const PAGE_ALLOC_COSTLY_ORDER: u32 = 3;
+/// Order of a pageblock, the unit of migratetype grouping (`pageblock_order`,
+/// the huge page order on x86_64).
+pub const PAGEBLOCK_ORDER: u32 = 9;
+/// Pages per pageblock (`pageblock_nr_pages`).
+pub const PAGEBLOCK_NR_PAGES: u64 = 1 << PAGEBLOCK_ORDER;
+
+/// A page frame number: a physical address shifted right by [`PAGE_SHIFT`].
+pub type Pfn = u64;
+
+/// `PFN_PHYS()`.
+#[inline]
+pub const fn pfn_phys(pfn: Pfn) -> u64 {
+    pfn << PAGE_SHIFT
+}
+
+/// `PHYS_PFN()`.
+#[inline]
+pub const fn phys_pfn(pa: u64) -> Pfn {
+    pa >> PAGE_SHIFT
+}
+

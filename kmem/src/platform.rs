@@ -1,0 +1,245 @@
+//! The `Platform` trait: the only door between the core and its environment.
+//!
+//! Linux's allocators lean on a handful of architecture and scheduler
+//! services: `smp_processor_id()`, `preempt_disable()`/`local_irq_save()`,
+//! `in_atomic()`, wait queues, the direct map (`__va`/`__pa`), page-table
+//! updates for vmalloc and kmap, `printk`, a clock and a random source. kmem
+//! asks for exactly these through this trait and nothing else: the core never
+//! calls an operating system.
+//!
+//! Two implementations exist: [`crate::arena::ArenaPlatform`] (a byte buffer,
+//! one thread, no syscalls; the core's own tests run on it, under Miri too)
+//! and `kmem_sim::SimPlatform` (a memfd as physical memory, threads as CPUs).
+//! A real kernel implements it over its own primitives.
+
+use core::fmt;
+
+/// Kernel log levels, as `KERN_EMERG`..`KERN_DEBUG`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// `KERN_EMERG`
+    Emerg = 0,
+    /// `KERN_ALERT`
+    Alert = 1,
+    /// `KERN_CRIT`
+    Crit = 2,
+    /// `KERN_ERR`
+    Err = 3,
+    /// `KERN_WARNING`
+    Warning = 4,
+    /// `KERN_NOTICE`
+    Notice = 5,
+    /// `KERN_INFO`
+    Info = 6,
+    /// `KERN_DEBUG`
+    Debug = 7,
+}
+
+/// What [`Platform::local_enter`] saved, handed back to
+/// [`Platform::local_exit`] (the IRQ flags on bare metal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalState(pub usize);
+
+/// How the direct map translates physical to virtual addresses.
+///
+/// Linux maps all low memory linearly at `PAGE_OFFSET`; `__va(pa)` is
+/// `PAGE_OFFSET + pa`. Memory at or above `end` (high memory on a machine
+/// with a lowmem limit) is not in the direct map and must be reached through
+/// `kmap`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirectMap {
+    /// Virtual address of physical address 0 (`PAGE_OFFSET`).
+    pub base: usize,
+    /// First physical address that is *not* direct-mapped.
+    pub end: u64,
+}
+
+impl DirectMap {
+    /// `__va()`: the virtual address of `pa`, or `None` when `pa` is not
+    /// direct-mapped.
+    #[inline]
+    pub fn va(&self, pa: u64) -> Option<usize> {
+        (pa < self.end).then(|| self.base + pa as usize)
+    }
+
+    /// `__pa()`: the physical address behind a direct-map address.
+    #[inline]
+    pub fn pa(&self, va: usize) -> Option<u64> {
+        let off = va.checked_sub(self.base)? as u64;
+        (off < self.end).then_some(off)
+    }
+}
+
+/// Who is running, for reports ("kworker/0:1: page allocation failure").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Task {
+    /// Process id (0 for the idle task or an interrupt).
+    pub pid: u32,
+    /// `current->comm`, up to 15 bytes.
+    pub comm: [u8; 16],
+}
+
+impl Task {
+    /// A task with the given pid and command name (truncated to 15 bytes).
+    pub fn new(pid: u32, comm: &str) -> Self {
+        let mut c = [0u8; 16];
+        let n = comm.len().min(15);
+        c[..n].copy_from_slice(&comm.as_bytes()[..n]);
+        Task { pid, comm: c }
+    }
+
+    /// The command name as text.
+    pub fn comm(&self) -> &str {
+        let n = self.comm.iter().position(|&b| b == 0).unwrap_or(16);
+        core::str::from_utf8(&self.comm[..n]).unwrap_or("?")
+    }
+}
+
+/// Everything the core needs from its environment.
+///
+/// # Safety
+///
+/// The core relies on these promises for memory safety:
+///
+/// 1. **CPU-local sections are exclusive.** Between `local_enter()` and the
+///    matching `local_exit()` on CPU `n` (as told by `smp_processor_id()`,
+///    which must not change inside the section), no other execution context
+///    enters a CPU-local section on CPU `n`. This is what
+///    `preempt_disable()` + `local_irq_save()` give on bare metal. Per-CPU
+///    data (per-CPU page lists, later per-CPU slabs) is touched only inside
+///    such a section, by its own CPU, without further locking.
+/// 2. **Physical memory is stable.** For every physical address `pa` below
+///    `direct_map().end` that lies in a usable range of the memory map given
+///    at boot, `direct_map().base + pa` is valid for reads and writes for as
+///    long as the platform value lives, and is not accessed by anything but
+///    the core (and the owners of memory the core handed out).
+/// 3. `smp_processor_id()` is always below `nr_cpu_ids()`.
+pub unsafe trait Platform {
+    /// Number of possible CPUs (`nr_cpu_ids`). Constant for the platform's life.
+    fn nr_cpu_ids(&self) -> usize;
+
+    /// The CPU the caller runs on. Stable only inside a CPU-local section.
+    fn smp_processor_id(&self) -> usize;
+
+    /// Enter a CPU-local section: `preempt_disable()` plus `local_irq_save()`.
+    /// Sections nest.
+    fn local_enter(&self) -> LocalState;
+
+    /// Leave the section entered by the `local_enter()` that returned `state`.
+    fn local_exit(&self, state: LocalState);
+
+    /// `in_atomic() || irqs_disabled()`: the caller may not sleep (inside a
+    /// CPU-local section, a simulated interrupt, or under a spinlock).
+    fn in_atomic(&self) -> bool;
+
+    /// `in_interrupt()`: the caller runs in (simulated) interrupt context.
+    fn in_interrupt(&self) -> bool {
+        false
+    }
+
+    /// The direct map of low memory.
+    fn direct_map(&self) -> DirectMap;
+
+    /// Whether all physical memory reads as zero when the platform hands it
+    /// to `boot`. When true, boot skips zeroing the page descriptor array, as
+    /// Linux skips it for memory the firmware gives zeroed; a 64 GiB machine
+    /// then boots without touching 1 GiB of `struct page`.
+    fn memory_is_zeroed(&self) -> bool {
+        false
+    }
+
+    /// The virtual address range the core may map pages into with
+    /// [`map_page`](Self::map_page) (the vmalloc/kmap area), if any.
+    fn vmap_range(&self) -> Option<(usize, usize)> {
+        None
+    }
+
+    /// Map physical page `pfn` at virtual address `va` (page aligned, inside
+    /// [`vmap_range`](Self::vmap_range)).
+    fn map_page(&self, va: usize, pfn: u64) -> crate::Result<()> {
+        let _ = (va, pfn);
+        Err(crate::Error::NotSupported)
+    }
+
+    /// Remove the mapping at `va`.
+    fn unmap_page(&self, va: usize) {
+        let _ = va;
+    }
+
+    /// Block until `cond()` holds or `timeout_ns` passes (`None`: no
+    /// timeout), waking on [`wake_up`](Self::wake_up) for the same `channel`.
+    /// Returns the last value of `cond()`. A platform that cannot block
+    /// returns `cond()` at once.
+    fn wait_event(
+        &self,
+        channel: usize,
+        cond: &mut dyn FnMut() -> bool,
+        timeout_ns: Option<u64>,
+    ) -> bool {
+        let _ = (channel, timeout_ns);
+        cond()
+    }
+
+    /// Wake every waiter on `channel`.
+    fn wake_up(&self, channel: usize) {
+        let _ = channel;
+    }
+
+    /// `printk`: one message at `level`, in the kernel's wording. The
+    /// message carries no trailing newline; multi-line reports arrive as
+    /// several calls.
+    fn report(&self, level: Level, msg: fmt::Arguments<'_>);
+
+    /// The running task, for reports.
+    fn current(&self) -> Task {
+        Task::new(0, "swapper")
+    }
+
+    /// Monotonic nanoseconds.
+    fn now_ns(&self) -> u64;
+
+    /// A random 64-bit value (`get_random_u64()`).
+    fn random_u64(&self) -> u64;
+}
+
+/// A CPU-local section held for as long as the guard lives.
+pub struct LocalGuard<'a, P: Platform + ?Sized> {
+    platform: &'a P,
+    state: LocalState,
+    cpu: usize,
+}
+
+impl<'a, P: Platform + ?Sized> LocalGuard<'a, P> {
+    /// Enter a CPU-local section on `platform`.
+    #[inline]
+    pub fn new(platform: &'a P) -> Self {
+        let state = platform.local_enter();
+        let cpu = platform.smp_processor_id();
+        LocalGuard {
+            platform,
+            state,
+            cpu,
+        }
+    }
+
+    /// The CPU this section runs on.
+    #[inline]
+    pub fn cpu(&self) -> usize {
+        self.cpu
+    }
+}
+
+impl<P: Platform + ?Sized> Drop for LocalGuard<'_, P> {
+    #[inline]
+    fn drop(&mut self) {
+        self.platform.local_exit(self.state);
+    }
+}
+
+/// `pr_*`-style helper: `report!(platform, Level::Warning, "fmt", args..)`.
+#[macro_export]
+macro_rules! report {
+    ($p:expr, $lvl:expr, $($arg:tt)*) => {
+        $crate::platform::Platform::report($p, $lvl, format_args!($($arg)*))
+    };
+}
