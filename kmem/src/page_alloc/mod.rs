@@ -1,6 +1,29 @@
 //! The zoned buddy page allocator (`mm/page_alloc.c`, `include/linux/mmzone.h`).
 //!
-//! (Being written; see the issue tracker.)
+//! Memory is split into nodes ([`PgData`], Linux's `pg_data_t`) and each
+//! node into zones ([`Zone`]) by physical address: DMA below 16 MiB, DMA32
+//! below 4 GiB, Normal above (or Normal up to a lowmem limit and HighMem
+//! above it, on a 32-bit style machine), and Movable when `movablecore=` asks
+//! for it. An allocation computes the highest zone its GFP flags allow
+//! ([`gfp_zone`](crate::gfp::gfp_zone)) and walks its node's *zonelist*:
+//! that zone and every lower one, on the local node first and then on the
+//! others by distance (`__GFP_THISNODE` stops at the local node).
+//!
+//! In each zone it checks a *watermark*: the fast path requires free pages
+//! above `low`; the slow path drops to `min`, and lets `__GFP_HIGH` dig to
+//! half of `min` and non-blocking high-priority callers (GFP_ATOMIC) to 3/8
+//! of it, `__GFP_MEMALLOC` ignore watermarks and `__GFP_NOMEMALLOC` forbid
+//! that ([`AllocFlags`], `gfp_to_alloc_flags`). A zone also keeps back
+//! `lowmem_reserve[j]` pages from allocations that could have used a higher
+//! zone `j`, so that DMA memory is not eaten by GFP_KERNEL.
+//!
+//! Then it takes pages from the per-CPU lists ([`pcp`]) for orders up to
+//! [`PAGE_ALLOC_COSTLY_ORDER`](crate::PAGE_ALLOC_COSTLY_ORDER), or from the
+//! buddy lists ([`buddy`]) under the zone lock.
+//!
+//! What is not here yet: reclaim, kswapd, compaction and the OOM killer
+//! (the slow path fails where Linux would reclaim), and the high-atomic
+//! reserve. They are separate issues.
 
 /// A zone type (`enum zone_type`), in Linux's order.
 ///
@@ -91,5 +114,1167 @@ impl MigrateType {
             MigrateType::HighAtomic => "HighAtomic",
             MigrateType::Isolate => "Isolate",
         }
+    }
+}
+
+pub mod buddy;
+pub mod pcp;
+pub mod watermark;
+
+use crate::gfp::{self, Gfp};
+use crate::page::{FlagNames, Page, PG_BUDDY, PG_HEAD, PG_PCP, PG_RESERVED, PG_SLAB, PG_TAIL};
+use crate::platform::{Level, LocalGuard, Platform};
+use crate::{report, Error, Kmem, Result, MAX_PAGE_ORDER, PAGE_ALLOC_COSTLY_ORDER, PAGE_SHIFT, PAGE_SIZE};
+use buddy::{BuddyCx, FreeArea, RmqueueMode};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use pcp::{order_to_pindex, pindex_to_order, PerCpuPages, NR_PCP_LISTS};
+
+/// Highest node count (`MAX_NUMNODES`).
+pub const MAX_NUMNODES: usize = 8;
+/// Highest CPU count (`NR_CPUS`).
+pub const NR_CPUS: usize = 64;
+
+/// Watermark indices (`enum zone_watermarks`).
+pub const WMARK_MIN: usize = 0;
+/// `WMARK_LOW`
+pub const WMARK_LOW: usize = 1;
+/// `WMARK_HIGH`
+pub const WMARK_HIGH: usize = 2;
+/// `WMARK_PROMO`
+pub const WMARK_PROMO: usize = 3;
+
+/// The internal allocation rules derived from GFP flags (`ALLOC_*` in
+/// `mm/internal.h`, same values).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocFlags(pub u32);
+
+impl AllocFlags {
+    /// Check against the min watermark.
+    pub const WMARK_MIN: AllocFlags = AllocFlags(WMARK_MIN as u32);
+    /// Check against the low watermark (the fast path).
+    pub const WMARK_LOW: AllocFlags = AllocFlags(WMARK_LOW as u32);
+    /// Check against the high watermark.
+    pub const WMARK_HIGH: AllocFlags = AllocFlags(WMARK_HIGH as u32);
+    /// Ignore watermarks entirely (`__GFP_MEMALLOC`).
+    pub const NO_WATERMARKS: AllocFlags = AllocFlags(0x04);
+    /// Mask of the watermark index.
+    pub const WMARK_MASK: AllocFlags = AllocFlags(0x03);
+    /// The OOM victim may dig deeper.
+    pub const OOM: AllocFlags = AllocFlags(0x08);
+    /// The caller cannot block: with `MIN_RESERVE`, go to 3/8 of min.
+    pub const NON_BLOCK: AllocFlags = AllocFlags(0x10);
+    /// `__GFP_HIGH`: go to 1/2 of min.
+    pub const MIN_RESERVE: AllocFlags = AllocFlags(0x20);
+    /// Check cpuset placement (always allowed here: no cpusets).
+    pub const CPUSET: AllocFlags = AllocFlags(0x40);
+    /// Avoid fragmenting pageblocks in the first pass over the zonelist.
+    pub const NOFRAGMENT: AllocFlags = AllocFlags(0x100);
+    /// May use the high-atomic reserve.
+    pub const HIGHATOMIC: AllocFlags = AllocFlags(0x200);
+    /// May wake kswapd.
+    pub const KSWAPD: AllocFlags = AllocFlags(0x800);
+    /// Any of the reserve-access flags.
+    pub const RESERVES: AllocFlags = AllocFlags(0x10 | 0x20 | 0x200 | 0x08);
+
+    /// Whether all bits of `o` are set.
+    pub const fn contains(self, o: AllocFlags) -> bool {
+        self.0 & o.0 == o.0
+    }
+
+    /// Whether any bit of `o` is set.
+    pub const fn intersects(self, o: AllocFlags) -> bool {
+        self.0 & o.0 != 0
+    }
+
+    /// Union.
+    pub const fn with(self, o: AllocFlags) -> AllocFlags {
+        AllocFlags(self.0 | o.0)
+    }
+
+    /// Difference.
+    pub const fn without(self, o: AllocFlags) -> AllocFlags {
+        AllocFlags(self.0 & !o.0)
+    }
+
+    /// `gfp_to_alloc_flags()`: the slow path's rules for `gfp` and `order`.
+    ///
+    /// ```
+    /// use kmem::gfp::*;
+    /// use kmem::page_alloc::AllocFlags;
+    /// let a = AllocFlags::from_gfp(GFP_ATOMIC, 0);
+    /// assert!(a.contains(AllocFlags::MIN_RESERVE.with(AllocFlags::NON_BLOCK)));
+    /// let k = AllocFlags::from_gfp(GFP_KERNEL, 0);
+    /// assert!(!k.intersects(AllocFlags::RESERVES));
+    /// ```
+    pub const fn from_gfp(gfp: Gfp, order: u32) -> AllocFlags {
+        let mut af = WMARK_MIN as u32 | Self::CPUSET.0;
+        // __GFP_HIGH and __GFP_KSWAPD_RECLAIM share their values with
+        // ALLOC_MIN_RESERVE and ALLOC_KSWAPD.
+        af |= gfp.bits() & (gfp::__GFP_HIGH.bits() | gfp::__GFP_KSWAPD_RECLAIM.bits());
+        if !gfp.contains(gfp::__GFP_DIRECT_RECLAIM) {
+            if !gfp.contains(gfp::__GFP_NOMEMALLOC) {
+                af |= Self::NON_BLOCK.0;
+                if order > 0 {
+                    af |= Self::HIGHATOMIC.0;
+                }
+            }
+            if af & Self::MIN_RESERVE.0 != 0 {
+                af &= !Self::CPUSET.0;
+            }
+        }
+        AllocFlags(af)
+    }
+
+    /// `__gfp_pfmemalloc_flags()`: `NO_WATERMARKS` for `__GFP_MEMALLOC`
+    /// unless `__GFP_NOMEMALLOC` forbids it.
+    pub const fn pfmemalloc(gfp: Gfp) -> AllocFlags {
+        if gfp.contains(gfp::__GFP_NOMEMALLOC) {
+            AllocFlags(0)
+        } else if gfp.contains(gfp::__GFP_MEMALLOC) {
+            Self::NO_WATERMARKS
+        } else {
+            AllocFlags(0)
+        }
+    }
+}
+
+/// `__zone_watermark_ok()` on plain numbers: would a zone with `free_pages`
+/// free pages pass watermark `mark` for an allocation of `order` whose
+/// highest usable zone is `highest_zoneidx`?
+///
+/// `has_block(order)` answers whether a free block of at least `order`
+/// exists on an ordinary list (the high-order tail of the check).
+pub fn watermark_ok(
+    free_pages: i64,
+    order: u32,
+    mark: u64,
+    lowmem_reserve: u64,
+    af: AllocFlags,
+    has_block: impl FnOnce(u32, bool) -> bool,
+) -> bool {
+    let free_pages = free_pages - ((1i64 << order) - 1);
+    let mut min = mark as i64;
+    if af.intersects(AllocFlags::RESERVES) {
+        if af.contains(AllocFlags::MIN_RESERVE) {
+            min -= min / 2;
+            if af.contains(AllocFlags::NON_BLOCK) {
+                min -= min / 4;
+            }
+        }
+        if af.contains(AllocFlags::OOM) {
+            min -= min / 2;
+        }
+    }
+    if free_pages <= min + lowmem_reserve as i64 {
+        return false;
+    }
+    order == 0 || has_block(order, af.intersects(AllocFlags::HIGHATOMIC.with(AllocFlags::OOM)))
+}
+
+/// A zone (`struct zone`).
+pub struct Zone {
+    pub(crate) ztype: ZoneType,
+    pub(crate) node: usize,
+    /// The machine's layout has this zone type (it may still be empty).
+    pub(crate) in_layout: bool,
+    pub(crate) zone_start_pfn: u64,
+    pub(crate) spanned_pages: u64,
+    pub(crate) present_pages: u64,
+    pub(crate) managed_pages: AtomicU64,
+    pub(crate) wmark: [AtomicU64; 4],
+    pub(crate) watermark_boost: AtomicU64,
+    pub(crate) lowmem_reserve: [AtomicU64; MAX_NR_ZONE_TYPES],
+    /// `NR_FREE_PAGES`: pages on the buddy lists (not on per-CPU lists).
+    pub(crate) nr_free_pages: AtomicI64,
+    pub(crate) stat_threshold: AtomicU64,
+    pub(crate) pgalloc: AtomicU64,
+    pub(crate) pgfree: AtomicU64,
+    pub(crate) area: spin::Mutex<FreeArea>,
+    pcp: Option<NonNull<PerCpuPages>>,
+    nr_cpus: usize,
+}
+
+// SAFETY: `pcp` points at memblock memory that lives as long as the machine;
+// everything reachable is atomics, the spin-locked free area, or per-CPU
+// lists whose access rules PerCpuPages enforces.
+unsafe impl Sync for Zone {}
+// SAFETY: as above; nothing is tied to a thread.
+unsafe impl Send for Zone {}
+
+impl Zone {
+    pub(crate) const fn new(ztype: ZoneType, node: usize) -> Self {
+        Zone {
+            ztype,
+            node,
+            in_layout: false,
+            zone_start_pfn: 0,
+            spanned_pages: 0,
+            present_pages: 0,
+            managed_pages: AtomicU64::new(0),
+            wmark: [const { AtomicU64::new(0) }; 4],
+            watermark_boost: AtomicU64::new(0),
+            lowmem_reserve: [const { AtomicU64::new(0) }; MAX_NR_ZONE_TYPES],
+            nr_free_pages: AtomicI64::new(0),
+            stat_threshold: AtomicU64::new(0),
+            pgalloc: AtomicU64::new(0),
+            pgfree: AtomicU64::new(0),
+            area: spin::Mutex::new(FreeArea::new()),
+            pcp: None,
+            nr_cpus: 0,
+        }
+    }
+
+    pub(crate) fn set_pcp(&mut self, pcp: NonNull<PerCpuPages>, nr_cpus: usize) {
+        self.pcp = Some(pcp);
+        self.nr_cpus = nr_cpus;
+    }
+
+    /// The zone type.
+    pub fn zone_type(&self) -> ZoneType {
+        self.ztype
+    }
+
+    /// The node.
+    pub fn node(&self) -> usize {
+        self.node
+    }
+
+    /// `zone->zone_start_pfn`.
+    pub fn zone_start_pfn(&self) -> u64 {
+        self.zone_start_pfn
+    }
+
+    /// One past the last pfn spanned (`zone_end_pfn()`).
+    pub fn zone_end_pfn(&self) -> u64 {
+        self.zone_start_pfn + self.spanned_pages
+    }
+
+    /// `spanned_pages`: the pfn range, holes included.
+    pub fn spanned_pages(&self) -> u64 {
+        self.spanned_pages
+    }
+
+    /// `present_pages`: RAM inside the span.
+    pub fn present_pages(&self) -> u64 {
+        self.present_pages
+    }
+
+    /// `zone_managed_pages()`: pages the buddy allocator manages.
+    pub fn managed_pages(&self) -> u64 {
+        self.managed_pages.load(Relaxed)
+    }
+
+    /// `populated_zone()`.
+    pub fn is_populated(&self) -> bool {
+        self.present_pages > 0
+    }
+
+    /// Free pages on the buddy lists (`NR_FREE_PAGES`).
+    pub fn free_pages(&self) -> u64 {
+        self.nr_free_pages.load(Relaxed).max(0) as u64
+    }
+
+    /// Watermark `which` (`WMARK_MIN`..`WMARK_PROMO`), boost included.
+    pub fn wmark(&self, which: usize) -> u64 {
+        self.wmark[which].load(Relaxed) + self.watermark_boost.load(Relaxed)
+    }
+
+    /// `min_wmark_pages()`.
+    pub fn min_wmark(&self) -> u64 {
+        self.wmark(WMARK_MIN)
+    }
+
+    /// `low_wmark_pages()`.
+    pub fn low_wmark(&self) -> u64 {
+        self.wmark(WMARK_LOW)
+    }
+
+    /// `high_wmark_pages()`.
+    pub fn high_wmark(&self) -> u64 {
+        self.wmark(WMARK_HIGH)
+    }
+
+    /// `promo_wmark_pages()`.
+    pub fn promo_wmark(&self) -> u64 {
+        self.wmark(WMARK_PROMO)
+    }
+
+    /// `zone->watermark_boost`.
+    pub fn watermark_boost(&self) -> u64 {
+        self.watermark_boost.load(Relaxed)
+    }
+
+    /// `zone->lowmem_reserve[j]`.
+    pub fn lowmem_reserve(&self, j: usize) -> u64 {
+        self.lowmem_reserve[j].load(Relaxed)
+    }
+
+    /// The vmstat threshold.
+    pub fn stat_threshold(&self) -> u64 {
+        self.stat_threshold.load(Relaxed)
+    }
+
+    /// Pages handed out from this zone so far (`pgalloc_*`).
+    pub fn pgalloc(&self) -> u64 {
+        self.pgalloc.load(Relaxed)
+    }
+
+    /// CPU `cpu`'s per-CPU lists, if the zone has them.
+    pub fn pcp(&self, cpu: usize) -> Option<&PerCpuPages> {
+        let base = self.pcp?;
+        (cpu < self.nr_cpus).then(|| {
+            // SAFETY: `base` points at `nr_cpus` initialised PerCpuPages in
+            // memblock memory that lives as long as the zone.
+            unsafe { &*base.as_ptr().add(cpu) }
+        })
+    }
+
+    /// Pages on all CPUs' lists.
+    pub fn pcp_pages(&self) -> u64 {
+        (0..self.nr_cpus)
+            .filter_map(|c| self.pcp(c))
+            .map(|p| u64::from(p.count()))
+            .sum()
+    }
+
+    /// Free blocks of each order (`/proc/buddyinfo`), taken under the lock.
+    pub fn free_blocks(&self) -> [u64; crate::NR_PAGE_ORDERS] {
+        let a = self.area.lock();
+        core::array::from_fn(|o| a.nr_free(o))
+    }
+}
+
+/// An entry of a zonelist: a zone named by node and type index.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ZoneRef {
+    /// Node.
+    pub node: u8,
+    /// Zone type index.
+    pub zone: u8,
+}
+
+/// The zones an allocation may try, best first (`struct zonelist`).
+#[derive(Clone, Copy, Debug)]
+pub struct Zonelist {
+    refs: [ZoneRef; MAX_NUMNODES * MAX_NR_ZONE_TYPES],
+    len: usize,
+}
+
+impl Zonelist {
+    pub(crate) const fn new() -> Self {
+        Zonelist {
+            refs: [ZoneRef { node: 0, zone: 0 }; MAX_NUMNODES * MAX_NR_ZONE_TYPES],
+            len: 0,
+        }
+    }
+
+    pub(crate) fn push(&mut self, node: usize, zone: usize) {
+        self.refs[self.len] = ZoneRef {
+            node: node as u8,
+            zone: zone as u8,
+        };
+        self.len += 1;
+    }
+
+    /// The entries.
+    pub fn entries(&self) -> &[ZoneRef] {
+        &self.refs[..self.len]
+    }
+}
+
+/// `ZONELIST_FALLBACK`: all nodes by distance.
+pub const ZONELIST_FALLBACK: usize = 0;
+/// `ZONELIST_NOFALLBACK`: this node only (`__GFP_THISNODE`).
+pub const ZONELIST_NOFALLBACK: usize = 1;
+
+/// A node (`pg_data_t`).
+pub struct PgData {
+    pub(crate) node_id: usize,
+    pub(crate) node_start_pfn: u64,
+    pub(crate) node_spanned_pages: u64,
+    pub(crate) node_present_pages: u64,
+    pub(crate) nr_cpus: usize,
+    pub(crate) zones: [Zone; MAX_NR_ZONE_TYPES],
+    pub(crate) zonelists: [Zonelist; 2],
+}
+
+impl PgData {
+    pub(crate) const fn new(node_id: usize) -> Self {
+        PgData {
+            node_id,
+            node_start_pfn: 0,
+            node_spanned_pages: 0,
+            node_present_pages: 0,
+            nr_cpus: 0,
+            zones: [
+                Zone::new(ZoneType::Dma, node_id),
+                Zone::new(ZoneType::Dma32, node_id),
+                Zone::new(ZoneType::Normal, node_id),
+                Zone::new(ZoneType::HighMem, node_id),
+                Zone::new(ZoneType::Movable, node_id),
+                Zone::new(ZoneType::Device, node_id),
+            ],
+            zonelists: [Zonelist::new(), Zonelist::new()],
+        }
+    }
+
+    /// Node id.
+    pub fn node_id(&self) -> usize {
+        self.node_id
+    }
+
+    /// `node_start_pfn`.
+    pub fn node_start_pfn(&self) -> u64 {
+        self.node_start_pfn
+    }
+
+    /// `node_spanned_pages`.
+    pub fn node_spanned_pages(&self) -> u64 {
+        self.node_spanned_pages
+    }
+
+    /// `node_present_pages`.
+    pub fn node_present_pages(&self) -> u64 {
+        self.node_present_pages
+    }
+
+    /// CPUs on this node.
+    pub fn nr_cpus(&self) -> usize {
+        self.nr_cpus
+    }
+
+    /// The zone of type index `idx`.
+    pub fn zone(&self, idx: usize) -> &Zone {
+        &self.zones[idx]
+    }
+
+    /// The zones that exist in the machine's layout, in order.
+    pub fn zones(&self) -> impl Iterator<Item = &Zone> {
+        self.zones.iter().filter(|z| z.in_layout)
+    }
+
+    /// `ZONELIST_FALLBACK` or `ZONELIST_NOFALLBACK`.
+    pub fn zonelist(&self, which: usize) -> &Zonelist {
+        &self.zonelists[which]
+    }
+}
+
+/// `get_order()`: the smallest order whose block holds `size` bytes
+/// (`get_order(0)` is 0 here; Linux leaves it undefined).
+///
+/// ```
+/// assert_eq!(kmem::page_alloc::get_order(4096), 0);
+/// assert_eq!(kmem::page_alloc::get_order(4097), 1);
+/// assert_eq!(kmem::page_alloc::get_order(4 << 20), 10);
+/// ```
+pub const fn get_order(size: usize) -> u32 {
+    if size <= PAGE_SIZE {
+        0
+    } else {
+        usize::BITS - ((size - 1) >> PAGE_SHIFT).leading_zeros()
+    }
+}
+
+/// Why a free was refused (the `page dumped because:` line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BadPage {
+    Reserved,
+    Slab,
+    Free,
+    Tail,
+    CompoundOrder,
+    Order(u32),
+}
+
+impl<P: Platform> Kmem<P> {
+    /// The zone a block head belongs to (`page_zone()`).
+    #[inline]
+    pub fn page_zone(&self, page: &Page) -> &Zone {
+        self.node(page.nid()).zone(page.zone_idx())
+    }
+
+    /// `numa_node_id()`: the node of the running CPU.
+    pub fn numa_node_id(&self) -> usize {
+        let cpu = self.p.smp_processor_id();
+        usize::from(self.cpu_to_node[cpu.min(NR_CPUS - 1)])
+    }
+
+    /// `cpu_to_node()`.
+    pub fn cpu_to_node(&self, cpu: usize) -> usize {
+        usize::from(self.cpu_to_node[cpu.min(NR_CPUS - 1)])
+    }
+
+    /// The zone type index an allocation with `gfp` may go up to, mapped
+    /// onto this machine's layout (no DMA32 or HighMem: Normal).
+    pub fn gfp_zone_idx(&self, gfp: Gfp) -> Result<usize> {
+        let t = gfp::gfp_zone(gfp).inspect_err(|_| {
+            report!(
+                &self.p,
+                Level::Warning,
+                "WARNING: invalid GFP zone modifiers: mode:{:#x}({})",
+                gfp.bits(),
+                gfp
+            )
+        })?;
+        let t = match t {
+            ZoneType::Dma32 if !self.has_zone(ZoneType::Dma32) => ZoneType::Normal,
+            ZoneType::HighMem if !self.has_zone(ZoneType::HighMem) => ZoneType::Normal,
+            t => t,
+        };
+        Ok(t as usize)
+    }
+
+    pub(crate) fn buddy_cx_pub(&self, zone: &Zone) -> BuddyCx<'_> {
+        self.buddy_cx(zone)
+    }
+
+    #[inline]
+    fn buddy_cx(&self, zone: &Zone) -> BuddyCx<'_> {
+        BuddyCx {
+            mm: self.mem_map(),
+            pb: self.pageblocks(),
+            links: Page::links(zone.node, zone.ztype as usize),
+            zone_start: zone.zone_start_pfn,
+            zone_end: zone.zone_end_pfn(),
+        }
+    }
+
+    /// `alloc_pages()`: `2^order` contiguous pages, on the running CPU's node.
+    ///
+    /// ```
+    /// # let mut mem = vec![0u8; 8 << 20];
+    /// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
+    /// use kmem::gfp::GFP_KERNEL;
+    /// let page = k.alloc_pages(GFP_KERNEL, 2).unwrap();
+    /// assert_eq!(page.refcount(), 1);
+    /// k.__free_pages(page, 2).unwrap();
+    /// ```
+    #[track_caller]
+    pub fn alloc_pages(&self, gfp: Gfp, order: u32) -> Result<&Page> {
+        self.alloc_pages_node(-1, gfp, order)
+    }
+
+    /// `alloc_page()`.
+    #[track_caller]
+    pub fn alloc_page(&self, gfp: Gfp) -> Result<&Page> {
+        self.alloc_pages_node(-1, gfp, 0)
+    }
+
+    /// `alloc_pages_node()`: prefer node `nid` (`-1`, `NUMA_NO_NODE`: the
+    /// running CPU's node).
+    #[track_caller]
+    pub fn alloc_pages_node(&self, nid: i32, gfp: Gfp, order: u32) -> Result<&Page> {
+        if order > MAX_PAGE_ORDER {
+            if !gfp.contains(gfp::__GFP_NOWARN) {
+                report!(
+                    &self.p,
+                    Level::Warning,
+                    "WARNING: CPU: {} at {}: __alloc_pages: order {} > MAX_PAGE_ORDER ({})",
+                    self.p.smp_processor_id(),
+                    core::panic::Location::caller(),
+                    order,
+                    MAX_PAGE_ORDER
+                );
+            }
+            return Err(Error::InvalidArgument);
+        }
+        let nid = if nid < 0 {
+            self.numa_node_id()
+        } else if (nid as usize) < self.nr_nodes {
+            nid as usize
+        } else {
+            report!(&self.p, Level::Warning, "WARNING: alloc_pages_node: node {nid} is not online");
+            return Err(Error::InvalidArgument);
+        };
+        let high = self.gfp_zone_idx(gfp)?;
+        let mt = gfp::gfp_migratetype(gfp).inspect_err(|_| {
+            report!(
+                &self.p,
+                Level::Warning,
+                "WARNING: both __GFP_MOVABLE and __GFP_RECLAIMABLE: mode:{:#x}({})",
+                gfp.bits(),
+                gfp
+            )
+        })?;
+        let which = if gfp.contains(gfp::__GFP_THISNODE) {
+            ZONELIST_NOFALLBACK
+        } else {
+            ZONELIST_FALLBACK
+        };
+        let zl = self.node(nid).zonelist(which);
+        // Fast path: the low watermark, and no pageblock fragmentation on the
+        // first pass when DMA32 lies under Normal (alloc_flags_nofragment).
+        let mut af = AllocFlags::WMARK_LOW;
+        if high >= ZoneType::Normal as usize && self.node(nid).zone(ZoneType::Dma32 as usize).is_populated() {
+            af = af.with(AllocFlags::NOFRAGMENT);
+        }
+        if let Some(p) = self.get_page_from_freelist(gfp, order, af, zl, high, mt) {
+            return Ok(p);
+        }
+        self.alloc_pages_slowpath(gfp, order, zl, high, mt)
+    }
+
+    #[track_caller]
+    fn alloc_pages_slowpath(
+        &self,
+        gfp: Gfp,
+        order: u32,
+        zl: &Zonelist,
+        high: usize,
+        mt: MigrateType,
+    ) -> Result<&Page> {
+        let mut af = AllocFlags::from_gfp(gfp, order);
+        if let Some(p) = self.get_page_from_freelist(gfp, order, af, zl, high, mt) {
+            return Ok(p);
+        }
+        let reserve = AllocFlags::pfmemalloc(gfp);
+        if reserve.0 != 0 {
+            af = reserve.with(AllocFlags(af.0 & AllocFlags::KSWAPD.0));
+            if let Some(p) = self.get_page_from_freelist(gfp, order, af, zl, high, mt) {
+                return Ok(p);
+            }
+        }
+        // Pages may sit on per-CPU lists: give this CPU's back, ask the
+        // others to, and look once more (what Linux does after direct
+        // reclaim comes back empty-handed).
+        if self.drain_all_pages() > 0 {
+            if let Some(p) = self.get_page_from_freelist(gfp, order, af, zl, high, mt) {
+                return Ok(p);
+            }
+        }
+        if !gfp.contains(gfp::__GFP_NOWARN) {
+            self.warn_alloc(gfp, order);
+        }
+        Err(Error::NoMemory)
+    }
+
+    /// `warn_alloc()`: the "page allocation failure" report.
+    pub(crate) fn warn_alloc(&self, gfp: Gfp, order: u32) {
+        let task = self.p.current();
+        report!(
+            &self.p,
+            Level::Warning,
+            "{}: page allocation failure: order:{}, mode:{:#x}({}), nodemask=(null)",
+            task.comm(),
+            order,
+            gfp.bits(),
+            gfp
+        );
+        report!(
+            &self.p,
+            Level::Warning,
+            "CPU: {} PID: {} Comm: {}",
+            self.p.smp_processor_id(),
+            task.pid,
+            task.comm()
+        );
+        crate::proc::show_mem(self);
+    }
+
+    fn get_page_from_freelist(
+        &self,
+        gfp: Gfp,
+        order: u32,
+        mut af: AllocFlags,
+        zl: &Zonelist,
+        high: usize,
+        mt: MigrateType,
+    ) -> Option<&Page> {
+        loop {
+            for zr in zl.entries() {
+                if usize::from(zr.zone) > high {
+                    continue;
+                }
+                let zone = self.node(usize::from(zr.node)).zone(usize::from(zr.zone));
+                if !af.contains(AllocFlags::NO_WATERMARKS) {
+                    let mark = zone.wmark((af.0 & AllocFlags::WMARK_MASK.0) as usize);
+                    if !self.zone_watermark_fast(zone, order, mark, high, af) {
+                        continue;
+                    }
+                }
+                if let Some(idx) = self.rmqueue(zone, order, mt, af) {
+                    return Some(self.prep_new_page(zone, idx, order, gfp));
+                }
+            }
+            if !af.contains(AllocFlags::NOFRAGMENT) {
+                return None;
+            }
+            af = af.without(AllocFlags::NOFRAGMENT);
+        }
+    }
+
+    /// `zone_watermark_fast()`.
+    fn zone_watermark_fast(&self, zone: &Zone, order: u32, mark: u64, high: usize, af: AllocFlags) -> bool {
+        let free = zone.nr_free_pages.load(Relaxed);
+        let reserve = zone.lowmem_reserve(high);
+        if order == 0 && free > (mark + reserve) as i64 {
+            return true;
+        }
+        watermark_ok(free, order, mark, reserve, af, |o, ha| zone.area.lock().has_block(o, ha))
+    }
+
+    /// Whether `zone` passes watermark `which` for an allocation of `order`
+    /// bound for zone index `high` (`zone_watermark_ok()`).
+    pub fn zone_watermark_ok(&self, zone: &Zone, order: u32, which: usize, high: usize, af: AllocFlags) -> bool {
+        watermark_ok(
+            zone.nr_free_pages.load(Relaxed),
+            order,
+            zone.wmark(which),
+            zone.lowmem_reserve(high),
+            af,
+            |o, ha| zone.area.lock().has_block(o, ha),
+        )
+    }
+
+    /// `rmqueue()`: per-CPU lists for small orders, else the buddy lists.
+    fn rmqueue(&self, zone: &Zone, order: u32, mt: MigrateType, af: AllocFlags) -> Option<u32> {
+        if order <= PAGE_ALLOC_COSTLY_ORDER {
+            if let Some(i) = self.rmqueue_pcplist(zone, order, mt, af) {
+                return Some(i);
+            }
+        }
+        let _irq = LocalGuard::new(&self.p);
+        let cx = self.buddy_cx(zone);
+        let mut area = zone.area.lock();
+        let mut mode = RmqueueMode::Normal;
+        let idx = area.rmqueue(&cx, order, mt, af, &mut mode)?;
+        zone.nr_free_pages.fetch_sub(1 << order, Relaxed);
+        Some(idx)
+    }
+
+    /// `rmqueue_pcplist()`.
+    fn rmqueue_pcplist(&self, zone: &Zone, order: u32, mt: MigrateType, af: AllocFlags) -> Option<u32> {
+        let g = LocalGuard::new(&self.p);
+        let pcp = zone.pcp(g.cpu())?;
+        // SAFETY: we are on pcp's CPU inside the section `g`, which outlives
+        // `lists`; no other borrow of these lists exists in this frame.
+        let lists = unsafe { pcp.lists_mut() };
+        let mm = self.mem_map();
+        if pcp.take_drain_request() {
+            self.free_pcppages_bulk(zone, pcp, lists, u32::MAX);
+        }
+        let pindex = order_to_pindex(mt as usize, order);
+        if lists[pindex].is_empty() {
+            // rmqueue_bulk(): refill with `batch` pages' worth in one trip.
+            let batch = pcp.batch().max(1);
+            let count = if order == 0 { batch } else { (batch >> order).max(2) };
+            let cx = self.buddy_cx(zone);
+            let mut area = zone.area.lock();
+            let mut mode = RmqueueMode::Normal;
+            let mut got = 0u32;
+            for _ in 0..count {
+                let Some(i) = area.rmqueue(&cx, order, mt, af, &mut mode) else {
+                    break;
+                };
+                mm.at(i).set_flag(PG_PCP);
+                lists[pindex].push_tail(&mm, i);
+                got += 1;
+            }
+            drop(area);
+            zone.nr_free_pages.fetch_sub(i64::from(got) << order, Relaxed);
+            pcp.add_count(i64::from(got) << order);
+        }
+        let idx = lists[pindex].pop_head(&mm)?;
+        mm.at(idx).clear_flag(PG_PCP);
+        pcp.add_count(-(1i64 << order));
+        Some(idx)
+    }
+
+    /// `prep_new_page()`: reference, order, compound metadata, zeroing.
+    fn prep_new_page(&self, zone: &Zone, idx: u32, order: u32, gfp: Gfp) -> &Page {
+        let mm = self.mem_map();
+        let page = mm.at(idx);
+        let links = Page::links(zone.node, zone.ztype as usize);
+        page.set_raw_flags(links);
+        page.set_order(order);
+        page.set_refcount(1);
+        if order > 0 && gfp.contains(gfp::__GFP_COMP) {
+            page.set_flag(PG_HEAD);
+            for t in 1..(1u32 << order) {
+                let tail = mm.at(idx + t);
+                tail.set_raw_flags(links | PG_TAIL);
+                tail.set_head_index(Some(idx));
+                tail.set_refcount(0);
+            }
+        }
+        if gfp.contains(gfp::__GFP_ZERO) {
+            self.zero_pages(mm.pfn_of(idx), 1 << order);
+        }
+        zone.pgalloc.fetch_add(1 << order, Relaxed);
+        page
+    }
+
+    /// Zero `n` pages from `pfn`, through the direct map or kmap.
+    fn zero_pages(&self, pfn: u64, n: u64) {
+        for p in pfn..pfn + n {
+            match self.dm.va(p << PAGE_SHIFT) {
+                // SAFETY: the page was just taken off a free list, so nobody
+                // else uses it, and the Platform promises its direct-map
+                // address is valid for PAGE_SIZE writes.
+                Some(va) => unsafe { core::ptr::write_bytes(va as *mut u8, 0, PAGE_SIZE) },
+                None => {
+                    // High memory: map it for the duration of the clear.
+                    let page = self.mem_map().pfn_to_page(p).expect("pfn in mem_map");
+                    match self.kmap(page) {
+                        Ok(va) => {
+                            // SAFETY: kmap mapped the (unused) page at `va` for PAGE_SIZE bytes.
+                            unsafe { core::ptr::write_bytes(va.as_ptr(), 0, PAGE_SIZE) };
+                            self.kunmap(va.as_ptr());
+                        }
+                        Err(_) => report!(
+                            &self.p,
+                            Level::Err,
+                            "kmem: cannot kmap pfn {p:#x} to clear it for __GFP_ZERO"
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    fn bad_page(&self, page: &Page, why: BadPage) {
+        let pfn = self.mem_map().page_to_pfn(page).unwrap_or(0);
+        let task = self.p.current();
+        report!(&self.p, Level::Alert, "BUG: Bad page state in process {}  pfn:{:05x}", task.comm(), pfn);
+        report!(
+            &self.p,
+            Level::Alert,
+            "page: refcount:{} mapcount:0 mapping:0000000000000000 index:0x0 pfn:{:#x}",
+            page.refcount(),
+            pfn
+        );
+        report!(&self.p, Level::Alert, "flags: {:#x}({})", page.raw_flags(), FlagNames(page.raw_flags()));
+        match why {
+            BadPage::Reserved | BadPage::Slab => report!(
+                &self.p,
+                Level::Alert,
+                "page dumped because: PAGE_FLAGS_CHECK_AT_FREE flag(s) set"
+            ),
+            BadPage::Free => report!(
+                &self.p,
+                Level::Alert,
+                "page dumped because: VM_BUG_ON_PAGE(page_ref_count(page) == 0)"
+            ),
+            BadPage::Tail => report!(&self.p, Level::Alert, "page dumped because: VM_BUG_ON_PAGE(PageTail(page))"),
+            BadPage::CompoundOrder => report!(
+                &self.p,
+                Level::Alert,
+                "page dumped because: VM_BUG_ON_PAGE(compound && compound_order(page) != order)"
+            ),
+            BadPage::Order(o) => report!(
+                &self.p,
+                Level::Alert,
+                "page dumped because: freed with order {} but allocated with order {}",
+                o,
+                page.order()
+            ),
+        }
+    }
+
+    /// The checks of `free_pages_prepare()`, reported the way Linux's
+    /// `bad_page()` does; a refused free changes nothing.
+    fn free_check(&self, page: &Page, order: u32) -> Result<()> {
+        let f = page.flags();
+        let why = if f & PG_RESERVED != 0 {
+            Some(BadPage::Reserved)
+        } else if f & PG_TAIL != 0 {
+            Some(BadPage::Tail)
+        } else if f & (PG_BUDDY | PG_PCP) != 0 || page.refcount() <= 0 {
+            Some(BadPage::Free)
+        } else if f & PG_SLAB != 0 {
+            Some(BadPage::Slab)
+        } else if f & PG_HEAD != 0 && page.order() != order {
+            Some(BadPage::CompoundOrder)
+        } else if page.order() != order {
+            Some(BadPage::Order(order))
+        } else {
+            None
+        };
+        match why {
+            Some(w) => {
+                self.bad_page(page, w);
+                Err(Error::BadState)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// `__free_pages()`: drop a reference to a block of `2^order` pages and
+    /// free it when that was the last one.
+    ///
+    /// Double frees, frees with the wrong order, frees of tail, reserved or
+    /// slab pages are reported as "BUG: Bad page state" and refused with
+    /// [`Error::BadState`]; the page is left as it was.
+    pub fn __free_pages(&self, page: &Page, order: u32) -> Result<()> {
+        let mm = self.mem_map();
+        let Some(idx) = mm.index_of(page) else {
+            report!(&self.p, Level::Alert, "BUG: __free_pages: {:p} is not a page descriptor of this machine", page);
+            return Err(Error::BadAddress);
+        };
+        if order > MAX_PAGE_ORDER {
+            report!(&self.p, Level::Alert, "BUG: __free_pages: order {} > MAX_PAGE_ORDER", order);
+            return Err(Error::InvalidArgument);
+        }
+        self.free_check(page, order)?;
+        match page.ref_dec() {
+            1 => {}
+            n if n > 1 => return Ok(()),
+            _ => {
+                // Lost a race with another free of the same page.
+                page.ref_inc();
+                self.bad_page(page, BadPage::Free);
+                return Err(Error::BadState);
+            }
+        }
+        if page.is_head() {
+            for t in 1..(1u32 << order) {
+                let tail = mm.at(idx + t);
+                tail.set_raw_flags(tail.raw_flags() & !PG_TAIL);
+                tail.set_head_index(None);
+            }
+            page.clear_flag(PG_HEAD);
+        }
+        page.set_order(0);
+        let zone = self.page_zone(page);
+        zone.pgfree.fetch_add(1 << order, Relaxed);
+        if order <= PAGE_ALLOC_COSTLY_ORDER {
+            self.free_unref_page(zone, idx, order);
+        } else {
+            self.free_one_page(zone, idx, order);
+        }
+        Ok(())
+    }
+
+    /// `free_one_page()`: straight back to the buddy lists.
+    fn free_one_page(&self, zone: &Zone, idx: u32, order: u32) {
+        let _irq = LocalGuard::new(&self.p);
+        let cx = self.buddy_cx(zone);
+        let pfn = cx.mm.pfn_of(idx);
+        let mt = cx.pb.get(pfn);
+        zone.area.lock().free_one(&cx, pfn, order, mt);
+        zone.nr_free_pages.fetch_add(1 << order, Relaxed);
+    }
+
+    /// `free_unref_page()`: onto this CPU's list, spilling `batch` pages
+    /// to the buddy lists when the list reaches `high`.
+    fn free_unref_page(&self, zone: &Zone, idx: u32, order: u32) {
+        let mm = self.mem_map();
+        let mut mt = self.pageblocks().get(mm.pfn_of(idx));
+        if mt as usize >= MIGRATE_PCPTYPES {
+            if mt == MigrateType::Isolate {
+                return self.free_one_page(zone, idx, order);
+            }
+            mt = MigrateType::Movable;
+        }
+        let g = LocalGuard::new(&self.p);
+        let Some(pcp) = zone.pcp(g.cpu()) else {
+            drop(g);
+            return self.free_one_page(zone, idx, order);
+        };
+        // SAFETY: on pcp's CPU inside section `g`, which outlives `lists`.
+        let lists = unsafe { pcp.lists_mut() };
+        mm.at(idx).set_flag(PG_PCP);
+        lists[order_to_pindex(mt as usize, order)].push_head(&mm, idx);
+        pcp.add_count(1 << order);
+        if pcp.take_drain_request() {
+            self.free_pcppages_bulk(zone, pcp, lists, u32::MAX);
+        } else if pcp.count() >= pcp.high() {
+            let batch = pcp.batch();
+            let high = pcp.high();
+            // nr_pcp_free(): keep at least `batch` pages; free 1 while the
+            // pageset is still the boot one (high < batch).
+            let n = if high < batch { 1 } else { batch };
+            self.free_pcppages_bulk(zone, pcp, lists, n);
+        }
+    }
+
+    /// `free_pcppages_bulk()`: give at least `count` pages back, coldest
+    /// first, round-robin over the lists. Runs inside the owner's section.
+    fn free_pcppages_bulk(&self, zone: &Zone, pcp: &PerCpuPages, lists: &mut [crate::page::PageList; NR_PCP_LISTS], count: u32) -> u64 {
+        let mm = self.mem_map();
+        let cx = self.buddy_cx(zone);
+        let mut area = zone.area.lock();
+        let mut freed = 0u64;
+        let mut pindex = NR_PCP_LISTS - 1;
+        let mut empty_rounds = 0;
+        while freed < u64::from(count) && empty_rounds < NR_PCP_LISTS {
+            pindex = (pindex + 1) % NR_PCP_LISTS;
+            let Some(i) = lists[pindex].pop_tail(&mm) else {
+                empty_rounds += 1;
+                continue;
+            };
+            empty_rounds = 0;
+            let order = pindex_to_order(pindex);
+            mm.at(i).clear_flag(PG_PCP);
+            let pfn = mm.pfn_of(i);
+            area.free_one(&cx, pfn, order, cx.pb.get(pfn));
+            freed += 1 << order;
+        }
+        drop(area);
+        zone.nr_free_pages.fetch_add(freed as i64, Relaxed);
+        pcp.add_count(-(freed as i64));
+        freed
+    }
+
+    /// `drain_local_pages()`: give every page on this CPU's lists back to
+    /// the buddy allocator. Returns the number of pages given back.
+    pub fn drain_local_pages(&self) -> u64 {
+        let mut n = 0;
+        for node in self.nodes() {
+            for zone in node.zones() {
+                let g = LocalGuard::new(&self.p);
+                if let Some(pcp) = zone.pcp(g.cpu()) {
+                    // SAFETY: on pcp's CPU inside section `g`.
+                    let lists = unsafe { pcp.lists_mut() };
+                    n += self.free_pcppages_bulk(zone, pcp, lists, u32::MAX);
+                }
+            }
+        }
+        n
+    }
+
+    /// `drain_all_pages()`: drain this CPU now and ask every other CPU to
+    /// drain at its next page allocator call (Linux queues the same work on
+    /// each CPU). Returns the pages this CPU gave back.
+    pub fn drain_all_pages(&self) -> u64 {
+        let me = {
+            let g = LocalGuard::new(&self.p);
+            g.cpu()
+        };
+        for node in self.nodes() {
+            for zone in node.zones() {
+                for cpu in (0..self.nr_cpus).filter(|&c| c != me) {
+                    if let Some(pcp) = zone.pcp(cpu) {
+                        if pcp.count() > 0 {
+                            pcp.request_drain();
+                        }
+                    }
+                }
+            }
+        }
+        self.drain_local_pages()
+    }
+
+    /// `__get_free_pages()`: like [`alloc_pages`](Self::alloc_pages) but
+    /// returns the direct-map address. `__GFP_HIGHMEM` is ignored, since
+    /// high memory has no such address.
+    #[track_caller]
+    pub fn __get_free_pages(&self, gfp: Gfp, order: u32) -> Result<NonNull<u8>> {
+        let page = self.alloc_pages(gfp.without(gfp::__GFP_HIGHMEM), order)?;
+        self.page_address(page).ok_or(Error::NoMemory)
+    }
+
+    /// `__get_free_page()`.
+    #[track_caller]
+    pub fn __get_free_page(&self, gfp: Gfp) -> Result<NonNull<u8>> {
+        self.__get_free_pages(gfp, 0)
+    }
+
+    /// `get_zeroed_page()`.
+    #[track_caller]
+    pub fn get_zeroed_page(&self, gfp: Gfp) -> Result<NonNull<u8>> {
+        self.__get_free_pages(gfp.union(gfp::__GFP_ZERO), 0)
+    }
+
+    /// The descriptor behind a page-aligned direct-map address, or a report
+    /// and an error naming what is wrong with `addr`.
+    fn addr_to_page(&self, what: &str, addr: *const u8) -> Result<&Page> {
+        let a = addr as usize;
+        if a % PAGE_SIZE != 0 {
+            report!(&self.p, Level::Alert, "BUG: {what}: address {a:#x} is not page aligned");
+            return Err(Error::InvalidArgument);
+        }
+        match self.virt_to_page(addr) {
+            Some(p) => Ok(p),
+            None => {
+                report!(&self.p, Level::Alert, "BUG: {what}: address {a:#x} is not memory this allocator manages");
+                Err(Error::BadAddress)
+            }
+        }
+    }
+
+    /// `free_pages()`: free by direct-map address; a null address is a no-op.
+    pub fn free_pages(&self, addr: *mut u8, order: u32) -> Result<()> {
+        if addr.is_null() {
+            return Ok(());
+        }
+        let page = self.addr_to_page("free_pages", addr)?;
+        self.__free_pages(page, order)
+    }
+
+    /// `free_page()`.
+    pub fn free_page(&self, addr: *mut u8) -> Result<()> {
+        self.free_pages(addr, 0)
+    }
+
+    /// `split_page()`: turn a non-compound block of `order` into `2^order`
+    /// independent order-0 pages, each with its own reference.
+    pub fn split_page(&self, page: &Page, order: u32) -> Result<()> {
+        let mm = self.mem_map();
+        let idx = mm.index_of(page).ok_or(Error::BadAddress)?;
+        if page.is_head() || page.refcount() <= 0 || page.order() != order || page.is_tail() {
+            report!(
+                &self.p,
+                Level::Alert,
+                "BUG: split_page: pfn {:#x} is not an allocated non-compound block of order {}",
+                mm.pfn_of(idx),
+                order
+            );
+            return Err(Error::BadState);
+        }
+        let links = page.raw_flags();
+        for t in 0..(1u32 << order) {
+            let p = mm.at(idx + t);
+            p.set_raw_flags(links);
+            p.set_order(0);
+            p.set_refcount(1);
+        }
+        Ok(())
+    }
+
+    /// `alloc_pages_exact()`: `size` bytes of whole pages, the unused tail of
+    /// the power-of-two block given back at once.
+    #[track_caller]
+    pub fn alloc_pages_exact(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>> {
+        if size == 0 {
+            return Err(Error::InvalidArgument);
+        }
+        let order = get_order(size);
+        let addr = self.__get_free_pages(gfp.without(gfp::__GFP_COMP), order)?;
+        let page = self.virt_to_page(addr.as_ptr()).ok_or(Error::BadAddress)?;
+        self.split_page(page, order)?;
+        let used = size.div_ceil(PAGE_SIZE);
+        for i in used..(1usize << order) {
+            self.free_pages(addr.as_ptr().wrapping_add(i * PAGE_SIZE), 0)?;
+        }
+        Ok(addr)
+    }
+
+    /// `free_pages_exact()`.
+    pub fn free_pages_exact(&self, addr: *mut u8, size: usize) -> Result<()> {
+        for i in 0..size.div_ceil(PAGE_SIZE) {
+            self.free_pages(addr.wrapping_add(i * PAGE_SIZE), 0)?;
+        }
+        Ok(())
+    }
+
+    /// `get_page()`: take another reference to an allocated page.
+    pub fn get_page(&self, page: &Page) {
+        page.ref_inc();
+    }
+
+    /// `compound_head()`: the head of a compound page for a tail page, the
+    /// page itself otherwise.
+    pub fn compound_head<'a>(&'a self, page: &'a Page) -> &'a Page {
+        match page.head_index() {
+            Some(h) if page.is_tail() => self.mem_map().at(h),
+            _ => page,
+        }
+    }
+
+    /// `page_count()`.
+    pub fn page_count(&self, page: &Page) -> i32 {
+        page.refcount()
     }
 }
