@@ -713,6 +713,12 @@ impl<P: Platform> Kmem<P> {
         self.mem_map().pfn_to_page(pfn)
     }
 
+    /// `get_pageblock_migratetype()` of the pageblock holding `pfn`.
+    pub fn pageblock_migratetype(&self, pfn: u64) -> Option<crate::page_alloc::MigrateType> {
+        let mm = self.mem_map();
+        (pfn >= mm.base_pfn() && pfn < mm.end_pfn()).then(|| self.pageblocks().get(pfn))
+    }
+
     /// `PageHighMem()`.
     pub fn page_is_highmem(&self, page: &Page) -> bool {
         self.page_address(page).is_none()
