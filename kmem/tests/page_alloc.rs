@@ -134,7 +134,7 @@ fn exhaustion_follows_the_reserve_rules() {
     let k = boot(&mut m, 1);
     let zone = k.node(0).zone(0);
     let min = zone.min_wmark() as i64;
-    let mut take = |gfp: Gfp| {
+    let take = |gfp: Gfp| {
         let mut v = Vec::new();
         while let Ok(p) = k.alloc_page(gfp | __GFP_NOWARN) {
             v.push(p);
@@ -421,4 +421,20 @@ fn sysctls_recompute_watermarks() {
     k.set_percpu_pagelist_high_fraction(8).unwrap();
     let pcp = z.pcp(0).unwrap();
     assert_eq!(pcp.high_min(), pcp.high_max());
+}
+
+#[test]
+fn disabled_pcp_sends_frees_to_the_buddy_lists() {
+    let mut m = vec![0u8; SMALL];
+    let k = boot(&mut m, 1);
+    let zone = k.node(0).zone(0);
+    k.zone_pcp_disable(zone);
+    let free = zone.free_pages();
+    let a = k.alloc_page(GFP_KERNEL).unwrap();
+    assert_eq!(zone.free_pages(), free - 1);
+    assert_eq!(zone.pcp(0).unwrap().count(), 0);
+    k.__free_pages(a, 0).unwrap();
+    assert_eq!(zone.free_pages(), free);
+    k.zone_pcp_enable();
+    assert!(zone.pcp(0).unwrap().high() > 0);
 }

@@ -1156,6 +1156,25 @@ impl<P: Platform> Kmem<P> {
         self.drain_local_pages()
     }
 
+    /// `zone_pcp_disable()`: set every CPU's lists of `zone` to the boot
+    /// pageset (`high` 0, `batch` 1) and drain this CPU's, so that each
+    /// order-0 free goes straight back to the buddy lists (Linux does this
+    /// while offlining memory). Other CPUs drain at their next visit.
+    pub fn zone_pcp_disable(&self, zone: &Zone) {
+        for cpu in 0..self.nr_cpus {
+            if let Some(pcp) = zone.pcp(cpu) {
+                pcp.update(1, 0, 0);
+                pcp.request_drain();
+            }
+        }
+        self.drain_local_pages();
+    }
+
+    /// `zone_pcp_enable()`: restore the computed list sizes of every zone.
+    pub fn zone_pcp_enable(&self) {
+        self.setup_per_zone();
+    }
+
     /// `__get_free_pages()`: like [`alloc_pages`](Self::alloc_pages) but
     /// returns the direct-map address. `__GFP_HIGHMEM` is ignored, since
     /// high memory has no such address.
