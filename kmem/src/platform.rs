@@ -243,3 +243,58 @@ macro_rules! report {
         $crate::platform::Platform::report($p, $lvl, format_args!($($arg)*))
     };
 }
+
+// SAFETY: every promise is the referent's, delegated unchanged.
+unsafe impl<T: Platform + ?Sized> Platform for &T {
+    fn nr_cpu_ids(&self) -> usize {
+        (**self).nr_cpu_ids()
+    }
+    fn smp_processor_id(&self) -> usize {
+        (**self).smp_processor_id()
+    }
+    fn local_enter(&self) -> LocalState {
+        (**self).local_enter()
+    }
+    fn local_exit(&self, state: LocalState) {
+        (**self).local_exit(state)
+    }
+    fn in_atomic(&self) -> bool {
+        (**self).in_atomic()
+    }
+    fn in_interrupt(&self) -> bool {
+        (**self).in_interrupt()
+    }
+    fn direct_map(&self) -> DirectMap {
+        (**self).direct_map()
+    }
+    fn memory_is_zeroed(&self) -> bool {
+        (**self).memory_is_zeroed()
+    }
+    fn vmap_range(&self) -> Option<(usize, usize)> {
+        (**self).vmap_range()
+    }
+    fn map_page(&self, va: usize, pfn: u64) -> crate::Result<()> {
+        (**self).map_page(va, pfn)
+    }
+    fn unmap_page(&self, va: usize) {
+        (**self).unmap_page(va)
+    }
+    fn wait_event(&self, channel: usize, cond: &mut dyn FnMut() -> bool, timeout_ns: Option<u64>) -> bool {
+        (**self).wait_event(channel, cond, timeout_ns)
+    }
+    fn wake_up(&self, channel: usize) {
+        (**self).wake_up(channel)
+    }
+    fn report(&self, level: Level, msg: fmt::Arguments<'_>) {
+        (**self).report(level, msg)
+    }
+    fn current(&self) -> Task {
+        (**self).current()
+    }
+    fn now_ns(&self) -> u64 {
+        (**self).now_ns()
+    }
+    fn random_u64(&self) -> u64 {
+        (**self).random_u64()
+    }
+}

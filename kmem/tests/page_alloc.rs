@@ -326,6 +326,7 @@ fn split_page_and_exact_allocations() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "exhausting a 16 MiB DMA zone is too slow under Miri")]
 fn zones_follow_gfp_and_lowmem_reserve_protects_dma() {
     let mut m = vec![0u8; BIG];
     let k = boot(&mut m, 1);
