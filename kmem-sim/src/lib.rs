@@ -1,1 +1,721 @@
-//! (being written)
+//! # kmem-sim: a simulated machine for the kmem core
+//!
+//! [`SimPlatform`] implements [`kmem::Platform`] on a hosted Linux process,
+//! so the allocator core runs on real (virtual) memory, on many threads at
+//! once, at the sizes of real machines.
+//!
+//! ## Design
+//!
+//! * **Physical memory is a memfd.** Its size is the highest end of any
+//!   usable range of the memory map. It is mapped once, `MAP_SHARED |
+//!   MAP_NORESERVE`, as the direct map: physical address `pa` lives at
+//!   `base + pa` ([`Platform::direct_map`]). The memfd is sparse and reads
+//!   as zero, so a 64 GiB machine costs only the pages the core touches, and
+//!   [`Platform::memory_is_zeroed`] is true. With
+//!   [`SimConfig::lowmem_limit`] the direct map stops there; the memory
+//!   above it is "high memory" that the core reaches through `kmap`.
+//! * **Page tables are mmap calls.** A large `PROT_NONE` range is reserved
+//!   at creation as the vmalloc/kmap area ([`Platform::vmap_range`]).
+//!   [`Platform::map_page`] maps one page of the memfd there with
+//!   `MAP_FIXED | MAP_SHARED`, an alias of the same physical page;
+//!   [`Platform::unmap_page`] puts a `PROT_NONE` placeholder back so the
+//!   area stays reserved.
+//! * **CPUs are threads.** A thread becomes CPU `n` with
+//!   [`SimPlatform::bind`]; at most one thread is bound to a CPU at a time,
+//!   which is what makes a CPU-local section exclusive (promise 1 of the
+//!   [`Platform`] contract). CPU-local section depth, interrupt and spinlock
+//!   nesting live in a thread-local: the allocator's fast path
+//!   (`local_enter`/`local_exit`) uses no atomics. [`SimPlatform::irq`] and
+//!   [`SimPlatform::spin_locked`] simulate interrupt context and spinlocks
+//!   for `in_interrupt()`/`in_atomic()`. [`SimPlatform::run_on_cpus`] and
+//!   [`SimPlatform::on_cpu`] run code on bound scoped threads.
+//! * **Wait queues** hash channels onto 64 Mutex + Condvar slots with a
+//!   generation counter, so wake-ups are never lost. A bound thread gives
+//!   its CPU up while it sleeps, as a sleeping task leaves its CPU to
+//!   others, and takes it back before re-checking its condition.
+//! * **printk** stores every line for tests ([`SimPlatform::reports`]) and
+//!   optionally echoes it to stderr.
+//! * **Time and randomness**: a monotonic clock from creation; a splitmix64
+//!   generator per CPU seeded from [`SimConfig::seed`], so runs are
+//!   reproducible.
+//!
+//! Many platforms can live in one process (tests run in parallel): every
+//! instance has a process-unique id, and the thread-local records which
+//! instance a thread is bound to.
+//!
+//! ```
+//! use kmem::Platform;
+//! use kmem_sim::{pc_memory_map, SimConfig, SimPlatform};
+//!
+//! let p = SimPlatform::new(SimConfig::new(2, pc_memory_map(64 << 20))).unwrap();
+//! let dm = p.direct_map();
+//! p.run_on_cpus(|cpu| {
+//!     let _section = kmem::platform::LocalGuard::new(&p);
+//!     assert_eq!(p.smp_processor_id(), cpu);
+//!     assert!(p.in_atomic());
+//! });
+//! assert!(dm.end >= 63 << 20);
+//! ```
+
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+compile_error!("kmem-sim needs 64-bit Linux (memfd_create and a large address space)");
+
+mod cpu;
+mod machine;
+mod phys;
+mod wait;
+
+pub use cpu::CpuBinding;
+pub use machine::{
+    parse_memory_map, parse_size, pc_memory_map, pc_memory_map_numa, NUMA_ALIGN, PC_EXT_START,
+    PC_HIGH_START, PC_LOW_END, PC_PCI_HOLE,
+};
+
+use core::cell::RefCell;
+use core::fmt;
+use core::marker::PhantomData;
+use cpu::{new_instance_id, splitmix64, Cpus, LOCAL, NOT_BOUND};
+use kmem::memory_map::{MemRegion, ParseError, RegionKind};
+use kmem::platform::{DirectMap, Level, LocalState, Platform, Task};
+use kmem::PAGE_SIZE;
+use phys::{page_align_up, PhysMem, VmapArea};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use wait::WaitTable;
+
+/// Size of the virtual range reserved for [`Platform::map_page`] (64 GiB).
+pub const VMAP_SIZE: usize = 64 << 30;
+
+/// Lock a mutex, ignoring poisoning: every structure guarded here stays
+/// consistent across a panic (plain values updated in one step).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Everything that describes a simulated machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimConfig {
+    /// Number of CPUs (`nr_cpu_ids`), at least 1.
+    pub nr_cpus: usize,
+    /// The firmware memory map. Physical memory extends to the highest end
+    /// of its usable ranges.
+    pub map: Vec<MemRegion>,
+    /// First physical address that is not direct-mapped (page aligned), as
+    /// a 32-bit kernel's ~896 MiB lowmem limit; `None`: all memory is.
+    pub lowmem_limit: Option<u64>,
+    /// Also print every report line to stderr.
+    pub echo_reports: bool,
+    /// Seed of the random sources, for reproducible runs.
+    pub seed: u64,
+}
+
+impl SimConfig {
+    /// `nr_cpus` CPUs and the memory map `map`; no lowmem limit, no echo,
+    /// seed 0.
+    pub fn new(nr_cpus: usize, map: Vec<MemRegion>) -> Self {
+        SimConfig {
+            nr_cpus,
+            map,
+            lowmem_limit: None,
+            echo_reports: false,
+            seed: 0,
+        }
+    }
+}
+
+impl Default for SimConfig {
+    /// One CPU and a PC with 128 MiB of RAM ([`pc_memory_map`]).
+    fn default() -> Self {
+        SimConfig::new(1, pc_memory_map(128 << 20))
+    }
+}
+
+/// Why a simulated machine could not be set up, or its description read.
+#[derive(Debug)]
+pub enum SimError {
+    /// The memory map was refused by [`kmem::memory_map::validate`]; the
+    /// text is what it reported (e820 wording).
+    InvalidMap(String),
+    /// The configuration is unusable (no CPUs, no usable memory, ...).
+    Config(String),
+    /// A system call failed.
+    Os {
+        /// What was being done.
+        what: &'static str,
+        /// The error the kernel returned.
+        err: std::io::Error,
+    },
+    /// A memory map line could not be read.
+    MapLine {
+        /// 1-based line number.
+        line: usize,
+        /// The line's text.
+        text: String,
+        /// What is wrong with it.
+        reason: ParseError,
+    },
+    /// A size could not be read (see [`parse_size`]).
+    BadSize {
+        /// The text given.
+        text: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+}
+
+impl SimError {
+    pub(crate) fn os(what: &'static str, err: rustix::io::Errno) -> Self {
+        SimError::Os {
+            what,
+            err: err.into(),
+        }
+    }
+}
+
+impl fmt::Display for SimError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SimError::InvalidMap(msg) => write!(f, "invalid memory map: {msg}"),
+            SimError::Config(msg) => write!(f, "invalid machine configuration: {msg}"),
+            SimError::Os { what, err } => write!(f, "{what} failed: {err}"),
+            SimError::MapLine { line, text, reason } => {
+                write!(f, "memory map line {line}: {reason}: `{text}`")
+            }
+            SimError::BadSize { text, why } => write!(f, "bad size `{text}`: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for SimError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SimError::Os { err, .. } => Some(err),
+            _ => None,
+        }
+    }
+}
+
+/// A platform that only collects reports, for validating a memory map
+/// before any memory exists.
+struct MapChecker {
+    lines: RefCell<Vec<String>>,
+}
+
+// SAFETY: the checker hands out no memory (its direct map is empty, so
+// promise 2 holds vacuously), has one CPU and always says CPU 0 (promise 3),
+// and is used by one thread only (it is !Sync through its RefCell), so no
+// two contexts can be in a CPU-local section at once (promise 1).
+unsafe impl Platform for MapChecker {
+    fn nr_cpu_ids(&self) -> usize {
+        1
+    }
+    fn smp_processor_id(&self) -> usize {
+        0
+    }
+    fn local_enter(&self) -> LocalState {
+        LocalState(0)
+    }
+    fn local_exit(&self, _: LocalState) {}
+    fn in_atomic(&self) -> bool {
+        false
+    }
+    fn direct_map(&self) -> DirectMap {
+        DirectMap { base: 0, end: 0 }
+    }
+    fn report(&self, _: Level, msg: fmt::Arguments<'_>) {
+        self.lines.borrow_mut().push(msg.to_string());
+    }
+    fn now_ns(&self) -> u64 {
+        0
+    }
+    fn random_u64(&self) -> u64 {
+        0
+    }
+}
+
+/// A simulated machine: memfd-backed physical memory, threads as CPUs.
+///
+/// See the [crate documentation](crate) for the design. The value is `Send`
+/// and `Sync`; share it by reference with the threads that bind its CPUs.
+pub struct SimPlatform {
+    id: u64,
+    nr_cpus: usize,
+    map: Vec<MemRegion>,
+    phys: PhysMem,
+    direct_end: u64,
+    vmap: VmapArea,
+    cpus: Cpus,
+    waits: WaitTable,
+    reports: Mutex<Vec<(Level, String)>>,
+    echo: bool,
+    start: Instant,
+    /// splitmix64 state for threads not bound to a CPU.
+    rng: AtomicU64,
+}
+
+#[cold]
+#[inline(never)]
+fn not_bound(bound_to: u64) -> ! {
+    if bound_to == 0 {
+        panic!("{NOT_BOUND}");
+    }
+    panic!("{NOT_BOUND} (this thread is bound to a CPU of another SimPlatform)");
+}
+
+/// Runs a closure when dropped (restores thread-local counters on unwind).
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
+
+impl SimPlatform {
+    /// Build the machine `config` describes.
+    ///
+    /// The memory map is checked with [`kmem::memory_map::validate`] first;
+    /// a refused map gives [`SimError::InvalidMap`] with the report text.
+    /// There must be at least one CPU and one usable range, and a
+    /// `lowmem_limit` must be page aligned.
+    pub fn new(config: SimConfig) -> Result<SimPlatform, SimError> {
+        let checker = MapChecker {
+            lines: RefCell::new(Vec::new()),
+        };
+        if kmem::memory_map::validate(&checker, &config.map).is_err() {
+            let lines = checker.lines.into_inner();
+            if config.echo_reports {
+                lines.iter().for_each(|l| eprintln!("{l}"));
+            }
+            return Err(SimError::InvalidMap(lines.join("; ")));
+        }
+        if config.nr_cpus == 0 {
+            return Err(SimError::Config("a machine needs at least one CPU".into()));
+        }
+        let top = config
+            .map
+            .iter()
+            .filter(|r| r.kind == RegionKind::Usable)
+            .map(|r| r.end())
+            .max()
+            .ok_or_else(|| SimError::Config("the memory map has no usable range".into()))?;
+        let size = page_align_up(top)
+            .ok_or_else(|| SimError::Config(format!("usable memory ends too high ({top:#x})")))?;
+        if let Some(l) = config.lowmem_limit {
+            if l % PAGE_SIZE as u64 != 0 {
+                return Err(SimError::Config(format!(
+                    "lowmem limit {l:#x} is not page aligned"
+                )));
+            }
+        }
+        let phys = PhysMem::new(size)?;
+        let vmap = VmapArea::new(VMAP_SIZE)?;
+        let direct_end = config.lowmem_limit.map_or(size, |l| l.min(size));
+        let mut seed = config.seed;
+        let unbound_seed = splitmix64(&mut seed);
+        Ok(SimPlatform {
+            id: new_instance_id(),
+            nr_cpus: config.nr_cpus,
+            map: config.map,
+            phys,
+            direct_end,
+            vmap,
+            cpus: Cpus::new(config.nr_cpus, config.seed),
+            waits: WaitTable::new(),
+            reports: Mutex::new(Vec::new()),
+            echo: config.echo_reports,
+            start: Instant::now(),
+            rng: AtomicU64::new(unbound_seed),
+        })
+    }
+
+    /// The memory map the machine was built from.
+    pub fn memory_map(&self) -> &[MemRegion] {
+        &self.map
+    }
+
+    /// Bytes of physical memory (the memfd size: the highest end of a
+    /// usable range, rounded up to a page).
+    pub fn phys_size(&self) -> u64 {
+        self.phys.size()
+    }
+
+    /// Bind the calling thread to CPU `cpu` as task `cpu/N` (pid `cpu + 1`),
+    /// waiting until no other thread is bound to it. The thread is unbound
+    /// when the returned guard drops.
+    ///
+    /// Panics when `cpu` is not below `nr_cpu_ids()`, when the thread is
+    /// already bound (to this or another platform), or when the CPU was
+    /// left unusable by a binding dropped inside a CPU-local section.
+    pub fn bind(&self, cpu: usize) -> CpuBinding<'_> {
+        self.bind_as(cpu, Task::new(cpu as u32 + 1, &format!("cpu/{cpu}")))
+    }
+
+    /// [`bind`](Self::bind), running as `task` ([`Platform::current`]).
+    pub fn bind_as(&self, cpu: usize, task: Task) -> CpuBinding<'_> {
+        assert!(
+            cpu < self.nr_cpus,
+            "SimPlatform::bind: no CPU {cpu} (the machine has {} CPUs)",
+            self.nr_cpus
+        );
+        LOCAL.with(|l| match l.id.get() {
+            0 => {}
+            id if id == self.id => panic!(
+                "SimPlatform::bind: this thread is already bound to CPU {} of this SimPlatform",
+                l.cpu.get()
+            ),
+            _ => panic!("SimPlatform::bind: this thread is already bound to another SimPlatform"),
+        });
+        let token = new_instance_id();
+        let rng = self.cpus.acquire(cpu, token);
+        LOCAL.with(|l| {
+            l.id.set(self.id);
+            l.cpu.set(cpu);
+            l.token.set(token);
+            l.depth.set(0);
+            l.irq.set(0);
+            l.spin.set(0);
+            l.task.set(task);
+            l.rng.set(rng);
+        });
+        CpuBinding {
+            cpus: &self.cpus,
+            cpu,
+            id: self.id,
+            token,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Check that this thread is bound to this platform; panic otherwise.
+    fn local_checked<R>(&self, f: impl FnOnce(&cpu::Local) -> R) -> R {
+        LOCAL.with(|l| {
+            if l.id.get() != self.id {
+                not_bound(l.id.get());
+            }
+            f(l)
+        })
+    }
+
+    /// Run `f` in simulated interrupt context on the current CPU:
+    /// [`Platform::in_interrupt`] and [`Platform::in_atomic`] are true
+    /// inside. Interrupts nest.
+    ///
+    /// Panics when the thread is not bound, or inside a CPU-local section,
+    /// where interrupts are disabled (an interrupt there could enter a
+    /// section on the same CPU and break its exclusivity).
+    pub fn irq<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.local_checked(|l| {
+            assert!(
+                l.depth.get() == 0,
+                "SimPlatform::irq: interrupts are disabled inside a CPU-local section"
+            );
+            l.irq.set(l.irq.get() + 1);
+        });
+        let _restore = OnDrop(|| LOCAL.with(|l| l.irq.set(l.irq.get().saturating_sub(1))));
+        f()
+    }
+
+    /// Run `f` as if holding a spinlock on the current CPU:
+    /// [`Platform::in_atomic`] is true inside. Panics when the thread is not
+    /// bound.
+    pub fn spin_locked<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.local_checked(|l| l.spin.set(l.spin.get() + 1));
+        let _restore = OnDrop(|| LOCAL.with(|l| l.spin.set(l.spin.get().saturating_sub(1))));
+        f()
+    }
+
+    /// Run `f(cpu)` on every CPU in parallel, each on a scoped thread
+    /// (named `cpu/N`) bound to its CPU; returns when all have finished. A
+    /// panic in any of them is propagated.
+    ///
+    /// Panics when called from a thread bound to this platform (it would
+    /// wait for its own CPU).
+    pub fn run_on_cpus(&self, f: impl Fn(usize) + Sync) {
+        assert!(
+            LOCAL.with(|l| l.id.get()) != self.id,
+            "SimPlatform::run_on_cpus: called from a thread bound to this platform, \
+             which would wait for its own CPU"
+        );
+        let f = &f;
+        std::thread::scope(|s| {
+            for cpu in 0..self.nr_cpus {
+                std::thread::Builder::new()
+                    .name(format!("cpu/{cpu}"))
+                    .spawn_scoped(s, move || {
+                        let _binding = self.bind(cpu);
+                        f(cpu)
+                    })
+                    .expect("SimPlatform::run_on_cpus: cannot spawn a thread");
+            }
+        });
+    }
+
+    /// Run `f` on a scoped thread bound to `cpu` and return its result (a
+    /// panic in `f` is propagated).
+    ///
+    /// Panics when the calling thread is itself bound to `cpu` of this
+    /// platform (it would wait for its own CPU).
+    pub fn on_cpu<R: Send>(&self, cpu: usize, f: impl FnOnce() -> R + Send) -> R {
+        assert!(
+            LOCAL.with(|l| l.id.get() != self.id || l.cpu.get() != cpu),
+            "SimPlatform::on_cpu: the calling thread holds CPU {cpu} already"
+        );
+        std::thread::scope(|s| {
+            let h = std::thread::Builder::new()
+                .name(format!("cpu/{cpu}"))
+                .spawn_scoped(s, move || {
+                    let _binding = self.bind(cpu);
+                    f()
+                })
+                .expect("SimPlatform::on_cpu: cannot spawn a thread");
+            h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    }
+
+    /// All report lines so far, oldest first.
+    pub fn reports(&self) -> Vec<(Level, String)> {
+        lock(&self.reports).clone()
+    }
+
+    /// All report lines so far, oldest first, forgetting them.
+    pub fn take_reports(&self) -> Vec<(Level, String)> {
+        core::mem::take(&mut *lock(&self.reports))
+    }
+
+    /// Whether any report line contains `needle`.
+    pub fn reported(&self, needle: &str) -> bool {
+        lock(&self.reports).iter().any(|(_, l)| l.contains(needle))
+    }
+
+    /// Forget all report lines.
+    pub fn clear_reports(&self) {
+        lock(&self.reports).clear();
+    }
+
+    /// Give the current thread's CPU up (it is about to sleep), returning
+    /// what [`reacquire_cpu`](Self::reacquire_cpu) needs.
+    fn release_cpu(&self) -> Option<(usize, u64)> {
+        let (cpu, token, rng) = LOCAL
+            .with(|l| (l.id.get() == self.id).then(|| (l.cpu.get(), l.token.get(), l.rng.get())))?;
+        self.cpus.release(cpu, token, rng, false);
+        Some((cpu, token))
+    }
+
+    /// Take back the CPU given up by [`release_cpu`](Self::release_cpu).
+    fn reacquire_cpu(&self, held: Option<(usize, u64)>) {
+        if let Some((cpu, token)) = held {
+            let rng = self.cpus.acquire(cpu, token);
+            LOCAL.with(|l| l.rng.set(rng));
+        }
+    }
+}
+
+impl fmt::Debug for SimPlatform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimPlatform")
+            .field("id", &self.id)
+            .field("nr_cpus", &self.nr_cpus)
+            .field("phys_size", &self.phys.size())
+            .field("direct_map", &self.direct_map())
+            .field("vmap_range", &self.vmap.range())
+            .finish_non_exhaustive()
+    }
+}
+
+// SAFETY:
+// 1. A CPU-local section on CPU n runs on a thread whose thread-local says
+//    "bound to this instance, CPU n" (`local_enter` panics otherwise). Such a
+//    thread holds CPU n's slot in `cpus`, and only one binding holds a slot at
+//    a time. The thread gives the slot up only (a) when its binding drops,
+//    which poisons the CPU for good if a section is still open, and (b) while
+//    it sleeps in `wait_event`, which it enters only outside any section
+//    (in_atomic() is false) and where it runs nothing but the wait itself; it
+//    takes the slot back before running `cond` or returning. Simulated
+//    interrupts run on the same thread and are refused inside a section. So
+//    no other context enters a section on CPU n meanwhile, and the thread's
+//    CPU cannot change inside a section (bind refuses a bound thread).
+// 2. The direct map is a shared mapping of the whole memfd, which covers
+//    every usable range (its size is their highest end); it lives until this
+//    value drops, and the platform itself never reads or writes it. The only
+//    other views of it are the vmap aliases the core asks for.
+// 3. `bind` refuses CPUs at or above `nr_cpus`, and `smp_processor_id`
+//    answers only for bound threads.
+unsafe impl Platform for SimPlatform {
+    #[inline]
+    fn nr_cpu_ids(&self) -> usize {
+        self.nr_cpus
+    }
+
+    #[inline]
+    fn smp_processor_id(&self) -> usize {
+        LOCAL.with(|l| {
+            if l.id.get() != self.id {
+                not_bound(l.id.get());
+            }
+            l.cpu.get()
+        })
+    }
+
+    #[inline]
+    fn local_enter(&self) -> LocalState {
+        LOCAL.with(|l| {
+            if l.id.get() != self.id {
+                not_bound(l.id.get());
+            }
+            let d = l.depth.get();
+            l.depth.set(d + 1);
+            LocalState(d)
+        })
+    }
+
+    #[inline]
+    fn local_exit(&self, state: LocalState) {
+        LOCAL.with(|l| {
+            assert!(
+                l.id.get() == self.id && l.depth.get() == state.0 + 1,
+                "local_exit does not match the innermost local_enter of this thread"
+            );
+            l.depth.set(state.0);
+        })
+    }
+
+    #[inline]
+    fn in_atomic(&self) -> bool {
+        LOCAL.with(|l| {
+            l.id.get() == self.id && (l.depth.get() != 0 || l.irq.get() != 0 || l.spin.get() != 0)
+        })
+    }
+
+    #[inline]
+    fn in_interrupt(&self) -> bool {
+        LOCAL.with(|l| l.id.get() == self.id && l.irq.get() != 0)
+    }
+
+    #[inline]
+    fn direct_map(&self) -> DirectMap {
+        DirectMap {
+            base: self.phys.base(),
+            end: self.direct_end,
+        }
+    }
+
+    fn memory_is_zeroed(&self) -> bool {
+        true
+    }
+
+    fn vmap_range(&self) -> Option<(usize, usize)> {
+        Some(self.vmap.range())
+    }
+
+    fn map_page(&self, va: usize, pfn: u64) -> kmem::Result<()> {
+        if !self.vmap.contains_page(va) || pfn >= self.phys.pages() {
+            return Err(kmem::Error::InvalidArgument);
+        }
+        self.vmap.map(&self.phys, va, pfn).map_err(|e| {
+            kmem::report!(
+                self,
+                Level::Err,
+                "kmem-sim: map_page({va:#x}, {pfn:#x}): {e}"
+            );
+            kmem::Error::NoMemory
+        })
+    }
+
+    fn unmap_page(&self, va: usize) {
+        if !self.vmap.contains_page(va) {
+            kmem::report!(
+                self,
+                Level::Err,
+                "kmem-sim: unmap_page({va:#x}): not a page of the vmap area"
+            );
+            return;
+        }
+        if let Err(e) = self.vmap.unmap(va) {
+            kmem::report!(self, Level::Err, "kmem-sim: unmap_page({va:#x}): {e}");
+        }
+    }
+
+    fn wait_event(
+        &self,
+        channel: usize,
+        cond: &mut dyn FnMut() -> bool,
+        timeout_ns: Option<u64>,
+    ) -> bool {
+        if self.in_atomic() {
+            let task = self.current();
+            kmem::report!(
+                self,
+                Level::Err,
+                "BUG: sleeping function called from invalid context"
+            );
+            kmem::report!(
+                self,
+                Level::Err,
+                "in_atomic(): 1, irqs_disabled(): {}, non_block: 0, pid: {}, name: {}",
+                LOCAL.with(|l| (l.depth.get() != 0 || l.irq.get() != 0) as u8),
+                task.pid,
+                task.comm()
+            );
+            return cond();
+        }
+        let deadline = timeout_ns.and_then(|t| Instant::now().checked_add(Duration::from_nanos(t)));
+        let slot = self.waits.slot(channel);
+        loop {
+            let seen = match slot.check(cond) {
+                Ok(()) => return true,
+                Err(generation) => generation,
+            };
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+            let held = self.release_cpu();
+            slot.sleep(seen, deadline);
+            self.reacquire_cpu(held);
+        }
+    }
+
+    fn wake_up(&self, channel: usize) {
+        self.waits.wake_up(channel);
+    }
+
+    fn report(&self, level: Level, msg: fmt::Arguments<'_>) {
+        let text = msg.to_string();
+        if self.echo {
+            eprintln!("{text}");
+        }
+        lock(&self.reports).push((level, text));
+    }
+
+    fn current(&self) -> Task {
+        LOCAL.with(|l| {
+            if l.id.get() == self.id {
+                l.task.get()
+            } else {
+                Task::new(0, "swapper")
+            }
+        })
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    fn random_u64(&self) -> u64 {
+        LOCAL.with(|l| {
+            if l.id.get() == self.id {
+                let mut s = l.rng.get();
+                let v = splitmix64(&mut s);
+                l.rng.set(s);
+                v
+            } else {
+                let mut s = self.rng.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+                splitmix64(&mut s)
+            }
+        })
+    }
+}

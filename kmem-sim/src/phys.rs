@@ -1,0 +1,178 @@
+//! Simulated physical memory and page tables.
+//!
+//! Physical memory is one memfd. It is mapped once, shared, as the direct
+//! map: physical address `pa` lives at `base + pa`. Pages of the same memfd
+//! mapped elsewhere with [`VmapArea::map_page`] are aliases of the direct
+//! map, exactly as a vmalloc or kmap mapping aliases `__va(pa)` on Linux.
+//!
+//! Everything is `MAP_NORESERVE` and the memfd is sparse, so a machine costs
+//! only the pages it touches.
+
+use crate::SimError;
+use core::ffi::c_void;
+use core::ptr;
+use kmem::PAGE_SIZE;
+use rustix::fd::OwnedFd;
+use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
+use rustix::mm::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
+
+/// Round `x` up to a whole number of pages.
+pub(crate) fn page_align_up(x: u64) -> Option<u64> {
+    let mask = PAGE_SIZE as u64 - 1;
+    x.checked_add(mask).map(|v| v & !mask)
+}
+
+/// The memfd playing physical memory and its direct mapping.
+pub(crate) struct PhysMem {
+    fd: OwnedFd,
+    /// Address of physical address 0 (exposed provenance).
+    base: usize,
+    /// Bytes of the memfd and of the mapping (whole pages).
+    size: usize,
+}
+
+impl PhysMem {
+    /// A zero-filled, sparse physical memory of `size` bytes (whole pages,
+    /// non-zero), mapped read/write at a fresh address.
+    pub(crate) fn new(size: u64) -> Result<Self, SimError> {
+        debug_assert!(size > 0 && size % PAGE_SIZE as u64 == 0);
+        let len = usize::try_from(size).map_err(|_| {
+            SimError::Config(format!(
+                "physical memory of {size:#x} bytes does not fit the address space"
+            ))
+        })?;
+        let fd = memfd_create("kmem-sim-phys", MemfdFlags::CLOEXEC)
+            .map_err(|e| SimError::os("memfd_create", e))?;
+        ftruncate(&fd, size).map_err(|e| SimError::os("ftruncate", e))?;
+        // SAFETY: a null hint lets the kernel choose an address that no
+        // existing mapping (and so no Rust object) uses; the new mapping is
+        // owned by this value and unmapped only in `Drop`.
+        let p = unsafe {
+            mmap(
+                ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED | MapFlags::NORESERVE,
+                &fd,
+                0,
+            )
+        }
+        .map_err(|e| SimError::os("mmap of physical memory", e))?;
+        Ok(PhysMem {
+            fd,
+            base: p.expose_provenance(),
+            size: len,
+        })
+    }
+
+    /// Virtual address of physical address 0.
+    pub(crate) fn base(&self) -> usize {
+        self.base
+    }
+
+    /// Bytes of physical memory.
+    pub(crate) fn size(&self) -> u64 {
+        self.size as u64
+    }
+
+    /// Number of page frames.
+    pub(crate) fn pages(&self) -> u64 {
+        (self.size / PAGE_SIZE) as u64
+    }
+}
+
+impl Drop for PhysMem {
+    fn drop(&mut self) {
+        // SAFETY: `base..base+size` is the mapping made in `new`, owned by
+        // this value; the platform that lent it out is being dropped, so the
+        // direct-map promise (valid "for as long as the platform value
+        // lives") ends here and no borrow of it can outlive this call.
+        let _ = unsafe { munmap(ptr::with_exposed_provenance_mut(self.base), self.size) };
+        // `fd` closes itself.
+    }
+}
+
+/// A reserved range of virtual addresses where single pages of physical
+/// memory can be mapped and unmapped (the vmalloc/kmap area).
+pub(crate) struct VmapArea {
+    start: usize,
+    len: usize,
+}
+
+impl VmapArea {
+    /// Reserve `len` bytes (whole pages) of address space, inaccessible.
+    pub(crate) fn new(len: usize) -> Result<Self, SimError> {
+        // SAFETY: a null hint: the kernel picks an address no mapping uses.
+        let p = unsafe {
+            mmap_anonymous(
+                ptr::null_mut(),
+                len,
+                ProtFlags::empty(),
+                MapFlags::PRIVATE | MapFlags::NORESERVE,
+            )
+        }
+        .map_err(|e| SimError::os("mmap of the vmap area", e))?;
+        Ok(VmapArea {
+            start: p.expose_provenance(),
+            len,
+        })
+    }
+
+    /// `(start, end)` of the area.
+    pub(crate) fn range(&self) -> (usize, usize) {
+        (self.start, self.start + self.len)
+    }
+
+    /// Whether `va` is a page-aligned address of a page inside the area.
+    pub(crate) fn contains_page(&self, va: usize) -> bool {
+        va % PAGE_SIZE == 0 && va >= self.start && va - self.start < self.len
+    }
+
+    /// Map page `pfn` of `phys` at `va`, replacing whatever was there.
+    /// `va` must satisfy [`contains_page`](Self::contains_page) and `pfn`
+    /// be below `phys.pages()` (checked by the caller).
+    pub(crate) fn map(&self, phys: &PhysMem, va: usize, pfn: u64) -> rustix::io::Result<()> {
+        assert!(self.contains_page(va) && pfn < phys.pages());
+        // SAFETY: `va` is a page inside the range this value reserved at
+        // creation; nothing but `map`/`unmap` ever maps there and no Rust
+        // object lives there, so replacing the page (MAP_FIXED) cannot
+        // invalidate memory anything else in the process relies on. The
+        // file offset is inside the memfd.
+        unsafe {
+            mmap(
+                ptr::with_exposed_provenance_mut::<c_void>(va),
+                PAGE_SIZE,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED | MapFlags::FIXED,
+                &phys.fd,
+                pfn * PAGE_SIZE as u64,
+            )
+        }
+        .map(|_| ())
+    }
+
+    /// Put an inaccessible placeholder back at `va` (which must satisfy
+    /// [`contains_page`](Self::contains_page)), keeping the area reserved.
+    pub(crate) fn unmap(&self, va: usize) -> rustix::io::Result<()> {
+        assert!(self.contains_page(va));
+        // SAFETY: as in `map`: the page is inside our reservation and only
+        // ever holds mappings made by `map`/`unmap`.
+        unsafe {
+            mmap_anonymous(
+                ptr::with_exposed_provenance_mut::<c_void>(va),
+                PAGE_SIZE,
+                ProtFlags::empty(),
+                MapFlags::PRIVATE | MapFlags::FIXED | MapFlags::NORESERVE,
+            )
+        }
+        .map(|_| ())
+    }
+}
+
+impl Drop for VmapArea {
+    fn drop(&mut self) {
+        // SAFETY: the whole reservation (and every page mapped into it) is
+        // owned by this value and its platform is being dropped.
+        let _ = unsafe { munmap(ptr::with_exposed_provenance_mut(self.start), self.len) };
+    }
+}
