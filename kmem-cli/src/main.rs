@@ -1,1 +1,175 @@
-fn main() {}
+//! `kmem`: boot a simulated machine running kmem and show what Linux would
+//! show: the boot log and the `/proc` reports of the page allocator.
+
+use clap::{Args, Parser, Subcommand};
+use kmem::memory_map::MemRegion;
+use kmem::{BootParams, Kmem};
+use kmem_sim::{
+    parse_memory_map, parse_size, pc_memory_map, pc_memory_map_numa, SimConfig, SimPlatform,
+};
+use std::process::ExitCode;
+
+/// kmem: the Linux kernel's memory allocators, in Rust, on a simulated machine.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot a simulated machine and print the boot log and /proc reports.
+    Boot(BootArgs),
+}
+
+#[derive(Args, Clone)]
+struct BootArgs {
+    /// RAM size, as the kernel's memparse reads it (512M, 8G, 64G).
+    #[arg(long, default_value = "4G")]
+    mem: String,
+    /// Number of CPUs.
+    #[arg(long, default_value_t = 2)]
+    cpus: usize,
+    /// NUMA nodes to split the PC memory map into.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// A firmware memory map file (dmesg's "BIOS-e820: [mem ...] usable"
+    /// lines, optionally followed by "node N"), instead of a PC-like map.
+    #[arg(long, value_name = "FILE")]
+    memmap: Option<std::path::PathBuf>,
+    /// Make memory above SIZE high memory (a 32-bit style machine with
+    /// DMA, Normal and HighMem zones; 896M is the classic limit).
+    #[arg(long, value_name = "SIZE")]
+    highmem_above: Option<String>,
+    /// movablecore=: this much memory at the top forms ZONE_MOVABLE.
+    #[arg(long, value_name = "SIZE")]
+    movablecore: Option<String>,
+    /// vm.min_free_kbytes to use instead of the computed default.
+    #[arg(long)]
+    min_free_kbytes: Option<u64>,
+    /// Do not raise min_free_kbytes for transparent huge pages.
+    #[arg(long)]
+    no_thp: bool,
+    /// Print the memblock tables (memblock=debug).
+    #[arg(long)]
+    memblock_debug: bool,
+    /// Which reports to print after the boot log (comma separated:
+    /// buddyinfo, pagetypeinfo, zoneinfo, meminfo, all, none).
+    #[arg(long, default_value = "all")]
+    show: String,
+}
+
+impl Default for BootArgs {
+    fn default() -> Self {
+        BootArgs {
+            mem: "4G".into(),
+            cpus: 2,
+            nodes: 1,
+            memmap: None,
+            highmem_above: None,
+            movablecore: None,
+            min_free_kbytes: None,
+            no_thp: false,
+            memblock_debug: false,
+            show: "all".into(),
+        }
+    }
+}
+
+fn size_arg(what: &str, s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|e| format!("--{what} {s}: {e}"))
+}
+
+fn boot(args: &BootArgs) -> Result<(), String> {
+    let map: Vec<MemRegion> = match &args.memmap {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            parse_memory_map(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => {
+            let ram = size_arg("mem", &args.mem)?;
+            if args.nodes > 1 {
+                pc_memory_map_numa(ram, args.nodes)
+            } else {
+                pc_memory_map(ram)
+            }
+        }
+    };
+    let lowmem = args
+        .highmem_above
+        .as_deref()
+        .map(|s| size_arg("highmem-above", s))
+        .transpose()?;
+    let mut cfg = SimConfig::new(args.cpus, map.clone());
+    cfg.lowmem_limit = lowmem;
+    let sim = SimPlatform::new(cfg).map_err(|e| e.to_string())?;
+    let params = BootParams {
+        lowmem_limit: lowmem,
+        movablecore: args
+            .movablecore
+            .as_deref()
+            .map(|s| size_arg("movablecore", s))
+            .transpose()?
+            .unwrap_or(0),
+        min_free_kbytes: args.min_free_kbytes,
+        transparent_hugepage: !args.no_thp,
+        memblock_debug: args.memblock_debug,
+        ..BootParams::default()
+    };
+    let shows: Vec<&str> = args.show.split(',').map(str::trim).collect();
+    for s in &shows {
+        if ![
+            "buddyinfo",
+            "pagetypeinfo",
+            "zoneinfo",
+            "meminfo",
+            "all",
+            "none",
+        ]
+        .contains(s)
+        {
+            return Err(format!("--show: unknown report {s:?}"));
+        }
+    }
+    let want = |r: &str| shows.contains(&"all") || shows.contains(&r);
+    let sim = std::sync::Arc::new(sim);
+    let _cpu = sim.bind(0);
+    let k = Kmem::boot(&*sim, &map, &params);
+    for (_, line) in sim.take_reports() {
+        println!("{line}");
+    }
+    let k = k.map_err(|e| format!("boot failed: {e}"))?;
+    println!("kmem: booted in {:.3} ms", k.boot_time_ns() as f64 / 1e6);
+    let mut out = String::new();
+    let mut section = |name: &str, f: &dyn Fn(&mut String) -> std::fmt::Result| {
+        if want(name) {
+            out.push_str(&format!("\n$ cat /proc/{name}\n"));
+            f(&mut out).expect("formatting into a String");
+        }
+    };
+    section("buddyinfo", &|o| kmem::proc::buddyinfo(&k, o));
+    section("pagetypeinfo", &|o| kmem::proc::pagetypeinfo(&k, o));
+    section("zoneinfo", &|o| kmem::proc::zoneinfo(&k, o));
+    section("meminfo", &|o| kmem::proc::meminfo(&k, o));
+    print!("{out}");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.command {
+        Some(Command::Boot(args)) => boot(&args),
+        // With no command, boot the default machine: the quickest way to see
+        // what kmem does.
+        None => boot(&BootArgs::default()),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kmem: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -112,7 +112,10 @@ impl<'a> ArenaPlatform<'a> {
         let (ring, next) = &*lines;
         for i in 0..REPORT_LINES {
             if let Some(l) = &ring[(next + i) % REPORT_LINES] {
-                f(l.level, core::str::from_utf8(&l.buf[..l.len]).unwrap_or("?"));
+                f(
+                    l.level,
+                    core::str::from_utf8(&l.buf[..l.len]).unwrap_or("?"),
+                );
             }
         }
     }

@@ -28,7 +28,10 @@ use crate::page::{MemMap, Page, PG_RESERVED};
 use crate::page_alloc::buddy::PageblockFlags;
 use crate::page_alloc::pcp::PerCpuPages;
 use crate::page_alloc::watermark::{self, VmSysctl, ZoneInput};
-use crate::page_alloc::{PgData, ZoneType, MAX_NR_ZONE_TYPES, MAX_NUMNODES, NR_CPUS, ZONELIST_FALLBACK, ZONELIST_NOFALLBACK};
+use crate::page_alloc::{
+    PgData, ZoneType, MAX_NR_ZONE_TYPES, MAX_NUMNODES, NR_CPUS, ZONELIST_FALLBACK,
+    ZONELIST_NOFALLBACK,
+};
 use crate::platform::{DirectMap, Level, Platform};
 use crate::{report, Error, Result, MAX_PAGE_ORDER, PAGEBLOCK_ORDER, PAGE_SHIFT, PAGE_SIZE};
 use core::ptr::NonNull;
@@ -189,7 +192,14 @@ impl<P: Platform> Kmem<P> {
             let s = r.base.next_multiple_of(PAGE_SIZE as u64);
             let e = r.end() & !(PAGE_SIZE as u64 - 1);
             if usize::from(r.node) >= MAX_NUMNODES {
-                report!(p, Level::Err, "e820: {} is on node {} but MAX_NUMNODES is {}", r, r.node, MAX_NUMNODES);
+                report!(
+                    p,
+                    Level::Err,
+                    "e820: {} is on node {} but MAX_NUMNODES is {}",
+                    r,
+                    r.node,
+                    MAX_NUMNODES
+                );
                 return Err(Error::InvalidArgument);
             }
             if e > s {
@@ -203,8 +213,17 @@ impl<P: Platform> Kmem<P> {
         }
         let nr_nodes = max_node + 1;
         for n in 0..nr_nodes {
-            if !mb.memory().regions().iter().any(|r| usize::from(r.nid) == n) {
-                report!(p, Level::Err, "kmem: node {n} has no memory (memoryless nodes are not supported)");
+            if !mb
+                .memory()
+                .regions()
+                .iter()
+                .any(|r| usize::from(r.nid) == n)
+            {
+                report!(
+                    p,
+                    Level::Err,
+                    "kmem: node {n} has no memory (memoryless nodes are not supported)"
+                );
                 return Err(Error::InvalidArgument);
             }
         }
@@ -220,7 +239,11 @@ impl<P: Platform> Kmem<P> {
         let max_pfn = mb.end_of_dram() >> PAGE_SHIFT;
         let mut zhigh = [0u64; MAX_NR_ZONE_TYPES];
         zhigh[ZoneType::Dma as usize] = (16u64 << 20 >> PAGE_SHIFT).min(max_pfn);
-        zhigh[ZoneType::Dma32 as usize] = if layout[1] { (4u64 << 30 >> PAGE_SHIFT).min(max_pfn) } else { 0 };
+        zhigh[ZoneType::Dma32 as usize] = if layout[1] {
+            (4u64 << 30 >> PAGE_SHIFT).min(max_pfn)
+        } else {
+            0
+        };
         zhigh[ZoneType::Normal as usize] = match params.lowmem_limit {
             Some(l) => (l >> PAGE_SHIFT).min(max_pfn),
             None => max_pfn,
@@ -228,7 +251,12 @@ impl<P: Platform> Kmem<P> {
         zhigh[ZoneType::HighMem as usize] = if layout[3] { max_pfn } else { 0 };
         let mut zlow = [0u64; MAX_NR_ZONE_TYPES];
         let mut prev = min_pfn;
-        for t in [ZoneType::Dma, ZoneType::Dma32, ZoneType::Normal, ZoneType::HighMem] {
+        for t in [
+            ZoneType::Dma,
+            ZoneType::Dma32,
+            ZoneType::Normal,
+            ZoneType::HighMem,
+        ] {
             let i = t as usize;
             if !layout[i] {
                 continue;
@@ -238,13 +266,25 @@ impl<P: Platform> Kmem<P> {
             prev = zhigh[i];
         }
         report!(p, Level::Info, "Zone ranges:");
-        for t in [ZoneType::Dma, ZoneType::Dma32, ZoneType::Normal, ZoneType::HighMem, ZoneType::Device] {
+        for t in [
+            ZoneType::Dma,
+            ZoneType::Dma32,
+            ZoneType::Normal,
+            ZoneType::HighMem,
+            ZoneType::Device,
+        ] {
             let i = t as usize;
             if !layout[i] {
                 continue;
             }
             if zhigh[i] > zlow[i] {
-                report!(p, Level::Info, "  {:<8} {}", t.name(), MemRange(zlow[i] << PAGE_SHIFT, zhigh[i] << PAGE_SHIFT));
+                report!(
+                    p,
+                    Level::Info,
+                    "  {:<8} {}",
+                    t.name(),
+                    MemRange(zlow[i] << PAGE_SHIFT, zhigh[i] << PAGE_SHIFT)
+                );
             } else {
                 report!(p, Level::Info, "  {:<8} empty", t.name());
             }
@@ -276,7 +316,13 @@ impl<P: Platform> Kmem<P> {
         }
         report!(p, Level::Info, "Early memory node ranges");
         for r in mb.memory().regions() {
-            report!(p, Level::Info, "  node {:>3}: {}", r.nid, MemRange(r.base, r.end()));
+            report!(
+                p,
+                Level::Info,
+                "  node {:>3}: {}",
+                r.nid,
+                MemRange(r.base, r.end())
+            );
         }
 
         // The page descriptor array, covering whole max-order blocks so that
@@ -287,7 +333,9 @@ impl<P: Platform> Kmem<P> {
         let zeroed = p.memory_is_zeroed();
         let mem_map = boot_alloc_raw::<P, Page>(p, &mut mb, &dm, nr_pages, zeroed)?;
         let nr_pb = ((end_pfn - base_pfn) >> PAGEBLOCK_ORDER) as usize;
-        let pageblocks = boot_alloc(p, &mut mb, &dm, 0, nr_pb, |_| AtomicU8::new(crate::page_alloc::MigrateType::Movable as u8))?;
+        let pageblocks = boot_alloc(p, &mut mb, &dm, 0, nr_pb, |_| {
+            AtomicU8::new(crate::page_alloc::MigrateType::Movable as u8)
+        })?;
 
         // Nodes and zones.
         let mut cpu_to_node = [0u8; NR_CPUS];
@@ -299,7 +347,11 @@ impl<P: Platform> Kmem<P> {
             let mut pg = boot_alloc(p, &mut mb, &dm, nid as u8, 1, |_| PgData::new(nid))?;
             // SAFETY: just allocated and initialised; no other reference yet.
             let pgdat = unsafe { pg.as_mut() };
-            let regions = mb.memory().regions().iter().filter(|r| usize::from(r.nid) == nid);
+            let regions = mb
+                .memory()
+                .regions()
+                .iter()
+                .filter(|r| usize::from(r.nid) == nid);
             let (mut ns, mut ne) = (u64::MAX, 0);
             for r in regions.clone() {
                 ns = ns.min(r.base.div_ceil(PAGE_SIZE as u64));
@@ -307,11 +359,26 @@ impl<P: Platform> Kmem<P> {
             }
             pgdat.node_start_pfn = ns;
             pgdat.node_spanned_pages = ne - ns;
-            pgdat.nr_cpus = cpu_to_node[..nr_cpus].iter().filter(|&&c| usize::from(c) == nid).count();
-            report!(p, Level::Info, "Initmem setup node {} {}", nid, MemRange(ns << PAGE_SHIFT, ne << PAGE_SHIFT));
+            pgdat.nr_cpus = cpu_to_node[..nr_cpus]
+                .iter()
+                .filter(|&&c| usize::from(c) == nid)
+                .count();
+            report!(
+                p,
+                Level::Info,
+                "Initmem setup node {} {}",
+                nid,
+                MemRange(ns << PAGE_SHIFT, ne << PAGE_SHIFT)
+            );
             let mut top_zone = ZoneType::Normal as usize;
             for i in 0..MAX_NR_ZONE_TYPES {
-                if layout[i] && i != ZoneType::Movable as usize && i != ZoneType::Device as usize && zhigh[i] > zlow[i] && ne > zlow[i] && ns < zhigh[i] {
+                if layout[i]
+                    && i != ZoneType::Movable as usize
+                    && i != ZoneType::Device as usize
+                    && zhigh[i] > zlow[i]
+                    && ne > zlow[i]
+                    && ns < zhigh[i]
+                {
                     top_zone = i;
                 }
             }
@@ -344,17 +411,29 @@ impl<P: Platform> Kmem<P> {
                 z.spanned_pages = ze - zs;
                 z.present_pages = regions
                     .clone()
-                    .map(|r| (r.end() >> PAGE_SHIFT).min(ze).saturating_sub(r.base.div_ceil(PAGE_SIZE as u64).max(zs)))
+                    .map(|r| {
+                        (r.end() >> PAGE_SHIFT)
+                            .min(ze)
+                            .saturating_sub(r.base.div_ceil(PAGE_SIZE as u64).max(zs))
+                    })
                     .sum();
                 let holes = z.spanned_pages - z.present_pages;
                 if holes > 0 {
-                    report!(p, Level::Info, "On node {}, zone {}: {} pages in unavailable ranges", nid, ZoneType::ALL[i].name(), holes);
+                    report!(
+                        p,
+                        Level::Info,
+                        "On node {}, zone {}: {} pages in unavailable ranges",
+                        nid,
+                        ZoneType::ALL[i].name(),
+                        holes
+                    );
                 }
                 pgdat.node_present_pages += z.present_pages;
             }
             for i in 0..MAX_NR_ZONE_TYPES {
                 if pgdat.zones[i].present_pages > 0 {
-                    let pcp = boot_alloc(p, &mut mb, &dm, nid as u8, nr_cpus, |_| PerCpuPages::new())?;
+                    let pcp =
+                        boot_alloc(p, &mut mb, &dm, nid as u8, nr_cpus, |_| PerCpuPages::new())?;
                     pgdat.zones[i].set_pcp(pcp, nr_cpus);
                 }
             }
@@ -444,7 +523,13 @@ impl<P: Platform> Kmem<P> {
         kmem.setup_per_zone();
 
         let zonelists = kmem.nr_nodes;
-        report!(&kmem.p, Level::Info, "Built {} zonelists, mobility grouping on.  Total pages: {}", zonelists, freed);
+        report!(
+            &kmem.p,
+            Level::Info,
+            "Built {} zonelists, mobility grouping on.  Total pages: {}",
+            zonelists,
+            freed
+        );
         let total_kb = mb.phys_mem_size() >> 10;
         report!(
             &kmem.p,
@@ -516,11 +601,17 @@ impl<P: Platform> Kmem<P> {
 
     /// Zone inputs of node `nid` for the watermark formulas, in zone order.
     fn zone_inputs(&self, _nid: usize) -> ([ZoneInput; MAX_NR_ZONE_TYPES * MAX_NUMNODES], usize) {
-        let mut v = [ZoneInput { ztype: ZoneType::Dma, managed: 0 }; MAX_NR_ZONE_TYPES * MAX_NUMNODES];
+        let mut v = [ZoneInput {
+            ztype: ZoneType::Dma,
+            managed: 0,
+        }; MAX_NR_ZONE_TYPES * MAX_NUMNODES];
         let mut n = 0;
         for node in self.nodes() {
             for z in node.zones() {
-                v[n] = ZoneInput { ztype: z.zone_type(), managed: z.managed_pages() };
+                v[n] = ZoneInput {
+                    ztype: z.zone_type(),
+                    managed: z.managed_pages(),
+                };
                 n += 1;
             }
         }
@@ -540,10 +631,16 @@ impl<P: Platform> Kmem<P> {
         let mut k = 0;
         for node in self.nodes() {
             let zins: ([ZoneInput; MAX_NR_ZONE_TYPES], usize) = {
-                let mut v = [ZoneInput { ztype: ZoneType::Dma, managed: 0 }; MAX_NR_ZONE_TYPES];
+                let mut v = [ZoneInput {
+                    ztype: ZoneType::Dma,
+                    managed: 0,
+                }; MAX_NR_ZONE_TYPES];
                 let mut c = 0;
                 for z in node.zones() {
-                    v[c] = ZoneInput { ztype: z.zone_type(), managed: z.managed_pages() };
+                    v[c] = ZoneInput {
+                        ztype: z.zone_type(),
+                        managed: z.managed_pages(),
+                    };
                     c += 1;
                 }
                 (v, c)
@@ -561,8 +658,16 @@ impl<P: Platform> Kmem<P> {
                 for (zj, upper) in node.zones().enumerate() {
                     z.lowmem_reserve[upper.zone_type() as usize].store(prot[zi][zj], Relaxed);
                 }
-                z.stat_threshold.store(watermark::vmstat_threshold(z.managed_pages(), self.nr_cpus as u64), Relaxed);
-                let sizes = watermark::pageset_high_and_batch(z.managed_pages(), wm.low, node.nr_cpus() as u64, &s);
+                z.stat_threshold.store(
+                    watermark::vmstat_threshold(z.managed_pages(), self.nr_cpus as u64),
+                    Relaxed,
+                );
+                let sizes = watermark::pageset_high_and_batch(
+                    z.managed_pages(),
+                    wm.low,
+                    node.nr_cpus() as u64,
+                    &s,
+                );
                 for cpu in 0..self.nr_cpus {
                     if let Some(pcp) = z.pcp(cpu) {
                         pcp.update(sizes.batch, sizes.high_min, sizes.high_max);
@@ -592,7 +697,11 @@ impl<P: Platform> Kmem<P> {
     /// Set `vm.watermark_scale_factor` (1..=3000, as Linux allows).
     pub fn set_watermark_scale_factor(&self, factor: u64) -> Result<()> {
         if !(1..=3000).contains(&factor) {
-            report!(&self.p, Level::Err, "watermark_scale_factor: {factor} is outside 1..3000");
+            report!(
+                &self.p,
+                Level::Err,
+                "watermark_scale_factor: {factor} is outside 1..3000"
+            );
             return Err(Error::InvalidArgument);
         }
         self.sysctl.lock().watermark_scale_factor = factor;
@@ -609,7 +718,11 @@ impl<P: Platform> Kmem<P> {
     /// Set `vm.percpu_pagelist_high_fraction` (0, or at least 8).
     pub fn set_percpu_pagelist_high_fraction(&self, f: u64) -> Result<()> {
         if f != 0 && f < watermark::MIN_PERCPU_PAGELIST_HIGH_FRACTION {
-            report!(&self.p, Level::Err, "percpu_pagelist_high_fraction: {f} is below 8");
+            report!(
+                &self.p,
+                Level::Err,
+                "percpu_pagelist_high_fraction: {f} is below 8"
+            );
             return Err(Error::InvalidArgument);
         }
         self.sysctl.lock().percpu_pagelist_high_fraction = f;
@@ -672,14 +785,20 @@ impl<P: Platform> Kmem<P> {
         // SAFETY: boot allocated `mem_map_len` descriptors at `mem_map` from
         // memblock and zeroed (or found zeroed) them; every field is atomic,
         // so shared references are sound for the machine's life.
-        MemMap::new(unsafe { core::slice::from_raw_parts(self.mem_map.as_ptr(), self.mem_map_len) }, self.mem_map_base_pfn)
+        MemMap::new(
+            unsafe { core::slice::from_raw_parts(self.mem_map.as_ptr(), self.mem_map_len) },
+            self.mem_map_base_pfn,
+        )
     }
 
     #[inline]
     pub(crate) fn pageblocks(&self) -> PageblockFlags<'_> {
         // SAFETY: boot initialised `pageblocks_len` AtomicU8 at `pageblocks`
         // in memblock memory that lives as long as `self`.
-        PageblockFlags::new(unsafe { core::slice::from_raw_parts(self.pageblocks.as_ptr(), self.pageblocks_len) }, self.mem_map_base_pfn)
+        PageblockFlags::new(
+            unsafe { core::slice::from_raw_parts(self.pageblocks.as_ptr(), self.pageblocks_len) },
+            self.mem_map_base_pfn,
+        )
     }
 
     /// `pfn_to_page()`.
@@ -689,12 +808,15 @@ impl<P: Platform> Kmem<P> {
 
     /// `page_to_pfn()`. Panics for a descriptor of another machine.
     pub fn page_to_pfn(&self, page: &Page) -> u64 {
-        self.mem_map().page_to_pfn(page).expect("page of another machine")
+        self.mem_map()
+            .page_to_pfn(page)
+            .expect("page of another machine")
     }
 
     /// `pfn_valid()` in the strict sense: the pfn is RAM.
     pub fn pfn_is_ram(&self, pfn: u64) -> bool {
-        self.memblock.is_region_memory(pfn << PAGE_SHIFT, PAGE_SIZE as u64)
+        self.memblock
+            .is_region_memory(pfn << PAGE_SHIFT, PAGE_SIZE as u64)
     }
 
     /// `page_address()`: the direct-map address, `None` for high memory.
@@ -749,7 +871,11 @@ impl<P: Platform> Kmem<P> {
             found
         };
         let Some(slot) = slot else {
-            report!(&self.p, Level::Err, "kmap: all {LAST_PKMAP} slots are in use");
+            report!(
+                &self.p,
+                Level::Err,
+                "kmap: all {LAST_PKMAP} slots are in use"
+            );
             return Err(Error::Busy);
         };
         let va = km.base + slot * PAGE_SIZE;
@@ -775,12 +901,18 @@ impl<P: Platform> Kmem<P> {
 
     /// Free pages in all zones (buddy lists only).
     pub fn nr_free_pages(&self) -> u64 {
-        self.nodes().flat_map(|n| n.zones()).map(|z| z.free_pages()).sum()
+        self.nodes()
+            .flat_map(|n| n.zones())
+            .map(|z| z.free_pages())
+            .sum()
     }
 
     /// Pages sitting on per-CPU lists in all zones.
     pub fn nr_pcp_pages(&self) -> u64 {
-        self.nodes().flat_map(|n| n.zones()).map(|z| z.pcp_pages()).sum()
+        self.nodes()
+            .flat_map(|n| n.zones())
+            .map(|z| z.pcp_pages())
+            .sum()
     }
 
     /// Check that every zone's free-page counter matches its buddy lists.
@@ -790,7 +922,14 @@ impl<P: Platform> Kmem<P> {
         for z in self.nodes().flat_map(|n| n.zones()) {
             let listed = z.area.lock().free_pages();
             if listed != z.free_pages() {
-                report!(&self.p, Level::Err, "kmem: zone {} counts {} free pages but its lists hold {}", z.zone_type().name(), z.free_pages(), listed);
+                report!(
+                    &self.p,
+                    Level::Err,
+                    "kmem: zone {} counts {} free pages but its lists hold {}",
+                    z.zone_type().name(),
+                    z.free_pages(),
+                    listed
+                );
                 return Err(Error::BadState);
             }
             total += listed;
@@ -802,7 +941,13 @@ impl<P: Platform> Kmem<P> {
 /// Allocate `n` values of `T` from memblock without running an
 /// initialiser, zeroing them unless the platform's memory is known to be
 /// zero already. `T` must be valid when all-zero.
-fn boot_alloc_raw<P: Platform, T>(p: &P, mb: &mut Memblock, dm: &DirectMap, n: usize, zeroed: bool) -> Result<NonNull<T>> {
+fn boot_alloc_raw<P: Platform, T>(
+    p: &P,
+    mb: &mut Memblock,
+    dm: &DirectMap,
+    n: usize,
+    zeroed: bool,
+) -> Result<NonNull<T>> {
     let size = (core::mem::size_of::<T>() * n).next_multiple_of(PAGE_SIZE) as u64;
     let pa = mb.phys_alloc_range(p, size, PAGE_SIZE as u64, 0, dm.end)?;
     let va = dm.va(pa).ok_or(Error::NoMemory)? as *mut T;
@@ -827,7 +972,10 @@ impl<'a> Kmem<crate::arena::ArenaPlatform<'a>> {
         let p = crate::arena::ArenaPlatform::new(buf, nr_cpus);
         let size = p.phys_size();
         let map = [MemRegion::usable(0, size)];
-        let params = BootParams { reserve_low: 0, ..BootParams::default() };
+        let params = BootParams {
+            reserve_low: 0,
+            ..BootParams::default()
+        };
         Kmem::boot(p, &map, &params)
     }
 }

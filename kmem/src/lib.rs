@@ -74,4 +74,3 @@ pub const fn pfn_phys(pfn: Pfn) -> u64 {
 pub const fn phys_pfn(pa: u64) -> Pfn {
     pa >> PAGE_SHIFT
 }
-

@@ -352,12 +352,7 @@ impl Memblock {
         Ok(())
     }
 
-    fn check_range<P: Platform + ?Sized>(
-        p: &P,
-        what: &str,
-        base: u64,
-        size: u64,
-    ) -> Result<u64> {
+    fn check_range<P: Platform + ?Sized>(p: &P, what: &str, base: u64, size: u64) -> Result<u64> {
         match base.checked_add(size) {
             Some(end) if size > 0 => Ok(end),
             _ => {
@@ -382,7 +377,11 @@ impl Memblock {
         self.check_live(p, "memblock_add")?;
         Self::check_range(p, "memblock_add", base, size)?;
         self.memory.add_range(base, size, nid).inspect_err(|_| {
-            report!(p, Level::Err, "memblock: memory table full ({INIT_MEMBLOCK_REGIONS} regions)")
+            report!(
+                p,
+                Level::Err,
+                "memblock: memory table full ({INIT_MEMBLOCK_REGIONS} regions)"
+            )
         })
     }
 
@@ -425,12 +424,13 @@ impl Memblock {
             );
             return Err(Error::Busy);
         }
-        let nid = self
-            .memory
-            .overlapping(base, end)
-            .map_or(0, |r| r.nid);
+        let nid = self.memory.overlapping(base, end).map_or(0, |r| r.nid);
         self.reserved.add_range(base, size, nid).inspect_err(|_| {
-            report!(p, Level::Err, "memblock: reserved table full ({INIT_MEMBLOCK_REGIONS} regions)")
+            report!(
+                p,
+                Level::Err,
+                "memblock: reserved table full ({INIT_MEMBLOCK_REGIONS} regions)"
+            )
         })
     }
 
@@ -460,11 +460,7 @@ impl Memblock {
     /// Call `f(start, end, nid)` for every free range (in `memory`, not in
     /// `reserved`) on node `nid` (`None`: all nodes), in ascending order
     /// (`for_each_free_mem_range`). Stops early when `f` returns `false`.
-    pub fn for_each_free_range(
-        &self,
-        nid: Option<u8>,
-        mut f: impl FnMut(u64, u64, u8) -> bool,
-    ) {
+    pub fn for_each_free_range(&self, nid: Option<u8>, mut f: impl FnMut(u64, u64, u8) -> bool) {
         let res = self.reserved.regions();
         let mut ri = 0;
         for m in self.memory.regions() {
@@ -611,14 +607,19 @@ impl Memblock {
         }
         let found = self
             .find_in_range(size, align, start, end, nid)
-            .or_else(|| {
-                nid.and_then(|_| self.find_in_range(size, align, start, end, None))
-            });
+            .or_else(|| nid.and_then(|_| self.find_in_range(size, align, start, end, None)));
         match found {
             Some(base) => {
-                let nid = self.memory.overlapping(base, base + size).map_or(0, |r| r.nid);
+                let nid = self
+                    .memory
+                    .overlapping(base, base + size)
+                    .map_or(0, |r| r.nid);
                 self.reserved.add_range(base, size, nid).inspect_err(|_| {
-                    report!(p, Level::Err, "memblock: reserved table full ({INIT_MEMBLOCK_REGIONS} regions)")
+                    report!(
+                        p,
+                        Level::Err,
+                        "memblock: reserved table full ({INIT_MEMBLOCK_REGIONS} regions)"
+                    )
                 })?;
                 Ok(base)
             }
@@ -701,7 +702,14 @@ mod tests {
             assert_eq!(m.phys_mem_size(), 0x3000);
             // Overlapping add keeps the union.
             m.add(p, 0x3800, 0x1000).unwrap();
-            assert_eq!(m.memory().regions(), &[MemblockRegion { base: 0x1000, size: 0x3800, nid: 0 }]);
+            assert_eq!(
+                m.memory().regions(),
+                &[MemblockRegion {
+                    base: 0x1000,
+                    size: 0x3800,
+                    nid: 0
+                }]
+            );
             // Different node does not merge.
             m.add_node(p, 0x10000, 0x1000, 1).unwrap();
             m.add_node(p, 0x11000, 0x1000, 0).unwrap();
@@ -718,8 +726,16 @@ mod tests {
             assert_eq!(
                 m.memory().regions(),
                 &[
-                    MemblockRegion { base: 0, size: 0x4000, nid: 0 },
-                    MemblockRegion { base: 0x6000, size: 0xa000, nid: 0 }
+                    MemblockRegion {
+                        base: 0,
+                        size: 0x4000,
+                        nid: 0
+                    },
+                    MemblockRegion {
+                        base: 0x6000,
+                        size: 0xa000,
+                        nid: 0
+                    }
                 ]
             );
             assert_eq!(m.phys_mem_size(), 0xe000);
@@ -736,7 +752,10 @@ mod tests {
             m.reserve(p, 0x8000, 0x1000).unwrap();
             m.reserve(p, 0x2f000, 0x1000).unwrap();
             let fwd = free_ranges(&m, false);
-            assert_eq!(fwd, [(0x1000, 0x8000), (0x9000, 0x10000), (0x20000, 0x2f000)]);
+            assert_eq!(
+                fwd,
+                [(0x1000, 0x8000), (0x9000, 0x10000), (0x20000, 0x2f000)]
+            );
             let mut rev = free_ranges(&m, true);
             rev.reverse();
             assert_eq!(rev, fwd);
@@ -748,12 +767,16 @@ mod tests {
         with_p(|p| {
             let mut m = Memblock::new();
             m.add(p, 0x1000, 0xf000).unwrap();
-            let a = m.phys_alloc_range(p, 0x1000, 0x1000, 0, MEMBLOCK_ALLOC_ANYWHERE).unwrap();
+            let a = m
+                .phys_alloc_range(p, 0x1000, 0x1000, 0, MEMBLOCK_ALLOC_ANYWHERE)
+                .unwrap();
             assert_eq!(a, 0xf000);
             let b = m.phys_alloc_range(p, 0x100, 0x40, 0, 0x8000).unwrap();
             assert_eq!(b, 0x7f00);
             m.set_bottom_up(true);
-            let c = m.phys_alloc_range(p, 0x800, 0x2000, 0, MEMBLOCK_ALLOC_ANYWHERE).unwrap();
+            let c = m
+                .phys_alloc_range(p, 0x800, 0x2000, 0, MEMBLOCK_ALLOC_ANYWHERE)
+                .unwrap();
             assert_eq!(c, 0x2000);
             assert!(m.is_region_reserved(0x2000, 1));
             assert_eq!(m.reserved_size(), 0x1000 + 0x100 + 0x800);
@@ -784,7 +807,9 @@ mod tests {
             let mut m = Memblock::new();
             m.add(p, 0, 0x100000).unwrap();
             m.set_current_limit(0x10000);
-            let a = m.phys_alloc_range(p, 0x1000, 0x1000, 0, MEMBLOCK_ALLOC_ANYWHERE).unwrap();
+            let a = m
+                .phys_alloc_range(p, 0x1000, 0x1000, 0, MEMBLOCK_ALLOC_ANYWHERE)
+                .unwrap();
             assert_eq!(a, 0xf000);
         });
     }

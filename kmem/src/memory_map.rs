@@ -183,7 +183,10 @@ pub fn parse_line(line: &str) -> core::result::Result<Option<MemRegion>, ParseEr
     }
     let mut rest = rest.trim();
     let mut node = 0u8;
-    if let Some(i) = rest.rfind(" node ").or_else(|| rest.starts_with("node ").then_some(0)) {
+    if let Some(i) = rest
+        .rfind(" node ")
+        .or_else(|| rest.starts_with("node ").then_some(0))
+    {
         let num = rest[i..].trim().trim_start_matches("node").trim();
         let n: u8 = num.parse().map_err(|_| ParseError::BadNode)?;
         if n >= 64 {
@@ -225,13 +228,7 @@ pub fn validate<P: Platform + ?Sized>(p: &P, map: &[MemRegion]) -> Result<()> {
         }
         for o in &map[..i] {
             if r.base < o.end() && o.base < r.end() {
-                report!(
-                    p,
-                    Level::Err,
-                    "e820: overlapping ranges {} and {}",
-                    o,
-                    r
-                );
+                report!(p, Level::Err, "e820: overlapping ranges {} and {}", o, r);
                 return Err(Error::InvalidArgument);
             }
         }

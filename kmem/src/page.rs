@@ -170,7 +170,8 @@ impl Page {
     /// Drop one reference; returns the count before the decrement.
     #[inline]
     pub(crate) fn ref_dec(&self) -> i32 {
-        self.refcount.fetch_sub(1, core::sync::atomic::Ordering::AcqRel)
+        self.refcount
+            .fetch_sub(1, core::sync::atomic::Ordering::AcqRel)
     }
 
     /// Buddy order of a free block, or allocation order of an allocated head.
@@ -430,7 +431,10 @@ mod tests {
         assert_eq!(l.pop_head(&mm), Some(3));
         assert!(l.is_empty());
         assert_eq!(mm.page_to_pfn(&pages[5]), Some(105));
-        assert_eq!(mm.pfn_to_page(107).map(|p| p as *const _), Some(&pages[7] as *const _));
+        assert_eq!(
+            mm.pfn_to_page(107).map(|p| p as *const _),
+            Some(&pages[7] as *const _)
+        );
         assert!(mm.pfn_to_page(108).is_none() && mm.pfn_to_page(99).is_none());
     }
 
@@ -440,6 +444,9 @@ mod tests {
         p.set_raw_flags(Page::links(3, 2) | PG_HEAD);
         assert_eq!((p.nid(), p.zone_idx(), p.flags()), (3, 2, PG_HEAD));
         assert!(p.is_head() && !p.is_buddy());
-        assert_eq!(std::format!("{}", FlagNames(p.raw_flags())), "head|node=3|zone=2");
+        assert_eq!(
+            std::format!("{}", FlagNames(p.raw_flags())),
+            "head|node=3|zone=2"
+        );
     }
 }

@@ -279,7 +279,12 @@ unsafe impl<T: Platform + ?Sized> Platform for &T {
     fn unmap_page(&self, va: usize) {
         (**self).unmap_page(va)
     }
-    fn wait_event(&self, channel: usize, cond: &mut dyn FnMut() -> bool, timeout_ns: Option<u64>) -> bool {
+    fn wait_event(
+        &self,
+        channel: usize,
+        cond: &mut dyn FnMut() -> bool,
+        timeout_ns: Option<u64>,
+    ) -> bool {
         (**self).wait_event(channel, cond, timeout_ns)
     }
     fn wake_up(&self, channel: usize) {

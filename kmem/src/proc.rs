@@ -29,7 +29,12 @@ fn kb(pages: u64) -> u64 {
 pub fn buddyinfo<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result {
     for node in k.nodes() {
         for z in node.zones().filter(|z| z.is_populated()) {
-            write!(w, "Node {}, zone {:>8} ", node.node_id(), z.zone_type().name())?;
+            write!(
+                w,
+                "Node {}, zone {:>8} ",
+                node.node_id(),
+                z.zone_type().name()
+            )?;
             for n in z.free_blocks() {
                 write!(w, "{n:>6} ")?;
             }
@@ -65,7 +70,13 @@ pub fn pagetypeinfo<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result
         for z in node.zones().filter(|z| z.is_populated()) {
             let area = z.area.lock();
             for mt in MigrateType::ALL {
-                write!(w, "Node {:>4}, zone {:>8}, type {:>12} ", node.node_id(), z.zone_type().name(), mt.name())?;
+                write!(
+                    w,
+                    "Node {:>4}, zone {:>8}, type {:>12} ",
+                    node.node_id(),
+                    z.zone_type().name(),
+                    mt.name()
+                )?;
                 let cx = k.buddy_cx_pub(z);
                 for o in 0..NR_PAGE_ORDERS {
                     let n = area.list_len(&cx, o, mt);
@@ -86,7 +97,12 @@ pub fn pagetypeinfo<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result
     w.write_char('\n')?;
     for node in k.nodes() {
         for z in node.zones().filter(|z| z.is_populated()) {
-            write!(w, "Node {}, zone {:>8} ", node.node_id(), z.zone_type().name())?;
+            write!(
+                w,
+                "Node {}, zone {:>8} ",
+                node.node_id(),
+                z.zone_type().name()
+            )?;
             for c in pageblock_counts(k, z) {
                 write!(w, "{c:>12} ")?;
             }
@@ -100,7 +116,12 @@ pub fn pagetypeinfo<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result
 pub fn zoneinfo<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result {
     for node in k.nodes() {
         for z in node.zones() {
-            write!(w, "Node {}, zone {:>8}", node.node_id(), z.zone_type().name())?;
+            write!(
+                w,
+                "Node {}, zone {:>8}",
+                node.node_id(),
+                z.zone_type().name()
+            )?;
             write!(
                 w,
                 "\n  pages free     {}\n        boost    {}\n        min      {}\n        low      {}\n        high     {}\n        promo    {}\n        spanned  {}\n        present  {}\n        managed  {}\n        cma      0",
@@ -143,7 +164,11 @@ pub fn zoneinfo<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result {
                     write!(w, "\n  vm stats threshold: {}", z.stat_threshold())?;
                 }
             }
-            write!(w, "\n  node_unreclaimable:  0\n  start_pfn:           {}\n", z.zone_start_pfn())?;
+            write!(
+                w,
+                "\n  node_unreclaimable:  0\n  start_pfn:           {}\n",
+                z.zone_start_pfn()
+            )?;
         }
     }
     Ok(())
@@ -240,7 +265,10 @@ struct LineBuf<const N: usize> {
 
 impl<const N: usize> LineBuf<N> {
     fn new() -> Self {
-        LineBuf { buf: [0; N], len: 0 }
+        LineBuf {
+            buf: [0; N],
+            len: 0,
+        }
     }
 
     fn as_str(&self) -> &str {

@@ -7,8 +7,8 @@
 //! every number the kernel printed to come out identical.
 
 use kmem::page_alloc::watermark::{
-    lowmem_pages, pageset_high_and_batch, setup_per_zone_lowmem_reserve, thp_recommended_min_free_kbytes,
-    calculate_min_free_kbytes, vmstat_threshold, zone_wmarks, VmSysctl, ZoneInput,
+    calculate_min_free_kbytes, lowmem_pages, pageset_high_and_batch, setup_per_zone_lowmem_reserve,
+    thp_recommended_min_free_kbytes, vmstat_threshold, zone_wmarks, VmSysctl, ZoneInput,
 };
 use kmem::page_alloc::ZoneType;
 
@@ -36,12 +36,17 @@ fn parse_zoneinfo() -> Vec<FixtureZone> {
     for line in ZONEINFO.lines() {
         let t = line.trim();
         if let Some(rest) = line.strip_prefix("Node 0, zone") {
-            zones.push(FixtureZone { name: rest.trim().to_string(), ..Default::default() });
+            zones.push(FixtureZone {
+                name: rest.trim().to_string(),
+                ..Default::default()
+            });
             continue;
         }
         let z = zones.last_mut().expect("a zone header first");
         let mut it = t.split_whitespace();
-        let (Some(key), Some(val)) = (it.next(), it.next()) else { continue };
+        let (Some(key), Some(val)) = (it.next(), it.next()) else {
+            continue;
+        };
         let num = || val.parse::<u64>().unwrap();
         match key {
             "min" => z.min = num(),
@@ -56,7 +61,9 @@ fn parse_zoneinfo() -> Vec<FixtureZone> {
                 let inner = t.trim_start_matches("protection: (").trim_end_matches(')');
                 z.protection = inner.split(", ").map(|x| x.parse().unwrap()).collect();
             }
-            "vm" => z.threshold.push(t.rsplit(' ').next().unwrap().parse().unwrap()),
+            "vm" => z
+                .threshold
+                .push(t.rsplit(' ').next().unwrap().parse().unwrap()),
             _ => {}
         }
     }
@@ -74,7 +81,13 @@ fn sysctl() -> VmSysctl {
             "percpu_pagelist_high_fraction" => s.percpu_pagelist_high_fraction = nums[0],
             // x86_64's zones in order: DMA, DMA32, Normal, Movable, Device.
             "lowmem_reserve_ratio" => {
-                let order = [ZoneType::Dma, ZoneType::Dma32, ZoneType::Normal, ZoneType::Movable, ZoneType::Device];
+                let order = [
+                    ZoneType::Dma,
+                    ZoneType::Dma32,
+                    ZoneType::Normal,
+                    ZoneType::Movable,
+                    ZoneType::Device,
+                ];
                 for (t, v) in order.iter().zip(nums) {
                     s.lowmem_reserve_ratio[*t as usize] = v;
                 }
@@ -86,13 +99,19 @@ fn sysctl() -> VmSysctl {
 }
 
 fn ztype(name: &str) -> ZoneType {
-    *ZoneType::ALL.iter().find(|t| t.name() == name).expect("known zone")
+    *ZoneType::ALL
+        .iter()
+        .find(|t| t.name() == name)
+        .expect("known zone")
 }
 
 #[test]
 fn fixture_parses() {
     let z = parse_zoneinfo();
-    assert_eq!(z.iter().map(|z| z.name.as_str()).collect::<Vec<_>>(), ["DMA", "DMA32", "Normal", "Movable", "Device"]);
+    assert_eq!(
+        z.iter().map(|z| z.name.as_str()).collect::<Vec<_>>(),
+        ["DMA", "DMA32", "Normal", "Movable", "Device"]
+    );
     assert_eq!(sysctl().min_free_kbytes, 67584);
 }
 
@@ -100,13 +119,24 @@ fn fixture_parses() {
 fn watermarks_match_linux() {
     let fz = parse_zoneinfo();
     let s = sysctl();
-    let inputs: Vec<ZoneInput> = fz.iter().map(|z| ZoneInput { ztype: ztype(&z.name), managed: z.managed }).collect();
+    let inputs: Vec<ZoneInput> = fz
+        .iter()
+        .map(|z| ZoneInput {
+            ztype: ztype(&z.name),
+            managed: z.managed,
+        })
+        .collect();
     let lp = lowmem_pages(&inputs);
     for (z, input) in fz.iter().zip(&inputs) {
         let w = zone_wmarks(*input, lp, &s);
         // ZONE_DEVICE is neither lowmem nor movable in Linux's formula but
         // has no managed pages, so every mark is 0 there.
-        assert_eq!((w.min, w.low, w.high, w.promo), (z.min, z.low, z.high, z.promo), "zone {}", z.name);
+        assert_eq!(
+            (w.min, w.low, w.high, w.promo),
+            (z.min, z.low, z.high, z.promo),
+            "zone {}",
+            z.name
+        );
     }
 }
 
@@ -114,7 +144,13 @@ fn watermarks_match_linux() {
 fn protection_matches_linux() {
     let fz = parse_zoneinfo();
     let s = sysctl();
-    let inputs: Vec<ZoneInput> = fz.iter().map(|z| ZoneInput { ztype: ztype(&z.name), managed: z.managed }).collect();
+    let inputs: Vec<ZoneInput> = fz
+        .iter()
+        .map(|z| ZoneInput {
+            ztype: ztype(&z.name),
+            managed: z.managed,
+        })
+        .collect();
     let prot = setup_per_zone_lowmem_reserve(&inputs, &s);
     for (i, z) in fz.iter().enumerate() {
         assert_eq!(&prot[i][..fz.len()], &z.protection[..], "zone {}", z.name);
@@ -135,7 +171,12 @@ fn pagesets_and_thresholds_match_linux() {
                 "zone {} cpu {cpu}",
                 z.name
             );
-            assert_eq!(vmstat_threshold(z.managed, NR_CPUS), z.threshold[cpu], "zone {}", z.name);
+            assert_eq!(
+                vmstat_threshold(z.managed, NR_CPUS),
+                z.threshold[cpu],
+                "zone {}",
+                z.name
+            );
         }
         checked += 1;
     }
@@ -147,8 +188,17 @@ fn min_free_kbytes_is_khugepageds_recommendation() {
     // The kernel computed sqrt(lowmem_kbytes * 16), then khugepaged raised
     // it for transparent huge pages: the sysctl shows the raised value.
     let fz = parse_zoneinfo();
-    let inputs: Vec<ZoneInput> = fz.iter().map(|z| ZoneInput { ztype: ztype(&z.name), managed: z.managed }).collect();
+    let inputs: Vec<ZoneInput> = fz
+        .iter()
+        .map(|z| ZoneInput {
+            ztype: ztype(&z.name),
+            managed: z.managed,
+        })
+        .collect();
     let base = calculate_min_free_kbytes(&inputs);
     assert_eq!(base, 10002);
-    assert_eq!(thp_recommended_min_free_kbytes(&inputs, base), sysctl().min_free_kbytes);
+    assert_eq!(
+        thp_recommended_min_free_kbytes(&inputs, base),
+        sysctl().min_free_kbytes
+    );
 }

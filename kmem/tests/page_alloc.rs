@@ -23,7 +23,8 @@ fn settled(k: &Kmem<ArenaPlatform<'_>>) -> u64 {
     }
     k.platform().set_cpu(0);
     assert_eq!(k.nr_pcp_pages(), 0);
-    k.check_free_counts().expect("free counters match the lists")
+    k.check_free_counts()
+        .expect("free counters match the lists")
 }
 
 #[test]
@@ -47,7 +48,11 @@ fn alloc_free_every_order() {
     for order in 0..=top {
         let page = k.alloc_pages(GFP_KERNEL, order).unwrap();
         let pfn = k.page_to_pfn(page);
-        assert_eq!(pfn % (1 << order), 0, "order {order} block is naturally aligned");
+        assert_eq!(
+            pfn % (1 << order),
+            0,
+            "order {order} block is naturally aligned"
+        );
         assert_eq!((page.refcount(), page.order()), (1, order));
         k.__free_pages(page, order).unwrap();
     }
@@ -66,7 +71,11 @@ fn per_cpu_lists_fill_spill_and_drain() {
     assert_eq!(pcp.count(), batch - 1);
     let free_buddy = zone.free_pages();
     k.__free_pages(page, 0).unwrap();
-    assert_eq!(pcp.count(), batch, "a freed order-0 page goes to the CPU's list");
+    assert_eq!(
+        pcp.count(),
+        batch,
+        "a freed order-0 page goes to the CPU's list"
+    );
     assert_eq!(zone.free_pages(), free_buddy, "not to the buddy lists");
     // Fill to high: the list spills `batch` pages back.
     let high = pcp.high();
@@ -74,7 +83,11 @@ fn per_cpu_lists_fill_spill_and_drain() {
     let pages: Vec<_> = (0..n).map(|_| k.alloc_page(GFP_KERNEL).unwrap()).collect();
     for p in pages {
         k.__free_pages(p, 0).unwrap();
-        assert!(pcp.count() < high, "count {} stays below high {high}", pcp.count());
+        assert!(
+            pcp.count() < high,
+            "count {} stays below high {high}",
+            pcp.count()
+        );
     }
     // A page freed on CPU 1 lands on CPU 1's list.
     let p = k.alloc_page(GFP_KERNEL).unwrap();
@@ -97,7 +110,10 @@ fn per_cpu_lists_fill_spill_and_drain() {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 }
@@ -125,7 +141,11 @@ fn buddies_merge_back_to_max_order_blocks() {
         k.__free_pages(p, o).unwrap();
     }
     settled(&k);
-    assert_eq!(k.node(0).zone(0).free_blocks(), boot_blocks, "every split was merged back");
+    assert_eq!(
+        k.node(0).zone(0).free_blocks(),
+        boot_blocks,
+        "every split was merged back"
+    );
 }
 
 #[test]
@@ -145,24 +165,35 @@ fn exhaustion_follows_the_reserve_rules() {
     // GFP_KERNEL stops at the min watermark (the fast path at low, the
     // slow path at min); pages on the CPU's list were drained back first.
     let free_after_kernel = zone.free_pages() as i64;
-    assert!(free_after_kernel <= min && free_after_kernel >= min / 2, "{free_after_kernel} vs min {min}");
+    assert!(
+        free_after_kernel <= min && free_after_kernel >= min / 2,
+        "{free_after_kernel} vs min {min}"
+    );
     let high = take(GFP_KERNEL | __GFP_HIGH);
     let free_after_high = zone.free_pages() as i64;
     assert!(!high.is_empty(), "__GFP_HIGH goes below min");
     assert!(free_after_high <= min - min / 2);
     let atomic = take(GFP_ATOMIC);
     let free_after_atomic = zone.free_pages() as i64;
-    assert!(!atomic.is_empty(), "GFP_ATOMIC goes below __GFP_HIGH's limit");
+    assert!(
+        !atomic.is_empty(),
+        "GFP_ATOMIC goes below __GFP_HIGH's limit"
+    );
     let m2 = min - min / 2;
     assert!(free_after_atomic <= m2 - m2 / 4, "3/8 of min");
-    assert!(take(GFP_ATOMIC | __GFP_MEMALLOC | __GFP_NOMEMALLOC).is_empty(), "__GFP_NOMEMALLOC forbids the reserves");
+    assert!(
+        take(GFP_ATOMIC | __GFP_MEMALLOC | __GFP_NOMEMALLOC).is_empty(),
+        "__GFP_NOMEMALLOC forbids the reserves"
+    );
     let memalloc = take(GFP_KERNEL | __GFP_MEMALLOC);
     assert!(!memalloc.is_empty());
     assert_eq!(zone.free_pages(), 0, "__GFP_MEMALLOC ignores watermarks");
     assert_eq!(k.nr_pcp_pages(), 0);
     // The failure is reported unless __GFP_NOWARN.
     assert_eq!(k.alloc_page(GFP_KERNEL).err(), Some(Error::NoMemory));
-    assert!(k.platform().reported("page allocation failure: order:0, mode:0xcc0(GFP_KERNEL), nodemask=(null)"));
+    assert!(k
+        .platform()
+        .reported("page allocation failure: order:0, mode:0xcc0(GFP_KERNEL), nodemask=(null)"));
     assert!(k.platform().reported("Mem-Info:"));
     k.platform().clear_reports();
     assert!(k.alloc_page(GFP_KERNEL | __GFP_NOWARN).is_err());
@@ -189,9 +220,18 @@ fn watermark_arithmetic_matches_linux() {
     assert!(!watermark_ok(1100, 0, 1000, 100, kernel, none));
     assert!(!watermark_ok(1007, 3, 1000, 0, kernel, none));
     assert!(watermark_ok(1008, 3, 1000, 0, kernel, |_, _| true));
-    assert!(!watermark_ok(5000, 3, 1000, 0, kernel, |_, _| false), "no block of the order");
-    assert_eq!(AllocFlags::pfmemalloc(GFP_KERNEL | __GFP_MEMALLOC), AllocFlags::NO_WATERMARKS);
-    assert_eq!(AllocFlags::pfmemalloc(GFP_KERNEL | __GFP_MEMALLOC | __GFP_NOMEMALLOC).0, 0);
+    assert!(
+        !watermark_ok(5000, 3, 1000, 0, kernel, |_, _| false),
+        "no block of the order"
+    );
+    assert_eq!(
+        AllocFlags::pfmemalloc(GFP_KERNEL | __GFP_MEMALLOC),
+        AllocFlags::NO_WATERMARKS
+    );
+    assert_eq!(
+        AllocFlags::pfmemalloc(GFP_KERNEL | __GFP_MEMALLOC | __GFP_NOMEMALLOC).0,
+        0
+    );
     assert!(AllocFlags::from_gfp(GFP_NOWAIT, 0).contains(AllocFlags::NON_BLOCK));
     assert!(!AllocFlags::from_gfp(GFP_NOWAIT, 0).contains(AllocFlags::MIN_RESERVE));
     assert_eq!(get_order(1), 0);
@@ -226,7 +266,10 @@ fn zero_and_compound_pages() {
     }
     assert_eq!(k.__free_pages(head, 1), Err(Error::BadState));
     assert!(k.platform().reported("compound_order(page) != order"));
-    assert_eq!(k.__free_pages(k.pfn_to_page(pfn + 1).unwrap(), 0), Err(Error::BadState));
+    assert_eq!(
+        k.__free_pages(k.pfn_to_page(pfn + 1).unwrap(), 0),
+        Err(Error::BadState)
+    );
     assert!(k.platform().reported("VM_BUG_ON_PAGE(PageTail(page))"));
     k.__free_pages(head, 2).unwrap();
     assert!(!k.pfn_to_page(pfn + 1).unwrap().is_tail());
@@ -264,28 +307,52 @@ fn bad_frees_are_reported_and_change_nothing() {
     // Addresses the allocator does not own, or not page aligned.
     let local = [0u8; 64];
     assert!(k.free_pages(local.as_ptr() as *mut u8, 0).is_err());
-    let outside = (k.platform().direct_map().base + k.platform().phys_size() as usize + PAGE_SIZE) as *mut u8;
+    let outside =
+        (k.platform().direct_map().base + k.platform().phys_size() as usize + PAGE_SIZE) as *mut u8;
     assert_eq!(k.free_pages(outside, 0), Err(Error::BadAddress));
     assert!(p.reported("is not memory this allocator manages"));
     let c = k.__get_free_page(GFP_KERNEL).unwrap();
-    assert_eq!(k.free_pages(c.as_ptr().wrapping_add(8), 0), Err(Error::InvalidArgument));
+    assert_eq!(
+        k.free_pages(c.as_ptr().wrapping_add(8), 0),
+        Err(Error::InvalidArgument)
+    );
     assert!(p.reported("is not page aligned"));
     k.free_page(c.as_ptr()).unwrap();
-    assert_eq!(k.free_pages(core::ptr::null_mut(), 3), Ok(()), "free_pages(0) is a no-op");
+    assert_eq!(
+        k.free_pages(core::ptr::null_mut(), 3),
+        Ok(()),
+        "free_pages(0) is a no-op"
+    );
     // Orders above MAX_PAGE_ORDER.
-    assert_eq!(k.alloc_pages(GFP_KERNEL, 11).err(), Some(Error::InvalidArgument));
+    assert_eq!(
+        k.alloc_pages(GFP_KERNEL, 11).err(),
+        Some(Error::InvalidArgument)
+    );
     assert!(p.reported("order 11 > MAX_PAGE_ORDER (10)"));
     p.clear_reports();
-    assert_eq!(k.alloc_pages(GFP_KERNEL | __GFP_NOWARN, 11).err(), Some(Error::InvalidArgument));
+    assert_eq!(
+        k.alloc_pages(GFP_KERNEL | __GFP_NOWARN, 11).err(),
+        Some(Error::InvalidArgument)
+    );
     assert!(!p.reported("MAX_PAGE_ORDER"));
     let d = k.alloc_page(GFP_KERNEL).unwrap();
     assert_eq!(k.__free_pages(d, 11), Err(Error::InvalidArgument));
     k.__free_pages(d, 0).unwrap();
     // Invalid zone modifiers and migratetypes.
-    assert_eq!(k.alloc_page(__GFP_DMA | __GFP_HIGHMEM | GFP_KERNEL).err(), Some(Error::InvalidArgument));
+    assert_eq!(
+        k.alloc_page(__GFP_DMA | __GFP_HIGHMEM | GFP_KERNEL).err(),
+        Some(Error::InvalidArgument)
+    );
     assert!(p.reported("invalid GFP zone modifiers"));
-    assert_eq!(k.alloc_page(GFP_KERNEL | __GFP_MOVABLE | __GFP_RECLAIMABLE).err(), Some(Error::InvalidArgument));
-    assert_eq!(k.alloc_pages_node(5, GFP_KERNEL, 0).err(), Some(Error::InvalidArgument));
+    assert_eq!(
+        k.alloc_page(GFP_KERNEL | __GFP_MOVABLE | __GFP_RECLAIMABLE)
+            .err(),
+        Some(Error::InvalidArgument)
+    );
+    assert_eq!(
+        k.alloc_pages_node(5, GFP_KERNEL, 0).err(),
+        Some(Error::InvalidArgument)
+    );
     // Nothing was lost or corrupted.
     assert_eq!(settled(&k), k.totalram_pages());
 }
@@ -310,7 +377,11 @@ fn split_page_and_exact_allocations() {
     let k = boot(&mut m, 1);
     let before = settled(&k);
     let a = k.alloc_pages_exact(5 * PAGE_SIZE, GFP_KERNEL).unwrap();
-    assert_eq!(settled(&k), before - 5, "three of the eight pages went back");
+    assert_eq!(
+        settled(&k),
+        before - 5,
+        "three of the eight pages went back"
+    );
     k.free_pages_exact(a.as_ptr(), 5 * PAGE_SIZE).unwrap();
     assert_eq!(settled(&k), before);
     let b = k.alloc_pages(GFP_KERNEL, 2).unwrap();
@@ -320,7 +391,11 @@ fn split_page_and_exact_allocations() {
         k.__free_pages(k.pfn_to_page(pfn + i).unwrap(), 0).unwrap();
     }
     let c = k.alloc_pages(GFP_KERNEL | __GFP_COMP, 1).unwrap();
-    assert_eq!(k.split_page(c, 1), Err(Error::BadState), "compound pages cannot be split");
+    assert_eq!(
+        k.split_page(c, 1),
+        Err(Error::BadState),
+        "compound pages cannot be split"
+    );
     k.__free_pages(c, 1).unwrap();
     assert_eq!(settled(&k), before);
 }
@@ -334,12 +409,19 @@ fn zones_follow_gfp_and_lowmem_reserve_protects_dma() {
     let dma = node.zone(ZoneType::Dma as usize);
     let dma32 = node.zone(ZoneType::Dma32 as usize);
     assert!(dma.is_populated() && dma32.is_populated());
-    assert_eq!(dma.lowmem_reserve(ZoneType::Dma32 as usize), dma32.managed_pages() / 256);
+    assert_eq!(
+        dma.lowmem_reserve(ZoneType::Dma32 as usize),
+        dma32.managed_pages() / 256
+    );
     let d = k.alloc_page(GFP_DMA).unwrap();
     assert_eq!(k.page_zone(d).zone_type(), ZoneType::Dma);
     assert!(k.page_to_pfn(d) < 4096);
     let n = k.alloc_page(GFP_KERNEL).unwrap();
-    assert_eq!(k.page_zone(n).zone_type(), ZoneType::Dma32, "no Normal zone: DMA32 is the highest");
+    assert_eq!(
+        k.page_zone(n).zone_type(),
+        ZoneType::Dma32,
+        "no Normal zone: DMA32 is the highest"
+    );
     // Exhaust DMA32 with GFP_KERNEL: the fallback into DMA stops at DMA's
     // min watermark plus its reserve for DMA32-capable callers...
     let mut v = vec![d, n];
@@ -347,7 +429,10 @@ fn zones_follow_gfp_and_lowmem_reserve_protects_dma() {
         v.push(p);
     }
     let left = dma.free_pages();
-    assert!(left >= dma.lowmem_reserve(ZoneType::Dma32 as usize), "{left} pages kept in DMA");
+    assert!(
+        left >= dma.lowmem_reserve(ZoneType::Dma32 as usize),
+        "{left} pages kept in DMA"
+    );
     // ...which a GFP_DMA caller can still use.
     let e = k.alloc_page(GFP_DMA).unwrap();
     v.push(e);
@@ -363,18 +448,34 @@ fn mobility_grouping_claims_pageblocks() {
     let k = boot(&mut m, 1);
     // Every pageblock starts Movable; an unmovable allocation claims one.
     let u = k.alloc_page(GFP_KERNEL).unwrap();
-    assert_eq!(k.pageblock_migratetype(k.page_to_pfn(u)), Some(MigrateType::Unmovable));
+    assert_eq!(
+        k.pageblock_migratetype(k.page_to_pfn(u)),
+        Some(MigrateType::Unmovable)
+    );
     let mv = k.alloc_page(GFP_HIGHUSER_MOVABLE).unwrap();
-    assert_eq!(k.pageblock_migratetype(k.page_to_pfn(mv)), Some(MigrateType::Movable));
+    assert_eq!(
+        k.pageblock_migratetype(k.page_to_pfn(mv)),
+        Some(MigrateType::Movable)
+    );
     let r = k.alloc_page(GFP_KERNEL | __GFP_RECLAIMABLE).unwrap();
-    assert_eq!(k.pageblock_migratetype(k.page_to_pfn(r)), Some(MigrateType::Reclaimable));
+    assert_eq!(
+        k.pageblock_migratetype(k.page_to_pfn(r)),
+        Some(MigrateType::Reclaimable)
+    );
     let mut s = String::new();
     kmem::proc::pagetypeinfo(&k, &mut s).unwrap();
     assert!(s.contains("Page block order: 9\nPages per block:  512\n"));
     let blocks = s.lines().last().unwrap();
-    let counts: Vec<u64> = blocks.split_whitespace().skip(4).map(|x| x.parse().unwrap()).collect();
+    let counts: Vec<u64> = blocks
+        .split_whitespace()
+        .skip(4)
+        .map(|x| x.parse().unwrap())
+        .collect();
     assert_eq!(counts.len(), 5);
-    assert!(counts[0] >= 1 && counts[1] >= 1 && counts[2] >= 1, "{blocks}");
+    assert!(
+        counts[0] >= 1 && counts[1] >= 1 && counts[2] >= 1,
+        "{blocks}"
+    );
     for p in [u, mv, r] {
         k.__free_pages(p, 0).unwrap();
     }
@@ -410,15 +511,21 @@ fn sysctls_recompute_watermarks() {
     let k = boot(&mut m, 1);
     let z = k.node(0).zone(0);
     let min0 = z.min_wmark();
-    k.set_min_free_kbytes(k.sysctl().min_free_kbytes * 2).unwrap();
+    k.set_min_free_kbytes(k.sysctl().min_free_kbytes * 2)
+        .unwrap();
     assert!(z.min_wmark() >= 2 * min0 - 1);
     assert_eq!(k.set_min_free_kbytes(0), Err(Error::InvalidArgument));
     assert_eq!(k.set_watermark_scale_factor(0), Err(Error::InvalidArgument));
-    assert!(k.platform().reported("watermark_scale_factor: 0 is outside 1..3000"));
+    assert!(k
+        .platform()
+        .reported("watermark_scale_factor: 0 is outside 1..3000"));
     let low0 = z.low_wmark();
     k.set_watermark_scale_factor(1000).unwrap();
     assert!(z.low_wmark() > low0);
-    assert_eq!(k.set_percpu_pagelist_high_fraction(4), Err(Error::InvalidArgument));
+    assert_eq!(
+        k.set_percpu_pagelist_high_fraction(4),
+        Err(Error::InvalidArgument)
+    );
     k.set_percpu_pagelist_high_fraction(8).unwrap();
     let pcp = z.pcp(0).unwrap();
     assert_eq!(pcp.high_min(), pcp.high_max());

@@ -116,11 +116,7 @@ impl FreeArea {
 
     /// Total free pages (for consistency checks).
     pub(crate) fn free_pages(&self) -> u64 {
-        self.nr_free
-            .iter()
-            .enumerate()
-            .map(|(o, n)| n << o)
-            .sum()
+        self.nr_free.iter().enumerate().map(|(o, n)| n << o).sum()
     }
 
     fn add(&mut self, cx: &BuddyCx<'_>, idx: u32, order: u32, mt: MigrateType, tail: bool) {
@@ -159,7 +155,13 @@ impl FreeArea {
 
     /// `__free_one_page()`: put the block `pfn`/`order` back, merging with
     /// free buddies. `mt` is the migratetype of the block's pageblock.
-    pub(crate) fn free_one(&mut self, cx: &BuddyCx<'_>, mut pfn: u64, mut order: u32, mt: MigrateType) {
+    pub(crate) fn free_one(
+        &mut self,
+        cx: &BuddyCx<'_>,
+        mut pfn: u64,
+        mut order: u32,
+        mt: MigrateType,
+    ) {
         while order < MAX_PAGE_ORDER {
             let buddy = pfn ^ (1 << order);
             if !self.is_buddy(cx, buddy, order) {
@@ -202,7 +204,12 @@ impl FreeArea {
     }
 
     /// `__rmqueue_smallest()`: the smallest free block of type `mt` that fits.
-    pub(crate) fn rmqueue_smallest(&mut self, cx: &BuddyCx<'_>, order: u32, mt: MigrateType) -> Option<u32> {
+    pub(crate) fn rmqueue_smallest(
+        &mut self,
+        cx: &BuddyCx<'_>,
+        order: u32,
+        mt: MigrateType,
+    ) -> Option<u32> {
         for cur in order..=MAX_PAGE_ORDER {
             if let Some(idx) = self.lists[cur as usize][mt as usize].first() {
                 self.del(cx, idx, cur, mt);
@@ -248,7 +255,13 @@ impl FreeArea {
 
     /// `__move_freepages_block()`: move every free block of the pageblock
     /// from the `from` lists to the `to` lists and retype the pageblock.
-    fn move_freepages_block(&mut self, cx: &BuddyCx<'_>, pfn: u64, from: MigrateType, to: MigrateType) {
+    fn move_freepages_block(
+        &mut self,
+        cx: &BuddyCx<'_>,
+        pfn: u64,
+        from: MigrateType,
+        to: MigrateType,
+    ) {
         let start = pfn & !(PAGEBLOCK_NR_PAGES - 1);
         let mut p = start;
         while p < start + PAGEBLOCK_NR_PAGES {
@@ -292,7 +305,13 @@ impl FreeArea {
     }
 
     /// `__rmqueue_claim()`: largest fallback block first, claiming its pageblock.
-    fn rmqueue_claim(&mut self, cx: &BuddyCx<'_>, order: u32, start: MigrateType, af: AllocFlags) -> Option<u32> {
+    fn rmqueue_claim(
+        &mut self,
+        cx: &BuddyCx<'_>,
+        order: u32,
+        start: MigrateType,
+        af: AllocFlags,
+    ) -> Option<u32> {
         let min_order = if order < PAGEBLOCK_ORDER && af.contains(AllocFlags::NOFRAGMENT) {
             PAGEBLOCK_ORDER
         } else {
@@ -362,7 +381,9 @@ impl FreeArea {
     pub(crate) fn has_block(&self, order: u32, highatomic: bool) -> bool {
         (order as usize..NR_PAGE_ORDERS).any(|o| {
             self.nr_free[o] > 0
-                && (self.lists[o][..MIGRATE_PCPTYPES].iter().any(|l| !l.is_empty())
+                && (self.lists[o][..MIGRATE_PCPTYPES]
+                    .iter()
+                    .any(|l| !l.is_empty())
                     || (highatomic && !self.lists[o][MigrateType::HighAtomic as usize].is_empty()))
         })
     }

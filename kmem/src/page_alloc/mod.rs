@@ -124,7 +124,9 @@ pub mod watermark;
 use crate::gfp::{self, Gfp};
 use crate::page::{FlagNames, Page, PG_BUDDY, PG_HEAD, PG_PCP, PG_RESERVED, PG_SLAB, PG_TAIL};
 use crate::platform::{Level, LocalGuard, Platform};
-use crate::{report, Error, Kmem, Result, MAX_PAGE_ORDER, PAGE_ALLOC_COSTLY_ORDER, PAGE_SHIFT, PAGE_SIZE};
+use crate::{
+    report, Error, Kmem, Result, MAX_PAGE_ORDER, PAGE_ALLOC_COSTLY_ORDER, PAGE_SHIFT, PAGE_SIZE,
+};
 use buddy::{BuddyCx, FreeArea, RmqueueMode};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -269,7 +271,11 @@ pub fn watermark_ok(
     if free_pages <= min + lowmem_reserve as i64 {
         return false;
     }
-    order == 0 || has_block(order, af.intersects(AllocFlags::HIGHATOMIC.with(AllocFlags::OOM)))
+    order == 0
+        || has_block(
+            order,
+            af.intersects(AllocFlags::HIGHATOMIC.with(AllocFlags::OOM)),
+        )
 }
 
 /// A zone (`struct zone`).
@@ -684,7 +690,11 @@ impl<P: Platform> Kmem<P> {
         } else if (nid as usize) < self.nr_nodes {
             nid as usize
         } else {
-            report!(&self.p, Level::Warning, "WARNING: alloc_pages_node: node {nid} is not online");
+            report!(
+                &self.p,
+                Level::Warning,
+                "WARNING: alloc_pages_node: node {nid} is not online"
+            );
             return Err(Error::InvalidArgument);
         };
         let high = self.gfp_zone_idx(gfp)?;
@@ -706,7 +716,9 @@ impl<P: Platform> Kmem<P> {
         // Fast path: the low watermark, and no pageblock fragmentation on the
         // first pass when DMA32 lies under Normal (alloc_flags_nofragment).
         let mut af = AllocFlags::WMARK_LOW;
-        if high >= ZoneType::Normal as usize && self.node(nid).zone(ZoneType::Dma32 as usize).is_populated() {
+        if high >= ZoneType::Normal as usize
+            && self.node(nid).zone(ZoneType::Dma32 as usize).is_populated()
+        {
             af = af.with(AllocFlags::NOFRAGMENT);
         }
         if let Some(p) = self.get_page_from_freelist(gfp, order, af, zl, high, mt) {
@@ -805,18 +817,34 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `zone_watermark_fast()`.
-    fn zone_watermark_fast(&self, zone: &Zone, order: u32, mark: u64, high: usize, af: AllocFlags) -> bool {
+    fn zone_watermark_fast(
+        &self,
+        zone: &Zone,
+        order: u32,
+        mark: u64,
+        high: usize,
+        af: AllocFlags,
+    ) -> bool {
         let free = zone.nr_free_pages.load(Relaxed);
         let reserve = zone.lowmem_reserve(high);
         if order == 0 && free > (mark + reserve) as i64 {
             return true;
         }
-        watermark_ok(free, order, mark, reserve, af, |o, ha| zone.area.lock().has_block(o, ha))
+        watermark_ok(free, order, mark, reserve, af, |o, ha| {
+            zone.area.lock().has_block(o, ha)
+        })
     }
 
     /// Whether `zone` passes watermark `which` for an allocation of `order`
     /// bound for zone index `high` (`zone_watermark_ok()`).
-    pub fn zone_watermark_ok(&self, zone: &Zone, order: u32, which: usize, high: usize, af: AllocFlags) -> bool {
+    pub fn zone_watermark_ok(
+        &self,
+        zone: &Zone,
+        order: u32,
+        which: usize,
+        high: usize,
+        af: AllocFlags,
+    ) -> bool {
         watermark_ok(
             zone.nr_free_pages.load(Relaxed),
             order,
@@ -844,7 +872,13 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `rmqueue_pcplist()`.
-    fn rmqueue_pcplist(&self, zone: &Zone, order: u32, mt: MigrateType, af: AllocFlags) -> Option<u32> {
+    fn rmqueue_pcplist(
+        &self,
+        zone: &Zone,
+        order: u32,
+        mt: MigrateType,
+        af: AllocFlags,
+    ) -> Option<u32> {
         let g = LocalGuard::new(&self.p);
         let pcp = zone.pcp(g.cpu())?;
         // SAFETY: we are on pcp's CPU inside the section `g`, which outlives
@@ -858,7 +892,11 @@ impl<P: Platform> Kmem<P> {
         if lists[pindex].is_empty() {
             // rmqueue_bulk(): refill with `batch` pages' worth in one trip.
             let batch = pcp.batch().max(1);
-            let count = if order == 0 { batch } else { (batch >> order).max(2) };
+            let count = if order == 0 {
+                batch
+            } else {
+                (batch >> order).max(2)
+            };
             let cx = self.buddy_cx(zone);
             let mut area = zone.area.lock();
             let mut mode = RmqueueMode::Normal;
@@ -872,7 +910,8 @@ impl<P: Platform> Kmem<P> {
                 got += 1;
             }
             drop(area);
-            zone.nr_free_pages.fetch_sub(i64::from(got) << order, Relaxed);
+            zone.nr_free_pages
+                .fetch_sub(i64::from(got) << order, Relaxed);
             pcp.add_count(i64::from(got) << order);
         }
         let idx = lists[pindex].pop_head(&mm)?;
@@ -936,7 +975,13 @@ impl<P: Platform> Kmem<P> {
     fn bad_page(&self, page: &Page, why: BadPage) {
         let pfn = self.mem_map().page_to_pfn(page).unwrap_or(0);
         let task = self.p.current();
-        report!(&self.p, Level::Alert, "BUG: Bad page state in process {}  pfn:{:05x}", task.comm(), pfn);
+        report!(
+            &self.p,
+            Level::Alert,
+            "BUG: Bad page state in process {}  pfn:{:05x}",
+            task.comm(),
+            pfn
+        );
         report!(
             &self.p,
             Level::Alert,
@@ -944,7 +989,13 @@ impl<P: Platform> Kmem<P> {
             page.refcount(),
             pfn
         );
-        report!(&self.p, Level::Alert, "flags: {:#x}({})", page.raw_flags(), FlagNames(page.raw_flags()));
+        report!(
+            &self.p,
+            Level::Alert,
+            "flags: {:#x}({})",
+            page.raw_flags(),
+            FlagNames(page.raw_flags())
+        );
         match why {
             BadPage::Reserved | BadPage::Slab => report!(
                 &self.p,
@@ -956,7 +1007,11 @@ impl<P: Platform> Kmem<P> {
                 Level::Alert,
                 "page dumped because: VM_BUG_ON_PAGE(page_ref_count(page) == 0)"
             ),
-            BadPage::Tail => report!(&self.p, Level::Alert, "page dumped because: VM_BUG_ON_PAGE(PageTail(page))"),
+            BadPage::Tail => report!(
+                &self.p,
+                Level::Alert,
+                "page dumped because: VM_BUG_ON_PAGE(PageTail(page))"
+            ),
             BadPage::CompoundOrder => report!(
                 &self.p,
                 Level::Alert,
@@ -1009,11 +1064,21 @@ impl<P: Platform> Kmem<P> {
     pub fn __free_pages(&self, page: &Page, order: u32) -> Result<()> {
         let mm = self.mem_map();
         let Some(idx) = mm.index_of(page) else {
-            report!(&self.p, Level::Alert, "BUG: __free_pages: {:p} is not a page descriptor of this machine", page);
+            report!(
+                &self.p,
+                Level::Alert,
+                "BUG: __free_pages: {:p} is not a page descriptor of this machine",
+                page
+            );
             return Err(Error::BadAddress);
         };
         if order > MAX_PAGE_ORDER {
-            report!(&self.p, Level::Alert, "BUG: __free_pages: order {} > MAX_PAGE_ORDER", order);
+            report!(
+                &self.p,
+                Level::Alert,
+                "BUG: __free_pages: order {} > MAX_PAGE_ORDER",
+                order
+            );
             return Err(Error::InvalidArgument);
         }
         self.free_check(page, order)?;
@@ -1091,7 +1156,13 @@ impl<P: Platform> Kmem<P> {
 
     /// `free_pcppages_bulk()`: give at least `count` pages back, coldest
     /// first, round-robin over the lists. Runs inside the owner's section.
-    fn free_pcppages_bulk(&self, zone: &Zone, pcp: &PerCpuPages, lists: &mut [crate::page::PageList; NR_PCP_LISTS], count: u32) -> u64 {
+    fn free_pcppages_bulk(
+        &self,
+        zone: &Zone,
+        pcp: &PerCpuPages,
+        lists: &mut [crate::page::PageList; NR_PCP_LISTS],
+        count: u32,
+    ) -> u64 {
         let mm = self.mem_map();
         let cx = self.buddy_cx(zone);
         let mut area = zone.area.lock();
@@ -1201,13 +1272,21 @@ impl<P: Platform> Kmem<P> {
     fn addr_to_page(&self, what: &str, addr: *const u8) -> Result<&Page> {
         let a = addr as usize;
         if a % PAGE_SIZE != 0 {
-            report!(&self.p, Level::Alert, "BUG: {what}: address {a:#x} is not page aligned");
+            report!(
+                &self.p,
+                Level::Alert,
+                "BUG: {what}: address {a:#x} is not page aligned"
+            );
             return Err(Error::InvalidArgument);
         }
         match self.virt_to_page(addr) {
             Some(p) => Ok(p),
             None => {
-                report!(&self.p, Level::Alert, "BUG: {what}: address {a:#x} is not memory this allocator manages");
+                report!(
+                    &self.p,
+                    Level::Alert,
+                    "BUG: {what}: address {a:#x} is not memory this allocator manages"
+                );
                 Err(Error::BadAddress)
             }
         }

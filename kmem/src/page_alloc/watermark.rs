@@ -126,7 +126,11 @@ pub fn thp_recommended_min_free_kbytes(zones: &[ZoneInput], current: u64) -> u64
 /// Managed pages of the lowmem zones (neither HighMem nor Movable), the
 /// denominator `__setup_per_zone_wmarks()` shares `min_free_kbytes` by.
 pub fn lowmem_pages(zones: &[ZoneInput]) -> u64 {
-    zones.iter().filter(|z| is_lowmem(z.ztype)).map(|z| z.managed).sum()
+    zones
+        .iter()
+        .filter(|z| is_lowmem(z.ztype))
+        .map(|z| z.managed)
+        .sum()
 }
 
 /// `__setup_per_zone_wmarks()` for one zone: min is `min_free_kbytes`
@@ -136,7 +140,11 @@ pub fn lowmem_pages(zones: &[ZoneInput]) -> u64 {
 /// one more step.
 pub fn zone_wmarks(z: ZoneInput, lowmem_pages: u64, sysctl: &VmSysctl) -> Watermarks {
     let pages_min = sysctl.min_free_kbytes >> (PAGE_SHIFT - 10);
-    let mut tmp = if lowmem_pages == 0 { 0 } else { pages_min * z.managed / lowmem_pages };
+    let mut tmp = if lowmem_pages == 0 {
+        0
+    } else {
+        pages_min * z.managed / lowmem_pages
+    };
     let min = if is_lowmem(z.ztype) {
         tmp
     } else {
@@ -197,7 +205,13 @@ pub fn zone_batchsize(managed: u64) -> u64 {
 /// `zone_highsize()`: the per-CPU list high mark, the zone's low watermark
 /// (or `managed / high_fraction`) split across the CPUs of the zone's node,
 /// at least `4 * batch`.
-pub fn zone_highsize(managed: u64, low_wmark: u64, batch: u64, cpus_on_node: u64, high_fraction: u64) -> u64 {
+pub fn zone_highsize(
+    managed: u64,
+    low_wmark: u64,
+    batch: u64,
+    cpus_on_node: u64,
+    high_fraction: u64,
+) -> u64 {
     let total = if high_fraction == 0 {
         low_wmark
     } else {
@@ -219,7 +233,12 @@ pub struct PcpSizes {
 }
 
 /// `zone_set_pageset_high_and_batch()`.
-pub fn pageset_high_and_batch(managed: u64, low_wmark: u64, cpus_on_node: u64, sysctl: &VmSysctl) -> PcpSizes {
+pub fn pageset_high_and_batch(
+    managed: u64,
+    low_wmark: u64,
+    cpus_on_node: u64,
+    sysctl: &VmSysctl,
+) -> PcpSizes {
     let batch = zone_batchsize(managed);
     let f = sysctl.percpu_pagelist_high_fraction;
     let (high_min, high_max) = if f != 0 {
@@ -228,7 +247,13 @@ pub fn pageset_high_and_batch(managed: u64, low_wmark: u64, cpus_on_node: u64, s
     } else {
         (
             zone_highsize(managed, low_wmark, batch, cpus_on_node, 0),
-            zone_highsize(managed, low_wmark, batch, cpus_on_node, MIN_PERCPU_PAGELIST_HIGH_FRACTION),
+            zone_highsize(
+                managed,
+                low_wmark,
+                batch,
+                cpus_on_node,
+                MIN_PERCPU_PAGELIST_HIGH_FRACTION,
+            ),
         )
     };
     PcpSizes {
@@ -271,10 +296,19 @@ mod tests {
     #[test]
     fn highmem_min_is_clamped() {
         let zones = [
-            ZoneInput { ztype: ZoneType::Normal, managed: 200_000 },
-            ZoneInput { ztype: ZoneType::HighMem, managed: 1000 },
+            ZoneInput {
+                ztype: ZoneType::Normal,
+                managed: 200_000,
+            },
+            ZoneInput {
+                ztype: ZoneType::HighMem,
+                managed: 1000,
+            },
         ];
-        let s = VmSysctl { min_free_kbytes: 4096, ..VmSysctl::linux_defaults() };
+        let s = VmSysctl {
+            min_free_kbytes: 4096,
+            ..VmSysctl::linux_defaults()
+        };
         let mut w = [Watermarks::default(); 2];
         setup_per_zone_wmarks(&zones, &s, &mut w);
         assert_eq!(w[1].min, 32);
