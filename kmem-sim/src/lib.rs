@@ -217,7 +217,7 @@ unsafe impl Platform for MapChecker {
         0
     }
     fn local_enter(&self) -> LocalState {
-        LocalState(0)
+        LocalState { cpu: 0, saved: 0 }
     }
     fn local_exit(&self, _: LocalState) {}
     fn in_atomic(&self) -> bool {
@@ -569,7 +569,10 @@ unsafe impl Platform for SimPlatform {
             }
             let d = l.depth.get();
             l.depth.set(d + 1);
-            LocalState(d)
+            LocalState {
+                cpu: l.cpu.get(),
+                saved: d,
+            }
         })
     }
 
@@ -577,10 +580,10 @@ unsafe impl Platform for SimPlatform {
     fn local_exit(&self, state: LocalState) {
         LOCAL.with(|l| {
             assert!(
-                l.id.get() == self.id && l.depth.get() == state.0 + 1,
+                l.id.get() == self.id && l.depth.get() == state.saved + 1,
                 "local_exit does not match the innermost local_enter of this thread"
             );
-            l.depth.set(state.0);
+            l.depth.set(state.saved);
         })
     }
 

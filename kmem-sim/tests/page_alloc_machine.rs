@@ -32,21 +32,55 @@ fn pc_zones_land_where_linux_puts_them() {
     let dma = n.zone(ZoneType::Dma as usize);
     // The same DMA zone as the real 6.18 machine's /proc/zoneinfo: pfn 0 and
     // the 640K-1M hole are not RAM, the first 1 MiB is reserved.
-    assert_eq!((dma.zone_start_pfn(), dma.spanned_pages(), dma.present_pages(), dma.managed_pages()), (1, 4095, 3998, 3840));
+    assert_eq!(
+        (
+            dma.zone_start_pfn(),
+            dma.spanned_pages(),
+            dma.present_pages(),
+            dma.managed_pages()
+        ),
+        (1, 4095, 3998, 3840)
+    );
     let dma32 = n.zone(ZoneType::Dma32 as usize);
-    assert_eq!((dma32.zone_start_pfn(), dma32.zone_end_pfn()), (4096, 1 << 20));
+    assert_eq!(
+        (dma32.zone_start_pfn(), dma32.zone_end_pfn()),
+        (4096, 1 << 20)
+    );
     assert_eq!(dma32.present_pages(), (3 * GB - 16 * MB) / PAGE_SIZE as u64);
     let normal = n.zone(ZoneType::Normal as usize);
-    assert_eq!((normal.zone_start_pfn(), normal.spanned_pages()), (1 << 20, GB / PAGE_SIZE as u64));
+    assert_eq!(
+        (normal.zone_start_pfn(), normal.spanned_pages()),
+        (1 << 20, GB / PAGE_SIZE as u64)
+    );
     assert!(!n.zone(ZoneType::HighMem as usize).is_populated() && !k.has_zone(ZoneType::HighMem));
-    assert_eq!(k.sysctl().min_free_kbytes, 67584, "THP raises it as on the real machine");
+    assert_eq!(
+        k.sysctl().min_free_kbytes,
+        67584,
+        "THP raises it as on the real machine"
+    );
     // Zonelist: highest zone first.
-    let zl: Vec<_> = n.zonelist(ZONELIST_FALLBACK).entries().iter().map(|z| z.zone).collect();
-    assert_eq!(zl, [ZoneType::Normal as u8, ZoneType::Dma32 as u8, ZoneType::Dma as u8]);
+    let zl: Vec<_> = n
+        .zonelist(ZONELIST_FALLBACK)
+        .entries()
+        .iter()
+        .map(|z| z.zone)
+        .collect();
+    assert_eq!(
+        zl,
+        [
+            ZoneType::Normal as u8,
+            ZoneType::Dma32 as u8,
+            ZoneType::Dma as u8
+        ]
+    );
     assert!(s.reported("  DMA      [mem 0x0000000000001000-0x0000000000ffffff]"));
     assert!(s.reported("On node 0, zone DMA: 97 pages in unavailable ranges"));
     // GFP decides the zone.
-    for (gfp, want) in [(GFP_DMA, ZoneType::Dma), (GFP_DMA32, ZoneType::Dma32), (GFP_KERNEL, ZoneType::Normal)] {
+    for (gfp, want) in [
+        (GFP_DMA, ZoneType::Dma),
+        (GFP_DMA32, ZoneType::Dma32),
+        (GFP_KERNEL, ZoneType::Normal),
+    ] {
         let p = k.alloc_page(gfp).unwrap();
         assert_eq!(k.page_zone(p).zone_type(), want, "{gfp}");
         k.__free_pages(p, 0).unwrap();
@@ -69,7 +103,9 @@ fn failure_report_names_the_task() {
     while let Ok(p) = k.alloc_page(GFP_KERNEL) {
         v.push(p);
     }
-    assert!(s.reported("kworker/0:1: page allocation failure: order:0, mode:0xcc0(GFP_KERNEL), nodemask=(null)"));
+    assert!(s.reported(
+        "kworker/0:1: page allocation failure: order:0, mode:0xcc0(GFP_KERNEL), nodemask=(null)"
+    ));
     assert!(s.reported("CPU: 0 PID: 42 Comm: kworker/0:1"));
     assert!(s.reported("lowmem_reserve[]: 0 "));
     for p in v {
@@ -124,7 +160,11 @@ fn two_cpus_hammer_and_every_page_is_accounted_for() {
         let _cpu = s.bind(0);
         Kmem::boot(&s, s.memory_map(), &BootParams::default()).unwrap()
     };
-    let boot_blocks: Vec<_> = k.nodes().flat_map(|n| n.zones()).map(|z| z.free_blocks()).collect();
+    let boot_blocks: Vec<_> = k
+        .nodes()
+        .flat_map(|n| n.zones())
+        .map(|z| z.free_blocks())
+        .collect();
     // Pages handed from one CPU to the other, to be freed remotely.
     let exchange: Mutex<Vec<(u64, u32)>> = Mutex::new(Vec::new());
     let ops = 60_000;
@@ -135,7 +175,8 @@ fn two_cpus_hammer_and_every_page_is_accounted_for() {
             let r = rnd(&mut seed);
             if r % 3 != 0 || mine.is_empty() {
                 let order = [0, 0, 0, 1, 2, 3, 4, 9][(r >> 8) as usize % 8];
-                let gfp = [GFP_KERNEL, GFP_ATOMIC, GFP_HIGHUSER_MOVABLE, GFP_DMA32][(r >> 16) as usize % 4];
+                let gfp = [GFP_KERNEL, GFP_ATOMIC, GFP_HIGHUSER_MOVABLE, GFP_DMA32]
+                    [(r >> 16) as usize % 4];
                 if let Ok(p) = k.alloc_pages(gfp | __GFP_NOWARN, order) {
                     mine.push((p, order));
                 }
@@ -166,9 +207,19 @@ fn two_cpus_hammer_and_every_page_is_accounted_for() {
         }
     });
     assert_eq!(settled(&k, &s), k.totalram_pages(), "every page came back");
-    let end_blocks: Vec<_> = k.nodes().flat_map(|n| n.zones()).map(|z| z.free_blocks()).collect();
-    assert_eq!(end_blocks, boot_blocks, "and merged back into the same blocks");
-    assert!(s.reports().iter().all(|(_, l)| !l.contains("BUG")), "no bad page reports");
+    let end_blocks: Vec<_> = k
+        .nodes()
+        .flat_map(|n| n.zones())
+        .map(|z| z.free_blocks())
+        .collect();
+    assert_eq!(
+        end_blocks, boot_blocks,
+        "and merged back into the same blocks"
+    );
+    assert!(
+        s.reports().iter().all(|(_, l)| !l.contains("BUG")),
+        "no bad page reports"
+    );
 }
 
 #[test]
@@ -178,19 +229,28 @@ fn highmem_is_reached_through_kmap() {
     cfg.lowmem_limit = Some(lowmem);
     let s = SimPlatform::new(cfg).unwrap();
     let _cpu = s.bind(0);
-    let params = BootParams { lowmem_limit: Some(lowmem), ..BootParams::default() };
+    let params = BootParams {
+        lowmem_limit: Some(lowmem),
+        ..BootParams::default()
+    };
     let k = Kmem::boot(&s, s.memory_map(), &params).unwrap();
     assert!(k.has_zone(ZoneType::HighMem) && !k.has_zone(ZoneType::Dma32));
     let hm = k.node(0).zone(ZoneType::HighMem as usize);
     assert_eq!(hm.zone_start_pfn(), lowmem / PAGE_SIZE as u64);
-    assert!(hm.min_wmark() >= 32 && hm.min_wmark() <= 128, "highmem min is managed/1024 clamped to 32..128");
+    assert!(
+        hm.min_wmark() >= 32 && hm.min_wmark() <= 128,
+        "highmem min is managed/1024 clamped to 32..128"
+    );
     let p = k.alloc_page(GFP_HIGHUSER | __GFP_ZERO).unwrap();
     assert_eq!(k.page_zone(p).zone_type(), ZoneType::HighMem);
     assert!(k.page_is_highmem(p) && k.page_address(p).is_none());
     let va = k.kmap(p).unwrap();
     // SAFETY: kmap mapped our page for PAGE_SIZE bytes.
     let bytes = unsafe { std::slice::from_raw_parts_mut(va.as_ptr(), PAGE_SIZE) };
-    assert!(bytes.iter().all(|&b| b == 0), "__GFP_ZERO cleared it through kmap");
+    assert!(
+        bytes.iter().all(|&b| b == 0),
+        "__GFP_ZERO cleared it through kmap"
+    );
     bytes[100] = 0x5a;
     k.kunmap(va.as_ptr());
     let va2 = k.kmap(p).unwrap();
@@ -215,12 +275,18 @@ fn highmem_is_reached_through_kmap() {
 fn movablecore_makes_a_movable_zone_only_movable_allocations_use() {
     let s = sim(1, pc_memory_map(4 * GB));
     let _cpu = s.bind(0);
-    let params = BootParams { movablecore: 512 * MB, ..BootParams::default() };
+    let params = BootParams {
+        movablecore: 512 * MB,
+        ..BootParams::default()
+    };
     let k = Kmem::boot(&s, s.memory_map(), &params).unwrap();
     let mv = k.node(0).zone(ZoneType::Movable as usize);
     assert_eq!(mv.present_pages(), 512 * MB / PAGE_SIZE as u64);
     assert_eq!(mv.zone_end_pfn(), 5 * GB / PAGE_SIZE as u64);
-    assert_eq!(k.node(0).zone(ZoneType::Normal as usize).zone_end_pfn(), mv.zone_start_pfn());
+    assert_eq!(
+        k.node(0).zone(ZoneType::Normal as usize).zone_end_pfn(),
+        mv.zone_start_pfn()
+    );
     let p = k.alloc_page(GFP_HIGHUSER_MOVABLE).unwrap();
     assert_eq!(k.page_zone(p).zone_type(), ZoneType::Movable);
     let q = k.alloc_page(GFP_KERNEL).unwrap();
@@ -249,10 +315,19 @@ fn overlapping_memory_map_is_refused() {
     // platform with a bad map.
     let s = sim(1, pc_memory_map(64 * MB));
     let _cpu = s.bind(0);
-    let bad = [MemRegion::usable(0x100000, 16 * MB), MemRegion::usable(8 * MB, 16 * MB)];
-    assert_eq!(Kmem::boot(&s, &bad, &BootParams::default()).err(), Some(Error::InvalidArgument));
+    let bad = [
+        MemRegion::usable(0x100000, 16 * MB),
+        MemRegion::usable(8 * MB, 16 * MB),
+    ];
+    assert_eq!(
+        Kmem::boot(&s, &bad, &BootParams::default()).err(),
+        Some(Error::InvalidArgument)
+    );
     assert!(s.reported("e820: overlapping ranges"));
     let empty = [MemRegion::reserved(0, 16 * MB)];
-    assert_eq!(Kmem::boot(&s, &empty, &BootParams::default()).err(), Some(Error::NoMemory));
+    assert_eq!(
+        Kmem::boot(&s, &empty, &BootParams::default()).err(),
+        Some(Error::NoMemory)
+    );
     assert!(s.reported("the memory map has no usable RAM"));
 }

@@ -152,11 +152,14 @@ unsafe impl Platform for ArenaPlatform<'_> {
     fn local_enter(&self) -> LocalState {
         let d = self.depth.get();
         self.depth.set(d + 1);
-        LocalState(d)
+        LocalState {
+            cpu: self.cpu.get(),
+            saved: d,
+        }
     }
 
     fn local_exit(&self, state: LocalState) {
-        self.depth.set(state.0);
+        self.depth.set(state.saved);
     }
 
     fn in_atomic(&self) -> bool {

@@ -567,9 +567,9 @@ impl<P: Platform> Kmem<P> {
             area.free_one(&cx, s, order, pb.get(s));
             s += 1u64 << order;
         }
+        zone.add_free_locked(n as i64);
         drop(area);
         zone.managed_pages.fetch_add(n, Relaxed);
-        zone.nr_free_pages.fetch_add(n as i64, Relaxed);
         n
     }
 

@@ -101,6 +101,19 @@ impl Page {
         self.flags.fetch_and(!f, Relaxed);
     }
 
+    /// Set `f` on a page the caller owns exclusively (a plain store: no
+    /// other context writes this descriptor meanwhile).
+    #[inline]
+    pub(crate) fn set_flag_owned(&self, f: u32) {
+        self.flags.store(self.flags.load(Relaxed) | f, Relaxed);
+    }
+
+    /// Clear `f` on a page the caller owns exclusively.
+    #[inline]
+    pub(crate) fn clear_flag_owned(&self, f: u32) {
+        self.flags.store(self.flags.load(Relaxed) & !f, Relaxed);
+    }
+
     /// Whether all of `f` is set.
     #[inline]
     pub fn test(&self, f: u32) -> bool {

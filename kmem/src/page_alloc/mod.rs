@@ -331,6 +331,21 @@ impl Zone {
         }
     }
 
+    /// Add `delta` to `NR_FREE_PAGES`. The caller holds the zone lock, which
+    /// serialises every writer, so a plain store suffices; readers (the
+    /// watermark checks) read it without the lock.
+    #[inline]
+    pub(crate) fn add_free_locked(&self, delta: i64) {
+        self.nr_free_pages
+            .store(self.nr_free_pages.load(Relaxed) + delta, Relaxed);
+    }
+
+    /// Count an event under the zone lock (see [`Zone::add_free_locked`]).
+    #[inline]
+    fn count_locked(counter: &AtomicU64, n: u64) {
+        counter.store(counter.load(Relaxed) + n, Relaxed);
+    }
+
     pub(crate) fn set_pcp(&mut self, pcp: NonNull<PerCpuPages>, nr_cpus: usize) {
         self.pcp = Some(pcp);
         self.nr_cpus = nr_cpus;
@@ -421,9 +436,23 @@ impl Zone {
         self.stat_threshold.load(Relaxed)
     }
 
-    /// Pages handed out from this zone so far (`pgalloc_*`).
+    /// Pages handed out from this zone so far (`pgalloc_*`): the zone's own
+    /// count plus what each CPU counted on its lists.
     pub fn pgalloc(&self) -> u64 {
         self.pgalloc.load(Relaxed)
+            + (0..self.nr_cpus)
+                .filter_map(|c| self.pcp(c))
+                .map(|p| p.pgalloc())
+                .sum::<u64>()
+    }
+
+    /// Pages freed to this zone so far (`pgfree`).
+    pub fn pgfree(&self) -> u64 {
+        self.pgfree.load(Relaxed)
+            + (0..self.nr_cpus)
+                .filter_map(|c| self.pcp(c))
+                .map(|p| p.pgfree())
+                .sum::<u64>()
     }
 
     /// CPU `cpu`'s per-CPU lists, if the zone has them.
@@ -867,7 +896,8 @@ impl<P: Platform> Kmem<P> {
         let mut area = zone.area.lock();
         let mut mode = RmqueueMode::Normal;
         let idx = area.rmqueue(&cx, order, mt, af, &mut mode)?;
-        zone.nr_free_pages.fetch_sub(1 << order, Relaxed);
+        zone.add_free_locked(-(1i64 << order));
+        Zone::count_locked(&zone.pgalloc, 1 << order);
         Some(idx)
     }
 
@@ -905,18 +935,18 @@ impl<P: Platform> Kmem<P> {
                 let Some(i) = area.rmqueue(&cx, order, mt, af, &mut mode) else {
                     break;
                 };
-                mm.at(i).set_flag(PG_PCP);
+                mm.at(i).set_flag_owned(PG_PCP);
                 lists[pindex].push_tail(&mm, i);
                 got += 1;
             }
+            zone.add_free_locked(-(i64::from(got) << order));
             drop(area);
-            zone.nr_free_pages
-                .fetch_sub(i64::from(got) << order, Relaxed);
             pcp.add_count(i64::from(got) << order);
         }
         let idx = lists[pindex].pop_head(&mm)?;
-        mm.at(idx).clear_flag(PG_PCP);
+        mm.at(idx).clear_flag_owned(PG_PCP);
         pcp.add_count(-(1i64 << order));
+        pcp.count_alloc(1 << order);
         Some(idx)
     }
 
@@ -940,7 +970,6 @@ impl<P: Platform> Kmem<P> {
         if gfp.contains(gfp::__GFP_ZERO) {
             self.zero_pages(mm.pfn_of(idx), 1 << order);
         }
-        zone.pgalloc.fetch_add(1 << order, Relaxed);
         page
     }
 
@@ -1102,7 +1131,6 @@ impl<P: Platform> Kmem<P> {
         }
         page.set_order(0);
         let zone = self.page_zone(page);
-        zone.pgfree.fetch_add(1 << order, Relaxed);
         if order <= PAGE_ALLOC_COSTLY_ORDER {
             self.free_unref_page(zone, idx, order);
         } else {
@@ -1117,8 +1145,10 @@ impl<P: Platform> Kmem<P> {
         let cx = self.buddy_cx(zone);
         let pfn = cx.mm.pfn_of(idx);
         let mt = cx.pb.get(pfn);
-        zone.area.lock().free_one(&cx, pfn, order, mt);
-        zone.nr_free_pages.fetch_add(1 << order, Relaxed);
+        let mut area = zone.area.lock();
+        area.free_one(&cx, pfn, order, mt);
+        zone.add_free_locked(1 << order);
+        Zone::count_locked(&zone.pgfree, 1 << order);
     }
 
     /// `free_unref_page()`: onto this CPU's list, spilling `batch` pages
@@ -1139,9 +1169,10 @@ impl<P: Platform> Kmem<P> {
         };
         // SAFETY: on pcp's CPU inside section `g`, which outlives `lists`.
         let lists = unsafe { pcp.lists_mut() };
-        mm.at(idx).set_flag(PG_PCP);
+        mm.at(idx).set_flag_owned(PG_PCP);
         lists[order_to_pindex(mt as usize, order)].push_head(&mm, idx);
         pcp.add_count(1 << order);
+        pcp.count_free(1 << order);
         if pcp.take_drain_request() {
             self.free_pcppages_bulk(zone, pcp, lists, u32::MAX);
         } else if pcp.count() >= pcp.high() {
@@ -1177,13 +1208,13 @@ impl<P: Platform> Kmem<P> {
             };
             empty_rounds = 0;
             let order = pindex_to_order(pindex);
-            mm.at(i).clear_flag(PG_PCP);
+            mm.at(i).clear_flag_owned(PG_PCP);
             let pfn = mm.pfn_of(i);
             area.free_one(&cx, pfn, order, cx.pb.get(pfn));
             freed += 1 << order;
         }
+        zone.add_free_locked(freed as i64);
         drop(area);
-        zone.nr_free_pages.fetch_add(freed as i64, Relaxed);
         pcp.add_count(-(freed as i64));
         freed
     }

@@ -25,7 +25,7 @@ use super::MIGRATE_PCPTYPES;
 use crate::page::PageList;
 use crate::PAGE_ALLOC_COSTLY_ORDER;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// Lists per CPU per zone (`NR_PCP_LISTS` without the THP list).
 pub const NR_PCP_LISTS: usize = MIGRATE_PCPTYPES * (PAGE_ALLOC_COSTLY_ORDER as usize + 1);
@@ -53,6 +53,10 @@ pub struct PerCpuPages {
     high_min: AtomicU32,
     high_max: AtomicU32,
     drain: AtomicBool,
+    /// Per-CPU vm event counters (Linux keeps `pgalloc`/`pgfree` per CPU
+    /// too): written only by the owner, read by anyone.
+    pgalloc: AtomicU64,
+    pgfree: AtomicU64,
     lists: UnsafeCell<[PageList; NR_PCP_LISTS]>,
 }
 
@@ -71,6 +75,8 @@ impl PerCpuPages {
             high_min: AtomicU32::new(0),
             high_max: AtomicU32::new(0),
             drain: AtomicBool::new(false),
+            pgalloc: AtomicU64::new(0),
+            pgfree: AtomicU64::new(0),
             lists: UnsafeCell::new([PageList::new(); NR_PCP_LISTS]),
         }
     }
@@ -83,6 +89,28 @@ impl PerCpuPages {
     pub(crate) fn add_count(&self, delta: i64) {
         let c = i64::from(self.count.load(Relaxed)) + delta;
         self.count.store(c as u32, Relaxed);
+    }
+
+    /// Pages this CPU handed out from its lists.
+    pub fn pgalloc(&self) -> u64 {
+        self.pgalloc.load(Relaxed)
+    }
+
+    /// Pages this CPU took back onto its lists.
+    pub fn pgfree(&self) -> u64 {
+        self.pgfree.load(Relaxed)
+    }
+
+    /// Owner only, inside its CPU-local section: a plain store suffices.
+    #[inline]
+    pub(crate) fn count_alloc(&self, n: u64) {
+        self.pgalloc.store(self.pgalloc.load(Relaxed) + n, Relaxed);
+    }
+
+    /// Owner only, inside its CPU-local section.
+    #[inline]
+    pub(crate) fn count_free(&self, n: u64) {
+        self.pgfree.store(self.pgfree.load(Relaxed) + n, Relaxed);
     }
 
     /// `pcp->high`.
