@@ -558,7 +558,7 @@ impl<P: Platform> Kmem<P> {
             zone_start: zone.zone_start_pfn(),
             zone_end: zone.zone_end_pfn(),
         };
-        let mut area = zone.area.lock();
+        let mut area = zone.lock();
         while s < e {
             let mut order = (s.trailing_zeros()).min(MAX_PAGE_ORDER);
             while s + (1u64 << order) > e {

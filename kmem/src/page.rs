@@ -121,26 +121,31 @@ impl Page {
     }
 
     /// `PageReserved()`.
+    #[inline]
     pub fn is_reserved(&self) -> bool {
         self.test(PG_RESERVED)
     }
 
     /// `PageBuddy()`: a free block head on a buddy list.
+    #[inline]
     pub fn is_buddy(&self) -> bool {
         self.test(PG_BUDDY)
     }
 
     /// `PageHead()`.
+    #[inline]
     pub fn is_head(&self) -> bool {
         self.test(PG_HEAD)
     }
 
     /// `PageTail()`.
+    #[inline]
     pub fn is_tail(&self) -> bool {
         self.test(PG_TAIL)
     }
 
     /// `PageSlab()`.
+    #[inline]
     pub fn is_slab(&self) -> bool {
         self.test(PG_SLAB)
     }

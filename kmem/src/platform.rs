@@ -252,39 +252,51 @@ macro_rules! report {
 
 // SAFETY: every promise is the referent's, delegated unchanged.
 unsafe impl<T: Platform + ?Sized> Platform for &T {
+    #[inline]
     fn nr_cpu_ids(&self) -> usize {
         (**self).nr_cpu_ids()
     }
+    #[inline]
     fn smp_processor_id(&self) -> usize {
         (**self).smp_processor_id()
     }
+    #[inline]
     fn local_enter(&self) -> LocalState {
         (**self).local_enter()
     }
+    #[inline]
     fn local_exit(&self, state: LocalState) {
         (**self).local_exit(state)
     }
+    #[inline]
     fn in_atomic(&self) -> bool {
         (**self).in_atomic()
     }
+    #[inline]
     fn in_interrupt(&self) -> bool {
         (**self).in_interrupt()
     }
+    #[inline]
     fn direct_map(&self) -> DirectMap {
         (**self).direct_map()
     }
+    #[inline]
     fn memory_is_zeroed(&self) -> bool {
         (**self).memory_is_zeroed()
     }
+    #[inline]
     fn vmap_range(&self) -> Option<(usize, usize)> {
         (**self).vmap_range()
     }
+    #[inline]
     fn map_page(&self, va: usize, pfn: u64) -> crate::Result<()> {
         (**self).map_page(va, pfn)
     }
+    #[inline]
     fn unmap_page(&self, va: usize) {
         (**self).unmap_page(va)
     }
+    #[inline]
     fn wait_event(
         &self,
         channel: usize,
@@ -293,18 +305,23 @@ unsafe impl<T: Platform + ?Sized> Platform for &T {
     ) -> bool {
         (**self).wait_event(channel, cond, timeout_ns)
     }
+    #[inline]
     fn wake_up(&self, channel: usize) {
         (**self).wake_up(channel)
     }
+    #[inline]
     fn report(&self, level: Level, msg: fmt::Arguments<'_>) {
         (**self).report(level, msg)
     }
+    #[inline]
     fn current(&self) -> Task {
         (**self).current()
     }
+    #[inline]
     fn now_ns(&self) -> u64 {
         (**self).now_ns()
     }
+    #[inline]
     fn random_u64(&self) -> u64 {
         (**self).random_u64()
     }

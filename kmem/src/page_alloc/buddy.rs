@@ -94,6 +94,33 @@ pub(crate) enum RmqueueMode {
 pub(crate) struct FreeArea {
     lists: [[PageList; MIGRATE_TYPES]; NR_PAGE_ORDERS],
     nr_free: [u64; NR_PAGE_ORDERS],
+    /// Bit `order * MIGRATE_TYPES + mt` is set while that list is not
+    /// empty; published for lock-free watermark checks (see [`Self::mask`]).
+    mask: u64,
+}
+
+#[inline]
+const fn bit(order: u32, mt: MigrateType) -> u64 {
+    1 << (order as usize * MIGRATE_TYPES + mt as usize)
+}
+
+/// Whether `mask` (from [`FreeArea::mask`]) shows a free block of at least
+/// `order` on an ordinary list, or on the high-atomic list when
+/// `highatomic` (the tail of `__zone_watermark_ok`).
+#[inline]
+pub(crate) fn mask_has_block(mask: u64, order: u32, highatomic: bool) -> bool {
+    let mut want = 0u64;
+    let mut o = order;
+    while o <= MAX_PAGE_ORDER {
+        want |= bit(o, MigrateType::Unmovable)
+            | bit(o, MigrateType::Movable)
+            | bit(o, MigrateType::Reclaimable);
+        if highatomic {
+            want |= bit(o, MigrateType::HighAtomic);
+        }
+        o += 1;
+    }
+    mask & want != 0
 }
 
 impl FreeArea {
@@ -101,6 +128,33 @@ impl FreeArea {
         FreeArea {
             lists: [[PageList::new(); MIGRATE_TYPES]; NR_PAGE_ORDERS],
             nr_free: [0; NR_PAGE_ORDERS],
+            mask: 0,
+        }
+    }
+
+    /// Which lists are non-empty (bit `order * MIGRATE_TYPES + mt`).
+    #[inline]
+    pub(crate) fn mask(&self) -> u64 {
+        self.mask
+    }
+
+    #[inline]
+    fn list_push(&mut self, cx: &BuddyCx<'_>, order: u32, mt: MigrateType, idx: u32, tail: bool) {
+        let l = &mut self.lists[order as usize][mt as usize];
+        if tail {
+            l.push_tail(&cx.mm, idx);
+        } else {
+            l.push_head(&cx.mm, idx);
+        }
+        self.mask |= bit(order, mt);
+    }
+
+    #[inline]
+    fn list_remove(&mut self, cx: &BuddyCx<'_>, order: u32, mt: MigrateType, idx: u32) {
+        let l = &mut self.lists[order as usize][mt as usize];
+        l.remove(&cx.mm, idx);
+        if l.is_empty() {
+            self.mask &= !bit(order, mt);
         }
     }
 
@@ -123,17 +177,12 @@ impl FreeArea {
         let p = cx.mm.at(idx);
         p.set_raw_flags(cx.links | PG_BUDDY);
         p.set_order(order);
-        let l = &mut self.lists[order as usize][mt as usize];
-        if tail {
-            l.push_tail(&cx.mm, idx);
-        } else {
-            l.push_head(&cx.mm, idx);
-        }
+        self.list_push(cx, order, mt, idx, tail);
         self.nr_free[order as usize] += 1;
     }
 
     fn del(&mut self, cx: &BuddyCx<'_>, idx: u32, order: u32, mt: MigrateType) {
-        self.lists[order as usize][mt as usize].remove(&cx.mm, idx);
+        self.list_remove(cx, order, mt, idx);
         let p = cx.mm.at(idx);
         p.set_raw_flags(cx.links);
         p.set_order(0);
@@ -269,8 +318,8 @@ impl FreeArea {
                 Some(pg) if pg.raw_flags() == (cx.links | PG_BUDDY) => {
                     let o = pg.order();
                     let idx = cx.mm.idx_of_pfn(p);
-                    self.lists[o as usize][from as usize].remove(&cx.mm, idx);
-                    self.lists[o as usize][to as usize].push_tail(&cx.mm, idx);
+                    self.list_remove(cx, o, from, idx);
+                    self.list_push(cx, o, to, idx, true);
                     p += 1u64 << o;
                 }
                 _ => p += 1,
@@ -373,18 +422,5 @@ impl FreeArea {
             }
         }
         None
-    }
-
-    /// Whether a block of at least `order` is free on an ordinary list, or on
-    /// the high-atomic list when `highatomic` (the tail of
-    /// `__zone_watermark_ok`).
-    pub(crate) fn has_block(&self, order: u32, highatomic: bool) -> bool {
-        (order as usize..NR_PAGE_ORDERS).any(|o| {
-            self.nr_free[o] > 0
-                && (self.lists[o][..MIGRATE_PCPTYPES]
-                    .iter()
-                    .any(|l| !l.is_empty())
-                    || (highatomic && !self.lists[o][MigrateType::HighAtomic as usize].is_empty()))
-        })
     }
 }

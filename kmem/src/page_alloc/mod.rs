@@ -297,6 +297,9 @@ pub struct Zone {
     pub(crate) pgalloc: AtomicU64,
     pub(crate) pgfree: AtomicU64,
     pub(crate) area: spin::Mutex<FreeArea>,
+    /// The free area's non-empty-list mask as of the last unlock, for
+    /// watermark checks that, like Linux's, do not take the lock.
+    free_mask: AtomicU64,
     pcp: Option<NonNull<PerCpuPages>>,
     nr_cpus: usize,
 }
@@ -326,6 +329,7 @@ impl Zone {
             pgalloc: AtomicU64::new(0),
             pgfree: AtomicU64::new(0),
             area: spin::Mutex::new(FreeArea::new()),
+            free_mask: AtomicU64::new(0),
             pcp: None,
             nr_cpus: 0,
         }
@@ -346,27 +350,41 @@ impl Zone {
         counter.store(counter.load(Relaxed) + n, Relaxed);
     }
 
+    /// Take the zone lock. The guard publishes the free-list mask when it
+    /// is dropped.
+    #[inline]
+    pub(crate) fn lock(&self) -> AreaGuard<'_> {
+        AreaGuard {
+            zone: self,
+            area: self.area.lock(),
+        }
+    }
+
     pub(crate) fn set_pcp(&mut self, pcp: NonNull<PerCpuPages>, nr_cpus: usize) {
         self.pcp = Some(pcp);
         self.nr_cpus = nr_cpus;
     }
 
     /// The zone type.
+    #[inline]
     pub fn zone_type(&self) -> ZoneType {
         self.ztype
     }
 
     /// The node.
+    #[inline]
     pub fn node(&self) -> usize {
         self.node
     }
 
     /// `zone->zone_start_pfn`.
+    #[inline]
     pub fn zone_start_pfn(&self) -> u64 {
         self.zone_start_pfn
     }
 
     /// One past the last pfn spanned (`zone_end_pfn()`).
+    #[inline]
     pub fn zone_end_pfn(&self) -> u64 {
         self.zone_start_pfn + self.spanned_pages
     }
@@ -382,21 +400,25 @@ impl Zone {
     }
 
     /// `zone_managed_pages()`: pages the buddy allocator manages.
+    #[inline]
     pub fn managed_pages(&self) -> u64 {
         self.managed_pages.load(Relaxed)
     }
 
     /// `populated_zone()`.
+    #[inline]
     pub fn is_populated(&self) -> bool {
         self.present_pages > 0
     }
 
     /// Free pages on the buddy lists (`NR_FREE_PAGES`).
+    #[inline]
     pub fn free_pages(&self) -> u64 {
         self.nr_free_pages.load(Relaxed).max(0) as u64
     }
 
     /// Watermark `which` (`WMARK_MIN`..`WMARK_PROMO`), boost included.
+    #[inline]
     pub fn wmark(&self, which: usize) -> u64 {
         self.wmark[which].load(Relaxed) + self.watermark_boost.load(Relaxed)
     }
@@ -427,6 +449,7 @@ impl Zone {
     }
 
     /// `zone->lowmem_reserve[j]`.
+    #[inline]
     pub fn lowmem_reserve(&self, j: usize) -> u64 {
         self.lowmem_reserve[j].load(Relaxed)
     }
@@ -456,6 +479,7 @@ impl Zone {
     }
 
     /// CPU `cpu`'s per-CPU lists, if the zone has them.
+    #[inline]
     pub fn pcp(&self, cpu: usize) -> Option<&PerCpuPages> {
         let base = self.pcp?;
         (cpu < self.nr_cpus).then(|| {
@@ -477,6 +501,32 @@ impl Zone {
     pub fn free_blocks(&self) -> [u64; crate::NR_PAGE_ORDERS] {
         let a = self.area.lock();
         core::array::from_fn(|o| a.nr_free(o))
+    }
+}
+
+/// The zone lock held: the free area, and on release the published mask.
+pub(crate) struct AreaGuard<'a> {
+    zone: &'a Zone,
+    area: spin::MutexGuard<'a, FreeArea>,
+}
+
+impl core::ops::Deref for AreaGuard<'_> {
+    type Target = FreeArea;
+    fn deref(&self) -> &FreeArea {
+        &self.area
+    }
+}
+
+impl core::ops::DerefMut for AreaGuard<'_> {
+    fn deref_mut(&mut self) -> &mut FreeArea {
+        &mut self.area
+    }
+}
+
+impl Drop for AreaGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.zone.free_mask.store(self.area.mask(), Relaxed);
     }
 }
 
@@ -513,6 +563,7 @@ impl Zonelist {
     }
 
     /// The entries.
+    #[inline]
     pub fn entries(&self) -> &[ZoneRef] {
         &self.refs[..self.len]
     }
@@ -580,6 +631,7 @@ impl PgData {
     }
 
     /// The zone of type index `idx`.
+    #[inline]
     pub fn zone(&self, idx: usize) -> &Zone {
         &self.zones[idx]
     }
@@ -590,6 +642,7 @@ impl PgData {
     }
 
     /// `ZONELIST_FALLBACK` or `ZONELIST_NOFALLBACK`.
+    #[inline]
     pub fn zonelist(&self, which: usize) -> &Zonelist {
         &self.zonelists[which]
     }
@@ -860,7 +913,7 @@ impl<P: Platform> Kmem<P> {
             return true;
         }
         watermark_ok(free, order, mark, reserve, af, |o, ha| {
-            zone.area.lock().has_block(o, ha)
+            buddy::mask_has_block(zone.free_mask.load(Relaxed), o, ha)
         })
     }
 
@@ -880,7 +933,7 @@ impl<P: Platform> Kmem<P> {
             zone.wmark(which),
             zone.lowmem_reserve(high),
             af,
-            |o, ha| zone.area.lock().has_block(o, ha),
+            |o, ha| buddy::mask_has_block(zone.free_mask.load(Relaxed), o, ha),
         )
     }
 
@@ -893,7 +946,7 @@ impl<P: Platform> Kmem<P> {
         }
         let _irq = LocalGuard::new(&self.p);
         let cx = self.buddy_cx(zone);
-        let mut area = zone.area.lock();
+        let mut area = zone.lock();
         let mut mode = RmqueueMode::Normal;
         let idx = area.rmqueue(&cx, order, mt, af, &mut mode)?;
         zone.add_free_locked(-(1i64 << order));
@@ -928,7 +981,7 @@ impl<P: Platform> Kmem<P> {
                 (batch >> order).max(2)
             };
             let cx = self.buddy_cx(zone);
-            let mut area = zone.area.lock();
+            let mut area = zone.lock();
             let mut mode = RmqueueMode::Normal;
             let mut got = 0u32;
             for _ in 0..count {
@@ -1145,7 +1198,7 @@ impl<P: Platform> Kmem<P> {
         let cx = self.buddy_cx(zone);
         let pfn = cx.mm.pfn_of(idx);
         let mt = cx.pb.get(pfn);
-        let mut area = zone.area.lock();
+        let mut area = zone.lock();
         area.free_one(&cx, pfn, order, mt);
         zone.add_free_locked(1 << order);
         Zone::count_locked(&zone.pgfree, 1 << order);
@@ -1196,7 +1249,7 @@ impl<P: Platform> Kmem<P> {
     ) -> u64 {
         let mm = self.mem_map();
         let cx = self.buddy_cx(zone);
-        let mut area = zone.area.lock();
+        let mut area = zone.lock();
         let mut freed = 0u64;
         let mut pindex = NR_PCP_LISTS - 1;
         let mut empty_rounds = 0;
@@ -1324,6 +1377,7 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `free_pages()`: free by direct-map address; a null address is a no-op.
+    #[inline]
     pub fn free_pages(&self, addr: *mut u8, order: u32) -> Result<()> {
         if addr.is_null() {
             return Ok(());

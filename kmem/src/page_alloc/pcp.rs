@@ -82,21 +82,25 @@ impl PerCpuPages {
     }
 
     /// `pcp->count`.
+    #[inline]
     pub fn count(&self) -> u32 {
         self.count.load(Relaxed)
     }
 
+    #[inline]
     pub(crate) fn add_count(&self, delta: i64) {
         let c = i64::from(self.count.load(Relaxed)) + delta;
         self.count.store(c as u32, Relaxed);
     }
 
     /// Pages this CPU handed out from its lists.
+    #[inline]
     pub fn pgalloc(&self) -> u64 {
         self.pgalloc.load(Relaxed)
     }
 
     /// Pages this CPU took back onto its lists.
+    #[inline]
     pub fn pgfree(&self) -> u64 {
         self.pgfree.load(Relaxed)
     }
@@ -114,21 +118,25 @@ impl PerCpuPages {
     }
 
     /// `pcp->high`.
+    #[inline]
     pub fn high(&self) -> u32 {
         self.high.load(Relaxed)
     }
 
     /// `pcp->batch`.
+    #[inline]
     pub fn batch(&self) -> u32 {
         self.batch.load(Relaxed)
     }
 
     /// `pcp->high_min`.
+    #[inline]
     pub fn high_min(&self) -> u32 {
         self.high_min.load(Relaxed)
     }
 
     /// `pcp->high_max`.
+    #[inline]
     pub fn high_max(&self) -> u32 {
         self.high_max.load(Relaxed)
     }
