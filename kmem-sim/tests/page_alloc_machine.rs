@@ -3,7 +3,7 @@
 
 use kmem::gfp::*;
 use kmem::page_alloc::{ZoneType, ZONELIST_FALLBACK};
-use kmem::{BootParams, Error, Kmem, Platform, PAGE_SIZE};
+use kmem::{BootParams, Error, Kmem, PAGE_SIZE};
 use kmem_sim::{pc_memory_map, pc_memory_map_numa, SimConfig, SimPlatform};
 use std::sync::Mutex;
 

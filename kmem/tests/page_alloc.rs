@@ -444,7 +444,8 @@ fn zones_follow_gfp_and_lowmem_reserve_protects_dma() {
 
 #[test]
 fn mobility_grouping_claims_pageblocks() {
-    let mut m = vec![0u8; SMALL];
+    // Several whole pageblocks are needed (Miri's SMALL is less than one).
+    let mut m = vec![0u8; 8 * MB];
     let k = boot(&mut m, 1);
     // Every pageblock starts Movable; an unmovable allocation claims one.
     let u = k.alloc_page(GFP_KERNEL).unwrap();

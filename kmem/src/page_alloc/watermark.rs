@@ -140,11 +140,9 @@ pub fn lowmem_pages(zones: &[ZoneInput]) -> u64 {
 /// one more step.
 pub fn zone_wmarks(z: ZoneInput, lowmem_pages: u64, sysctl: &VmSysctl) -> Watermarks {
     let pages_min = sysctl.min_free_kbytes >> (PAGE_SHIFT - 10);
-    let mut tmp = if lowmem_pages == 0 {
-        0
-    } else {
-        pages_min * z.managed / lowmem_pages
-    };
+    let mut tmp = (pages_min * z.managed)
+        .checked_div(lowmem_pages)
+        .unwrap_or(0);
     let min = if is_lowmem(z.ztype) {
         tmp
     } else {
@@ -212,11 +210,8 @@ pub fn zone_highsize(
     cpus_on_node: u64,
     high_fraction: u64,
 ) -> u64 {
-    let total = if high_fraction == 0 {
-        low_wmark
-    } else {
-        managed / high_fraction
-    };
+    // A fraction of 0 means "derive from the low watermark".
+    let total = managed.checked_div(high_fraction).unwrap_or(low_wmark);
     let split = cpus_on_node.max(1);
     (total / split).max(batch << 2)
 }
