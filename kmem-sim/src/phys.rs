@@ -22,6 +22,9 @@ pub(crate) fn page_align_up(x: u64) -> Option<u64> {
     x.checked_add(mask).map(|v| v & !mask)
 }
 
+/// Alignment of the direct map's base address (1 GiB, as `PAGE_OFFSET`).
+pub(crate) const DIRECT_MAP_ALIGN: usize = 1 << 30;
+
 /// The memfd playing physical memory and its direct mapping.
 pub(crate) struct PhysMem {
     fd: OwnedFd,
@@ -44,23 +47,53 @@ impl PhysMem {
         let fd = memfd_create("kmem-sim-phys", MemfdFlags::CLOEXEC)
             .map_err(|e| SimError::os("memfd_create", e))?;
         ftruncate(&fd, size).map_err(|e| SimError::os("ftruncate", e))?;
-        // SAFETY: a null hint lets the kernel choose an address that no
-        // existing mapping (and so no Rust object) uses; the new mapping is
-        // owned by this value and unmapped only in `Drop`.
+        // Like Linux's PAGE_OFFSET, the direct map starts on a 1 GiB
+        // boundary, so physically aligned blocks are virtually aligned too.
+        // Reserve len + 1 GiB of address space, then map the memfd over the
+        // aligned part and give the rest back.
+        let span = len
+            .checked_add(DIRECT_MAP_ALIGN)
+            .ok_or_else(|| SimError::Config("physical memory too large".into()))?;
+        // SAFETY: a null hint lets the kernel choose fresh addresses that no
+        // Rust object uses; the reservation is owned here until trimmed.
+        let r = unsafe {
+            mmap_anonymous(
+                ptr::null_mut(),
+                span,
+                ProtFlags::empty(),
+                MapFlags::PRIVATE | MapFlags::NORESERVE,
+            )
+        }
+        .map_err(|e| SimError::os("mmap reserving the direct map", e))?;
+        let start = r.expose_provenance();
+        let base = start.next_multiple_of(DIRECT_MAP_ALIGN);
+        // SAFETY: [base, base + len) lies inside the reservation just made,
+        // which nothing else uses; MAP_FIXED replaces only that part.
         let p = unsafe {
             mmap(
-                ptr::null_mut(),
+                ptr::with_exposed_provenance_mut(base),
                 len,
                 ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED | MapFlags::NORESERVE,
+                MapFlags::SHARED | MapFlags::NORESERVE | MapFlags::FIXED,
                 &fd,
                 0,
             )
         }
         .map_err(|e| SimError::os("mmap of physical memory", e))?;
+        debug_assert_eq!(p.expose_provenance(), base);
+        // SAFETY: the head and tail of the reservation are ours and unused.
+        unsafe {
+            if base > start {
+                let _ = munmap(ptr::with_exposed_provenance_mut(start), base - start);
+            }
+            let tail = base + len;
+            if start + span > tail {
+                let _ = munmap(ptr::with_exposed_provenance_mut(tail), start + span - tail);
+            }
+        }
         Ok(PhysMem {
             fd,
-            base: p.expose_provenance(),
+            base,
             size: len,
         })
     }

@@ -40,9 +40,17 @@ impl Write for LineWriter<'_> {
     }
 }
 
+/// Alignment of physical address 0's virtual address: a max-order block, so
+/// that naturally aligned physical blocks are aligned virtually too.
+const BASE_ALIGN: usize = crate::PAGE_SIZE << crate::MAX_PAGE_ORDER;
+
 /// Physical memory in a caller's byte buffer.
 pub struct ArenaPlatform<'a> {
+    /// Virtual address of physical address 0 (at or below the buffer).
     base: usize,
+    /// First usable physical address (the buffer's first whole page).
+    first: usize,
+    /// End of usable physical memory.
     len: usize,
     nr_cpus: usize,
     cpu: Cell<usize>,
@@ -57,23 +65,28 @@ pub struct ArenaPlatform<'a> {
 impl<'a> ArenaPlatform<'a> {
     /// Use `buf` as physical memory for a machine with `nr_cpus` CPUs.
     ///
-    /// Physical address 0 is the first 4 KiB-aligned byte of `buf`; the
-    /// bytes before it are not used. The buffer must read as zero if the
+    /// Physical address 0 sits at the 4 MiB boundary at or below `buf`, so
+    /// the direct map is aligned like Linux's; the addresses between it and
+    /// the buffer's first whole page are a hole, not memory
+    /// ([`usable_range`](Self::usable_range) tells what is). The buffer must read as zero if the
     /// caller wants boot to skip zeroing metadata (see
     /// [`Platform::memory_is_zeroed`]); `new` does not assume so.
     ///
     /// ```
     /// let mut mem = vec![0u8; 1 << 20];
     /// let p = kmem::arena::ArenaPlatform::new(&mut mem, 2);
-    /// assert!(p.phys_size() >= (1 << 20) - 4096);
+    /// let (start, end) = p.usable_range();
+    /// assert!(end - start >= (1 << 20) - 4096);
     /// ```
     pub fn new(buf: &'a mut [u8], nr_cpus: usize) -> Self {
         let start = buf.as_mut_ptr() as usize;
-        let base = (start + crate::PAGE_SIZE - 1) & !(crate::PAGE_SIZE - 1);
-        let len = buf.len().saturating_sub(base - start) & !(crate::PAGE_SIZE - 1);
+        let base = start & !(BASE_ALIGN - 1);
+        let first = (start - base).next_multiple_of(crate::PAGE_SIZE);
+        let end = (start - base + buf.len()) & !(crate::PAGE_SIZE - 1);
         ArenaPlatform {
             base,
-            len,
+            first,
+            len: end.max(first),
             nr_cpus: nr_cpus.max(1),
             cpu: Cell::new(0),
             depth: Cell::new(0),
@@ -85,9 +98,14 @@ impl<'a> ArenaPlatform<'a> {
         }
     }
 
-    /// Bytes of physical memory (whole pages).
+    /// End of physical memory (whole pages), hole included.
     pub fn phys_size(&self) -> u64 {
         self.len as u64
+    }
+
+    /// The usable physical range `[start, end)`: the buffer's whole pages.
+    pub fn usable_range(&self) -> (u64, u64) {
+        (self.first as u64, self.len as u64)
     }
 
     /// Run as CPU `cpu` from now on. Panics when called inside a CPU-local
@@ -137,7 +155,8 @@ impl<'a> ArenaPlatform<'a> {
 
 // SAFETY: (1) there is one thread (the type is !Sync), and `set_cpu` refuses to
 // switch CPU inside a section, so a section on CPU n is never entered twice at
-// once. (2) `base..base+len` lies inside the buffer borrowed mutably for 'a,
+// once. (2) `base+first..base+len`, the only usable range the arena describes
+// (boot_arena's memory map), lies inside the buffer borrowed mutably for 'a,
 // which outlives the platform, and nothing else can touch it meanwhile.
 // (3) `cpu` is checked against `nr_cpus` in `set_cpu`.
 unsafe impl Platform for ArenaPlatform<'_> {

@@ -40,7 +40,7 @@ pub mod proc;
 
 pub use error::{Error, Result};
 pub use gfp::Gfp;
-pub use init::{BootParams, Kmem};
+pub use init::{BootParams, EarlyMem, Kmem};
 pub use platform::Platform;
 
 /// log2 of the page size (`PAGE_SHIFT`): kmem uses 4 KiB pages, like x86_64.

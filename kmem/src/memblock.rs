@@ -10,8 +10,9 @@
 //! buddy allocator in max-order chunks and memblock retires.
 //!
 //! memblock replaced the seeds' *bootmem* (a bitmap allocator removed in
-//! Linux 4.20). The old names survive here as thin aliases on the
-//! machine ([`Kmem::alloc_bootmem`](crate::Kmem::alloc_bootmem) and friends).
+//! Linux 4.20). The old names survive as thin aliases on
+//! [`EarlyMem`](crate::init::EarlyMem), the handle early boot code gets from
+//! [`Kmem::boot_with`](crate::Kmem::boot_with).
 //!
 //! Differences from Linux, by decision:
 //! - The region arrays have a fixed capacity ([`INIT_MEMBLOCK_REGIONS`]);

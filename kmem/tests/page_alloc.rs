@@ -31,7 +31,8 @@ fn settled(k: &Kmem<ArenaPlatform<'_>>) -> u64 {
 fn boot_accounts_every_page() {
     let mut m = vec![0u8; SMALL];
     let k = boot(&mut m, 1);
-    let phys = k.platform().phys_size() / PAGE_SIZE as u64;
+    let (start, end) = k.platform().usable_range();
+    let phys = (end - start) / PAGE_SIZE as u64;
     let reserved = k.memblock().reserved_size().div_ceil(PAGE_SIZE as u64);
     assert_eq!(k.totalram_pages() + reserved, phys);
     assert_eq!(k.nr_free_pages(), k.totalram_pages());
@@ -546,4 +547,86 @@ fn disabled_pcp_sends_frees_to_the_buddy_lists() {
     assert_eq!(zone.free_pages(), free);
     k.zone_pcp_enable();
     assert!(zone.pcp(0).unwrap().high() > 0);
+}
+
+#[test]
+fn early_boot_allocations_stay_reserved_and_bootmem_aliases_work() {
+    use kmem::memory_map::MemRegion;
+    use kmem::BootParams;
+    let mut m = vec![0u8; SMALL];
+    let p = ArenaPlatform::new(&mut m, 1);
+    let (start, end) = p.usable_range();
+    let map = [MemRegion::usable(start, end - start)];
+    let params = BootParams {
+        reserve_low: 0,
+        ..BootParams::default()
+    };
+    let mut kept = None;
+    let k = Kmem::boot_with(p, &map, &params, |early| {
+        let a = early.alloc_bootmem(100)?;
+        assert_eq!(a.as_ptr() as usize % 64, 0, "SMP_CACHE_BYTES alignment");
+        let b = early.alloc_bootmem_pages(3 * PAGE_SIZE as u64)?;
+        assert_eq!(b.as_ptr() as usize % PAGE_SIZE, 0);
+        // SAFETY: early memory is ours; it came zeroed.
+        unsafe {
+            assert_eq!(*b.as_ptr(), 0);
+            b.as_ptr().write_bytes(0x42, 3 * PAGE_SIZE);
+        }
+        let low = early.alloc_bootmem_low_pages(PAGE_SIZE as u64)?;
+        let node = early.alloc_bootmem_node(0, 64)?;
+        let c = early.alloc_bootmem_align(PAGE_SIZE as u64, 2 * PAGE_SIZE as u64)?;
+        assert_eq!(c.as_ptr() as usize % (2 * PAGE_SIZE), 0);
+        // Given back before the handoff: these become buddy pages.
+        early.free_bootmem(c, PAGE_SIZE as u64)?;
+        early.free_bootmem(low, PAGE_SIZE as u64)?;
+        // Bad input is refused with a report.
+        assert_eq!(
+            early.free_bootmem(c, PAGE_SIZE as u64),
+            Err(Error::InvalidArgument)
+        );
+        let pa = early.memblock().reserved().regions()[0].base;
+        assert_eq!(
+            early.memblock_reserve(pa, PAGE_SIZE as u64),
+            Err(Error::Busy)
+        );
+        assert_eq!(early.alloc_bootmem(1 << 40).err(), Some(Error::NoMemory));
+        let _ = (a, node);
+        kept = Some(b);
+        Ok(())
+    })
+    .unwrap();
+    let b = kept.unwrap();
+    // SAFETY: the early allocation lives as long as the machine.
+    assert!(
+        unsafe { std::slice::from_raw_parts(b.as_ptr(), 3 * PAGE_SIZE) }
+            .iter()
+            .all(|&x| x == 0x42)
+    );
+    for i in 0..3 {
+        let pg = k
+            .virt_to_page(b.as_ptr().wrapping_add(i * PAGE_SIZE))
+            .unwrap();
+        assert!(
+            pg.is_reserved(),
+            "early allocations are never handed to the buddy allocator"
+        );
+    }
+    assert!(k.platform().reported("memblock_phys_free: "));
+    assert!(k.platform().reported("overlaps reserved"));
+    assert!(k
+        .platform()
+        .reported("Failed to allocate 1099511627776 bytes"));
+    let phys = (end - start) / PAGE_SIZE as u64;
+    let reserved = k.memblock().reserved_size().div_ceil(PAGE_SIZE as u64);
+    assert!(
+        k.totalram_pages() + reserved >= phys - 2,
+        "freed early pages went to the buddy allocator"
+    );
+    let mut m2 = vec![0u8; SMALL];
+    let p2 = ArenaPlatform::new(&mut m2, 1);
+    let (s2, e2) = p2.usable_range();
+    let aborted = Kmem::boot_with(p2, &[MemRegion::usable(s2, e2 - s2)], &params, |_| {
+        Err(Error::Busy)
+    });
+    assert_eq!(aborted.err(), Some(Error::Busy));
 }

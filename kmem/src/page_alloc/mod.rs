@@ -18,7 +18,7 @@
 //! zone `j`, so that DMA memory is not eaten by GFP_KERNEL.
 //!
 //! Then it takes pages from the per-CPU lists ([`pcp`]) for orders up to
-//! [`PAGE_ALLOC_COSTLY_ORDER`](crate::PAGE_ALLOC_COSTLY_ORDER), or from the
+//! [`crate::PAGE_ALLOC_COSTLY_ORDER`], or from the
 //! buddy lists ([`buddy`]) under the zone lock.
 //!
 //! What is not here yet: reclaim, kswapd, compaction and the OOM killer
