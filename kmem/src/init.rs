@@ -1074,7 +1074,7 @@ impl<P: Platform> EarlyMem<'_, P> {
         self.mb.set_bottom_up(enable);
     }
 
-    fn to_virt(&mut self, pa: u64, size: u64) -> Result<NonNull<u8>> {
+    fn zeroed_va(&self, pa: u64, size: u64) -> Result<NonNull<u8>> {
         let va = self.dm.va(pa).ok_or(Error::NoMemory)? as *mut u8;
         // SAFETY: memblock just reserved [pa, pa + size), inside the direct
         // map (allocations stay below its end); nobody else uses it.
@@ -1094,7 +1094,7 @@ impl<P: Platform> EarlyMem<'_, P> {
             Some(n) => self.mb.phys_alloc_try_nid(self.p, size, align, n)?,
             None => self.mb.phys_alloc_range(self.p, size, align, 0, end)?,
         };
-        self.to_virt(pa, size)
+        self.zeroed_va(pa, size)
     }
 
     /// `memblock_alloc()`: zeroed, direct-mapped memory.
