@@ -540,7 +540,7 @@ impl<P: Platform> Kmem<P> {
         );
 
         // Watermarks and friends (init_per_zone_wmark_min()).
-        let inputs = kmem.zone_inputs(0);
+        let inputs = zone_inputs(kmem.nodes());
         let mut mfk = watermark::calculate_min_free_kbytes(&inputs.0[..inputs.1]);
         if let Some(user) = params.min_free_kbytes {
             mfk = user;
@@ -631,52 +631,19 @@ impl<P: Platform> Kmem<P> {
         }
     }
 
-    /// Zone inputs of node `nid` for the watermark formulas, in zone order.
-    fn zone_inputs(&self, _nid: usize) -> ([ZoneInput; MAX_NR_ZONE_TYPES * MAX_NUMNODES], usize) {
-        let mut v = [ZoneInput {
-            ztype: ZoneType::Dma,
-            managed: 0,
-        }; MAX_NR_ZONE_TYPES * MAX_NUMNODES];
-        let mut n = 0;
-        for node in self.nodes() {
-            for z in node.zones() {
-                v[n] = ZoneInput {
-                    ztype: z.zone_type(),
-                    managed: z.managed_pages(),
-                };
-                n += 1;
-            }
-        }
-        (v, n)
-    }
-
     /// `setup_per_zone_wmarks()`, `setup_per_zone_lowmem_reserve()`, the
     /// vmstat thresholds and `zone_pcp_update()` for every zone, from the
     /// current sysctls.
     pub(crate) fn setup_per_zone(&self) {
         let s = *self.sysctl.lock();
-        let (all, n) = self.zone_inputs(0);
+        let (all, n) = zone_inputs(self.nodes());
         // Watermarks share min_free_kbytes across all lowmem zones of all
         // nodes, in for_each_zone order.
         let mut w = [watermark::Watermarks::default(); MAX_NR_ZONE_TYPES * MAX_NUMNODES];
         watermark::setup_per_zone_wmarks(&all[..n], &s, &mut w[..n]);
         let mut k = 0;
         for node in self.nodes() {
-            let zins: ([ZoneInput; MAX_NR_ZONE_TYPES], usize) = {
-                let mut v = [ZoneInput {
-                    ztype: ZoneType::Dma,
-                    managed: 0,
-                }; MAX_NR_ZONE_TYPES];
-                let mut c = 0;
-                for z in node.zones() {
-                    v[c] = ZoneInput {
-                        ztype: z.zone_type(),
-                        managed: z.managed_pages(),
-                    };
-                    c += 1;
-                }
-                (v, c)
-            };
+            let zins = zone_inputs(core::iter::once(node));
             let prot = watermark::setup_per_zone_lowmem_reserve(&zins.0[..zins.1], &s);
             for (zi, z) in node.zones().enumerate() {
                 let wm = w[k];
@@ -968,6 +935,26 @@ impl<P: Platform> Kmem<P> {
         }
         Ok(total)
     }
+}
+
+/// The (type, managed pages) of every zone in the layout of `nodes`, in
+/// `for_each_zone` order, as the watermark formulas take them.
+fn zone_inputs<'a>(
+    nodes: impl Iterator<Item = &'a PgData>,
+) -> ([ZoneInput; MAX_NR_ZONE_TYPES * MAX_NUMNODES], usize) {
+    let mut v = [ZoneInput {
+        ztype: ZoneType::Dma,
+        managed: 0,
+    }; MAX_NR_ZONE_TYPES * MAX_NUMNODES];
+    let mut n = 0;
+    for z in nodes.flat_map(|node| node.zones()) {
+        v[n] = ZoneInput {
+            ztype: z.zone_type(),
+            managed: z.managed_pages(),
+        };
+        n += 1;
+    }
+    (v, n)
 }
 
 /// Allocate `n` values of `T` from memblock without running an

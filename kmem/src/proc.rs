@@ -25,16 +25,16 @@ fn kb(pages: u64) -> u64 {
     pages << (PAGE_SHIFT - 10)
 }
 
+/// The `Node N, zone %8s ` prefix of buddyinfo and pagetypeinfo lines.
+fn zone_prefix(w: &mut impl Write, nid: usize, z: &Zone) -> fmt::Result {
+    write!(w, "Node {}, zone {:>8} ", nid, z.zone_type().name())
+}
+
 /// `/proc/buddyinfo`: free blocks per order for each populated zone.
 pub fn buddyinfo<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result {
     for node in k.nodes() {
         for z in node.zones().filter(|z| z.is_populated()) {
-            write!(
-                w,
-                "Node {}, zone {:>8} ",
-                node.node_id(),
-                z.zone_type().name()
-            )?;
+            zone_prefix(w, node.node_id(), z)?;
             for n in z.free_blocks() {
                 write!(w, "{n:>6} ")?;
             }
@@ -97,12 +97,7 @@ pub fn pagetypeinfo<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result
     w.write_char('\n')?;
     for node in k.nodes() {
         for z in node.zones().filter(|z| z.is_populated()) {
-            write!(
-                w,
-                "Node {}, zone {:>8} ",
-                node.node_id(),
-                z.zone_type().name()
-            )?;
+            zone_prefix(w, node.node_id(), z)?;
             for c in pageblock_counts(k, z) {
                 write!(w, "{c:>12} ")?;
             }
