@@ -11,6 +11,7 @@
 //! | [`page`] | `include/linux/mm_types.h` | `struct page`, the page descriptor array |
 //! | [`page_alloc`] | `mm/page_alloc.c`, `mmzone.h` | nodes, zones, buddy lists, per-CPU lists, watermarks |
 //! | [`proc`] | `mm/vmstat.c`, `fs/proc/meminfo.c` | `/proc` reports in Linux's text formats |
+//! | [`slab`] | `mm/slub.c`, `mm/slab_common.c`, `include/linux/slab.h` | SLUB: cache flags and cache geometry (no object allocation yet) |
 //! | [`platform`] | arch + sched | the [`Platform`] trait, the only door to the environment |
 //!
 //! There are no global singletons: a machine is a [`Kmem`] value built by
@@ -37,6 +38,7 @@ pub mod page;
 pub mod page_alloc;
 pub mod platform;
 pub mod proc;
+pub mod slab;
 
 pub use error::{Error, Result};
 pub use gfp::Gfp;
