@@ -11,6 +11,8 @@
 //! | [`page`] | `include/linux/mm_types.h` | `struct page`, the page descriptor array |
 //! | [`page_alloc`] | `mm/page_alloc.c`, `mmzone.h` | nodes, zones, buddy lists, per-CPU lists, watermarks |
 //! | [`proc`] | `mm/vmstat.c`, `fs/proc/meminfo.c` | `/proc` reports in Linux's text formats |
+//! | [`slab`] | `mm/slub.c`, `mm/slab_common.c`, `include/linux/slab.h` | SLUB: cache flags and cache geometry (no object allocation yet) |
+//! | [`kmalloc`] | `include/linux/slab.h`, `mm/slab_common.c` | kmalloc size classes, types and cache names (no `kmalloc()` yet) |
 //! | [`platform`] | arch + sched | the [`Platform`] trait, the only door to the environment |
 //!
 //! There are no global singletons: a machine is a [`Kmem`] value built by
@@ -31,12 +33,14 @@ pub mod arena;
 pub mod error;
 pub mod gfp;
 pub mod init;
+pub mod kmalloc;
 pub mod memblock;
 pub mod memory_map;
 pub mod page;
 pub mod page_alloc;
 pub mod platform;
 pub mod proc;
+pub mod slab;
 
 pub use error::{Error, Result};
 pub use gfp::Gfp;

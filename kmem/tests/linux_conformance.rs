@@ -202,3 +202,160 @@ fn min_free_kbytes_is_khugepageds_recommendation() {
         sysctl().min_free_kbytes
     );
 }
+
+// ---------------------------------------------------------------------------
+// SLUB cache geometry against /proc/slabinfo of the same machine.
+//
+// Columns: name, active_objs, num_objs, objsize (s->size), objperslab,
+// pagesperslab. The machine has 2 CPUs, so SLUB's default min_objects is
+// 4 * (fls(2) + 1) = 12.
+
+const SLABINFO: &str = include_str!("fixtures/linux-6.18/slabinfo");
+
+#[derive(Debug)]
+struct SlabRow {
+    name: String,
+    objsize: usize,
+    objperslab: usize,
+    pagesperslab: usize,
+}
+
+fn parse_slabinfo() -> Vec<SlabRow> {
+    let mut lines = SLABINFO.lines();
+    assert_eq!(lines.next(), Some("slabinfo - version: 2.1"));
+    assert!(lines.next().unwrap().starts_with("# name"));
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert!(f.len() >= 6 && f[6] == ":", "bad slabinfo line {l:?}");
+            SlabRow {
+                name: f[0].to_string(),
+                objsize: f[3].parse().unwrap(),
+                objperslab: f[4].parse().unwrap(),
+                pagesperslab: f[5].parse().unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// "96" -> 96, "1k" -> 1024, "8k" -> 8192: the short sizes of kmalloc_info[].
+fn short_size(s: &str) -> Option<usize> {
+    match s.strip_suffix('k') {
+        Some(k) => k.parse::<usize>().ok().map(|k| k * 1024),
+        None => s.parse().ok(),
+    }
+}
+
+/// Splits a kmalloc cache name into the flags create_kmalloc_caches() uses
+/// for its type and the class size written in the name.
+fn kmalloc_row(name: &str) -> Option<(kmem::slab::SlabFlags, usize)> {
+    use kmem::slab::*;
+    let (type_flags, size) = if let Some(s) = name.strip_prefix("dma-kmalloc-") {
+        (SLAB_CACHE_DMA, s)
+    } else if let Some(s) = name.strip_prefix("kmalloc-rcl-") {
+        (SLAB_RECLAIM_ACCOUNT, s)
+    } else if let Some(s) = name.strip_prefix("kmalloc-cg-") {
+        (SLAB_ACCOUNT, s)
+    } else if let Some(s) = name.strip_prefix("kmalloc-") {
+        // CONFIG_MEMCG: the normal caches are never merged.
+        (SLAB_NO_MERGE, s)
+    } else {
+        return None;
+    };
+    Some((type_flags | SLAB_KMALLOC, short_size(size)?))
+}
+
+#[test]
+fn kmalloc_caches_match_linux_slabinfo() {
+    use kmem::kmalloc::{
+        kmalloc_cache_align, kmalloc_cache_geometry, kmalloc_index, kmalloc_size,
+        parse_kmalloc_cache_name,
+    };
+    use kmem::slab::geometry::cache_geometry;
+
+    let rows = parse_slabinfo();
+    let mut checked = 0;
+    for row in &rows {
+        let Some((flags, size)) = kmalloc_row(&row.name) else {
+            continue;
+        };
+        // The name and kmem's class tables agree.
+        let (ty, idx) = parse_kmalloc_cache_name(&row.name).expect("a kmalloc class name");
+        assert_eq!(kmalloc_index(size), Some(idx), "{}", row.name);
+        assert_eq!(kmalloc_size(idx), Some(size), "{}", row.name);
+        assert_eq!(ty.cache_flags(), flags, "{}", row.name);
+
+        // create_boot_cache(): align = max(ARCH_KMALLOC_MINALIGN, largest
+        // power of two dividing the size).
+        let g = cache_geometry(
+            size,
+            kmalloc_cache_align(size),
+            flags,
+            false,
+            NR_CPUS as usize,
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", row.name));
+        assert_eq!(
+            (g.size, g.objects, g.pages_per_slab()),
+            (row.objsize, row.objperslab, row.pagesperslab),
+            "{}",
+            row.name
+        );
+        assert_eq!(kmalloc_cache_geometry(ty, idx, NR_CPUS as usize), Ok(g));
+        checked += 1;
+    }
+    // 13 classes (8..8192 plus 96 and 192) in 4 types.
+    assert_eq!(checked, 13 * 4, "every kmalloc, rcl, dma and cg cache");
+}
+
+#[test]
+fn kmem_bucket_caches_match_linux_slabinfo() {
+    // kmem_buckets_create() (msg_msg, memdup_user) makes one SLAB_NO_MERGE
+    // cache per kmalloc class, named "<bucket>-<short size>". Their object
+    // sizes are the class sizes, so their geometry is known exactly.
+    use kmem::slab::{geometry::cache_geometry, SLAB_NO_MERGE};
+
+    let mut checked = 0;
+    for row in parse_slabinfo() {
+        let Some((bucket, short)) = row.name.rsplit_once('-') else {
+            continue;
+        };
+        if bucket != "msg_msg" && bucket != "memdup_user" {
+            continue;
+        }
+        let size = short_size(short).expect("a class size");
+        let g = cache_geometry(size, 0, SLAB_NO_MERGE, false, NR_CPUS as usize).unwrap();
+        assert_eq!(
+            (g.size, g.objects, g.pages_per_slab()),
+            (row.objsize, row.objperslab, row.pagesperslab),
+            "{}",
+            row.name
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 2 * 13);
+}
+
+#[test]
+fn every_slab_order_matches_linux_slabinfo() {
+    // A cache's slab order and objects per slab depend only on s->size (the
+    // objsize column) and the CPU count, whatever the object, flags or
+    // constructor: calculate_order() sees nothing else. So every row of the
+    // fixture checks calculate_order() and order_objects().
+    use kmem::slab::geometry::{calculate_order, order_objects};
+
+    let rows = parse_slabinfo();
+    assert!(rows.len() > 200);
+    for row in &rows {
+        let order = calculate_order(row.objsize, NR_CPUS as usize)
+            .unwrap_or_else(|e| panic!("{}: {e}", row.name));
+        assert_eq!(
+            (1usize << order, order_objects(order, row.objsize)),
+            (row.pagesperslab, row.objperslab),
+            "{} (size {})",
+            row.name,
+            row.objsize
+        );
+    }
+}
