@@ -55,7 +55,7 @@ struct BootArgs {
     #[arg(long)]
     memblock_debug: bool,
     /// Which reports to print after the boot log (comma separated:
-    /// buddyinfo, pagetypeinfo, zoneinfo, meminfo, all, none).
+    /// buddyinfo, pagetypeinfo, zoneinfo, slabinfo, meminfo, all, none).
     #[arg(long, default_value = "all")]
     show: String,
 }
@@ -122,6 +122,7 @@ fn boot(args: &BootArgs) -> Result<(), String> {
     for s in &shows {
         if ![
             "buddyinfo",
+            "slabinfo",
             "pagetypeinfo",
             "zoneinfo",
             "meminfo",
@@ -152,6 +153,7 @@ fn boot(args: &BootArgs) -> Result<(), String> {
     section("buddyinfo", &|o| kmem::proc::buddyinfo(&k, o));
     section("pagetypeinfo", &|o| kmem::proc::pagetypeinfo(&k, o));
     section("zoneinfo", &|o| kmem::proc::zoneinfo(&k, o));
+    section("slabinfo", &|o| kmem::proc::slabinfo(&k, o));
     section("meminfo", &|o| kmem::proc::meminfo(&k, o));
     print!("{out}");
     Ok(())

@@ -103,6 +103,11 @@ impl<'a> ArenaPlatform<'a> {
         self.len as u64
     }
 
+    /// Virtual address of physical address 0 (the direct map's base).
+    pub fn direct_map_base(&self) -> usize {
+        self.base
+    }
+
     /// The usable physical range `[start, end)`: the buffer's whole pages.
     pub fn usable_range(&self) -> (u64, u64) {
         (self.first as u64, self.len as u64)

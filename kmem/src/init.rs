@@ -67,6 +67,8 @@ pub struct BootParams {
     pub percpu_pagelist_high_fraction: u64,
     /// Print the memblock tables (`memblock=debug`).
     pub memblock_debug: bool,
+    /// Slab allocator options (`slab_nomerge`, `slab_debug=`, hardening).
+    pub slab: crate::slab::SlabParams,
 }
 
 impl Default for BootParams {
@@ -82,6 +84,7 @@ impl Default for BootParams {
             lowmem_reserve_ratio: d.lowmem_reserve_ratio,
             percpu_pagelist_high_fraction: 0,
             memblock_debug: false,
+            slab: crate::slab::SlabParams::default(),
         }
     }
 }
@@ -111,6 +114,7 @@ pub struct Kmem<P: Platform> {
     kmap: Option<Kmap>,
     totalram_pages: AtomicU64,
     boot_ns: u64,
+    pub(crate) slab: crate::slab::cache::SlabState,
 }
 
 // SAFETY: the raw pointers lead to memblock memory owned by the platform for
@@ -499,6 +503,7 @@ impl<P: Platform> Kmem<P> {
             }),
             totalram_pages: AtomicU64::new(0),
             boot_ns: 0,
+            slab: crate::slab::cache::SlabState::new(params.slab),
             p: platform,
         };
         kmem.build_zonelists();
@@ -572,6 +577,7 @@ impl<P: Platform> Kmem<P> {
             total_kb - (freed << (PAGE_SHIFT - 10))
         );
         kmem.memblock = mb;
+        kmem.kmem_cache_init()?;
         kmem.boot_ns = kmem.p.now_ns().saturating_sub(t0);
         Ok(kmem)
     }

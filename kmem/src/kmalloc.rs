@@ -1,10 +1,16 @@
-//! kmalloc size classes (`include/linux/slab.h`, `mm/slab_common.c`).
+//! The kmalloc family (`include/linux/slab.h`, `mm/slab_common.c`,
+//! `mm/slub.c`): `kmalloc`, `kzalloc`, `kcalloc`, `kmalloc_array`,
+//! `krealloc`, `kfree`, `kfree_sensitive`, `ksize`, `kmemdup`, `kstrdup`,
+//! `kmalloc_node`, over 52 slab caches created at boot, and the size
+//! classes that choose among them.
 //!
-//! **Only the size classes for now**: which cache a request of a given size
-//! and GFP flags lands in, what that cache is called, and how it is laid
-//! out. The allocation functions themselves (`kmalloc()`, `kfree()`,
-//! `ksize()`, large allocations straight from the page allocator) come later,
-//! on top of the slab caches of [`crate::slab`].
+//! `kmalloc(0)` returns [`ZERO_SIZE_PTR`]; requests up to
+//! [`KMALLOC_MAX_CACHE_SIZE`] come from a cache; larger ones are compound
+//! pages from the page allocator (`kmalloc_large`), up to
+//! [`KMALLOC_MAX_SIZE`], beyond which the page allocator's "order > MAX_PAGE_ORDER"
+//! warning fires (unless `__GFP_NOWARN`) and the call fails. `kfree` finds
+//! the cache, or the large allocation's order, from the address alone,
+//! through the page descriptor.
 //!
 //! # The classes
 //!
@@ -34,14 +40,20 @@
 //! assert_eq!(kmalloc_cache_name(kmalloc_type(GFP_KERNEL_ACCOUNT), idx), Some("kmalloc-cg-2k"));
 //! ```
 
-use crate::error::Result;
-use crate::gfp::{Gfp, __GFP_ACCOUNT, __GFP_DMA, __GFP_RECLAIMABLE};
+use crate::error::{Error, Result};
+use crate::gfp::{Gfp, __GFP_ACCOUNT, __GFP_COMP, __GFP_DMA, __GFP_RECLAIMABLE, __GFP_ZERO};
 use crate::page_alloc::get_order;
+use crate::platform::{Level, Platform};
 use crate::slab::geometry::{cache_geometry, CacheGeometry};
+use crate::slab::KmemCache;
 use crate::slab::{
     SlabFlags, SLAB_ACCOUNT, SLAB_CACHE_DMA, SLAB_KMALLOC, SLAB_NO_MERGE, SLAB_RECLAIM_ACCOUNT,
 };
+use crate::{report, Kmem};
 use crate::{MAX_PAGE_ORDER, PAGE_SHIFT, PAGE_SIZE};
+use core::panic::Location;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::Ordering::Relaxed;
 
 /// log2 of the smallest class (`KMALLOC_SHIFT_LOW`).
 pub const KMALLOC_SHIFT_LOW: u32 = 3;
@@ -330,6 +342,290 @@ pub fn kmalloc_cache_geometry(
         false,
         nr_cpus,
     )
+}
+
+/// What `kmalloc(0)` returns: not NULL, but never dereferenceable
+/// (`ZERO_SIZE_PTR`).
+pub const ZERO_SIZE_PTR: *mut u8 = 16 as *mut u8;
+
+/// `ZERO_OR_NULL_PTR()`.
+#[inline]
+pub fn zero_or_null_ptr(p: *const u8) -> bool {
+    (p as usize) <= ZERO_SIZE_PTR as usize
+}
+
+/// GFP bits kmalloc must not get (`GFP_SLAB_BUG_MASK`).
+const GFP_SLAB_BUG_MASK: Gfp = crate::gfp::__GFP_DMA32.union(crate::gfp::__GFP_HIGHMEM);
+
+impl<P: Platform> Kmem<P> {
+    /// `kmem_cache_init()`/`create_kmalloc_caches()`: the 4 x 13 kmalloc caches.
+    pub(crate) fn kmem_cache_init(&self) -> Result<()> {
+        for ty in KmallocType::ALL {
+            for index in 1..=KMALLOC_SHIFT_HIGH {
+                let (Some(size), Some(name)) = (kmalloc_size(index), kmalloc_cache_name(ty, index))
+                else {
+                    continue;
+                };
+                let args = crate::slab::KmemCacheArgs {
+                    align: kmalloc_cache_align(size),
+                    ..Default::default()
+                };
+                let c = self.create_cache(name, size, &args, ty.cache_flags(), false)?;
+                self.slab.kmalloc[ty.index()][index as usize]
+                    .store(c as *const _ as *mut _, Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// The kmalloc cache for `size` bytes (`<= KMALLOC_MAX_CACHE_SIZE`) and
+    /// `gfp` (`kmalloc_slab()`).
+    pub fn kmalloc_slab(&self, size: usize, gfp: Gfp) -> Option<&KmemCache> {
+        let index = kmalloc_index(size)?;
+        let c = self.slab.kmalloc[kmalloc_type(gfp).index()][index as usize].load(Relaxed);
+        // SAFETY: kmalloc caches are created at boot and never destroyed.
+        unsafe { c.as_ref() }
+    }
+
+    /// `kmalloc()`.
+    ///
+    /// ```
+    /// # let mut mem = vec![0u8; 16 << 20];
+    /// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
+    /// use kmem::gfp::GFP_KERNEL;
+    /// let p = k.kmalloc(100, GFP_KERNEL).unwrap();
+    /// assert_eq!(k.ksize(p.as_ptr()), 128);
+    /// // SAFETY: `p` is not used again.
+    /// unsafe { k.kfree(p.as_ptr()) }.unwrap();
+    /// ```
+    #[track_caller]
+    pub fn kmalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>> {
+        self.kmalloc_node_caller(size, gfp, -1, Location::caller())
+    }
+
+    /// `kmalloc_node()`.
+    #[track_caller]
+    pub fn kmalloc_node(&self, size: usize, gfp: Gfp, node: i32) -> Result<NonNull<u8>> {
+        self.kmalloc_node_caller(size, gfp, node, Location::caller())
+    }
+
+    /// `kzalloc()`.
+    #[track_caller]
+    pub fn kzalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>> {
+        self.kmalloc_node_caller(size, gfp | __GFP_ZERO, -1, Location::caller())
+    }
+
+    /// `kmalloc_array()`: `n * size` bytes; an overflowing product fails
+    /// with `ENOMEM` and never wraps.
+    #[track_caller]
+    pub fn kmalloc_array(&self, n: usize, size: usize, gfp: Gfp) -> Result<NonNull<u8>> {
+        let bytes = n.checked_mul(size).ok_or(Error::NoMemory)?;
+        self.kmalloc_node_caller(bytes, gfp, -1, Location::caller())
+    }
+
+    /// `kcalloc()`: zeroed [`kmalloc_array`](Self::kmalloc_array).
+    #[track_caller]
+    pub fn kcalloc(&self, n: usize, size: usize, gfp: Gfp) -> Result<NonNull<u8>> {
+        let bytes = n.checked_mul(size).ok_or(Error::NoMemory)?;
+        self.kmalloc_node_caller(bytes, gfp | __GFP_ZERO, -1, Location::caller())
+    }
+
+    fn kmalloc_node_caller(
+        &self,
+        size: usize,
+        gfp: Gfp,
+        node: i32,
+        caller: &'static Location<'static>,
+    ) -> Result<NonNull<u8>> {
+        let mut gfp = gfp;
+        if gfp.intersects(GFP_SLAB_BUG_MASK) {
+            let fixed = gfp.without(GFP_SLAB_BUG_MASK);
+            report!(
+                &self.p,
+                Level::Warning,
+                "Unexpected gfp: {:#x} ({}). Fixing up to gfp: {:#x} ({}). Fix your code!",
+                gfp.without(fixed).bits(),
+                gfp.without(fixed),
+                fixed.bits(),
+                fixed
+            );
+            gfp = fixed;
+        }
+        if size == 0 {
+            return Ok(NonNull::new(ZERO_SIZE_PTR).expect("non-null"));
+        }
+        if size <= KMALLOC_MAX_CACHE_SIZE {
+            let s = self.kmalloc_slab(size, gfp).ok_or(Error::NoMemory)?;
+            return self.slab_alloc_node(s, gfp, node, caller);
+        }
+        // kmalloc_large: a compound page block straight from the buddy allocator.
+        let order = get_order(size);
+        let page = self.alloc_pages_node(node, gfp | __GFP_COMP, order)?;
+        self.slab.large_pages.fetch_add(1 << order, Relaxed);
+        self.page_address(page).ok_or(Error::NoMemory)
+    }
+
+    /// What kind of kmalloc memory `p` is, or a report and an error.
+    fn kmalloc_owner(&self, what: &str, p: *const u8) -> Result<Owner<'_>> {
+        let Some(page) = self.virt_to_page(p) else {
+            report!(
+                &self.p,
+                Level::Err,
+                "BUG: {what}: {p:p} is not memory this allocator manages"
+            );
+            return Err(Error::BadAddress);
+        };
+        let head = self.compound_head(page);
+        if head.is_slab() {
+            // SAFETY: a slab's cache field points at its live cache.
+            let s = unsafe { &*(head.slab_cache_addr() as *const KmemCache) };
+            let head = self.checked_slab_pub(s, p, what)?;
+            return Ok(Owner::Slab(s, head));
+        }
+        let addr = self.page_address(head).map(|a| a.as_ptr() as *const u8);
+        if head.is_head() && head.refcount() > 0 && addr == Some(p) {
+            return Ok(Owner::Large(head));
+        }
+        report!(
+            &self.p,
+            Level::Err,
+            "BUG: {}: pointer {:p} is neither a slab object nor a kmalloc_large page (pfn {:#x})",
+            what,
+            p,
+            self.page_to_pfn(page)
+        );
+        Err(Error::InvalidArgument)
+    }
+
+    /// `kfree()`: free memory from the kmalloc family. `NULL` and
+    /// [`ZERO_SIZE_PTR`] are no-ops; a pointer into the middle of an
+    /// object, into a page that is neither slab nor `kmalloc_large`, a
+    /// double free on a debug cache or at the head of this CPU's sheaf, are
+    /// reported and refused.
+    ///
+    /// # Safety
+    ///
+    /// `p` is not used after a successful free.
+    #[track_caller]
+    pub unsafe fn kfree(&self, p: *mut u8) -> Result<()> {
+        if zero_or_null_ptr(p) {
+            return Ok(());
+        }
+        match self.kmalloc_owner("kfree", p)? {
+            Owner::Slab(s, page) => self.slab_free(s, page, p, Location::caller()),
+            Owner::Large(head) => {
+                let order = head.order();
+                self.__free_pages(head, order)?;
+                self.slab.large_pages.fetch_sub(1 << order, Relaxed);
+                Ok(())
+            }
+        }
+    }
+
+    /// `kfree_sensitive()`: clear the whole object (`ksize` bytes), then free.
+    ///
+    /// # Safety
+    ///
+    /// As [`kfree`](Self::kfree).
+    #[track_caller]
+    pub unsafe fn kfree_sensitive(&self, p: *mut u8) -> Result<()> {
+        if zero_or_null_ptr(p) {
+            return Ok(());
+        }
+        let ks = self.ksize(p);
+        // SAFETY: `p` is a kmalloc object of `ks` usable bytes (ksize
+        // checked it), owned by the caller.
+        unsafe { ptr::write_bytes(p, 0, ks) };
+        // SAFETY: the caller's contract.
+        unsafe { self.kfree(p) }
+    }
+
+    /// `ksize()`: the usable size of a kmalloc object (0, with a report,
+    /// for anything else).
+    pub fn ksize(&self, p: *const u8) -> usize {
+        if zero_or_null_ptr(p) {
+            return 0;
+        }
+        match self.kmalloc_owner("ksize", p) {
+            Ok(Owner::Slab(s, _)) => s.geo.ksize(),
+            Ok(Owner::Large(head)) => PAGE_SIZE << head.order(),
+            Err(_) => 0,
+        }
+    }
+
+    /// `krealloc()`: resize in place when the object is big enough, else
+    /// allocate, copy and free. `new_size` 0 frees and returns
+    /// [`ZERO_SIZE_PTR`]. With `__GFP_ZERO`, the spare bytes of a shrunk
+    /// object are cleared and a moved object's new tail is zero, so an
+    /// object always allocated with `__GFP_ZERO` grows with a zeroed tail
+    /// (Linux's contract).
+    ///
+    /// # Safety
+    ///
+    /// `p` is null or a live kmalloc object the caller owns; on success the
+    /// old pointer must not be used unless it is the one returned.
+    #[track_caller]
+    pub unsafe fn krealloc(&self, p: *mut u8, new_size: usize, gfp: Gfp) -> Result<NonNull<u8>> {
+        let caller = Location::caller();
+        if new_size == 0 {
+            // SAFETY: the caller's contract.
+            unsafe { self.kfree(p) }?;
+            return Ok(NonNull::new(ZERO_SIZE_PTR).expect("non-null"));
+        }
+        if zero_or_null_ptr(p) {
+            return self.kmalloc_node_caller(new_size, gfp, -1, caller);
+        }
+        let ks = self.ksize(p);
+        if ks == 0 {
+            return Err(Error::InvalidArgument);
+        }
+        if new_size <= ks {
+            if gfp.contains(__GFP_ZERO) {
+                // SAFETY: bytes new_size..ks of the caller's object.
+                unsafe { ptr::write_bytes(p.add(new_size), 0, ks - new_size) };
+            }
+            return Ok(NonNull::new(p).expect("non-null"));
+        }
+        let q = self.kmalloc_node_caller(new_size, gfp, -1, caller)?;
+        // SAFETY: both are live, distinct objects of at least `ks` bytes.
+        unsafe { ptr::copy_nonoverlapping(p, q.as_ptr(), ks) };
+        // SAFETY: the caller's contract: `p` is replaced by `q`.
+        unsafe { self.kfree(p) }?;
+        Ok(q)
+    }
+
+    /// `kmemdup()`: a kmalloc copy of `src`.
+    #[track_caller]
+    pub fn kmemdup(&self, src: &[u8], gfp: Gfp) -> Result<NonNull<u8>> {
+        let p = self.kmalloc_node_caller(src.len(), gfp, -1, Location::caller())?;
+        if !src.is_empty() {
+            // SAFETY: a fresh object of at least src.len() bytes.
+            unsafe { ptr::copy_nonoverlapping(src.as_ptr(), p.as_ptr(), src.len()) };
+        }
+        Ok(p)
+    }
+
+    /// `kstrdup()`: a NUL-terminated kmalloc copy of `s`.
+    #[track_caller]
+    pub fn kstrdup(&self, s: &str, gfp: Gfp) -> Result<NonNull<u8>> {
+        let p = self.kmalloc_node_caller(s.len() + 1, gfp, -1, Location::caller())?;
+        // SAFETY: a fresh object of at least len + 1 bytes.
+        unsafe {
+            ptr::copy_nonoverlapping(s.as_ptr(), p.as_ptr(), s.len());
+            *p.as_ptr().add(s.len()) = 0;
+        }
+        Ok(p)
+    }
+
+    /// Pages held by `kmalloc_large` allocations.
+    pub fn kmalloc_large_pages(&self) -> u64 {
+        self.slab.large_pages.load(Relaxed)
+    }
+}
+
+enum Owner<'a> {
+    Slab(&'a KmemCache, &'a crate::page::Page),
+    Large(&'a crate::page::Page),
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@
 //! field is still guarded as in Linux: buddy fields by the zone lock,
 //! per-CPU list links by the owning CPU, an allocated page by its owner.
 //!
-//! Layout (32 bytes; Linux's is 64 and later issues add the slab fields):
+//! Layout (40 bytes; Linux's is 64):
 //!
 //! | field | Linux | use |
 //! |---|---|---|
@@ -26,8 +26,14 @@
 //! | `private` | `page->private` / buddy order | buddy order while free; allocation order while allocated |
 //! | `next`, `prev` | `page->lru` | free-list and per-CPU-list links, as mem_map indices |
 //! | `compound_head` | `page->compound_head` | head index + 1 in tail pages |
+//! | `freelist` | `slab->freelist` | slab head: offset + 1 of the first free object slot (0: none) |
+//! | `counters` | `slab->inuse`, `slab->objects` | slab head: objects in use (low 16 bits) and per slab (high 16) |
+//! | `slab_cache` | `slab->slab_cache` | slab head: the `kmem_cache` the slab belongs to |
+//!
+//! While a page is a slab (`PG_slab` on the head), `next`/`prev` link it
+//! into its cache's per-node partial or full list, as `slab->slab_list`.
 
-use core::sync::atomic::{AtomicI32, AtomicU32, Ordering::Relaxed};
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering::Relaxed};
 
 /// Link value meaning "no page".
 pub(crate) const NIL: u32 = u32::MAX;
@@ -69,10 +75,12 @@ pub struct Page {
     pub(crate) next: AtomicU32,
     pub(crate) prev: AtomicU32,
     compound_head: AtomicU32,
-    _spare: [u32; 2],
+    freelist: AtomicU32,
+    counters: AtomicU32,
+    slab_cache: AtomicUsize,
 }
 
-const _: () = assert!(core::mem::size_of::<Page>() == 32);
+const _: () = assert!(core::mem::size_of::<Page>() == 40);
 
 impl Page {
     /// The `PG_*` bits (without zone and node).
@@ -201,6 +209,45 @@ impl Page {
     #[inline]
     pub(crate) fn set_order(&self, o: u32) {
         self.private.store(o, Relaxed)
+    }
+
+    /// Slab head: offset + 1 of the first free slot (0: the freelist is empty).
+    #[inline]
+    pub(crate) fn slab_freelist(&self) -> u32 {
+        self.freelist.load(Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn set_slab_freelist(&self, v: u32) {
+        self.freelist.store(v, Relaxed)
+    }
+
+    /// Slab head: objects in use.
+    #[inline]
+    pub fn slab_inuse(&self) -> u32 {
+        self.counters.load(Relaxed) & 0xffff
+    }
+
+    /// Slab head: objects in the slab.
+    #[inline]
+    pub fn slab_objects(&self) -> u32 {
+        self.counters.load(Relaxed) >> 16
+    }
+
+    #[inline]
+    pub(crate) fn set_slab_counters(&self, inuse: u32, objects: u32) {
+        self.counters.store((objects << 16) | inuse, Relaxed)
+    }
+
+    /// Slab head: address of its `kmem_cache` (0 for a page that is no slab).
+    #[inline]
+    pub(crate) fn slab_cache_addr(&self) -> usize {
+        self.slab_cache.load(Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn set_slab_cache_addr(&self, v: usize) {
+        self.slab_cache.store(v, Relaxed)
     }
 
     /// mem_map index of the head of a tail page.

@@ -13,8 +13,9 @@
 //!   `nr_free_pages`, the per-CPU `pagesets` with `vm stats threshold`,
 //!   `node_unreclaimable` and `start_pfn`; the per-node stats block and the
 //!   other zone counters are left out.
-//! - `/proc/meminfo`: `MemTotal`, `MemFree`, `MemAvailable` (more lines as
-//!   subsystems land).
+//! - `/proc/meminfo`: `MemTotal`, `MemFree`, `MemAvailable`, `Slab`,
+//!   `SReclaimable`, `SUnreclaim` (more lines as subsystems land).
+//! - `/proc/slabinfo`: complete, version 2.1 as SLUB prints it.
 
 use crate::page_alloc::{MigrateType, Zone, MIGRATE_TYPES};
 use crate::platform::{Level, Platform};
@@ -202,11 +203,81 @@ fn meminfo_line(w: &mut impl Write, label: &str, kbytes: u64) -> fmt::Result {
     writeln!(w, "{kbytes:>8} kB")
 }
 
+/// Slab pages (reclaimable, unreclaimable): `NR_SLAB_RECLAIMABLE_B` and
+/// `NR_SLAB_UNRECLAIMABLE_B`, which also count `kmalloc_large` pages as
+/// unreclaimable, as Linux does.
+pub fn slab_pages<P: Platform>(k: &Kmem<P>) -> (u64, u64) {
+    let (mut rec, mut unrec) = (0, k.kmalloc_large_pages());
+    k.for_each_cache(|s| {
+        let pages = k.slab_totals(s).2;
+        if s.flags().contains(crate::slab::SLAB_RECLAIM_ACCOUNT) {
+            rec += pages;
+        } else {
+            unrec += pages;
+        }
+    });
+    (rec, unrec)
+}
+
 /// `/proc/meminfo`.
 pub fn meminfo<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result {
+    let (rec, unrec) = slab_pages(k);
     meminfo_line(w, "MemTotal", kb(k.totalram_pages()))?;
     meminfo_line(w, "MemFree", kb(k.nr_free_pages()))?;
-    meminfo_line(w, "MemAvailable", kb(mem_available(k)))
+    meminfo_line(w, "MemAvailable", kb(mem_available(k) + rec / 2))?;
+    meminfo_line(w, "Slab", kb(rec + unrec))?;
+    meminfo_line(w, "SReclaimable", kb(rec))?;
+    meminfo_line(w, "SUnreclaim", kb(unrec))
+}
+
+/// `/proc/slabinfo`, version 2.1 as SLUB prints it (`cache_show()`): no
+/// tunables, active slabs equal to all slabs, active objects all objects
+/// but the free ones on partial slabs. Caches are listed newest first.
+pub fn slabinfo<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result {
+    writeln!(w, "slabinfo - version: 2.1")?;
+    writeln!(
+        w,
+        "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>"
+    )?;
+    let mut res = Ok(());
+    k.for_each_cache(|s| {
+        if res.is_err() {
+            return;
+        }
+        let (slabs, objs, _) = k.slab_totals(s);
+        let active = objs - k.slab_free_objects(s);
+        let g = s.geometry();
+        res = writeln!(
+            w,
+            "{:<17} {:>6} {:>6} {:>6} {:>4} {:>4} : tunables {:>4} {:>4} {:>4} : slabdata {:>6} {:>6} {:>6}",
+            s.name(),
+            active,
+            objs,
+            g.size,
+            g.objects,
+            g.pages_per_slab(),
+            0,
+            0,
+            0,
+            slabs,
+            slabs,
+            0
+        );
+    });
+    res
+}
+
+/// Merged caches (`slabinfo -a` style): `alias -> cache` per line.
+pub fn slab_aliases<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result {
+    let mut res = Ok(());
+    k.for_each_cache(|s| {
+        s.for_each_alias(|a| {
+            if res.is_ok() {
+                res = writeln!(w, "{a} -> {}", s.name());
+            }
+        });
+    });
+    res
 }
 
 /// `show_mem()`/`__show_free_areas()`: the `Mem-Info:` block of an

@@ -45,7 +45,10 @@
 //! from the same file (the SLUB red zone markers). They are only written when
 //! `SLAB_POISON` / `SLAB_RED_ZONE` debugging is on for a cache.
 
+pub mod cache;
 pub mod geometry;
+
+pub use cache::{parse_slab_debug, Ctor, KmemCache, KmemCacheArgs, SlabParams};
 
 use core::fmt;
 use core::ops::{BitAnd, BitAndAssign, BitOr, BitOrAssign, Not};

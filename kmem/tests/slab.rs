@@ -1,0 +1,714 @@
+//! SLUB caches and kmalloc on the arena platform (also under Miri, smaller),
+//! including the scenarios of Linux's lib/tests/slub_kunit.c and
+//! lib/test_meminit.c that apply (re-expressed, not translated).
+
+use kmem::arena::ArenaPlatform;
+use kmem::gfp::*;
+use kmem::kmalloc::ZERO_SIZE_PTR;
+use kmem::memory_map::MemRegion;
+use kmem::slab::*;
+use kmem::{BootParams, Error, Kmem, PAGE_SIZE};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const MEM: usize = if cfg!(miri) { 12 << 20 } else { 32 << 20 };
+
+fn boot_with(buf: &mut [u8], cpus: usize, slab: SlabParams) -> Kmem<ArenaPlatform<'_>> {
+    let p = ArenaPlatform::new(buf, cpus);
+    let (s, e) = p.usable_range();
+    let params = BootParams {
+        reserve_low: 0,
+        slab,
+        ..BootParams::default()
+    };
+    Kmem::boot(p, &[MemRegion::usable(s, e - s)], &params).expect("boot")
+}
+
+fn boot(buf: &mut [u8]) -> Kmem<ArenaPlatform<'_>> {
+    boot_with(buf, 1, SlabParams::default())
+}
+
+/// Free pages after draining the per-CPU page lists.
+fn free_pages(k: &Kmem<ArenaPlatform<'_>>) -> u64 {
+    k.drain_local_pages();
+    k.check_free_counts().unwrap()
+}
+
+#[test]
+fn cache_alloc_free_reuse_and_shrink() {
+    let mut m = vec![0u8; MEM];
+    let k = boot(&mut m);
+    let before = free_pages(&k);
+    let c = k
+        .kmem_cache_create("test_obj", 200, 0, SLAB_HWCACHE_ALIGN, None)
+        .unwrap();
+    assert_eq!(k.kmem_cache_size(c), 200);
+    assert_eq!(c.geometry().size, 256, "HWCACHE_ALIGN rounds 200 to 256");
+    let n = 500;
+    let objs: Vec<_> = (0..n)
+        .map(|_| k.kmem_cache_alloc(c, GFP_KERNEL).unwrap())
+        .collect();
+    let mut sorted: Vec<usize> = objs.iter().map(|p| p.as_ptr() as usize).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), n, "no object handed out twice");
+    assert!(sorted.iter().all(|a| a % 64 == 0));
+    let (slabs, total, _) = k.slab_totals(c);
+    assert!(slabs > 0 && total >= n as u64);
+    for p in &objs {
+        // SAFETY: each object is freed once and not used again.
+        unsafe { k.kmem_cache_free(c, p.as_ptr()) }.unwrap();
+    }
+    // The most recently freed object comes back first (LIFO sheaves).
+    let again = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
+    assert_eq!(again, *objs.last().unwrap());
+    // SAFETY: freed once.
+    unsafe { k.kmem_cache_free(c, again.as_ptr()) }.unwrap();
+    let freed = k.kmem_cache_shrink(c);
+    assert!(freed > 0);
+    assert_eq!(k.slab_totals(c).0, 0, "shrink gives back every empty slab");
+    // SAFETY: no object of `c` is live.
+    unsafe { k.kmem_cache_destroy(c) }.unwrap();
+    assert_eq!(free_pages(&k), before, "every page came back");
+}
+
+static CTOR_CALLS: AtomicUsize = AtomicUsize::new(0);
+fn ctor(p: *mut u8) {
+    CTOR_CALLS.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: the allocator hands the constructor a whole object (64 bytes).
+    unsafe { p.write_bytes(0x42, 64) };
+}
+
+#[test]
+fn constructor_runs_when_objects_enter_a_slab_not_per_allocation() {
+    let mut m = vec![0u8; MEM];
+    let k = boot(&mut m);
+    let c = k
+        .kmem_cache_create("ctor_obj", 64, 0, SlabFlags::NONE, Some(ctor))
+        .unwrap();
+    let a = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
+    let per_slab = c.geometry().objects;
+    assert_eq!(
+        CTOR_CALLS.load(Ordering::Relaxed),
+        per_slab,
+        "once per object of the new slab"
+    );
+    // SAFETY: a fresh 64-byte object.
+    assert!(unsafe { std::slice::from_raw_parts(a.as_ptr(), 64) }
+        .iter()
+        .all(|&b| b == 0x42));
+    // SAFETY: freed once.
+    unsafe { k.kmem_cache_free(c, a.as_ptr()) }.unwrap();
+    let b = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
+    assert_eq!(
+        CTOR_CALLS.load(Ordering::Relaxed),
+        per_slab,
+        "reuse does not construct again"
+    );
+    // With a constructor the free pointer lives outside the object.
+    assert!(c.geometry().offset >= 64);
+    // SAFETY: freed once.
+    unsafe { k.kmem_cache_free(c, b.as_ptr()) }.unwrap();
+}
+
+#[test]
+fn zalloc_bulk_and_node() {
+    let mut m = vec![0u8; MEM];
+    let k = boot(&mut m);
+    let c = k
+        .kmem_cache_create("bulk_obj", 96, 0, SlabFlags::NONE, None)
+        .unwrap();
+    let a = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
+    // SAFETY: our object.
+    unsafe { a.as_ptr().write_bytes(0xee, 96) };
+    // SAFETY: freed once.
+    unsafe { k.kmem_cache_free(c, a.as_ptr()) }.unwrap();
+    let z = k.kmem_cache_zalloc(c, GFP_KERNEL).unwrap();
+    assert_eq!(z, a);
+    // SAFETY: our object.
+    assert!(unsafe { std::slice::from_raw_parts(z.as_ptr(), 96) }
+        .iter()
+        .all(|&b| b == 0));
+    // SAFETY: freed once.
+    unsafe { k.kmem_cache_free(c, z.as_ptr()) }.unwrap();
+    let mut v = vec![std::ptr::null_mut(); 100];
+    assert_eq!(k.kmem_cache_alloc_bulk(c, GFP_KERNEL, &mut v), Ok(100));
+    assert!(v.iter().all(|p| !p.is_null()));
+    // SAFETY: each freed once.
+    unsafe { k.kmem_cache_free_bulk(c, &v) }.unwrap();
+    // All or nothing: a bulk request larger than memory fails and leaves nothing allocated.
+    let big = k
+        .kmem_cache_create("bulk_big", 4096, 0, SlabFlags::NONE, None)
+        .unwrap();
+    let before = free_pages(&k);
+    let mut huge = vec![std::ptr::null_mut(); MEM / 4096 + 64];
+    assert_eq!(
+        k.kmem_cache_alloc_bulk(big, GFP_KERNEL | __GFP_NOWARN, &mut huge),
+        Err(Error::NoMemory)
+    );
+    assert!(huge.iter().all(|p| p.is_null()));
+    k.kmem_cache_shrink(big);
+    assert_eq!(free_pages(&k), before);
+    let n = k.kmem_cache_alloc_node(c, GFP_KERNEL, 0).unwrap();
+    // SAFETY: freed once.
+    unsafe { k.kmem_cache_free(c, n.as_ptr()) }.unwrap();
+}
+
+#[test]
+fn destroy_with_objects_reports_them_and_keeps_the_cache() {
+    let mut m = vec![0u8; MEM];
+    let k = boot(&mut m);
+    let c = k
+        .kmem_cache_create("leaky", 128, 0, SLAB_STORE_USER, None)
+        .unwrap();
+    let a = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
+    // SAFETY: testing the leak report; `c` stays alive on failure.
+    assert_eq!(unsafe { k.kmem_cache_destroy(c) }, Err(Error::Busy));
+    let p = k.platform();
+    assert!(p.reported("kmem_cache_destroy leaky: Slab cache still has objects when called from"));
+    assert!(p.reported("Objects remaining in leaky on __kmem_cache_shutdown()"));
+    assert!(p.reported(&format!("Object 0x{:x} @offset=", a.as_ptr() as usize)));
+    assert!(p.reported("Allocated in kmem/tests/slab.rs"));
+    // SAFETY: freed once; then nothing of `c` is live.
+    unsafe { k.kmem_cache_free(c, a.as_ptr()) }.unwrap();
+    unsafe { k.kmem_cache_destroy(c) }.unwrap();
+}
+
+#[test]
+fn caches_merge_by_linux_rules_and_show_as_aliases() {
+    let mut m = vec![0u8; MEM];
+    let k = boot(&mut m);
+    let a = k
+        .kmem_cache_create("merge_a", 100, 0, SlabFlags::NONE, None)
+        .unwrap();
+    let b = k
+        .kmem_cache_create("merge_b", 100, 0, SlabFlags::NONE, None)
+        .unwrap();
+    assert!(std::ptr::eq(a, b), "same size and flags: merged");
+    let c = k
+        .kmem_cache_create("merge_c", 100, 0, SLAB_RECLAIM_ACCOUNT, None)
+        .unwrap();
+    assert!(!std::ptr::eq(a, c), "different SLAB_MERGE_SAME flags");
+    let d = k
+        .kmem_cache_create("merge_d", 100, 0, SLAB_POISON, None)
+        .unwrap();
+    assert!(
+        !std::ptr::eq(a, d) && !std::ptr::eq(c, d),
+        "debug caches never merge"
+    );
+    let e = k
+        .kmem_cache_create("merge_e", 100, 0, SlabFlags::NONE, Some(ctor))
+        .unwrap();
+    assert!(!std::ptr::eq(a, e), "caches with a constructor never merge");
+    let f = k
+        .kmem_cache_create("merge_f", 100, 0, SLAB_NO_MERGE, None)
+        .unwrap();
+    assert!(!std::ptr::eq(a, f));
+    let mut s = String::new();
+    kmem::proc::slab_aliases(&k, &mut s).unwrap();
+    assert!(s.contains("merge_b -> "), "{s}");
+    // Destroying an alias only drops a reference.
+    // SAFETY: merge_b's handle is not used again; merge_a stays alive.
+    unsafe { k.kmem_cache_destroy(b) }.unwrap();
+    let o = k.kmem_cache_alloc(a, GFP_KERNEL).unwrap();
+    // SAFETY: freed once.
+    unsafe { k.kmem_cache_free(a, o.as_ptr()) }.unwrap();
+
+    let mut m2 = vec![0u8; MEM];
+    let k2 = boot_with(
+        &mut m2,
+        1,
+        SlabParams {
+            nomerge: true,
+            ..SlabParams::default()
+        },
+    );
+    let a = k2
+        .kmem_cache_create("nm_a", 100, 0, SlabFlags::NONE, None)
+        .unwrap();
+    let b = k2
+        .kmem_cache_create("nm_b", 100, 0, SlabFlags::NONE, None)
+        .unwrap();
+    assert!(!std::ptr::eq(a, b), "slab_nomerge");
+}
+
+#[test]
+fn kmalloc_sizes_types_and_large() {
+    let mut m = vec![0u8; MEM];
+    let k = boot(&mut m);
+    assert_eq!(k.kmalloc(0, GFP_KERNEL).unwrap().as_ptr(), ZERO_SIZE_PTR);
+    // SAFETY: NULL and ZERO_SIZE_PTR are no-ops.
+    unsafe {
+        k.kfree(std::ptr::null_mut()).unwrap();
+        k.kfree(ZERO_SIZE_PTR).unwrap();
+    }
+    for (size, class) in [
+        (1, 8),
+        (8, 8),
+        (9, 16),
+        (65, 96),
+        (96, 96),
+        (97, 128),
+        (150, 192),
+        (193, 256),
+        (4000, 4096),
+        (8192, 8192),
+    ] {
+        let p = k.kmalloc(size, GFP_KERNEL).unwrap();
+        assert_eq!(k.ksize(p.as_ptr()), class, "size {size}");
+        assert_eq!(
+            p.as_ptr() as usize
+                % class
+                    .min(4096)
+                    .next_power_of_two()
+                    .min(class & class.wrapping_neg()),
+            0
+        );
+        // SAFETY: freed once.
+        unsafe { k.kfree(p.as_ptr()) }.unwrap();
+    }
+    let before = free_pages(&k);
+    let big = k.kmalloc(8193, GFP_KERNEL).unwrap();
+    assert_eq!(k.ksize(big.as_ptr()), 16384, "order-2 compound page");
+    assert_eq!(big.as_ptr() as usize % PAGE_SIZE, 0);
+    assert_eq!(k.kmalloc_large_pages(), 4);
+    // SAFETY: freed once.
+    unsafe { k.kfree(big.as_ptr()) }.unwrap();
+    assert_eq!(free_pages(&k), before);
+    assert_eq!(
+        k.kmalloc(5 << 20, GFP_KERNEL).err(),
+        Some(Error::InvalidArgument)
+    );
+    assert!(k.platform().reported("MAX_PAGE_ORDER"));
+    k.platform().clear_reports();
+    assert!(k.kmalloc(5 << 20, GFP_KERNEL | __GFP_NOWARN).is_err());
+    assert!(!k.platform().reported("MAX_PAGE_ORDER"));
+    assert_eq!(
+        k.kmalloc_array(usize::MAX / 2, 3, GFP_KERNEL).err(),
+        Some(Error::NoMemory)
+    );
+    assert_eq!(
+        k.kcalloc(1 << 40, 1 << 40, GFP_KERNEL).err(),
+        Some(Error::NoMemory)
+    );
+    // Types by GFP, with Linux's priority.
+    let name = |g: Gfp| k.kmalloc_slab(64, g).unwrap().name().to_string();
+    assert_eq!(name(GFP_KERNEL), "kmalloc-64");
+    assert_eq!(name(GFP_KERNEL_ACCOUNT), "kmalloc-cg-64");
+    assert_eq!(
+        name(GFP_KERNEL | __GFP_RECLAIMABLE | __GFP_ACCOUNT),
+        "kmalloc-rcl-64"
+    );
+    assert_eq!(name(GFP_KERNEL_ACCOUNT | __GFP_DMA), "dma-kmalloc-64");
+    let d = k.kmalloc(64, GFP_DMA).unwrap();
+    assert!(
+        d.as_ptr() as usize - k.platform().direct_map_base() < 16 << 20,
+        "DMA objects live in ZONE_DMA"
+    );
+    // SAFETY: freed once.
+    unsafe { k.kfree(d.as_ptr()) }.unwrap();
+    // __GFP_HIGHMEM is a caller bug: fixed up with Linux's warning.
+    let h = k.kmalloc(32, GFP_KERNEL | __GFP_HIGHMEM).unwrap();
+    assert!(k.platform().reported(
+        "Unexpected gfp: 0x2 (__GFP_HIGHMEM). Fixing up to gfp: 0xcc0 (GFP_KERNEL). Fix your code!"
+    ));
+    // SAFETY: freed once.
+    unsafe { k.kfree(h.as_ptr()) }.unwrap();
+}
+
+#[test]
+fn kzalloc_krealloc_kmemdup_kstrdup_kfree_sensitive() {
+    let mut m = vec![0u8; MEM];
+    let k = boot(&mut m);
+    let z = k.kzalloc(100, GFP_KERNEL).unwrap();
+    // SAFETY: our 128-byte object (ksize).
+    let s = unsafe { std::slice::from_raw_parts_mut(z.as_ptr(), 128) };
+    assert!(s[..100].iter().all(|&b| b == 0));
+    s[..100].fill(7);
+    // In place: 100 -> 120 fits kmalloc-128.
+    // SAFETY: `z` is ours; replaced by the result.
+    let r = unsafe { k.krealloc(z.as_ptr(), 120, GFP_KERNEL | __GFP_ZERO) }.unwrap();
+    assert_eq!(r, z);
+    // Grow: moves, keeps contents, the new tail is zero.
+    // SAFETY: as above.
+    let g = unsafe { k.krealloc(r.as_ptr(), 1000, GFP_KERNEL | __GFP_ZERO) }.unwrap();
+    assert_ne!(g, r);
+    // SAFETY: our 1024-byte object.
+    let gs = unsafe { std::slice::from_raw_parts(g.as_ptr(), 1000) };
+    assert!(gs[..100].iter().all(|&b| b == 7) && gs[128..].iter().all(|&b| b == 0));
+    // Size 0 frees.
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { k.krealloc(g.as_ptr(), 0, GFP_KERNEL) }
+            .unwrap()
+            .as_ptr(),
+        ZERO_SIZE_PTR
+    );
+    let d = k.kmemdup(b"hello", GFP_KERNEL).unwrap();
+    // SAFETY: a 5-byte copy.
+    assert_eq!(
+        unsafe { std::slice::from_raw_parts(d.as_ptr(), 5) },
+        b"hello"
+    );
+    let t = k.kstrdup("kmem", GFP_KERNEL).unwrap();
+    // SAFETY: a NUL-terminated 5-byte copy.
+    assert_eq!(
+        unsafe { std::slice::from_raw_parts(t.as_ptr(), 5) },
+        b"kmem\0"
+    );
+    // SAFETY: freed once each.
+    unsafe {
+        k.kfree(d.as_ptr()).unwrap();
+        k.kfree(t.as_ptr()).unwrap();
+    }
+    // kfree_sensitive clears the object: the same object comes back zeroed.
+    let x = k.kmalloc(64, GFP_KERNEL).unwrap();
+    // SAFETY: our object.
+    unsafe { x.as_ptr().write_bytes(0xaa, 64) };
+    // SAFETY: freed once.
+    unsafe { k.kfree_sensitive(x.as_ptr()) }.unwrap();
+    let y = k.kmalloc(64, GFP_KERNEL).unwrap();
+    assert_eq!(x, y);
+    // SAFETY: our object.
+    assert!(unsafe { std::slice::from_raw_parts(y.as_ptr(), 64) }
+        .iter()
+        .all(|&b| b == 0));
+    // kfree finds the cache of an object of a named cache too.
+    let c = k
+        .kmem_cache_create("kfree_me", 40, 0, SlabFlags::NONE, None)
+        .unwrap();
+    let o = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
+    // SAFETY: freed once each.
+    unsafe {
+        k.kfree(o.as_ptr()).unwrap();
+        k.kfree(y.as_ptr()).unwrap();
+    }
+}
+
+#[test]
+fn bad_frees_are_reported_and_refused() {
+    let mut m = vec![0u8; MEM];
+    let k = boot(&mut m);
+    let p = k.platform();
+    let a = k
+        .kmem_cache_create("bad_a", 64, 0, SLAB_NO_MERGE, None)
+        .unwrap();
+    let b = k
+        .kmem_cache_create("bad_b", 64, 0, SLAB_NO_MERGE, None)
+        .unwrap();
+    let x = k.kmem_cache_alloc(a, GFP_KERNEL).unwrap();
+    // Wrong cache.
+    // SAFETY (all frees below): testing refusals; nothing is used after a successful free.
+    assert_eq!(
+        unsafe { k.kmem_cache_free(b, x.as_ptr()) },
+        Err(Error::InvalidArgument)
+    );
+    assert!(p.reported("Wrong slab cache. bad_b but object is from bad_a"));
+    // The middle of an object.
+    assert_eq!(
+        unsafe { k.kfree(x.as_ptr().add(8)) },
+        Err(Error::InvalidArgument)
+    );
+    assert!(p.reported("BUG bad_a (Not tainted): Invalid object pointer"));
+    assert!(p.reported("@offset=8"));
+    // Double free at the head of the CPU's sheaf.
+    unsafe { k.kmem_cache_free(a, x.as_ptr()) }.unwrap();
+    assert_eq!(
+        unsafe { k.kmem_cache_free(a, x.as_ptr()) },
+        Err(Error::BadState)
+    );
+    assert!(p.reported("BUG bad_a (Not tainted): Object already free"));
+    // A page that is neither slab nor kmalloc_large.
+    let pg = k.__get_free_page(GFP_KERNEL).unwrap();
+    assert_eq!(unsafe { k.kfree(pg.as_ptr()) }, Err(Error::InvalidArgument));
+    assert!(p.reported("is neither a slab object nor a kmalloc_large page"));
+    k.free_page(pg.as_ptr()).unwrap();
+    // Memory the allocator does not manage.
+    let local = [0u64; 4];
+    assert_eq!(
+        unsafe { k.kfree(local.as_ptr() as *mut u8) },
+        Err(Error::BadAddress)
+    );
+    // ksize of garbage is 0 with a report.
+    assert_eq!(k.ksize(local.as_ptr() as *const u8), 0);
+    // The caches still work.
+    let y = k.kmem_cache_alloc(a, GFP_KERNEL).unwrap();
+    unsafe { k.kmem_cache_free(a, y.as_ptr()) }.unwrap();
+}
+
+#[test]
+fn consistency_checks_catch_every_double_free() {
+    let mut m = vec![0u8; MEM];
+    let k = boot(&mut m);
+    let c = k
+        .kmem_cache_create(
+            "dbl",
+            64,
+            0,
+            SLAB_CONSISTENCY_CHECKS | SLAB_STORE_USER,
+            None,
+        )
+        .unwrap();
+    let a = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
+    let b = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
+    // SAFETY: testing double-free detection; nothing is used after a free.
+    unsafe {
+        k.kmem_cache_free(c, a.as_ptr()).unwrap();
+        k.kmem_cache_free(c, b.as_ptr()).unwrap();
+        assert_eq!(
+            k.kmem_cache_free(c, a.as_ptr()),
+            Err(Error::BadState),
+            "not at the head, still caught"
+        );
+    }
+    assert!(k
+        .platform()
+        .reported("BUG dbl (Not tainted): Object already free"));
+    assert!(k.platform().reported("Freed in kmem/tests/slab.rs"));
+}
+
+#[test]
+fn red_zone_overwrites_are_caught_with_call_sites() {
+    // slub_kunit's test_clobber_zone / test_clobber_redzone_free.
+    let mut m = vec![0u8; MEM];
+    let k = boot(&mut m);
+    let c = k
+        .kmem_cache_create("rz", 64, 0, SLAB_RED_ZONE | SLAB_STORE_USER, None)
+        .unwrap();
+    let a = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
+    // SAFETY: deliberately writing one byte into the right red zone, which
+    // lies inside the object's slot (memory the allocator owns).
+    unsafe { *a.as_ptr().add(64) = 0x78 };
+    assert_eq!(
+        unsafe { k.kmem_cache_free(c, a.as_ptr()) },
+        Err(Error::BadState)
+    );
+    let p = k.platform();
+    assert!(p.reported("BUG rz (Not tainted): Right Redzone overwritten"));
+    assert!(p.reported("@offset=64. First byte 0x78 instead of 0xcc"));
+    assert!(p.reported("Allocated in kmem/tests/slab.rs"));
+    assert!(p.reported(&format!("Object 0x{:x} @offset=", a.as_ptr() as usize)));
+    assert!(p.reported("FIX rz: Object at"));
+    let b = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
+    // SAFETY: one byte into the left red zone, inside the slot.
+    unsafe { *b.as_ptr().sub(1) = 0x11 };
+    assert_eq!(
+        unsafe { k.kmem_cache_free(c, b.as_ptr()) },
+        Err(Error::BadState)
+    );
+    assert!(p.reported("Left Redzone overwritten"));
+    // An intact object frees fine.
+    let d = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
+    // SAFETY: freed once.
+    unsafe { k.kmem_cache_free(c, d.as_ptr()) }.unwrap();
+}
+
+#[test]
+fn write_after_free_is_caught_by_poisoning() {
+    // slub_kunit's test_first_word / test_clobber_50th_byte.
+    let mut m = vec![0u8; MEM];
+    let k = boot(&mut m);
+    let c = k
+        .kmem_cache_create("poison", 64, 0, SLAB_POISON | SLAB_STORE_USER, None)
+        .unwrap();
+    let a = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
+    // Allocated objects still carry the free poison (uninitialised memory shows up).
+    // SAFETY: our object.
+    assert_eq!(unsafe { *a.as_ptr() }, POISON_FREE);
+    // SAFETY: freed once.
+    unsafe { k.kmem_cache_free(c, a.as_ptr()) }.unwrap();
+    // SAFETY: deliberately writing into a freed object (memory the arena
+    // still owns) to simulate a use after free.
+    unsafe { *a.as_ptr().add(50) = 0x12 };
+    // The next allocation meets the damaged object, reports it, takes its
+    // slab out of use, and hands out a good object from elsewhere.
+    let b = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
+    assert_ne!(a, b);
+    let p = k.platform();
+    assert!(p.reported("BUG poison (Not tainted): Poison overwritten"));
+    assert!(p.reported("@offset=50. First byte 0x12 instead of 0x6b"));
+    assert!(p.reported("Freed in kmem/tests/slab.rs"));
+    assert!(p.reported("FIX poison: Marking all objects used"));
+    // SAFETY: freed once.
+    unsafe { k.kmem_cache_free(c, b.as_ptr()) }.unwrap();
+}
+
+#[test]
+fn corrupted_free_pointer_is_isolated() {
+    // slub_kunit's test_next_pointer.
+    let mut m = vec![0u8; MEM];
+    let k = boot(&mut m);
+    let c = k
+        .kmem_cache_create("fp", 64, 0, SLAB_CONSISTENCY_CHECKS, None)
+        .unwrap();
+    let a = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
+    let b = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
+    // SAFETY: freed once each.
+    unsafe {
+        k.kmem_cache_free(c, b.as_ptr()).unwrap();
+        k.kmem_cache_free(c, a.as_ptr()).unwrap();
+    }
+    // `a` heads the freelist now; scribble over its free pointer.
+    let off = c.geometry().offset;
+    // SAFETY: deliberately corrupting a free object's metadata (memory the arena owns).
+    unsafe { (a.as_ptr().add(off) as *mut u64).write_unaligned(0x1234_5678) };
+    let x = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
+    assert_eq!(x, a);
+    assert!(k
+        .platform()
+        .reported("BUG fp (Not tainted): Freepointer corrupt"));
+    assert!(k.platform().reported("FIX fp: Isolate corrupted freechain"));
+    // Allocation goes on from fresh memory.
+    let y = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
+    assert_ne!(y, a);
+}
+
+#[test]
+fn slab_debug_boot_option_applies_to_every_cache() {
+    let mut m = vec![0u8; MEM];
+    let dbg = parse_slab_debug("FZPU").unwrap();
+    let k = boot_with(
+        &mut m,
+        1,
+        SlabParams {
+            debug: dbg,
+            ..SlabParams::default()
+        },
+    );
+    let c = k
+        .kmem_cache_create("plain", 64, 0, SlabFlags::NONE, None)
+        .unwrap();
+    assert!(c.flags().contains(dbg));
+    assert!(k
+        .kmalloc_slab(64, GFP_KERNEL)
+        .unwrap()
+        .flags()
+        .contains(SLAB_RED_ZONE));
+    let a = k.kmalloc(64, GFP_KERNEL).unwrap();
+    // SAFETY: one byte past the object, into its red zone.
+    unsafe { *a.as_ptr().add(64) = 0 };
+    assert_eq!(unsafe { k.kfree(a.as_ptr()) }, Err(Error::BadState));
+    assert!(k
+        .platform()
+        .reported("BUG kmalloc-64 (Not tainted): Right Redzone overwritten"));
+    assert_eq!(parse_slab_debug("X"), Err(Error::InvalidArgument));
+}
+
+#[test]
+fn freelist_pointers_are_obfuscated_and_randomised() {
+    let mut m = vec![0u8; MEM];
+    let k = boot_with(
+        &mut m,
+        1,
+        SlabParams {
+            freelist_random: true,
+            ..SlabParams::default()
+        },
+    );
+    let c = k
+        .kmem_cache_create("hard", 64, 0, SLAB_CONSISTENCY_CHECKS, None)
+        .unwrap();
+    let objs: Vec<usize> = (0..8)
+        .map(|_| k.kmem_cache_alloc(c, GFP_KERNEL).unwrap().as_ptr() as usize)
+        .collect();
+    let mut sorted = objs.clone();
+    sorted.sort_unstable();
+    assert_ne!(
+        objs, sorted,
+        "a fresh slab hands out objects in random order"
+    );
+    // SAFETY: freed once each.
+    unsafe {
+        k.kmem_cache_free(c, objs[0] as *mut u8).unwrap();
+        k.kmem_cache_free(c, objs[1] as *mut u8).unwrap();
+    }
+    // objs[1] heads the freelist and points to objs[0], but not in clear.
+    // SAFETY: reading the free pointer word of a free object (arena memory).
+    let raw = unsafe { ((objs[1] + c.geometry().offset) as *const u64).read_unaligned() };
+    assert_ne!(raw as usize, objs[0], "CONFIG_SLAB_FREELIST_HARDENED");
+    assert_eq!(
+        k.kmem_cache_alloc(c, GFP_KERNEL).unwrap().as_ptr() as usize,
+        objs[1]
+    );
+    assert_eq!(
+        k.kmem_cache_alloc(c, GFP_KERNEL).unwrap().as_ptr() as usize,
+        objs[0]
+    );
+}
+
+#[test]
+fn meminit_objects_and_pages_are_zeroed_when_asked() {
+    // test_meminit.c: __GFP_ZERO on pages, kmalloc and caches (with and
+    // without constructors) always gives zeroed memory.
+    let mut m = vec![0u8; MEM];
+    let k = boot(&mut m);
+    for order in 0..3 {
+        let p = k.__get_free_pages(GFP_KERNEL, order).unwrap();
+        // SAFETY: our pages.
+        unsafe { p.as_ptr().write_bytes(0xff, PAGE_SIZE << order) };
+        k.free_pages(p.as_ptr(), order).unwrap();
+        let q = k.__get_free_pages(GFP_KERNEL | __GFP_ZERO, order).unwrap();
+        // SAFETY: our pages.
+        assert!(
+            unsafe { std::slice::from_raw_parts(q.as_ptr(), PAGE_SIZE << order) }
+                .iter()
+                .all(|&b| b == 0)
+        );
+        k.free_pages(q.as_ptr(), order).unwrap();
+    }
+    for size in [1, 7, 64, 100, 1000, 4096, 8192, 20000] {
+        let p = k.kmalloc(size, GFP_KERNEL).unwrap();
+        // SAFETY: our object.
+        unsafe { p.as_ptr().write_bytes(0xff, size) };
+        // SAFETY: freed once.
+        unsafe { k.kfree(p.as_ptr()) }.unwrap();
+        let q = k.kzalloc(size, GFP_KERNEL).unwrap();
+        // SAFETY: our object.
+        assert!(
+            unsafe { std::slice::from_raw_parts(q.as_ptr(), size) }
+                .iter()
+                .all(|&b| b == 0),
+            "size {size}"
+        );
+        // SAFETY: freed once.
+        unsafe { k.kfree(q.as_ptr()) }.unwrap();
+    }
+}
+
+#[test]
+fn slabinfo_and_meminfo_account_slab_pages() {
+    let mut m = vec![0u8; MEM];
+    // Two CPUs, as the geometry depends on the CPU count.
+    let k = boot_with(&mut m, 2, SlabParams::default());
+    let c = k
+        .kmem_cache_create("acct", 512, 0, SLAB_RECLAIM_ACCOUNT | SLAB_NO_MERGE, None)
+        .unwrap();
+    let objs: Vec<_> = (0..40)
+        .map(|_| k.kmem_cache_alloc(c, GFP_KERNEL).unwrap())
+        .collect();
+    let mut s = String::new();
+    kmem::proc::slabinfo(&k, &mut s).unwrap();
+    assert!(s.starts_with("slabinfo - version: 2.1\n# name            <active_objs>"));
+    let line = s.lines().find(|l| l.starts_with("acct ")).unwrap();
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let (active, total): (u64, u64) = (f[1].parse().unwrap(), f[2].parse().unwrap());
+    assert!(active >= 40 && total >= active, "{line}");
+    assert_eq!(&f[3..6], ["512", "16", "2"]);
+    let mut mi = String::new();
+    kmem::proc::meminfo(&k, &mut mi).unwrap();
+    let kb = |name: &str| -> u64 {
+        mi.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(kb("SReclaimable:") >= 40 * 512 / 1024);
+    assert_eq!(kb("Slab:"), kb("SReclaimable:") + kb("SUnreclaim:"));
+    for o in objs {
+        // SAFETY: freed once.
+        unsafe { k.kmem_cache_free(c, o.as_ptr()) }.unwrap();
+    }
+}
