@@ -35,14 +35,18 @@ fn boot_accounts_every_page() {
     let phys = (end - start) / PAGE_SIZE as u64;
     let reserved = k.memblock().reserved_size().div_ceil(PAGE_SIZE as u64);
     assert_eq!(k.totalram_pages() + reserved, phys);
-    assert_eq!(k.nr_free_pages(), k.totalram_pages());
-    assert_eq!(settled(&k), k.totalram_pages());
+    assert_eq!(
+        k.nr_free_pages() + k.nr_pcp_pages() + k.slab_meta_pages(),
+        k.totalram_pages()
+    );
+    assert_eq!(settled(&k), k.totalram_pages() - k.slab_meta_pages());
     assert!(k.platform().reported("memblock_free_all: released"));
 }
 
 #[test]
 fn alloc_free_every_order() {
-    let mut m = vec![0u8; SMALL];
+    // Room for a free order-10 block besides boot's metadata.
+    let mut m = vec![0u8; 2 * SMALL];
     let k = boot(&mut m, 1);
     let before = settled(&k);
     let top = if cfg!(miri) { 8 } else { 10 };
@@ -104,7 +108,7 @@ fn per_cpu_lists_fill_spill_and_drain() {
     let q = k.alloc_page(GFP_KERNEL).unwrap(); // CPU 0 honours the request
     assert!(pcp.count() <= batch);
     k.__free_pages(q, 0).unwrap();
-    assert_eq!(settled(&k), k.totalram_pages());
+    assert_eq!(settled(&k), k.totalram_pages() - k.slab_meta_pages());
 }
 
 /// A tiny deterministic generator for shuffles.
@@ -202,7 +206,7 @@ fn exhaustion_follows_the_reserve_rules() {
     for p in kernel.into_iter().chain(high).chain(atomic).chain(memalloc) {
         k.__free_pages(p, 0).unwrap();
     }
-    assert_eq!(settled(&k), k.totalram_pages());
+    assert_eq!(settled(&k), k.totalram_pages() - k.slab_meta_pages());
 }
 
 #[test]
@@ -274,7 +278,7 @@ fn zero_and_compound_pages() {
     assert!(k.platform().reported("VM_BUG_ON_PAGE(PageTail(page))"));
     k.__free_pages(head, 2).unwrap();
     assert!(!k.pfn_to_page(pfn + 1).unwrap().is_tail());
-    assert_eq!(settled(&k), k.totalram_pages());
+    assert_eq!(settled(&k), k.totalram_pages() - k.slab_meta_pages());
 }
 
 #[test]
@@ -355,7 +359,7 @@ fn bad_frees_are_reported_and_change_nothing() {
         Some(Error::InvalidArgument)
     );
     // Nothing was lost or corrupted.
-    assert_eq!(settled(&k), k.totalram_pages());
+    assert_eq!(settled(&k), k.totalram_pages() - k.slab_meta_pages());
 }
 
 #[test]
@@ -369,7 +373,7 @@ fn get_page_keeps_a_page_alive() {
     assert_eq!(k.page_count(a), 1, "still referenced");
     k.__free_pages(a, 0).unwrap();
     assert_eq!(k.page_count(a), 0);
-    assert_eq!(settled(&k), k.totalram_pages());
+    assert_eq!(settled(&k), k.totalram_pages() - k.slab_meta_pages());
 }
 
 #[test]
@@ -440,7 +444,7 @@ fn zones_follow_gfp_and_lowmem_reserve_protects_dma() {
     for p in v {
         k.__free_pages(p, 0).unwrap();
     }
-    assert_eq!(settled(&k), k.totalram_pages());
+    assert_eq!(settled(&k), k.totalram_pages() - k.slab_meta_pages());
 }
 
 #[test]
@@ -481,7 +485,7 @@ fn mobility_grouping_claims_pageblocks() {
     for p in [u, mv, r] {
         k.__free_pages(p, 0).unwrap();
     }
-    assert_eq!(settled(&k), k.totalram_pages());
+    assert_eq!(settled(&k), k.totalram_pages() - k.slab_meta_pages());
 }
 
 #[test]

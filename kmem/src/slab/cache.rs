@@ -379,6 +379,8 @@ pub(crate) struct SlabState {
     pub(crate) params: SlabParams,
     /// Pages held by kmalloc allocations above `KMALLOC_MAX_CACHE_SIZE`.
     pub(crate) large_pages: AtomicU64,
+    /// Pages holding the caches' own metadata (`struct kmem_cache` & co).
+    pub(crate) meta_pages: AtomicU64,
 }
 
 // SAFETY: the cache list is behind a spin lock; the pointers lead to caches
@@ -397,6 +399,7 @@ impl SlabState {
             }; crate::kmalloc::NR_KMALLOC_TYPES],
             params,
             large_pages: AtomicU64::new(0),
+            meta_pages: AtomicU64::new(0),
         }
     }
 }
@@ -437,6 +440,12 @@ fn slab_bug<P: Platform>(p: &P, s: &KmemCache, what: core::fmt::Arguments<'_>) {
 impl<P: Platform> Kmem<P> {
     fn slab_state(&self) -> &SlabState {
         &self.slab
+    }
+
+    /// Pages holding slab caches' own descriptors and sheaves (the 52
+    /// kmalloc caches take some at boot).
+    pub fn slab_meta_pages(&self) -> u64 {
+        self.slab.meta_pages.load(Relaxed)
     }
 
     /// All caches, newest first.
@@ -571,6 +580,7 @@ impl<P: Platform> Kmem<P> {
         let order = crate::page_alloc::get_order(total);
         let page = self.alloc_pages(gfp::GFP_KERNEL | gfp::__GFP_ZERO, order)?;
         let base = self.page_address(page).ok_or(Error::NoMemory)?.as_ptr() as usize;
+        self.slab.meta_pages.fetch_add(1 << order, Relaxed);
         let (nb, nl) = copy_name(name);
         let sheaf =
             |i: usize| (base + sheaves_off + i * core::mem::size_of::<Sheaf>()) as *mut Sheaf;
@@ -1396,7 +1406,9 @@ impl<P: Platform> Kmem<P> {
         }
         let (pfn, order) = (s.meta_pfn, s.meta_order);
         let page = self.pfn_to_page(pfn).ok_or(Error::BadAddress)?;
-        self.__free_pages(page, order)
+        self.__free_pages(page, order)?;
+        self.slab.meta_pages.fetch_sub(1 << order, Relaxed);
+        Ok(())
     }
 
     /// The objects still in use in `s`, as `list_slab_objects()` prints them.
