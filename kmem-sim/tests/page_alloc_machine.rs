@@ -160,6 +160,8 @@ fn two_cpus_hammer_and_every_page_is_accounted_for() {
         let _cpu = s.bind(0);
         Kmem::boot(&s, s.memory_map(), &BootParams::default()).unwrap()
     };
+    // Snapshot with every per-CPU list drained, as at the end.
+    settled(&k, &s);
     let boot_blocks: Vec<_> = k
         .nodes()
         .flat_map(|n| n.zones())
