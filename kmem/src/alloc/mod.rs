@@ -94,6 +94,8 @@ mod cache;
 pub mod doc_alloc;
 mod kbox;
 mod kvec;
+#[cfg(test)]
+mod tests;
 
 pub use cache::{Cache, CacheBox, ObjectCache};
 pub use kbox::KBox;
