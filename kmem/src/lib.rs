@@ -13,6 +13,7 @@
 //! | [`proc`] | `mm/vmstat.c`, `fs/proc/meminfo.c` | `/proc` reports in Linux's text formats |
 //! | [`slab`] | `mm/slub.c`, `mm/slab_common.c`, `include/linux/slab.h` | SLUB: cache flags and cache geometry (no object allocation yet) |
 //! | [`kmalloc`] | `include/linux/slab.h`, `mm/slab_common.c` | kmalloc size classes, types and cache names (no `kmalloc()` yet) |
+//! | [`alloc`] | Rust-for-Linux `rust/kernel/alloc*` | the typed API: `Allocator`, `KBox`, `KVec`, typed slab caches |
 //! | [`platform`] | arch + sched | the [`Platform`] trait, the only door to the environment |
 //!
 //! There are no global singletons: a machine is a [`Kmem`] value built by
@@ -29,6 +30,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod alloc;
 pub mod arena;
 pub mod error;
 pub mod gfp;

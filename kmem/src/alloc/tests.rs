@@ -1,0 +1,714 @@
+//! Tests of the typed API over std's global allocator (Miri-clean).
+
+use core::alloc::Layout;
+use core::cell::Cell;
+use core::mem::MaybeUninit;
+use core::ptr::{self, NonNull};
+use std::alloc as sys;
+
+use super::flags::{__GFP_ZERO, GFP_ATOMIC, GFP_KERNEL};
+use super::*;
+use crate::Error;
+
+/// An allocator over std's global allocator that counts live blocks,
+/// refuses blocks above `limit` bytes, and always moves on `realloc` (so
+/// Miri catches any use of a stale pointer).
+struct Counting {
+    live: Cell<usize>,
+    calls: Cell<usize>,
+    limit: Cell<usize>,
+}
+
+impl Counting {
+    fn new() -> Self {
+        Counting {
+            live: Cell::new(0),
+            calls: Cell::new(0),
+            limit: Cell::new(usize::MAX),
+        }
+    }
+
+    fn live(&self) -> usize {
+        self.live.get()
+    }
+}
+
+// SAFETY: blocks come from std's allocator with the requested layout, are
+// freed with the layout the caller passes (checked by std/Miri), and
+// `realloc` copies the preserved prefix into a zeroed new block under
+// `__GFP_ZERO`.
+unsafe impl Allocator for Counting {
+    unsafe fn realloc(
+        &self,
+        ptr: Option<NonNull<u8>>,
+        layout: Layout,
+        old_layout: Layout,
+        flags: Flags,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        self.calls.set(self.calls.get() + 1);
+        let old = ptr.filter(|_| old_layout.size() != 0);
+        let new = if layout.size() == 0 {
+            dangling(layout)
+        } else {
+            if layout.size() > self.limit.get() {
+                return Err(AllocError);
+            }
+            // SAFETY: `layout` has a non-zero size.
+            let p = unsafe {
+                if flags.contains(__GFP_ZERO) {
+                    sys::alloc_zeroed(layout)
+                } else {
+                    sys::alloc(layout)
+                }
+            };
+            let p = NonNull::new(p).ok_or(AllocError)?;
+            self.live.set(self.live.get() + 1);
+            p
+        };
+        if let Some(old) = old {
+            let n = old_layout.size().min(layout.size());
+            // SAFETY: the caller guarantees `old` is a live block of
+            // `old_layout` from us; the new block is fresh and disjoint.
+            unsafe {
+                ptr::copy_nonoverlapping(old.as_ptr(), new.as_ptr(), n);
+                sys::dealloc(old.as_ptr(), old_layout);
+            }
+            self.live.set(self.live.get() - 1);
+        }
+        Ok(NonNull::slice_from_raw_parts(new, layout.size()))
+    }
+}
+
+/// An object cache over std's allocator that counts live objects.
+struct TestCache {
+    layout: Layout,
+    live: Cell<usize>,
+}
+
+impl TestCache {
+    fn new(size: usize, align: usize) -> Self {
+        TestCache {
+            layout: Layout::from_size_align(size, align).unwrap(),
+            live: Cell::new(0),
+        }
+    }
+}
+
+// SAFETY: objects are std blocks of `layout` (at least one byte).
+unsafe impl ObjectCache for TestCache {
+    fn object_size(&self) -> usize {
+        self.layout.size()
+    }
+
+    fn align(&self) -> usize {
+        self.layout.align()
+    }
+
+    fn alloc_obj(&self, flags: Flags) -> Result<NonNull<u8>, AllocError> {
+        let layout = Layout::from_size_align(self.layout.size().max(1), self.layout.align())
+            .map_err(|_| AllocError)?;
+        // SAFETY: non-zero size.
+        let p = unsafe {
+            if flags.contains(__GFP_ZERO) {
+                sys::alloc_zeroed(layout)
+            } else {
+                sys::alloc(layout)
+            }
+        };
+        let p = NonNull::new(p).ok_or(AllocError)?;
+        self.live.set(self.live.get() + 1);
+        Ok(p)
+    }
+
+    unsafe fn free_obj(&self, ptr: NonNull<u8>) {
+        let layout =
+            Layout::from_size_align(self.layout.size().max(1), self.layout.align()).unwrap();
+        // SAFETY: the caller passes a live object of ours.
+        unsafe { sys::dealloc(ptr.as_ptr(), layout) };
+        self.live.set(self.live.get() - 1);
+    }
+}
+
+/// Counts its drops.
+#[derive(Debug)]
+struct Counted<'a> {
+    drops: &'a Cell<usize>,
+    id: u32,
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.drops.set(self.drops.get() + 1);
+    }
+}
+
+impl Clone for Counted<'_> {
+    fn clone(&self) -> Self {
+        Counted {
+            drops: self.drops,
+            id: self.id,
+        }
+    }
+}
+
+fn counted(drops: &Cell<usize>, id: u32) -> Counted<'_> {
+    Counted { drops, id }
+}
+
+// ---------------------------------------------------------------------------
+// Allocator contract (exercised on the test allocator)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn errors_convert() {
+    assert_eq!(Error::from(AllocError), Error::NoMemory);
+    assert_eq!(Error::from(RemoveError), Error::InvalidArgument);
+    assert_eq!(Error::from(PushError(3u8)), Error::InvalidArgument);
+    assert_eq!(std::format!("{AllocError}"), "memory allocation failed");
+}
+
+#[test]
+fn flags_reexports() {
+    assert_eq!(flags::GFP_KERNEL, crate::gfp::GFP_KERNEL);
+    assert!((GFP_KERNEL | __GFP_ZERO).contains(flags::__GFP_ZERO));
+    let _: Flags = flags::GFP_NOWAIT | flags::GFP_NOIO | flags::GFP_NOFS | flags::__GFP_NOWARN;
+}
+
+#[test]
+fn realloc_zero_size_frees_and_dangles() {
+    let a = Counting::new();
+    let layout = Layout::from_size_align(24, 8).unwrap();
+    let p = a.alloc(layout, GFP_KERNEL).unwrap();
+    assert_eq!(a.live(), 1);
+    let new = Layout::from_size_align(0, 16).unwrap();
+    // SAFETY: `p` is a live block of `layout`.
+    let d = unsafe { a.realloc(Some(p.cast()), new, layout, GFP_KERNEL) }.unwrap();
+    assert_eq!(a.live(), 0);
+    assert_eq!(d.len(), 0);
+    assert_eq!(d.cast::<u8>().as_ptr() as usize % 16, 0);
+}
+
+#[test]
+fn realloc_shrink_and_grow_keep_contents_and_zero_tail() {
+    let a = Counting::new();
+    let l16 = Layout::from_size_align(16, 4).unwrap();
+    let p = a.alloc(l16, GFP_KERNEL).unwrap().cast::<u8>();
+    // SAFETY: the block is 16 bytes.
+    unsafe { ptr::copy_nonoverlapping([7u8; 16].as_ptr(), p.as_ptr(), 16) };
+
+    let l4 = Layout::from_size_align(4, 4).unwrap();
+    // SAFETY: `p` is a live block of `l16`.
+    let p = unsafe { a.realloc(Some(p), l4, l16, GFP_KERNEL) }.unwrap();
+    assert_eq!(p.len(), 4);
+    // SAFETY: 4 bytes, preserved from the old block.
+    assert_eq!(unsafe { p.as_ref() }, &[7u8; 4]);
+
+    let l32 = Layout::from_size_align(32, 4).unwrap();
+    // SAFETY: `p` is a live block of `l4`.
+    let p = unsafe { a.realloc(Some(p.cast()), l32, l4, GFP_KERNEL | __GFP_ZERO) }.unwrap();
+    // SAFETY: 32 initialised bytes (4 kept, 28 zeroed).
+    let bytes = unsafe { p.as_ref() };
+    assert_eq!(&bytes[..4], &[7u8; 4]);
+    assert!(bytes[4..].iter().all(|&b| b == 0));
+    assert_eq!(a.live(), 1);
+    // SAFETY: `p` is a live block of `l32`.
+    unsafe { a.free(p.cast(), l32) };
+    assert_eq!(a.live(), 0);
+}
+
+#[test]
+fn realloc_failure_keeps_old_block() {
+    let a = Counting::new();
+    let l8 = Layout::new::<u64>();
+    let p = a.alloc(l8, GFP_KERNEL).unwrap().cast::<u64>();
+    // SAFETY: a live, aligned `u64` block.
+    unsafe { p.as_ptr().write(0xdead_beef) };
+    a.limit.set(8);
+    let l64 = Layout::from_size_align(64, 8).unwrap();
+    // SAFETY: `p` is a live block of `l8`.
+    assert!(unsafe { a.realloc(Some(p.cast()), l64, l8, GFP_KERNEL) }.is_err());
+    // SAFETY: still live and untouched.
+    assert_eq!(unsafe { p.as_ptr().read() }, 0xdead_beef);
+    // SAFETY: `p` is a live block of `l8`.
+    unsafe { a.free(p.cast(), l8) };
+    assert_eq!(a.live(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// KBox
+// ---------------------------------------------------------------------------
+
+#[test]
+fn kbox_new_deref_drop() {
+    let a = Counting::new();
+    let drops = Cell::new(0);
+    {
+        let mut b = KBox::new(counted(&drops, 1), &a, GFP_KERNEL).unwrap();
+        assert_eq!(a.live(), 1);
+        b.id = 2;
+        assert_eq!(b.id, 2);
+        assert_eq!(drops.get(), 0);
+    }
+    assert_eq!(drops.get(), 1);
+    assert_eq!(a.live(), 0);
+}
+
+#[test]
+fn kbox_zst_does_not_allocate() {
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    static UNIT_DROPS: AtomicUsize = AtomicUsize::new(0);
+    struct Unit;
+    impl Drop for Unit {
+        fn drop(&mut self) {
+            UNIT_DROPS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let a = Counting::new();
+    let b = KBox::new((), &a, GFP_KERNEL).unwrap();
+    let c = KBox::new([0u64; 0], &a, GFP_KERNEL).unwrap();
+    assert_eq!(c.as_ptr() as usize % 8, 0);
+    let u = KBox::new(Unit, &a, GFP_KERNEL).unwrap();
+    drop((b, c, u));
+    assert_eq!(UNIT_DROPS.load(Ordering::Relaxed), 1);
+    // The allocator was never called.
+    assert_eq!(a.calls.get(), 0);
+}
+
+#[test]
+fn kbox_allocation_failure() {
+    let a = Counting::new();
+    a.limit.set(4);
+    assert_eq!(KBox::new(1u64, &a, GFP_ATOMIC).err(), Some(AllocError));
+    assert_eq!(a.live(), 0);
+}
+
+#[test]
+fn kbox_new_uninit_zeroed() {
+    let a = Counting::new();
+    let b = KBox::<[u32; 8], _>::new_uninit(&a, GFP_KERNEL | __GFP_ZERO).unwrap();
+    // SAFETY: `__GFP_ZERO` zeroed it; all-zero is a valid `[u32; 8]`.
+    let b = unsafe { b.assume_init() };
+    assert_eq!(*b, [0; 8]);
+    let w = KBox::write(KBox::<u16, _>::new_uninit(&a, GFP_KERNEL).unwrap(), 9);
+    assert_eq!(*w, 9);
+    drop((b, w));
+    assert_eq!(a.live(), 0);
+}
+
+#[test]
+fn kbox_raw_round_trip_and_leak() {
+    let a = Counting::new();
+    let drops = Cell::new(0);
+    let raw = KBox::into_raw(KBox::new(counted(&drops, 5), &a, GFP_KERNEL).unwrap());
+    assert_eq!(a.live(), 1);
+    // SAFETY: `raw` came from `into_raw` of a box on `&a`.
+    let b = unsafe { KBox::from_raw(raw, &a) };
+    assert_eq!(b.id, 5);
+    drop(b);
+    assert_eq!((drops.get(), a.live()), (1, 0));
+
+    let leaked: &mut Counted<'_> =
+        KBox::leak(KBox::new(counted(&drops, 6), &a, GFP_KERNEL).unwrap());
+    leaked.id = 7;
+    assert_eq!(a.live(), 1);
+    // Reclaim the leak so the test does not leak for real.
+    // SAFETY: `leaked` is the value of a leaked box on `&a`, unused after.
+    let b = unsafe { KBox::from_raw(leaked as *mut Counted<'_>, &a) };
+    assert_eq!(b.id, 7);
+    drop(b);
+    assert_eq!((drops.get(), a.live()), (2, 0));
+}
+
+#[test]
+fn kbox_into_inner_frees_without_dropping() {
+    let a = Counting::new();
+    let drops = Cell::new(0);
+    let v = KBox::into_inner(KBox::new(counted(&drops, 3), &a, GFP_KERNEL).unwrap());
+    assert_eq!((drops.get(), a.live(), v.id), (0, 0, 3));
+    drop(v);
+    assert_eq!(drops.get(), 1);
+    assert_eq!(KBox::into_inner(KBox::new((), &a, GFP_KERNEL).unwrap()), ());
+}
+
+#[test]
+fn kbox_pin() {
+    // `pin` needs a `'static` allocator handle.
+    let a: &'static Counting = std::boxed::Box::leak(std::boxed::Box::new(Counting::new()));
+    let p = KBox::pin(core::marker::PhantomPinned, a, GFP_KERNEL).unwrap();
+    let q: core::pin::Pin<KBox<u8, _>> = KBox::new(1u8, a, GFP_KERNEL).unwrap().into();
+    assert_eq!(*q, 1);
+    drop((p, q));
+    assert_eq!(a.live(), 0);
+    // SAFETY: `a` came from `Box::leak` and nothing refers to it any more.
+    drop(unsafe { std::boxed::Box::from_raw(a as *const Counting as *mut Counting) });
+}
+
+#[test]
+fn kbox_slice_and_dyn_free_with_the_right_layout() {
+    let a = Counting::new();
+    let drops = Cell::new(0);
+    let arr = [counted(&drops, 0), counted(&drops, 1), counted(&drops, 2)];
+    let s: KBox<[Counted<'_>], _> = KBox::into_slice(KBox::new(arr, &a, GFP_KERNEL).unwrap());
+    assert_eq!(s.len(), 3);
+    assert_eq!(s[2].id, 2);
+    drop(s);
+    assert_eq!((drops.get(), a.live()), (3, 0));
+
+    let raw = KBox::into_raw(KBox::new(counted(&drops, 9), &a, GFP_KERNEL).unwrap());
+    let raw: *mut dyn core::fmt::Debug = raw;
+    // SAFETY: an unsizing cast of a box's own pointer: same block, same
+    // layout (`Layout::for_value` reads it from the vtable).
+    let d = unsafe { KBox::from_raw(raw, &a) };
+    assert!(std::format!("{d:?}").contains("id: 9"));
+    drop(d);
+    assert_eq!((drops.get(), a.live()), (4, 0));
+}
+
+// ---------------------------------------------------------------------------
+// KVec
+// ---------------------------------------------------------------------------
+
+#[test]
+fn kvec_growth_doubles_and_keeps_contents() {
+    let a = Counting::new();
+    let mut v = KVec::new(&a);
+    assert_eq!((v.len(), v.capacity(), a.calls.get()), (0, 0, 0));
+    let mut caps = std::vec::Vec::new();
+    for i in 0..17u32 {
+        v.push(i, GFP_KERNEL).unwrap();
+        caps.push(v.capacity());
+    }
+    assert_eq!(&caps[..6], &[1, 2, 4, 4, 8, 8]);
+    assert_eq!(v.capacity(), 32);
+    assert!(v.iter().copied().eq(0..17));
+    assert_eq!(a.live(), 1);
+    // One allocation per doubling: 1, 2, 4, 8, 16, 32.
+    assert_eq!(a.calls.get(), 6);
+    drop(v);
+    assert_eq!(a.live(), 0);
+}
+
+#[test]
+fn kvec_reserve_takes_the_larger_of_double_and_needed() {
+    let a = Counting::new();
+    let mut v = KVec::<u8, _>::with_capacity(4, &a, GFP_KERNEL).unwrap();
+    assert_eq!(v.capacity(), 4);
+    v.extend_from_slice(&[1; 4], GFP_KERNEL).unwrap();
+    v.reserve(20, GFP_KERNEL).unwrap();
+    assert_eq!(v.capacity(), 24);
+    v.reserve(1, GFP_KERNEL).unwrap();
+    assert_eq!(v.capacity(), 24);
+}
+
+#[test]
+fn kvec_capacity_overflow_is_an_error() {
+    let a = Counting::new();
+    assert_eq!(
+        KVec::<u32, _>::with_capacity(usize::MAX, &a, GFP_KERNEL).err(),
+        Some(AllocError)
+    );
+    // isize::MAX / 4 + 1 `u32`s exceed isize::MAX bytes.
+    assert!(KVec::<u32, _>::with_capacity(isize::MAX as usize / 4 + 1, &a, GFP_KERNEL).is_err());
+    let mut v = KVec::new(&a);
+    v.extend_from_slice(&[1u64, 2, 3], GFP_KERNEL).unwrap();
+    // `len + additional` overflows usize.
+    assert_eq!(v.reserve(usize::MAX, GFP_KERNEL), Err(AllocError));
+    assert_eq!(v.reserve(usize::MAX - 2, GFP_KERNEL), Err(AllocError));
+    assert_eq!(v, [1, 2, 3]);
+    assert_eq!(v.capacity(), 3);
+    assert_eq!(a.live(), 1);
+    drop(v);
+    // Nothing was allocated by the failed requests (they never reach the
+    // allocator).
+    assert_eq!(a.live(), 0);
+}
+
+#[test]
+fn kvec_first_push_failure_leaves_it_empty() {
+    let a = Counting::new();
+    a.limit.set(0);
+    let mut v = KVec::<u8, _>::new(&a);
+    assert!(v.push(1, GFP_KERNEL).is_err());
+    assert_eq!((v.len(), v.capacity(), a.live()), (0, 0, 0));
+}
+
+#[test]
+fn kvec_huge_push_fails_cleanly() {
+    let a = Counting::new();
+    let drops = Cell::new(0);
+    let mut v = KVec::new(&a);
+    for i in 0..4 {
+        v.push(counted(&drops, i), GFP_KERNEL).unwrap();
+    }
+    // The allocator refuses anything above the current buffer.
+    a.limit
+        .set(v.capacity() * core::mem::size_of::<Counted<'_>>());
+    let err = v.push(counted(&drops, 99), GFP_KERNEL);
+    assert_eq!(err, Err(AllocError));
+    // The rejected value was dropped, the vector is intact.
+    assert_eq!(drops.get(), 1);
+    assert_eq!(v.len(), 4);
+    assert!(v.iter().map(|c| c.id).eq(0..4));
+    assert_eq!(
+        v.push_within_capacity(counted(&drops, 4))
+            .map_err(|e| e.0.id),
+        Err(4)
+    );
+    assert_eq!(drops.get(), 2);
+    drop(v);
+    assert_eq!((drops.get(), a.live()), (6, 0));
+}
+
+#[test]
+fn kvec_zst() {
+    let a = Counting::new();
+    let mut v = KVec::new(&a);
+    for _ in 0..1000 {
+        v.push((), GFP_KERNEL).unwrap();
+    }
+    assert_eq!((v.len(), v.capacity()), (1000, usize::MAX));
+    assert_eq!(v.reserve(usize::MAX, GFP_KERNEL), Err(AllocError));
+    assert_eq!(v.pop(), Some(()));
+    assert_eq!(v.remove(0), Ok(()));
+    v.shrink_to_fit(GFP_KERNEL).unwrap();
+    let n = v.into_iter().count();
+    assert_eq!(n, 998);
+    assert_eq!(a.calls.get(), 0);
+}
+
+#[test]
+fn kvec_element_drops_exactly_once() {
+    let a = Counting::new();
+    let drops = Cell::new(0);
+    let mut v = KVec::new(&a);
+    for i in 0..10 {
+        v.push(counted(&drops, i), GFP_KERNEL).unwrap();
+    }
+    let last = v.pop().unwrap();
+    assert_eq!((last.id, drops.get()), (9, 0));
+    drop(last);
+    assert_eq!(drops.get(), 1);
+
+    let second = v.remove(1).unwrap();
+    assert_eq!(second.id, 1);
+    assert_eq!(v.remove(8).err(), Some(RemoveError));
+    drop(second);
+    assert_eq!(drops.get(), 2);
+    assert!(v.iter().map(|c| c.id).eq([0, 2, 3, 4, 5, 6, 7, 8]));
+
+    v.truncate(5);
+    assert_eq!(drops.get(), 5);
+    v.truncate(7);
+    assert_eq!(drops.get(), 5);
+    v.clear();
+    assert_eq!(drops.get(), 10);
+    assert!(v.is_empty());
+    assert_eq!(a.live(), 1);
+    drop(v);
+    assert_eq!((drops.get(), a.live()), (10, 0));
+}
+
+#[test]
+fn kvec_extend_resize_slices() {
+    let a = Counting::new();
+    let drops = Cell::new(0);
+    let mut v = KVec::new(&a);
+    v.extend_from_slice(&[counted(&drops, 1), counted(&drops, 2)], GFP_KERNEL)
+        .unwrap();
+    // The two temporaries of the slice literal are gone.
+    assert_eq!(drops.get(), 2);
+    v.resize(5, counted(&drops, 7), GFP_KERNEL).unwrap();
+    assert_eq!(drops.get(), 2);
+    assert!(v.as_slice().iter().map(|c| c.id).eq([1, 2, 7, 7, 7]));
+    v.as_mut_slice()[0].id = 0;
+    v.resize(1, counted(&drops, 8), GFP_KERNEL).unwrap();
+    assert_eq!(drops.get(), 2 + 4 + 1);
+    assert_eq!(v[0].id, 0);
+    drop(v);
+    assert_eq!((drops.get(), a.live()), (8, 0));
+
+    let mut w = KVec::new(&a);
+    w.extend_with(3, 5u8, GFP_KERNEL).unwrap();
+    w.extend_with(0, 6u8, GFP_KERNEL).unwrap();
+    assert_eq!(w, [5, 5, 5]);
+    assert_eq!(w, &[5u8, 5, 5][..]);
+    assert_eq!(std::format!("{w:?}"), "[5, 5, 5]");
+}
+
+#[test]
+fn kvec_shrink_to_fit_reallocates_smaller() {
+    let a = Counting::new();
+    let mut v = KVec::with_capacity(64, &a, GFP_KERNEL).unwrap();
+    v.extend_from_slice(&[1u16, 2, 3], GFP_KERNEL).unwrap();
+    v.shrink_to_fit(GFP_KERNEL).unwrap();
+    assert_eq!(v.capacity(), 3);
+    assert_eq!(v, [1, 2, 3]);
+    v.clear();
+    v.shrink_to_fit(GFP_KERNEL).unwrap();
+    assert_eq!((v.capacity(), a.live()), (0, 0));
+    v.push(4, GFP_KERNEL).unwrap();
+    assert_eq!(v, [4]);
+}
+
+#[test]
+fn kvec_spare_capacity_and_set_len() {
+    let a = Counting::new();
+    let mut v = KVec::<u32, _>::with_capacity(4, &a, GFP_KERNEL | __GFP_ZERO).unwrap();
+    for (i, slot) in v.spare_capacity_mut().iter_mut().enumerate() {
+        slot.write(i as u32 * 10);
+    }
+    // SAFETY: all four slots were just written.
+    unsafe { v.set_len(4) };
+    assert_eq!(v, [0, 10, 20, 30]);
+    let _: &mut [MaybeUninit<u32>] = v.spare_capacity_mut();
+}
+
+#[test]
+fn kvec_into_iter_drops_the_rest_and_frees() {
+    let a = Counting::new();
+    let drops = Cell::new(0);
+    let mut v = KVec::new(&a);
+    for i in 0..6 {
+        v.push(counted(&drops, i), GFP_KERNEL).unwrap();
+    }
+    let mut it = v.into_iter();
+    assert_eq!(it.len(), 6);
+    assert_eq!(it.next().map(|c| c.id), Some(0));
+    assert_eq!(it.next_back().map(|c| c.id), Some(5));
+    assert_eq!(drops.get(), 2);
+    drop(it);
+    assert_eq!((drops.get(), a.live()), (6, 0));
+
+    let mut v = KVec::new(&a);
+    v.extend_from_slice(&[1u8, 2, 3], GFP_KERNEL).unwrap();
+    let mut sum = 0;
+    for x in &mut v {
+        *x += 1;
+    }
+    for x in &v {
+        sum += *x;
+    }
+    assert_eq!(sum, 9);
+    assert!(v.into_iter().eq([2, 3, 4]));
+    assert_eq!(a.live(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// Cache
+// ---------------------------------------------------------------------------
+
+#[test]
+fn cache_rejects_types_that_do_not_fit() {
+    assert_eq!(
+        Cache::<[u64; 3], _>::new(TestCache::new(16, 8)).err(),
+        Some(Error::InvalidArgument)
+    );
+    #[repr(align(32))]
+    struct Aligned32(#[allow(dead_code)] u8);
+    assert_eq!(
+        Cache::<Aligned32, _>::new(TestCache::new(64, 16)).err(),
+        Some(Error::InvalidArgument)
+    );
+    assert!(Cache::<[u64; 2], _>::new(TestCache::new(16, 8)).is_ok());
+    assert!(Cache::<u8, _>::new(TestCache::new(1, 1)).is_ok());
+    assert!(Cache::<(), _>::new(TestCache::new(0, 1)).is_ok());
+}
+
+#[test]
+fn cache_box_drops_once_and_frees() {
+    let tc = TestCache::new(32, 8);
+    let drops = Cell::new(0);
+    let cache = Cache::<Counted<'_>, _>::new(&tc).unwrap();
+    let mut a = cache.alloc(counted(&drops, 1), GFP_KERNEL).unwrap();
+    let b = cache.alloc(counted(&drops, 2), GFP_KERNEL).unwrap();
+    a.id = 10;
+    assert_eq!(a.id + b.id, 12);
+    assert_eq!(tc.live.get(), 2);
+    drop(a);
+    assert_eq!((drops.get(), tc.live.get()), (1, 1));
+    drop(b);
+    assert_eq!((drops.get(), tc.live.get()), (2, 0));
+    assert_eq!(cache.inner().object_size(), 32);
+}
+
+#[test]
+fn cache_box_raw_inner_leak() {
+    let tc = TestCache::new(16, 8);
+    let drops = Cell::new(0);
+    let cache = Cache::<Counted<'_>, _>::new(&tc).unwrap();
+
+    let raw = CacheBox::into_raw(cache.alloc(counted(&drops, 3), GFP_KERNEL).unwrap());
+    assert_eq!((drops.get(), tc.live.get()), (0, 1));
+    // SAFETY: `raw` came from `into_raw` of a box of `cache`.
+    let b = unsafe { CacheBox::from_raw(&cache, raw) };
+    assert_eq!(b.id, 3);
+    assert!(core::ptr::eq(CacheBox::cache(&b), &cache));
+    drop(b);
+    assert_eq!((drops.get(), tc.live.get()), (1, 0));
+
+    let v = CacheBox::into_inner(cache.alloc(counted(&drops, 4), GFP_KERNEL).unwrap());
+    assert_eq!((drops.get(), tc.live.get(), v.id), (1, 0, 4));
+    drop(v);
+    assert_eq!(drops.get(), 2);
+
+    let l = CacheBox::leak(cache.alloc(counted(&drops, 5), GFP_KERNEL).unwrap());
+    l.id = 6;
+    // SAFETY: reclaim the leaked object so the test does not leak.
+    drop(unsafe { CacheBox::from_raw(&cache, l as *mut Counted<'_>) });
+    assert_eq!((drops.get(), tc.live.get()), (3, 0));
+}
+
+#[test]
+fn cache_zst_and_failure() {
+    let tc = TestCache::new(0, 1);
+    let cache = Cache::<(), _>::new(&tc).unwrap();
+    let u = cache.alloc((), GFP_KERNEL).unwrap();
+    assert_eq!(*u, ());
+    drop(u);
+    assert_eq!(tc.live.get(), 0);
+
+    struct Failing;
+    // SAFETY: never hands out an object.
+    unsafe impl ObjectCache for Failing {
+        fn object_size(&self) -> usize {
+            64
+        }
+        fn align(&self) -> usize {
+            8
+        }
+        fn alloc_obj(&self, _: Flags) -> Result<NonNull<u8>, AllocError> {
+            Err(AllocError)
+        }
+        unsafe fn free_obj(&self, _: NonNull<u8>) {
+            unreachable!()
+        }
+    }
+    let drops = Cell::new(0);
+    let cache = Cache::<Counted<'_>, _>::new(Failing).unwrap();
+    assert!(cache.alloc(counted(&drops, 0), GFP_ATOMIC).is_err());
+    assert_eq!(drops.get(), 1);
+}
+
+#[test]
+fn doc_heap_counts() {
+    let heap = doc_alloc::Heap::new();
+    let mut v = KVec::new(&heap);
+    for i in 0..100u32 {
+        v.push(i, GFP_KERNEL).unwrap();
+    }
+    assert_eq!(heap.live(), 1);
+    drop(v);
+    assert_eq!(heap.live(), 0);
+}
+
+#[test]
+fn dyn_allocator_handle() {
+    let a = Counting::new();
+    let h: &dyn Allocator = &a;
+    let mut v = KVec::new(h);
+    v.extend_from_slice(b"kmem", GFP_KERNEL).unwrap();
+    let b = KBox::new(7u32, h, GFP_KERNEL).unwrap();
+    assert_eq!((v.as_slice(), *b, a.live()), (&b"kmem"[..], 7, 2));
+    drop((v, b));
+    assert_eq!(a.live(), 0);
+}
