@@ -359,3 +359,29 @@ fn every_slab_order_matches_linux_slabinfo() {
         );
     }
 }
+
+#[test]
+fn booted_kmalloc_caches_print_linuxs_slabinfo_rows() {
+    // A 2-CPU machine's own /proc/slabinfo: every kmalloc row of the real
+    // machine has the same objsize, objperslab and pagesperslab.
+    const SLABINFO: &str = include_str!("fixtures/linux-6.18/slabinfo");
+    let mut mem = vec![0u8; 16 << 20];
+    let k = kmem::Kmem::boot_arena(&mut mem, 2).unwrap();
+    let mut ours = String::new();
+    kmem::proc::slabinfo(&k, &mut ours).unwrap();
+    let geom = |text: &str, name: &str| -> Option<(u64, u64, u64)> {
+        let l = text.lines().find(|l| l.split_whitespace().next() == Some(name))?;
+        let f: Vec<u64> = l.split_whitespace().skip(3).take(3).map(|x| x.parse().unwrap()).collect();
+        Some((f[0], f[1], f[2]))
+    };
+    let mut n = 0;
+    for line in SLABINFO.lines().skip(2) {
+        let name = line.split_whitespace().next().unwrap();
+        if kmem::kmalloc::parse_kmalloc_cache_name(name).is_none() {
+            continue;
+        }
+        assert_eq!(geom(&ours, name), geom(SLABINFO, name), "{name}");
+        n += 1;
+    }
+    assert_eq!(n, 52);
+}

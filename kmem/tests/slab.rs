@@ -712,3 +712,45 @@ fn slabinfo_and_meminfo_account_slab_pages() {
         unsafe { k.kmem_cache_free(c, o.as_ptr()) }.unwrap();
     }
 }
+
+#[test]
+fn kbox_kvec_and_typed_caches_on_a_real_machine() {
+    use kmem::alloc::{KBox, KVec, Kmalloc};
+    let mut m = vec![0u8; MEM];
+    let k = boot(&mut m);
+    let km = Kmalloc::new(&k);
+    let b = KBox::new([7u8; 100], km, GFP_KERNEL).unwrap();
+    assert_eq!(k.ksize(&*b as *const [u8; 100] as *const u8), 128);
+    drop(b);
+    let n = if cfg!(miri) { 3000 } else { 20_000 };
+    let mut v = KVec::new(km);
+    for i in 0..n {
+        v.push(i as u64, GFP_KERNEL).unwrap();
+    }
+    assert_eq!(v.iter().sum::<u64>(), (n as u64 - 1) * n as u64 / 2);
+    assert!(k.kmalloc_large_pages() > 0, "a big vector lives in kmalloc_large pages");
+    drop(v);
+    assert_eq!(k.kmalloc_large_pages(), 0);
+    let z = KBox::new_uninit(km, GFP_KERNEL | __GFP_ZERO).unwrap();
+    // SAFETY: __GFP_ZERO initialised the u64 to 0.
+    assert_eq!(*unsafe { KBox::<core::mem::MaybeUninit<u64>, _>::assume_init(z) }, 0);
+
+    static DROPS: AtomicUsize = AtomicUsize::new(0);
+    struct Node {
+        key: u64,
+        _pad: [u8; 40],
+    }
+    impl Drop for Node {
+        fn drop(&mut self) {
+            DROPS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let cache = k.kmem_cache::<Node>("node_cache", SLAB_HWCACHE_ALIGN).unwrap();
+    let objs: Vec<_> = (0..50).map(|i| cache.alloc(Node { key: i, _pad: [0; 40] }, GFP_KERNEL).unwrap()).collect();
+    assert_eq!(objs.iter().map(|o| o.key).sum::<u64>(), 49 * 50 / 2);
+    drop(objs);
+    assert_eq!(DROPS.load(Ordering::Relaxed), 50);
+    let s = cache.inner().cache();
+    k.kmem_cache_shrink(s);
+    assert_eq!(k.slab_totals(s).0, 0, "every object went back to its slab");
+}

@@ -89,6 +89,7 @@ use core::alloc::Layout;
 use core::fmt;
 use core::ptr::{self, NonNull};
 
+pub mod allocator;
 mod cache;
 #[doc(hidden)]
 pub mod doc_alloc;
@@ -97,6 +98,7 @@ mod kvec;
 #[cfg(test)]
 mod tests;
 
+pub use allocator::{Kmalloc, SlabCache};
 pub use cache::{Cache, CacheBox, ObjectCache};
 pub use kbox::KBox;
 pub use kvec::{IntoIter, KVec, PushError, RemoveError};
