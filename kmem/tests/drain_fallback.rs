@@ -84,7 +84,10 @@ fn drain_all_pages_falls_back_to_asking() {
         ..BootParams::default()
     };
     let k = Kmem::boot(p, &map, &params).unwrap();
-    let (a, c) = (k.alloc_page(GFP_KERNEL).unwrap(), k.alloc_page(GFP_KERNEL).unwrap());
+    let (a, c) = (
+        k.alloc_page(GFP_KERNEL).unwrap(),
+        k.alloc_page(GFP_KERNEL).unwrap(),
+    );
     let zone = k.page_zone(a);
     k.__free_pages(c, 0).unwrap();
     k.platform().0.set_cpu(1);
@@ -92,7 +95,11 @@ fn drain_all_pages_falls_back_to_asking() {
     let (cpu0, cpu1) = (zone.pcp(0).unwrap(), zone.pcp(1).unwrap());
     assert!(cpu0.count() > 0 && cpu1.count() > 0);
     let mine = u64::from(cpu1.count());
-    assert_eq!(k.drain_all_pages(), mine, "only CPU 1's pages came back now");
+    assert_eq!(
+        k.drain_all_pages(),
+        mine,
+        "only CPU 1's pages came back now"
+    );
     assert_eq!(cpu1.count(), 0);
     assert!(cpu0.count() > 0, "CPU 0 could not be reached");
     k.platform().0.set_cpu(0);

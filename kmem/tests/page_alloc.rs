@@ -106,7 +106,10 @@ fn per_cpu_lists_fill_spill_and_drain() {
     assert!(pcp.count() <= batch);
     k.__free_pages(q, 0).unwrap();
     // From task context it drains CPU 0 through a cross-CPU call at once.
-    let (r, t) = (k.alloc_page(GFP_KERNEL).unwrap(), k.alloc_page(GFP_KERNEL).unwrap());
+    let (r, t) = (
+        k.alloc_page(GFP_KERNEL).unwrap(),
+        k.alloc_page(GFP_KERNEL).unwrap(),
+    );
     k.__free_pages(t, 0).unwrap();
     k.platform().set_cpu(1);
     k.__free_pages(r, 0).unwrap();
