@@ -11,13 +11,29 @@
 //! The thread-local names the platform by a process-unique instance id, so
 //! any number of platforms can live in one process; a thread is bound to at
 //! most one of them at a time.
+//!
+//! ## Cross-CPU calls (IPIs)
+//!
+//! Each CPU slot has a mailbox of functions other threads want run on that
+//! CPU (`smp_call_function_single`). Posting takes the slot lock, so the
+//! poster sees the CPU's state and queues its call in one step: a free CPU
+//! is reserved for a helper thread of the poster's, a held CPU gets the call
+//! queued and its "mail pending" flag set. The holder runs its mailbox, in a
+//! CPU-local section of its CPU, whenever it could take an interrupt: when
+//! its section depth returns to 0 (one relaxed load of the flag), while it
+//! waits for a cross-CPU call of its own, and before it gives the CPU up (to
+//! sleep or to unbind). Giving up drains the mailbox and marks the CPU free
+//! under the same lock a poster takes, so a call is never left behind in
+//! the mailbox of a CPU nobody holds.
 
 use crate::lock;
 use core::cell::Cell;
 use core::marker::PhantomData;
 use kmem::platform::Task;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Source of instance ids; 0 means "not bound".
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -83,12 +99,72 @@ struct Slot {
     state: SlotState,
     /// The CPU's random state while no thread holds it.
     rng: u64,
+    /// Cross-CPU calls waiting to run on this CPU.
+    mailbox: VecDeque<Call>,
+}
+
+/// A cross-CPU call not yet run.
+pub(crate) const CALL_PENDING: u8 = 0;
+/// The call ran.
+pub(crate) const CALL_DONE: u8 = 1;
+/// The call ran and panicked.
+pub(crate) const CALL_PANICKED: u8 = 2;
+/// The call was dropped unrun: its CPU became unusable.
+pub(crate) const CALL_REFUSED: u8 = 3;
+
+/// A function posted to a CPU's mailbox.
+pub(crate) struct Call {
+    /// The poster's function, its lifetime erased.
+    f: *mut (dyn FnMut() + Send + 'static),
+    /// One of the `CALL_*` values; set under the slot lock.
+    pub(crate) state: Arc<AtomicU8>,
+}
+
+impl Call {
+    /// A call of `f` whose outcome is reported in `state`.
+    ///
+    /// # Safety
+    ///
+    /// `f` must stay valid, and not be used by the caller, until `state`
+    /// leaves [`CALL_PENDING`].
+    pub(crate) unsafe fn new(f: &mut (dyn FnMut() + Send + '_), state: Arc<AtomicU8>) -> Self {
+        let f: *mut (dyn FnMut() + Send + '_) = f;
+        // SAFETY: only the lifetime changes; the caller keeps `f` alive and
+        // unused until the call is finished.
+        let f = unsafe {
+            core::mem::transmute::<
+                *mut (dyn FnMut() + Send + '_),
+                *mut (dyn FnMut() + Send + 'static),
+            >(f)
+        };
+        Call { f, state }
+    }
+}
+
+// SAFETY: the function behind `f` is `Send`, and the poster neither uses nor
+// frees it until the call is finished (`Call::new`).
+unsafe impl Send for Call {}
+
+/// What [`Cpus::post`] did with a call.
+pub(crate) enum Posted {
+    /// The CPU is held: its holder will run the call.
+    Queued,
+    /// The CPU was free: it is now reserved for the poster's helper thread
+    /// with this binding token and random state, and the call is queued.
+    Reserved(u64, u64),
+    /// The CPU is unusable; the call was not queued.
+    Refused,
 }
 
 /// The CPU slots of one platform.
 pub(crate) struct Cpus {
     slots: Mutex<Vec<Slot>>,
     freed: Condvar,
+    /// Signalled when a call is posted or finished.
+    ipi: Condvar,
+    /// Per CPU: its mailbox is (probably) not empty. Written under the slot
+    /// lock, read without it on the fast path.
+    mail: Box<[AtomicBool]>,
 }
 
 /// splitmix64 step: advance `state` and return the next output.
@@ -109,13 +185,131 @@ impl Cpus {
                 Slot {
                     state: SlotState::Free,
                     rng: splitmix64(&mut s),
+                    mailbox: VecDeque::new(),
                 }
             })
             .collect();
         Cpus {
             slots: Mutex::new(slots),
             freed: Condvar::new(),
+            ipi: Condvar::new(),
+            mail: (0..n).map(|_| AtomicBool::new(false)).collect(),
         }
+    }
+
+    /// Whether `cpu` (probably) has calls waiting: the fast-path check.
+    #[inline]
+    pub(crate) fn has_mail(&self, cpu: usize) -> bool {
+        self.mail[cpu].load(Ordering::Relaxed)
+    }
+
+    /// Queue `call` for `cpu`, reserving the CPU for the poster when no
+    /// thread holds it (see [`Posted`]).
+    pub(crate) fn post(&self, cpu: usize, call: Call) -> Posted {
+        let mut slots = lock(&self.slots);
+        let slot = &mut slots[cpu];
+        let posted = match slot.state {
+            SlotState::Poisoned => return Posted::Refused,
+            SlotState::Busy(_) => Posted::Queued,
+            SlotState::Free => {
+                let token = new_instance_id();
+                slot.state = SlotState::Busy(token);
+                Posted::Reserved(token, slot.rng)
+            }
+        };
+        slot.mailbox.push_back(call);
+        self.mail[cpu].store(true, Ordering::Relaxed);
+        drop(slots);
+        self.ipi.notify_all();
+        posted
+    }
+
+    /// Run every call in `cpu`'s mailbox, each in a CPU-local section, and
+    /// return with the mailbox empty and the lock held.
+    ///
+    /// The calling thread must hold `cpu` and be outside any CPU-local
+    /// section, interrupt or spinlock (where an interrupt could arrive).
+    fn run_mailbox<'a>(
+        &'a self,
+        cpu: usize,
+        mut slots: MutexGuard<'a, Vec<Slot>>,
+    ) -> MutexGuard<'a, Vec<Slot>> {
+        let mut ran = false;
+        while let Some(call) = slots[cpu].mailbox.pop_front() {
+            drop(slots);
+            let ok = LOCAL.with(|l| {
+                debug_assert!(l.cpu.get() == cpu && l.depth.get() == 0);
+                l.depth.set(1);
+                // SAFETY: the poster keeps `f` alive and untouched until the
+                // call's state leaves CALL_PENDING, which happens below.
+                let r = catch_unwind(AssertUnwindSafe(|| unsafe { (*call.f)() }));
+                l.depth.set(0);
+                r.is_ok()
+            });
+            slots = lock(&self.slots);
+            let outcome = if ok { CALL_DONE } else { CALL_PANICKED };
+            call.state.store(outcome, Ordering::Relaxed);
+            ran = true;
+        }
+        self.mail[cpu].store(false, Ordering::Relaxed);
+        if ran {
+            self.ipi.notify_all();
+        }
+        slots
+    }
+
+    /// Run `cpu`'s pending calls (the IPI handler). Same rules as
+    /// [`run_mailbox`](Self::run_mailbox).
+    pub(crate) fn service(&self, cpu: usize) {
+        drop(self.run_mailbox(cpu, lock(&self.slots)));
+    }
+
+    /// Wait until `state` leaves [`CALL_PENDING`]. When `me` names the CPU
+    /// the calling thread holds (outside any section), run the calls posted
+    /// to it meanwhile, as a CPU spinning with interrupts enabled would.
+    /// `stalled` is called every `stall` of waiting.
+    pub(crate) fn wait_call(
+        &self,
+        state: &AtomicU8,
+        me: Option<usize>,
+        stall: std::time::Duration,
+        mut stalled: impl FnMut(std::time::Duration),
+    ) {
+        let start = std::time::Instant::now();
+        let mut slots = lock(&self.slots);
+        let mut next = stall;
+        loop {
+            if state.load(Ordering::Relaxed) != CALL_PENDING {
+                return;
+            }
+            if let Some(me) = me {
+                if !slots[me].mailbox.is_empty() {
+                    slots = self.run_mailbox(me, slots);
+                    continue;
+                }
+            }
+            let waited = start.elapsed();
+            if waited >= next {
+                drop(slots);
+                stalled(waited);
+                slots = lock(&self.slots);
+                next += stall;
+                continue;
+            }
+            slots = self
+                .ipi
+                .wait_timeout(slots, next - waited)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Finish a call the poster ran itself or gave up on.
+    pub(crate) fn finish(&self, state: &AtomicU8, outcome: u8) {
+        let slots = lock(&self.slots);
+        state.store(outcome, Ordering::Relaxed);
+        drop(slots);
+        self.ipi.notify_all();
     }
 
     /// Wait until `cpu` is free, mark it held by the binding `token` and
@@ -141,17 +335,33 @@ impl Cpus {
     /// If the binding `token` holds `cpu`, mark it free again (or poisoned),
     /// keeping its random state. A CPU held by another binding, free or
     /// poisoned is left as it is.
-    pub(crate) fn release(&self, cpu: usize, token: u64, rng: u64, poison: bool) {
+    ///
+    /// A CPU given up cleanly first runs its pending calls (the calling
+    /// thread must still be bound to it, outside any section), and is marked
+    /// free under the same lock hold that saw its mailbox empty: a call
+    /// posted before that is run here, one posted after finds the CPU free.
+    /// A poisoned CPU refuses its pending calls.
+    ///
+    /// The calling thread must be the holder; the CPU keeps the random state
+    /// of its thread-local.
+    pub(crate) fn release(&self, cpu: usize, token: u64, poison: bool) {
         let mut slots = lock(&self.slots);
         if slots[cpu].state != SlotState::Busy(token) {
             return;
         }
-        slots[cpu].state = if poison {
-            SlotState::Poisoned
+        if poison {
+            slots[cpu].state = SlotState::Poisoned;
+            for call in slots[cpu].mailbox.drain(..) {
+                call.state.store(CALL_REFUSED, Ordering::Relaxed);
+            }
+            self.mail[cpu].store(false, Ordering::Relaxed);
+            self.ipi.notify_all();
         } else {
-            SlotState::Free
-        };
-        slots[cpu].rng = rng;
+            slots = self.run_mailbox(cpu, slots);
+            slots[cpu].state = SlotState::Free;
+        }
+        // Read after the calls ran: they may have drawn from it.
+        slots[cpu].rng = LOCAL.with(|l| l.rng.get());
         drop(slots);
         self.freed.notify_all();
     }
@@ -186,16 +396,18 @@ impl CpuBinding<'_> {
 
 impl Drop for CpuBinding<'_> {
     fn drop(&mut self) {
-        let (rng, busy) = LOCAL.with(|l| {
+        let busy = LOCAL.with(|l| {
             debug_assert_eq!(l.id.get(), self.id);
-            let busy = l.depth.get() != 0 || l.irq.get() != 0 || l.spin.get() != 0;
+            l.depth.get() != 0 || l.irq.get() != 0 || l.spin.get() != 0
+        });
+        // Still bound: a clean release runs the pending calls on this CPU.
+        self.cpus.release(self.cpu, self.token, busy);
+        LOCAL.with(|l| {
             l.id.set(0);
             l.depth.set(0);
             l.irq.set(0);
             l.spin.set(0);
-            (l.rng.get(), busy)
         });
-        self.cpus.release(self.cpu, self.token, rng, busy);
         if busy && !std::thread::panicking() {
             panic!(
                 "CpuBinding for CPU {} dropped inside a CPU-local section, interrupt or \

@@ -33,6 +33,12 @@
 //!   generation counter, so wake-ups are never lost. A bound thread gives
 //!   its CPU up while it sleeps, as a sleeping task leaves its CPU to
 //!   others, and takes it back before re-checking its condition.
+//! * **IPIs** ([`Platform::smp_call_function_single`]): a call for a CPU no
+//!   thread holds runs on a helper thread bound to it as its idle task
+//!   (`swapper/N`); a call for a held CPU goes to that CPU's mailbox, which
+//!   the holder runs when its CPU-local section depth returns to 0, while
+//!   it waits for a call of its own, and before it sleeps or unbinds. The
+//!   fast path pays one relaxed load when a section closes.
 //! * **printk** stores every line for tests ([`SimPlatform::reports`]) and
 //!   optionally echoes it to stderr.
 //! * **Time and randomness**: a monotonic clock from creation; a splitmix64
@@ -77,13 +83,16 @@ pub use machine::{
 use core::cell::RefCell;
 use core::fmt;
 use core::marker::PhantomData;
-use cpu::{new_instance_id, splitmix64, Cpus, LOCAL, NOT_BOUND};
+use cpu::{
+    new_instance_id, splitmix64, Call, Cpus, Posted, CALL_DONE, CALL_PANICKED, CALL_PENDING, LOCAL,
+    NOT_BOUND,
+};
 use kmem::memory_map::{MemRegion, ParseError, RegionKind};
 use kmem::platform::{DirectMap, Level, LocalState, Platform, Task};
 use kmem::PAGE_SIZE;
 use phys::{page_align_up, PhysMem, VmapArea};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use wait::WaitTable;
 
@@ -458,6 +467,10 @@ impl SimPlatform {
     /// Run `f` on a scoped thread bound to `cpu` and return its result (a
     /// panic in `f` is propagated).
     ///
+    /// A calling thread bound to another CPU of this platform runs the
+    /// cross-CPU calls posted to its CPU while it waits, so `f` may call its
+    /// CPU ([`Platform::smp_call_function_single`]).
+    ///
     /// Panics when the calling thread is itself bound to `cpu` of this
     /// platform (it would wait for its own CPU).
     pub fn on_cpu<R: Send>(&self, cpu: usize, f: impl FnOnce() -> R + Send) -> R {
@@ -465,14 +478,22 @@ impl SimPlatform {
             LOCAL.with(|l| l.id.get() != self.id || l.cpu.get() != cpu),
             "SimPlatform::on_cpu: the calling thread holds CPU {cpu} already"
         );
+        let me = self.interruptible_cpu();
+        let finished = AtomicU8::new(CALL_PENDING);
         std::thread::scope(|s| {
+            let finished = &finished;
             let h = std::thread::Builder::new()
                 .name(format!("cpu/{cpu}"))
                 .spawn_scoped(s, move || {
+                    // Dropped last, also on unwind: after the binding.
+                    let _finish = OnDrop(|| self.cpus.finish(finished, CALL_DONE));
                     let _binding = self.bind(cpu);
                     f()
                 })
                 .expect("SimPlatform::on_cpu: cannot spawn a thread");
+            if me.is_some() {
+                self.cpus.wait_call(finished, me, Duration::MAX, |_| {});
+            }
             h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
         })
     }
@@ -500,10 +521,79 @@ impl SimPlatform {
     /// Give the current thread's CPU up (it is about to sleep), returning
     /// what [`reacquire_cpu`](Self::reacquire_cpu) needs.
     fn release_cpu(&self) -> Option<(usize, u64)> {
-        let (cpu, token, rng) = LOCAL
-            .with(|l| (l.id.get() == self.id).then(|| (l.cpu.get(), l.token.get(), l.rng.get())))?;
-        self.cpus.release(cpu, token, rng, false);
+        let (cpu, token) =
+            LOCAL.with(|l| (l.id.get() == self.id).then(|| (l.cpu.get(), l.token.get())))?;
+        self.cpus.release(cpu, token, false);
         Some((cpu, token))
+    }
+
+    /// Bind the calling thread to `cpu`, which [`Cpus::post`] reserved for
+    /// it with `token`, as the CPU's idle task.
+    fn adopt(&self, cpu: usize, token: u64, rng: u64) -> CpuBinding<'_> {
+        LOCAL.with(|l| {
+            debug_assert_eq!(l.id.get(), 0, "a fresh helper thread");
+            l.id.set(self.id);
+            l.cpu.set(cpu);
+            l.token.set(token);
+            l.depth.set(0);
+            l.irq.set(0);
+            l.spin.set(0);
+            l.task.set(Task::new(0, &format!("swapper/{cpu}")));
+            l.rng.set(rng);
+        });
+        CpuBinding {
+            cpus: &self.cpus,
+            cpu,
+            id: self.id,
+            token,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// The CPU whose mailbox the calling thread may run while it waits: the
+    /// one it holds, when it is outside any section, interrupt or spinlock.
+    fn interruptible_cpu(&self) -> Option<usize> {
+        LOCAL.with(|l| {
+            (l.id.get() == self.id && l.depth.get() == 0 && l.irq.get() == 0 && l.spin.get() == 0)
+                .then(|| l.cpu.get())
+        })
+    }
+
+    /// The IPI handler: a section just closed with calls pending for this
+    /// thread's CPU. Runs them unless the thread is in a simulated interrupt
+    /// or spinlock, where they wait for the next chance.
+    #[cold]
+    #[inline(never)]
+    fn ipi_interrupt(&self) {
+        if let Some(cpu) = self.interruptible_cpu() {
+            self.cpus.service(cpu);
+        }
+    }
+
+    /// Wait for the call behind `state` to finish, running the calling
+    /// thread's own mailbox meanwhile; after every 5 s report it as Linux's
+    /// CSD lock debugging does.
+    fn wait_call(&self, state: &AtomicU8, cpu: usize) {
+        let me = self.interruptible_cpu();
+        let mut reports = 0;
+        self.cpus
+            .wait_call(state, me, Duration::from_secs(5), |waited| {
+                reports += 1;
+                kmem::report!(
+                    self,
+                    Level::Alert,
+                    "csd: {} non-responsive CSD lock (#1) on CPU#{}, waiting {} ns for CPU#{:02} \
+                     (its thread neither leaves CPU-local sections nor sleeps in wait_event)",
+                    if reports == 1 {
+                        "Detected"
+                    } else {
+                        "Continued"
+                    },
+                    me.map_or(-1, |c| c as i64),
+                    waited.as_nanos(),
+                    cpu
+                );
+            });
     }
 
     /// Take back the CPU given up by [`release_cpu`](Self::release_cpu).
@@ -539,12 +629,22 @@ impl fmt::Debug for SimPlatform {
 //    interrupts run on the same thread and are refused inside a section. So
 //    no other context enters a section on CPU n meanwhile, and the thread's
 //    CPU cannot change inside a section (bind refuses a bound thread).
+//    Cross-CPU calls for CPU n run only on the thread holding n's slot (the
+//    holder at section depth 0 outside interrupts and spinlocks, or a
+//    helper thread holding the slot `post` reserved for it), in a section
+//    of n that thread opens: the same rule.
 // 2. The direct map is a shared mapping of the whole memfd, which covers
 //    every usable range (its size is their highest end); it lives until this
 //    value drops, and the platform itself never reads or writes it. The only
 //    other views of it are the vmap aliases the core asks for.
 // 3. `bind` refuses CPUs at or above `nr_cpus`, and `smp_processor_id`
 //    answers only for bound threads.
+// 4. `smp_call_function_single` runs `f` as said in 1 and returns `Ok` only
+//    when the runner has marked the call done, under the slot lock, after
+//    `f` returned; it waits for the call's end on every path (a panic in `f`
+//    is caught by the runner and re-raised by the caller only then), so the
+//    lifetime-erased pointer in the mailbox never outlives `f`. An unusable
+//    CPU refuses the call without running it. SimPlatform is Sync.
 unsafe impl Platform for SimPlatform {
     #[inline]
     fn nr_cpu_ids(&self) -> usize {
@@ -584,7 +684,11 @@ unsafe impl Platform for SimPlatform {
                 "local_exit does not match the innermost local_enter of this thread"
             );
             l.depth.set(state.saved);
-        })
+        });
+        // Interrupts are enabled again: take a pending IPI.
+        if state.saved == 0 && self.cpus.has_mail(state.cpu) {
+            self.ipi_interrupt();
+        }
     }
 
     #[inline]
@@ -684,6 +788,82 @@ unsafe impl Platform for SimPlatform {
 
     fn wake_up(&self, channel: usize) {
         self.waits.wake_up(channel);
+    }
+
+    /// Runs `f` at once when `cpu` is the caller's. For another CPU: if no
+    /// thread holds it, on a helper thread bound to it as its idle task;
+    /// else its holder runs `f` at its next chance (leaving a CPU-local
+    /// section, waiting for a cross-CPU call of its own, going to sleep in
+    /// `wait_event`, unbinding). Meanwhile a bound caller runs calls posted
+    /// to its own CPU. A thread not bound to this platform may call it.
+    ///
+    /// From atomic context, for another CPU, it reports Linux's warning and
+    /// returns [`kmem::Error::Busy`]. A CPU left unusable by a binding
+    /// dropped inside a section gives `Busy` too. A panic in `f` is
+    /// propagated to the caller.
+    fn smp_call_function_single(
+        &self,
+        cpu: usize,
+        f: &mut (dyn FnMut() + Send),
+    ) -> kmem::Result<()> {
+        if cpu >= self.nr_cpus {
+            return Err(kmem::Error::InvalidArgument);
+        }
+        let (bound, me) = LOCAL.with(|l| (l.id.get() == self.id, l.cpu.get()));
+        if bound && me == cpu {
+            let state = self.local_enter();
+            f();
+            self.local_exit(state);
+            return Ok(());
+        }
+        if self.in_atomic() {
+            let task = self.current();
+            kmem::report!(
+                self,
+                Level::Warning,
+                "WARNING: CPU: {me} PID: {} at kernel/smp.c smp_call_function_single: \
+                 called with interrupts disabled (target CPU {cpu})",
+                task.pid
+            );
+            kmem::report!(
+                self,
+                Level::Warning,
+                "in_atomic(): 1, in_interrupt(): {}, pid: {}, name: {}",
+                self.in_interrupt() as u8,
+                task.pid,
+                task.comm()
+            );
+            return Err(kmem::Error::Busy);
+        }
+        let state = Arc::new(AtomicU8::new(CALL_PENDING));
+        // SAFETY: `f` is not used again until `state` leaves CALL_PENDING:
+        // every path below waits for that before returning, and nothing in
+        // between unwinds (calls run for others catch their panics).
+        let call = unsafe { Call::new(f, Arc::clone(&state)) };
+        match self.cpus.post(cpu, call) {
+            Posted::Refused => return Err(kmem::Error::Busy),
+            Posted::Queued => self.wait_call(&state, cpu),
+            Posted::Reserved(token, rng) => std::thread::scope(|s| {
+                let helper = std::thread::Builder::new()
+                    .name(format!("swapper/{cpu}"))
+                    .spawn_scoped(s, move || {
+                        let _binding = self.adopt(cpu, token, rng);
+                        self.cpus.service(cpu);
+                    });
+                if helper.is_err() {
+                    // The call sits in a reserved mailbox nobody will run,
+                    // pointing into this frame: there is no safe way on.
+                    eprintln!("kmem-sim: cannot spawn a thread for a cross-CPU call");
+                    std::process::abort();
+                }
+                self.wait_call(&state, cpu);
+            }),
+        }
+        match state.load(Ordering::Relaxed) {
+            CALL_DONE => Ok(()),
+            CALL_PANICKED => panic!("smp_call_function_single: the function panicked on CPU {cpu}"),
+            _ => Err(kmem::Error::Busy),
+        }
     }
 
     fn report(&self, level: Level, msg: fmt::Arguments<'_>) {

@@ -16,7 +16,8 @@ fn objects_freed_on_another_cpu_in_parallel() {
     };
     let c = {
         let _cpu = s.bind(0);
-        k.kmem_cache_create("xcpu", 72, 0, SlabFlags::NONE, None).unwrap()
+        k.kmem_cache_create("xcpu", 72, 0, SlabFlags::NONE, None)
+            .unwrap()
     };
     let rounds = 200_000usize;
     let (tx0, rx1) = mpsc::sync_channel::<usize>(4096);
@@ -51,7 +52,11 @@ fn objects_freed_on_another_cpu_in_parallel() {
     });
     let _cpu = s.bind(0);
     k.kmem_cache_shrink(c);
-    assert_eq!(k.slab_totals(c).0, 0, "no slab left: no object lost or duplicated");
+    assert_eq!(
+        k.slab_totals(c).0,
+        0,
+        "no slab left: no object lost or duplicated"
+    );
     assert!(s.reports().iter().all(|(_, l)| !l.contains("BUG")));
     // SAFETY: nothing of `c` is live.
     unsafe { k.kmem_cache_destroy(c) }.unwrap();

@@ -8,7 +8,9 @@
 //! feature off, nowhere else.
 //!
 //! It offers no page mapping (so no high memory and no vmalloc) and cannot
-//! block: an allocation that would wait fails instead.
+//! block: an allocation that would wait fails instead. A cross-CPU call
+//! ([`Platform::smp_call_function_single`]) switches to the target CPU,
+//! runs the function there and switches back.
 
 use crate::platform::{DirectMap, Level, LocalState, Platform};
 use core::cell::{Cell, RefCell};
@@ -164,6 +166,9 @@ impl<'a> ArenaPlatform<'a> {
 // (boot_arena's memory map), lies inside the buffer borrowed mutably for 'a,
 // which outlives the platform, and nothing else can touch it meanwhile.
 // (3) `cpu` is checked against `nr_cpus` in `set_cpu`.
+// (4) `smp_call_function_single` switches CPU only outside any section or
+// interrupt (the same rule as `set_cpu`), so the section it opens on the
+// target is the only one there; it runs `f` on the calling thread.
 unsafe impl Platform for ArenaPlatform<'_> {
     fn nr_cpu_ids(&self) -> usize {
         self.nr_cpus
@@ -192,6 +197,41 @@ unsafe impl Platform for ArenaPlatform<'_> {
 
     fn in_interrupt(&self) -> bool {
         self.irq.get()
+    }
+
+    fn smp_call_function_single(
+        &self,
+        cpu: usize,
+        f: &mut (dyn FnMut() + Send),
+    ) -> crate::Result<()> {
+        if cpu >= self.nr_cpus {
+            return Err(crate::Error::InvalidArgument);
+        }
+        let me = self.cpu.get();
+        if cpu != me && self.in_atomic() {
+            // A CPU switch here would break the open section's exclusivity.
+            crate::report!(
+                self,
+                Level::Warning,
+                "WARNING: CPU: {me} PID: 0 at kernel/smp.c smp_call_function_single: \
+                 called with interrupts disabled (target CPU {cpu})"
+            );
+            return Err(crate::Error::Busy);
+        }
+        /// Puts the caller's CPU and section depth back, also on unwind.
+        struct Restore<'p, 'a>(&'p ArenaPlatform<'a>, usize, usize);
+        impl Drop for Restore<'_, '_> {
+            fn drop(&mut self) {
+                self.0.depth.set(self.2);
+                self.0.cpu.set(self.1);
+            }
+        }
+        let _restore = Restore(self, me, self.depth.get());
+        self.cpu.set(cpu);
+        let state = self.local_enter();
+        f();
+        self.local_exit(state);
+        Ok(())
     }
 
     fn direct_map(&self) -> DirectMap {
@@ -228,5 +268,75 @@ unsafe impl Platform for ArenaPlatform<'_> {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::LocalGuard;
+    use crate::Error;
+
+    /// Lets the test look at the platform from inside the called function:
+    /// the arena runs it on the calling thread (promise 4).
+    struct OnThisThread<'r, 'a>(&'r ArenaPlatform<'a>);
+    // SAFETY: only used with the arena, which calls `f` on this thread.
+    unsafe impl Send for OnThisThread<'_, '_> {}
+    impl<'a> OnThisThread<'_, 'a> {
+        fn get(&self) -> &ArenaPlatform<'a> {
+            self.0
+        }
+    }
+
+    #[test]
+    fn smp_call_function_single_switches_cpu_and_back() {
+        let mut mem = [0u8; 3 * crate::PAGE_SIZE];
+        let p = ArenaPlatform::new(&mut mem, 3);
+        p.set_cpu(1);
+        for cpu in 0..3 {
+            let mut seen = None;
+            let (out, pp) = (&mut seen, OnThisThread(&p));
+            p.smp_call_function_single(cpu, &mut move || {
+                let p = pp.get();
+                *out = Some((p.smp_processor_id(), p.in_atomic()));
+            })
+            .unwrap();
+            assert_eq!(seen, Some((cpu, true)), "ran on CPU {cpu} in a section");
+            assert_eq!(p.smp_processor_id(), 1, "back on the caller's CPU");
+            assert!(!p.in_atomic(), "the section was closed");
+        }
+        let mut cpus = [false; 3];
+        let (out, pp) = (&mut cpus, OnThisThread(&p));
+        p.on_each_cpu(&mut move |cpu| out[cpu] = pp.get().smp_processor_id() == cpu)
+            .unwrap();
+        assert_eq!(cpus, [true; 3]);
+        assert_eq!(
+            p.smp_call_function_single(3, &mut || {}),
+            Err(Error::InvalidArgument)
+        );
+    }
+
+    #[test]
+    fn smp_call_function_single_refuses_to_switch_in_atomic_context() {
+        let mut mem = [0u8; 3 * crate::PAGE_SIZE];
+        let p = ArenaPlatform::new(&mut mem, 2);
+        let mut ran = 0;
+        {
+            let _g = LocalGuard::new(&p);
+            assert_eq!(
+                p.smp_call_function_single(1, &mut || ran += 1),
+                Err(Error::Busy)
+            );
+            // Its own CPU is fine: no switch needed.
+            p.smp_call_function_single(0, &mut || ran += 10).unwrap();
+        }
+        assert_eq!(
+            p.in_irq(|| p.smp_call_function_single(1, &mut || ran += 100)),
+            Err(Error::Busy)
+        );
+        assert_eq!(ran, 10);
+        assert!(p.reported("WARNING: CPU: 0 PID: 0 at kernel/smp.c smp_call_function_single"));
+        assert_eq!(p.smp_processor_id(), 0);
+        assert!(!p.in_atomic());
     }
 }

@@ -121,6 +121,14 @@ impl Task {
 ///    long as the platform value lives, and is not accessed by anything but
 ///    the core (and the owners of memory the core handed out).
 /// 3. `smp_processor_id()` is always below `nr_cpu_ids()`.
+/// 4. **Cross-CPU calls keep promise 1.**
+///    [`smp_call_function_single(cpu, f)`](Self::smp_call_function_single)
+///    runs `f` inside a CPU-local section of CPU `cpu` (where
+///    `smp_processor_id()` says `cpu`) that no other context is in at the
+///    same time, exactly as if `cpu` itself had entered it. It returns
+///    `Ok(())` only after `f` has run once, and an error without having run
+///    it. When the platform is not `Sync`, `f` runs on the calling thread
+///    (the core may then hand it a closure that is `Send` only in name).
 pub unsafe trait Platform {
     /// Number of possible CPUs (`nr_cpu_ids`). Constant for the platform's life.
     fn nr_cpu_ids(&self) -> usize;
@@ -192,6 +200,50 @@ pub unsafe trait Platform {
         let _ = channel;
     }
 
+    /// `smp_call_function_single(cpu, func, info, wait = 1)`: run `f` on
+    /// CPU `cpu`, inside a CPU-local section of that CPU (so it may touch
+    /// that CPU's per-CPU data), and return once it has run.
+    ///
+    /// `f` runs in atomic context: it must not sleep or wait for another
+    /// CPU. Calling this from atomic context for another CPU can deadlock
+    /// (the target may be waiting for the caller); Linux warns, a platform
+    /// refuses with [`Error::Busy`](crate::Error::Busy). A call for the
+    /// caller's own CPU runs `f` at once.
+    ///
+    /// The default runs `f` when `cpu` is the caller's CPU and otherwise
+    /// answers [`Error::NotSupported`](crate::Error::NotSupported); callers
+    /// then fall back to asking that CPU to do the work itself later.
+    fn smp_call_function_single(
+        &self,
+        cpu: usize,
+        f: &mut (dyn FnMut() + Send),
+    ) -> crate::Result<()> {
+        let state = self.local_enter();
+        if state.cpu != cpu {
+            self.local_exit(state);
+            return Err(crate::Error::NotSupported);
+        }
+        f();
+        self.local_exit(state);
+        Ok(())
+    }
+
+    /// `on_each_cpu(func, info, wait = 1)`: run `f(cpu)` on every CPU in
+    /// turn through [`smp_call_function_single`](Self::smp_call_function_single).
+    ///
+    /// A CPU that refuses does not stop the others: `f` runs on every CPU
+    /// that accepts, and the first error is returned.
+    fn on_each_cpu(&self, f: &mut (dyn FnMut(usize) + Send)) -> crate::Result<()> {
+        let mut first = Ok(());
+        for cpu in 0..self.nr_cpu_ids() {
+            let r = self.smp_call_function_single(cpu, &mut || f(cpu));
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+
     /// `printk`: one message at `level`, in the kernel's wording. The
     /// message carries no trailing newline; multi-line reports arrive as
     /// several calls.
@@ -250,7 +302,8 @@ macro_rules! report {
     };
 }
 
-// SAFETY: every promise is the referent's, delegated unchanged.
+// SAFETY: every promise is the referent's, delegated unchanged (`&T` is `Sync`
+// exactly when `T` is, so promise 4's rule for non-`Sync` platforms carries over).
 unsafe impl<T: Platform + ?Sized> Platform for &T {
     #[inline]
     fn nr_cpu_ids(&self) -> usize {
@@ -308,6 +361,18 @@ unsafe impl<T: Platform + ?Sized> Platform for &T {
     #[inline]
     fn wake_up(&self, channel: usize) {
         (**self).wake_up(channel)
+    }
+    #[inline]
+    fn smp_call_function_single(
+        &self,
+        cpu: usize,
+        f: &mut (dyn FnMut() + Send),
+    ) -> crate::Result<()> {
+        (**self).smp_call_function_single(cpu, f)
+    }
+    #[inline]
+    fn on_each_cpu(&self, f: &mut (dyn FnMut(usize) + Send)) -> crate::Result<()> {
+        (**self).on_each_cpu(f)
     }
     #[inline]
     fn report(&self, level: Level, msg: fmt::Arguments<'_>) {

@@ -370,8 +370,15 @@ fn booted_kmalloc_caches_print_linuxs_slabinfo_rows() {
     let mut ours = String::new();
     kmem::proc::slabinfo(&k, &mut ours).unwrap();
     let geom = |text: &str, name: &str| -> Option<(u64, u64, u64)> {
-        let l = text.lines().find(|l| l.split_whitespace().next() == Some(name))?;
-        let f: Vec<u64> = l.split_whitespace().skip(3).take(3).map(|x| x.parse().unwrap()).collect();
+        let l = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))?;
+        let f: Vec<u64> = l
+            .split_whitespace()
+            .skip(3)
+            .take(3)
+            .map(|x| x.parse().unwrap())
+            .collect();
         Some((f[0], f[1], f[2]))
     };
     let mut n = 0;

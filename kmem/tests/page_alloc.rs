@@ -100,14 +100,29 @@ fn per_cpu_lists_fill_spill_and_drain() {
     let c1 = zone.pcp(1).unwrap().count();
     k.__free_pages(p, 0).unwrap();
     assert_eq!(zone.pcp(1).unwrap().count(), c1 + 1);
-    // drain_all_pages from CPU 1 drains CPU 1 now and asks CPU 0 to drain.
-    assert!(k.drain_all_pages() > 0);
+    // drain_all_pages from CPU 1 in atomic context (where it may not wait
+    // for CPU 0) drains CPU 1 now and asks CPU 0 to drain.
+    assert!(k.platform().in_irq(|| k.drain_all_pages()) > 0);
     assert_eq!(zone.pcp(1).unwrap().count(), 0);
     assert!(pcp.count() > 0);
     k.platform().set_cpu(0);
     let q = k.alloc_page(GFP_KERNEL).unwrap(); // CPU 0 honours the request
     assert!(pcp.count() <= batch);
     k.__free_pages(q, 0).unwrap();
+    // From task context it drains CPU 0 through a cross-CPU call at once.
+    let (r, t) = (
+        k.alloc_page(GFP_KERNEL).unwrap(),
+        k.alloc_page(GFP_KERNEL).unwrap(),
+    );
+    k.__free_pages(t, 0).unwrap();
+    k.platform().set_cpu(1);
+    k.__free_pages(r, 0).unwrap();
+    let on_lists = k.nr_pcp_pages();
+    assert!(pcp.count() > 0 && zone.pcp(1).unwrap().count() > 0);
+    assert_eq!(k.drain_all_pages(), on_lists, "both CPUs' pages counted");
+    assert_eq!(k.nr_pcp_pages(), 0);
+    assert_eq!(k.platform().smp_processor_id(), 1);
+    k.platform().set_cpu(0);
     assert_eq!(settled(&k), k.totalram_pages() - k.slab_meta_pages());
 }
 

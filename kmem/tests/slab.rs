@@ -728,12 +728,18 @@ fn kbox_kvec_and_typed_caches_on_a_real_machine() {
         v.push(i as u64, GFP_KERNEL).unwrap();
     }
     assert_eq!(v.iter().sum::<u64>(), (n as u64 - 1) * n as u64 / 2);
-    assert!(k.kmalloc_large_pages() > 0, "a big vector lives in kmalloc_large pages");
+    assert!(
+        k.kmalloc_large_pages() > 0,
+        "a big vector lives in kmalloc_large pages"
+    );
     drop(v);
     assert_eq!(k.kmalloc_large_pages(), 0);
     let z = KBox::new_uninit(km, GFP_KERNEL | __GFP_ZERO).unwrap();
     // SAFETY: __GFP_ZERO initialised the u64 to 0.
-    assert_eq!(*unsafe { KBox::<core::mem::MaybeUninit<u64>, _>::assume_init(z) }, 0);
+    assert_eq!(
+        *unsafe { KBox::<core::mem::MaybeUninit<u64>, _>::assume_init(z) },
+        0
+    );
 
     static DROPS: AtomicUsize = AtomicUsize::new(0);
     struct Node {
@@ -745,8 +751,22 @@ fn kbox_kvec_and_typed_caches_on_a_real_machine() {
             DROPS.fetch_add(1, Ordering::Relaxed);
         }
     }
-    let cache = k.kmem_cache::<Node>("node_cache", SLAB_HWCACHE_ALIGN).unwrap();
-    let objs: Vec<_> = (0..50).map(|i| cache.alloc(Node { key: i, _pad: [0; 40] }, GFP_KERNEL).unwrap()).collect();
+    let cache = k
+        .kmem_cache::<Node>("node_cache", SLAB_HWCACHE_ALIGN)
+        .unwrap();
+    let objs: Vec<_> = (0..50)
+        .map(|i| {
+            cache
+                .alloc(
+                    Node {
+                        key: i,
+                        _pad: [0; 40],
+                    },
+                    GFP_KERNEL,
+                )
+                .unwrap()
+        })
+        .collect();
     assert_eq!(objs.iter().map(|o| o.key).sum::<u64>(), 49 * 50 / 2);
     drop(objs);
     assert_eq!(DROPS.load(Ordering::Relaxed), 50);

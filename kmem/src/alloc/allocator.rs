@@ -79,12 +79,17 @@ unsafe impl<P: Platform> Allocator for Kmalloc<'_, P> {
             None => self.k.kmalloc(size, flags).map_err(|_| AllocError)?,
             Some(p) => {
                 // SAFETY: the caller's block, replaced by the result.
-                let q = unsafe { self.k.krealloc(p.as_ptr(), size, flags) }.map_err(|_| AllocError)?;
+                let q =
+                    unsafe { self.k.krealloc(p.as_ptr(), size, flags) }.map_err(|_| AllocError)?;
                 if flags.contains(__GFP_ZERO) && layout.size() > old_layout.size() {
                     // RfL's contract: new bytes are zero, whatever the
                     // block's history.
                     // SAFETY: bytes old..new of the (re)allocated block.
-                    unsafe { q.as_ptr().add(old_layout.size()).write_bytes(0, layout.size() - old_layout.size()) };
+                    unsafe {
+                        q.as_ptr()
+                            .add(old_layout.size())
+                            .write_bytes(0, layout.size() - old_layout.size())
+                    };
                 }
                 q
             }
@@ -130,7 +135,9 @@ unsafe impl<P: Platform> ObjectCache for SlabCache<'_, P> {
     }
 
     fn alloc_obj(&self, flags: Flags) -> core::result::Result<NonNull<u8>, AllocError> {
-        self.k.kmem_cache_alloc(self.s, flags).map_err(|_| AllocError)
+        self.k
+            .kmem_cache_alloc(self.s, flags)
+            .map_err(|_| AllocError)
     }
 
     unsafe fn free_obj(&self, ptr: NonNull<u8>) {
@@ -153,7 +160,11 @@ impl<P: Platform> Kmem<P> {
     /// let i = cache.alloc(Inode { ino: 7, nlink: 1 }, GFP_KERNEL).unwrap();
     /// assert_eq!(i.ino, 7);
     /// ```
-    pub fn kmem_cache<T>(&self, name: &str, flags: SlabFlags) -> Result<Cache<T, SlabCache<'_, P>>> {
+    pub fn kmem_cache<T>(
+        &self,
+        name: &str,
+        flags: SlabFlags,
+    ) -> Result<Cache<T, SlabCache<'_, P>>> {
         let size = core::mem::size_of::<T>().max(1);
         let s = self.kmem_cache_create(name, size, core::mem::align_of::<T>(), flags, None)?;
         Cache::new(SlabCache::new(self, s))

@@ -1282,6 +1282,8 @@ impl<P: Platform> Kmem<P> {
                 if let Some(pcp) = zone.pcp(g.cpu()) {
                     // SAFETY: on pcp's CPU inside section `g`.
                     let lists = unsafe { pcp.lists_mut() };
+                    // Whatever was asked of this CPU is done now.
+                    pcp.take_drain_request();
                     n += self.free_pcppages_bulk(zone, pcp, lists, u32::MAX);
                 }
             }
@@ -1289,26 +1291,77 @@ impl<P: Platform> Kmem<P> {
         n
     }
 
-    /// `drain_all_pages()`: drain this CPU now and ask every other CPU to
-    /// drain at its next page allocator call (Linux queues the same work on
-    /// each CPU). Returns the pages this CPU gave back.
+    /// Whether CPU `cpu` has pages on any of its lists (`has_pcps`).
+    fn cpu_has_pcps(&self, cpu: usize) -> bool {
+        self.nodes()
+            .flat_map(|n| n.zones())
+            .any(|z| z.pcp(cpu).is_some_and(|p| p.count() > 0))
+    }
+
+    /// Ask CPU `cpu` to drain its lists at its next page allocator call.
+    fn request_drain_cpu(&self, cpu: usize) {
+        for zone in self.nodes().flat_map(|n| n.zones()) {
+            if let Some(pcp) = zone.pcp(cpu) {
+                if pcp.count() > 0 {
+                    pcp.request_drain();
+                }
+            }
+        }
+    }
+
+    /// `drain_all_pages()`: give every CPU's per-CPU pages back to the buddy
+    /// allocator before returning. Returns the pages given back.
+    ///
+    /// As Linux (`__drain_all_pages()`), only CPUs with pages on their lists
+    /// are visited; this CPU drains itself, every other one runs
+    /// `drain_local_pages()` through
+    /// [`Platform::smp_call_function_single`] (Linux queues the same work
+    /// on each CPU and flushes it). A CPU the platform cannot reach, and
+    /// every other CPU when the caller is in atomic context (it may not wait
+    /// for another CPU), is instead asked to drain at its next page
+    /// allocator call; its pages are not counted.
     pub fn drain_all_pages(&self) -> u64 {
+        /// Lets the drain closure through the `Send` bound of
+        /// `smp_call_function_single`.
+        struct AssertSend<F>(F);
+        // SAFETY: the closure holds `&Kmem<P>` and `&mut u64`. When `P` is
+        // `Sync`, `Kmem<P>` is `Sync` and the closure is `Send` in truth;
+        // when it is not, the platform runs the closure on this thread
+        // (promise 4 of the `Platform` contract), so it never crosses one.
+        unsafe impl<F> Send for AssertSend<F> {}
+        impl<F: FnMut()> AssertSend<F> {
+            fn call(&mut self) {
+                (self.0)()
+            }
+        }
+
         let me = {
             let g = LocalGuard::new(&self.p);
             g.cpu()
         };
-        for node in self.nodes() {
-            for zone in node.zones() {
-                for cpu in (0..self.nr_cpus).filter(|&c| c != me) {
-                    if let Some(pcp) = zone.pcp(cpu) {
-                        if pcp.count() > 0 {
-                            pcp.request_drain();
-                        }
-                    }
-                }
+        let mut n = self.drain_local_pages();
+        let can_wait = !self.p.in_atomic();
+        for cpu in (0..self.nr_cpus).filter(|&c| c != me) {
+            if !self.cpu_has_pcps(cpu) {
+                continue;
+            }
+            let mut drained = 0;
+            let done = can_wait && {
+                let mut work = AssertSend(|| {
+                    debug_assert_eq!(self.p.smp_processor_id(), cpu);
+                    drained = self.drain_local_pages();
+                });
+                self.p
+                    .smp_call_function_single(cpu, &mut || work.call())
+                    .is_ok()
+            };
+            if done {
+                n += drained;
+            } else {
+                self.request_drain_cpu(cpu);
             }
         }
-        self.drain_local_pages()
+        n
     }
 
     /// `zone_pcp_disable()`: set every CPU's lists of `zone` to the boot
