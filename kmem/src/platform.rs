@@ -391,3 +391,28 @@ unsafe impl<T: Platform + ?Sized> Platform for &T {
         (**self).random_u64()
     }
 }
+
+/// Run `f` on CPU `cpu` through [`Platform::smp_call_function_single`],
+/// for a closure that borrows the machine (and so is `Send` only when the
+/// platform is `Sync`).
+pub(crate) fn call_on_cpu<P: Platform + ?Sized>(
+    p: &P,
+    cpu: usize,
+    f: impl FnMut(),
+) -> crate::Result<()> {
+    /// Lets the closure through the `Send` bound.
+    struct AssertSend<F>(F);
+    // SAFETY: when `P` is `Sync` the borrowed machine is `Sync` and the
+    // closure is `Send` in truth; when it is not, the platform runs the
+    // closure on the calling thread (promise 4 of the `Platform` contract),
+    // so it never crosses a thread.
+    unsafe impl<F> Send for AssertSend<F> {}
+    impl<F: FnMut()> AssertSend<F> {
+        // A method, so the closure below captures the wrapper, not its field.
+        fn call(&mut self) {
+            (self.0)()
+        }
+    }
+    let mut work = AssertSend(f);
+    p.smp_call_function_single(cpu, &mut || work.call())
+}

@@ -1321,20 +1321,6 @@ impl<P: Platform> Kmem<P> {
     /// for another CPU), is instead asked to drain at its next page
     /// allocator call; its pages are not counted.
     pub fn drain_all_pages(&self) -> u64 {
-        /// Lets the drain closure through the `Send` bound of
-        /// `smp_call_function_single`.
-        struct AssertSend<F>(F);
-        // SAFETY: the closure holds `&Kmem<P>` and `&mut u64`. When `P` is
-        // `Sync`, `Kmem<P>` is `Sync` and the closure is `Send` in truth;
-        // when it is not, the platform runs the closure on this thread
-        // (promise 4 of the `Platform` contract), so it never crosses one.
-        unsafe impl<F> Send for AssertSend<F> {}
-        impl<F: FnMut()> AssertSend<F> {
-            fn call(&mut self) {
-                (self.0)()
-            }
-        }
-
         let me = {
             let g = LocalGuard::new(&self.p);
             g.cpu()
@@ -1346,15 +1332,12 @@ impl<P: Platform> Kmem<P> {
                 continue;
             }
             let mut drained = 0;
-            let done = can_wait && {
-                let mut work = AssertSend(|| {
+            let done = can_wait
+                && crate::platform::call_on_cpu(&self.p, cpu, || {
                     debug_assert_eq!(self.p.smp_processor_id(), cpu);
                     drained = self.drain_local_pages();
-                });
-                self.p
-                    .smp_call_function_single(cpu, &mut || work.call())
-                    .is_ok()
-            };
+                })
+                .is_ok();
             if done {
                 n += drained;
             } else {

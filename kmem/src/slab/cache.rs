@@ -1292,19 +1292,32 @@ impl<P: Platform> Kmem<P> {
         s.geo.object_size
     }
 
-    /// Flush this CPU's sheaves of `s` now, and ask every other CPU to
-    /// flush at its next use of the cache (`flush_all()`).
+    /// Flush the running CPU's sheaves of `s`.
+    fn flush_cpu_sheaves(&self, s: &KmemCache) {
+        let g = LocalGuard::new(&self.p);
+        let cc = s.cpu(g.cpu());
+        // SAFETY: this CPU's sheaves inside section `g`.
+        let sh = unsafe { &mut *cc.sheaves.get() };
+        cc.flush.store(false, Relaxed);
+        self.flush_sheaves_locked(s, sh, self.cpu_to_node(g.cpu()));
+    }
+
+    /// `flush_all()`: flush every CPU's sheaves of `s`, on each CPU through
+    /// a cross-CPU call; a CPU that cannot be reached (or any, from atomic
+    /// context) is asked to flush at its next use of the cache.
     fn flush_all(&self, s: &KmemCache) {
+        self.flush_cpu_sheaves(s);
         let me = {
             let g = LocalGuard::new(&self.p);
-            let cc = s.cpu(g.cpu());
-            // SAFETY: this CPU's sheaves inside section `g`.
-            let sh = unsafe { &mut *cc.sheaves.get() };
-            self.flush_sheaves_locked(s, sh, self.cpu_to_node(g.cpu()));
             g.cpu()
         };
+        let can_wait = !self.p.in_atomic();
         for cpu in (0..s.nr_cpus).filter(|&c| c != me) {
-            s.cpu(cpu).flush.store(true, Relaxed);
+            let done = can_wait
+                && crate::platform::call_on_cpu(&self.p, cpu, || self.flush_cpu_sheaves(s)).is_ok();
+            if !done {
+                s.cpu(cpu).flush.store(true, Relaxed);
+            }
         }
     }
 
