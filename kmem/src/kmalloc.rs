@@ -467,6 +467,13 @@ impl<P: Platform> Kmem<P> {
 
     /// What kind of kmalloc memory `p` is, or a report and an error.
     fn kmalloc_owner(&self, what: &str, p: *const u8) -> Result<Owner<'_>> {
+        // The fast case: an object of a slab.
+        if let Some(head) = self.virt_to_slab(p) {
+            // SAFETY: a slab's cache field points at its live cache.
+            let s = unsafe { &*(head.slab_cache_addr() as *const KmemCache) };
+            self.check_obj(s, head, p, what)?;
+            return Ok(Owner::Slab(s, head));
+        }
         let Some(page) = self.virt_to_page(p) else {
             report!(
                 &self.p,
@@ -476,12 +483,6 @@ impl<P: Platform> Kmem<P> {
             return Err(Error::BadAddress);
         };
         let head = self.compound_head(page);
-        if head.is_slab() {
-            // SAFETY: a slab's cache field points at its live cache.
-            let s = unsafe { &*(head.slab_cache_addr() as *const KmemCache) };
-            let head = self.checked_slab_pub(s, p, what)?;
-            return Ok(Owner::Slab(s, head));
-        }
         let addr = self.page_address(head).map(|a| a.as_ptr() as *const u8);
         if head.is_head() && head.refcount() > 0 && addr == Some(p) {
             return Ok(Owner::Large(head));

@@ -143,6 +143,10 @@ pub struct KmemCache {
     name_len: usize,
     pub(crate) geo: CacheGeometry,
     ctor: Option<Ctor>,
+    /// `ceil(2^52 / size)`: object index by multiplication
+    /// (`reciprocal_divide`, as Linux's `obj_to_index`).
+    reciprocal: u64,
+    debug: bool,
     min_partial: u64,
     /// Freelist pointer obfuscation key; 0 when hardening is off.
     random: u64,
@@ -216,12 +220,7 @@ impl KmemCache {
     /// Whether the debug paths are in use (no sheaves).
     #[inline]
     pub fn is_debug(&self) -> bool {
-        self.geo.flags.intersects(
-            SLAB_CONSISTENCY_CHECKS
-                .union(SLAB_RED_ZONE)
-                .union(SLAB_POISON)
-                .union(SLAB_STORE_USER),
-        )
+        self.debug
     }
 
     #[inline]
@@ -244,8 +243,10 @@ impl KmemCache {
     #[inline]
     fn obj_index(&self, base: usize, objects: u32, x: usize) -> Option<usize> {
         let off = x.checked_sub(base + self.geo.red_left_pad)?;
-        let i = off / self.geo.size;
-        (off % self.geo.size == 0 && i < objects as usize).then_some(i)
+        // Exact for off < 2^30 (slabs are at most 4 MiB): off * (2^52/size
+        // rounded up) / 2^52 is off / size rounded down.
+        let i = ((off as u128 * u128::from(self.reciprocal)) >> 52) as usize;
+        (i * self.geo.size == off && i < objects as usize).then_some(i)
     }
 
     #[inline]
@@ -638,6 +639,10 @@ impl<P: Platform> Kmem<P> {
                 name_len: nl,
                 geo,
                 ctor: args.ctor,
+                reciprocal: (1u64 << 52).div_ceil(geo.size as u64),
+                debug: geo.flags.intersects(
+                    SLAB_CONSISTENCY_CHECKS.union(SLAB_RED_ZONE).union(SLAB_POISON).union(SLAB_STORE_USER),
+                ),
                 min_partial,
                 random,
                 randomize: params.freelist_random,
@@ -714,8 +719,10 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// The slab page holding object address `x`, if any.
-    fn virt_to_slab(&self, x: *const u8) -> Option<&Page> {
-        let page = self.virt_to_page(x)?;
+    pub(crate) fn virt_to_slab(&self, x: *const u8) -> Option<&Page> {
+        // No memblock lookup: a page with PG_slab is RAM by construction.
+        let pfn = self.dm.pa(x as usize)? >> PAGE_SHIFT;
+        let page = self.mem_map().pfn_to_page(pfn)?;
         let head = self.compound_head(page);
         head.is_slab().then_some(head)
     }
@@ -724,6 +731,15 @@ impl<P: Platform> Kmem<P> {
     /// `x` is an object start of cache `s`. Reports and refuses otherwise.
     fn checked_slab<'a>(&'a self, s: &KmemCache, x: *const u8, what: &str) -> Result<&'a Page> {
         let Some(page) = self.virt_to_slab(x) else {
+            return self.not_in_slab(s, x, what);
+        };
+        self.check_obj(s, page, x, what)?;
+        Ok(page)
+    }
+
+    #[cold]
+    fn not_in_slab<'a>(&'a self, s: &KmemCache, x: *const u8, what: &str) -> Result<&'a Page> {
+        {
             report!(
                 &self.p,
                 Level::Err,
@@ -732,8 +748,14 @@ impl<P: Platform> Kmem<P> {
                 x,
                 s.name()
             );
-            return Err(Error::BadAddress);
-        };
+            Err(Error::BadAddress)
+        }
+    }
+
+    /// The checks of `cache_from_obj()` and `check_valid_pointer()` for
+    /// object `x` of slab `page`.
+    #[inline]
+    pub(crate) fn check_obj(&self, s: &KmemCache, page: &Page, x: *const u8, what: &str) -> Result<()> {
         let owner = page.slab_cache_addr();
         if owner != s as *const KmemCache as usize {
             // SAFETY: a slab's cache field points at a live cache.
@@ -768,16 +790,7 @@ impl<P: Platform> Kmem<P> {
             );
             return Err(Error::InvalidArgument);
         }
-        Ok(page)
-    }
-
-    pub(crate) fn checked_slab_pub<'a>(
-        &'a self,
-        s: &KmemCache,
-        x: *const u8,
-        what: &str,
-    ) -> Result<&'a Page> {
-        self.checked_slab(s, x, what)
+        Ok(())
     }
 
     /// `allocate_slab()`: a new slab for `s` near node `nid`, its objects
@@ -1045,11 +1058,11 @@ impl<P: Platform> Kmem<P> {
         node: i32,
         caller: &'static Location<'static>,
     ) -> Result<NonNull<u8>> {
-        let local = self.numa_node_id();
         let x = if s.is_debug() {
-            self.alloc_debug(s, gfp, if node < 0 { local } else { node as usize }, caller)?
-        } else if node < 0 || node as usize == local {
-            self.alloc_sheaf(s, gfp, local)?
+            let nid = if node < 0 { self.numa_node_id() } else { node as usize };
+            self.alloc_debug(s, gfp, nid, caller)?
+        } else if node < 0 || node as usize == self.numa_node_id() {
+            self.alloc_sheaf(s, gfp)?
         } else {
             let mut one = [0usize; 1];
             self.refill_from_slabs(s, gfp, node as usize, &mut one)?;
@@ -1075,9 +1088,11 @@ impl<P: Platform> Kmem<P> {
     }
 
     #[inline]
-    fn alloc_sheaf(&self, s: &KmemCache, gfp: Gfp, nid: usize) -> Result<usize> {
+    fn alloc_sheaf(&self, s: &KmemCache, gfp: Gfp) -> Result<usize> {
+        let nid;
         {
             let g = LocalGuard::new(&self.p);
+            nid = self.cpu_to_node(g.cpu());
             let cc = s.cpu(g.cpu());
             // SAFETY: this CPU's sheaves, inside its local section `g`.
             let sh = unsafe { &mut *cc.sheaves.get() };
@@ -1190,11 +1205,13 @@ impl<P: Platform> Kmem<P> {
             return self.free_debug(s, page, x as usize, caller);
         }
         let nid = page.nid();
-        if nid != self.numa_node_id() {
+        let g = LocalGuard::new(&self.p);
+        if nid != self.cpu_to_node(g.cpu()) {
+            // Objects of a remote node go straight back to their slab.
+            drop(g);
             self.free_objects_to_slabs(s, nid, &[x]);
             return Ok(());
         }
-        let g = LocalGuard::new(&self.p);
         let cc = s.cpu(g.cpu());
         // SAFETY: this CPU's sheaves, inside its local section `g`.
         let sh = unsafe { &mut *cc.sheaves.get() };
