@@ -81,7 +81,9 @@ fn kmem_benches(c: &mut Criterion) {
     let sim = SimPlatform::new(SimConfig::new(1, pc_memory_map(1 << 30))).unwrap();
     let _cpu = sim.bind(0);
     let k = Kmem::boot(&sim, sim.memory_map(), &BootParams::default()).unwrap();
-    let cache = k.kmem_cache_create("bench_obj", 64, 0, SlabFlags::NONE, None).unwrap();
+    let cache = k
+        .kmem_cache_create("bench_obj", 64, 0, SlabFlags::NONE, None)
+        .unwrap();
     let mut g = c.benchmark_group("slab");
     g.bench_function("kmem/pair64", |b| {
         b.iter(|| {
@@ -107,7 +109,9 @@ fn kmem_benches(c: &mut Criterion) {
         })
     });
     let sz = sizes();
-    let mut live: Vec<*mut u8> = (0..256).map(|i| k.kmalloc(sz[i], GFP_KERNEL).unwrap().as_ptr()).collect();
+    let mut live: Vec<*mut u8> = (0..256)
+        .map(|i| k.kmalloc(sz[i], GFP_KERNEL).unwrap().as_ptr())
+        .collect();
     let mut i = 0usize;
     g.bench_function("kmem/random8_4096", |b| {
         b.iter(|| {

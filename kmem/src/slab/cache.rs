@@ -53,7 +53,7 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// Objects per sheaf.
-pub const SHEAF_CAPACITY: usize = 32;
+pub const SHEAF_CAPACITY: usize = 64;
 /// Longest cache name kept (Linux allows any; `/proc/slabinfo` pads to 17).
 pub const CACHE_NAME_LEN: usize = 32;
 /// Aliases recorded per cache (merged `kmem_cache_create` calls).
@@ -641,7 +641,10 @@ impl<P: Platform> Kmem<P> {
                 ctor: args.ctor,
                 reciprocal: (1u64 << 52).div_ceil(geo.size as u64),
                 debug: geo.flags.intersects(
-                    SLAB_CONSISTENCY_CHECKS.union(SLAB_RED_ZONE).union(SLAB_POISON).union(SLAB_STORE_USER),
+                    SLAB_CONSISTENCY_CHECKS
+                        .union(SLAB_RED_ZONE)
+                        .union(SLAB_POISON)
+                        .union(SLAB_STORE_USER),
                 ),
                 min_partial,
                 random,
@@ -755,7 +758,13 @@ impl<P: Platform> Kmem<P> {
     /// The checks of `cache_from_obj()` and `check_valid_pointer()` for
     /// object `x` of slab `page`.
     #[inline]
-    pub(crate) fn check_obj(&self, s: &KmemCache, page: &Page, x: *const u8, what: &str) -> Result<()> {
+    pub(crate) fn check_obj(
+        &self,
+        s: &KmemCache,
+        page: &Page,
+        x: *const u8,
+        what: &str,
+    ) -> Result<()> {
         let owner = page.slab_cache_addr();
         if owner != s as *const KmemCache as usize {
             // SAFETY: a slab's cache field points at a live cache.
@@ -1059,7 +1068,11 @@ impl<P: Platform> Kmem<P> {
         caller: &'static Location<'static>,
     ) -> Result<NonNull<u8>> {
         let x = if s.is_debug() {
-            let nid = if node < 0 { self.numa_node_id() } else { node as usize };
+            let nid = if node < 0 {
+                self.numa_node_id()
+            } else {
+                node as usize
+            };
             self.alloc_debug(s, gfp, nid, caller)?
         } else if node < 0 || node as usize == self.numa_node_id() {
             self.alloc_sheaf(s, gfp)?
@@ -1126,7 +1139,7 @@ impl<P: Platform> Kmem<P> {
             }
         }
         // Refill from slabs, outside the local section (it may allocate pages).
-        let mut batch = [0usize; SHEAF_CAPACITY / 2];
+        let mut batch = [0usize; SHEAF_CAPACITY];
         let got = match self.refill_from_slabs(s, gfp, nid, &mut batch) {
             Ok(n) => n,
             Err(e) => {
@@ -1159,7 +1172,7 @@ impl<P: Platform> Kmem<P> {
         let sh = unsafe { &mut *s.cpu(g.cpu()).sheaves.get() };
         // SAFETY: as above.
         let main = unsafe { &mut *sh.main };
-        let mut spill = [ptr::null_mut(); SHEAF_CAPACITY / 2];
+        let mut spill = [ptr::null_mut(); SHEAF_CAPACITY];
         let mut nspill = 0;
         for &o in &batch[1..got] {
             if main.size < SHEAF_CAPACITY {
