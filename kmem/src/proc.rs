@@ -187,10 +187,19 @@ pub fn totalreserve_pages<P: Platform>(k: &Kmem<P>) -> u64 {
     total
 }
 
-/// `si_mem_available()`: free pages above the reserves (plus, in later
-/// issues, reclaimable page cache and slab).
+/// `si_mem_available()`: free pages above the reserves, plus the part of
+/// reclaimable slab that reclaim could give back (half of it, or all but
+/// the low watermarks' worth). Page cache joins when kmem has one.
 pub fn mem_available<P: Platform>(k: &Kmem<P>) -> u64 {
-    k.nr_free_pages().saturating_sub(totalreserve_pages(k))
+    let wmark_low: u64 = k
+        .nodes()
+        .flat_map(|n| n.zones())
+        .map(|z| z.low_wmark())
+        .sum();
+    let reclaimable = slab_pages(k).0;
+    let avail = k.nr_free_pages() as i64 - totalreserve_pages(k) as i64 + reclaimable as i64
+        - (reclaimable / 2).min(wmark_low) as i64;
+    avail.max(0) as u64
 }
 
 fn meminfo_line(w: &mut impl Write, label: &str, kbytes: u64) -> fmt::Result {
@@ -224,7 +233,7 @@ pub fn meminfo<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result {
     let (rec, unrec) = slab_pages(k);
     meminfo_line(w, "MemTotal", kb(k.totalram_pages()))?;
     meminfo_line(w, "MemFree", kb(k.nr_free_pages()))?;
-    meminfo_line(w, "MemAvailable", kb(mem_available(k) + rec / 2))?;
+    meminfo_line(w, "MemAvailable", kb(mem_available(k)))?;
     meminfo_line(w, "Slab", kb(rec + unrec))?;
     meminfo_line(w, "SReclaimable", kb(rec))?;
     meminfo_line(w, "SUnreclaim", kb(unrec))

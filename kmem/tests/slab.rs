@@ -774,3 +774,30 @@ fn kbox_kvec_and_typed_caches_on_a_real_machine() {
     k.kmem_cache_shrink(s);
     assert_eq!(k.slab_totals(s).0, 0, "every object went back to its slab");
 }
+
+#[test]
+fn empty_slabs_beyond_min_partial_go_back_without_a_shrink() {
+    let mut m = vec![0u8; MEM];
+    let k = boot(&mut m);
+    let c = k
+        .kmem_cache_create("partial", 256, 0, SLAB_NO_MERGE, None)
+        .unwrap();
+    let n = if cfg!(miri) { 600 } else { 3000 };
+    let objs: Vec<_> = (0..n)
+        .map(|_| k.kmem_cache_alloc(c, GFP_KERNEL).unwrap())
+        .collect();
+    let peak = k.slab_totals(c).0;
+    for o in objs {
+        // SAFETY: freed once.
+        unsafe { k.kmem_cache_free(c, o.as_ptr()) }.unwrap();
+    }
+    let left = k.slab_totals(c).0;
+    // What stays: min_partial empty slabs plus those holding objects parked
+    // in this CPU's sheaves and the barn.
+    let parked = 4 * kmem::slab::cache::SHEAF_CAPACITY as u64 / c.geometry().objects as u64 + 1;
+    assert!(
+        left <= c.min_partial() + parked + 1,
+        "{left} of {peak} slabs left"
+    );
+    assert!(peak > 3 * left);
+}
