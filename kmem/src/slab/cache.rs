@@ -599,9 +599,10 @@ impl<P: Platform> Kmem<P> {
             };
         }
         for n in 0..nr_nodes {
+            // Each CPU brings two empty sheaves to its own node's barn.
             let mut empty = SheafStack::new();
-            if n == 0 {
-                for i in 2 * nr_cpus..nr_sheaves {
+            for cpu in (0..nr_cpus).filter(|&c| self.cpu_to_node(c) == n) {
+                for i in [2 * nr_cpus + 2 * cpu, 2 * nr_cpus + 2 * cpu + 1] {
                     // SAFETY: each sheaf lies in our zeroed block, unlinked.
                     unsafe { empty.push(sheaf(i)) };
                 }
