@@ -59,3 +59,33 @@ fn objects_freed_on_another_cpu_in_parallel() {
     // SAFETY: nothing of `c` is live.
     unsafe { k.kmem_cache_destroy(c) }.unwrap();
 }
+
+#[test]
+fn two_nodes_alloc_node_and_remote_frees() {
+    let s = SimPlatform::new(SimConfig::new(2, kmem_sim::pc_memory_map_numa(1 << 30, 2))).unwrap();
+    let _cpu = s.bind(0);
+    let k = Kmem::boot(&s, s.memory_map(), &BootParams::default()).unwrap();
+    let c = k
+        .kmem_cache_create("numa_obj", 128, 0, SlabFlags::NONE, None)
+        .unwrap();
+    let node_of = |p: *mut u8| k.virt_to_page(p).map(|pg| pg.nid());
+    let local: Vec<_> = (0..100)
+        .map(|_| k.kmem_cache_alloc(c, GFP_KERNEL).unwrap().as_ptr())
+        .collect();
+    let remote: Vec<_> = (0..100)
+        .map(|_| k.kmem_cache_alloc_node(c, GFP_KERNEL, 1).unwrap().as_ptr())
+        .collect();
+    assert!(local.iter().all(|&p| node_of(p) == Some(0)));
+    assert!(
+        remote.iter().all(|&p| node_of(p) == Some(1)),
+        "alloc_node(1) gives node 1 objects"
+    );
+    for p in local.into_iter().chain(remote) {
+        // SAFETY: each object freed once; node 1's go back to their slabs directly.
+        unsafe { k.kmem_cache_free(c, p) }.unwrap();
+    }
+    k.kmem_cache_shrink(c);
+    assert_eq!(k.slab_totals(c).0, 0);
+    // SAFETY: nothing of `c` is live.
+    unsafe { k.kmem_cache_destroy(c) }.unwrap();
+}
