@@ -1498,19 +1498,7 @@ impl<P: Platform> Kmem<P> {
                             obj,
                             obj - base
                         );
-                        if let Some(t) = self.track(s, obj, false) {
-                            // SAFETY: track addr stores a &'static Location.
-                            let loc = unsafe { &*(t.addr as *const Location<'static>) };
-                            report!(
-                                &self.p,
-                                Level::Err,
-                                "Allocated in {} age={} cpu={} pid={}",
-                                loc,
-                                self.p.now_ns().saturating_sub(t.when) / 1_000_000,
-                                t.cpu,
-                                t.pid
-                            );
-                        }
+                        self.print_track(s, obj, false);
                     }
                 }
             }
@@ -1525,6 +1513,25 @@ impl<P: Platform> Kmem<P> {
         // SAFETY: the slot's metadata area holds two Track records.
         let t = unsafe { ptr::read_unaligned(at as *const Track) };
         (t.addr != 0).then_some(t)
+    }
+
+    /// `print_track()`: "Allocated in <site> age=.. cpu=.. pid=.." (or
+    /// "Freed in"), when `SLAB_STORE_USER` recorded one.
+    fn print_track(&self, s: &KmemCache, obj: usize, free: bool) {
+        if let Some(t) = self.track(s, obj, free) {
+            // SAFETY: set_track stores a &'static Location in `addr`.
+            let loc = unsafe { &*(t.addr as *const Location<'static>) };
+            report!(
+                &self.p,
+                Level::Err,
+                "{} in {} age={} cpu={} pid={}",
+                if free { "Freed" } else { "Allocated" },
+                loc,
+                self.p.now_ns().saturating_sub(t.when) / 1_000_000,
+                t.cpu,
+                t.pid
+            );
+        }
     }
 
     fn set_track(&self, s: &KmemCache, obj: usize, free: bool, caller: &'static Location<'static>) {
@@ -1636,21 +1643,8 @@ impl<P: Platform> Kmem<P> {
             got,
             want
         );
-        for (free, word) in [(false, "Allocated"), (true, "Freed")] {
-            if let Some(t) = self.track(s, obj, free) {
-                // SAFETY: track addr stores a &'static Location.
-                let loc = unsafe { &*(t.addr as *const Location<'static>) };
-                report!(
-                    &self.p,
-                    Level::Err,
-                    "{} in {} age={} cpu={} pid={}",
-                    word,
-                    loc,
-                    self.p.now_ns().saturating_sub(t.when) / 1_000_000,
-                    t.cpu,
-                    t.pid
-                );
-            }
+        for free in [false, true] {
+            self.print_track(s, obj, free);
         }
         report!(
             &self.p,
@@ -1761,19 +1755,7 @@ impl<P: Platform> Kmem<P> {
                     obj - base,
                     caller
                 );
-                if let Some(t) = self.track(s, obj, true) {
-                    // SAFETY: track addr stores a &'static Location.
-                    let loc = unsafe { &*(t.addr as *const Location<'static>) };
-                    report!(
-                        &self.p,
-                        Level::Err,
-                        "Freed in {} age={} cpu={} pid={}",
-                        loc,
-                        self.p.now_ns().saturating_sub(t.when) / 1_000_000,
-                        t.cpu,
-                        t.pid
-                    );
-                }
+                self.print_track(s, obj, true);
                 return Err(Error::BadState);
             }
             if let Some(d) = self.check_object(s, obj, true) {
