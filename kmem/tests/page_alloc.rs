@@ -169,6 +169,10 @@ fn buddies_merge_back_to_max_order_blocks() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "covered natively; its unsafe paths run under Miri in other tests"
+)]
 fn exhaustion_follows_the_reserve_rules() {
     let mut m = vec![0u8; SMALL];
     let k = boot(&mut m, 1);

@@ -181,6 +181,10 @@ fn destroy_with_objects_reports_them_and_keeps_the_cache() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "covered natively; its unsafe paths run under Miri in other tests"
+)]
 fn caches_merge_by_linux_rules_and_show_as_aliases() {
     let mut m = vec![0u8; MEM];
     let k = boot(&mut m);
@@ -570,6 +574,10 @@ fn corrupted_free_pointer_is_isolated() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "covered natively; its unsafe paths run under Miri in other tests"
+)]
 fn slab_debug_boot_option_applies_to_every_cache() {
     let mut m = vec![0u8; MEM];
     let dbg = parse_slab_debug("FZPU").unwrap();
@@ -643,6 +651,10 @@ fn freelist_pointers_are_obfuscated_and_randomised() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "covered natively; its unsafe paths run under Miri in other tests"
+)]
 fn meminit_objects_and_pages_are_zeroed_when_asked() {
     // test_meminit.c: __GFP_ZERO on pages, kmalloc and caches (with and
     // without constructors) always gives zeroed memory.
@@ -682,6 +694,10 @@ fn meminit_objects_and_pages_are_zeroed_when_asked() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "covered natively; its unsafe paths run under Miri in other tests"
+)]
 fn slabinfo_and_meminfo_account_slab_pages() {
     let mut m = vec![0u8; MEM];
     // Two CPUs, as the geometry depends on the CPU count.
