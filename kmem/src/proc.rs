@@ -78,7 +78,7 @@ pub fn pagetypeinfo<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result
                     z.zone_type().name(),
                     mt.name()
                 )?;
-                let cx = k.buddy_cx_pub(z);
+                let cx = k.buddy_cx(z);
                 for o in 0..NR_PAGE_ORDERS {
                     let n = area.list_len(&cx, o, mt);
                     if n >= 100_000 {

@@ -713,12 +713,8 @@ impl<P: Platform> Kmem<P> {
         Ok(t as usize)
     }
 
-    pub(crate) fn buddy_cx_pub(&self, zone: &Zone) -> BuddyCx<'_> {
-        self.buddy_cx(zone)
-    }
-
     #[inline]
-    fn buddy_cx(&self, zone: &Zone) -> BuddyCx<'_> {
+    pub(crate) fn buddy_cx(&self, zone: &Zone) -> BuddyCx<'_> {
         BuddyCx {
             mm: self.mem_map(),
             pb: self.pageblocks(),
