@@ -381,6 +381,12 @@ impl SimPlatform {
         });
         let token = new_instance_id();
         let rng = self.cpus.acquire(cpu, token);
+        self.install(cpu, token, task, rng)
+    }
+
+    /// Record in the calling thread's locals that it holds `cpu` with
+    /// `token`, running `task`, and hand out the binding.
+    fn install(&self, cpu: usize, token: u64, task: Task, rng: u64) -> CpuBinding<'_> {
         LOCAL.with(|l| {
             l.id.set(self.id);
             l.cpu.set(cpu);
@@ -530,24 +536,8 @@ impl SimPlatform {
     /// Bind the calling thread to `cpu`, which [`Cpus::post`] reserved for
     /// it with `token`, as the CPU's idle task.
     fn adopt(&self, cpu: usize, token: u64, rng: u64) -> CpuBinding<'_> {
-        LOCAL.with(|l| {
-            debug_assert_eq!(l.id.get(), 0, "a fresh helper thread");
-            l.id.set(self.id);
-            l.cpu.set(cpu);
-            l.token.set(token);
-            l.depth.set(0);
-            l.irq.set(0);
-            l.spin.set(0);
-            l.task.set(Task::new(0, &format!("swapper/{cpu}")));
-            l.rng.set(rng);
-        });
-        CpuBinding {
-            cpus: &self.cpus,
-            cpu,
-            id: self.id,
-            token,
-            _not_send: PhantomData,
-        }
+        debug_assert_eq!(LOCAL.with(|l| l.id.get()), 0, "a fresh helper thread");
+        self.install(cpu, token, Task::new(0, &format!("swapper/{cpu}")), rng)
     }
 
     /// The CPU whose mailbox the calling thread may run while it waits: the

@@ -98,6 +98,16 @@ fn sysctl() -> VmSysctl {
     s
 }
 
+/// The fixture's zones as the watermark formulas take them.
+fn zone_inputs(fz: &[FixtureZone]) -> Vec<ZoneInput> {
+    fz.iter()
+        .map(|z| ZoneInput {
+            ztype: ztype(&z.name),
+            managed: z.managed,
+        })
+        .collect()
+}
+
 fn ztype(name: &str) -> ZoneType {
     *ZoneType::ALL
         .iter()
@@ -119,13 +129,7 @@ fn fixture_parses() {
 fn watermarks_match_linux() {
     let fz = parse_zoneinfo();
     let s = sysctl();
-    let inputs: Vec<ZoneInput> = fz
-        .iter()
-        .map(|z| ZoneInput {
-            ztype: ztype(&z.name),
-            managed: z.managed,
-        })
-        .collect();
+    let inputs = zone_inputs(&fz);
     let lp = lowmem_pages(&inputs);
     for (z, input) in fz.iter().zip(&inputs) {
         let w = zone_wmarks(*input, lp, &s);
@@ -144,13 +148,7 @@ fn watermarks_match_linux() {
 fn protection_matches_linux() {
     let fz = parse_zoneinfo();
     let s = sysctl();
-    let inputs: Vec<ZoneInput> = fz
-        .iter()
-        .map(|z| ZoneInput {
-            ztype: ztype(&z.name),
-            managed: z.managed,
-        })
-        .collect();
+    let inputs = zone_inputs(&fz);
     let prot = setup_per_zone_lowmem_reserve(&inputs, &s);
     for (i, z) in fz.iter().enumerate() {
         assert_eq!(&prot[i][..fz.len()], &z.protection[..], "zone {}", z.name);
@@ -188,13 +186,7 @@ fn min_free_kbytes_is_khugepageds_recommendation() {
     // The kernel computed sqrt(lowmem_kbytes * 16), then khugepaged raised
     // it for transparent huge pages: the sysctl shows the raised value.
     let fz = parse_zoneinfo();
-    let inputs: Vec<ZoneInput> = fz
-        .iter()
-        .map(|z| ZoneInput {
-            ztype: ztype(&z.name),
-            managed: z.managed,
-        })
-        .collect();
+    let inputs = zone_inputs(&fz);
     let base = calculate_min_free_kbytes(&inputs);
     assert_eq!(base, 10002);
     assert_eq!(

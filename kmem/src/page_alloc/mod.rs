@@ -825,8 +825,9 @@ impl<P: Platform> Kmem<P> {
                 return Ok(p);
             }
         }
-        // Pages may sit on per-CPU lists: give this CPU's back, ask the
-        // others to, and look once more (what Linux does after direct
+        // Pages may sit on per-CPU lists: drain every CPU's (through
+        // cross-CPU calls, or by request where none can be made) and look
+        // once more (what Linux does after direct
         // reclaim comes back empty-handed).
         if self.drain_all_pages() > 0 {
             if let Some(p) = self.get_page_from_freelist(gfp, order, af, zl, high, mt) {

@@ -13,8 +13,10 @@
 //! is Linux's model before 6.0, where `local_irq_save()` protected the
 //! lists. (Linux 6.x added a per-list spinlock so that other CPUs can drain
 //! remotely; kmem keeps the fast path free of atomic read-modify-writes and
-//! drains remotely by request instead: `drain_all_pages()` sets a flag
-//! each owner honours on its next visit.)
+//! drains another CPU's lists by running the drain *on* that CPU through
+//! `smp_call_function_single()`; where no such call can be made (atomic
+//! context, a platform without it) it sets a flag the owner honours on its
+//! next visit.)
 //!
 //! Two simplifications, by decision: `high` is fixed at `high_min` (Linux
 //! tunes it between `high_min` and `high_max` as the CPU frees), and a bulk
