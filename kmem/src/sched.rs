@@ -12,7 +12,7 @@
 //! `memalloc_noio_save()` clears `__GFP_IO` too. Scopes nest: `save`
 //! returns the previous bits and `restore` puts them back. kmem keeps the
 //! bits where Linux does, in the task, through
-//! [`Platform::task_flags`](crate::Platform::task_flags); as in Linux the
+//! [`Platform::task_flags`]; as in Linux the
 //! page allocator applies them on its slow path, which is where reclaim
 //! (and so the restriction) happens. [`MemallocScope`] is the RAII form.
 //!
