@@ -37,7 +37,7 @@ use kmem::slab::{KmemCache, SlabFlags, SLAB_HWCACHE_ALIGN, SLAB_NO_MERGE, SLAB_R
 use kmem::Kmem;
 use kmem_sim::SimPlatform;
 use std::ptr::NonNull;
-use std::sync::{Barrier, Mutex};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// The named caches: name, object size, flags (before `SLAB_NO_MERGE`).
@@ -178,7 +178,39 @@ struct Shared<'a> {
     remote: Vec<Mutex<Vec<usize>>>,
     start: Instant,
     duration: Duration,
-    done: Barrier,
+    stopped: Stopped,
+}
+
+/// Counts the CPU threads that have stopped churning. A thread that panics
+/// counts as stopped, so the others never wait for it.
+struct Stopped {
+    count: Mutex<usize>,
+    all: Condvar,
+    of: usize,
+}
+
+impl Stopped {
+    fn arrive(&self) {
+        *lock(&self.count) += 1;
+        self.all.notify_all();
+    }
+
+    fn wait_all(&self) {
+        let mut n = lock(&self.count);
+        while *n < self.of {
+            n = self.all.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Arrives at [`Stopped`] when dropped: at the end of the churn, or while
+/// unwinding from a panic in it.
+struct Arrival<'a>(&'a Stopped);
+
+impl Drop for Arrival<'_> {
+    fn drop(&mut self) {
+        self.0.arrive();
+    }
 }
 
 impl Churn {
@@ -203,7 +235,11 @@ impl Churn {
             remote: (0..cpus).map(|_| Mutex::new(Vec::new())).collect(),
             start: Instant::now(),
             duration: self.duration,
-            done: Barrier::new(cpus),
+            stopped: Stopped {
+                count: Mutex::new(0),
+                all: Condvar::new(),
+                of: cpus,
+            },
         };
         std::thread::scope(|s| {
             for cpu in 0..cpus {
@@ -231,6 +267,7 @@ type Obj = NonNull<u8>;
 fn worker(sh: &Shared<'_>, sim: &SimPlatform, ctl: &Control, cpu: usize) {
     let mut rng = Rng(0x5eed_0000 + cpu as u64);
     let mut live: Vec<Vec<Obj>> = vec![Vec::new(); sh.classes.len()];
+    let arrival = Arrival(&sh.stopped);
     let binding = sim.bind(cpu);
     while sh.start.elapsed() < sh.duration && !ctl.should_stop() {
         let t = sh.start.elapsed().as_secs_f64();
@@ -266,7 +303,10 @@ fn worker(sh: &Shared<'_>, sim: &SimPlatform, ctl: &Control, cpu: usize) {
     // The end state: hold it unbound, so a cross-CPU call to this CPU runs
     // on its idle task instead of waiting for us.
     drop(binding);
-    sh.done.wait();
+    drop(arrival);
+    // Every thread has stopped handing objects over before anyone holds
+    // and tears down.
+    sh.stopped.wait_all();
     ctl.hold();
     let _binding = sim.bind(cpu);
     for (i, objs) in live.into_iter().enumerate() {
@@ -274,7 +314,7 @@ fn worker(sh: &Shared<'_>, sim: &SimPlatform, ctl: &Control, cpu: usize) {
             release(sh, sh.classes[i].kind, o, cpu, false);
         }
     }
-    // Nobody hands objects over after the barrier.
+    // Nobody hands objects over any more.
     drain_remote(sh, cpu);
 }
 
