@@ -392,6 +392,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // fills 8 MiB page by page; shrinker unsafe is covered below
     fn a_pending_kswapd_wakeup_reclaims_to_the_high_watermark() {
         let mut mem = std::vec![0u8; 8 << 20];
         let k = Kmem::boot_arena(&mut mem, 1).unwrap();
