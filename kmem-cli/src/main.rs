@@ -1,5 +1,12 @@
-//! `kmem`: boot a simulated machine running kmem and show what Linux would
-//! show: the boot log and the `/proc` reports of the page allocator.
+//! `kmem`: run kmem on a simulated machine and show what Linux would show.
+//!
+//! - `kmem` (no arguments): replay the bundled perf trace of a real Linux
+//!   6.18 machine on a 2-CPU simulated machine, comparing with the system
+//!   allocator, and print the report (`kmem replay --compare-system`).
+//! - `kmem replay [FILE]`: the same for any trace ([`replay`]).
+//! - `kmem boot`: boot a machine and print the boot log and `/proc` reports.
+
+mod replay;
 
 use clap::{Args, Parser, Subcommand};
 use kmem::memory_map::MemRegion;
@@ -10,6 +17,9 @@ use kmem_sim::{
 use std::process::ExitCode;
 
 /// kmem: the Linux kernel's memory allocators, in Rust, on a simulated machine.
+///
+/// Without a command, replays the bundled trace of a real Linux 6.18 machine
+/// (`kmem replay --compare-system`).
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
@@ -21,6 +31,9 @@ struct Cli {
 enum Command {
     /// Boot a simulated machine and print the boot log and /proc reports.
     Boot(BootArgs),
+    /// Replay a perf trace of kmem/percpu/vmalloc events on kmem and report
+    /// events/s, counts, fidelity to Linux, footprint and /proc.
+    Replay(replay::ReplayArgs),
 }
 
 #[derive(Args, Clone)]
@@ -163,9 +176,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
         Some(Command::Boot(args)) => boot(&args),
-        // With no command, boot the default machine: the quickest way to see
-        // what kmem does.
-        None => boot(&BootArgs::default()),
+        Some(Command::Replay(args)) => replay::run(&args),
+        // With no command, kmem's main job: the bundled real trace, with the
+        // system allocator's time beside kmem's.
+        None => replay::run(&replay::ReplayArgs {
+            mem: "24G".into(),
+            compare_system: true,
+            ..Default::default()
+        }),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
