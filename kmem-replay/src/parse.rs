@@ -743,7 +743,8 @@ mod tests {
             parse_line(b"bash 1 [001] 1.0: kmem:kfree: ptr=0xzz"),
             Err(ParseError::BadValue("ptr"))
         );
-        let cut = &KMALLOC[..KMALLOC.len() - 60];
+        let cut =
+            &KMALLOC[..KMALLOC.len() - b" gfp_flags=GFP_KERNEL node=-1 accounted=false".len()];
         assert_eq!(parse_line(cut), Err(ParseError::MissingField("gfp_flags")));
         assert_eq!(
             parse_line(b"bash 1 [001] 1.0: kmem:mm_page_free: pfn=0x1 order=99"),
