@@ -235,6 +235,9 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Part of it spent waiting for the reader thread (decompression, I/O).
     pub input_wait: Duration,
+    /// CPU time the replaying thread used in the loop (unlike the wall
+    /// time, not inflated by other load on the host).
+    pub cpu_time: Duration,
     /// Whether the progress callback stopped the replay early.
     pub stopped: bool,
 }
@@ -244,6 +247,16 @@ impl Outcome {
     /// time spent waiting for input.
     pub fn events_per_sec(&self) -> f64 {
         let t = self.elapsed.saturating_sub(self.input_wait).as_secs_f64();
+        if t > 0.0 {
+            self.events as f64 / t
+        } else {
+            0.0
+        }
+    }
+
+    /// Events per second of the replaying thread's CPU time.
+    pub fn events_per_cpu_sec(&self) -> f64 {
+        let t = self.cpu_time.as_secs_f64();
         if t > 0.0 {
             self.events as f64 / t
         } else {
@@ -274,6 +287,12 @@ impl Outcome {
             self.peak_footprint_bytes as f64 / self.peak_live_bytes as f64
         }
     }
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 /// Whether Linux's slab allocator made this `mm_page_alloc` (see the
@@ -449,6 +468,7 @@ impl<T: Target> Engine<T> {
                 series: Vec::new(),
                 elapsed: Duration::ZERO,
                 input_wait: Duration::ZERO,
+                cpu_time: Duration::ZERO,
                 stopped: false,
             },
             pages_live: 0,
@@ -468,6 +488,7 @@ impl<T: Target> Engine<T> {
     /// the replay with that error; what was replayed stays counted.
     pub fn run(&mut self, input: &mut TraceInput, opts: &mut ReplayOptions<'_>) -> io::Result<()> {
         let start = Instant::now();
+        let cpu0 = thread_cpu_time();
         let wait0 = input.waited();
         let every = opts.progress_every.max(1);
         let mut next_progress = every;
@@ -507,6 +528,7 @@ impl<T: Target> Engine<T> {
         }
         self.sample();
         self.out.elapsed += start.elapsed();
+        self.out.cpu_time += thread_cpu_time().saturating_sub(cpu0);
         self.out.input_wait += input.waited() - wait0;
         self.progress(input, opts, start, true);
         res

@@ -297,16 +297,207 @@ impl std::error::Error for ParseError {}
 /// ```
 pub fn parse_line(line: &[u8]) -> Result<Option<Record<'_>>, ParseError> {
     let line = trim_end(line);
-    let first = line.iter().position(|&b| b != b' ' && b != b'\t');
-    match first {
-        None => return Ok(None),
-        Some(i) if line[i] == b'#' => return Ok(None),
-        _ => {}
-    }
-    let (header, rest) = parse_header(line)?;
+    let (header, rest) = match parse_header(line) {
+        Ok(h) => h,
+        Err(e) => {
+            // Only now look for what is not an event line at all.
+            return match line.iter().find(|&&b| b != b' ' && b != b'\t') {
+                None | Some(b'#') => Ok(None),
+                Some(_) => Err(e),
+            };
+        }
+    };
     let (name, fields) = split_event(rest)?;
-    let event = parse_event(name, fields)?;
+    let event = match fast_event(name, fields) {
+        Some(ev) => ev,
+        None => parse_event(name, fields)?,
+    };
     Ok(Some(Record { header, event }))
+}
+
+/// Index of the first space in `s` at or after `from` (`s.len()` if none),
+/// eight bytes at a time.
+#[inline]
+fn find_space(s: &[u8], from: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while i + 8 <= s.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[i..i + 8]);
+        let x = u64::from_le_bytes(w) ^ (ONES * b' ' as u64);
+        let zero = x.wrapping_sub(ONES) & !x & HIGHS;
+        if zero != 0 {
+            return i + (zero.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < s.len() && s[i] != b' ' {
+        i += 1;
+    }
+    i
+}
+
+/// Index of the first byte that is not a space in `s` at or after `from`
+/// (`s.len()` if none), eight bytes at a time: perf pads its columns.
+#[inline]
+fn skip_spaces(s: &[u8], from: usize) -> usize {
+    const SPACES: u64 = 0x2020_2020_2020_2020;
+    let mut i = from;
+    while i + 8 <= s.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[i..i + 8]);
+        let x = u64::from_le_bytes(w) ^ SPACES;
+        if x != 0 {
+            return i + (x.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < s.len() && s[i] == b' ' {
+        i += 1;
+    }
+    i
+}
+
+/// A cursor over the fields of a line in the kernel's own order: the fast
+/// path. Any surprise (another order, a missing field) returns `None` and
+/// the line goes through the general [`Fields`] parser instead.
+struct Cur<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Cur<'a> {
+    /// The value of the next field if its key is `key`.
+    #[inline]
+    fn next<const N: usize>(&mut self, key: &[u8; N]) -> Option<&'a [u8]> {
+        self.i = skip_spaces(self.s, self.i);
+        // A fixed-size comparison: no memcmp call.
+        let k: &[u8; N] = self.s.get(self.i..self.i + N)?.try_into().ok()?;
+        if k != key || self.s.get(self.i + N) != Some(&b'=') {
+            return None;
+        }
+        let start = self.i + N + 1;
+        let end = find_space(self.s, start);
+        self.i = end;
+        Some(&self.s[start..end])
+    }
+
+    #[inline]
+    fn ptr<const N: usize>(&mut self, key: &[u8; N]) -> Option<u64> {
+        match self.next(key)? {
+            b"(nil)" => Some(0),
+            v => parse_hex(v),
+        }
+    }
+
+    #[inline]
+    fn dec<const N: usize>(&mut self, key: &[u8; N]) -> Option<u64> {
+        parse_dec(self.next(key)?)
+    }
+}
+
+/// The fast path of [`parse_event`] for the kmem events in Linux 6.18's
+/// field order. `None`: use the general parser (which also gives the error).
+#[inline]
+fn fast_event<'a>(name: &'a [u8], fields: &'a [u8]) -> Option<Event<'a>> {
+    let mut c = Cur { s: fields, i: 0 };
+    // The names' lengths differ, so the length picks the event and one
+    // fixed-size comparison confirms it.
+    fn is<const N: usize>(name: &[u8], want: &[u8; N]) -> bool {
+        <&[u8; N]>::try_from(name).is_ok_and(|n| n == want)
+    }
+    let ev = match name.len() {
+        21 if is(name, b"kmem:kmem_cache_alloc") => {
+            c.next(b"call_site")?;
+            let ptr = c.ptr(b"ptr")?;
+            let name = c.next(b"name")?;
+            let bytes_req = c.dec(b"bytes_req")?;
+            let bytes_alloc = c.dec(b"bytes_alloc")?;
+            let gfp = c.next(b"gfp_flags")?;
+            let node = parse_signed(c.next(b"node")?).and_then(|n| i32::try_from(n).ok())?;
+            let accounted = match c.next(b"accounted")? {
+                b"true" => true,
+                b"false" => false,
+                _ => return None,
+            };
+            if gfp.is_empty() {
+                return None;
+            }
+            Event::KmemCacheAlloc {
+                ptr,
+                name,
+                bytes_req,
+                bytes_alloc,
+                gfp,
+                node,
+                accounted,
+            }
+        }
+        20 if is(name, b"kmem:kmem_cache_free") => {
+            c.next(b"call_site")?;
+            Event::KmemCacheFree {
+                ptr: c.ptr(b"ptr")?,
+                name: c.next(b"name")?,
+            }
+        }
+        12 if is(name, b"kmem:kmalloc") => {
+            c.next(b"call_site")?;
+            let ptr = c.ptr(b"ptr")?;
+            let bytes_req = c.dec(b"bytes_req")?;
+            let bytes_alloc = c.dec(b"bytes_alloc")?;
+            let gfp = c.next(b"gfp_flags")?;
+            let node = parse_signed(c.next(b"node")?).and_then(|n| i32::try_from(n).ok())?;
+            if gfp.is_empty() {
+                return None;
+            }
+            Event::Kmalloc {
+                ptr,
+                bytes_req,
+                bytes_alloc,
+                gfp,
+                node,
+            }
+        }
+        10 if is(name, b"kmem:kfree") => {
+            c.next(b"call_site")?;
+            Event::Kfree {
+                ptr: c.ptr(b"ptr")?,
+            }
+        }
+        18 if is(name, b"kmem:mm_page_alloc") => {
+            if c.next(b"page")? == b"(nil)" {
+                return None;
+            }
+            let pfn = c.ptr(b"pfn")?;
+            let order = c.dec(b"order")?;
+            c.next(b"migratetype")?;
+            let gfp = c.next(b"gfp_flags")?;
+            if order > 63 || gfp.is_empty() {
+                return None;
+            }
+            Event::PageAlloc {
+                pfn: Some(pfn),
+                order: order as u32,
+                gfp,
+            }
+        }
+        17 | 25 if is(name, b"kmem:mm_page_free") || is(name, b"kmem:mm_page_free_batched") => {
+            c.next(b"page")?;
+            let pfn = c.ptr(b"pfn")?;
+            let order = c.dec(b"order")?;
+            if order > 63 {
+                return None;
+            }
+            Event::PageFree {
+                pfn,
+                order: order as u32,
+                batched: name.len() == 25,
+            }
+        }
+        _ => return None,
+    };
+    Some(ev)
 }
 
 /// Only the CPU of a line, if it has a well-formed header (a cheap scan used
@@ -373,12 +564,10 @@ fn parse_header(line: &[u8]) -> Result<(Header<'_>, &[u8]), ParseError> {
     let tid = u32::try_from(tid).map_err(|_| ParseError::NoHeader)?;
     let comm = trim(&before[..tid_start]);
     // ` SECS.FRAC:`
-    let rest = &line[after..];
-    let t0 = rest
-        .iter()
-        .position(|&b| b != b' ')
-        .ok_or(ParseError::NoTimestamp)?;
-    let rest = &rest[t0..];
+    let rest = &line[skip_spaces(line, after)..];
+    if rest.is_empty() {
+        return Err(ParseError::NoTimestamp);
+    }
     let colon = memchr::memchr(b':', rest).ok_or(ParseError::NoTimestamp)?;
     let time_ns = parse_time(&rest[..colon]).ok_or(ParseError::NoTimestamp)?;
     Ok((
@@ -409,12 +598,11 @@ fn parse_time(s: &[u8]) -> Option<u64> {
 
 /// The event name (without its colon) and the fields after it.
 fn split_event(rest: &[u8]) -> Result<(&[u8], &[u8]), ParseError> {
-    let s0 = rest
-        .iter()
-        .position(|&b| b != b' ')
-        .ok_or(ParseError::NoEventName)?;
-    let rest = &rest[s0..];
-    let end = memchr::memchr(b' ', rest).unwrap_or(rest.len());
+    let rest = &rest[skip_spaces(rest, 0)..];
+    if rest.is_empty() {
+        return Err(ParseError::NoEventName);
+    }
+    let end = find_space(rest, 0);
     let name = &rest[..end];
     let name = match name {
         [n @ .., b':'] if memchr::memchr(b':', n).is_some() => n,
@@ -587,6 +775,17 @@ fn parse_dec(s: &[u8]) -> Option<u64> {
         return None;
     }
     let mut v: u64 = 0;
+    if s.len() < 20 {
+        // 19 digits cannot overflow: no checks in the loop.
+        for &b in s {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            v = v * 10 + d as u64;
+        }
+        return Some(v);
+    }
     for &b in s {
         let d = b.wrapping_sub(b'0');
         if d > 9 {
@@ -606,6 +805,23 @@ fn parse_signed(s: &[u8]) -> Option<i64> {
     }
 }
 
+/// Hex digit values, 0xff for other bytes: one load per digit.
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
 #[inline]
 fn parse_hex(s: &[u8]) -> Option<u64> {
     let s = s.strip_prefix(b"0x").or_else(|| s.strip_prefix(b"0X"))?;
@@ -613,16 +829,14 @@ fn parse_hex(s: &[u8]) -> Option<u64> {
         return None;
     }
     let mut v: u64 = 0;
+    let mut bad = 0u8;
     for &b in s {
-        let d = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            b'A'..=b'F' => b - b'A' + 10,
-            _ => return None,
-        };
-        v = (v << 4) | d as u64;
+        let d = HEX[b as usize];
+        bad |= d;
+        v = (v << 4) | (d & 0xf) as u64;
     }
-    Some(v)
+    // Any invalid byte set the high bits.
+    (bad & 0xf0 == 0).then_some(v)
 }
 
 #[cfg(test)]
@@ -692,6 +906,36 @@ mod tests {
                 batched: true
             }
         );
+    }
+
+    #[test]
+    fn fields_in_another_order_take_the_general_path() {
+        let canonical = parse_line(KMALLOC).unwrap().unwrap();
+        let reordered = b"            bash 24576 [001]  1055.877198: kmem:kmalloc: ptr=0xffff888106544000 call_site=perf_event_mmap+0x155 gfp_flags=GFP_KERNEL bytes_alloc=4096 bytes_req=4096";
+        let (_, rest) = parse_header(reordered).unwrap();
+        let (name, fields) = split_event(rest).unwrap();
+        assert_eq!(fast_event(name, fields), None);
+        assert_eq!(
+            parse_line(reordered).unwrap().unwrap().event,
+            canonical.event
+        );
+        // Every kmem event of the canonical form takes the fast path.
+        let (_, rest) = parse_header(KMALLOC).unwrap();
+        let (name, fields) = split_event(rest).unwrap();
+        assert_eq!(fast_event(name, fields), Some(canonical.event));
+    }
+
+    #[test]
+    fn spaces_are_found_eight_bytes_at_a_time() {
+        let s = b"abcdefghijklmnopqrstuvw xyz";
+        for from in 0..s.len() {
+            let want = s[from..]
+                .iter()
+                .position(|&b| b == b' ')
+                .map_or(s.len(), |p| from + p);
+            assert_eq!(find_space(s, from), want);
+        }
+        assert_eq!(find_space(b"", 0), 0);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use kmem_sim::SimPlatform;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::{self, Write};
+use std::time::Duration;
 
 /// The machine a trace ran on.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -64,6 +65,10 @@ pub struct SystemReport {
     /// kmem's replay time over the system allocator's (above 1: kmem is
     /// slower).
     pub kmem_time_over_system: f64,
+    /// CPU time of the replaying thread, seconds.
+    pub replay_cpu_sec: f64,
+    /// kmem's replay CPU time over the system allocator's.
+    pub kmem_cpu_time_over_system: f64,
 }
 
 /// The final `/proc` reports.
@@ -93,6 +98,11 @@ pub struct Report {
     pub replay_sec: f64,
     /// Time waiting for the reader thread, seconds.
     pub input_wait_sec: f64,
+    /// CPU time of the replaying thread, seconds.
+    pub replay_cpu_sec: f64,
+    /// Events per second of that CPU time (independent of other load on
+    /// the host).
+    pub events_per_cpu_sec: f64,
     /// Lines read.
     pub lines: u64,
     /// Lines that could not be replayed as written.
@@ -181,6 +191,12 @@ impl Report {
                 } else {
                     0.0
                 },
+                replay_cpu_sec: s.cpu_time.as_secs_f64(),
+                kmem_cpu_time_over_system: if s.cpu_time > Duration::ZERO {
+                    o.cpu_time.as_secs_f64() / s.cpu_time.as_secs_f64()
+                } else {
+                    0.0
+                },
             }
         });
         Report {
@@ -194,6 +210,8 @@ impl Report {
             events_per_sec: o.events_per_sec(),
             replay_sec: kmem_sec,
             input_wait_sec: o.input_wait.as_secs_f64(),
+            replay_cpu_sec: o.cpu_time.as_secs_f64(),
+            events_per_cpu_sec: o.events_per_cpu_sec(),
             lines: o.lines,
             malformed_lines: o.malformed_lines,
             errors: o.errors.clone(),
@@ -272,13 +290,21 @@ impl Report {
             self.events_per_sec / 1e6,
             self.input_wait_sec
         )?;
+        writeln!(
+            w,
+            "replay thread CPU time {:.3} s: {:.2} M events per CPU second",
+            self.replay_cpu_sec,
+            self.events_per_cpu_sec / 1e6
+        )?;
         if let Some(s) = &self.system {
             writeln!(
                 w,
-                "system allocator (malloc/free of the traced sizes, same parser and maps): {:.3} s, {:.2} M events/s; kmem takes {:.2}x its time",
+                "system allocator (malloc/free of the traced sizes, same parser and maps): {:.3} s, {:.2} M events/s, CPU time {:.3} s; kmem takes {:.2}x its time ({:.2}x its CPU time)",
                 s.replay_sec,
                 s.events_per_sec / 1e6,
-                s.kmem_time_over_system
+                s.replay_cpu_sec,
+                s.kmem_time_over_system,
+                s.kmem_cpu_time_over_system
             )?;
         }
         if self.stopped {
