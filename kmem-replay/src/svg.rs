@@ -14,6 +14,9 @@ const RIGHT: f64 = 30.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 60.0;
 
+/// A curve: its legend, its colour and the value it plots.
+type Curve = (&'static str, &'static str, fn(&Point) -> u64);
+
 /// Escape text for SVG.
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -122,7 +125,7 @@ pub fn plot(points: &[Point], title: &str) -> String {
         TOP + ph / 2.0
     );
     // Curves.
-    let series: [(&str, &str, fn(&Point) -> u64); 3] = [
+    let series: [Curve; 3] = [
         ("footprint (slab + kmalloc_large + pages)", "#1f5fbf", |p| {
             p.footprint_bytes
         }),

@@ -98,7 +98,7 @@ impl<'k, 's> KmemTarget<'k, 's> {
     /// Bind the calling thread to CPU `cpu` of `k`'s machine. Panics, as
     /// [`SimPlatform::bind`] does, when the thread is bound already.
     pub fn new(k: &'k Kmem<&'s SimPlatform>, cpu: usize) -> Self {
-        let sim: &'s SimPlatform = *k.platform();
+        let sim: &'s SimPlatform = k.platform();
         KmemTarget {
             k,
             sim,
