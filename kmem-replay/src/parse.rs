@@ -371,29 +371,84 @@ impl<'a> Cur<'a> {
     /// The value of the next field if its key is `key`.
     #[inline]
     fn next<const N: usize>(&mut self, key: &[u8; N]) -> Option<&'a [u8]> {
-        self.i = skip_spaces(self.s, self.i);
-        // A fixed-size comparison: no memcmp call.
-        let k: &[u8; N] = self.s.get(self.i..self.i + N)?.try_into().ok()?;
-        if k != key || self.s.get(self.i + N) != Some(&b'=') {
+        if !self.key(key) {
             return None;
         }
-        let start = self.i + N + 1;
+        let start = self.i;
         let end = find_space(self.s, start);
         self.i = end;
         Some(&self.s[start..end])
     }
 
+    /// Step over `key=` if the next field has that key; `false` if not.
     #[inline]
-    fn ptr<const N: usize>(&mut self, key: &[u8; N]) -> Option<u64> {
-        match self.next(key)? {
-            b"(nil)" => Some(0),
-            v => parse_hex(v),
+    fn key<const N: usize>(&mut self, key: &[u8; N]) -> bool {
+        self.i = skip_spaces(self.s, self.i);
+        let Some(k) = self.s.get(self.i..self.i + N) else {
+            return false;
+        };
+        let k: &[u8; N] = k.try_into().expect("N bytes");
+        if k != key || self.s.get(self.i + N) != Some(&b'=') {
+            return false;
         }
+        self.i += N + 1;
+        true
     }
 
+    /// Whether the value just read ends the field (a space or the end).
+    #[inline]
+    fn at_end(&self) -> bool {
+        self.s.get(self.i).is_none_or(|&b| b == b' ')
+    }
+
+    /// A `0x...` or `(nil)` value, read in the same pass that finds its end.
+    #[inline]
+    fn ptr<const N: usize>(&mut self, key: &[u8; N]) -> Option<u64> {
+        if !self.key(key) {
+            return None;
+        }
+        let rest = &self.s[self.i..];
+        if rest.starts_with(b"(nil)") {
+            self.i += 5;
+            return self.at_end().then_some(0);
+        }
+        if !rest.starts_with(b"0x") {
+            return None;
+        }
+        self.i += 2;
+        let start = self.i;
+        let mut v: u64 = 0;
+        while let Some(&b) = self.s.get(self.i) {
+            let d = HEX[b as usize];
+            if d > 15 {
+                break;
+            }
+            v = (v << 4) | d as u64;
+            self.i += 1;
+        }
+        let n = self.i - start;
+        (n > 0 && n <= 16 && self.at_end()).then_some(v)
+    }
+
+    /// A decimal value, read in the same pass that finds its end.
     #[inline]
     fn dec<const N: usize>(&mut self, key: &[u8; N]) -> Option<u64> {
-        parse_dec(self.next(key)?)
+        if !self.key(key) {
+            return None;
+        }
+        let start = self.i;
+        let mut v: u64 = 0;
+        while let Some(&b) = self.s.get(self.i) {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                break;
+            }
+            v = v.wrapping_mul(10).wrapping_add(d as u64);
+            self.i += 1;
+        }
+        let n = self.i - start;
+        // 19 digits cannot overflow; longer numbers take the general path.
+        (n > 0 && n <= 19 && self.at_end()).then_some(v)
     }
 }
 
@@ -526,8 +581,10 @@ fn trim(s: &[u8]) -> &[u8] {
 /// after `]`).
 #[inline]
 fn find_cpu(line: &[u8]) -> Option<(usize, u32, usize)> {
+    // The bracket is a couple of dozen bytes in: a plain scan beats a
+    // vectorised search's setup.
     let mut from = 0;
-    while let Some(off) = memchr::memchr(b'[', &line[from..]) {
+    while let Some(off) = line[from..].iter().position(|&b| b == b'[') {
         let i = from + off;
         from = i + 1;
         if i < 2 || line[i - 1] != b' ' || !line[i - 2].is_ascii_digit() {
@@ -568,7 +625,10 @@ fn parse_header(line: &[u8]) -> Result<(Header<'_>, &[u8]), ParseError> {
     if rest.is_empty() {
         return Err(ParseError::NoTimestamp);
     }
-    let colon = memchr::memchr(b':', rest).ok_or(ParseError::NoTimestamp)?;
+    let colon = rest
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or(ParseError::NoTimestamp)?;
     let time_ns = parse_time(&rest[..colon]).ok_or(ParseError::NoTimestamp)?;
     Ok((
         Header {
@@ -583,7 +643,7 @@ fn parse_header(line: &[u8]) -> Result<(Header<'_>, &[u8]), ParseError> {
 
 /// `SECS.FRAC` (any number of fraction digits up to 9) in nanoseconds.
 fn parse_time(s: &[u8]) -> Option<u64> {
-    let dot = memchr::memchr(b'.', s)?;
+    let dot = s.iter().position(|&b| b == b'.')?;
     let secs = parse_dec(&s[..dot])?;
     let frac = &s[dot + 1..];
     if frac.is_empty() || frac.len() > 9 {
@@ -605,7 +665,7 @@ fn split_event(rest: &[u8]) -> Result<(&[u8], &[u8]), ParseError> {
     let end = find_space(rest, 0);
     let name = &rest[..end];
     let name = match name {
-        [n @ .., b':'] if memchr::memchr(b':', n).is_some() => n,
+        [n @ .., b':'] if n.contains(&b':') => n,
         _ => return Err(ParseError::NoEventName),
     };
     Ok((name, &rest[end..]))
