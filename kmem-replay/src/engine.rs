@@ -1,7 +1,7 @@
 //! The replay loop: lines in, target calls out, everything counted.
 //!
-//! [`Engine`] takes the chunks of a [`TraceInput`], parses each line
-//! ([`crate::parse`]), keeps the maps from the traced kernel's object
+//! [`Engine`] takes the ops the parser thread makes of a [`TraceInput`]'s
+//! lines ([`crate::ops`]), keeps the maps from the traced kernel's object
 //! addresses and page frame numbers to the [`Target`]'s handles
 //! (`hashbrown` maps with the `foldhash` hasher), and calls the target. The
 //! decisions below are the replay's contract; the [crate docs](crate)
@@ -48,7 +48,8 @@
 //!   with the flags [`infer_cache_flags`] derives from the trace.
 
 use crate::input::TraceInput;
-use crate::parse::{parse_line, Event, EventKind, Header};
+use crate::ops::{Batch, Op, OpKind, Parser, BATCH_DEPTH};
+use crate::parse::EventKind;
 use crate::series::{Point, Series};
 use crate::target::{CacheSpec, MemSample, Target};
 use kmem::gfp::{
@@ -233,11 +234,14 @@ pub struct Outcome {
     pub series: Vec<Point>,
     /// Wall time of the replay loop (parsing included).
     pub elapsed: Duration,
-    /// Part of it spent waiting for the reader thread (decompression, I/O).
+    /// Part of it the parser spent waiting for the reader thread
+    /// (decompression, I/O), when the replay had nothing to do either.
     pub input_wait: Duration,
-    /// CPU time the replaying thread used in the loop (unlike the wall
+    /// CPU time the parser and replaying threads used (unlike the wall
     /// time, not inflated by other load on the host).
     pub cpu_time: Duration,
+    /// The parser thread's part of it.
+    pub parse_cpu_time: Duration,
     /// Whether the progress callback stopped the replay early.
     pub stopped: bool,
 }
@@ -254,7 +258,7 @@ impl Outcome {
         }
     }
 
-    /// Events per second of the replaying thread's CPU time.
+    /// Events per second of CPU time (parser and replay threads).
     pub fn events_per_cpu_sec(&self) -> f64 {
         let t = self.cpu_time.as_secs_f64();
         if t > 0.0 {
@@ -290,7 +294,7 @@ impl Outcome {
 }
 
 /// CPU time of the calling thread.
-fn thread_cpu_time() -> Duration {
+pub(crate) fn thread_cpu_time() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
@@ -394,7 +398,6 @@ struct PageRec {
 }
 
 struct CacheRec {
-    object_size: u64,
     /// Target cache id and slot size; `None` when creation failed.
     id: Option<(u32, usize)>,
 }
@@ -417,8 +420,10 @@ pub struct Engine<T: Target> {
     tid: u32,
     objs: Map<u64, Obj>,
     pages: Map<u64, PageRec>,
-    gfps: Map<Vec<u8>, Gfp>,
-    caches: Map<Vec<u8>, Vec<CacheRec>>,
+    /// The parser's interned strings, by id.
+    strings: Vec<Box<str>>,
+    /// Caches by (name id, object size).
+    caches: Map<(u32, u64), CacheRec>,
     last_page: Option<LastPageAlloc>,
     /// Per CPU: the frames of its last `RECENT_FREES` `mm_page_free`s.
     recent_frees: Vec<([u64; RECENT_FREES], usize)>,
@@ -428,6 +433,7 @@ pub struct Engine<T: Target> {
     first_time_ns: Option<u64>,
     last_time_ns: u64,
     next_sample: u64,
+    lines_done: u64,
 }
 
 impl<T: Target> Engine<T> {
@@ -441,7 +447,7 @@ impl<T: Target> Engine<T> {
             tid: u32::MAX,
             objs: Map::new(),
             pages: Map::new(),
-            gfps: Map::new(),
+            strings: Vec::new(),
             caches: Map::new(),
             last_page: None,
             recent_frees: vec![([u64::MAX; RECENT_FREES], 0); nr_cpus as usize],
@@ -469,6 +475,7 @@ impl<T: Target> Engine<T> {
                 elapsed: Duration::ZERO,
                 input_wait: Duration::ZERO,
                 cpu_time: Duration::ZERO,
+                parse_cpu_time: Duration::ZERO,
                 stopped: false,
             },
             pages_live: 0,
@@ -476,6 +483,7 @@ impl<T: Target> Engine<T> {
             first_time_ns: None,
             last_time_ns: 0,
             next_sample: opts.sample_every.max(1),
+            lines_done: 0,
         }
     }
 
@@ -484,59 +492,72 @@ impl<T: Target> Engine<T> {
         &self.target
     }
 
-    /// Replay every line of `input`. An I/O or decompression error ends
-    /// the replay with that error; what was replayed stays counted.
+    /// Replay every line of `input`: a parser thread turns lines into ops
+    /// ([`crate::ops`]) while this thread applies them. An I/O or
+    /// decompression error ends the replay with that error; what was
+    /// replayed stays counted.
     pub fn run(&mut self, input: &mut TraceInput, opts: &mut ReplayOptions<'_>) -> io::Result<()> {
         let start = Instant::now();
         let cpu0 = thread_cpu_time();
-        let wait0 = input.waited();
         let every = opts.progress_every.max(1);
         let mut next_progress = every;
         let mut res = Ok(());
-        'chunks: while let Some(chunk) = input.next_chunk() {
-            let chunk = match chunk {
-                Ok(c) => c,
-                Err(e) => {
-                    res = Err(e);
-                    break;
-                }
-            };
-            let mut from = 0;
-            let ends = memchr::memchr_iter(b'\n', &chunk).chain(
-                // The last line of a trace may lack its newline.
-                (chunk.last() != Some(&b'\n')).then_some(chunk.len()),
-            );
-            for end in ends {
-                let line = &chunk[from..end];
-                from = end + 1;
-                self.out.lines += 1;
-                self.line(line, opts);
-                if self.out.events >= self.next_sample {
-                    self.next_sample += opts.sample_every.max(1);
-                    self.sample();
-                }
-                if self.out.lines >= next_progress {
-                    next_progress += every;
-                    if !self.progress(input, opts, start, false) {
-                        self.out.stopped = true;
-                        input.recycle(chunk);
-                        break 'chunks;
+        let parser = Parser::new(self.nr_cpus, opts.max_errors);
+        let progress_of = input.progress_handle();
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(BATCH_DEPTH);
+            let (back_tx, back_rx) = std::sync::mpsc::channel::<Batch>();
+            let spawned = std::thread::Builder::new()
+                .name("trace-parser".into())
+                .spawn_scoped(s, move || parser.run(input, &tx, &back_rx));
+            if let Err(e) = spawned {
+                res = Err(e);
+                return;
+            }
+            'batches: for batch in rx.iter() {
+                self.strings.extend(batch.strings.iter().cloned());
+                self.out.errors.extend(batch.errors.iter().cloned());
+                for op in &batch.ops {
+                    self.op(op);
+                    if self.out.events >= self.next_sample {
+                        self.next_sample += opts.sample_every.max(1);
+                        self.sample();
+                    }
+                    if op.line >= next_progress {
+                        next_progress = op.line - op.line % every + every;
+                        self.out.lines = op.line;
+                        if !self.progress(&progress_of, opts, start, false) {
+                            self.out.stopped = true;
+                            break 'batches;
+                        }
                     }
                 }
+                self.out.lines = self.lines_done + batch.lines;
+                self.lines_done = self.out.lines;
+                if let Some(e) = &batch.error {
+                    res = Err(io::Error::other(e.clone()));
+                }
+                if let Some((cpu, wait)) = batch.parser_times {
+                    self.out.cpu_time += cpu;
+                    self.out.parse_cpu_time += cpu;
+                    self.out.input_wait += wait;
+                }
+                let _ = back_tx.send(batch);
             }
-            input.recycle(chunk);
-        }
+            // A parser still running after a stop ends when its next send
+            // finds the receiver gone.
+            drop(rx);
+        });
         self.sample();
         self.out.elapsed += start.elapsed();
         self.out.cpu_time += thread_cpu_time().saturating_sub(cpu0);
-        self.out.input_wait += input.waited() - wait0;
-        self.progress(input, opts, start, true);
+        self.progress(&progress_of, opts, start, true);
         res
     }
 
     fn progress(
         &self,
-        input: &TraceInput,
+        input: &crate::input::ProgressHandle,
         opts: &mut ReplayOptions<'_>,
         start: Instant,
         done: bool,
@@ -544,7 +565,7 @@ impl<T: Target> Engine<T> {
         let Some(cb) = opts.progress.as_mut() else {
             return true;
         };
-        let (bytes_read, bytes_total) = input.progress();
+        let (bytes_read, bytes_total) = input.get();
         cb(&Progress {
             lines: self.out.lines,
             events: self.out.events,
@@ -586,116 +607,70 @@ impl<T: Target> Engine<T> {
         (t, out)
     }
 
-    fn malformed(&mut self, what: &dyn std::fmt::Display, line: &[u8], opts: &ReplayOptions<'_>) {
-        self.out.malformed_lines += 1;
-        if self.out.errors.len() < opts.max_errors {
-            let text = String::from_utf8_lossy(&line[..line.len().min(200)]);
-            self.out.errors.push(format!(
-                "line {}: {what}: `{}{}`",
-                self.out.lines,
-                text.trim(),
-                if line.len() > 200 { "..." } else { "" }
-            ));
-        }
-    }
-
-    fn gfp(&mut self, s: &[u8]) -> Result<Gfp, String> {
-        if let Some(&g) = self.gfps.get(s) {
-            return Ok(g);
-        }
-        let text = std::str::from_utf8(s).map_err(|_| "gfp_flags is not text".to_string())?;
-        let g = Gfp::parse(text).map_err(|e| format!("bad gfp_flags `{text}`: {e}"))?;
-        self.gfps.insert(s.to_vec(), g);
-        Ok(g)
-    }
-
     #[inline]
-    fn line(&mut self, line: &[u8], opts: &ReplayOptions<'_>) {
-        let rec = match parse_line(line) {
-            Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(e) => return self.malformed(&e, line, opts),
-        };
-        let h = rec.header;
-        if h.cpu >= self.nr_cpus {
-            let msg = format!(
-                "CPU {} is not on the simulated machine ({} CPUs; give more with --cpus)",
-                h.cpu, self.nr_cpus
-            );
-            return self.malformed(&msg, line, opts);
-        }
-        // The GFP flags are checked before anything is counted, so a bad
-        // string makes the line malformed rather than a half-replayed event.
-        let gfp = match rec.event {
-            Event::Kmalloc { gfp, .. }
-            | Event::KmemCacheAlloc { gfp, .. }
-            | Event::PageAlloc { gfp, .. } => match self.gfp(gfp) {
-                Ok(g) => g,
-                Err(msg) => return self.malformed(&msg, line, opts),
-            },
-            _ => Gfp::from_bits(0),
+    fn op(&mut self, op: &Op) {
+        let kind = match op.kind {
+            OpKind::Malformed => {
+                self.out.malformed_lines += 1;
+                return;
+            }
+            OpKind::Unknown => {
+                self.out.events += 1;
+                self.unknown(op.name);
+                return;
+            }
+            OpKind::Kmalloc => EventKind::Kmalloc,
+            OpKind::Kfree => EventKind::Kfree,
+            OpKind::CacheAlloc => EventKind::KmemCacheAlloc,
+            OpKind::CacheFree => EventKind::KmemCacheFree,
+            OpKind::PageAlloc => EventKind::PageAlloc,
+            OpKind::PageFree => EventKind::PageFree,
+            OpKind::PageFreeBatched => EventKind::PageFreeBatched,
+            OpKind::NotModelled(k) => k,
         };
         self.out.events += 1;
-        self.last_time_ns = h.time_ns;
+        self.last_time_ns = op.time_ns;
         if self.first_time_ns.is_none() {
-            self.first_time_ns = Some(h.time_ns);
+            self.first_time_ns = Some(op.time_ns);
         }
         let last_page = self.last_page.take();
-        let Some(kind) = rec.event.kind() else {
-            if let Event::Unknown(name) = rec.event {
-                self.unknown(name);
-            }
-            return;
-        };
         self.out.by_type[kind.index()].1.events += 1;
         if !kind.is_replayed() {
             self.out.by_type[kind.index()].1.skipped += 1;
             return;
         }
-        if h.cpu != self.cpu {
-            self.cpu = h.cpu;
-            self.target.set_cpu(h.cpu as usize);
+        if op.cpu != self.cpu {
+            self.cpu = op.cpu;
+            self.target.set_cpu(op.cpu as usize);
         }
-        if h.tid != self.tid {
-            self.tid = h.tid;
-            self.target.set_task(h.tid, h.comm);
+        if op.tid != self.tid {
+            self.tid = op.tid;
+            let comm = self.strings.get(op.comm as usize).map_or("", |s| s);
+            self.target.set_task(op.tid, comm.as_bytes());
         }
-        match rec.event {
-            Event::Kmalloc {
-                ptr,
-                bytes_req,
-                bytes_alloc,
-                node,
-                ..
-            } => self.kmalloc(h, ptr, bytes_req, bytes_alloc, gfp, node, last_page),
-            Event::Kfree { ptr } => self.free(EventKind::Kfree, ptr),
-            Event::KmemCacheAlloc {
-                ptr,
-                name,
-                bytes_req,
-                bytes_alloc,
-                node,
-                accounted,
-                ..
-            } => self.cache_alloc(ptr, name, bytes_req, bytes_alloc, gfp, node, accounted),
-            Event::KmemCacheFree { ptr, .. } => self.free(EventKind::KmemCacheFree, ptr),
-            Event::PageAlloc { pfn, order, .. } => self.page_alloc(h, pfn, order, gfp),
-            Event::PageFree {
-                pfn,
-                order,
-                batched,
-            } => self.page_free(h.cpu, pfn, order, batched),
-            Event::NotModelled(_) | Event::Unknown(_) => {}
+        match op.kind {
+            OpKind::Kmalloc => self.kmalloc(op, last_page),
+            OpKind::Kfree => self.free(EventKind::Kfree, op.a),
+            OpKind::CacheAlloc => self.cache_alloc(op),
+            OpKind::CacheFree => self.free(EventKind::KmemCacheFree, op.a),
+            OpKind::PageAlloc => self.page_alloc(op),
+            OpKind::PageFree | OpKind::PageFreeBatched => self.page_free(
+                op.cpu,
+                op.a,
+                op.b as u32,
+                op.kind == OpKind::PageFreeBatched,
+            ),
+            OpKind::NotModelled(_) | OpKind::Unknown | OpKind::Malformed => {}
         }
     }
 
-    fn unknown(&mut self, name: &[u8]) {
+    fn unknown(&mut self, name: u32) {
         self.out.unknown_events += 1;
-        let name = String::from_utf8_lossy(name);
-        if let Some(n) = self.out.unknown_names.get_mut(name.as_ref()) {
+        let name = self.strings.get(name as usize).map_or("?", |s| s);
+        if let Some(n) = self.out.unknown_names.get_mut(name) {
             *n += 1;
         } else if self.out.unknown_names.len() < 32 {
-            self.out.unknown_names.insert(name.into_owned(), 1);
+            self.out.unknown_names.insert(name.to_string(), 1);
         }
     }
 
@@ -730,17 +705,8 @@ impl<T: Target> Engine<T> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn kmalloc(
-        &mut self,
-        h: Header<'_>,
-        ptr: u64,
-        bytes_req: u64,
-        bytes_alloc: u64,
-        gfp: Gfp,
-        node: i32,
-        last_page: Option<LastPageAlloc>,
-    ) {
+    fn kmalloc(&mut self, op: &Op, last_page: Option<LastPageAlloc>) {
+        let (ptr, bytes_req, bytes_alloc, gfp, node) = (op.a, op.b, op.c, op.gfp, op.node);
         const K: EventKind = EventKind::Kmalloc;
         if ptr == 0 {
             self.out.notes.linux_failed_allocs += 1;
@@ -748,7 +714,7 @@ impl<T: Target> Engine<T> {
             return;
         }
         if bytes_alloc > KMALLOC_MAX_CACHE_SIZE as u64 {
-            self.fold_large(h, bytes_alloc, last_page);
+            self.fold_large(op, bytes_alloc, last_page);
         }
         match self.target.kmalloc(bytes_req as usize, gfp, node) {
             Ok((handle, got)) => {
@@ -779,7 +745,7 @@ impl<T: Target> Engine<T> {
 
     /// Undo the page allocation just replayed if it is this kmalloc's
     /// (kmalloc_large): kmem's kmalloc takes its own pages.
-    fn fold_large(&mut self, h: Header<'_>, bytes_alloc: u64, last: Option<LastPageAlloc>) {
+    fn fold_large(&mut self, h: &Op, bytes_alloc: u64, last: Option<LastPageAlloc>) {
         let Some(last) = last else { return };
         let order = kmem::page_alloc::get_order(bytes_alloc as usize);
         if last.cpu != h.cpu || last.tid != h.tid || last.order != order {
@@ -821,30 +787,17 @@ impl<T: Target> Engine<T> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn cache_alloc(
-        &mut self,
-        ptr: u64,
-        name: &[u8],
-        bytes_req: u64,
-        bytes_alloc: u64,
-        gfp: Gfp,
-        node: i32,
-        accounted: bool,
-    ) {
+    fn cache_alloc(&mut self, op: &Op) {
+        let (ptr, bytes_req, bytes_alloc, gfp, node) = (op.a, op.b, op.c, op.gfp, op.node);
         const K: EventKind = EventKind::KmemCacheAlloc;
         if ptr == 0 {
             self.out.notes.linux_failed_allocs += 1;
             self.stats(K).skipped += 1;
             return;
         }
-        let id = match self
-            .caches
-            .get(name)
-            .and_then(|v| v.iter().find(|c| c.object_size == bytes_req))
-        {
+        let id = match self.caches.get(&(op.name, bytes_req)) {
             Some(c) => c.id,
-            None => self.create_cache(name, bytes_req, bytes_alloc, gfp, accounted),
+            None => self.create_cache(op.name, bytes_req, bytes_alloc, gfp, op.accounted),
         };
         let Some((cache, size)) = id else {
             self.stats(K).failures += 1;
@@ -874,13 +827,17 @@ impl<T: Target> Engine<T> {
     #[cold]
     fn create_cache(
         &mut self,
-        name: &[u8],
+        name: u32,
         bytes_req: u64,
         bytes_alloc: u64,
         gfp: Gfp,
         accounted: bool,
     ) -> Option<(u32, usize)> {
-        let text = String::from_utf8_lossy(name).into_owned();
+        let text = self
+            .strings
+            .get(name as usize)
+            .map_or("?", |s| s)
+            .to_string();
         let (flags, ctor) = infer_cache_flags(
             bytes_req as usize,
             bytes_alloc as usize,
@@ -903,13 +860,7 @@ impl<T: Target> Engine<T> {
             flags: format!("{flags:?}"),
             ctor,
         });
-        self.caches
-            .entry(name.to_vec())
-            .or_default()
-            .push(CacheRec {
-                object_size: bytes_req,
-                id,
-            });
+        self.caches.insert((name, bytes_req), CacheRec { id });
         id
     }
 
@@ -924,9 +875,10 @@ impl<T: Target> Engine<T> {
         self.target.free_pages(rec.handle, order)
     }
 
-    fn page_alloc(&mut self, h: Header<'_>, pfn: Option<u64>, order: u32, gfp: Gfp) {
+    fn page_alloc(&mut self, h: &Op) {
         const K: EventKind = EventKind::PageAlloc;
-        let Some(pfn) = pfn else {
+        let (order, gfp) = (h.b as u32, h.gfp);
+        let Some(pfn) = (h.a != u64::MAX).then_some(h.a) else {
             self.out.notes.linux_failed_allocs += 1;
             self.stats(K).skipped += 1;
             return;

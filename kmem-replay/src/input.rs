@@ -43,6 +43,20 @@ pub struct TraceInput {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Reads a [`TraceInput`]'s progress from any thread.
+#[derive(Clone, Debug)]
+pub struct ProgressHandle {
+    consumed: Arc<AtomicU64>,
+    total: Option<u64>,
+}
+
+impl ProgressHandle {
+    /// Source bytes read so far and the source's length when known.
+    pub fn get(&self) -> (u64, Option<u64>) {
+        (self.consumed.load(Relaxed), self.total)
+    }
+}
+
 /// Counts the bytes read from the source, for progress.
 struct Counting<R> {
     inner: R,
@@ -129,6 +143,14 @@ impl TraceInput {
         (self.consumed.load(Relaxed), self.total)
     }
 
+    /// A handle reading [`progress`](Self::progress) from another thread.
+    pub fn progress_handle(&self) -> ProgressHandle {
+        ProgressHandle {
+            consumed: Arc::clone(&self.consumed),
+            total: self.total,
+        }
+    }
+
     /// Time spent waiting for the reader thread in [`next_chunk`](Self::next_chunk).
     pub fn waited(&self) -> Duration {
         self.waited
@@ -210,25 +232,15 @@ fn produce(mut r: impl Read, tx: &SyncSender<io::Result<Vec<u8>>>, recycled: &Re
         buf.clear();
         buf.extend_from_slice(&carry);
         carry.clear();
-        let mut len = buf.len();
-        let want = len + CHUNK_SIZE;
-        buf.resize(want, 0);
-        let mut eof = false;
-        while len < want {
-            match r.read(&mut buf[len..]) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(n) => len += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
+        // Append up to a chunk's worth; fewer bytes means the source ended.
+        // (`read_to_end` fills the spare capacity without zeroing it first.)
+        let eof = match (&mut r).take(CHUNK_SIZE as u64).read_to_end(&mut buf) {
+            Ok(n) => n < CHUNK_SIZE,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
             }
-        }
-        buf.truncate(len);
+        };
         if !eof {
             if let Some(nl) = memchr::memrchr(b'\n', &buf) {
                 carry.extend_from_slice(&buf[nl + 1..]);

@@ -15,6 +15,9 @@
 //!   into chunks of whole lines, sent through a bounded channel and
 //!   recycled: constant memory whatever the trace length.
 //! * [`parse`]: each line is parsed from its bytes, no regex, no allocation.
+//! * [`ops`]: a parser thread turns lines into fixed-size owned operations
+//!   (GFP flags parsed, names interned) in recycled batches, so parsing
+//!   runs on a second core while the replay applies the previous batch.
 //! * [`engine`]: the replay loop, the maps from the traced kernel's
 //!   pointers and page frames to the target's, and every count. Its module
 //!   docs list the replay's decisions (address reuse, unmatched frees,
@@ -92,6 +95,7 @@
 
 pub mod engine;
 pub mod input;
+pub mod ops;
 pub mod parse;
 pub mod report;
 pub mod series;
