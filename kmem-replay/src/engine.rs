@@ -225,6 +225,13 @@ pub struct Outcome {
     pub live_bytes: u64,
     /// Peak of [`live_bytes`](Self::live_bytes).
     pub peak_live_bytes: u64,
+    /// Live requested bytes of kmalloc and kmem_cache objects alone (no
+    /// pages) at the end.
+    pub live_object_bytes: u64,
+    /// Peak of [`live_object_bytes`](Self::live_object_bytes).
+    pub peak_live_object_bytes: u64,
+    /// Largest slab + kmalloc_large bytes sampled: what the objects cost.
+    pub peak_slab_bytes: u64,
     /// Objects and page blocks still live at the end.
     pub live_objects: u64,
     /// Largest footprint sampled (bytes): slab + kmalloc_large + replayed
@@ -281,6 +288,16 @@ impl Outcome {
     /// The counts of one type.
     pub fn stats(&self, kind: EventKind) -> TypeStats {
         self.by_type[kind.index()].1
+    }
+
+    /// The objects' part: peak slab + kmalloc_large bytes over peak live
+    /// requested object bytes (0 when unknown).
+    pub fn slab_fragmentation(&self) -> f64 {
+        if self.peak_live_object_bytes == 0 {
+            0.0
+        } else {
+            self.peak_slab_bytes as f64 / self.peak_live_object_bytes as f64
+        }
     }
 
     /// Peak footprint over peak live requested bytes (0 when unknown).
@@ -469,6 +486,9 @@ impl<T: Target> Engine<T> {
                 caches: Vec::new(),
                 live_bytes: 0,
                 peak_live_bytes: 0,
+                live_object_bytes: 0,
+                peak_live_object_bytes: 0,
+                peak_slab_bytes: 0,
                 live_objects: 0,
                 peak_footprint_bytes: 0,
                 series: Vec::new(),
@@ -686,6 +706,7 @@ impl<T: Target> Engine<T> {
     /// Free an object on the target (its kind decides how).
     fn release_obj(&mut self, o: Obj) -> Result<(), kmem::Error> {
         self.out.live_bytes -= o.size as u64;
+        self.out.live_object_bytes -= o.size as u64;
         if o.cache == KMALLOC {
             self.target.kfree(o.handle, o.size as usize)
         } else {
@@ -697,6 +718,11 @@ impl<T: Target> Engine<T> {
     /// freed unseen.
     fn insert_obj(&mut self, ptr: u64, o: Obj, kind: EventKind) {
         self.add_live(o.size as u64);
+        self.out.live_object_bytes += o.size as u64;
+        self.out.peak_live_object_bytes = self
+            .out
+            .peak_live_object_bytes
+            .max(self.out.live_object_bytes);
         if let Some(old) = self.objs.insert(ptr, o) {
             self.out.notes.implicit_frees += 1;
             if self.release_obj(old).is_err() {
@@ -987,8 +1013,13 @@ impl<T: Target> Engine<T> {
             page_bytes: self.pages_live * page,
             free_bytes: (free_pages + pcp_pages) * page,
             live_bytes: self.out.live_bytes,
+            live_object_bytes: self.out.live_object_bytes,
         };
         self.out.peak_footprint_bytes = self.out.peak_footprint_bytes.max(p.footprint_bytes);
+        self.out.peak_slab_bytes = self
+            .out
+            .peak_slab_bytes
+            .max(p.slab_bytes + p.kmalloc_large_bytes);
         self.series.push(p);
     }
 }

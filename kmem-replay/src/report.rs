@@ -144,6 +144,13 @@ pub struct Report {
     pub peak_live_bytes: u64,
     /// `peak_footprint_bytes / peak_live_bytes`.
     pub fragmentation: f64,
+    /// Peak slab + kmalloc_large bytes sampled.
+    pub peak_slab_bytes: u64,
+    /// Peak live requested bytes of kmalloc and kmem_cache objects.
+    pub peak_live_object_bytes: u64,
+    /// `peak_slab_bytes / peak_live_object_bytes`: the objects' own
+    /// overhead (size classes, slot padding, partly used slabs, sheaves).
+    pub slab_fragmentation: f64,
     /// Live requested bytes at the end.
     pub live_bytes_at_end: u64,
     /// Objects and page blocks live at the end.
@@ -254,6 +261,9 @@ impl Report {
             peak_footprint_bytes: o.peak_footprint_bytes,
             peak_live_bytes: o.peak_live_bytes,
             fragmentation: o.fragmentation(),
+            peak_slab_bytes: o.peak_slab_bytes,
+            peak_live_object_bytes: o.peak_live_object_bytes,
+            slab_fragmentation: o.slab_fragmentation(),
             live_bytes_at_end: o.live_bytes,
             live_objects_at_end: o.live_objects,
             footprint: o.series.clone(),
@@ -484,6 +494,13 @@ impl Report {
             w,
             "  fragmentation (peak footprint / peak live requested): {:.3}",
             self.fragmentation
+        )?;
+        writeln!(
+            w,
+            "  objects alone: peak slab + kmalloc_large {:.1} MiB for a peak of {:.1} MiB requested: {:.3}",
+            mib(self.peak_slab_bytes),
+            mib(self.peak_live_object_bytes),
+            self.slab_fragmentation
         )?;
         writeln!(
             w,

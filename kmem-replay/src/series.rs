@@ -29,6 +29,8 @@ pub struct Point {
     pub free_bytes: u64,
     /// Live requested bytes (objects' `bytes_req`, replayed pages).
     pub live_bytes: u64,
+    /// The objects' part of it.
+    pub live_object_bytes: u64,
 }
 
 /// A bounded series of [`Point`]s; see the [module docs](self).

@@ -1,8 +1,10 @@
 //! The footprint plot: a small hand-written SVG, no dependency.
 //!
-//! [`plot`] draws, against trace time, the footprint (slab +
-//! kmalloc_large + replayed page-allocator pages), the slab part alone and
-//! the live requested bytes, in MiB, with labelled axes and a legend.
+//! [`plot`] draws, against trace time and in MiB, the footprint (slab +
+//! kmalloc_large + replayed page-allocator pages) and the live requested
+//! bytes, then the same two for the objects alone (slab + kmalloc_large
+//! against the live objects' requested bytes), with labelled axes and a
+//! legend.
 
 use crate::series::Point;
 use std::fmt::Write;
@@ -125,12 +127,19 @@ pub fn plot(points: &[Point], title: &str) -> String {
         TOP + ph / 2.0
     );
     // Curves.
-    let series: [Curve; 3] = [
+    let series: [Curve; 4] = [
         ("footprint (slab + kmalloc_large + pages)", "#1f5fbf", |p| {
             p.footprint_bytes
         }),
-        ("slab", "#2a9d3a", |p| p.slab_bytes),
-        ("live requested bytes", "#e07b00", |p| p.live_bytes),
+        ("live requested bytes (objects + pages)", "#e07b00", |p| {
+            p.live_bytes
+        }),
+        ("slab + kmalloc_large", "#2a9d3a", |p| {
+            p.slab_bytes + p.kmalloc_large_bytes
+        }),
+        ("live requested object bytes", "#8e44ad", |p| {
+            p.live_object_bytes
+        }),
     ];
     for (i, (name, colour, f)) in series.iter().enumerate() {
         let pts: Vec<String> = points
