@@ -598,3 +598,56 @@ fn the_bundled_trace_replays_with_full_kmalloc_fidelity_and_no_failures() {
     assert!(o.series.len() > 100 && o.series.len() <= 1025);
     assert!(o.fragmentation() >= 1.0);
 }
+
+#[test]
+fn proc_reports_can_be_read_while_a_replay_runs() {
+    // What a live view (`kmem slabtop`) does: replay on one thread, read
+    // the machine's /proc on another.
+    let text = bundled_text();
+    let slice: String = text
+        .lines()
+        .take(20_000)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let machine = Machine {
+        cpus: 2,
+        mem: 1 << 30,
+    };
+    let sim = machine.platform().unwrap();
+    let k = machine.boot(&sim).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let mut reads = 0;
+    std::thread::scope(|s| {
+        let (k, done, slice) = (&k, &done, &slice);
+        let replay = s.spawn(move || {
+            let mut inp = input(slice);
+            let mut slow = |_: &kmem_replay::Progress| {
+                // Give the reader a chance to look mid-replay.
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                true
+            };
+            let mut opts = ReplayOptions {
+                progress: Some(&mut slow),
+                progress_every: 1000,
+                ..Default::default()
+            };
+            let run = replay_kmem(k, &mut inp, &mut opts);
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            run
+        });
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            let mut t = String::new();
+            kmem::proc::slabinfo(k, &mut t).unwrap();
+            kmem::proc::meminfo(k, &mut t).unwrap();
+            kmem::proc::buddyinfo(k, &mut t).unwrap();
+            assert!(t.starts_with("slabinfo - version: 2.1"));
+            reads += 1;
+            // A live view refreshes now and then, not in a tight loop.
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let run = replay.join().unwrap();
+        assert_eq!(run.outcome.events, 20_000);
+        assert_eq!(run.outcome.failures(), 0);
+    });
+    assert!(reads > 0);
+}
