@@ -180,7 +180,6 @@ fn main() -> ExitCode {
         // With no command, kmem's main job: the bundled real trace, with the
         // system allocator's time beside kmem's.
         None => replay::run(&replay::ReplayArgs {
-            mem: "24G".into(),
             compare_system: true,
             ..Default::default()
         }),

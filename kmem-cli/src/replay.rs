@@ -20,7 +20,7 @@ pub static BUNDLED_TRACE: &[u8] = include_bytes!("../traces/fs-build.trace.xz");
 pub const BUNDLED_NAME: &str = "fs-build.trace.xz (bundled)";
 
 /// Options of `kmem replay`.
-#[derive(Args, Clone, Debug, Default)]
+#[derive(Args, Clone, Debug)]
 pub struct ReplayArgs {
     /// The trace: text from `perf script -F comm,tid,cpu,time,event,trace`,
     /// plain or xz-compressed. Without it, the bundled fs-build trace.
@@ -45,6 +45,22 @@ pub struct ReplayArgs {
     /// Never show a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+}
+
+impl Default for ReplayArgs {
+    /// The bundled trace on the default machine, as `kmem replay` without
+    /// options.
+    fn default() -> Self {
+        ReplayArgs {
+            file: None,
+            cpus: None,
+            mem: "24G".into(),
+            compare_system: false,
+            json: None,
+            plot: None,
+            no_progress: false,
+        }
+    }
 }
 
 fn open(args: &ReplayArgs) -> Result<TraceInput, String> {
