@@ -115,7 +115,6 @@ fn boot_is_still_there() {
 }
 
 #[test]
-#[cfg_attr(debug_assertions, ignore = "the whole trace twice: run with --release")]
 fn kmem_without_arguments_replays_the_bundled_trace() {
     // From another directory: the trace is inside the binary.
     let out = kmem().current_dir(std::env::temp_dir()).output().unwrap();

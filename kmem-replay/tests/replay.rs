@@ -559,7 +559,6 @@ fn progress_is_reported_and_can_stop_the_replay() {
 }
 
 #[test]
-#[cfg_attr(debug_assertions, ignore = "the whole trace: run with --release")]
 fn the_bundled_trace_replays_with_full_kmalloc_fidelity_and_no_failures() {
     let mut inp = TraceInput::open(BUNDLED).unwrap();
     assert!(inp.is_compressed());
