@@ -1,5 +1,12 @@
-//! `kmem`: boot a simulated machine running kmem and show what Linux would
-//! show: the boot log and the `/proc` reports of the page allocator.
+//! `kmem`: run kmem on a simulated machine and show what Linux would show.
+//!
+//! - `kmem` (no arguments): replay the bundled perf trace of a real Linux
+//!   6.18 machine on a 2-CPU simulated machine, comparing with the system
+//!   allocator, and print the report (`kmem replay --compare-system`).
+//! - `kmem replay [FILE]`: the same for any trace ([`replay`]).
+//! - `kmem boot`: boot a machine and print the boot log and `/proc` reports.
+
+mod replay;
 
 use clap::{Args, Parser, Subcommand};
 use kmem::memory_map::MemRegion;
@@ -12,6 +19,9 @@ use std::process::ExitCode;
 mod slabtop;
 
 /// kmem: the Linux kernel's memory allocators, in Rust, on a simulated machine.
+///
+/// Without a command, replays the bundled trace of a real Linux 6.18 machine
+/// (`kmem replay --compare-system`).
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
@@ -25,6 +35,9 @@ enum Command {
     Boot(BootArgs),
     /// Watch the slab caches live while a workload runs (procps slabtop).
     Slabtop(slabtop::SlabtopArgs),
+    /// Replay a perf trace of kmem/percpu/vmalloc events on kmem and report
+    /// events/s, counts, fidelity to Linux, footprint and /proc.
+    Replay(replay::ReplayArgs),
 }
 
 #[derive(Args, Clone)]
@@ -168,9 +181,13 @@ fn main() -> ExitCode {
     let res = match cli.command {
         Some(Command::Boot(args)) => boot(&args),
         Some(Command::Slabtop(args)) => slabtop::run(&args),
-        // With no command, boot the default machine: the quickest way to see
-        // what kmem does.
-        None => boot(&BootArgs::default()),
+        Some(Command::Replay(args)) => replay::run(&args),
+        // With no command, kmem's main job: the bundled real trace, with the
+        // system allocator's time beside kmem's.
+        None => replay::run(&replay::ReplayArgs {
+            compare_system: true,
+            ..Default::default()
+        }),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

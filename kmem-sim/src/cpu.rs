@@ -8,6 +8,13 @@
 //! depth, the interrupt and spinlock nesting, the current task, the random
 //! state) lives in one thread-local and is read and written without atomics.
 //!
+//! A bound thread can move to another CPU with
+//! [`CpuBinding::switch_to`], as a task migrates: it gives its CPU up
+//! exactly as unbinding does (pending calls first) and takes the new one
+//! exactly as binding does, and only outside any CPU-local section,
+//! interrupt or spinlock, so "one holder per CPU" and the mailbox rules
+//! below hold across the switch.
+//!
 //! The thread-local names the platform by a process-unique instance id, so
 //! any number of platforms can live in one process; a thread is bound to at
 //! most one of them at a time.
@@ -198,6 +205,11 @@ impl Cpus {
             ipi: Condvar::new(),
             mail: (0..n).map(|_| AtomicBool::new(false)).collect(),
         }
+    }
+
+    /// Number of CPUs.
+    pub(crate) fn len(&self) -> usize {
+        self.mail.len()
     }
 
     /// Whether `cpu` (probably) has calls waiting: the fast-path check.
@@ -394,6 +406,73 @@ impl CpuBinding<'_> {
     /// The CPU this thread is bound to.
     pub fn cpu(&self) -> usize {
         self.cpu
+    }
+
+    /// Move this thread's binding to CPU `cpu`, as a task migrating between
+    /// CPUs: the current CPU is given up cleanly (its pending cross-CPU
+    /// calls run first, as on unbinding), then `cpu` is taken, waiting until
+    /// no other thread holds it. The running task and the binding stay the
+    /// same; each CPU keeps its own random state. Switching to the CPU the
+    /// thread already holds does nothing (no lock is taken).
+    ///
+    /// A trace replayer uses this to run each event as the CPU that
+    /// recorded it, on one thread.
+    ///
+    /// Panics when `cpu` is not a CPU of the platform, when the thread is
+    /// inside a CPU-local section, a simulated interrupt or a simulated
+    /// spinlock (the CPU cannot change there, and nothing is given up), or
+    /// when `cpu` was left unusable by a binding dropped inside a section.
+    ///
+    /// ```
+    /// use kmem::Platform;
+    /// use kmem_sim::{pc_memory_map, SimConfig, SimPlatform};
+    ///
+    /// let p = SimPlatform::new(SimConfig::new(2, pc_memory_map(16 << 20))).unwrap();
+    /// let mut b = p.bind(0);
+    /// b.switch_to(1);
+    /// assert_eq!((b.cpu(), p.smp_processor_id()), (1, 1));
+    /// // CPU 0 is free again: another thread can take it.
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| assert_eq!(p.bind(0).cpu(), 0));
+    /// });
+    /// ```
+    pub fn switch_to(&mut self, cpu: usize) {
+        if cpu == self.cpu {
+            return;
+        }
+        assert!(
+            cpu < self.cpus.len(),
+            "CpuBinding::switch_to: no CPU {cpu} (the machine has {} CPUs)",
+            self.cpus.len()
+        );
+        let busy = LOCAL.with(|l| {
+            debug_assert_eq!(l.id.get(), self.id);
+            l.depth.get() != 0 || l.irq.get() != 0 || l.spin.get() != 0
+        });
+        assert!(
+            !busy,
+            "CpuBinding::switch_to: called inside a CPU-local section, interrupt or spinlock"
+        );
+        // Give the old CPU up as unbinding does (its mailbox runs first, under
+        // the same lock that marks it free), then take the new one as bind
+        // does. In between the thread holds no CPU, so waiting cannot
+        // deadlock with a holder of `cpu` posting a call to the old one.
+        self.cpus.release(self.cpu, self.token, false);
+        let rng = self.cpus.acquire(cpu, self.token);
+        LOCAL.with(|l| {
+            l.cpu.set(cpu);
+            l.rng.set(rng);
+        });
+        self.cpu = cpu;
+    }
+
+    /// Run as `task` from now on ([`Platform::current`](kmem::Platform::current)):
+    /// reports such as a page allocation failure name it.
+    pub fn set_task(&self, task: Task) {
+        LOCAL.with(|l| {
+            debug_assert_eq!(l.id.get(), self.id);
+            l.task.set(task);
+        });
     }
 }
 

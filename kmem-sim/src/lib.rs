@@ -637,10 +637,13 @@ impl fmt::Debug for SimPlatform {
 //    which poisons the CPU for good if a section is still open, and (b) while
 //    it sleeps in `wait_event`, which it enters only outside any section
 //    (in_atomic() is false) and where it runs nothing but the wait itself; it
-//    takes the slot back before running `cond` or returning. Simulated
+//    takes the slot back before running `cond` or returning, and (c) in
+//    `CpuBinding::switch_to`, which refuses to run inside a section and
+//    takes the new slot before returning. Simulated
 //    interrupts run on the same thread and are refused inside a section. So
 //    no other context enters a section on CPU n meanwhile, and the thread's
-//    CPU cannot change inside a section (bind refuses a bound thread).
+//    CPU cannot change inside a section (bind refuses a bound thread,
+//    switch_to one inside a section).
 //    Cross-CPU calls for CPU n run only on the thread holding n's slot (the
 //    holder at section depth 0 outside interrupts and spinlocks, or a
 //    helper thread holding the slot `post` reserved for it), in a section

@@ -276,3 +276,96 @@ fn random_numbers_are_per_cpu_and_reproducible() {
     all.dedup();
     assert_eq!(all.len(), 16);
 }
+
+#[test]
+fn switch_to_moves_the_thread_and_frees_the_old_cpu() {
+    let p = machine(3);
+    let mut b = p.bind_as(0, Task::new(42, "replay"));
+    let rng0 = p.random_u64();
+    b.switch_to(2);
+    assert_eq!(b.cpu(), 2);
+    assert_eq!(p.smp_processor_id(), 2);
+    {
+        let g = LocalGuard::new(&p);
+        assert_eq!(g.cpu(), 2);
+    }
+    // The task and the binding stay; the random source is CPU 2's own.
+    assert_eq!(p.current().comm(), "replay");
+    assert_eq!(p.current().pid, 42);
+    let rng2 = p.random_u64();
+    assert_ne!(rng0, rng2);
+    // CPU 0 is free: another thread binds it at once. CPU 2 is ours.
+    std::thread::scope(|s| {
+        s.spawn(|| assert_eq!(p.bind(0).cpu(), 0)).join().unwrap();
+    });
+    // Switching to the CPU held already is a no-op.
+    b.switch_to(2);
+    assert_eq!(p.smp_processor_id(), 2);
+    b.set_task(Task::new(7, "tar"));
+    assert_eq!(p.current().comm(), "tar");
+    drop(b);
+    // Every CPU is free again after the binding drops.
+    for cpu in 0..3 {
+        let _b = p.bind(cpu);
+    }
+}
+
+#[test]
+fn switch_to_waits_for_a_held_cpu() {
+    let p = machine(2);
+    let held = AtomicBool::new(false);
+    let release = AtomicBool::new(false);
+    let switched = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _b = p.bind(1);
+            held.store(true, Ordering::SeqCst);
+            while !release.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            // The other thread cannot have CPU 1 while this one holds it.
+            assert!(!switched.load(Ordering::SeqCst));
+        });
+        while !held.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        s.spawn(|| {
+            let mut b = p.bind(0);
+            release.store(true, Ordering::SeqCst);
+            b.switch_to(1);
+            switched.store(true, Ordering::SeqCst);
+            assert_eq!(p.smp_processor_id(), 1);
+        });
+    });
+    assert!(switched.load(Ordering::SeqCst));
+}
+
+#[test]
+fn a_call_posted_to_the_old_cpu_runs_after_a_switch() {
+    let p = machine(2);
+    let mut b = p.bind(0);
+    b.switch_to(1);
+    // CPU 0 has no holder now: the call runs on a helper thread bound to it.
+    let mut ran_on = None;
+    p.smp_call_function_single(0, &mut || ran_on = Some(p.smp_processor_id()))
+        .unwrap();
+    assert_eq!(ran_on, Some(0));
+    assert_eq!(p.smp_processor_id(), 1);
+}
+
+#[test]
+#[should_panic(expected = "inside a CPU-local section")]
+fn switch_to_inside_a_section_panics() {
+    let p = machine(2);
+    let mut b = p.bind(0);
+    let _g = LocalGuard::new(&p);
+    b.switch_to(1);
+}
+
+#[test]
+#[should_panic(expected = "no CPU 5")]
+fn switch_to_a_missing_cpu_panics() {
+    let p = machine(2);
+    let mut b = p.bind(0);
+    b.switch_to(5);
+}

@@ -1,0 +1,369 @@
+//! The parsing stage: lines in, owned fixed-size operations out, on a
+//! thread of its own.
+//!
+//! A replay is a three-stage pipeline: the [reader](crate::input) thread
+//! reads (and decompresses) the trace into chunks of whole lines, the
+//! *parser* thread here turns each line into an [`Op`], and the replaying
+//! thread applies the ops to its target in order. Parsing is independent
+//! of the allocator's state, so it overlaps with the replay on a second
+//! core; the replay itself stays sequential in trace order.
+//!
+//! An [`Op`] is plain data: the event's numbers, its GFP flags already
+//! parsed with [`kmem::gfp`] (each distinct string once, then from a map),
+//! and the cache name and command as ids of strings interned here. Ops go
+//! to the replay in [`Batch`]es of up to [`BATCH_LINES`] lines through a
+//! channel of [`BATCH_DEPTH`] batches; emptied batches come back for
+//! reuse, so memory stays constant. Each batch also carries the strings
+//! first interned in it and the messages of its malformed lines (the first
+//! `max_errors` of the whole trace).
+
+use crate::input::TraceInput;
+use crate::parse::{parse_line, Event, EventKind};
+use kmem::gfp::Gfp;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::time::Duration;
+
+/// Lines per batch.
+pub const BATCH_LINES: usize = 4096;
+/// Batches in flight between the parser and the replay.
+pub const BATCH_DEPTH: usize = 4;
+
+/// What an [`Op`] does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    /// `kmem:kmalloc`: `a` ptr, `b` bytes_req, `c` bytes_alloc.
+    Kmalloc,
+    /// `kmem:kfree`: `a` ptr.
+    Kfree,
+    /// `kmem:kmem_cache_alloc`: `a` ptr, `b` bytes_req, `c` bytes_alloc,
+    /// `name` the cache.
+    CacheAlloc,
+    /// `kmem:kmem_cache_free`: `a` ptr.
+    CacheFree,
+    /// `kmem:mm_page_alloc`: `a` pfn (`u64::MAX`: Linux's allocation
+    /// failed), `b` order.
+    PageAlloc,
+    /// `kmem:mm_page_free`: `a` pfn, `b` order.
+    PageFree,
+    /// `kmem:mm_page_free_batched`: `a` pfn, `b` order.
+    PageFreeBatched,
+    /// A percpu or vmalloc event: counted only.
+    NotModelled(EventKind),
+    /// An event outside the input format: `name` its name.
+    Unknown,
+    /// A line that could not be replayed as written (its message, if kept,
+    /// is in the batch).
+    Malformed,
+}
+
+/// One parsed line, owned; see the [module docs](self).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Op {
+    /// What it does.
+    pub kind: OpKind,
+    /// 1-based line number.
+    pub line: u64,
+    /// Timestamp, nanoseconds.
+    pub time_ns: u64,
+    /// Pointer or page frame number.
+    pub a: u64,
+    /// bytes_req or order.
+    pub b: u64,
+    /// bytes_alloc.
+    pub c: u64,
+    /// CPU.
+    pub cpu: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Interned command name.
+    pub comm: u32,
+    /// Interned cache or event name.
+    pub name: u32,
+    /// GFP flags.
+    pub gfp: Gfp,
+    /// NUMA node asked for (-1: any).
+    pub node: i32,
+    /// `accounted=true`.
+    pub accounted: bool,
+}
+
+/// Ops of up to [`BATCH_LINES`] lines, and what came with them.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The ops, in trace order.
+    pub ops: Vec<Op>,
+    /// Lines the batch covers (blank and comment lines give no op).
+    pub lines: u64,
+    /// Strings interned first in this batch, in id order.
+    pub strings: Vec<Box<str>>,
+    /// Messages of malformed lines kept.
+    pub errors: Vec<String>,
+    /// The input failed here (I/O or decompression); the batch is the last.
+    pub error: Option<String>,
+    /// The parser's CPU time and its time waiting for the reader, in the
+    /// last batch.
+    pub parser_times: Option<(Duration, Duration)>,
+}
+
+/// The parser's state: GFP strings seen, interned strings, errors kept.
+pub struct Parser {
+    nr_cpus: u32,
+    max_errors: usize,
+    errors_kept: usize,
+    line: u64,
+    gfps: hashbrown::HashMap<Vec<u8>, Gfp>,
+    strings: hashbrown::HashMap<Vec<u8>, u32>,
+}
+
+impl Parser {
+    /// A parser for a machine of `nr_cpus` CPUs (events on others are
+    /// malformed lines) keeping the first `max_errors` messages.
+    pub fn new(nr_cpus: u32, max_errors: usize) -> Self {
+        Parser {
+            nr_cpus,
+            max_errors,
+            errors_kept: 0,
+            line: 0,
+            gfps: hashbrown::HashMap::new(),
+            strings: hashbrown::HashMap::new(),
+        }
+    }
+
+    fn intern(&mut self, s: &[u8], batch: &mut Batch) -> u32 {
+        if let Some(&id) = self.strings.get(s) {
+            return id;
+        }
+        let id = self.strings.len() as u32;
+        self.strings.insert(s.to_vec(), id);
+        batch
+            .strings
+            .push(String::from_utf8_lossy(s).into_owned().into_boxed_str());
+        id
+    }
+
+    fn gfp(&mut self, s: &[u8]) -> Result<Gfp, String> {
+        if let Some(&g) = self.gfps.get(s) {
+            return Ok(g);
+        }
+        let text = std::str::from_utf8(s).map_err(|_| "gfp_flags is not text".to_string())?;
+        let g = Gfp::parse(text).map_err(|e| format!("bad gfp_flags `{text}`: {e}"))?;
+        self.gfps.insert(s.to_vec(), g);
+        Ok(g)
+    }
+
+    fn malformed(&mut self, what: &dyn std::fmt::Display, line: &[u8], batch: &mut Batch) {
+        if self.errors_kept < self.max_errors {
+            self.errors_kept += 1;
+            let text = String::from_utf8_lossy(&line[..line.len().min(200)]);
+            batch.errors.push(format!(
+                "line {}: {what}: `{}{}`",
+                self.line,
+                text.trim(),
+                if line.len() > 200 { "..." } else { "" }
+            ));
+        }
+        batch.ops.push(Op {
+            kind: OpKind::Malformed,
+            line: self.line,
+            ..BLANK
+        });
+    }
+
+    /// Parse the next line of the trace into `batch`.
+    #[inline]
+    pub fn line(&mut self, line: &[u8], batch: &mut Batch) {
+        self.line += 1;
+        batch.lines += 1;
+        let rec = match parse_line(line) {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => return self.malformed(&e, line, batch),
+        };
+        let h = rec.header;
+        if h.cpu >= self.nr_cpus {
+            let msg = format!(
+                "CPU {} is not on the simulated machine ({} CPUs; give more with --cpus)",
+                h.cpu, self.nr_cpus
+            );
+            return self.malformed(&msg, line, batch);
+        }
+        let comm = self.intern(h.comm, batch);
+        let mut op = Op {
+            line: self.line,
+            time_ns: h.time_ns,
+            cpu: h.cpu,
+            tid: h.tid,
+            comm,
+            ..BLANK
+        };
+        let gfp = match rec.event {
+            Event::Kmalloc { gfp, .. }
+            | Event::KmemCacheAlloc { gfp, .. }
+            | Event::PageAlloc { gfp, .. } => Some(gfp),
+            _ => None,
+        };
+        if let Some(g) = gfp {
+            match self.gfp(g) {
+                Ok(g) => op.gfp = g,
+                Err(msg) => return self.malformed(&msg, line, batch),
+            }
+        }
+        match rec.event {
+            Event::Kmalloc {
+                ptr,
+                bytes_req,
+                bytes_alloc,
+                node,
+                ..
+            } => {
+                op.kind = OpKind::Kmalloc;
+                (op.a, op.b, op.c, op.node) = (ptr, bytes_req, bytes_alloc, node);
+            }
+            Event::Kfree { ptr } => (op.kind, op.a) = (OpKind::Kfree, ptr),
+            Event::KmemCacheAlloc {
+                ptr,
+                name,
+                bytes_req,
+                bytes_alloc,
+                node,
+                accounted,
+                ..
+            } => {
+                op.kind = OpKind::CacheAlloc;
+                (op.a, op.b, op.c, op.node) = (ptr, bytes_req, bytes_alloc, node);
+                op.accounted = accounted;
+                op.name = self.intern(name, batch);
+            }
+            Event::KmemCacheFree { ptr, .. } => (op.kind, op.a) = (OpKind::CacheFree, ptr),
+            Event::PageAlloc { pfn, order, .. } => {
+                op.kind = OpKind::PageAlloc;
+                (op.a, op.b) = (pfn.unwrap_or(u64::MAX), order as u64);
+            }
+            Event::PageFree {
+                pfn,
+                order,
+                batched,
+            } => {
+                op.kind = if batched {
+                    OpKind::PageFreeBatched
+                } else {
+                    OpKind::PageFree
+                };
+                (op.a, op.b) = (pfn, order as u64);
+            }
+            Event::NotModelled(k) => op.kind = OpKind::NotModelled(k),
+            Event::Unknown(name) => {
+                op.kind = OpKind::Unknown;
+                op.name = self.intern(name, batch);
+            }
+        }
+        batch.ops.push(op);
+    }
+
+    /// Parse all of `input` into batches sent on `tx` (reusing the ones
+    /// coming back on `back`), until the input ends, fails, or the replay
+    /// stops listening.
+    pub fn run(mut self, input: &mut TraceInput, tx: &SyncSender<Batch>, back: &Receiver<Batch>) {
+        let cpu0 = crate::engine::thread_cpu_time();
+        let wait0 = input.waited();
+        let mut batch = Batch::default();
+        let fresh = |back: &Receiver<Batch>| {
+            let mut b = back.try_recv().unwrap_or_else(|_| Batch {
+                ops: Vec::with_capacity(BATCH_LINES),
+                ..Batch::default()
+            });
+            b.ops.clear();
+            b.lines = 0;
+            b.strings.clear();
+            b.errors.clear();
+            b.error = None;
+            b.parser_times = None;
+            b
+        };
+        while let Some(chunk) = input.next_chunk() {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    batch.error = Some(e.to_string());
+                    break;
+                }
+            };
+            let mut from = 0;
+            let ends = memchr::memchr_iter(b'\n', &chunk).chain(
+                // The last line of a trace may lack its newline.
+                (chunk.last() != Some(&b'\n')).then_some(chunk.len()),
+            );
+            for end in ends {
+                self.line(&chunk[from..end], &mut batch);
+                from = end + 1;
+                if batch.lines as usize >= BATCH_LINES {
+                    let full = std::mem::replace(&mut batch, fresh(back));
+                    if tx.send(full).is_err() {
+                        input.recycle(chunk);
+                        return;
+                    }
+                }
+            }
+            input.recycle(chunk);
+        }
+        batch.parser_times = Some((
+            crate::engine::thread_cpu_time().saturating_sub(cpu0),
+            input.waited() - wait0,
+        ));
+        let _ = tx.send(batch);
+    }
+}
+
+/// An op with every field empty.
+const BLANK: Op = Op {
+    kind: OpKind::Malformed,
+    line: 0,
+    time_ns: 0,
+    a: 0,
+    b: 0,
+    c: 0,
+    cpu: 0,
+    tid: 0,
+    comm: 0,
+    name: 0,
+    gfp: Gfp::from_bits(0),
+    node: -1,
+    accounted: false,
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_become_ops_with_interned_strings() {
+        let mut p = Parser::new(2, 1);
+        let mut b = Batch::default();
+        p.line(b"tar 5 [001] 1.5: kmem:kmem_cache_alloc: call_site=f ptr=0x10 name=dentry bytes_req=192 bytes_alloc=192 gfp_flags=GFP_KERNEL node=-1 accounted=true", &mut b);
+        p.line(b"", &mut b);
+        p.line(
+            b"tar 5 [001] 1.6: kmem:kmem_cache_free: call_site=f ptr=0x10 name=dentry",
+            &mut b,
+        );
+        p.line(b"tar 5 [009] 1.6: kmem:kfree: call_site=f ptr=0x10", &mut b);
+        p.line(b"junk", &mut b);
+        assert_eq!(b.lines, 5);
+        assert_eq!(b.ops.len(), 4);
+        let o = b.ops[0];
+        assert_eq!(
+            (o.kind, o.line, o.cpu, o.tid, o.a, o.b, o.c),
+            (OpKind::CacheAlloc, 1, 1, 5, 0x10, 192, 192)
+        );
+        assert_eq!(o.gfp, kmem::gfp::GFP_KERNEL);
+        assert!(o.accounted);
+        assert_eq!(&*b.strings[o.comm as usize], "tar");
+        assert_eq!(&*b.strings[o.name as usize], "dentry");
+        assert_eq!(b.strings.len(), 2);
+        assert_eq!((b.ops[1].kind, b.ops[1].line), (OpKind::CacheFree, 3));
+        assert_eq!((b.ops[2].kind, b.ops[2].line), (OpKind::Malformed, 4));
+        assert_eq!((b.ops[3].kind, b.ops[3].line), (OpKind::Malformed, 5));
+        // Only the first message is kept.
+        assert_eq!(b.errors.len(), 1);
+        assert!(b.errors[0].starts_with("line 4: CPU 9 is not on the simulated machine"));
+    }
+}
