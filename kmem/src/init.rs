@@ -120,7 +120,7 @@ pub struct Kmem<P: Platform> {
     totalram_pages: AtomicU64,
     boot_ns: u64,
     pub(crate) slab: crate::slab::cache::SlabState,
-    pub(crate) reclaim: crate::vmscan::Reclaim<P>,
+    pub(crate) reclaim: crate::vmscan::Reclaim,
     pub(crate) debug_atomic_sleep: bool,
 }
 

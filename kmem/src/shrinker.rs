@@ -36,6 +36,7 @@
 use crate::gfp::{self, Gfp};
 use crate::platform::{Level, Platform};
 use crate::{report, Error, Kmem, Result};
+use core::marker::PhantomData;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 
@@ -118,9 +119,36 @@ pub struct ShrinkerId {
     gen: u32,
 }
 
-struct Slot<P: Platform> {
+/// A registered shrinker with the machine's type erased, so that the table
+/// (and so `Kmem<P>`) does not mention `P` and stays covariant in it.
+trait Erased: Send + Sync {
+    /// # Safety
+    /// `k` points to the live `Kmem<P>` the shrinker was registered with.
+    unsafe fn count(&self, k: *const (), sc: &ShrinkControl) -> u64;
+    /// # Safety
+    /// As [`count`](Self::count).
+    unsafe fn scan(&self, k: *const (), sc: &mut ShrinkControl) -> u64;
+}
+
+struct Typed<P: Platform, T> {
+    t: T,
+    _machine: PhantomData<fn(&Kmem<P>)>,
+}
+
+impl<P: Platform, T: Shrinker<P>> Erased for Typed<P, T> {
+    unsafe fn count(&self, k: *const (), sc: &ShrinkControl) -> u64 {
+        // SAFETY: the caller passes the machine this shrinker belongs to.
+        self.t.count_objects(unsafe { &*(k as *const Kmem<P>) }, sc)
+    }
+    unsafe fn scan(&self, k: *const (), sc: &mut ShrinkControl) -> u64 {
+        // SAFETY: as above.
+        self.t.scan_objects(unsafe { &*(k as *const Kmem<P>) }, sc)
+    }
+}
+
+struct Slot {
     cfg: ShrinkerConfig,
-    obj: Option<NonNull<dyn Shrinker<P>>>,
+    obj: Option<NonNull<dyn Erased>>,
     /// Bytes kmem allocated for `obj` (0 for a zero-sized shrinker).
     bytes: usize,
     gen: u32,
@@ -129,8 +157,8 @@ struct Slot<P: Platform> {
 }
 
 /// Per-machine shrinker state.
-pub(crate) struct ShrinkerTable<P: Platform> {
-    slots: spin::Mutex<[Slot<P>; MAX_SHRINKERS]>,
+pub(crate) struct ShrinkerTable {
+    slots: spin::Mutex<[Slot; MAX_SHRINKERS]>,
     users: [AtomicU32; MAX_SHRINKERS],
     deferred: [AtomicU64; MAX_SHRINKERS],
     gen: AtomicU32,
@@ -138,7 +166,7 @@ pub(crate) struct ShrinkerTable<P: Platform> {
     pub(crate) scanned: AtomicU64,
 }
 
-impl<P: Platform> ShrinkerTable<P> {
+impl ShrinkerTable {
     pub(crate) fn new() -> Self {
         ShrinkerTable {
             slots: spin::Mutex::new(core::array::from_fn(|_| Slot {
@@ -156,7 +184,7 @@ impl<P: Platform> ShrinkerTable<P> {
     }
 }
 
-impl<P: Platform> Drop for ShrinkerTable<P> {
+impl Drop for ShrinkerTable {
     fn drop(&mut self) {
         for s in self.slots.get_mut().iter_mut() {
             if let Some(o) = s.obj.take() {
@@ -177,7 +205,7 @@ pub(crate) fn shrinker_allowed(flags: u32, gfp: Gfp) -> bool {
 }
 
 impl<P: Platform> Kmem<P> {
-    fn shrinkers(&self) -> &ShrinkerTable<P> {
+    fn shrinkers(&self) -> &ShrinkerTable {
         &self.reclaim.shrinkers
     }
 
@@ -208,8 +236,8 @@ impl<P: Platform> Kmem<P> {
         cfg: ShrinkerConfig,
         shrinker: T,
     ) -> Result<ShrinkerId> {
-        let size = core::mem::size_of::<T>();
-        let align = core::mem::align_of::<T>();
+        let size = core::mem::size_of::<Typed<P, T>>();
+        let align = core::mem::align_of::<Typed<P, T>>();
         // kmalloc objects of a power-of-two size are aligned to it.
         let bytes = if size == 0 {
             0
@@ -218,15 +246,24 @@ impl<P: Platform> Kmem<P> {
         } else {
             size
         };
-        let mem: NonNull<T> = if bytes == 0 {
+        let mem: NonNull<Typed<P, T>> = if bytes == 0 {
             NonNull::dangling()
         } else {
             self.kmalloc(bytes, gfp::GFP_KERNEL)?.cast()
         };
         // SAFETY: `mem` is fresh, at least `size` bytes and aligned for T
         // (or dangling and aligned for a zero-sized T).
-        unsafe { mem.as_ptr().write(shrinker) };
-        let obj: NonNull<dyn Shrinker<P>> = mem;
+        unsafe {
+            mem.as_ptr().write(Typed {
+                t: shrinker,
+                _machine: PhantomData,
+            })
+        };
+        let obj: NonNull<dyn Erased + '_> = mem;
+        // SAFETY: only the bound of the trait object changes. The value
+        // borrows nothing (T: 'static); it names `P` only as a type, and is
+        // called only with this machine, which owns the table it sits in.
+        let obj: NonNull<dyn Erased> = unsafe { core::mem::transmute(obj) };
         let mut slots = self.shrinkers().slots.lock();
         let Some(i) = slots.iter().position(|s| s.obj.is_none()) else {
             drop(slots);
@@ -342,7 +379,8 @@ impl<P: Platform> Kmem<P> {
                 nr_to_scan: 0,
                 nr_scanned: 0,
             };
-            let n = s.count_objects(self, &sc);
+            // SAFETY: `self` is the machine the shrinker was registered with.
+            let n = unsafe { s.count(self as *const Self as *const (), &sc) };
             if n != SHRINK_EMPTY {
                 total = total.saturating_add(n);
             }
@@ -352,11 +390,7 @@ impl<P: Platform> Kmem<P> {
 
     /// Call `f` for every live shrinker reclaim with `gfp` may use, with
     /// its slot, config and callbacks, holding a use count, not the lock.
-    fn for_each_shrinker(
-        &self,
-        gfp: Gfp,
-        mut f: impl FnMut(usize, &ShrinkerConfig, &dyn Shrinker<P>),
-    ) {
+    fn for_each_shrinker(&self, gfp: Gfp, mut f: impl FnMut(usize, &ShrinkerConfig, &dyn Erased)) {
         let t = self.shrinkers();
         for i in 0..MAX_SHRINKERS {
             let (cfg, obj) = {
@@ -396,7 +430,7 @@ impl<P: Platform> Kmem<P> {
         &self,
         i: usize,
         cfg: &ShrinkerConfig,
-        s: &dyn Shrinker<P>,
+        s: &dyn Erased,
         gfp: Gfp,
         nid: usize,
         priority: u32,
@@ -408,7 +442,9 @@ impl<P: Platform> Kmem<P> {
             nr_to_scan: 0,
             nr_scanned: 0,
         };
-        let freeable = s.count_objects(self, &sc);
+        let me = self as *const Self as *const ();
+        // SAFETY: `self` is the machine the shrinker was registered with.
+        let freeable = unsafe { s.count(me, &sc) };
         if freeable == 0 || freeable == SHRINK_EMPTY {
             return 0;
         }
@@ -426,7 +462,8 @@ impl<P: Platform> Kmem<P> {
             let n = batch.min(total_scan);
             sc.nr_to_scan = n;
             sc.nr_scanned = n;
-            let ret = s.scan_objects(self, &mut sc);
+            // SAFETY: as above.
+            let ret = unsafe { s.scan(me, &mut sc) };
             if ret == SHRINK_STOP {
                 break;
             }

@@ -107,8 +107,8 @@ struct KswapdNode {
 }
 
 /// Per-machine reclaim state.
-pub(crate) struct Reclaim<P: Platform> {
-    pub(crate) shrinkers: ShrinkerTable<P>,
+pub(crate) struct Reclaim {
+    pub(crate) shrinkers: ShrinkerTable,
     kswapd: [KswapdNode; MAX_NUMNODES],
     waiters: AtomicU32,
     free_seq: AtomicU64,
@@ -116,7 +116,7 @@ pub(crate) struct Reclaim<P: Platform> {
     pub(crate) events: Events,
 }
 
-impl<P: Platform> Reclaim<P> {
+impl Reclaim {
     pub(crate) fn new() -> Self {
         Reclaim {
             shrinkers: ShrinkerTable::new(),
