@@ -758,8 +758,7 @@ where
 
 /// What `kmem slabtop` watches.
 ///
-/// A new source is a variant here and an arm in [`run`]; a trace replay,
-/// with its own `--replay FILE` option, is the same few lines.
+/// A new source is a variant here and an arm in [`run`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum WorkloadKind {
     /// Threads on every CPU allocate and free kmalloc objects of every
@@ -767,6 +766,9 @@ pub enum WorkloadKind {
     /// their populations growing and shrinking in waves, with turnover and
     /// cross-CPU frees.
     Churn,
+    /// A perf trace replayed through kmem (`--trace FILE`, else the bundled
+    /// one), paced at `--rate` events per second so it can be watched.
+    Replay,
 }
 
 /// `kmem slabtop`: options.
@@ -797,9 +799,18 @@ pub struct SlabtopArgs {
     /// RAM size of the simulated PC, as memparse reads it
     #[arg(long, default_value = "4G")]
     mem: String,
-    /// Number of CPUs (the workload runs a thread on each)
+    /// Number of CPUs (the workload runs a thread on each; a replay uses
+    /// as many as the trace has)
     #[arg(long, default_value_t = 2)]
     cpus: usize,
+    /// The trace `--workload replay` replays (perf script text, plain or
+    /// .xz) [default: the bundled fs-build trace]
+    #[arg(long, value_name = "FILE")]
+    trace: Option<std::path::PathBuf>,
+    /// Events per second for `--workload replay` (0: as fast as it goes;
+    /// `--once` never waits)
+    #[arg(long, value_name = "N", default_value_t = 50_000)]
+    rate: u64,
 }
 
 /// Run `kmem slabtop`: boot the machine, watch the workload, then print
@@ -819,8 +830,23 @@ pub fn run(args: &SlabtopArgs) -> Result<(), String> {
     };
     let ram = parse_size(&args.mem).map_err(|e| format!("--mem {}: {e}", args.mem))?;
     let map = pc_memory_map(ram);
-    let sim =
-        SimPlatform::new(SimConfig::new(args.cpus, map.clone())).map_err(|e| e.to_string())?;
+    let mut trace = None;
+    let mut cpus = args.cpus;
+    if args.workload == WorkloadKind::Replay {
+        let mut input = match &args.trace {
+            Some(path) => kmem_replay::TraceInput::open(path),
+            None => kmem_replay::TraceInput::from_bytes(
+                crate::replay::BUNDLED_NAME,
+                crate::replay::BUNDLED_TRACE,
+            ),
+        }
+        .map_err(|e| format!("slabtop: {e}"))?;
+        cpus = kmem_replay::Machine::for_trace(&mut input, None, ram)
+            .map_err(|e| format!("slabtop: {e}"))?
+            .cpus;
+        trace = Some(input);
+    }
+    let sim = SimPlatform::new(SimConfig::new(cpus, map.clone())).map_err(|e| e.to_string())?;
     let k = {
         let _cpu = sim.bind(0);
         Kmem::boot(&sim, &map, &BootParams::default())
@@ -836,6 +862,30 @@ pub fn run(args: &SlabtopArgs) -> Result<(), String> {
                 duration: args.duration,
             };
             watch(&k, &opts, |ctl| churn.run(&k, &sim, ctl))
+        }
+        WorkloadKind::Replay => {
+            let mut input = trace.expect("opened above");
+            let rate = if args.once { 0 } else { args.rate };
+            watch(&k, &opts, |ctl| {
+                // Pace the replay, and stop it when the viewer quits.
+                let mut progress = |p: &kmem_replay::Progress| {
+                    if rate > 0 && !p.done {
+                        let due = Duration::from_secs_f64(p.events as f64 / rate as f64);
+                        if let Some(wait) = due.checked_sub(p.elapsed) {
+                            std::thread::sleep(wait.min(Duration::from_millis(200)));
+                        }
+                    }
+                    !ctl.should_stop()
+                };
+                let mut ropts = kmem_replay::ReplayOptions {
+                    progress: Some(&mut progress),
+                    progress_every: 2048,
+                    ..Default::default()
+                };
+                let run = kmem_replay::replay_kmem(&k, &mut input, &mut ropts);
+                ctl.hold();
+                drop(run);
+            })
         }
     };
     for (_, line) in sim.take_reports() {

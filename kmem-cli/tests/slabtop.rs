@@ -329,3 +329,36 @@ fn the_terminal_view_ends_with_the_workload() {
     assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
     assert!(final_frame(&text).len() > 50);
 }
+
+#[test]
+fn a_replayed_trace_can_be_watched() {
+    // The bundled trace's end state: the caches Linux's workload used.
+    let text = stdout_of(&["slabtop", "--workload", "replay", "--once", "-s", "n"]);
+    let lines: Vec<&str> = text.lines().collect();
+    let rows = parse_frame(&lines);
+    for name in ["dentry", "ext4_inode_cache", "maple_node", "vm_area_struct"] {
+        let r = rows
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("no {name} row"));
+        assert!(
+            r.active > 0,
+            "{name} has live objects at the end of the trace"
+        );
+    }
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "sorted by name");
+    // A trace that is not there is an error, not an empty view.
+    let out = kmem(&[
+        "slabtop",
+        "--workload",
+        "replay",
+        "--trace",
+        "/no/such.trace",
+        "--once",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such.trace"));
+}
