@@ -69,6 +69,13 @@ pub struct BootParams {
     pub memblock_debug: bool,
     /// Slab allocator options (`slab_nomerge`, `slab_debug=`, hardening).
     pub slab: crate::slab::SlabParams,
+    /// `failslab=<interval>,<probability>,<space>,<times>`: the text after
+    /// the `=`, parsed (and reported when malformed) at the start of boot
+    /// (see [`crate::fault_inject`]).
+    pub failslab: Option<crate::fault_inject::FaultBootArg>,
+    /// `fail_page_alloc=<interval>,<probability>,<space>,<times>`, as
+    /// [`failslab`](Self::failslab).
+    pub fail_page_alloc: Option<crate::fault_inject::FaultBootArg>,
 }
 
 impl Default for BootParams {
@@ -85,6 +92,8 @@ impl Default for BootParams {
             percpu_pagelist_high_fraction: 0,
             memblock_debug: false,
             slab: crate::slab::SlabParams::default(),
+            failslab: None,
+            fail_page_alloc: None,
         }
     }
 }
@@ -115,6 +124,7 @@ pub struct Kmem<P: Platform> {
     totalram_pages: AtomicU64,
     boot_ns: u64,
     pub(crate) slab: crate::slab::cache::SlabState,
+    pub(crate) fault: crate::fault_inject::FaultInject,
 }
 
 // SAFETY: the raw pointers lead to memblock memory owned by the platform for
@@ -204,6 +214,9 @@ impl<P: Platform> Kmem<P> {
     ) -> Result<Self> {
         let p = &platform;
         let t0 = p.now_ns();
+        // Command-line options take effect before the first allocation.
+        let fault = crate::fault_inject::FaultInject::new();
+        fault.setup_boot(p, params.failslab.as_ref(), params.fail_page_alloc.as_ref())?;
         memory_map::validate(p, map)?;
         let nr_cpus = p.nr_cpu_ids();
         if nr_cpus == 0 || nr_cpus > NR_CPUS {
@@ -504,6 +517,7 @@ impl<P: Platform> Kmem<P> {
             totalram_pages: AtomicU64::new(0),
             boot_ns: 0,
             slab: crate::slab::cache::SlabState::new(params.slab),
+            fault,
             p: platform,
         };
         kmem.build_zonelists();
