@@ -15,17 +15,16 @@ use std::fmt::Write;
 /// Fault injection (failslab, fail_page_alloc).
 #[derive(Args, Clone, Debug, Default)]
 pub struct FaultArgs {
-    /// failslab=<interval>,<probability>,<space>,<times> on the kernel
-    /// command line, e.g. 1,10,0,-1 (every call may fail, 10%, no space,
+    /// failslab=INTERVAL,PROBABILITY,SPACE,TIMES on the kernel command line, e.g. 1,10,0,-1 (every call may fail, 10%, no space,
     /// unlimited). Blocking requests stay exempt unless
     /// --fault failslab/ignore-gfp-wait=N.
     #[arg(long, value_name = "I,P,S,T")]
     pub failslab: Option<String>,
-    /// fail_page_alloc=<interval>,<probability>,<space>,<times> on the
-    /// kernel command line (space counts pages).
+    /// fail_page_alloc=INTERVAL,PROBABILITY,SPACE,TIMES on the kernel
+    /// command line (space counts pages).
     #[arg(long = "fail-page-alloc", value_name = "I,P,S,T")]
     pub fail_page_alloc: Option<String>,
-    /// After boot, write a debugfs knob: <attr>/<knob>=<value>, e.g.
+    /// After boot, write a debugfs knob: ATTR/KNOB=VALUE, e.g.
     /// fail_page_alloc/min-order=2 or failslab/ignore-gfp-wait=N
     /// (repeatable, applied in order).
     #[arg(long = "fault", value_name = "ATTR/KNOB=VALUE")]
