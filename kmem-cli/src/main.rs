@@ -17,6 +17,7 @@ use kmem_sim::{
 use std::process::ExitCode;
 
 mod slabtop;
+mod fault;
 
 /// kmem: the Linux kernel's memory allocators, in Rust, on a simulated machine.
 ///
@@ -72,9 +73,13 @@ struct BootArgs {
     #[arg(long)]
     memblock_debug: bool,
     /// Which reports to print after the boot log (comma separated:
-    /// buddyinfo, pagetypeinfo, zoneinfo, slabinfo, meminfo, all, none).
+    /// buddyinfo, pagetypeinfo, zoneinfo, slabinfo, meminfo, fault_inject,
+    /// all, none). fault_inject is also printed whenever a fault option is
+    /// given.
     #[arg(long, default_value = "all")]
     show: String,
+    #[command(flatten)]
+    fault: fault::FaultArgs,
 }
 
 impl Default for BootArgs {
@@ -90,6 +95,7 @@ impl Default for BootArgs {
             no_thp: false,
             memblock_debug: false,
             show: "all".into(),
+            fault: fault::FaultArgs::default(),
         }
     }
 }
@@ -122,7 +128,7 @@ fn boot(args: &BootArgs) -> Result<(), String> {
     let mut cfg = SimConfig::new(args.cpus, map.clone());
     cfg.lowmem_limit = lowmem;
     let sim = SimPlatform::new(cfg).map_err(|e| e.to_string())?;
-    let params = BootParams {
+    let mut params = BootParams {
         lowmem_limit: lowmem,
         movablecore: args
             .movablecore
@@ -135,6 +141,7 @@ fn boot(args: &BootArgs) -> Result<(), String> {
         memblock_debug: args.memblock_debug,
         ..BootParams::default()
     };
+    args.fault.set_boot_params(&mut params)?;
     let shows: Vec<&str> = args.show.split(',').map(str::trim).collect();
     for s in &shows {
         if ![
@@ -143,6 +150,7 @@ fn boot(args: &BootArgs) -> Result<(), String> {
             "pagetypeinfo",
             "zoneinfo",
             "meminfo",
+            "fault_inject",
             "all",
             "none",
         ]
@@ -160,6 +168,7 @@ fn boot(args: &BootArgs) -> Result<(), String> {
     }
     let k = k.map_err(|e| format!("boot failed: {e}"))?;
     println!("kmem: booted in {:.3} ms", k.boot_time_ns() as f64 / 1e6);
+    args.fault.apply(&k, &sim)?;
     let mut out = String::new();
     let mut section = |name: &str, f: &dyn Fn(&mut String) -> std::fmt::Result| {
         if want(name) {
@@ -172,6 +181,12 @@ fn boot(args: &BootArgs) -> Result<(), String> {
     section("zoneinfo", &|o| kmem::proc::zoneinfo(&k, o));
     section("slabinfo", &|o| kmem::proc::slabinfo(&k, o));
     section("meminfo", &|o| kmem::proc::meminfo(&k, o));
+    if args.fault.any() || want("fault_inject") {
+        out.push_str(
+            "\n# fault injection: the debugfs knobs kmem models, and the failures it injected\n",
+        );
+        out.push_str(&fault::report(&k));
+    }
     print!("{out}");
     Ok(())
 }

@@ -73,6 +73,13 @@ pub struct BootParams {
     /// for atomic context ([`crate::sched`]), not only those that reach the
     /// page allocator's slow path. Off, as in production kernels.
     pub debug_atomic_sleep: bool,
+    /// `failslab=<interval>,<probability>,<space>,<times>`: the text after
+    /// the `=`, parsed (and reported when malformed) at the start of boot
+    /// (see [`crate::fault_inject`]).
+    pub failslab: Option<crate::fault_inject::FaultBootArg>,
+    /// `fail_page_alloc=<interval>,<probability>,<space>,<times>`, as
+    /// [`failslab`](Self::failslab).
+    pub fail_page_alloc: Option<crate::fault_inject::FaultBootArg>,
 }
 
 impl Default for BootParams {
@@ -90,6 +97,8 @@ impl Default for BootParams {
             memblock_debug: false,
             slab: crate::slab::SlabParams::default(),
             debug_atomic_sleep: false,
+            failslab: None,
+            fail_page_alloc: None,
         }
     }
 }
@@ -122,6 +131,7 @@ pub struct Kmem<P: Platform> {
     pub(crate) slab: crate::slab::cache::SlabState,
     pub(crate) reclaim: crate::vmscan::Reclaim,
     pub(crate) debug_atomic_sleep: bool,
+    pub(crate) fault: crate::fault_inject::FaultInject,
 }
 
 // SAFETY: the raw pointers lead to memblock memory owned by the platform for
@@ -211,6 +221,9 @@ impl<P: Platform> Kmem<P> {
     ) -> Result<Self> {
         let p = &platform;
         let t0 = p.now_ns();
+        // Command-line options take effect before the first allocation.
+        let fault = crate::fault_inject::FaultInject::new();
+        fault.setup_boot(p, params.failslab.as_ref(), params.fail_page_alloc.as_ref())?;
         memory_map::validate(p, map)?;
         let nr_cpus = p.nr_cpu_ids();
         if nr_cpus == 0 || nr_cpus > NR_CPUS {
@@ -513,6 +526,7 @@ impl<P: Platform> Kmem<P> {
             slab: crate::slab::cache::SlabState::new(params.slab),
             reclaim: crate::vmscan::Reclaim::new(),
             debug_atomic_sleep: params.debug_atomic_sleep,
+            fault,
             p: platform,
         };
         kmem.build_zonelists();

@@ -430,6 +430,9 @@ impl<P: Platform> Kmem<P> {
         self.kmalloc_node_caller(bytes, gfp | __GFP_ZERO, -1, Location::caller())
     }
 
+    // track_caller: kmalloc_large's page allocation (and fail_page_alloc's
+    // report) names kmalloc's caller.
+    #[track_caller]
     fn kmalloc_node_caller(
         &self,
         size: usize,

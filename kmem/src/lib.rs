@@ -14,6 +14,7 @@
 //! | [`slab`] | `mm/slub.c`, `mm/slab_common.c`, `include/linux/slab.h` | SLUB: cache flags and cache geometry (no object allocation yet) |
 //! | [`kmalloc`] | `include/linux/slab.h`, `mm/slab_common.c` | kmalloc size classes, types and cache names (no `kmalloc()` yet) |
 //! | [`alloc`] | Rust-for-Linux `rust/kernel/alloc*` | the typed API: `Allocator`, `KBox`, `KVec`, typed slab caches |
+//! | [`fault_inject`] | `lib/fault-inject.c`, `mm/failslab.c`, `mm/fail_page_alloc.c` | failslab and fail_page_alloc: injected allocation failures |
 //! | [`platform`] | arch + sched | the [`Platform`] trait, the only door to the environment |
 //!
 //! There are no global singletons: a machine is a [`Kmem`] value built by
@@ -33,6 +34,7 @@ extern crate std;
 pub mod alloc;
 pub mod arena;
 pub mod error;
+pub mod fault_inject;
 pub mod gfp;
 pub mod init;
 pub mod kmalloc;

@@ -804,6 +804,9 @@ impl<P: Platform> Kmem<P> {
                 gfp
             )
         })?;
+        if self.should_fail_alloc_page(gfp, order) {
+            return Err(Error::NoMemory);
+        }
         let which = if gfp.contains(gfp::__GFP_THISNODE) {
             ZONELIST_NOFALLBACK
         } else {

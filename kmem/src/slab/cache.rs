@@ -339,7 +339,7 @@ impl Default for SlabParams {
 }
 
 /// Parse `slab_debug=` option letters (`F` consistency checks, `Z` red
-/// zone, `P` poison, `U` store user; `-` for none) as Linux does.
+/// zone, `P` poison, `U` store user, `A` failslab; `-` for none) as Linux does.
 ///
 /// ```
 /// use kmem::slab::{cache::parse_slab_debug, SLAB_POISON, SLAB_RED_ZONE};
@@ -354,6 +354,7 @@ pub fn parse_slab_debug(s: &str) -> Result<SlabFlags> {
             'Z' => SLAB_RED_ZONE,
             'P' => SLAB_POISON,
             'U' => SLAB_STORE_USER,
+            'A' => SLAB_FAILSLAB,
             '-' => SlabFlags::NONE,
             _ => return Err(Error::InvalidArgument),
         };
@@ -413,6 +414,7 @@ const SLAB_NEVER_MERGE: SlabFlags = SLAB_RED_ZONE
     .union(SLAB_TYPESAFE_BY_RCU)
     .union(SLAB_NOLEAKTRACE)
     .union(SLAB_CONSISTENCY_CHECKS)
+    .union(SLAB_FAILSLAB)
     .union(SLAB_NO_MERGE);
 
 /// Flags two caches must share to merge (`SLAB_MERGE_SAME`).
@@ -1071,6 +1073,7 @@ impl<P: Platform> Kmem<P> {
         if self.debug_atomic_sleep() {
             self.might_alloc(gfp, caller);
         }
+        self.failslab_hook(s, gfp, caller)?;
         let x = if s.is_debug() {
             let nid = if node < 0 {
                 self.numa_node_id()

@@ -25,7 +25,7 @@
 //! | option | value | effect on the enum |
 //! |---|---|---|
 //! | `CONFIG_DEBUG_OBJECTS` | n | no `_SLAB_DEBUG_OBJECTS` bit; [`SLAB_DEBUG_OBJECTS`] is 0 |
-//! | `CONFIG_FAILSLAB` | n | no `_SLAB_FAILSLAB` bit; [`SLAB_FAILSLAB`] is 0 |
+//! | `CONFIG_FAILSLAB` | y | `_SLAB_FAILSLAB` has a bit (fault injection, [`crate::fault_inject`]) |
 //! | `CONFIG_MEMCG` | y | `_SLAB_ACCOUNT` has a bit |
 //! | `CONFIG_KASAN_GENERIC` | n | no `_SLAB_KASAN` bit; [`SLAB_KASAN`] is 0 |
 //! | `CONFIG_KFENCE` | y | `_SLAB_SKIP_KFENCE` has a bit (as in distribution kernels) |
@@ -192,16 +192,16 @@ mod bit {
     // _SLAB_DEBUG_OBJECTS: CONFIG_DEBUG_OBJECTS=n
     pub const NOLEAKTRACE: u32 = 11;
     pub const NO_MERGE: u32 = 12;
-    // _SLAB_FAILSLAB: CONFIG_FAILSLAB=n
-    pub const ACCOUNT: u32 = 13; // CONFIG_MEMCG=y
+    pub const FAILSLAB: u32 = 13; // CONFIG_FAILSLAB=y
+    pub const ACCOUNT: u32 = 14; // CONFIG_MEMCG=y
                                  // _SLAB_KASAN: CONFIG_KASAN_GENERIC=n
-    pub const NO_USER_FLAGS: u32 = 14;
-    pub const SKIP_KFENCE: u32 = 15; // CONFIG_KFENCE=y
-    pub const RECLAIM_ACCOUNT: u32 = 16; // CONFIG_SLUB_TINY=n
-    pub const OBJECT_POISON: u32 = 17;
-    pub const CMPXCHG_DOUBLE: u32 = 18;
-    pub const NO_OBJ_EXT: u32 = 19; // CONFIG_SLAB_OBJ_EXT=y
-    pub const LAST: u32 = 20;
+    pub const NO_USER_FLAGS: u32 = 15;
+    pub const SKIP_KFENCE: u32 = 16; // CONFIG_KFENCE=y
+    pub const RECLAIM_ACCOUNT: u32 = 17; // CONFIG_SLUB_TINY=n
+    pub const OBJECT_POISON: u32 = 18;
+    pub const CMPXCHG_DOUBLE: u32 = 19;
+    pub const NO_OBJ_EXT: u32 = 20; // CONFIG_SLAB_OBJ_EXT=y
+    pub const LAST: u32 = 21;
 }
 
 const fn flag(nr: u32) -> SlabFlags {
@@ -237,8 +237,10 @@ pub const SLAB_DEBUG_OBJECTS: SlabFlags = SlabFlags(0);
 pub const SLAB_NOLEAKTRACE: SlabFlags = flag(bit::NOLEAKTRACE);
 /// Never merge this cache with a compatible one.
 pub const SLAB_NO_MERGE: SlabFlags = flag(bit::NO_MERGE);
-/// Fault-injection mark: 0 here (`CONFIG_FAILSLAB=n`).
-pub const SLAB_FAILSLAB: SlabFlags = SlabFlags(0);
+/// Fault-injection mark: with failslab's `cache-filter` on, only caches
+/// with this flag fail (see [`crate::fault_inject`]); `slab_debug=A` sets
+/// it on every cache. Such a cache is never merged.
+pub const SLAB_FAILSLAB: SlabFlags = flag(bit::FAILSLAB);
 /// Account every object to the allocating task's memory cgroup.
 pub const SLAB_ACCOUNT: SlabFlags = flag(bit::ACCOUNT);
 /// KASAN metadata in the cache: 0 here (no `CONFIG_KASAN_GENERIC`).
@@ -291,6 +293,7 @@ pub const SLAB_FLAG_NAMES: &[(&str, SlabFlags)] = &[
     ("TRACE", SLAB_TRACE),
     ("NOLEAKTRACE", SLAB_NOLEAKTRACE),
     ("NO_MERGE", SLAB_NO_MERGE),
+    ("FAILSLAB", SLAB_FAILSLAB),
     ("ACCOUNT", SLAB_ACCOUNT),
     ("NO_USER_FLAGS", SLAB_NO_USER_FLAGS),
     ("SKIP_KFENCE", SLAB_SKIP_KFENCE),
@@ -390,9 +393,10 @@ mod tests {
         assert_eq!(SLAB_HWCACHE_ALIGN.bits(), 1 << 4);
         assert_eq!(SLAB_TYPESAFE_BY_RCU.bits(), 1 << 9);
         assert_eq!(SLAB_NO_MERGE.bits(), 1 << 12);
-        assert_eq!(SLAB_ACCOUNT.bits(), 1 << 13);
-        assert_eq!(SLAB_RECLAIM_ACCOUNT.bits(), 1 << 16);
-        assert_eq!(SLAB_NO_OBJ_EXT.bits(), 1 << 19);
+        assert_eq!(SLAB_FAILSLAB.bits(), 1 << 13);
+        assert_eq!(SLAB_ACCOUNT.bits(), 1 << 14);
+        assert_eq!(SLAB_RECLAIM_ACCOUNT.bits(), 1 << 17);
+        assert_eq!(SLAB_NO_OBJ_EXT.bits(), 1 << 20);
         assert_eq!(SLAB_TEMPORARY, SLAB_RECLAIM_ACCOUNT);
     }
 
