@@ -13,7 +13,8 @@
 //! | [`proc`] | `mm/vmstat.c`, `fs/proc/meminfo.c` | `/proc` reports in Linux's text formats |
 //! | [`slab`] | `mm/slub.c`, `mm/slab_common.c`, `include/linux/slab.h` | SLUB: cache flags and cache geometry (no object allocation yet) |
 //! | [`kmalloc`] | `include/linux/slab.h`, `mm/slab_common.c` | kmalloc size classes, types and cache names (no `kmalloc()` yet) |
-//! | [`alloc`] | Rust-for-Linux `rust/kernel/alloc*` | the typed API: `Allocator`, `KBox`, `KVec`, typed slab caches |
+//! | [`mempool`] | `mm/mempool.c`, `include/linux/mempool.h` | memory pools: reserved elements for allocations that must make progress |
+//! | [`alloc`] | Rust-for-Linux `rust/kernel/alloc*` | the typed API: `Allocator`, `KBox`, `KVec`, typed slab caches, typed mempools |
 //! | [`platform`] | arch + sched | the [`Platform`] trait, the only door to the environment |
 //!
 //! There are no global singletons: a machine is a [`Kmem`] value built by
@@ -38,6 +39,7 @@ pub mod init;
 pub mod kmalloc;
 pub mod memblock;
 pub mod memory_map;
+pub mod mempool;
 pub mod page;
 pub mod page_alloc;
 pub mod platform;
