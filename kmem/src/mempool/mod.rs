@@ -1042,13 +1042,6 @@ impl<P: Platform> Kmem<P> {
     /// ```
     pub fn mempool_element_page(&self, element: Element) -> Option<&Page> {
         let mm = self.mem_map();
-        let first = mm.pfn_to_page(mm.base_pfn())? as *const Page as usize;
-        let off = (element.as_ptr() as usize).checked_sub(first)?;
-        if off % mem::size_of::<Page>() != 0 {
-            return None;
-        }
-        let page = mm.pfn_to_page(mm.base_pfn() + (off / mem::size_of::<Page>()) as u64)?;
-        debug_assert_eq!(page as *const Page as usize, element.as_ptr() as usize);
-        Some(page)
+        mm.index_of_ptr(element.as_ptr().cast()).map(|i| mm.at(i))
     }
 }
