@@ -48,10 +48,16 @@
 //! So a caller that may block never sees a failure. The wait is
 //! [`Platform::wait_event`] on a channel made from the pool's address, with
 //! the condition "the reserve holds an element"; [`Kmem::mempool_free`]
-//! calls [`Platform::wake_up`] on that channel after a refill. The
-//! condition is evaluated by the platform under its wait lock, so a refill
-//! between step 3 and the sleep is not missed (Linux gets the same from
-//! `prepare_to_wait` under the pool lock).
+//! calls [`Platform::wake_up`] on that channel after a refill when someone
+//! waits (Linux's `wq_has_sleeper()`: a wake-up costs a system call in the
+//! simulator, and most refills have nobody to wake). A waiter counts itself
+//! before it evaluates the condition and a refill checks the count after it
+//! filled the reserve, with a full fence on both sides (Linux's `smp_mb()`
+//! in `wq_has_sleeper()`), so either the refill sees the waiter or the
+//! waiter's condition sees the element; the condition is evaluated by the
+//! platform under its wait lock, so a wake-up between that and the sleep is
+//! not lost either (Linux gets both from `prepare_to_wait` under the pool
+//! lock).
 //!
 //! A caller in atomic context ([`Platform::in_atomic`]) that passes a
 //! blocking mask cannot sleep either: kmem reports "BUG: sleeping function
@@ -277,6 +283,8 @@ pub struct MempoolT<'a, P: Platform> {
     min_nr: AtomicUsize,
     /// Elements handed out and not yet returned (kmem's own count).
     in_use: AtomicUsize,
+    /// Tasks in `mempool_alloc`'s wait (what `wq_has_sleeper()` asks).
+    waiters: AtomicUsize,
     /// Cleared by destroy.
     live: AtomicBool,
     alloc: MempoolAllocFn<P>,
@@ -459,6 +467,7 @@ impl<P: Platform> Kmem<P> {
             curr_nr: AtomicUsize::new(0),
             min_nr: AtomicUsize::new(min_nr),
             in_use: AtomicUsize::new(0),
+            waiters: AtomicUsize::new(0),
             live: AtomicBool::new(true),
             alloc,
             free: free_fn,
@@ -606,11 +615,16 @@ impl<P: Platform> Kmem<P> {
             }
             // Wait for someone to return an element, but wake up now and
             // then: memory pressure may have eased so that alloc_fn succeeds.
+            pool.waiters.fetch_add(1, Ordering::Relaxed);
+            // Paired with the fence in mempool_free: the free sees this
+            // waiter, or the condition below sees the free's element.
+            fence(Ordering::SeqCst);
             self.p.wait_event(
                 pool.channel(),
                 &mut || pool.curr_nr.load(Ordering::Relaxed) > 0,
                 Some(MEMPOOL_WAIT_NS),
             );
+            pool.waiters.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -730,7 +744,11 @@ impl<P: Platform> Kmem<P> {
                 }
                 pool.add_element(&mut r, e);
                 drop(r);
-                self.p.wake_up(pool.channel());
+                // wq_has_sleeper(): paired with the fence before a wait.
+                fence(Ordering::SeqCst);
+                if pool.waiters.load(Ordering::Relaxed) != 0 {
+                    self.p.wake_up(pool.channel());
+                }
                 return Ok(());
             }
         }
