@@ -9,6 +9,8 @@ use kmem_sim::{
 };
 use std::process::ExitCode;
 
+mod slabtop;
+
 /// kmem: the Linux kernel's memory allocators, in Rust, on a simulated machine.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
@@ -21,6 +23,8 @@ struct Cli {
 enum Command {
     /// Boot a simulated machine and print the boot log and /proc reports.
     Boot(BootArgs),
+    /// Watch the slab caches live while a workload runs (procps slabtop).
+    Slabtop(slabtop::SlabtopArgs),
 }
 
 #[derive(Args, Clone)]
@@ -163,6 +167,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
         Some(Command::Boot(args)) => boot(&args),
+        Some(Command::Slabtop(args)) => slabtop::run(&args),
         // With no command, boot the default machine: the quickest way to see
         // what kmem does.
         None => boot(&BootArgs::default()),

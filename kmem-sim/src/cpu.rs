@@ -61,6 +61,8 @@ pub(crate) struct Local {
     pub(crate) task: Cell<Task>,
     /// splitmix64 state of this CPU's random source.
     pub(crate) rng: Cell<u64>,
+    /// `current->flags` of the task this thread is (memalloc scopes).
+    pub(crate) pflags: Cell<u32>,
 }
 
 thread_local! {
@@ -74,6 +76,7 @@ thread_local! {
             spin: Cell::new(0),
             task: Cell::new(Task { pid: 0, comm: [0; 16] }),
             rng: Cell::new(0),
+            pflags: Cell::new(0),
         }
     };
 }

@@ -70,15 +70,23 @@
 compile_error!("kmem-sim needs 64-bit Linux (memfd_create and a large address space)");
 
 mod cpu;
+mod dcache;
+mod kswapd;
 mod machine;
+mod oom;
+mod pagecache;
 mod phys;
 mod wait;
 
 pub use cpu::CpuBinding;
+pub use dcache::Dcache;
+pub use kswapd::with_kswapd;
 pub use machine::{
     parse_memory_map, parse_size, pc_memory_map, pc_memory_map_numa, NUMA_ALIGN, PC_EXT_START,
     PC_HIGH_START, PC_LOW_END, PC_PCI_HOLE,
 };
+pub use oom::SimTask;
+pub use pagecache::PageCache;
 
 use core::cell::RefCell;
 use core::fmt;
@@ -264,6 +272,8 @@ pub struct SimPlatform {
     start: Instant,
     /// splitmix64 state for threads not bound to a CPU.
     rng: AtomicU64,
+    /// Simulated tasks the OOM killer may choose from.
+    tasks: oom::TaskList,
 }
 
 #[cold]
@@ -339,6 +349,7 @@ impl SimPlatform {
             echo: config.echo_reports,
             start: Instant::now(),
             rng: AtomicU64::new(unbound_seed),
+            tasks: oom::TaskList::default(),
         })
     }
 
@@ -502,6 +513,17 @@ impl SimPlatform {
             }
             h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
         })
+    }
+
+    /// Register a simulated task the OOM killer may choose as a victim
+    /// (see [`SimTask`]).
+    pub fn register_task(&self, comm: &str) -> std::sync::Arc<SimTask> {
+        self.tasks.register(comm)
+    }
+
+    /// Forget a task (it exited); its tracked pages must have been freed.
+    pub fn unregister_task(&self, task: &SimTask) {
+        self.tasks.unregister(task.pid())
     }
 
     /// All report lines so far, oldest first.
@@ -862,6 +884,19 @@ unsafe impl Platform for SimPlatform {
             eprintln!("{text}");
         }
         lock(&self.reports).push((level, text));
+    }
+
+    fn task_flags(&self) -> u32 {
+        LOCAL.with(|l| l.pflags.get())
+    }
+
+    fn set_task_flags(&self, flags: u32) -> bool {
+        LOCAL.with(|l| l.pflags.set(flags));
+        true
+    }
+
+    fn out_of_memory(&self, oc: &kmem::oom_kill::OomControl<'_>) -> bool {
+        self.tasks.out_of_memory(oc)
     }
 
     fn current(&self) -> Task {

@@ -179,7 +179,9 @@ fn two_cpus_hammer_and_every_page_is_accounted_for() {
                 let order = [0, 0, 0, 1, 2, 3, 4, 9][(r >> 8) as usize % 8];
                 let gfp = [GFP_KERNEL, GFP_ATOMIC, GFP_HIGHUSER_MOVABLE, GFP_DMA32]
                     [(r >> 16) as usize % 4];
-                if let Ok(p) = k.alloc_pages(gfp | __GFP_NOWARN, order) {
+                // NORETRY: under pressure fail after one reclaim round
+                // rather than wait for the other CPU's frees.
+                if let Ok(p) = k.alloc_pages(gfp | __GFP_NOWARN | __GFP_NORETRY, order) {
                     mine.push((p, order));
                 }
             } else {

@@ -60,6 +60,7 @@ pub struct ArenaPlatform<'a> {
     irq: Cell<bool>,
     clock: Cell<u64>,
     rng: Cell<u64>,
+    task_flags: Cell<u32>,
     lines: RefCell<([Option<Line>; REPORT_LINES], usize)>,
     _buf: PhantomData<&'a mut [u8]>,
 }
@@ -95,6 +96,7 @@ impl<'a> ArenaPlatform<'a> {
             irq: Cell::new(false),
             clock: Cell::new(0),
             rng: Cell::new(0x9e37_79b9_7f4a_7c15),
+            task_flags: Cell::new(0),
             lines: RefCell::new((core::array::from_fn(|_| None), 0)),
             _buf: PhantomData,
         }
@@ -258,6 +260,15 @@ unsafe impl Platform for ArenaPlatform<'_> {
         let t = self.clock.get() + 1000;
         self.clock.set(t);
         t
+    }
+
+    fn task_flags(&self) -> u32 {
+        self.task_flags.get()
+    }
+
+    fn set_task_flags(&self, flags: u32) -> bool {
+        self.task_flags.set(flags);
+        true
     }
 
     fn random_u64(&self) -> u64 {

@@ -69,6 +69,10 @@ pub struct BootParams {
     pub memblock_debug: bool,
     /// Slab allocator options (`slab_nomerge`, `slab_debug=`, hardening).
     pub slab: crate::slab::SlabParams,
+    /// `CONFIG_DEBUG_ATOMIC_SLEEP`: check every allocation that may block
+    /// for atomic context ([`crate::sched`]), not only those that reach the
+    /// page allocator's slow path. Off, as in production kernels.
+    pub debug_atomic_sleep: bool,
 }
 
 impl Default for BootParams {
@@ -85,6 +89,7 @@ impl Default for BootParams {
             percpu_pagelist_high_fraction: 0,
             memblock_debug: false,
             slab: crate::slab::SlabParams::default(),
+            debug_atomic_sleep: false,
         }
     }
 }
@@ -115,6 +120,8 @@ pub struct Kmem<P: Platform> {
     totalram_pages: AtomicU64,
     boot_ns: u64,
     pub(crate) slab: crate::slab::cache::SlabState,
+    pub(crate) reclaim: crate::vmscan::Reclaim<P>,
+    pub(crate) debug_atomic_sleep: bool,
 }
 
 // SAFETY: the raw pointers lead to memblock memory owned by the platform for
@@ -504,6 +511,8 @@ impl<P: Platform> Kmem<P> {
             totalram_pages: AtomicU64::new(0),
             boot_ns: 0,
             slab: crate::slab::cache::SlabState::new(params.slab),
+            reclaim: crate::vmscan::Reclaim::new(),
+            debug_atomic_sleep: params.debug_atomic_sleep,
             p: platform,
         };
         kmem.build_zonelists();

@@ -40,11 +40,15 @@ pub mod kmalloc;
 pub mod memblock;
 pub mod memory_map;
 pub mod mempool;
+pub mod oom_kill;
 pub mod page;
 pub mod page_alloc;
 pub mod platform;
 pub mod proc;
+pub mod sched;
+pub mod shrinker;
 pub mod slab;
+pub mod vmscan;
 
 pub use error::{Error, Result};
 pub use gfp::Gfp;

@@ -259,6 +259,36 @@ pub unsafe trait Platform {
 
     /// A random 64-bit value (`get_random_u64()`).
     fn random_u64(&self) -> u64;
+
+    /// `current->flags`: the running task's `PF_*` bits. The core keeps the
+    /// memalloc scope bits there ([`crate::sched::PF_MEMALLOC_NOFS`] and
+    /// friends). The default keeps no per-task state: every task reads 0.
+    fn task_flags(&self) -> u32 {
+        0
+    }
+
+    /// Set `current->flags`. Returns `false` when the platform keeps no
+    /// per-task flags (the core then reports that the scope had no effect).
+    fn set_task_flags(&self, flags: u32) -> bool {
+        let _ = flags;
+        false
+    }
+
+    /// The OOM killer: called by the page allocator when a "too small to
+    /// fail" allocation finds nothing left to reclaim
+    /// (`out_of_memory()`, `mm/oom_kill.c`). The embedding kernel picks a
+    /// victim and frees its memory, and returns `true` when it made progress
+    /// (the allocator then retries). The default prints Linux's OOM header
+    /// with Mem-Info, says there is no killable process and returns `false`
+    /// (where Linux would panic, kmem fails the allocation).
+    fn out_of_memory(&self, oc: &crate::oom_kill::OomControl<'_>) -> bool {
+        oc.dump_header();
+        oc.report(
+            Level::Emerg,
+            format_args!("Out of memory and no killable processes..."),
+        );
+        false
+    }
 }
 
 /// A CPU-local section held for as long as the guard lives.
@@ -389,6 +419,18 @@ unsafe impl<T: Platform + ?Sized> Platform for &T {
     #[inline]
     fn random_u64(&self) -> u64 {
         (**self).random_u64()
+    }
+
+    fn task_flags(&self) -> u32 {
+        (**self).task_flags()
+    }
+
+    fn set_task_flags(&self, flags: u32) -> bool {
+        (**self).set_task_flags(flags)
+    }
+
+    fn out_of_memory(&self, oc: &crate::oom_kill::OomControl<'_>) -> bool {
+        (**self).out_of_memory(oc)
     }
 }
 

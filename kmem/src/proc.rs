@@ -15,7 +15,9 @@
 //!   other zone counters are left out.
 //! - `/proc/meminfo`: `MemTotal`, `MemFree`, `MemAvailable`, `Slab`,
 //!   `SReclaimable`, `SUnreclaim` (more lines as subsystems land).
-//! - `/proc/slabinfo`: complete, version 2.1 as SLUB prints it.
+//! - `/proc/slabinfo`: complete, version 2.1 as SLUB prints it; the same
+//!   numbers as structs through [`for_each_slabinfo`] (one source for the
+//!   text and for tools such as `kmem slabtop`).
 
 use crate::page_alloc::{MigrateType, Zone, MIGRATE_TYPES};
 use crate::platform::{Level, Platform};
@@ -239,6 +241,64 @@ pub fn meminfo<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result {
     meminfo_line(w, "SUnreclaim", kb(unrec))
 }
 
+/// One cache's numbers as `/proc/slabinfo` shows them (SLUB's
+/// `get_slabinfo()` filling `struct slabinfo`), for tools that want the
+/// values rather than the text, such as a `slabtop`.
+///
+/// [`slabinfo`] prints exactly these fields, so the text report and the
+/// structured rows have one source. Counts cover all nodes.
+///
+/// ```
+/// # let mut mem = vec![0u8; 16 << 20];
+/// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
+/// let mut names = Vec::new();
+/// kmem::proc::for_each_slabinfo(&k, |s| names.push(s.name.to_string()));
+/// assert!(names.iter().any(|n| n == "kmalloc-64"));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlabInfo<'a> {
+    /// The cache's name (`s->name`).
+    pub name: &'a str,
+    /// `<active_objs>`: all objects but the free ones on partial slabs
+    /// (objects cached in per-CPU sheaves count as active, as objects in
+    /// Linux's per-CPU slabs do).
+    pub active_objs: u64,
+    /// `<num_objs>`: objects in all of the cache's slabs.
+    pub num_objs: u64,
+    /// `<objsize>`: bytes per object slot (`s->size`, metadata included).
+    pub objsize: u64,
+    /// `<objperslab>`: objects in a slab of the cache's order.
+    pub objperslab: u64,
+    /// `<pagesperslab>`: pages in a slab of the cache's order.
+    pub pagesperslab: u64,
+    /// `<active_slabs>`: SLUB reports every slab as active.
+    pub active_slabs: u64,
+    /// `<num_slabs>`: slabs of the cache.
+    pub num_slabs: u64,
+}
+
+/// Call `f` with the [`SlabInfo`] of every cache, newest first (the order
+/// of `/proc/slabinfo`).
+///
+/// The cache list's lock is held across the calls, so `f` must not create
+/// or destroy caches.
+pub fn for_each_slabinfo<P: Platform>(k: &Kmem<P>, mut f: impl FnMut(&SlabInfo<'_>)) {
+    k.for_each_cache(|s| {
+        let (slabs, objs, _) = k.slab_totals(s);
+        let g = s.geometry();
+        f(&SlabInfo {
+            name: s.name(),
+            active_objs: objs - k.slab_free_objects(s),
+            num_objs: objs,
+            objsize: g.size as u64,
+            objperslab: g.objects as u64,
+            pagesperslab: g.pages_per_slab() as u64,
+            active_slabs: slabs,
+            num_slabs: slabs,
+        });
+    });
+}
+
 /// `/proc/slabinfo`, version 2.1 as SLUB prints it (`cache_show()`): no
 /// tunables, active slabs equal to all slabs, active objects all objects
 /// but the free ones on partial slabs. Caches are listed newest first.
@@ -249,29 +309,25 @@ pub fn slabinfo<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result {
         "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>"
     )?;
     let mut res = Ok(());
-    k.for_each_cache(|s| {
-        if res.is_err() {
-            return;
+    for_each_slabinfo(k, |s| {
+        if res.is_ok() {
+            res = writeln!(
+                w,
+                "{:<17} {:>6} {:>6} {:>6} {:>4} {:>4} : tunables {:>4} {:>4} {:>4} : slabdata {:>6} {:>6} {:>6}",
+                s.name,
+                s.active_objs,
+                s.num_objs,
+                s.objsize,
+                s.objperslab,
+                s.pagesperslab,
+                0,
+                0,
+                0,
+                s.active_slabs,
+                s.num_slabs,
+                0
+            );
         }
-        let (slabs, objs, _) = k.slab_totals(s);
-        let active = objs - k.slab_free_objects(s);
-        let g = s.geometry();
-        res = writeln!(
-            w,
-            "{:<17} {:>6} {:>6} {:>6} {:>4} {:>4} : tunables {:>4} {:>4} {:>4} : slabdata {:>6} {:>6} {:>6}",
-            s.name(),
-            active,
-            objs,
-            g.size,
-            g.objects,
-            g.pages_per_slab(),
-            0,
-            0,
-            0,
-            slabs,
-            slabs,
-            0
-        );
     });
     res
 }
@@ -358,5 +414,63 @@ impl<const N: usize> Write for LineBuf<N> {
         self.buf[self.len..self.len + n].copy_from_slice(&b[..n]);
         self.len += n;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gfp::GFP_KERNEL;
+    use crate::slab::SLAB_NO_MERGE;
+    use std::string::{String, ToString};
+    use std::vec;
+    use std::vec::Vec;
+
+    #[test]
+    fn slabinfo_rows_match_the_text_report() {
+        let mut mem = vec![0u8; 16 << 20];
+        let k = Kmem::boot_arena(&mut mem, 1).unwrap();
+        let c = k
+            .kmem_cache_create("rows_test", 200, 0, SLAB_NO_MERGE, None)
+            .unwrap();
+        let objs: Vec<_> = (0..5)
+            .map(|_| k.kmem_cache_alloc(c, GFP_KERNEL).unwrap())
+            .collect();
+        let mut rows = Vec::new();
+        for_each_slabinfo(&k, |s| {
+            rows.push((s.name.to_string(), SlabInfo { name: "", ..*s }))
+        });
+        // Newest first: the cache just made leads, as in the text.
+        assert_eq!(rows[0].0, "rows_test");
+        let r = rows[0].1;
+        assert_eq!(r.objsize, 200);
+        assert!(r.active_objs >= 5 && r.num_objs >= r.active_objs);
+        assert_eq!(r.num_slabs, r.active_slabs);
+        assert_eq!(r.num_objs, r.num_slabs * r.objperslab);
+        let mut text = String::new();
+        slabinfo(&k, &mut text).unwrap();
+        let lines: Vec<&str> = text.lines().skip(2).collect();
+        assert_eq!(lines.len(), rows.len());
+        for (line, (name, r)) in lines.iter().zip(&rows) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(f[0], name);
+            let n = |i: usize| f[i].parse::<u64>().unwrap();
+            assert_eq!(
+                [n(1), n(2), n(3), n(4), n(5), n(13), n(14)],
+                [
+                    r.active_objs,
+                    r.num_objs,
+                    r.objsize,
+                    r.objperslab,
+                    r.pagesperslab,
+                    r.active_slabs,
+                    r.num_slabs
+                ]
+            );
+        }
+        for o in objs {
+            // SAFETY: each object is freed once and not used again.
+            unsafe { k.kmem_cache_free(c, o.as_ptr()) }.unwrap();
+        }
     }
 }

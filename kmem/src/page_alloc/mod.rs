@@ -21,9 +21,11 @@
 //! [`crate::PAGE_ALLOC_COSTLY_ORDER`], or from the
 //! buddy lists ([`buddy`]) under the zone lock.
 //!
-//! What is not here yet: reclaim, kswapd, compaction and the OOM killer
-//! (the slow path fails where Linux would reclaim), and the high-atomic
-//! reserve. They are separate issues.
+//! When that fails, the slow path (`alloc_pages_slowpath`) follows Linux:
+//! wake kswapd, relax the watermark, use the reserves where allowed, then
+//! for a caller that may block reclaim directly ([`crate::vmscan`]), retry
+//! by Linux's rules and finally call the OOM killer ([`crate::oom_kill`]).
+//! What is not here: compaction and the high-atomic reserve.
 
 /// A zone type (`enum zone_type`), in Linux's order.
 ///
@@ -775,6 +777,23 @@ impl<P: Platform> Kmem<P> {
             );
             return Err(Error::InvalidArgument);
         };
+        if self.debug_atomic_sleep() {
+            self.might_alloc(gfp, core::panic::Location::caller());
+        }
+        if order > 1 && gfp.contains(gfp::__GFP_NOFAIL) {
+            // rmqueue(): callers must not ask for more than order 1 with
+            // __GFP_NOFAIL; kmem warns, as Linux, and still honours it.
+            report!(
+                &self.p,
+                Level::Warning,
+                "WARNING: CPU: {} at {}: __GFP_NOFAIL allocation of order {} > 1: mode:{:#x}({})",
+                self.p.smp_processor_id(),
+                core::panic::Location::caller(),
+                order,
+                gfp.bits(),
+                gfp
+            );
+        }
         let high = self.gfp_zone_idx(gfp)?;
         let mt = gfp::gfp_migratetype(gfp).inspect_err(|_| {
             report!(
@@ -802,42 +821,190 @@ impl<P: Platform> Kmem<P> {
         if let Some(p) = self.get_page_from_freelist(gfp, order, af, zl, high, mt) {
             return Ok(p);
         }
-        self.alloc_pages_slowpath(gfp, order, zl, high, mt)
+        self.alloc_pages_slowpath(gfp, order, nid, zl, high, mt)
     }
 
+    /// `__alloc_pages_slowpath()`, in Linux's order: wake kswapd; retry
+    /// with the slow path's watermark rules; the reserves where allowed;
+    /// then, only for a caller that may block, direct reclaim and retry.
+    /// `__GFP_NORETRY` stops after one reclaim round; costly orders stop
+    /// unless `__GFP_RETRY_MAYFAIL`; the retry rule allows
+    /// [`MAX_RECLAIM_RETRIES`](crate::vmscan::MAX_RECLAIM_RETRIES) rounds
+    /// without progress (each sleeping until some page is freed, at most
+    /// [`RECLAIM_THROTTLE_NS`](crate::vmscan::RECLAIM_THROTTLE_NS)); then
+    /// the OOM killer for "too small to fail" requests; `__GFP_NOFAIL`
+    /// never returns failure.
     #[track_caller]
     fn alloc_pages_slowpath(
+        &self,
+        gfp: Gfp,
+        order: u32,
+        nid: usize,
+        zl: &Zonelist,
+        high: usize,
+        mt: MigrateType,
+    ) -> Result<&Page> {
+        let caller = core::panic::Location::caller();
+        let gfp = self.current_gfp_context(gfp);
+        let pflags = self.p.task_flags();
+        let mut can_direct_reclaim = gfp.contains(gfp::__GFP_DIRECT_RECLAIM);
+        if can_direct_reclaim && !self.might_alloc(gfp, caller) {
+            // Reported; go on without sleeping.
+            can_direct_reclaim = false;
+        }
+        let eff = if can_direct_reclaim {
+            gfp
+        } else {
+            gfp.without(gfp::__GFP_DIRECT_RECLAIM)
+        };
+        let costly = order > PAGE_ALLOC_COSTLY_ORDER;
+        let nofail = gfp.contains(gfp::__GFP_NOFAIL);
+        let mut af = AllocFlags::from_gfp(eff, order);
+        if af.contains(AllocFlags::KSWAPD) {
+            self.wake_all_kswapds(gfp, order, nid, high);
+        }
+        if let Some(p) = self.get_page_from_freelist(gfp, order, af, zl, high, mt) {
+            return Ok(p);
+        }
+        let mut no_progress_loops = 0u32;
+        loop {
+            if af.contains(AllocFlags::KSWAPD) {
+                self.wake_all_kswapds(gfp, order, nid, high);
+            }
+            // __gfp_pfmemalloc_flags(): __GFP_MEMALLOC, and tasks that are
+            // reclaiming (PF_MEMALLOC) outside interrupts, ignore watermarks.
+            let mut reserve = AllocFlags::pfmemalloc(gfp);
+            if reserve.0 == 0
+                && pflags & crate::sched::PF_MEMALLOC != 0
+                && !gfp.contains(gfp::__GFP_NOMEMALLOC)
+                && !self.p.in_interrupt()
+            {
+                reserve = AllocFlags::NO_WATERMARKS;
+            }
+            if reserve.0 != 0 {
+                af = reserve.with(AllocFlags(af.0 & AllocFlags::KSWAPD.0));
+            }
+            if let Some(p) = self.get_page_from_freelist(gfp, order, af, zl, high, mt) {
+                return Ok(p);
+            }
+            if !can_direct_reclaim {
+                break;
+            }
+            // Reclaim must not recurse into reclaim.
+            if pflags & crate::sched::PF_MEMALLOC != 0 {
+                break;
+            }
+            // __alloc_pages_direct_reclaim(): reclaim, then retry; if that
+            // fails, pages may sit on per-CPU lists: drain them and retry.
+            let reclaimed = self.try_to_free_pages(gfp, order, nid);
+            if let Some(p) = self.get_page_from_freelist(gfp, order, af, zl, high, mt) {
+                return Ok(p);
+            }
+            if self.drain_all_pages() > 0 {
+                if let Some(p) = self.get_page_from_freelist(gfp, order, af, zl, high, mt) {
+                    return Ok(p);
+                }
+            }
+            if gfp.contains(gfp::__GFP_NORETRY) && !nofail {
+                break;
+            }
+            if costly && !gfp.contains(gfp::__GFP_RETRY_MAYFAIL) && !nofail {
+                break;
+            }
+            // should_reclaim_retry(): progress resets the count; without it,
+            // wait for frees and try again, up to MAX_RECLAIM_RETRIES times.
+            if reclaimed > 0 && !costly {
+                no_progress_loops = 0;
+            } else {
+                no_progress_loops += 1;
+            }
+            if no_progress_loops <= crate::vmscan::MAX_RECLAIM_RETRIES {
+                if reclaimed == 0 {
+                    self.wait_for_free_pages(crate::vmscan::RECLAIM_THROTTLE_NS);
+                }
+                continue;
+            }
+            // __alloc_pages_may_oom().
+            let (page, progress) = self.alloc_pages_may_oom(gfp, order, zl, high, mt);
+            if let Some(p) = page {
+                return Ok(p);
+            }
+            if progress {
+                no_progress_loops = 0;
+                // Give the victim's memory (or another CPU's frees) a moment.
+                self.wait_for_free_pages(crate::vmscan::RECLAIM_THROTTLE_NS);
+                continue;
+            }
+            if nofail {
+                // Help a non-failing allocation with part of the reserve,
+                // then keep waiting for memory.
+                let af2 = AllocFlags::MIN_RESERVE.with(AllocFlags(af.0 & AllocFlags::KSWAPD.0));
+                if let Some(p) = self.get_page_from_freelist(gfp, order, af2, zl, high, mt) {
+                    return Ok(p);
+                }
+                self.wait_for_free_pages(crate::vmscan::RECLAIM_THROTTLE_NS);
+                no_progress_loops = 0;
+                continue;
+            }
+            break;
+        }
+        if nofail {
+            // No direct reclaim (or reclaim recursion): Linux warns that a
+            // __GFP_NOFAIL caller cannot sleep and fails it.
+            report!(
+                &self.p,
+                Level::Warning,
+                "WARNING: CPU: {} at {}: __GFP_NOFAIL allocation that cannot sleep: mode:{:#x}({})",
+                self.p.smp_processor_id(),
+                caller,
+                gfp.bits(),
+                gfp
+            );
+        }
+        if !gfp.contains(gfp::__GFP_NOWARN) {
+            self.warn_alloc(gfp, order);
+        }
+        Err(Error::NoMemory)
+    }
+
+    /// `__alloc_pages_may_oom()`: a last try at the high watermark (someone
+    /// may have freed memory), then the OOM killer where Linux would call
+    /// it. Returns a page or whether to retry.
+    fn alloc_pages_may_oom(
         &self,
         gfp: Gfp,
         order: u32,
         zl: &Zonelist,
         high: usize,
         mt: MigrateType,
-    ) -> Result<&Page> {
-        let mut af = AllocFlags::from_gfp(gfp, order);
-        if let Some(p) = self.get_page_from_freelist(gfp, order, af, zl, high, mt) {
-            return Ok(p);
+    ) -> (Option<&Page>, bool) {
+        let last = AllocFlags::WMARK_HIGH.with(AllocFlags::CPUSET);
+        if let Some(p) = self.get_page_from_freelist(gfp, order, last, zl, high, mt) {
+            return (Some(p), true);
         }
-        let reserve = AllocFlags::pfmemalloc(gfp);
-        if reserve.0 != 0 {
-            af = reserve.with(AllocFlags(af.0 & AllocFlags::KSWAPD.0));
-            if let Some(p) = self.get_page_from_freelist(gfp, order, af, zl, high, mt) {
-                return Ok(p);
-            }
+        let nofail = gfp.contains(gfp::__GFP_NOFAIL);
+        // The OOM killer does not help costly orders, nor allocations that
+        // may fail or must stay on one node, nor lowmem-only ones.
+        if !nofail
+            && (order > PAGE_ALLOC_COSTLY_ORDER
+                || gfp.intersects(gfp::__GFP_RETRY_MAYFAIL | gfp::__GFP_THISNODE)
+                || high < ZoneType::Normal as usize)
+        {
+            return (None, false);
         }
-        // Pages may sit on per-CPU lists: drain every CPU's (through
-        // cross-CPU calls, or by request where none can be made) and look
-        // once more (what Linux does after direct
-        // reclaim comes back empty-handed).
-        if self.drain_all_pages() > 0 {
-            if let Some(p) = self.get_page_from_freelist(gfp, order, af, zl, high, mt) {
-                return Ok(p);
-            }
+        // out_of_memory() kills nothing for !__GFP_FS but reports progress:
+        // such allocations keep retrying while others free memory.
+        if !gfp.contains(gfp::__GFP_FS) {
+            return (None, true);
         }
-        if !gfp.contains(gfp::__GFP_NOWARN) {
-            self.warn_alloc(gfp, order);
+        let progress = self.out_of_memory(gfp, order);
+        if !progress && nofail {
+            // Linux warns and lets __GFP_NOFAIL ignore watermarks.
+            let p =
+                self.get_page_from_freelist(gfp, order, AllocFlags::NO_WATERMARKS, zl, high, mt);
+            return (p, p.is_some());
         }
-        Err(Error::NoMemory)
+        (None, progress)
     }
 
     /// `warn_alloc()`: the "page allocation failure" report.
@@ -1186,6 +1353,7 @@ impl<P: Platform> Kmem<P> {
         } else {
             self.free_one_page(zone, idx, order);
         }
+        self.wake_free_page_waiters();
         Ok(())
     }
 

@@ -1073,6 +1073,9 @@ impl<P: Platform> Kmem<P> {
         node: i32,
         caller: &'static Location<'static>,
     ) -> Result<NonNull<u8>> {
+        if self.debug_atomic_sleep() {
+            self.might_alloc(gfp, caller);
+        }
         let x = if s.is_debug() {
             let nid = if node < 0 {
                 self.numa_node_id()
