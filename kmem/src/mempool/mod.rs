@@ -60,9 +60,11 @@
 //! lock).
 //!
 //! A caller in atomic context ([`Platform::in_atomic`]) that passes a
-//! blocking mask cannot sleep either: kmem reports "BUG: sleeping function
-//! called from invalid context" (Linux's `might_alloc()` would, and then
-//! sleep anyway) and fails the call instead of waiting. On a platform that
+//! blocking mask cannot sleep either: [`Kmem::might_alloc`] reports "BUG:
+//! sleeping function called from invalid context" and the call fails
+//! instead of waiting (Linux's `might_alloc()` reports and then sleeps
+//! anyway). As elsewhere in kmem the check is made where kmem would sleep,
+//! and on every call with `BootParams::debug_atomic_sleep`. On a platform that
 //! cannot block (the arena), `wait_event` returns at once and a blocking
 //! caller whose pool stays empty retries for ever, as a Linux task would
 //! sleep for ever.
@@ -575,6 +577,7 @@ impl<P: Platform> Kmem<P> {
     /// pool.
     #[track_caller]
     pub fn mempool_alloc(&self, pool: &MempoolT<'_, P>, gfp: Gfp) -> Result<Element> {
+        let caller = Location::caller();
         if !pool.is_initialized() {
             return Err(self.mempool_dead("mempool_alloc", pool));
         }
@@ -583,10 +586,13 @@ impl<P: Platform> Kmem<P> {
                 &self.p,
                 Level::Warning,
                 "WARNING: mempool_alloc: __GFP_ZERO is not supported (reserved elements are not \
-                 zeroed); called from {}",
-                Location::caller()
+                 zeroed); called from {caller}"
             );
             return Err(Error::InvalidArgument);
+        }
+        if self.debug_atomic_sleep() {
+            // A debug kernel's might_alloc() on every call.
+            self.might_alloc(gfp, caller);
         }
         // Don't dip into the emergency reserves, don't loop in the page
         // allocator, don't warn: the pool's own reserve is the fallback.
@@ -606,11 +612,9 @@ impl<P: Platform> Kmem<P> {
                 gfp_temp = gfp_mask;
                 continue;
             }
-            if !gfp_mask.allows_blocking() {
-                return Err(Error::NoMemory);
-            }
-            if self.p.in_atomic() {
-                self.mempool_cannot_sleep(gfp);
+            // We must not sleep without __GFP_DIRECT_RECLAIM, nor in atomic
+            // context (might_alloc reports that one).
+            if !self.might_alloc(gfp_mask, caller) {
                 return Err(Error::NoMemory);
             }
             // Wait for someone to return an element, but wake up now and
@@ -626,35 +630,6 @@ impl<P: Platform> Kmem<P> {
             );
             pool.waiters.fetch_sub(1, Ordering::Relaxed);
         }
-    }
-
-    /// `__might_sleep()`'s report for a blocking `mempool_alloc` in atomic
-    /// context.
-    #[cold]
-    #[track_caller]
-    fn mempool_cannot_sleep(&self, gfp: Gfp) {
-        let task = self.p.current();
-        report!(
-            &self.p,
-            Level::Err,
-            "BUG: sleeping function called from invalid context at {}",
-            Location::caller()
-        );
-        report!(
-            &self.p,
-            Level::Err,
-            "in_atomic(): 1, in_interrupt(): {}, pid: {}, name: {}",
-            self.p.in_interrupt() as u8,
-            task.pid,
-            task.comm()
-        );
-        report!(
-            &self.p,
-            Level::Err,
-            "mempool_alloc: mode:{:#x}({}) would wait for an element; failing instead",
-            gfp.bits(),
-            gfp
-        );
     }
 
     /// The reserve part of `mempool_alloc()`: an element from the reserve,
