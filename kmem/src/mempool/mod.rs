@@ -91,7 +91,9 @@
 //! allocation and cannot miss a refill the pool needs. kmem does the same
 //! in the Rust memory model: a release fence after the removal (and before
 //! the element is returned, hence before anyone can publish it) and an
-//! acquire fence at the top of `mempool_free`. Fence-to-fence
+//! acquire fence at the top of `mempool_free`. The same pair keeps kmem's
+//! count of elements in use exact for such a hand-over, so it never
+//! mistakes one for a double free. Fence-to-fence
 //! synchronisation through whatever store published the element gives the
 //! free a `curr_nr` at least as new as that removal. The test is repeated
 //! under the lock before anything changes.
@@ -590,10 +592,11 @@ impl<P: Platform> Kmem<P> {
             );
             return Err(Error::InvalidArgument);
         }
-        if self.debug_atomic_sleep() {
-            // A debug kernel's might_alloc() on every call.
-            self.might_alloc(gfp, caller);
-        }
+        // A debug kernel's might_alloc() on every call; else it is asked
+        // where the pool would sleep.
+        let may_block = self
+            .debug_atomic_sleep()
+            .then(|| self.might_alloc(gfp, caller));
         // Don't dip into the emergency reserves, don't loop in the page
         // allocator, don't warn: the pool's own reserve is the fallback.
         let gfp_mask = gfp | __GFP_NOMEMALLOC | __GFP_NORETRY | __GFP_NOWARN;
@@ -602,6 +605,9 @@ impl<P: Platform> Kmem<P> {
         loop {
             if let Some(e) = (pool.alloc)(self, gfp_temp, &pool.pool_data) {
                 pool.in_use.fetch_add(1, Ordering::Relaxed);
+                // As after a removal from the reserve (below): whoever
+                // frees `e` sees it counted.
+                fence(Ordering::Release);
                 return Ok(e);
             }
             if let Some(e) = self.mempool_take_reserved(pool) {
@@ -614,7 +620,7 @@ impl<P: Platform> Kmem<P> {
             }
             // We must not sleep without __GFP_DIRECT_RECLAIM, nor in atomic
             // context (might_alloc reports that one).
-            if !self.might_alloc(gfp_mask, caller) {
+            if !may_block.unwrap_or_else(|| self.might_alloc(gfp_mask, caller)) {
                 return Err(Error::NoMemory);
             }
             // Wait for someone to return an element, but wake up now and
@@ -642,10 +648,11 @@ impl<P: Platform> Kmem<P> {
             }
             pool.remove_element(&mut r)
         };
-        // Linux's smp_wmb(), paired with the acquire fence in mempool_free:
-        // whoever frees `e` reads a curr_nr from after this removal.
-        fence(Ordering::Release);
         pool.in_use.fetch_add(1, Ordering::Relaxed);
+        // Linux's smp_wmb(), paired with the acquire fence in mempool_free:
+        // whoever frees `e`, however it got it, reads a curr_nr from after
+        // this removal (and an in_use that counts `e`).
+        fence(Ordering::Release);
         Some(e)
     }
 
@@ -677,6 +684,11 @@ impl<P: Platform> Kmem<P> {
         let Some(e) = NonNull::new(element) else {
             return Ok(());
         };
+        // Linux's smp_rmb(), paired with the release fence after an
+        // allocation: the curr_nr and in_use read below are from after the
+        // allocation of `element`, so a reserve that allocation left short
+        // is seen as short.
+        fence(Ordering::Acquire);
         if !pool.is_initialized() {
             return Err(self.mempool_dead("mempool_free", pool));
         }
@@ -705,10 +717,6 @@ impl<P: Platform> Kmem<P> {
         {
             return Err(self.mempool_double_free(pool, element, caller));
         }
-        // Linux's smp_rmb(), paired with the release fence after a removal:
-        // the curr_nr read below is from after the allocation of `element`,
-        // so a reserve that allocation left short is seen as short.
-        fence(Ordering::Acquire);
         if pool.curr_nr() < pool.target() {
             let mut r = pool.reserve.lock();
             if pool.curr_nr() < pool.target() {
