@@ -469,7 +469,7 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// What kind of kmalloc memory `p` is, or a report and an error.
-    fn kmalloc_owner(&self, what: &str, p: *const u8) -> Result<Owner<'_>> {
+    pub(crate) fn kmalloc_owner(&self, what: &str, p: *const u8) -> Result<Owner<'_>> {
         // The fast case: an object of a slab.
         if let Some(head) = self.virt_to_slab(p) {
             // SAFETY: a slab's cache field points at its live cache.
@@ -627,7 +627,9 @@ impl<P: Platform> Kmem<P> {
     }
 }
 
-enum Owner<'a> {
+/// What [`Kmem::kmalloc_owner`] found: a slab object (its cache and slab)
+/// or a `kmalloc_large` block (its head page).
+pub(crate) enum Owner<'a> {
     Slab(&'a KmemCache, &'a crate::page::Page),
     Large(&'a crate::page::Page),
 }

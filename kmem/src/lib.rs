@@ -13,7 +13,8 @@
 //! | [`proc`] | `mm/vmstat.c`, `fs/proc/meminfo.c` | `/proc` reports in Linux's text formats |
 //! | [`slab`] | `mm/slub.c`, `mm/slab_common.c`, `include/linux/slab.h` | SLUB: cache flags and cache geometry (no object allocation yet) |
 //! | [`kmalloc`] | `include/linux/slab.h`, `mm/slab_common.c` | kmalloc size classes, types and cache names (no `kmalloc()` yet) |
-//! | [`alloc`] | Rust-for-Linux `rust/kernel/alloc*` | the typed API: `Allocator`, `KBox`, `KVec`, typed slab caches |
+//! | [`mempool`] | `mm/mempool.c`, `include/linux/mempool.h` | memory pools: reserved elements for allocations that must make progress |
+//! | [`alloc`] | Rust-for-Linux `rust/kernel/alloc*` | the typed API: `Allocator`, `KBox`, `KVec`, typed slab caches, typed mempools |
 //! | [`fault_inject`] | `lib/fault-inject.c`, `mm/failslab.c`, `mm/fail_page_alloc.c` | failslab and fail_page_alloc: injected allocation failures |
 //! | [`platform`] | arch + sched | the [`Platform`] trait, the only door to the environment |
 //!
@@ -40,6 +41,7 @@ pub mod init;
 pub mod kmalloc;
 pub mod memblock;
 pub mod memory_map;
+pub mod mempool;
 pub mod oom_kill;
 pub mod page;
 pub mod page_alloc;

@@ -328,8 +328,15 @@ impl<'a> MemMap<'a> {
     /// mem_map index of `page`, if it lies in this array.
     #[inline]
     pub fn index_of(&self, page: &Page) -> Option<u32> {
+        self.index_of_ptr(page)
+    }
+
+    /// mem_map index of the descriptor `page` points at, if it is one of
+    /// this array's; any pointer may be asked about (nothing is read).
+    #[inline]
+    pub fn index_of_ptr(&self, page: *const Page) -> Option<u32> {
         let start = self.pages.as_ptr() as usize;
-        let off = (page as *const Page as usize).checked_sub(start)?;
+        let off = (page as usize).checked_sub(start)?;
         let idx = off / core::mem::size_of::<Page>();
         (idx < self.pages.len() && off % core::mem::size_of::<Page>() == 0).then_some(idx as u32)
     }

@@ -121,6 +121,11 @@ impl<'a, P: Platform> SlabCache<'a, P> {
     pub fn cache(&self) -> &'a KmemCache {
         self.s
     }
+
+    /// The machine the cache belongs to.
+    pub fn kmem(&self) -> &'a Kmem<P> {
+        self.k
+    }
 }
 
 // SAFETY: objects come from the cache with its object size and alignment

@@ -1,5 +1,6 @@
-//! The typed allocation API: [`Allocator`], [`KBox`], [`KVec`] and typed
-//! slab caches ([`Cache`], [`CacheBox`]).
+//! The typed allocation API: [`Allocator`], [`KBox`], [`KVec`], typed
+//! slab caches ([`Cache`], [`CacheBox`]) and typed memory pools
+//! ([`Mempool`], [`MempoolBox`]).
 //!
 //! This module follows the shape of Rust-for-Linux's `kernel::alloc`
 //! (`rust/kernel/alloc.rs`, `alloc/kbox.rs`, `alloc/kvec.rs`): every
@@ -95,6 +96,7 @@ mod cache;
 pub mod doc_alloc;
 mod kbox;
 mod kvec;
+mod mempool;
 #[cfg(test)]
 mod tests;
 
@@ -102,6 +104,7 @@ pub use allocator::{Kmalloc, SlabCache};
 pub use cache::{Cache, CacheBox, ObjectCache};
 pub use kbox::KBox;
 pub use kvec::{IntoIter, KVec, PushError, RemoveError};
+pub use mempool::{Mempool, MempoolBox};
 
 /// GFP flags, as taken by every allocating call of this module.
 ///

@@ -199,6 +199,11 @@ impl KmemCache {
         self.geo.flags
     }
 
+    /// The constructor objects get when their slab is created, if any.
+    pub fn ctor(&self) -> Option<Ctor> {
+        self.ctor
+    }
+
     /// `kmem_cache_size()`: the usable object size.
     pub fn object_size(&self) -> usize {
         self.geo.object_size
