@@ -16,8 +16,8 @@ use kmem_sim::{
 };
 use std::process::ExitCode;
 
-mod slabtop;
 mod fault;
+mod slabtop;
 
 /// kmem: the Linux kernel's memory allocators, in Rust, on a simulated machine.
 ///

@@ -22,12 +22,12 @@ fn rnd(x: &mut u64) -> u64 {
 
 /// Every CPU's lists drained, every slab cache shrunk: the free pages.
 fn settled(k: &Kmem<&SimPlatform>, s: &SimPlatform) -> u64 {
-    let mut caches: Vec<*const KmemCache> = Vec::new();
-    k.for_each_cache(|c| caches.push(c));
+    let mut caches: Vec<usize> = Vec::new();
+    k.for_each_cache(|c| caches.push(c as *const KmemCache as usize));
     s.on_cpu(0, || {
         for c in caches {
             // SAFETY: no cache is destroyed while this runs; each is alive.
-            k.kmem_cache_shrink(unsafe { &*c });
+            k.kmem_cache_shrink(unsafe { &*(c as *const KmemCache) });
         }
     });
     s.run_on_cpus(|_| {
@@ -82,7 +82,11 @@ fn a_million_operations_under_pressure_with_injected_failures_account_for_every_
         k.fault_inject_write(spec).unwrap();
     }
 
-    let ops_per_cpu: u64 = if cfg!(debug_assertions) { 50_000 } else { 500_000 };
+    let ops_per_cpu: u64 = if cfg!(debug_assertions) {
+        50_000
+    } else {
+        500_000
+    };
     let ops = AtomicU64::new(0);
     let failures = AtomicU64::new(0);
     let exchange: Mutex<Vec<Item<'_>>> = Mutex::new(Vec::new());
@@ -123,7 +127,9 @@ fn a_million_operations_under_pressure_with_injected_failures_account_for_every_
                     30..=44 => k.kmem_cache_alloc(cache, gfp).ok().map(Item::Obj),
                     45..=54 => {
                         let order = (r >> 24) as u32 % 4;
-                        k.alloc_pages(gfp, order).ok().map(|p| Item::Pages(p, order))
+                        k.alloc_pages(gfp, order)
+                            .ok()
+                            .map(|p| Item::Pages(p, order))
                     }
                     55..=62 => {
                         // Blocking callers never see a failure from a pool.
@@ -195,7 +201,8 @@ fn a_million_operations_under_pressure_with_injected_failures_account_for_every_
 
     // Everything back.
     k.fault_inject_write("failslab/probability=0").unwrap();
-    k.fault_inject_write("fail_page_alloc/probability=0").unwrap();
+    k.fault_inject_write("fail_page_alloc/probability=0")
+        .unwrap();
     s.on_cpu(0, || {
         let theirs: Vec<Item<'_>> = std::mem::take(&mut *exchange.lock().unwrap());
         theirs.into_iter().for_each(free_item);
