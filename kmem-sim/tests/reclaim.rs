@@ -68,6 +68,27 @@ impl<P: Platform> Shrinker<P> for Stubborn {
     }
 }
 
+/// Register a [`Stubborn`] shrinker with `flags`, then fill memory to the
+/// min watermark; returns its id, its call count and the pages taken.
+fn stubborn_and_full<'k>(
+    k: &'k Kmem<&SimPlatform>,
+    name: &'static str,
+    flags: u32,
+) -> (kmem::shrinker::ShrinkerId, Arc<AtomicU64>, Vec<&'k Page>) {
+    let calls = Arc::new(AtomicU64::new(0));
+    let id = k
+        .register_shrinker(
+            ShrinkerConfig::new(name, flags),
+            Stubborn {
+                calls: calls.clone(),
+            },
+        )
+        .unwrap();
+    let mut held = Vec::new();
+    exhaust(k, fill_gfp(), &mut held);
+    (id, calls, held)
+}
+
 /// A shrinker that owns some pages and gives back one per call.
 struct Trickle {
     pfns: Arc<Mutex<Vec<u64>>>,
@@ -220,17 +241,7 @@ fn noretry_gives_up_after_one_reclaim_round_without_oom() {
     let s = machine(1, 64);
     let k = boot(&s, BootParams::default());
     let _cpu = s.bind(0);
-    let calls = Arc::new(AtomicU64::new(0));
-    let id = k
-        .register_shrinker(
-            ShrinkerConfig::new("stubborn", 0),
-            Stubborn {
-                calls: calls.clone(),
-            },
-        )
-        .unwrap();
-    let mut held = Vec::new();
-    exhaust(&k, fill_gfp(), &mut held);
+    let (id, calls, held) = stubborn_and_full(&k, "stubborn", 0);
     let e0 = k.vm_events();
     let r = k.alloc_pages(GFP_KERNEL | __GFP_NORETRY, 0);
     assert_eq!(r.err(), Some(Error::NoMemory));
@@ -249,23 +260,14 @@ fn costly_orders_give_up_unless_retry_mayfail() {
     let s = machine(1, 64);
     let k = boot(&s, BootParams::default());
     let _cpu = s.bind(0);
-    let calls = Arc::new(AtomicU64::new(0));
-    let id = k
-        .register_shrinker(
-            ShrinkerConfig::new("stubborn", 0),
-            Stubborn {
-                calls: calls.clone(),
-            },
-        )
-        .unwrap();
-    let mut held = Vec::new();
-    exhaust(&k, fill_gfp(), &mut held);
+    let (id, calls, held) = stubborn_and_full(&k, "stubborn", 0);
     let victim = s.register_task("hog");
     // Costly order: one reclaim round, no OOM.
     let e0 = k.vm_events();
     assert!(k.alloc_pages(GFP_KERNEL | __GFP_NOWARN, 4).is_err());
     let e1 = k.vm_events();
     assert_eq!(e1.allocstall, e0.allocstall + 1);
+    assert!(calls.load(Relaxed) > 0, "reclaim ran the shrinker");
     // With __GFP_RETRY_MAYFAIL: retried up to MAX_RECLAIM_RETRIES rounds
     // without progress, still no OOM.
     assert!(k
