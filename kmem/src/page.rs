@@ -319,6 +319,12 @@ impl<'a> MemMap<'a> {
         self.pages.get(usize::try_from(idx).ok()?)
     }
 
+    /// The descriptor at mem_map index `idx`, if there is one.
+    #[inline]
+    pub(crate) fn get(&self, idx: usize) -> Option<&'a Page> {
+        self.pages.get(idx)
+    }
+
     /// The descriptor at mem_map index `idx`.
     #[inline]
     pub(crate) fn at(&self, idx: u32) -> &'a Page {

@@ -65,11 +65,46 @@ const MAX_PARTIAL: u64 = 10;
 /// A constructor, run once on each object when its slab is created.
 pub type Ctor = fn(*mut u8);
 
+/// An array of free objects (`struct slab_sheaf`).
+///
+/// The objects sit in `objects[1..=size]`, the newest at `objects[size]`;
+/// `objects[0]` stays null. That guard slot lets the free fast path compare
+/// the pointer being freed with the top of the sheaf (the double-free check)
+/// without first testing for an empty sheaf.
 #[repr(C)]
 pub(crate) struct Sheaf {
     size: usize,
     next: *mut Sheaf,
-    objects: [*mut u8; SHEAF_CAPACITY],
+    objects: [*mut u8; SHEAF_CAPACITY + 1],
+}
+
+impl Sheaf {
+    /// The objects held, oldest first.
+    #[inline]
+    fn objects(&self) -> &[*mut u8] {
+        &self.objects[1..=self.size]
+    }
+
+    /// The newest object, or null when the sheaf is empty.
+    #[inline]
+    fn top(&self) -> *mut u8 {
+        self.objects[self.size]
+    }
+
+    /// Add `x`; the caller checked there is room.
+    #[inline]
+    fn push(&mut self, x: *mut u8) {
+        self.size += 1;
+        self.objects[self.size] = x;
+    }
+
+    /// Take the newest object; the caller checked there is one.
+    #[inline]
+    fn pop(&mut self) -> *mut u8 {
+        let x = self.objects[self.size];
+        self.size -= 1;
+        x
+    }
 }
 
 struct CpuSheaves {
@@ -81,6 +116,8 @@ struct CpuSheaves {
 #[repr(C, align(64))]
 pub(crate) struct CpuCache {
     sheaves: UnsafeCell<CpuSheaves>,
+    /// The CPU's node, kept here so the fast paths read one cache line.
+    nid: usize,
     /// Another CPU asked this one to flush its sheaves.
     flush: AtomicBool,
 }
@@ -135,6 +172,14 @@ pub(crate) struct KmemCacheNode {
     nr_slabs: AtomicU64,
     total_objects: AtomicU64,
     nr_pages: AtomicU64,
+}
+
+/// A slab found from an address inside it: its head descriptor and the
+/// direct-map address of its first byte.
+#[derive(Clone, Copy)]
+pub(crate) struct SlabRef<'a> {
+    pub(crate) page: &'a Page,
+    pub(crate) base: usize,
 }
 
 /// A slab cache (`struct kmem_cache`).
@@ -223,11 +268,16 @@ impl KmemCache {
         self.debug
     }
 
+    /// CPU `cpu`'s sheaves. `cpu` is a CPU id the platform gave (promise 3
+    /// of [`Platform`]: below `nr_cpu_ids()`) or a loop index below it.
     #[inline]
     fn cpu(&self, cpu: usize) -> &CpuCache {
-        assert!(cpu < self.nr_cpus);
+        debug_assert!(cpu < self.nr_cpus);
         // SAFETY: `cpus` points at `nr_cpus` initialised CpuCache in the
-        // cache's metadata block, which lives as long as the cache.
+        // cache's metadata block, which lives as long as the cache, and
+        // `nr_cpus` is the platform's `nr_cpu_ids()`, constant for its
+        // life, which every CPU id is below (the Platform contract). No
+        // bounds check: this is on both fast paths.
         unsafe { &*self.cpus.as_ptr().add(cpu) }
     }
 
@@ -594,6 +644,7 @@ impl<P: Platform> Kmem<P> {
                         main: sheaf(2 * i),
                         spare: sheaf(2 * i + 1),
                     }),
+                    nid: self.cpu_to_node(i),
                     flush: AtomicBool::new(false),
                 })
             };
@@ -724,83 +775,123 @@ impl<P: Platform> Kmem<P> {
 
     /// The slab page holding object address `x`, if any.
     pub(crate) fn virt_to_slab(&self, x: *const u8) -> Option<&Page> {
+        self.slab_of(x).map(|sl| sl.page)
+    }
+
+    /// `virt_to_slab()` with the slab's address: the head descriptor of the
+    /// slab holding `x` and the direct-map address of its first byte, if
+    /// `x` lies in a slab. The address comes from the pfn, not from
+    /// `page_address()`, which would divide to find the descriptor's index.
+    #[inline]
+    pub(crate) fn slab_of(&self, x: *const u8) -> Option<SlabRef<'_>> {
         // No memblock lookup: a page with PG_slab is RAM by construction.
-        let pfn = self.dm.pa(x as usize)? >> PAGE_SHIFT;
-        let page = self.mem_map().pfn_to_page(pfn)?;
-        let head = self.compound_head(page);
-        head.is_slab().then_some(head)
+        // One range check: an address below the direct map or below the
+        // first pfn wraps around to an index past the end of mem_map. No
+        // check against the direct map's end either: a page there is high
+        // memory, and slabs are never taken from high memory.
+        let mm = self.mem_map();
+        let pfn = ((x as usize).wrapping_sub(self.dm.base) >> PAGE_SHIFT) as u64;
+        let mut idx = pfn.wrapping_sub(mm.base_pfn()) as usize;
+        let mut page = mm.get(idx)?;
+        if let Some(h) = page.head_index() {
+            if page.is_tail() {
+                idx = h as usize;
+                page = mm.get(idx)?;
+            }
+        }
+        if !page.is_slab() {
+            return None;
+        }
+        let head_pa = (mm.base_pfn() + idx as u64) << PAGE_SHIFT;
+        Some(SlabRef {
+            page,
+            base: self.dm.base + head_pa as usize,
+        })
     }
 
     /// `cache_from_obj()` + `check_valid_pointer()`: the object's slab, if
     /// `x` is an object start of cache `s`. Reports and refuses otherwise.
-    fn checked_slab<'a>(&'a self, s: &KmemCache, x: *const u8, what: &str) -> Result<&'a Page> {
-        let Some(page) = self.virt_to_slab(x) else {
+    #[inline]
+    fn checked_slab<'a>(&'a self, s: &KmemCache, x: *const u8, what: &str) -> Result<SlabRef<'a>> {
+        let Some(slab) = self.slab_of(x) else {
             return self.not_in_slab(s, x, what);
         };
-        self.check_obj(s, page, x, what)?;
-        Ok(page)
+        if slab.page.slab_cache_addr() != s as *const KmemCache as usize {
+            return self.wrong_cache(s, slab.page, what);
+        }
+        self.check_obj_start(s, slab, x)?;
+        Ok(slab)
     }
 
     #[cold]
-    fn not_in_slab<'a>(&'a self, s: &KmemCache, x: *const u8, what: &str) -> Result<&'a Page> {
-        {
-            report!(
-                &self.p,
-                Level::Err,
-                "{}: object {:p} is not in a slab of {}",
-                what,
-                x,
-                s.name()
-            );
-            Err(Error::BadAddress)
-        }
+    #[inline(never)]
+    fn not_in_slab<'a>(&'a self, s: &KmemCache, x: *const u8, what: &str) -> Result<SlabRef<'a>> {
+        report!(
+            &self.p,
+            Level::Err,
+            "{}: object {:p} is not in a slab of {}",
+            what,
+            x,
+            s.name()
+        );
+        Err(Error::BadAddress)
     }
 
-    /// The checks of `cache_from_obj()` and `check_valid_pointer()` for
-    /// object `x` of slab `page`.
+    /// The report of `cache_from_obj()` for an object of another cache.
+    #[cold]
+    #[inline(never)]
+    fn wrong_cache<T>(&self, s: &KmemCache, page: &Page, what: &str) -> Result<T> {
+        // SAFETY: a slab's cache field points at a live cache.
+        let o = unsafe { &*(page.slab_cache_addr() as *const KmemCache) };
+        report!(
+            &self.p,
+            Level::Warning,
+            "WARNING: {}: Wrong slab cache. {} but object is from {}",
+            what,
+            s.name(),
+            o.name()
+        );
+        Err(Error::InvalidArgument)
+    }
+
+    /// `check_valid_pointer()`, always on: `x` must be an object start of
+    /// `slab` (a cache `s` slab). One multiplication by a precomputed
+    /// reciprocal, as Linux's `obj_to_index()`, and a compare.
     #[inline]
-    pub(crate) fn check_obj(
+    pub(crate) fn check_obj_start(
         &self,
         s: &KmemCache,
-        page: &Page,
+        slab: SlabRef<'_>,
         x: *const u8,
-        what: &str,
     ) -> Result<()> {
-        let owner = page.slab_cache_addr();
-        if owner != s as *const KmemCache as usize {
-            // SAFETY: a slab's cache field points at a live cache.
-            let o = unsafe { &*(owner as *const KmemCache) };
-            report!(
-                &self.p,
-                Level::Warning,
-                "WARNING: {}: Wrong slab cache. {} but object is from {}",
-                what,
-                s.name(),
-                o.name()
-            );
-            return Err(Error::InvalidArgument);
-        }
-        let base = self.page_address(page).ok_or(Error::BadAddress)?.as_ptr() as usize;
-        if s.obj_index(base, page.slab_objects(), x as usize).is_none() {
-            let off = (x as usize).wrapping_sub(base + s.geo.red_left_pad);
-            let obj = off / s.geo.size;
-            slab_bug(
-                &self.p,
-                s,
-                format_args!("Invalid object pointer 0x{:x}", x as usize),
-            );
-            report!(
-                &self.p,
-                Level::Err,
-                "Pointer 0x{:x} is in object 0x{:x} of {} at @offset={}",
-                x as usize,
-                s.obj_addr(base, obj),
-                s.name(),
-                off % s.geo.size
-            );
-            return Err(Error::InvalidArgument);
+        if s.obj_index(slab.base, slab.page.slab_objects(), x as usize)
+            .is_none()
+        {
+            return self.invalid_pointer(s, slab.base, x);
         }
         Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn invalid_pointer(&self, s: &KmemCache, base: usize, x: *const u8) -> Result<()> {
+        let off = (x as usize).wrapping_sub(base + s.geo.red_left_pad);
+        let obj = off / s.geo.size;
+        slab_bug(
+            &self.p,
+            s,
+            format_args!("Invalid object pointer 0x{:x}", x as usize),
+        );
+        report!(
+            &self.p,
+            Level::Err,
+            "Pointer 0x{:x} is in object 0x{:x} of {} at @offset={}",
+            x as usize,
+            s.obj_addr(base, obj),
+            s.name(),
+            off % s.geo.size
+        );
+        Err(Error::InvalidArgument)
     }
 
     /// `allocate_slab()`: a new slab for `s` near node `nid`, its objects
@@ -1061,7 +1152,57 @@ impl<P: Platform> Kmem<P> {
         self.slab_alloc_node(s, gfp, node, Location::caller())
     }
 
+    /// The allocation fast path (`slab_alloc_node()`): one CPU-local
+    /// section, one pop from the CPU's main sheaf. Everything else (a debug
+    /// cache, another node, an empty main sheaf, a pending flush request)
+    /// goes to [`slab_alloc_slow`](Self::slab_alloc_slow).
+    #[inline]
     pub(crate) fn slab_alloc_node(
+        &self,
+        s: &KmemCache,
+        gfp: Gfp,
+        node: i32,
+        caller: &'static Location<'static>,
+    ) -> Result<NonNull<u8>> {
+        if !s.is_debug() {
+            // The section is entered and left by hand rather than with a
+            // LocalGuard: nothing in it can panic, and the guard's drop glue
+            // would keep the section state on the stack.
+            let st = self.p.local_enter();
+            let cc = s.cpu(st.cpu);
+            let mut x = ptr::null_mut();
+            if (node < 0 || node as usize == cc.nid) && !cc.flush.load(Relaxed) {
+                // SAFETY: this CPU's sheaves, inside its local section `st`;
+                // main is a valid sheaf of this CPU.
+                let main = unsafe { &mut *(*cc.sheaves.get()).main };
+                let n = main.size;
+                // 1..=SHEAF_CAPACITY: a non-empty sheaf (and no bounds check).
+                if n.wrapping_sub(1) < SHEAF_CAPACITY {
+                    x = main.objects[n];
+                    main.size = n - 1;
+                }
+            }
+            self.p.local_exit(st);
+            if !x.is_null() {
+                return Ok(self.slab_post_alloc(s, x as usize, gfp));
+            }
+        }
+        self.slab_alloc_slow(s, gfp, node, caller)
+    }
+
+    /// `slab_post_alloc_hook()`: zero the object for `__GFP_ZERO`.
+    #[inline]
+    fn slab_post_alloc(&self, s: &KmemCache, x: usize, gfp: Gfp) -> NonNull<u8> {
+        if gfp.contains(gfp::__GFP_ZERO) {
+            // SAFETY: a freshly allocated object of at least object_size bytes.
+            unsafe { ptr::write_bytes(x as *mut u8, 0, s.geo.object_size) };
+        }
+        NonNull::new(x as *mut u8).expect("objects are not at address 0")
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn slab_alloc_slow(
         &self,
         s: &KmemCache,
         gfp: Gfp,
@@ -1082,11 +1223,7 @@ impl<P: Platform> Kmem<P> {
             self.refill_from_slabs(s, gfp, node as usize, &mut one)?;
             one[0]
         };
-        if gfp.contains(gfp::__GFP_ZERO) {
-            // SAFETY: a freshly allocated object of at least object_size bytes.
-            unsafe { ptr::write_bytes(x as *mut u8, 0, s.geo.object_size) };
-        }
-        Ok(NonNull::new(x as *mut u8).expect("objects are not at address 0"))
+        Ok(self.slab_post_alloc(s, x, gfp))
     }
 
     /// Honour a flush request for this CPU's sheaves. Called inside the
@@ -1096,18 +1233,19 @@ impl<P: Platform> Kmem<P> {
             // SAFETY: main and spare are this CPU's sheaves, valid for the
             // cache's life and touched only inside this CPU's section.
             let sf = unsafe { &mut *sheaf };
-            self.free_objects_to_slabs(s, nid, &sf.objects[..sf.size]);
+            self.free_objects_to_slabs(s, nid, sf.objects());
             sf.size = 0;
         }
     }
 
-    #[inline]
+    /// The sheaf allocation path past the fast path's main sheaf: the
+    /// spare, then a full sheaf from the barn, then a refill from slabs.
     fn alloc_sheaf(&self, s: &KmemCache, gfp: Gfp) -> Result<usize> {
         let nid;
         {
             let g = LocalGuard::new(&self.p);
-            nid = self.cpu_to_node(g.cpu());
             let cc = s.cpu(g.cpu());
+            nid = cc.nid;
             // SAFETY: this CPU's sheaves, inside its local section `g`.
             let sh = unsafe { &mut *cc.sheaves.get() };
             if cc.flush.load(Relaxed) && cc.flush.swap(false, Relaxed) {
@@ -1116,16 +1254,13 @@ impl<P: Platform> Kmem<P> {
             // SAFETY: sheaves are valid (see above); main != spare.
             let main = unsafe { &mut *sh.main };
             if main.size > 0 {
-                main.size -= 1;
-                return Ok(main.objects[main.size] as usize);
+                return Ok(main.pop() as usize);
             }
             // SAFETY: as above.
             if unsafe { (*sh.spare).size } > 0 {
                 core::mem::swap(&mut sh.main, &mut sh.spare);
                 // SAFETY: as above.
-                let main = unsafe { &mut *sh.main };
-                main.size -= 1;
-                return Ok(main.objects[main.size] as usize);
+                return Ok(unsafe { (*sh.main).pop() } as usize);
             }
             // A full sheaf from the barn, for our empty main.
             let mut l = s.node(nid.min(s.nr_nodes - 1)).lists.lock();
@@ -1134,9 +1269,7 @@ impl<P: Platform> Kmem<P> {
                 unsafe { l.barn_empty.push(sh.main) };
                 sh.main = full;
                 // SAFETY: a barn sheaf is valid; now ours.
-                let main = unsafe { &mut *sh.main };
-                main.size -= 1;
-                return Ok(main.objects[main.size] as usize);
+                return Ok(unsafe { (*sh.main).pop() } as usize);
             }
         }
         // Refill from slabs, outside the local section (it may allocate pages).
@@ -1177,8 +1310,7 @@ impl<P: Platform> Kmem<P> {
         let mut nspill = 0;
         for &o in &batch[1..got] {
             if main.size < SHEAF_CAPACITY {
-                main.objects[main.size] = o as *mut u8;
-                main.size += 1;
+                main.push(o as *mut u8);
             } else {
                 spill[nspill] = o as *mut u8;
                 nspill += 1;
@@ -1200,15 +1332,57 @@ impl<P: Platform> Kmem<P> {
     /// `x` is not used after a successful free (the allocator checks what
     /// it can, but cannot know who else holds the pointer).
     #[track_caller]
+    #[inline]
     pub unsafe fn kmem_cache_free(&self, s: &KmemCache, x: *mut u8) -> Result<()> {
         if x.is_null() {
             return Ok(());
         }
-        let page = self.checked_slab(s, x, "kmem_cache_free")?;
-        self.slab_free(s, page, x, Location::caller())
+        let slab = self.checked_slab(s, x, "kmem_cache_free")?;
+        self.slab_free(s, slab, x, Location::caller())
     }
 
+    /// The free fast path (`slab_free()`), for an object the caller has
+    /// checked (`checked_slab()`): one CPU-local section, one push onto the
+    /// CPU's main sheaf after comparing the object with the sheaf's top (a
+    /// double free in a row). Everything else (a debug cache, an object of
+    /// another node, a full main sheaf, a pending flush request, the double
+    /// free itself) goes to [`slab_free_slow`](Self::slab_free_slow).
+    #[inline]
     pub(crate) fn slab_free(
+        &self,
+        s: &KmemCache,
+        slab: SlabRef<'_>,
+        x: *mut u8,
+        caller: &'static Location<'static>,
+    ) -> Result<()> {
+        if !s.is_debug() {
+            // Entered and left by hand, as in `slab_alloc_node`.
+            let st = self.p.local_enter();
+            let cc = s.cpu(st.cpu);
+            let mut done = false;
+            if slab.page.nid() == cc.nid && !cc.flush.load(Relaxed) {
+                // SAFETY: this CPU's sheaves, inside its local section `st`;
+                // main is a valid sheaf of this CPU.
+                let main = unsafe { &mut *(*cc.sheaves.get()).main };
+                let n = main.size;
+                // objects[n] is the top (the null guard when empty).
+                if n < SHEAF_CAPACITY && main.objects[n] != x {
+                    main.objects[n + 1] = x;
+                    main.size = n + 1;
+                    done = true;
+                }
+            }
+            self.p.local_exit(st);
+            if done {
+                return Ok(());
+            }
+        }
+        self.slab_free_slow(s, slab.page, x, caller)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn slab_free_slow(
         &self,
         s: &KmemCache,
         page: &Page,
@@ -1220,13 +1394,13 @@ impl<P: Platform> Kmem<P> {
         }
         let nid = page.nid();
         let g = LocalGuard::new(&self.p);
-        if nid != self.cpu_to_node(g.cpu()) {
+        let cc = s.cpu(g.cpu());
+        if nid != cc.nid {
             // Objects of a remote node go straight back to their slab.
             drop(g);
             self.free_objects_to_slabs(s, nid, &[x]);
             return Ok(());
         }
-        let cc = s.cpu(g.cpu());
         // SAFETY: this CPU's sheaves, inside its local section `g`.
         let sh = unsafe { &mut *cc.sheaves.get() };
         if cc.flush.load(Relaxed) && cc.flush.swap(false, Relaxed) {
@@ -1234,7 +1408,7 @@ impl<P: Platform> Kmem<P> {
         }
         // SAFETY: main is a valid sheaf of this CPU.
         let main = unsafe { &mut *sh.main };
-        if main.size > 0 && main.objects[main.size - 1] == x {
+        if main.top() == x {
             drop(g);
             slab_bug(&self.p, s, format_args!("Object already free"));
             report!(
@@ -1247,8 +1421,7 @@ impl<P: Platform> Kmem<P> {
             return Err(Error::BadState);
         }
         if main.size < SHEAF_CAPACITY {
-            main.objects[main.size] = x;
-            main.size += 1;
+            main.push(x);
             return Ok(());
         }
         // SAFETY: spare is a valid sheaf of this CPU.
@@ -1265,14 +1438,12 @@ impl<P: Platform> Kmem<P> {
                 // No room anywhere: flush the main sheaf into its slabs.
                 // SAFETY: as above.
                 let m = unsafe { &mut *sh.main };
-                self.free_objects_to_slabs(s, nid, &m.objects[..m.size]);
+                self.free_objects_to_slabs(s, nid, m.objects());
                 m.size = 0;
             }
         }
         // SAFETY: main is a valid, now non-full sheaf of this CPU.
-        let main = unsafe { &mut *sh.main };
-        main.objects[main.size] = x;
-        main.size += 1;
+        unsafe { (*sh.main).push(x) };
         Ok(())
     }
 
@@ -1364,7 +1535,7 @@ impl<P: Platform> Kmem<P> {
                 let Some(sh) = full else { break };
                 // SAFETY: a barn sheaf, now exclusively ours.
                 let sf = unsafe { &mut *sh };
-                self.free_objects_to_slabs(s, nid, &sf.objects[..sf.size]);
+                self.free_objects_to_slabs(s, nid, sf.objects());
                 sf.size = 0;
                 // SAFETY: valid, unlinked.
                 unsafe { s.node(nid).lists.lock().barn_empty.push(sh) };
