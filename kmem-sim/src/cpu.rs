@@ -61,6 +61,10 @@ pub(crate) struct Local {
     pub(crate) task: Cell<Task>,
     /// splitmix64 state of this CPU's random source.
     pub(crate) rng: Cell<u64>,
+    /// The "mail pending" flag of the CPU it is bound to ([`Cpus::mail_flag`]),
+    /// so closing a section reads it without going through the platform.
+    /// Valid while the thread is bound (the binding borrows the `Cpus`).
+    pub(crate) mail: Cell<*const AtomicBool>,
 }
 
 thread_local! {
@@ -74,6 +78,7 @@ thread_local! {
             spin: Cell::new(0),
             task: Cell::new(Task { pid: 0, comm: [0; 16] }),
             rng: Cell::new(0),
+            mail: Cell::new(core::ptr::null()),
         }
     };
 }
@@ -197,10 +202,9 @@ impl Cpus {
         }
     }
 
-    /// Whether `cpu` (probably) has calls waiting: the fast-path check.
-    #[inline]
-    pub(crate) fn has_mail(&self, cpu: usize) -> bool {
-        self.mail[cpu].load(Ordering::Relaxed)
+    /// `cpu`'s "mail pending" flag, for the bound thread's locals.
+    pub(crate) fn mail_flag(&self, cpu: usize) -> *const AtomicBool {
+        &self.mail[cpu]
     }
 
     /// Queue `call` for `cpu`, reserving the CPU for the poster when no
@@ -404,6 +408,7 @@ impl Drop for CpuBinding<'_> {
         self.cpus.release(self.cpu, self.token, busy);
         LOCAL.with(|l| {
             l.id.set(0);
+            l.mail.set(core::ptr::null());
             l.depth.set(0);
             l.irq.set(0);
             l.spin.set(0);
