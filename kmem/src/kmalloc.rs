@@ -496,7 +496,9 @@ impl<P: Platform> Kmem<P> {
         if let Some(slab) = self.slab_of(p) {
             // SAFETY: a slab's cache field points at its live cache.
             let s = unsafe { &*(slab.page.slab_cache_addr() as *const KmemCache) };
-            self.check_obj_start(s, slab, p)?;
+            if !s.is_obj_start(slab, p) {
+                self.invalid_pointer(s, slab.base, p)?;
+            }
             return Ok(Owner::Slab(s, slab));
         }
         let Some(page) = self.virt_to_page(p) else {
@@ -540,7 +542,9 @@ impl<P: Platform> Kmem<P> {
             if let Some(slab) = self.slab_of(p) {
                 // SAFETY: a slab's cache field points at its live cache.
                 let s = unsafe { &*(slab.page.slab_cache_addr() as *const KmemCache) };
-                self.check_obj_start(s, slab, p)?;
+                if !s.is_obj_start(slab, p) {
+                    return self.invalid_pointer(s, slab.base, p);
+                }
                 return self.slab_free(s, slab, p, Location::caller());
             }
         }

@@ -167,7 +167,13 @@ impl Page {
     /// Node recorded in the flags (`page_to_nid`), valid for block heads.
     #[inline]
     pub fn nid(&self) -> usize {
-        (self.flags.load(Relaxed) >> NODE_SHIFT) as usize
+        Self::nid_of(self.flags.load(Relaxed))
+    }
+
+    /// The node in raw flags read once with [`raw_flags`](Self::raw_flags).
+    #[inline]
+    pub(crate) const fn nid_of(raw_flags: u32) -> usize {
+        (raw_flags >> NODE_SHIFT) as usize
     }
 
     /// Zone and node bits for `set_page_links`.

@@ -45,15 +45,22 @@ use super::*;
 use crate::gfp::{self, Gfp};
 use crate::page::{Page, PageList, PG_SLAB};
 use crate::page_alloc::MAX_NUMNODES;
-use crate::platform::{Level, LocalGuard, Platform};
+use crate::platform::{Level, LocalGuard, LocalState, Platform};
 use crate::{report, Error, Kmem, Result, PAGE_SHIFT, PAGE_SIZE};
 use core::cell::UnsafeCell;
 use core::panic::Location;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 /// Objects per sheaf.
 pub const SHEAF_CAPACITY: usize = 64;
+/// Sheaves in each node's barn, full or empty. Linux caps a barn at
+/// `MAX_FULL_SHEAVES` (10) full and `MAX_EMPTY_SHEAVES` (10) empty sheaves
+/// and allocates sheaves as it goes; kmem allocates the barn's sheaves with
+/// the cache, so the barn always holds exactly this many: with the main and
+/// spare sheaf a CPU keeps `(BARN_SHEAVES + 2) * SHEAF_CAPACITY` (768) free
+/// objects before frees reach the slabs.
+pub const BARN_SHEAVES: usize = 10;
 /// Longest cache name kept (Linux allows any; `/proc/slabinfo` pads to 17).
 pub const CACHE_NAME_LEN: usize = 32;
 /// Aliases recorded per cache (merged `kmem_cache_create` calls).
@@ -118,8 +125,29 @@ pub(crate) struct CpuCache {
     sheaves: UnsafeCell<CpuSheaves>,
     /// The CPU's node, kept here so the fast paths read one cache line.
     nid: usize,
-    /// Another CPU asked this one to flush its sheaves.
-    flush: AtomicBool,
+    /// Why the fast paths must not use the sheaves: [`CPU_FLUSH`] (another
+    /// CPU asked this one to flush them) and [`CPU_DEBUG`] (a debug cache,
+    /// which never uses them), tested with one load.
+    slow: AtomicU8,
+}
+
+/// [`CpuCache::slow`]: another CPU asked this one to flush its sheaves.
+const CPU_FLUSH: u8 = 1;
+/// [`CpuCache::slow`]: the cache is a debug cache.
+const CPU_DEBUG: u8 = 2;
+
+impl CpuCache {
+    /// Whether a flush was requested; clears the request.
+    #[inline]
+    fn take_flush(&self) -> bool {
+        self.slow.load(Relaxed) & CPU_FLUSH != 0
+            && self.slow.fetch_and(!CPU_FLUSH, Relaxed) & CPU_FLUSH != 0
+    }
+
+    /// Ask this CPU to flush its sheaves at its next use of the cache.
+    fn request_flush(&self) {
+        self.slow.fetch_or(CPU_FLUSH, Relaxed);
+    }
 }
 
 /// A stack of sheaves linked through `next`.
@@ -179,7 +207,10 @@ pub(crate) struct KmemCacheNode {
 #[derive(Clone, Copy)]
 pub(crate) struct SlabRef<'a> {
     pub(crate) page: &'a Page,
+    /// Address of the slab's first byte.
     pub(crate) base: usize,
+    /// The slab's node (read with the flags that said "slab").
+    pub(crate) nid: usize,
 }
 
 /// A slab cache (`struct kmem_cache`).
@@ -297,6 +328,15 @@ impl KmemCache {
         // rounded up) / 2^52 is off / size rounded down.
         let i = ((off as u128 * u128::from(self.reciprocal)) >> 52) as usize;
         (i * self.geo.size == off && i < objects as usize).then_some(i)
+    }
+
+    /// `check_valid_pointer()`, always on: whether `x` is an object start
+    /// of `slab` (a slab of this cache). One multiplication by a
+    /// precomputed reciprocal, as Linux's `obj_to_index()`, and compares.
+    #[inline]
+    pub(crate) fn is_obj_start(&self, slab: SlabRef<'_>, x: *const u8) -> bool {
+        self.obj_index(slab.base, slab.page.slab_objects(), x as usize)
+            .is_some()
     }
 
     #[inline]
@@ -617,10 +657,13 @@ impl<P: Platform> Kmem<P> {
             self.nr_cpus,
         )?;
         // The metadata block: the cache, per-CPU sheaf slots, per-node state,
-        // and the sheaves (main + spare per CPU, as many again for the barn).
+        // and the sheaves (main + spare per CPU, BARN_SHEAVES for the barn
+        // of each node that has CPUs).
         let nr_cpus = self.nr_cpus;
         let nr_nodes = self.nr_nodes;
-        let nr_sheaves = 4 * nr_cpus;
+        let has_cpus = |n: usize| (0..nr_cpus).any(|c| self.cpu_to_node(c) == n);
+        let nr_barns = (0..nr_nodes).filter(|&n| has_cpus(n)).count();
+        let nr_sheaves = 2 * nr_cpus + BARN_SHEAVES * nr_barns;
         let cache_sz = core::mem::size_of::<KmemCache>().next_multiple_of(64);
         let cpus_off = cache_sz;
         let nodes_off = cpus_off + nr_cpus * core::mem::size_of::<CpuCache>();
@@ -633,6 +676,12 @@ impl<P: Platform> Kmem<P> {
         let base = self.page_address(page).ok_or(Error::NoMemory)?.as_ptr() as usize;
         self.slab.meta_pages.fetch_add(1 << order, Relaxed);
         let (nb, nl) = copy_name(name);
+        let debug = geo.flags.intersects(
+            SLAB_CONSISTENCY_CHECKS
+                .union(SLAB_RED_ZONE)
+                .union(SLAB_POISON)
+                .union(SLAB_STORE_USER),
+        );
         let sheaf =
             |i: usize| (base + sheaves_off + i * core::mem::size_of::<Sheaf>()) as *mut Sheaf;
         for i in 0..nr_cpus {
@@ -645,18 +694,21 @@ impl<P: Platform> Kmem<P> {
                         spare: sheaf(2 * i + 1),
                     }),
                     nid: self.cpu_to_node(i),
-                    flush: AtomicBool::new(false),
+                    slow: AtomicU8::new(if debug { CPU_DEBUG } else { 0 }),
                 })
             };
         }
+        let mut next_sheaf = 2 * nr_cpus;
         for n in 0..nr_nodes {
-            // Each CPU brings two empty sheaves to its own node's barn.
+            // The barn of a node with CPUs starts with BARN_SHEAVES empty
+            // sheaves; a node without CPUs never uses its barn.
             let mut empty = SheafStack::new();
-            for cpu in (0..nr_cpus).filter(|&c| self.cpu_to_node(c) == n) {
-                for i in [2 * nr_cpus + 2 * cpu, 2 * nr_cpus + 2 * cpu + 1] {
+            if has_cpus(n) {
+                for i in next_sheaf..next_sheaf + BARN_SHEAVES {
                     // SAFETY: each sheaf lies in our zeroed block, unlinked.
                     unsafe { empty.push(sheaf(i)) };
                 }
+                next_sheaf += BARN_SHEAVES;
             }
             // SAFETY: as above, at `nodes_off`.
             unsafe {
@@ -692,12 +744,7 @@ impl<P: Platform> Kmem<P> {
                 geo,
                 ctor: args.ctor,
                 reciprocal: (1u64 << 52).div_ceil(geo.size as u64),
-                debug: geo.flags.intersects(
-                    SLAB_CONSISTENCY_CHECKS
-                        .union(SLAB_RED_ZONE)
-                        .union(SLAB_POISON)
-                        .union(SLAB_STORE_USER),
-                ),
+                debug,
                 min_partial,
                 random,
                 randomize: params.freelist_random,
@@ -799,33 +846,21 @@ impl<P: Platform> Kmem<P> {
                 page = mm.get(idx)?;
             }
         }
-        if !page.is_slab() {
+        let flags = page.raw_flags();
+        if flags & PG_SLAB == 0 {
             return None;
         }
         let head_pa = (mm.base_pfn() + idx as u64) << PAGE_SHIFT;
         Some(SlabRef {
             page,
             base: self.dm.base + head_pa as usize,
+            nid: Page::nid_of(flags),
         })
-    }
-
-    /// `cache_from_obj()` + `check_valid_pointer()`: the object's slab, if
-    /// `x` is an object start of cache `s`. Reports and refuses otherwise.
-    #[inline]
-    fn checked_slab<'a>(&'a self, s: &KmemCache, x: *const u8, what: &str) -> Result<SlabRef<'a>> {
-        let Some(slab) = self.slab_of(x) else {
-            return self.not_in_slab(s, x, what);
-        };
-        if slab.page.slab_cache_addr() != s as *const KmemCache as usize {
-            return self.wrong_cache(s, slab.page, what);
-        }
-        self.check_obj_start(s, slab, x)?;
-        Ok(slab)
     }
 
     #[cold]
     #[inline(never)]
-    fn not_in_slab<'a>(&'a self, s: &KmemCache, x: *const u8, what: &str) -> Result<SlabRef<'a>> {
+    fn not_in_slab(&self, s: &KmemCache, x: *const u8, what: &str) -> Result<()> {
         report!(
             &self.p,
             Level::Err,
@@ -840,7 +875,7 @@ impl<P: Platform> Kmem<P> {
     /// The report of `cache_from_obj()` for an object of another cache.
     #[cold]
     #[inline(never)]
-    fn wrong_cache<T>(&self, s: &KmemCache, page: &Page, what: &str) -> Result<T> {
+    fn wrong_cache(&self, s: &KmemCache, page: &Page, what: &str) -> Result<()> {
         // SAFETY: a slab's cache field points at a live cache.
         let o = unsafe { &*(page.slab_cache_addr() as *const KmemCache) };
         report!(
@@ -854,27 +889,10 @@ impl<P: Platform> Kmem<P> {
         Err(Error::InvalidArgument)
     }
 
-    /// `check_valid_pointer()`, always on: `x` must be an object start of
-    /// `slab` (a cache `s` slab). One multiplication by a precomputed
-    /// reciprocal, as Linux's `obj_to_index()`, and a compare.
-    #[inline]
-    pub(crate) fn check_obj_start(
-        &self,
-        s: &KmemCache,
-        slab: SlabRef<'_>,
-        x: *const u8,
-    ) -> Result<()> {
-        if s.obj_index(slab.base, slab.page.slab_objects(), x as usize)
-            .is_none()
-        {
-            return self.invalid_pointer(s, slab.base, x);
-        }
-        Ok(())
-    }
-
+    /// `check_valid_pointer()` failed: report an address inside an object.
     #[cold]
     #[inline(never)]
-    fn invalid_pointer(&self, s: &KmemCache, base: usize, x: *const u8) -> Result<()> {
+    pub(crate) fn invalid_pointer(&self, s: &KmemCache, base: usize, x: *const u8) -> Result<()> {
         let off = (x as usize).wrapping_sub(base + s.geo.red_left_pad);
         let obj = off / s.geo.size;
         slab_bug(
@@ -1156,6 +1174,14 @@ impl<P: Platform> Kmem<P> {
     /// section, one pop from the CPU's main sheaf. Everything else (a debug
     /// cache, another node, an empty main sheaf, a pending flush request)
     /// goes to [`slab_alloc_slow`](Self::slab_alloc_slow).
+    ///
+    /// The section is entered and left by hand rather than with a
+    /// [`LocalGuard`]: nothing in it can panic, and the way out is shaped
+    /// for the code generator. The slow path is entered *inside* the
+    /// section and leaves it first thing, so the call is a tail call and
+    /// no argument has to survive the platform's `local_exit` (which may
+    /// run pending cross-CPU calls); on the fast way out only the object
+    /// does. That keeps the function free of register saves.
     #[inline]
     pub(crate) fn slab_alloc_node(
         &self,
@@ -1164,30 +1190,22 @@ impl<P: Platform> Kmem<P> {
         node: i32,
         caller: &'static Location<'static>,
     ) -> Result<NonNull<u8>> {
-        if !s.is_debug() {
-            // The section is entered and left by hand rather than with a
-            // LocalGuard: nothing in it can panic, and the guard's drop glue
-            // would keep the section state on the stack.
-            let st = self.p.local_enter();
-            let cc = s.cpu(st.cpu);
-            let mut x = ptr::null_mut();
-            if (node < 0 || node as usize == cc.nid) && !cc.flush.load(Relaxed) {
-                // SAFETY: this CPU's sheaves, inside its local section `st`;
-                // main is a valid sheaf of this CPU.
-                let main = unsafe { &mut *(*cc.sheaves.get()).main };
-                let n = main.size;
-                // 1..=SHEAF_CAPACITY: a non-empty sheaf (and no bounds check).
-                if n.wrapping_sub(1) < SHEAF_CAPACITY {
-                    x = main.objects[n];
-                    main.size = n - 1;
-                }
-            }
-            self.p.local_exit(st);
-            if !x.is_null() {
-                return Ok(self.slab_post_alloc(s, x as usize, gfp));
+        let st = self.p.local_enter();
+        let cc = s.cpu(st.cpu);
+        if cc.slow.load(Relaxed) == 0 && (node < 0 || node as usize == cc.nid) {
+            // SAFETY: this CPU's sheaves, inside its local section `st`;
+            // main is a valid sheaf of this CPU.
+            let main = unsafe { &mut *(*cc.sheaves.get()).main };
+            let n = main.size;
+            // 1..=SHEAF_CAPACITY: a non-empty sheaf (and no bounds check).
+            if n.wrapping_sub(1) < SHEAF_CAPACITY && !gfp.contains(gfp::__GFP_ZERO) {
+                let x = main.objects[n];
+                main.size = n - 1;
+                self.p.local_exit(st);
+                return Ok(NonNull::new(x).expect("objects are not at address 0"));
             }
         }
-        self.slab_alloc_slow(s, gfp, node, caller)
+        self.slab_alloc_slow(st, s, gfp, node, caller)
     }
 
     /// `slab_post_alloc_hook()`: zero the object for `__GFP_ZERO`.
@@ -1200,15 +1218,19 @@ impl<P: Platform> Kmem<P> {
         NonNull::new(x as *mut u8).expect("objects are not at address 0")
     }
 
+    /// Everything [`slab_alloc_node`](Self::slab_alloc_node) does not do
+    /// itself; entered inside the section `st`, which it leaves at once.
     #[cold]
     #[inline(never)]
     fn slab_alloc_slow(
         &self,
+        st: LocalState,
         s: &KmemCache,
         gfp: Gfp,
         node: i32,
         caller: &'static Location<'static>,
     ) -> Result<NonNull<u8>> {
+        self.p.local_exit(st);
         let x = if s.is_debug() {
             let nid = if node < 0 {
                 self.numa_node_id()
@@ -1248,7 +1270,7 @@ impl<P: Platform> Kmem<P> {
             nid = cc.nid;
             // SAFETY: this CPU's sheaves, inside its local section `g`.
             let sh = unsafe { &mut *cc.sheaves.get() };
-            if cc.flush.load(Relaxed) && cc.flush.swap(false, Relaxed) {
+            if cc.take_flush() {
                 self.flush_sheaves_locked(s, sh, nid);
             }
             // SAFETY: sheaves are valid (see above); main != spare.
@@ -1337,7 +1359,16 @@ impl<P: Platform> Kmem<P> {
         if x.is_null() {
             return Ok(());
         }
-        let slab = self.checked_slab(s, x, "kmem_cache_free")?;
+        // cache_from_obj() + check_valid_pointer(); each refusal is a tail call.
+        let Some(slab) = self.slab_of(x) else {
+            return self.not_in_slab(s, x, "kmem_cache_free");
+        };
+        if slab.page.slab_cache_addr() != s as *const KmemCache as usize {
+            return self.wrong_cache(s, slab.page, "kmem_cache_free");
+        }
+        if !s.is_obj_start(slab, x) {
+            return self.invalid_pointer(s, slab.base, x);
+        }
         self.slab_free(s, slab, x, Location::caller())
     }
 
@@ -1346,7 +1377,8 @@ impl<P: Platform> Kmem<P> {
     /// CPU's main sheaf after comparing the object with the sheaf's top (a
     /// double free in a row). Everything else (a debug cache, an object of
     /// another node, a full main sheaf, a pending flush request, the double
-    /// free itself) goes to [`slab_free_slow`](Self::slab_free_slow).
+    /// free itself) goes to [`slab_free_slow`](Self::slab_free_slow),
+    /// inside the section, as in [`slab_alloc_node`](Self::slab_alloc_node).
     #[inline]
     pub(crate) fn slab_free(
         &self,
@@ -1355,44 +1387,42 @@ impl<P: Platform> Kmem<P> {
         x: *mut u8,
         caller: &'static Location<'static>,
     ) -> Result<()> {
-        if !s.is_debug() {
-            // Entered and left by hand, as in `slab_alloc_node`.
-            let st = self.p.local_enter();
-            let cc = s.cpu(st.cpu);
-            let mut done = false;
-            if slab.page.nid() == cc.nid && !cc.flush.load(Relaxed) {
-                // SAFETY: this CPU's sheaves, inside its local section `st`;
-                // main is a valid sheaf of this CPU.
-                let main = unsafe { &mut *(*cc.sheaves.get()).main };
-                let n = main.size;
-                // objects[n] is the top (the null guard when empty).
-                if n < SHEAF_CAPACITY && main.objects[n] != x {
-                    main.objects[n + 1] = x;
-                    main.size = n + 1;
-                    done = true;
-                }
-            }
-            self.p.local_exit(st);
-            if done {
+        let st = self.p.local_enter();
+        let cc = s.cpu(st.cpu);
+        if cc.slow.load(Relaxed) == 0 && slab.nid == cc.nid {
+            // SAFETY: this CPU's sheaves, inside its local section `st`;
+            // main is a valid sheaf of this CPU.
+            let main = unsafe { &mut *(*cc.sheaves.get()).main };
+            let n = main.size;
+            // objects[n] is the top (the null guard when empty).
+            if n < SHEAF_CAPACITY && main.objects[n] != x {
+                main.objects[n + 1] = x;
+                main.size = n + 1;
+                self.p.local_exit(st);
                 return Ok(());
             }
         }
-        self.slab_free_slow(s, slab.page, x, caller)
+        self.slab_free_slow(st, s, x, caller)
     }
 
+    /// Everything [`slab_free`](Self::slab_free) does not do itself;
+    /// entered inside the section `st`, which it leaves at once.
     #[cold]
     #[inline(never)]
     fn slab_free_slow(
         &self,
+        st: LocalState,
         s: &KmemCache,
-        page: &Page,
         x: *mut u8,
         caller: &'static Location<'static>,
     ) -> Result<()> {
+        self.p.local_exit(st);
+        // Found again rather than passed: six arguments fit in registers.
+        let slab = self.slab_of(x).expect("the fast path found the slab");
         if s.is_debug() {
-            return self.free_debug(s, page, x as usize, caller);
+            return self.free_debug(s, slab.page, x as usize, caller);
         }
-        let nid = page.nid();
+        let nid = slab.nid;
         let g = LocalGuard::new(&self.p);
         let cc = s.cpu(g.cpu());
         if nid != cc.nid {
@@ -1403,7 +1433,7 @@ impl<P: Platform> Kmem<P> {
         }
         // SAFETY: this CPU's sheaves, inside its local section `g`.
         let sh = unsafe { &mut *cc.sheaves.get() };
-        if cc.flush.load(Relaxed) && cc.flush.swap(false, Relaxed) {
+        if cc.take_flush() {
             self.flush_sheaves_locked(s, sh, nid);
         }
         // SAFETY: main is a valid sheaf of this CPU.
@@ -1500,7 +1530,7 @@ impl<P: Platform> Kmem<P> {
         let cc = s.cpu(g.cpu());
         // SAFETY: this CPU's sheaves inside section `g`.
         let sh = unsafe { &mut *cc.sheaves.get() };
-        cc.flush.store(false, Relaxed);
+        cc.slow.fetch_and(!CPU_FLUSH, Relaxed);
         self.flush_sheaves_locked(s, sh, self.cpu_to_node(g.cpu()));
     }
 
@@ -1518,7 +1548,7 @@ impl<P: Platform> Kmem<P> {
             let done = can_wait
                 && crate::platform::call_on_cpu(&self.p, cpu, || self.flush_cpu_sheaves(s)).is_ok();
             if !done {
-                s.cpu(cpu).flush.store(true, Relaxed);
+                s.cpu(cpu).request_flush();
             }
         }
     }
