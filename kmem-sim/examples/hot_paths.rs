@@ -12,7 +12,9 @@
 //! times), `random` (random sizes 8..4096, 256 live), `order0_pcp`,
 //! `order0_buddy`, `order9_buddy` (page alloc+free pairs),
 //! `mimalloc_pair`, `system_pair`, `mimalloc_batch1000`,
-//! `system_batch1000` (the same through `GlobalAlloc`, for scale), `none`
+//! `system_batch1000` (the same through `GlobalAlloc`, for scale),
+//! `bsa_order0`, `bsa_order9` (buddy_system_allocator's `FrameAllocator`
+//! over the same page frames, as in the page bench), `none`
 //! (boot only, to subtract).
 
 use kmem::gfp::GFP_KERNEL;
@@ -147,6 +149,18 @@ fn main() {
         "system_pair" => host_pair(&std::alloc::System, n),
         "mimalloc_batch1000" => host_batch(&mimalloc::MiMalloc, n),
         "system_batch1000" => host_batch(&std::alloc::System, n),
+        "bsa_order0" | "bsa_order9" => {
+            // buddy_system_allocator's FrameAllocator over the same frames.
+            let mut fa = buddy_system_allocator::FrameAllocator::<33>::new();
+            for r in k.memblock().memory().regions() {
+                fa.add_frame((r.base >> 12) as usize, (r.end() >> 12) as usize);
+            }
+            let count = if what == "bsa_order0" { 1 } else { 512 };
+            for _ in 0..n {
+                let f = fa.alloc(count).unwrap();
+                fa.dealloc(black_box(f), count);
+            }
+        }
         "none" => {}
         other => panic!("unknown path {other}"),
     }

@@ -161,7 +161,13 @@ impl Page {
     /// Zone index recorded in the flags (`page_zonenum`), valid for block heads.
     #[inline]
     pub(crate) fn zone_idx(&self) -> usize {
-        ((self.flags.load(Relaxed) >> ZONE_SHIFT) & 0xf) as usize
+        Self::zone_of(self.flags.load(Relaxed))
+    }
+
+    /// The zone index in raw flags read once with [`raw_flags`](Self::raw_flags).
+    #[inline]
+    pub(crate) const fn zone_of(raw_flags: u32) -> usize {
+        ((raw_flags >> ZONE_SHIFT) & 0xf) as usize
     }
 
     /// Node recorded in the flags (`page_to_nid`), valid for block heads.

@@ -695,7 +695,17 @@ impl<P: Platform> Kmem<P> {
 
     /// The zone type index an allocation with `gfp` may go up to, mapped
     /// onto this machine's layout (no DMA32 or HighMem: Normal).
+    #[inline]
     pub fn gfp_zone_idx(&self, gfp: Gfp) -> Result<usize> {
+        // No zone modifier (GFP_KERNEL and most others): ZONE_NORMAL.
+        if gfp.bits() & gfp::GFP_ZONEMASK.bits() == 0 {
+            return Ok(ZoneType::Normal as usize);
+        }
+        self.gfp_zone_idx_slow(gfp)
+    }
+
+    #[inline(never)]
+    fn gfp_zone_idx_slow(&self, gfp: Gfp) -> Result<usize> {
         let t = gfp::gfp_zone(gfp).inspect_err(|_| {
             report!(
                 &self.p,
@@ -895,7 +905,9 @@ impl<P: Platform> Kmem<P> {
         }
     }
 
-    /// `zone_watermark_fast()`.
+    /// `zone_watermark_fast()`: the order-0 test inline, the rest
+    /// ([`watermark_ok`]) out of line.
+    #[inline]
     fn zone_watermark_fast(
         &self,
         zone: &Zone,
@@ -909,6 +921,18 @@ impl<P: Platform> Kmem<P> {
         if order == 0 && free > (mark + reserve) as i64 {
             return true;
         }
+        Self::zone_watermark_slow(zone, free, order, mark, reserve, af)
+    }
+
+    #[inline(never)]
+    fn zone_watermark_slow(
+        zone: &Zone,
+        free: i64,
+        order: u32,
+        mark: u64,
+        reserve: u64,
+        af: AllocFlags,
+    ) -> bool {
         watermark_ok(free, order, mark, reserve, af, |o, ha| {
             buddy::mask_has_block(zone.free_mask.load(Relaxed), o, ha)
         })
@@ -935,12 +959,25 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `rmqueue()`: per-CPU lists for small orders, else the buddy lists.
+    #[inline]
     fn rmqueue(&self, zone: &Zone, order: u32, mt: MigrateType, af: AllocFlags) -> Option<u32> {
         if order <= PAGE_ALLOC_COSTLY_ORDER {
             if let Some(i) = self.rmqueue_pcplist(zone, order, mt, af) {
                 return Some(i);
             }
         }
+        self.rmqueue_buddy(zone, order, mt, af)
+    }
+
+    /// `rmqueue_buddy()`: one block from the buddy lists under the zone lock.
+    #[inline(never)]
+    fn rmqueue_buddy(
+        &self,
+        zone: &Zone,
+        order: u32,
+        mt: MigrateType,
+        af: AllocFlags,
+    ) -> Option<u32> {
         let _irq = LocalGuard::new(&self.p);
         let cx = self.buddy_cx(zone);
         let mut area = zone.lock();
@@ -951,7 +988,11 @@ impl<P: Platform> Kmem<P> {
         Some(idx)
     }
 
-    /// `rmqueue_pcplist()`.
+    /// `rmqueue_pcplist()`: pop a block from this CPU's list. A pending
+    /// drain request or an empty list goes to
+    /// [`rmqueue_pcplist_refill`](Self::rmqueue_pcplist_refill), still
+    /// inside the section.
+    #[inline]
     fn rmqueue_pcplist(
         &self,
         zone: &Zone,
@@ -965,12 +1006,37 @@ impl<P: Platform> Kmem<P> {
         // `lists`; no other borrow of these lists exists in this frame.
         let lists = unsafe { pcp.lists_mut() };
         let mm = self.mem_map();
+        let pindex = order_to_pindex(mt as usize, order);
+        if pcp.drain_requested() || lists[pindex].is_empty() {
+            self.rmqueue_pcplist_refill(zone, pcp, lists, order, mt, af);
+        }
+        let idx = lists[pindex].pop_head(&mm)?;
+        mm.at(idx).clear_flag_owned(PG_PCP);
+        pcp.add_count(-(1i64 << order));
+        pcp.count_alloc(1 << order);
+        Some(idx)
+    }
+
+    /// Honour a drain request, then refill an empty list with `batch`
+    /// pages' worth in one trip to the buddy lists (`rmqueue_bulk()`).
+    /// Runs inside the owner's section.
+    #[cold]
+    #[inline(never)]
+    fn rmqueue_pcplist_refill(
+        &self,
+        zone: &Zone,
+        pcp: &PerCpuPages,
+        lists: &mut [crate::page::PageList; NR_PCP_LISTS],
+        order: u32,
+        mt: MigrateType,
+        af: AllocFlags,
+    ) {
+        let mm = self.mem_map();
         if pcp.take_drain_request() {
             self.free_pcppages_bulk(zone, pcp, lists, u32::MAX);
         }
         let pindex = order_to_pindex(mt as usize, order);
         if lists[pindex].is_empty() {
-            // rmqueue_bulk(): refill with `batch` pages' worth in one trip.
             let batch = pcp.batch().max(1);
             let count = if order == 0 {
                 batch
@@ -993,14 +1059,10 @@ impl<P: Platform> Kmem<P> {
             drop(area);
             pcp.add_count(i64::from(got) << order);
         }
-        let idx = lists[pindex].pop_head(&mm)?;
-        mm.at(idx).clear_flag_owned(PG_PCP);
-        pcp.add_count(-(1i64 << order));
-        pcp.count_alloc(1 << order);
-        Some(idx)
     }
 
     /// `prep_new_page()`: reference, order, compound metadata, zeroing.
+    #[inline]
     fn prep_new_page(&self, zone: &Zone, idx: u32, order: u32, gfp: Gfp) -> &Page {
         let mm = self.mem_map();
         let page = mm.at(idx);
@@ -1008,6 +1070,18 @@ impl<P: Platform> Kmem<P> {
         page.set_raw_flags(links);
         page.set_order(order);
         page.set_refcount(1);
+        if (order > 0 && gfp.contains(gfp::__GFP_COMP)) || gfp.contains(gfp::__GFP_ZERO) {
+            self.prep_compound_zero(idx, links, order, gfp);
+        }
+        page
+    }
+
+    /// The parts of `prep_new_page()` only some allocations need: tail
+    /// pages of a compound page, `__GFP_ZERO`.
+    #[inline(never)]
+    fn prep_compound_zero(&self, idx: u32, links: u32, order: u32, gfp: Gfp) {
+        let mm = self.mem_map();
+        let page = mm.at(idx);
         if order > 0 && gfp.contains(gfp::__GFP_COMP) {
             page.set_flag(PG_HEAD);
             for t in 1..(1u32 << order) {
@@ -1020,7 +1094,6 @@ impl<P: Platform> Kmem<P> {
         if gfp.contains(gfp::__GFP_ZERO) {
             self.zero_pages(mm.pfn_of(idx), 1 << order);
         }
-        page
     }
 
     /// Zero `n` pages from `pfn`, through the direct map or kmap.
@@ -1140,7 +1213,54 @@ impl<P: Platform> Kmem<P> {
     /// Double frees, frees with the wrong order, frees of tail, reserved or
     /// slab pages are reported as "BUG: Bad page state" and refused with
     /// [`Error::BadState`]; the page is left as it was.
+    #[inline]
     pub fn __free_pages(&self, page: &Page, order: u32) -> Result<()> {
+        let mm = self.mem_map();
+        // The fast path: a descriptor of this machine, an allocated
+        // non-compound block freed with its order, the last reference.
+        // Anything else, the reports included, is `free_pages_slow`.
+        if let Some(idx) = mm.index_of(page) {
+            let f = page.raw_flags();
+            const NOT_FAST: u32 = PG_RESERVED | PG_TAIL | PG_BUDDY | PG_PCP | PG_SLAB | PG_HEAD;
+            if f & NOT_FAST == 0
+                && page.order() == order
+                && order <= MAX_PAGE_ORDER
+                && page.refcount() > 0
+            {
+                // put_page_testzero(): an atomic decrement, so that two
+                // racing frees of one page cannot both free it.
+                match page.ref_dec() {
+                    1 => {}
+                    n if n > 1 => return Ok(()),
+                    _ => return self.free_pages_race(page),
+                }
+                page.set_order(0);
+                let zone = self.node(Page::nid_of(f)).zone(Page::zone_of(f));
+                if order <= PAGE_ALLOC_COSTLY_ORDER {
+                    self.free_unref_page(zone, idx, order);
+                } else {
+                    self.free_one_page(zone, idx, order);
+                }
+                return Ok(());
+            }
+        }
+        self.free_pages_slow(page, order)
+    }
+
+    /// A free that lost the race with another free of the same page.
+    #[cold]
+    #[inline(never)]
+    fn free_pages_race(&self, page: &Page) -> Result<()> {
+        page.ref_inc();
+        self.bad_page(page, BadPage::Free);
+        Err(Error::BadState)
+    }
+
+    /// `__free_pages()` past its fast path: compound pages, descriptors of
+    /// another machine, every bad-input report.
+    #[cold]
+    #[inline(never)]
+    fn free_pages_slow(&self, page: &Page, order: u32) -> Result<()> {
         let mm = self.mem_map();
         let Some(idx) = mm.index_of(page) else {
             report!(
@@ -1190,6 +1310,7 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `free_one_page()`: straight back to the buddy lists.
+    #[inline(never)]
     fn free_one_page(&self, zone: &Zone, idx: u32, order: u32) {
         let _irq = LocalGuard::new(&self.p);
         let cx = self.buddy_cx(zone);
@@ -1203,6 +1324,7 @@ impl<P: Platform> Kmem<P> {
 
     /// `free_unref_page()`: onto this CPU's list, spilling `batch` pages
     /// to the buddy lists when the list reaches `high`.
+    #[inline]
     fn free_unref_page(&self, zone: &Zone, idx: u32, order: u32) {
         let mm = self.mem_map();
         let mut mt = self.pageblocks().get(mm.pfn_of(idx));
@@ -1223,6 +1345,21 @@ impl<P: Platform> Kmem<P> {
         lists[order_to_pindex(mt as usize, order)].push_head(&mm, idx);
         pcp.add_count(1 << order);
         pcp.count_free(1 << order);
+        if pcp.drain_requested() || pcp.count() >= pcp.high() {
+            self.free_unref_page_spill(zone, pcp, lists);
+        }
+    }
+
+    /// Honour a drain request, or give `batch` pages back from a list that
+    /// reached `high`. Runs inside the owner's section.
+    #[cold]
+    #[inline(never)]
+    fn free_unref_page_spill(
+        &self,
+        zone: &Zone,
+        pcp: &PerCpuPages,
+        lists: &mut [crate::page::PageList; NR_PCP_LISTS],
+    ) {
         if pcp.take_drain_request() {
             self.free_pcppages_bulk(zone, pcp, lists, u32::MAX);
         } else if pcp.count() >= pcp.high() {

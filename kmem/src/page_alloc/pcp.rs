@@ -156,6 +156,12 @@ impl PerCpuPages {
         self.drain.store(true, Relaxed);
     }
 
+    /// Whether a drain was requested (the request stays pending).
+    #[inline]
+    pub(crate) fn drain_requested(&self) -> bool {
+        self.drain.load(Relaxed)
+    }
+
     /// Take a pending drain request.
     #[inline]
     pub(crate) fn take_drain_request(&self) -> bool {
