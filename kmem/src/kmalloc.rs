@@ -400,6 +400,7 @@ impl<P: Platform> Kmem<P> {
     /// unsafe { k.kfree(p.as_ptr()) }.unwrap();
     /// ```
     #[track_caller]
+    #[inline(always)]
     pub fn kmalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>> {
         self.kmalloc_node_caller(size, gfp, -1, Location::caller())
     }
@@ -434,7 +435,7 @@ impl<P: Platform> Kmem<P> {
     /// `__kmalloc_node()`: the fast path picks the cache and goes to the
     /// slab fast path; everything else is in
     /// [`kmalloc_slow`](Self::kmalloc_slow).
-    #[inline]
+    #[inline(always)]
     fn kmalloc_node_caller(
         &self,
         size: usize,

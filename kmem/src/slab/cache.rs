@@ -323,11 +323,14 @@ impl KmemCache {
     /// exactly an object start (`check_valid_pointer`).
     #[inline]
     fn obj_index(&self, base: usize, objects: u32, x: usize) -> Option<usize> {
-        let off = x.checked_sub(base + self.geo.red_left_pad)?;
+        // An address below the first object wraps around to a huge offset,
+        // whose quotient is far beyond `objects`: one test covers both ends.
+        let off = x.wrapping_sub(base + self.geo.red_left_pad);
         // Exact for off < 2^30 (slabs are at most 4 MiB): off * (2^52/size
         // rounded up) / 2^52 is off / size rounded down.
         let i = ((off as u128 * u128::from(self.reciprocal)) >> 52) as usize;
-        (i * self.geo.size == off && i < objects as usize).then_some(i)
+        // i < objects (at most 2^16) keeps i * size from overflowing.
+        (i < objects as usize && i * self.geo.size == off).then_some(i)
     }
 
     /// `check_valid_pointer()`, always on: whether `x` is an object start
@@ -1154,6 +1157,7 @@ impl<P: Platform> Kmem<P> {
 
     /// `kmem_cache_alloc()`.
     #[track_caller]
+    #[inline(always)]
     pub fn kmem_cache_alloc(&self, s: &KmemCache, gfp: Gfp) -> Result<NonNull<u8>> {
         self.slab_alloc_node(s, gfp, -1, Location::caller())
     }
@@ -1182,7 +1186,7 @@ impl<P: Platform> Kmem<P> {
     /// no argument has to survive the platform's `local_exit` (which may
     /// run pending cross-CPU calls); on the fast way out only the object
     /// does. That keeps the function free of register saves.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn slab_alloc_node(
         &self,
         s: &KmemCache,
