@@ -211,6 +211,8 @@ pub(crate) struct SlabRef<'a> {
     pub(crate) base: usize,
     /// The slab's node (read with the flags that said "slab").
     pub(crate) nid: usize,
+    /// The head's mem_map index (for the node's slab lists).
+    pub(crate) idx: u32,
 }
 
 /// A slab cache (`struct kmem_cache`).
@@ -858,6 +860,7 @@ impl<P: Platform> Kmem<P> {
             page,
             base: self.dm.base + head_pa as usize,
             nid: Page::nid_of(flags),
+            idx: idx as u32,
         })
     }
 
@@ -1029,74 +1032,109 @@ impl<P: Platform> Kmem<P> {
         nid: usize,
         out: &mut [usize],
     ) -> Result<usize> {
-        let mut got = 0;
         let mut node = nid.min(s.nr_nodes - 1);
         loop {
-            {
-                let n = s.node(node);
-                let mut l = n.lists.lock();
-                let mm = self.mem_map();
-                while got < out.len() {
-                    let Some(idx) = l.partial.first() else { break };
-                    let page = mm.at(idx);
-                    let base = self.page_address(page).map_or(0, |a| a.as_ptr() as usize);
-                    let mut inuse = page.slab_inuse();
-                    let mut fl = page.slab_freelist();
-                    while fl != 0 && got < out.len() {
-                        let obj = base + fl as usize - 1;
-                        let next = s.get_fp(obj);
-                        fl = if next == 0 {
-                            0
-                        } else if s.obj_index(base, page.slab_objects(), next).is_some() {
-                            (next - base + 1) as u32
-                        } else {
-                            slab_bug(&self.p, s, format_args!("Freepointer corrupt"));
-                            report!(
-                                &self.p,
-                                Level::Err,
-                                "Object 0x{:x} @offset={} fp=0x{:x}",
-                                obj,
-                                obj - base,
-                                next
-                            );
-                            report!(
-                                &self.p,
-                                Level::Err,
-                                "FIX {}: Isolate corrupted freechain",
-                                s.name()
-                            );
-                            inuse = page.slab_objects() - 1;
-                            0
-                        };
-                        out[got] = obj;
-                        got += 1;
-                        inuse += 1;
-                    }
-                    page.set_slab_freelist(fl);
-                    page.set_slab_counters(inuse, page.slab_objects());
-                    if fl == 0 {
-                        l.partial.remove(&mm, idx);
-                        l.nr_partial -= 1;
-                        l.full.push_head(&mm, idx);
-                    }
-                }
-            }
-            if got == out.len() || got > 0 {
+            let got = {
+                let mut l = s.node(node).lists.lock();
+                let mut got = 0;
+                self.take_from_partial(s, &mut l, out.len(), |o| {
+                    out[got] = o;
+                    got += 1;
+                });
+                got
+            };
+            if got > 0 {
                 return Ok(got);
             }
-            let page = self.allocate_slab(s, gfp, nid as i32)?;
-            node = page.nid().min(s.nr_nodes - 1);
-            let n = s.node(node);
-            let mut l = n.lists.lock();
-            let mm = self.mem_map();
-            let idx = mm.index_of(page).expect("slab page of this machine");
-            l.partial.push_head(&mm, idx);
-            l.nr_partial += 1;
-            n.nr_slabs.fetch_add(1, Relaxed);
-            n.total_objects
-                .fetch_add(u64::from(page.slab_objects()), Relaxed);
-            n.nr_pages.fetch_add(1 << page.order(), Relaxed);
+            node = self.new_slab(s, gfp, nid)?;
         }
+    }
+
+    /// Allocate a slab near node `nid` and put it on its node's partial
+    /// list. Returns that node.
+    fn new_slab(&self, s: &KmemCache, gfp: Gfp, nid: usize) -> Result<usize> {
+        let page = self.allocate_slab(s, gfp, nid as i32)?;
+        let node = page.nid().min(s.nr_nodes - 1);
+        let n = s.node(node);
+        let mut l = n.lists.lock();
+        let mm = self.mem_map();
+        let idx = mm.index_of(page).expect("slab page of this machine");
+        l.partial.push_head(&mm, idx);
+        l.nr_partial += 1;
+        n.nr_slabs.fetch_add(1, Relaxed);
+        n.total_objects
+            .fetch_add(u64::from(page.slab_objects()), Relaxed);
+        n.nr_pages.fetch_add(1 << page.order(), Relaxed);
+        Ok(node)
+    }
+
+    /// Take up to `want` objects from the partial slabs of a node whose
+    /// list lock `l` is held, handing each to `put`; returns how many. A
+    /// slab left without free objects moves to the full list. Free
+    /// pointers are checked as they are followed: a corrupt one is
+    /// reported ("Freepointer corrupt") and the rest of that chain isolated.
+    #[inline]
+    fn take_from_partial(
+        &self,
+        s: &KmemCache,
+        l: &mut NodeLists,
+        want: usize,
+        mut put: impl FnMut(usize),
+    ) -> usize {
+        let mm = self.mem_map();
+        let mut got = 0;
+        while got < want {
+            let Some(idx) = l.partial.first() else { break };
+            let page = mm.at(idx);
+            let base = self.dm.base + (mm.pfn_of(idx) << PAGE_SHIFT) as usize;
+            let objects = page.slab_objects();
+            let mut inuse = page.slab_inuse();
+            let mut fl = page.slab_freelist();
+            while fl != 0 && got < want {
+                let obj = base + fl as usize - 1;
+                let next = s.get_fp(obj);
+                fl = if next == 0 {
+                    0
+                } else if s.obj_index(base, objects, next).is_some() {
+                    (next - base + 1) as u32
+                } else {
+                    self.freepointer_corrupt(s, base, obj, next);
+                    inuse = objects - 1;
+                    0
+                };
+                put(obj);
+                got += 1;
+                inuse += 1;
+            }
+            page.set_slab_freelist(fl);
+            page.set_slab_counters(inuse, objects);
+            if fl == 0 {
+                l.partial.remove(&mm, idx);
+                l.nr_partial -= 1;
+                l.full.push_head(&mm, idx);
+            }
+        }
+        got
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn freepointer_corrupt(&self, s: &KmemCache, base: usize, obj: usize, next: usize) {
+        slab_bug(&self.p, s, format_args!("Freepointer corrupt"));
+        report!(
+            &self.p,
+            Level::Err,
+            "Object 0x{:x} @offset={} fp=0x{:x}",
+            obj,
+            obj - base,
+            next
+        );
+        report!(
+            &self.p,
+            Level::Err,
+            "FIX {}: Isolate corrupted freechain",
+            s.name()
+        );
     }
 
     /// Put object `x` of slab `page` back on the slab's freelist. The node's
@@ -1106,13 +1144,12 @@ impl<P: Platform> Kmem<P> {
         &self,
         s: &KmemCache,
         l: &mut NodeLists,
-        page: &Page,
+        slab: SlabRef<'_>,
         x: usize,
         discard: &mut PageList,
     ) {
         let mm = self.mem_map();
-        let idx = mm.index_of(page).expect("slab page of this machine");
-        let base = self.page_address(page).map_or(0, |a| a.as_ptr() as usize);
+        let (page, idx, base) = (slab.page, slab.idx, slab.base);
         let fl = page.slab_freelist();
         let was_full = fl == 0;
         s.set_fp(x, if fl == 0 { 0 } else { base + fl as usize - 1 });
@@ -1147,8 +1184,8 @@ impl<P: Platform> Kmem<P> {
         {
             let mut l = s.node(nid.min(s.nr_nodes - 1)).lists.lock();
             for &x in objs {
-                if let Some(page) = self.virt_to_slab(x) {
-                    self.free_to_slab_locked(s, &mut l, page, x as usize, &mut discard);
+                if let Some(slab) = self.slab_of(x) {
+                    self.free_to_slab_locked(s, &mut l, slab, x as usize, &mut discard);
                 }
             }
         }
@@ -1265,88 +1302,98 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// The sheaf allocation path past the fast path's main sheaf: the
-    /// spare, then a full sheaf from the barn, then a refill from slabs.
+    /// spare, then a full sheaf from the barn, then a refill of the main
+    /// sheaf from the node's partial slabs (`refill_sheaf()`), all in one
+    /// CPU-local section; only when no partial slab has a free object is
+    /// a new slab allocated, outside the section, and the whole tried again.
     fn alloc_sheaf(&self, s: &KmemCache, gfp: Gfp) -> Result<usize> {
-        let nid;
-        {
-            let g = LocalGuard::new(&self.p);
-            let cc = s.cpu(g.cpu());
-            nid = cc.nid;
-            // SAFETY: this CPU's sheaves, inside its local section `g`.
-            let sh = unsafe { &mut *cc.sheaves.get() };
-            if cc.take_flush() {
-                self.flush_sheaves_locked(s, sh, nid);
-            }
-            // SAFETY: sheaves are valid (see above); main != spare.
-            let main = unsafe { &mut *sh.main };
-            if main.size > 0 {
-                return Ok(main.pop() as usize);
-            }
-            // SAFETY: as above.
-            if unsafe { (*sh.spare).size } > 0 {
-                core::mem::swap(&mut sh.main, &mut sh.spare);
-                // SAFETY: as above.
-                return Ok(unsafe { (*sh.main).pop() } as usize);
-            }
-            // A full sheaf from the barn, for our empty main.
-            let mut l = s.node(nid.min(s.nr_nodes - 1)).lists.lock();
-            if let Some(full) = l.barn_full.pop() {
-                // SAFETY: main is a valid sheaf we own; it moves to the barn.
-                unsafe { l.barn_empty.push(sh.main) };
-                sh.main = full;
-                // SAFETY: a barn sheaf is valid; now ours.
-                return Ok(unsafe { (*sh.main).pop() } as usize);
-            }
-        }
-        // Refill from slabs, outside the local section (it may allocate pages).
-        let mut batch = [0usize; SHEAF_CAPACITY];
-        let got = match self.refill_from_slabs(s, gfp, nid, &mut batch) {
-            Ok(n) => n,
-            Err(e) => {
-                if !gfp.contains(gfp::__GFP_NOWARN) {
-                    report!(
-                        &self.p,
-                        Level::Warning,
-                        "SLUB: Unable to allocate memory on CPU {} (of node {}) gfp={:#x}({})",
-                        self.p.smp_processor_id(),
-                        nid,
-                        gfp.bits(),
-                        gfp
-                    );
-                    report!(
-                        &self.p,
-                        Level::Warning,
-                        "  cache: {}, object size: {}, buffer size: {}, default order: {}, min order: {}",
-                        s.name(),
-                        s.geo.object_size,
-                        s.geo.size,
-                        s.geo.order,
-                        s.geo.min_order
-                    );
+        // The node whose partial slabs refill the sheaf: ours, unless the
+        // last new slab had to come from another node.
+        let mut from = None;
+        loop {
+            let nid;
+            {
+                let g = LocalGuard::new(&self.p);
+                let cc = s.cpu(g.cpu());
+                nid = cc.nid;
+                // SAFETY: this CPU's sheaves, inside its local section `g`.
+                let sh = unsafe { &mut *cc.sheaves.get() };
+                if cc.take_flush() {
+                    self.flush_sheaves_locked(s, sh, nid);
                 }
-                return Err(e);
+                // SAFETY: sheaves are valid (see above); main != spare.
+                let main = unsafe { &mut *sh.main };
+                if main.size > 0 {
+                    return Ok(main.pop() as usize);
+                }
+                // SAFETY: as above.
+                if unsafe { (*sh.spare).size } > 0 {
+                    core::mem::swap(&mut sh.main, &mut sh.spare);
+                    // SAFETY: as above.
+                    return Ok(unsafe { (*sh.main).pop() } as usize);
+                }
+                let mut l = s.node(nid.min(s.nr_nodes - 1)).lists.lock();
+                // A full sheaf from the barn, for our empty main.
+                if let Some(full) = l.barn_full.pop() {
+                    // SAFETY: main is a valid sheaf we own; it moves to the barn.
+                    unsafe { l.barn_empty.push(sh.main) };
+                    sh.main = full;
+                    // SAFETY: a barn sheaf is valid; now ours.
+                    return Ok(unsafe { (*sh.main).pop() } as usize);
+                }
+                // Refill the empty main sheaf straight from partial slabs.
+                // SAFETY: as above.
+                let main = unsafe { &mut *sh.main };
+                let push = |o: usize| main.push(o as *mut u8);
+                let got = match from {
+                    Some(node) if node != nid => {
+                        drop(l);
+                        let mut l = s.node(node).lists.lock();
+                        self.take_from_partial(s, &mut l, SHEAF_CAPACITY, push)
+                    }
+                    _ => self.take_from_partial(s, &mut l, SHEAF_CAPACITY, push),
+                };
+                if got > 0 {
+                    return Ok(main.pop() as usize);
+                }
             }
-        };
-        let g = LocalGuard::new(&self.p);
-        // SAFETY: this CPU's sheaves inside section `g`.
-        let sh = unsafe { &mut *s.cpu(g.cpu()).sheaves.get() };
-        // SAFETY: as above.
-        let main = unsafe { &mut *sh.main };
-        let mut spill = [ptr::null_mut(); SHEAF_CAPACITY];
-        let mut nspill = 0;
-        for &o in &batch[1..got] {
-            if main.size < SHEAF_CAPACITY {
-                main.push(o as *mut u8);
-            } else {
-                spill[nspill] = o as *mut u8;
-                nspill += 1;
+            // No free object on this node: a new slab, outside the section
+            // (it allocates pages), then try again.
+            match self.new_slab(s, gfp, nid) {
+                Ok(node) => from = Some(node),
+                Err(e) => {
+                    if !gfp.contains(gfp::__GFP_NOWARN) {
+                        self.slab_oom(s, gfp, nid);
+                    }
+                    return Err(e);
+                }
             }
         }
-        drop(g);
-        if nspill > 0 {
-            self.free_objects_to_slabs(s, nid, &spill[..nspill]);
-        }
-        Ok(batch[0])
+    }
+
+    /// `slab_out_of_memory()`.
+    #[cold]
+    #[inline(never)]
+    fn slab_oom(&self, s: &KmemCache, gfp: Gfp, nid: usize) {
+        report!(
+            &self.p,
+            Level::Warning,
+            "SLUB: Unable to allocate memory on CPU {} (of node {}) gfp={:#x}({})",
+            self.p.smp_processor_id(),
+            nid,
+            gfp.bits(),
+            gfp
+        );
+        report!(
+            &self.p,
+            Level::Warning,
+            "  cache: {}, object size: {}, buffer size: {}, default order: {}, min order: {}",
+            s.name(),
+            s.geo.object_size,
+            s.geo.size,
+            s.geo.order,
+            s.geo.min_order
+        );
     }
 
     /// `kmem_cache_free()`. Frees of objects of another cache, of addresses
@@ -1977,7 +2024,8 @@ impl<P: Platform> Kmem<P> {
             }
             self.set_track(s, obj, true, caller);
             self.init_object(s, obj, false);
-            self.free_to_slab_locked(s, &mut l, page, obj, &mut discard);
+            let slab = self.slab_of(obj as *const u8).expect("checked by the caller");
+            self.free_to_slab_locked(s, &mut l, slab, obj, &mut discard);
         }
         self.discard_all(s, discard);
         Ok(())
