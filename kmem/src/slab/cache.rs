@@ -1140,6 +1140,7 @@ impl<P: Platform> Kmem<P> {
     /// Put object `x` of slab `page` back on the slab's freelist. The node's
     /// list lock is held; an emptied slab beyond `min_partial` is unlinked
     /// and pushed on `discard` for the caller to free after unlocking.
+    #[inline]
     fn free_to_slab_locked(
         &self,
         s: &KmemCache,
@@ -2024,7 +2025,9 @@ impl<P: Platform> Kmem<P> {
             }
             self.set_track(s, obj, true, caller);
             self.init_object(s, obj, false);
-            let slab = self.slab_of(obj as *const u8).expect("checked by the caller");
+            let slab = self
+                .slab_of(obj as *const u8)
+                .expect("checked by the caller");
             self.free_to_slab_locked(s, &mut l, slab, obj, &mut discard);
         }
         self.discard_all(s, discard);
