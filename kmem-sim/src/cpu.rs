@@ -20,7 +20,8 @@
 //! is reserved for a helper thread of the poster's, a held CPU gets the call
 //! queued and its "mail pending" flag set. The holder runs its mailbox, in a
 //! CPU-local section of its CPU, whenever it could take an interrupt: when
-//! its section depth returns to 0 (one relaxed load of the flag), while it
+//! its section depth returns to 0 (one relaxed load of the flag, reached
+//! through a pointer the thread-local keeps), while it
 //! waits for a cross-CPU call of its own, and before it gives the CPU up (to
 //! sleep or to unbind). Giving up drains the mailbox and marks the CPU free
 //! under the same lock a poster takes, so a call is never left behind in

@@ -21,6 +21,17 @@
 //! [`crate::PAGE_ALLOC_COSTLY_ORDER`], or from the
 //! buddy lists ([`buddy`]) under the zone lock.
 //!
+//! The fast paths are written for the code generator: popping from or
+//! pushing onto a per-CPU list, the order-0 watermark test and
+//! `prep_new_page()` are inlined, while list refills and spills
+//! (`rmqueue_bulk`, `free_pcppages_bulk`), the high-order watermark tail,
+//! buddy work and every report are out-of-line functions. `__free_pages`
+//! checks an ordinary block (flags read once: not reserved, tail, buddy,
+//! on a per-CPU list, slab or compound; the order it was allocated with; a
+//! reference held) in one test, then drops the reference with an atomic
+//! decrement as `put_page_testzero()` does; everything else, the bad-page
+//! reports included, takes the slow path.
+//!
 //! What is not here yet: reclaim, kswapd, compaction and the OOM killer
 //! (the slow path fails where Linux would reclaim), and the high-atomic
 //! reserve. They are separate issues.

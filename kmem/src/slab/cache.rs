@@ -26,7 +26,41 @@
 //! barn, and only then flushed back into its slabs. Debug caches
 //! (`SLAB_CONSISTENCY_CHECKS`, `SLAB_RED_ZONE`, `SLAB_POISON`,
 //! `SLAB_STORE_USER`) bypass the sheaves, as Linux bypasses the cpu slab, so
-//! every object is checked on its way in and out.
+//! every object is checked on its way in and out. Each node's barn holds
+//! [`BARN_SHEAVES`] sheaves (Linux's `MAX_FULL_SHEAVES`).
+//!
+//! # The fast paths and what they check
+//!
+//! `kmalloc`/`kmem_cache_alloc` and `kfree`/`kmem_cache_free` each enter
+//! the CPU-local section once, pop or push the main sheaf and leave; the
+//! functions are inlined into their callers (`kmalloc` always, as Linux's
+//! `__always_inline` kmalloc, so that a constant size picks its cache at
+//! compile time) and everything else lives in `#[cold]` functions. When a
+//! fast path cannot finish, it hands its *open* section to the slow path,
+//! which leaves it first thing: the call is then a tail call and no
+//! argument has to survive the platform's `local_exit` (which may run
+//! cross-CPU calls), so the fast paths need no register saves.
+//!
+//! Linux without `slab_debug` checks, on free, only what it needs to find
+//! the cache (`virt_to_slab()`, and with `CONFIG_SLAB_FREELIST_HARDENED`
+//! that the object belongs to the cache passed in). kmem keeps, always on,
+//! the checks that cost a few instructions and stop bad input from
+//! corrupting the allocator:
+//! - the address lies in a slab (one range check and the `PG_slab` bit of
+//!   the head page, whose address comes from the pfn, not from a division);
+//! - for `kmem_cache_free`, the slab belongs to that cache;
+//! - the address is an object start: one multiplication by a precomputed
+//!   reciprocal, as Linux's `obj_to_index()`, and two compares;
+//! - the object is not the one on top of the CPU's main sheaf (a double
+//!   free in a row); a null guard slot below the sheaf's first object makes
+//!   that one compare even for an empty sheaf;
+//! - free pointers are checked as the freelist is followed on refill
+//!   ("Freepointer corrupt").
+//!
+//! What stays debug-only, as in Linux: searching the slab's freelist for a
+//! double free anywhere (`on_freelist`), red zones, poisoning and the
+//! owner tracking (`SLAB_CONSISTENCY_CHECKS`, `SLAB_RED_ZONE`,
+//! `SLAB_POISON`, `SLAB_STORE_USER`, or `slab_debug=` for all caches).
 //!
 //! # Slabs
 //!
