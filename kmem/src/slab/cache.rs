@@ -77,7 +77,7 @@
 use super::geometry::{calculate_sizes, CacheArgs, CacheGeometry};
 use super::*;
 use crate::gfp::{self, Gfp};
-use crate::page::{Page, PageList, PG_SLAB};
+use crate::page::{Page, PageList, PG_SLAB, PG_TAIL};
 use crate::page_alloc::MAX_NUMNODES;
 use crate::platform::{Level, LocalGuard, LocalState, Platform};
 use crate::{report, Error, Kmem, Result, PAGE_SHIFT, PAGE_SIZE};
@@ -879,15 +879,19 @@ impl<P: Platform> Kmem<P> {
         let pfn = ((x as usize).wrapping_sub(self.dm.base) >> PAGE_SHIFT) as u64;
         let mut idx = pfn.wrapping_sub(mm.base_pfn()) as usize;
         let mut page = mm.get(idx)?;
-        if let Some(h) = page.head_index() {
-            if page.is_tail() {
-                idx = h as usize;
-                page = mm.get(idx)?;
-            }
-        }
-        let flags = page.raw_flags();
+        let mut flags = page.raw_flags();
         if flags & PG_SLAB == 0 {
-            return None;
+            // PG_slab is on the head page only: a tail page of a
+            // multi-page slab leads to it.
+            if flags & PG_TAIL == 0 {
+                return None;
+            }
+            idx = page.head_index()? as usize;
+            page = mm.get(idx)?;
+            flags = page.raw_flags();
+            if flags & PG_SLAB == 0 {
+                return None;
+            }
         }
         let head_pa = (mm.base_pfn() + idx as u64) << PAGE_SHIFT;
         Some(SlabRef {
