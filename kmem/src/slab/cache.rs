@@ -1178,7 +1178,7 @@ impl<P: Platform> Kmem<P> {
     /// Put object `x` of slab `page` back on the slab's freelist. The node's
     /// list lock is held; an emptied slab beyond `min_partial` is unlinked
     /// and pushed on `discard` for the caller to free after unlocking.
-    #[inline]
+    #[inline(always)]
     fn free_to_slab_locked(
         &self,
         s: &KmemCache,
