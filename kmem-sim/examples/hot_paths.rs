@@ -10,7 +10,9 @@
 //! Paths: `pair64` (kmalloc+kfree of 64 B), `cache_pair`
 //! (kmem_cache_alloc+free), `batch1000` (1000 kmalloc then 1000 kfree, N
 //! times), `random` (random sizes 8..4096, 256 live), `order0_pcp`,
-//! `order0_buddy`, `order9_buddy` (page alloc+free pairs),
+//! `order0_buddy`, `order9_pcp`, `order9_buddy` (page alloc+free pairs;
+//! `order9_buddy` boots the machine without THP, so that order-9 blocks
+//! have no per-CPU list),
 //! `mimalloc_pair`, `system_pair`, `mimalloc_batch1000`,
 //! `system_batch1000` (the same through `GlobalAlloc`, for scale),
 //! `bsa_order0`, `bsa_order9` (buddy_system_allocator's `FrameAllocator`
@@ -56,14 +58,24 @@ fn host_batch<A: GlobalAlloc>(a: &A, n: usize) {
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let what = args.next().unwrap_or_else(|| "pair64".into());
-    let n: usize = args.next().map_or(100_000, |s| s.parse().expect("a count"));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let what = args.first().map_or("pair64", |s| s.as_str());
+    // `time1 PATH N` times one path (what `time` runs for a path that needs
+    // a machine of its own); otherwise `PATH N`.
+    let (path, n) = match what {
+        "time1" => (args.get(1).expect("a path").as_str(), args.get(2)),
+        _ => (what, args.get(1)),
+    };
+    let n: usize = n.map_or(100_000, |s| s.parse().expect("a count"));
     let mut config = SimConfig::new(1, pc_memory_map(1 << 30));
     config.vmap_size = 1 << 30; // valgrind cannot reserve the default 64 GiB
     let sim = SimPlatform::new(config).expect("machine");
     let _cpu = sim.bind(0);
-    let k = Kmem::boot(&sim, sim.memory_map(), &BootParams::default()).expect("boot");
+    let params = BootParams {
+        transparent_hugepage: path != "order9_buddy",
+        ..BootParams::default()
+    };
+    let k = Kmem::boot(&sim, sim.memory_map(), &params).expect("boot");
     let cache = k
         .kmem_cache_create("bench_obj", 64, 0, SlabFlags::NONE, None)
         .expect("cache");
@@ -76,8 +88,11 @@ fn main() {
         let p = k.alloc_page(GFP_KERNEL).unwrap();
         k.__free_pages(p, 0).unwrap();
     }
+    if what == "time1" {
+        return time_path(&k, cache, path, n);
+    }
     if what != "time" {
-        return run(&k, cache, &what, n);
+        return run(&k, cache, what, n);
     }
     // `time`: the best of many short runs of each path, in ns per
     // iteration. The minimum shrugs off preemption by other processes,
@@ -92,24 +107,41 @@ fn main() {
         "random",
         "order0_pcp",
         "bsa_order0",
+        "order9_pcp",
         "order9_buddy",
         "bsa_order9",
         "order0_buddy",
     ];
     for path in paths {
-        let per = match path {
-            "batch1000" | "mimalloc_batch1000" => 10,
-            "random" => 100_000,
-            _ => 10_000,
-        };
-        let mut best = f64::MAX;
-        for _ in 0..(n / per).max(1) {
-            let t = std::time::Instant::now();
-            run(&k, cache, path, per);
-            best = best.min(t.elapsed().as_nanos() as f64 / per as f64);
+        if path == "order9_buddy" {
+            // A machine without THP, on a thread of its own (a thread is
+            // bound to one simulated machine at a time).
+            let exe = std::env::current_exe().expect("own path");
+            let out = std::process::Command::new(exe)
+                .args(["time1", path, &n.to_string()])
+                .output()
+                .expect("run");
+            print!("{}", String::from_utf8_lossy(&out.stdout));
+            continue;
         }
-        println!("{path:20} {best:10.2} ns");
+        time_path(&k, cache, path, n);
     }
+}
+
+/// Print the best time per iteration of `path` over many short runs.
+fn time_path(k: &Kmem<&SimPlatform>, cache: &kmem::slab::KmemCache, path: &str, n: usize) {
+    let per = match path {
+        "batch1000" | "mimalloc_batch1000" => 10,
+        "random" => 100_000,
+        _ => 10_000,
+    };
+    let mut best = f64::MAX;
+    for _ in 0..(n / per).max(1) {
+        let t = std::time::Instant::now();
+        run(k, cache, path, per);
+        best = best.min(t.elapsed().as_nanos() as f64 / per as f64);
+    }
+    println!("{path:20} {best:10.2} ns");
 }
 
 fn run(k: &Kmem<&SimPlatform>, cache: &kmem::slab::KmemCache, what: &str, n: usize) {
@@ -165,7 +197,7 @@ fn run(k: &Kmem<&SimPlatform>, cache: &kmem::slab::KmemCache, what: &str, n: usi
                 k.__free_pages(black_box(p), 0).unwrap();
             }
         }
-        "order9_buddy" => {
+        "order9_pcp" | "order9_buddy" => {
             for _ in 0..n {
                 let p = k.alloc_pages(GFP_KERNEL, 9).unwrap();
                 k.__free_pages(black_box(p), 9).unwrap();

@@ -18,7 +18,8 @@
 //! zone `j`, so that DMA memory is not eaten by GFP_KERNEL.
 //!
 //! Then it takes pages from the per-CPU lists ([`pcp`]) for orders up to
-//! [`crate::PAGE_ALLOC_COSTLY_ORDER`], or from the
+//! [`crate::PAGE_ALLOC_COSTLY_ORDER`] and for pageblock-order (THP) blocks,
+//! or from the
 //! buddy lists ([`buddy`]) under the zone lock.
 //!
 //! The fast paths are written for the code generator: popping from or
@@ -135,13 +136,11 @@ pub mod watermark;
 use crate::gfp::{self, Gfp};
 use crate::page::{FlagNames, Page, PG_BUDDY, PG_HEAD, PG_PCP, PG_RESERVED, PG_SLAB, PG_TAIL};
 use crate::platform::{Level, LocalGuard, Platform};
-use crate::{
-    report, Error, Kmem, Result, MAX_PAGE_ORDER, PAGE_ALLOC_COSTLY_ORDER, PAGE_SHIFT, PAGE_SIZE,
-};
+use crate::{report, Error, Kmem, Result, MAX_PAGE_ORDER, PAGE_SHIFT, PAGE_SIZE};
 use buddy::{BuddyCx, FreeArea, RmqueueMode};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use pcp::{order_to_pindex, pindex_to_order, PerCpuPages, NR_PCP_LISTS};
+use pcp::{order_to_pindex, pcp_allowed_order, pindex_to_order, PerCpuPages, NR_PCP_LISTS};
 
 /// Highest node count (`MAX_NUMNODES`).
 pub const MAX_NUMNODES: usize = 8;
@@ -972,7 +971,7 @@ impl<P: Platform> Kmem<P> {
     /// `rmqueue()`: per-CPU lists for small orders, else the buddy lists.
     #[inline]
     fn rmqueue(&self, zone: &Zone, order: u32, mt: MigrateType, af: AllocFlags) -> Option<u32> {
-        if order <= PAGE_ALLOC_COSTLY_ORDER {
+        if pcp_allowed_order(order, self.pcp_thp) {
             if let Some(i) = self.rmqueue_pcplist(zone, order, mt, af) {
                 return Some(i);
             }
@@ -1031,7 +1030,6 @@ impl<P: Platform> Kmem<P> {
     /// Honour a drain request, then refill an empty list with `batch`
     /// pages' worth in one trip to the buddy lists (`rmqueue_bulk()`).
     /// Runs inside the owner's section.
-    #[cold]
     #[inline(never)]
     fn rmqueue_pcplist_refill(
         &self,
@@ -1247,7 +1245,7 @@ impl<P: Platform> Kmem<P> {
                 }
                 page.set_order(0);
                 let zone = self.node(Page::nid_of(f)).zone(Page::zone_of(f));
-                if order <= PAGE_ALLOC_COSTLY_ORDER {
+                if pcp_allowed_order(order, self.pcp_thp) {
                     self.free_unref_page(zone, idx, order);
                 } else {
                     self.free_one_page(zone, idx, order);
@@ -1312,7 +1310,7 @@ impl<P: Platform> Kmem<P> {
         }
         page.set_order(0);
         let zone = self.page_zone(page);
-        if order <= PAGE_ALLOC_COSTLY_ORDER {
+        if pcp_allowed_order(order, self.pcp_thp) {
             self.free_unref_page(zone, idx, order);
         } else {
             self.free_one_page(zone, idx, order);
@@ -1363,7 +1361,6 @@ impl<P: Platform> Kmem<P> {
 
     /// Honour a drain request, or give `batch` pages back from a list that
     /// reached `high`. Runs inside the owner's section.
-    #[cold]
     #[inline(never)]
     fn free_unref_page_spill(
         &self,
