@@ -570,8 +570,12 @@ fn thp_sized_blocks_have_per_cpu_lists_only_with_thp() {
         let map = [kmem::memory_map::MemRegion::usable(start, end - start)];
         let k = Kmem::boot(p, &map, &params).unwrap();
         let before = settled(&k);
-        let page = k.alloc_pages(GFP_KERNEL, 9).unwrap();
+        // From ZONE_DMA: boot's own allocations sit at the top of memory,
+        // so the 16 MiB below are free max-order blocks, whatever the size
+        // of the arena.
+        let page = k.alloc_pages(GFP_KERNEL | GFP_DMA, 9).unwrap();
         let zone = k.page_zone(page);
+        assert_eq!(zone.zone_type(), ZoneType::Dma);
         // With the THP lists the refill takes two blocks (rmqueue_bulk's
         // minimum for a high order) and keeps one on this CPU's list.
         let parked = zone.pcp(0).unwrap().count();
