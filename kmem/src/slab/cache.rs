@@ -1278,11 +1278,14 @@ impl<P: Platform> Kmem<P> {
             let main = unsafe { &mut *(*cc.sheaves.get()).main };
             let n = main.size;
             // 1..=SHEAF_CAPACITY: a non-empty sheaf (and no bounds check).
-            if n.wrapping_sub(1) < SHEAF_CAPACITY && !gfp.contains(gfp::__GFP_ZERO) {
+            if n.wrapping_sub(1) < SHEAF_CAPACITY {
                 let x = main.objects[n];
                 main.size = n - 1;
                 self.p.local_exit(st);
-                return Ok(NonNull::new(x).expect("objects are not at address 0"));
+                // `gfp` is usually a constant here (the function is inlined
+                // into its caller), so the test costs nothing without
+                // __GFP_ZERO.
+                return Ok(self.slab_post_alloc(s, x as usize, gfp));
             }
         }
         self.slab_alloc_slow(st, s, gfp, node, caller)
