@@ -498,7 +498,7 @@ impl<P: Platform> Kmem<P> {
             // SAFETY: a slab's cache field points at its live cache.
             let s = unsafe { &*(slab.page.slab_cache_addr() as *const KmemCache) };
             if !s.is_obj_start(slab, p) {
-                self.invalid_pointer(s, slab.base, p)?;
+                self.invalid_pointer(s, slab, p)?;
             }
             return Ok(Owner::Slab(s, slab));
         }
@@ -544,7 +544,7 @@ impl<P: Platform> Kmem<P> {
                 // SAFETY: a slab's cache field points at its live cache.
                 let s = unsafe { &*(slab.page.slab_cache_addr() as *const KmemCache) };
                 if !s.is_obj_start(slab, p) {
-                    return self.invalid_pointer(s, slab.base, p);
+                    return self.invalid_pointer(s, slab, p);
                 }
                 return self.slab_free(s, slab, p, Location::caller());
             }

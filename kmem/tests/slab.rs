@@ -469,6 +469,7 @@ fn object_start_check_covers_the_slab_edges() {
         Err(Error::InvalidArgument)
     );
     assert!(p.reported("BUG edge_rz (Not tainted): Invalid object pointer"));
+    assert!(p.reported("is before the first object"));
     unsafe { k.kmem_cache_free(rz, o.as_ptr()) }.unwrap();
     // The bytes after the last object of a slab.
     let c = k
@@ -485,6 +486,7 @@ fn object_start_check_covers_the_slab_edges() {
         Err(Error::InvalidArgument)
     );
     assert!(p.reported("BUG edge_96 (Not tainted): Invalid object pointer"));
+    assert!(p.reported("is past the last object of edge_96 (42 objects) at @offset=4032"));
     unsafe { k.kmem_cache_free(c, o.as_ptr()) }.unwrap();
     // Objects in the tail pages of a multi-page slab are found through the
     // head page; a pointer into one of them is still refused.

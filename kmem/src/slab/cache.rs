@@ -936,23 +936,48 @@ impl<P: Platform> Kmem<P> {
     /// `check_valid_pointer()` failed: report an address inside an object.
     #[cold]
     #[inline(never)]
-    pub(crate) fn invalid_pointer(&self, s: &KmemCache, base: usize, x: *const u8) -> Result<()> {
-        let off = (x as usize).wrapping_sub(base + s.geo.red_left_pad);
-        let obj = off / s.geo.size;
-        slab_bug(
-            &self.p,
-            s,
-            format_args!("Invalid object pointer 0x{:x}", x as usize),
-        );
-        report!(
-            &self.p,
-            Level::Err,
-            "Pointer 0x{:x} is in object 0x{:x} of {} at @offset={}",
-            x as usize,
-            s.obj_addr(base, obj),
-            s.name(),
-            off % s.geo.size
-        );
+    pub(crate) fn invalid_pointer(
+        &self,
+        s: &KmemCache,
+        slab: SlabRef<'_>,
+        x: *const u8,
+    ) -> Result<()> {
+        let (x, base) = (x as usize, slab.base);
+        let objects = slab.page.slab_objects() as usize;
+        slab_bug(&self.p, s, format_args!("Invalid object pointer 0x{x:x}"));
+        let first = base + s.geo.red_left_pad;
+        let off = x.wrapping_sub(first);
+        if x < first {
+            report!(
+                &self.p,
+                Level::Err,
+                "Pointer 0x{:x} is before the first object 0x{:x} of {} at @offset={}",
+                x,
+                first,
+                s.name(),
+                x - base
+            );
+        } else if off / s.geo.size >= objects {
+            report!(
+                &self.p,
+                Level::Err,
+                "Pointer 0x{:x} is past the last object of {} ({} objects) at @offset={}",
+                x,
+                s.name(),
+                objects,
+                x - base
+            );
+        } else {
+            report!(
+                &self.p,
+                Level::Err,
+                "Pointer 0x{:x} is in object 0x{:x} of {} at @offset={}",
+                x,
+                s.obj_addr(base, off / s.geo.size),
+                s.name(),
+                off % s.geo.size
+            );
+        }
         Err(Error::InvalidArgument)
     }
 
@@ -1460,7 +1485,7 @@ impl<P: Platform> Kmem<P> {
             return self.wrong_cache(s, slab.page, "kmem_cache_free");
         }
         if !s.is_obj_start(slab, x) {
-            return self.invalid_pointer(s, slab.base, x);
+            return self.invalid_pointer(s, slab, x);
         }
         self.slab_free(s, slab, x, Location::caller())
     }
