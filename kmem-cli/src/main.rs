@@ -66,7 +66,8 @@ struct BootArgs {
     /// vm.min_free_kbytes to use instead of the computed default.
     #[arg(long)]
     min_free_kbytes: Option<u64>,
-    /// Do not raise min_free_kbytes for transparent huge pages.
+    /// No transparent huge pages: min_free_kbytes is not raised for them and
+    /// 2 MiB blocks have no per-CPU lists.
     #[arg(long)]
     no_thp: bool,
     /// Print the memblock tables (memblock=debug).

@@ -1,9 +1,11 @@
 //! Page allocator benches, side by side with buddy_system_allocator's
 //! FrameAllocator managing the same page frames, in one run.
 //!
-//! - an order-0 alloc+free pair through kmem's per-CPU lists;
-//! - order-0 and order-9 pairs through the buddy lists (per-CPU lists
-//!   disabled with `zone_pcp_disable()` for order 0; order 9 never uses them);
+//! - order-0 and order-9 pairs through kmem's per-CPU lists (Linux 6.x
+//!   keeps pageblock-order, THP-sized, blocks on them too);
+//! - order-0 and order-9 pairs through the buddy lists: per-CPU lists
+//!   disabled with `zone_pcp_disable()` for order 0, a machine booted
+//!   without THP (no order-9 per-CPU list) for order 9;
 //! - booting a 64 GiB machine, from memory map to a ready page allocator.
 
 use buddy_system_allocator::FrameAllocator;
@@ -30,44 +32,61 @@ fn frames(k: &Kmem<&SimPlatform>) -> FrameAllocator<33> {
 }
 
 fn pairs(c: &mut Criterion) {
+    let mut g = c.benchmark_group("page_pair");
+    {
+        let sim = sim(RAM);
+        let _cpu = sim.bind(0);
+        let k = Kmem::boot(&sim, sim.memory_map(), &BootParams::default()).expect("boot");
+        let mut bsa = frames(&k);
+        g.bench_function("kmem/order0_pcp", |b| {
+            b.iter(|| {
+                let p = k.alloc_page(GFP_KERNEL).unwrap();
+                k.__free_pages(black_box(p), 0).unwrap();
+            })
+        });
+        g.bench_function("buddy_system_allocator/order0", |b| {
+            b.iter(|| {
+                let f = bsa.alloc(1).unwrap();
+                bsa.dealloc(black_box(f), 1);
+            })
+        });
+        g.bench_function("kmem/order9_pcp", |b| {
+            b.iter(|| {
+                let p = k.alloc_pages(GFP_KERNEL, 9).unwrap();
+                k.__free_pages(black_box(p), 9).unwrap();
+            })
+        });
+        g.bench_function("buddy_system_allocator/order9", |b| {
+            b.iter(|| {
+                let f = bsa.alloc(512).unwrap();
+                bsa.dealloc(black_box(f), 512);
+            })
+        });
+        for node in k.nodes() {
+            for t in [ZoneType::Dma, ZoneType::Dma32, ZoneType::Normal] {
+                k.zone_pcp_disable(node.zone(t as usize));
+            }
+        }
+        g.bench_function("kmem/order0_buddy", |b| {
+            b.iter(|| {
+                let p = k.alloc_page(GFP_KERNEL).unwrap();
+                k.__free_pages(black_box(p), 0).unwrap();
+            })
+        });
+    }
+    // A machine without THP (as a kernel built without it): order-9 blocks
+    // have no per-CPU list and go to and from the buddy lists.
     let sim = sim(RAM);
     let _cpu = sim.bind(0);
-    let k = Kmem::boot(&sim, sim.memory_map(), &BootParams::default()).expect("boot");
-    let mut bsa = frames(&k);
-    let mut g = c.benchmark_group("page_pair");
-    g.bench_function("kmem/order0_pcp", |b| {
-        b.iter(|| {
-            let p = k.alloc_page(GFP_KERNEL).unwrap();
-            k.__free_pages(black_box(p), 0).unwrap();
-        })
-    });
-    g.bench_function("buddy_system_allocator/order0", |b| {
-        b.iter(|| {
-            let f = bsa.alloc(1).unwrap();
-            bsa.dealloc(black_box(f), 1);
-        })
-    });
+    let params = BootParams {
+        transparent_hugepage: false,
+        ..BootParams::default()
+    };
+    let k = Kmem::boot(&sim, sim.memory_map(), &params).expect("boot");
     g.bench_function("kmem/order9_buddy", |b| {
         b.iter(|| {
             let p = k.alloc_pages(GFP_KERNEL, 9).unwrap();
             k.__free_pages(black_box(p), 9).unwrap();
-        })
-    });
-    g.bench_function("buddy_system_allocator/order9", |b| {
-        b.iter(|| {
-            let f = bsa.alloc(512).unwrap();
-            bsa.dealloc(black_box(f), 512);
-        })
-    });
-    for node in k.nodes() {
-        for t in [ZoneType::Dma, ZoneType::Dma32, ZoneType::Normal] {
-            k.zone_pcp_disable(node.zone(t as usize));
-        }
-    }
-    g.bench_function("kmem/order0_buddy", |b| {
-        b.iter(|| {
-            let p = k.alloc_page(GFP_KERNEL).unwrap();
-            k.__free_pages(black_box(p), 0).unwrap();
         })
     });
     g.finish();

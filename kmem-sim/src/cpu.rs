@@ -27,7 +27,8 @@
 //! is reserved for a helper thread of the poster's, a held CPU gets the call
 //! queued and its "mail pending" flag set. The holder runs its mailbox, in a
 //! CPU-local section of its CPU, whenever it could take an interrupt: when
-//! its section depth returns to 0 (one relaxed load of the flag), while it
+//! its section depth returns to 0 (one relaxed load of the flag, reached
+//! through a pointer the thread-local keeps), while it
 //! waits for a cross-CPU call of its own, and before it gives the CPU up (to
 //! sleep or to unbind). Giving up drains the mailbox and marks the CPU free
 //! under the same lock a poster takes, so a call is never left behind in
@@ -70,6 +71,10 @@ pub(crate) struct Local {
     pub(crate) rng: Cell<u64>,
     /// `current->flags` of the task this thread is (memalloc scopes).
     pub(crate) pflags: Cell<u32>,
+    /// The "mail pending" flag of the CPU it is bound to ([`Cpus::mail_flag`]),
+    /// so closing a section reads it without going through the platform.
+    /// Valid while the thread is bound (the binding borrows the `Cpus`).
+    pub(crate) mail: Cell<*const AtomicBool>,
 }
 
 thread_local! {
@@ -84,6 +89,7 @@ thread_local! {
             task: Cell::new(Task { pid: 0, comm: [0; 16] }),
             rng: Cell::new(0),
             pflags: Cell::new(0),
+            mail: Cell::new(core::ptr::null()),
         }
     };
 }
@@ -212,10 +218,9 @@ impl Cpus {
         self.mail.len()
     }
 
-    /// Whether `cpu` (probably) has calls waiting: the fast-path check.
-    #[inline]
-    pub(crate) fn has_mail(&self, cpu: usize) -> bool {
-        self.mail[cpu].load(Ordering::Relaxed)
+    /// `cpu`'s "mail pending" flag, for the bound thread's locals.
+    pub(crate) fn mail_flag(&self, cpu: usize) -> *const AtomicBool {
+        &self.mail[cpu]
     }
 
     /// Queue `call` for `cpu`, reserving the CPU for the poster when no
@@ -486,6 +491,7 @@ impl Drop for CpuBinding<'_> {
         self.cpus.release(self.cpu, self.token, busy);
         LOCAL.with(|l| {
             l.id.set(0);
+            l.mail.set(core::ptr::null());
             l.depth.set(0);
             l.irq.set(0);
             l.spin.set(0);

@@ -104,7 +104,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use wait::WaitTable;
 
-/// Size of the virtual range reserved for [`Platform::map_page`] (64 GiB).
+/// Default size of the virtual range reserved for [`Platform::map_page`]
+/// (64 GiB; see [`SimConfig::vmap_size`]).
 pub const VMAP_SIZE: usize = 64 << 30;
 
 /// Lock a mutex, ignoring poisoning: every structure guarded here stays
@@ -128,6 +129,11 @@ pub struct SimConfig {
     pub echo_reports: bool,
     /// Seed of the random sources, for reproducible runs.
     pub seed: u64,
+    /// Bytes of address space reserved as the vmalloc/kmap area
+    /// ([`VMAP_SIZE`] by default). Tools that limit the address space
+    /// (valgrind refuses a 64 GiB reservation) need a smaller one; it is
+    /// rounded up to whole pages.
+    pub vmap_size: usize,
 }
 
 impl SimConfig {
@@ -140,6 +146,7 @@ impl SimConfig {
             lowmem_limit: None,
             echo_reports: false,
             seed: 0,
+            vmap_size: VMAP_SIZE,
         }
     }
 }
@@ -278,6 +285,12 @@ pub struct SimPlatform {
 
 #[cold]
 #[inline(never)]
+fn mismatched_exit() -> ! {
+    panic!("local_exit does not match the innermost local_enter of this thread")
+}
+
+#[cold]
+#[inline(never)]
 fn not_bound(bound_to: u64) -> ! {
     if bound_to == 0 {
         panic!("{NOT_BOUND}");
@@ -332,7 +345,12 @@ impl SimPlatform {
             }
         }
         let phys = PhysMem::new(size)?;
-        let vmap = VmapArea::new(VMAP_SIZE)?;
+        if config.vmap_size == 0 {
+            return Err(SimError::Config(
+                "the vmap area needs at least one page".into(),
+            ));
+        }
+        let vmap = VmapArea::new(config.vmap_size.next_multiple_of(PAGE_SIZE))?;
         let direct_end = config.lowmem_limit.map_or(size, |l| l.min(size));
         let mut seed = config.seed;
         let unbound_seed = splitmix64(&mut seed);
@@ -407,6 +425,7 @@ impl SimPlatform {
             l.spin.set(0);
             l.task.set(task);
             l.rng.set(rng);
+            l.mail.set(self.cpus.mail_flag(cpu));
         });
         CpuBinding {
             cpus: &self.cpus,
@@ -693,15 +712,23 @@ unsafe impl Platform for SimPlatform {
 
     #[inline]
     fn local_exit(&self, state: LocalState) {
-        LOCAL.with(|l| {
-            assert!(
-                l.id.get() == self.id && l.depth.get() == state.saved + 1,
-                "local_exit does not match the innermost local_enter of this thread"
-            );
+        let mail = LOCAL.with(|l| {
+            // The depth check alone catches an exit without its enter: an
+            // unbound thread's depth is 0, and `local_enter` checked the
+            // binding. (Checking the instance id again would cost a load
+            // through the platform on every section.)
+            if l.depth.get() != state.saved + 1 {
+                mismatched_exit();
+            }
             l.depth.set(state.saved);
+            l.mail.get()
         });
         // Interrupts are enabled again: take a pending IPI.
-        if state.saved == 0 && self.cpus.has_mail(state.cpu) {
+        // SAFETY: `mail` points at the flag of the CPU this thread is bound
+        // to (set by `install`), inside the `Cpus` the binding borrows, so it
+        // is valid while the thread is bound; the depth check above proved a
+        // section was open, so it is.
+        if state.saved == 0 && unsafe { (*mail).load(Ordering::Relaxed) } {
             self.ipi_interrupt();
         }
     }

@@ -151,6 +151,20 @@ fn unusable_configurations_are_refused() {
 }
 
 #[test]
+fn vmap_size_is_configurable_and_must_be_positive() {
+    let mut c = SimConfig::new(1, pc_memory_map(16 * MIB));
+    assert_eq!(c.vmap_size, kmem_sim::VMAP_SIZE);
+    c.vmap_size = 5 * PAGE_SIZE + 1;
+    let p = SimPlatform::new(c.clone()).unwrap();
+    let (start, end) = p.vmap_range().unwrap();
+    assert_eq!(end - start, 6 * PAGE_SIZE, "rounded up to whole pages");
+    p.map_page(start + 5 * PAGE_SIZE, 0x100).unwrap();
+    c.vmap_size = 0;
+    let err = SimPlatform::new(c).unwrap_err();
+    assert!(err.to_string().contains("vmap area"), "{err}");
+}
+
+#[test]
 fn reports_are_kept_and_taken() {
     let p = machine(16);
     kmem::report!(&p, kmem::platform::Level::Warning, "hello {}", 42);

@@ -56,8 +56,11 @@ pub struct BootParams {
     /// `vm.min_free_kbytes` set by the user; `None` computes it as Linux does.
     pub min_free_kbytes: Option<u64>,
     /// Transparent huge pages enabled: khugepaged raises `min_free_kbytes`
-    /// to keep pageblocks free (`set_recommended_min_free_kbytes`). On, as in
-    /// distribution kernels (the reference machine shows its effect).
+    /// to keep pageblocks free (`set_recommended_min_free_kbytes`), and the
+    /// per-CPU lists keep pageblock-order blocks too (`NR_PCP_THP`, which
+    /// Linux has with `CONFIG_TRANSPARENT_HUGEPAGE`). On, as in distribution
+    /// kernels (the reference machine shows its effect). Off models a
+    /// kernel without THP: order-9 blocks go to and from the buddy lists.
     pub transparent_hugepage: bool,
     /// `vm.watermark_scale_factor`.
     pub watermark_scale_factor: u64,
@@ -122,6 +125,8 @@ pub struct Kmem<P: Platform> {
     pub(crate) nr_nodes: usize,
     pub(crate) nr_cpus: usize,
     pub(crate) cpu_to_node: [u8; NR_CPUS],
+    /// Pageblock-order blocks have per-CPU lists (THP configured).
+    pub(crate) pcp_thp: bool,
     layout: [bool; MAX_NR_ZONE_TYPES],
     sysctl: spin::Mutex<VmSysctl>,
     memblock: Memblock,
@@ -507,6 +512,7 @@ impl<P: Platform> Kmem<P> {
             nr_nodes,
             nr_cpus,
             cpu_to_node,
+            pcp_thp: params.transparent_hugepage,
             layout,
             sysctl: spin::Mutex::new(VmSysctl {
                 min_free_kbytes: 0,

@@ -380,6 +380,7 @@ impl<P: Platform> Kmem<P> {
 
     /// The kmalloc cache for `size` bytes (`<= KMALLOC_MAX_CACHE_SIZE`) and
     /// `gfp` (`kmalloc_slab()`).
+    #[inline]
     pub fn kmalloc_slab(&self, size: usize, gfp: Gfp) -> Option<&KmemCache> {
         let index = kmalloc_index(size)?;
         let c = self.slab.kmalloc[kmalloc_type(gfp).index()][index as usize].load(Relaxed);
@@ -399,6 +400,7 @@ impl<P: Platform> Kmem<P> {
     /// unsafe { k.kfree(p.as_ptr()) }.unwrap();
     /// ```
     #[track_caller]
+    #[inline(always)]
     pub fn kmalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>> {
         self.kmalloc_node_caller(size, gfp, -1, Location::caller())
     }
@@ -430,10 +432,32 @@ impl<P: Platform> Kmem<P> {
         self.kmalloc_node_caller(bytes, gfp | __GFP_ZERO, -1, Location::caller())
     }
 
-    // track_caller: kmalloc_large's page allocation (and fail_page_alloc's
-    // report) names kmalloc's caller.
+    /// `__kmalloc_node()`: the fast path picks the cache and goes to the
+    /// slab fast path; everything else is in
+    /// [`kmalloc_slow`](Self::kmalloc_slow).
+    #[inline(always)]
     #[track_caller]
     fn kmalloc_node_caller(
+        &self,
+        size: usize,
+        gfp: Gfp,
+        node: i32,
+        caller: &'static Location<'static>,
+    ) -> Result<NonNull<u8>> {
+        // 1..=KMALLOC_MAX_CACHE_SIZE and no zone bits kmalloc refuses.
+        if size.wrapping_sub(1) < KMALLOC_MAX_CACHE_SIZE && !gfp.intersects(GFP_SLAB_BUG_MASK) {
+            if let Some(s) = self.kmalloc_slab(size, gfp) {
+                return self.slab_alloc_node(s, gfp, node, caller);
+            }
+        }
+        self.kmalloc_slow(size, gfp, node, caller)
+    }
+
+    /// Size 0, bad GFP bits (fixed up with Linux's warning) and
+    /// `kmalloc_large`.
+    #[cold]
+    #[inline(never)]
+    fn kmalloc_slow(
         &self,
         size: usize,
         gfp: Gfp,
@@ -471,11 +495,13 @@ impl<P: Platform> Kmem<P> {
     /// What kind of kmalloc memory `p` is, or a report and an error.
     pub(crate) fn kmalloc_owner(&self, what: &str, p: *const u8) -> Result<Owner<'_>> {
         // The fast case: an object of a slab.
-        if let Some(head) = self.virt_to_slab(p) {
+        if let Some(slab) = self.slab_of(p) {
             // SAFETY: a slab's cache field points at its live cache.
-            let s = unsafe { &*(head.slab_cache_addr() as *const KmemCache) };
-            self.check_obj(s, head, p, what)?;
-            return Ok(Owner::Slab(s, head));
+            let s = unsafe { &*(slab.page.slab_cache_addr() as *const KmemCache) };
+            if !s.is_obj_start(slab, p) {
+                self.invalid_pointer(s, slab, p)?;
+            }
+            return Ok(Owner::Slab(s, slab));
         }
         let Some(page) = self.virt_to_page(p) else {
             report!(
@@ -511,12 +537,32 @@ impl<P: Platform> Kmem<P> {
     ///
     /// `p` is not used after a successful free.
     #[track_caller]
+    #[inline]
     pub unsafe fn kfree(&self, p: *mut u8) -> Result<()> {
+        // The fast path: an object of a slab, found from the address.
+        if !zero_or_null_ptr(p) {
+            if let Some(slab) = self.slab_of(p) {
+                // SAFETY: a slab's cache field points at its live cache.
+                let s = unsafe { &*(slab.page.slab_cache_addr() as *const KmemCache) };
+                if !s.is_obj_start(slab, p) {
+                    return self.invalid_pointer(s, slab, p);
+                }
+                return self.slab_free(s, slab, p, Location::caller());
+            }
+        }
+        self.kfree_slow(p, Location::caller())
+    }
+
+    /// `kfree()` of NULL, `ZERO_SIZE_PTR`, a `kmalloc_large` block or
+    /// something that is not kmalloc memory.
+    #[cold]
+    #[inline(never)]
+    fn kfree_slow(&self, p: *mut u8, caller: &'static Location<'static>) -> Result<()> {
         if zero_or_null_ptr(p) {
             return Ok(());
         }
         match self.kmalloc_owner("kfree", p)? {
-            Owner::Slab(s, page) => self.slab_free(s, page, p, Location::caller()),
+            Owner::Slab(s, slab) => self.slab_free(s, slab, p, caller),
             Owner::Large(head) => {
                 let order = head.order();
                 self.__free_pages(head, order)?;
@@ -630,7 +676,7 @@ impl<P: Platform> Kmem<P> {
 /// What [`Kmem::kmalloc_owner`] found: a slab object (its cache and slab)
 /// or a `kmalloc_large` block (its head page).
 pub(crate) enum Owner<'a> {
-    Slab(&'a KmemCache, &'a crate::page::Page),
+    Slab(&'a KmemCache, crate::slab::cache::SlabRef<'a>),
     Large(&'a crate::page::Page),
 }
 

@@ -161,13 +161,25 @@ impl Page {
     /// Zone index recorded in the flags (`page_zonenum`), valid for block heads.
     #[inline]
     pub(crate) fn zone_idx(&self) -> usize {
-        ((self.flags.load(Relaxed) >> ZONE_SHIFT) & 0xf) as usize
+        Self::zone_of(self.flags.load(Relaxed))
+    }
+
+    /// The zone index in raw flags read once with [`raw_flags`](Self::raw_flags).
+    #[inline]
+    pub(crate) const fn zone_of(raw_flags: u32) -> usize {
+        ((raw_flags >> ZONE_SHIFT) & 0xf) as usize
     }
 
     /// Node recorded in the flags (`page_to_nid`), valid for block heads.
     #[inline]
     pub fn nid(&self) -> usize {
-        (self.flags.load(Relaxed) >> NODE_SHIFT) as usize
+        Self::nid_of(self.flags.load(Relaxed))
+    }
+
+    /// The node in raw flags read once with [`raw_flags`](Self::raw_flags).
+    #[inline]
+    pub(crate) const fn nid_of(raw_flags: u32) -> usize {
+        (raw_flags >> NODE_SHIFT) as usize
     }
 
     /// Zone and node bits for `set_page_links`.
@@ -317,6 +329,12 @@ impl<'a> MemMap<'a> {
     pub fn pfn_to_page(&self, pfn: u64) -> Option<&'a Page> {
         let idx = pfn.checked_sub(self.base_pfn)?;
         self.pages.get(usize::try_from(idx).ok()?)
+    }
+
+    /// The descriptor at mem_map index `idx`, if there is one.
+    #[inline]
+    pub(crate) fn get(&self, idx: usize) -> Option<&'a Page> {
+        self.pages.get(idx)
     }
 
     /// The descriptor at mem_map index `idx`.

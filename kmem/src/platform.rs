@@ -300,7 +300,7 @@ pub struct LocalGuard<'a, P: Platform + ?Sized> {
 
 impl<'a, P: Platform + ?Sized> LocalGuard<'a, P> {
     /// Enter a CPU-local section on `platform`.
-    #[inline]
+    #[inline(always)]
     pub fn new(platform: &'a P) -> Self {
         let state = platform.local_enter();
         LocalGuard {
@@ -318,7 +318,7 @@ impl<'a, P: Platform + ?Sized> LocalGuard<'a, P> {
 }
 
 impl<P: Platform + ?Sized> Drop for LocalGuard<'_, P> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         self.platform.local_exit(self.state);
     }

@@ -557,6 +557,35 @@ fn sysctls_recompute_watermarks() {
 }
 
 #[test]
+fn thp_sized_blocks_have_per_cpu_lists_only_with_thp() {
+    for thp in [true, false] {
+        let mut m = vec![0u8; BIG];
+        let p = kmem::arena::ArenaPlatform::new(&mut m, 1);
+        let (start, end) = p.usable_range();
+        let params = kmem::BootParams {
+            reserve_low: 0,
+            transparent_hugepage: thp,
+            ..kmem::BootParams::default()
+        };
+        let map = [kmem::memory_map::MemRegion::usable(start, end - start)];
+        let k = Kmem::boot(p, &map, &params).unwrap();
+        let before = settled(&k);
+        // From ZONE_DMA: boot's own allocations sit at the top of memory,
+        // so the 16 MiB below are free max-order blocks, whatever the size
+        // of the arena.
+        let page = k.alloc_pages(GFP_KERNEL | GFP_DMA, 9).unwrap();
+        let zone = k.page_zone(page);
+        assert_eq!(zone.zone_type(), ZoneType::Dma);
+        // With the THP lists the refill takes two blocks (rmqueue_bulk's
+        // minimum for a high order) and keeps one on this CPU's list.
+        let parked = zone.pcp(0).unwrap().count();
+        assert_eq!(parked, if thp { 512 } else { 0 }, "thp {thp}");
+        k.__free_pages(page, 9).unwrap();
+        assert_eq!(settled(&k), before, "thp {thp}");
+    }
+}
+
+#[test]
 fn disabled_pcp_sends_frees_to_the_buddy_lists() {
     let mut m = vec![0u8; SMALL];
     let k = boot(&mut m, 1);

@@ -447,6 +447,73 @@ fn bad_frees_are_reported_and_refused() {
 }
 
 #[test]
+fn object_start_check_covers_the_slab_edges() {
+    let mut m = vec![0u8; MEM];
+    let k = boot(&mut m);
+    let p = k.platform();
+    let slab_base = |o: *mut u8| {
+        let head = k.compound_head(k.virt_to_page(o).unwrap());
+        k.page_address(head).unwrap().as_ptr()
+    };
+    // SAFETY (all frees below): testing refusals; nothing is used after a
+    // successful free.
+    // The left red zone in front of the first object.
+    let rz = k
+        .kmem_cache_create("edge_rz", 64, 0, SLAB_RED_ZONE, None)
+        .unwrap();
+    assert!(rz.geometry().red_left_pad > 0);
+    let o = k.kmem_cache_alloc(rz, GFP_KERNEL).unwrap();
+    let base = slab_base(o.as_ptr());
+    assert_eq!(
+        unsafe { k.kmem_cache_free(rz, base) },
+        Err(Error::InvalidArgument)
+    );
+    assert!(p.reported("BUG edge_rz (Not tainted): Invalid object pointer"));
+    assert!(p.reported("is before the first object"));
+    unsafe { k.kmem_cache_free(rz, o.as_ptr()) }.unwrap();
+    // The bytes after the last object of a slab.
+    let c = k
+        .kmem_cache_create("edge_96", 96, 0, SLAB_NO_MERGE, None)
+        .unwrap();
+    let g = *c.geometry();
+    // 42 objects of 96 bytes leave 64 bytes: `past` is where a 43rd
+    // object would start, so only the object count refuses it.
+    assert!(g.leftover() > 0, "{g:?}");
+    let o = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
+    let past = slab_base(o.as_ptr()).wrapping_add(g.objects * g.size);
+    assert_eq!(
+        unsafe { k.kmem_cache_free(c, past) },
+        Err(Error::InvalidArgument)
+    );
+    assert!(p.reported("BUG edge_96 (Not tainted): Invalid object pointer"));
+    assert!(p.reported("is past the last object of edge_96 (42 objects) at @offset=4032"));
+    unsafe { k.kmem_cache_free(c, o.as_ptr()) }.unwrap();
+    // Objects in the tail pages of a multi-page slab are found through the
+    // head page; a pointer into one of them is still refused.
+    let big: Vec<_> = (0..4)
+        .map(|_| k.kmalloc(8192, GFP_KERNEL).unwrap())
+        .collect();
+    assert!(k.kmalloc_slab(8192, GFP_KERNEL).unwrap().geometry().order > 0);
+    for o in &big {
+        assert_eq!(
+            unsafe { k.kfree(o.as_ptr().add(PAGE_SIZE)) },
+            Err(Error::InvalidArgument)
+        );
+    }
+    for o in big {
+        unsafe { k.kfree(o.as_ptr()) }.unwrap();
+    }
+    // A double free is caught at the top of the sheaf, also when that
+    // object emptied the sheaf before (the guard slot below it is null).
+    let x = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
+    unsafe { k.kmem_cache_free(c, x.as_ptr()) }.unwrap();
+    assert_eq!(
+        unsafe { k.kmem_cache_free(c, x.as_ptr()) },
+        Err(Error::BadState)
+    );
+}
+
+#[test]
 fn consistency_checks_catch_every_double_free() {
     let mut m = vec![0u8; MEM];
     let k = boot(&mut m);
@@ -809,7 +876,7 @@ fn empty_slabs_beyond_min_partial_go_back_without_a_shrink() {
     let c = k
         .kmem_cache_create("partial", 256, 0, SLAB_NO_MERGE, None)
         .unwrap();
-    let n = if cfg!(miri) { 600 } else { 3000 };
+    let n = if cfg!(miri) { 600 } else { 5000 };
     let objs: Vec<_> = (0..n)
         .map(|_| k.kmem_cache_alloc(c, GFP_KERNEL).unwrap())
         .collect();
@@ -820,8 +887,9 @@ fn empty_slabs_beyond_min_partial_go_back_without_a_shrink() {
     }
     let left = k.slab_totals(c).0;
     // What stays: min_partial empty slabs plus those holding objects parked
-    // in this CPU's sheaves and the barn.
-    let parked = 4 * kmem::slab::cache::SHEAF_CAPACITY as u64 / c.geometry().objects as u64 + 1;
+    // in this CPU's two sheaves and the barn's.
+    use kmem::slab::cache::{BARN_SHEAVES, SHEAF_CAPACITY};
+    let parked = ((2 + BARN_SHEAVES) * SHEAF_CAPACITY) as u64 / c.geometry().objects as u64 + 1;
     assert!(
         left <= c.min_partial() + parked + 1,
         "{left} of {peak} slabs left"

@@ -765,9 +765,10 @@ impl<P: Platform> Kmem<P> {
     fn mempool_is_element(&self, pool: &MempoolT<'_, P>, e: Element) -> bool {
         let x = e.as_ptr();
         match pool.pool_data {
-            PoolData::Cache(s) => self
-                .virt_to_slab(x)
-                .is_some_and(|page| self.check_obj(s, page, x, "mempool_free").is_ok()),
+            PoolData::Cache(s) => self.slab_of(x).is_some_and(|slab| {
+                slab.page.slab_cache_addr() == s as *const KmemCache as usize
+                    && s.is_obj_start(slab, x)
+            }),
             PoolData::Kmalloc(0) => x == ZERO_SIZE_PTR,
             PoolData::Kmalloc(size) => match self.kmalloc_owner("mempool_free", x) {
                 Ok(Owner::Slab(s, _)) => {

@@ -109,19 +109,34 @@ const fn bit(order: u32, mt: MigrateType) -> u64 {
 /// `highatomic` (the tail of `__zone_watermark_ok`).
 #[inline]
 pub(crate) fn mask_has_block(mask: u64, order: u32, highatomic: bool) -> bool {
-    let mut want = 0u64;
-    let mut o = order;
-    while o <= MAX_PAGE_ORDER {
-        want |= bit(o, MigrateType::Unmovable)
-            | bit(o, MigrateType::Movable)
-            | bit(o, MigrateType::Reclaimable);
-        if highatomic {
-            want |= bit(o, MigrateType::HighAtomic);
-        }
+    let per_order = if highatomic {
+        ORDINARY_LISTS | bit(0, MigrateType::HighAtomic)
+    } else {
+        ORDINARY_LISTS
+    };
+    // The lists of `order` and above are the bits from `order`'s first up.
+    let from_order = ALL_ORDERS.wrapping_shl(order * MIGRATE_TYPES as u32) & ALL_ORDERS;
+    mask & from_order & per_order.wrapping_mul(ORDER_STRIDE) != 0
+}
+
+/// The bits of the ordinary (unmovable, movable, reclaimable) lists of order 0.
+const ORDINARY_LISTS: u64 = bit(0, MigrateType::Unmovable)
+    | bit(0, MigrateType::Movable)
+    | bit(0, MigrateType::Reclaimable);
+/// Bit 0 of every order's group: multiplying an order-0 pattern by it
+/// repeats the pattern for every order.
+const ORDER_STRIDE: u64 = {
+    let mut m = 0u64;
+    let mut o = 0;
+    while o < NR_PAGE_ORDERS {
+        m |= 1 << (o * MIGRATE_TYPES);
         o += 1;
     }
-    mask & want != 0
-}
+    m
+};
+/// Every bit a free-list mask can have.
+const ALL_ORDERS: u64 = (1 << (NR_PAGE_ORDERS * MIGRATE_TYPES)) - 1;
+const _: () = assert!(NR_PAGE_ORDERS * MIGRATE_TYPES <= 64);
 
 impl FreeArea {
     pub(crate) const fn new() -> Self {
@@ -422,5 +437,43 @@ impl FreeArea {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The loop `mask_has_block` replaced, as the reference.
+    fn has_block_by_loop(mask: u64, order: u32, highatomic: bool) -> bool {
+        (order..=MAX_PAGE_ORDER).any(|o| {
+            let mut want = bit(o, MigrateType::Unmovable)
+                | bit(o, MigrateType::Movable)
+                | bit(o, MigrateType::Reclaimable);
+            if highatomic {
+                want |= bit(o, MigrateType::HighAtomic);
+            }
+            mask & want != 0
+        })
+    }
+
+    #[test]
+    fn mask_has_block_matches_the_per_order_loop() {
+        for order in 0..=MAX_PAGE_ORDER {
+            for o in 0..=MAX_PAGE_ORDER {
+                for mt in MigrateType::ALL {
+                    let mask = bit(o, mt);
+                    for ha in [false, true] {
+                        assert_eq!(
+                            mask_has_block(mask, order, ha),
+                            has_block_by_loop(mask, order, ha),
+                            "order {order}, list ({o}, {mt:?}), highatomic {ha}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(!mask_has_block(0, 0, true));
+        assert!(mask_has_block(u64::MAX, MAX_PAGE_ORDER, false));
     }
 }

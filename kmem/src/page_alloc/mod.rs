@@ -18,8 +18,20 @@
 //! zone `j`, so that DMA memory is not eaten by GFP_KERNEL.
 //!
 //! Then it takes pages from the per-CPU lists ([`pcp`]) for orders up to
-//! [`crate::PAGE_ALLOC_COSTLY_ORDER`], or from the
+//! [`crate::PAGE_ALLOC_COSTLY_ORDER`] and for pageblock-order (THP) blocks,
+//! or from the
 //! buddy lists ([`buddy`]) under the zone lock.
+//!
+//! The fast paths are written for the code generator: popping from or
+//! pushing onto a per-CPU list, the order-0 watermark test and
+//! `prep_new_page()` are inlined, while list refills and spills
+//! (`rmqueue_bulk`, `free_pcppages_bulk`), the high-order watermark tail,
+//! buddy work and every report are out-of-line functions. `__free_pages`
+//! checks an ordinary block (flags read once: not reserved, tail, buddy,
+//! on a per-CPU list, slab or compound; the order it was allocated with; a
+//! reference held) in one test, then drops the reference with an atomic
+//! decrement as `put_page_testzero()` does; everything else, the bad-page
+//! reports included, takes the slow path.
 //!
 //! When that fails, the slow path (`alloc_pages_slowpath`) follows Linux:
 //! wake kswapd, relax the watermark, use the reserves where allowed, then
@@ -132,7 +144,7 @@ use crate::{
 use buddy::{BuddyCx, FreeArea, RmqueueMode};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use pcp::{order_to_pindex, pindex_to_order, PerCpuPages, NR_PCP_LISTS};
+use pcp::{order_to_pindex, pcp_allowed_order, pindex_to_order, PerCpuPages, NR_PCP_LISTS};
 
 /// Highest node count (`MAX_NUMNODES`).
 pub const MAX_NUMNODES: usize = 8;
@@ -697,7 +709,17 @@ impl<P: Platform> Kmem<P> {
 
     /// The zone type index an allocation with `gfp` may go up to, mapped
     /// onto this machine's layout (no DMA32 or HighMem: Normal).
+    #[inline]
     pub fn gfp_zone_idx(&self, gfp: Gfp) -> Result<usize> {
+        // No zone modifier (GFP_KERNEL and most others): ZONE_NORMAL.
+        if gfp.bits() & gfp::GFP_ZONEMASK.bits() == 0 {
+            return Ok(ZoneType::Normal as usize);
+        }
+        self.gfp_zone_idx_slow(gfp)
+    }
+
+    #[inline(never)]
+    fn gfp_zone_idx_slow(&self, gfp: Gfp) -> Result<usize> {
         let t = gfp::gfp_zone(gfp).inspect_err(|_| {
             report!(
                 &self.p,
@@ -1065,7 +1087,9 @@ impl<P: Platform> Kmem<P> {
         }
     }
 
-    /// `zone_watermark_fast()`.
+    /// `zone_watermark_fast()`: the order-0 test inline, the rest
+    /// ([`watermark_ok`]) out of line.
+    #[inline]
     fn zone_watermark_fast(
         &self,
         zone: &Zone,
@@ -1079,6 +1103,18 @@ impl<P: Platform> Kmem<P> {
         if order == 0 && free > (mark + reserve) as i64 {
             return true;
         }
+        Self::zone_watermark_slow(zone, free, order, mark, reserve, af)
+    }
+
+    #[inline(never)]
+    fn zone_watermark_slow(
+        zone: &Zone,
+        free: i64,
+        order: u32,
+        mark: u64,
+        reserve: u64,
+        af: AllocFlags,
+    ) -> bool {
         watermark_ok(free, order, mark, reserve, af, |o, ha| {
             buddy::mask_has_block(zone.free_mask.load(Relaxed), o, ha)
         })
@@ -1105,12 +1141,25 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `rmqueue()`: per-CPU lists for small orders, else the buddy lists.
+    #[inline]
     fn rmqueue(&self, zone: &Zone, order: u32, mt: MigrateType, af: AllocFlags) -> Option<u32> {
-        if order <= PAGE_ALLOC_COSTLY_ORDER {
+        if pcp_allowed_order(order, self.pcp_thp) {
             if let Some(i) = self.rmqueue_pcplist(zone, order, mt, af) {
                 return Some(i);
             }
         }
+        self.rmqueue_buddy(zone, order, mt, af)
+    }
+
+    /// `rmqueue_buddy()`: one block from the buddy lists under the zone lock.
+    #[inline(never)]
+    fn rmqueue_buddy(
+        &self,
+        zone: &Zone,
+        order: u32,
+        mt: MigrateType,
+        af: AllocFlags,
+    ) -> Option<u32> {
         let _irq = LocalGuard::new(&self.p);
         let cx = self.buddy_cx(zone);
         let mut area = zone.lock();
@@ -1121,7 +1170,11 @@ impl<P: Platform> Kmem<P> {
         Some(idx)
     }
 
-    /// `rmqueue_pcplist()`.
+    /// `rmqueue_pcplist()`: pop a block from this CPU's list. A pending
+    /// drain request or an empty list goes to
+    /// [`rmqueue_pcplist_refill`](Self::rmqueue_pcplist_refill), still
+    /// inside the section.
+    #[inline]
     fn rmqueue_pcplist(
         &self,
         zone: &Zone,
@@ -1135,12 +1188,36 @@ impl<P: Platform> Kmem<P> {
         // `lists`; no other borrow of these lists exists in this frame.
         let lists = unsafe { pcp.lists_mut() };
         let mm = self.mem_map();
+        let pindex = order_to_pindex(mt as usize, order);
+        if pcp.drain_requested() || lists[pindex].is_empty() {
+            self.rmqueue_pcplist_refill(zone, pcp, lists, order, mt, af);
+        }
+        let idx = lists[pindex].pop_head(&mm)?;
+        mm.at(idx).clear_flag_owned(PG_PCP);
+        pcp.add_count(-(1i64 << order));
+        pcp.count_alloc(1 << order);
+        Some(idx)
+    }
+
+    /// Honour a drain request, then refill an empty list with `batch`
+    /// pages' worth in one trip to the buddy lists (`rmqueue_bulk()`).
+    /// Runs inside the owner's section.
+    #[inline(never)]
+    fn rmqueue_pcplist_refill(
+        &self,
+        zone: &Zone,
+        pcp: &PerCpuPages,
+        lists: &mut [crate::page::PageList; NR_PCP_LISTS],
+        order: u32,
+        mt: MigrateType,
+        af: AllocFlags,
+    ) {
+        let mm = self.mem_map();
         if pcp.take_drain_request() {
             self.free_pcppages_bulk(zone, pcp, lists, u32::MAX);
         }
         let pindex = order_to_pindex(mt as usize, order);
         if lists[pindex].is_empty() {
-            // rmqueue_bulk(): refill with `batch` pages' worth in one trip.
             let batch = pcp.batch().max(1);
             let count = if order == 0 {
                 batch
@@ -1163,14 +1240,10 @@ impl<P: Platform> Kmem<P> {
             drop(area);
             pcp.add_count(i64::from(got) << order);
         }
-        let idx = lists[pindex].pop_head(&mm)?;
-        mm.at(idx).clear_flag_owned(PG_PCP);
-        pcp.add_count(-(1i64 << order));
-        pcp.count_alloc(1 << order);
-        Some(idx)
     }
 
     /// `prep_new_page()`: reference, order, compound metadata, zeroing.
+    #[inline]
     fn prep_new_page(&self, zone: &Zone, idx: u32, order: u32, gfp: Gfp) -> &Page {
         let mm = self.mem_map();
         let page = mm.at(idx);
@@ -1178,6 +1251,18 @@ impl<P: Platform> Kmem<P> {
         page.set_raw_flags(links);
         page.set_order(order);
         page.set_refcount(1);
+        if (order > 0 && gfp.contains(gfp::__GFP_COMP)) || gfp.contains(gfp::__GFP_ZERO) {
+            self.prep_compound_zero(idx, links, order, gfp);
+        }
+        page
+    }
+
+    /// The parts of `prep_new_page()` only some allocations need: tail
+    /// pages of a compound page, `__GFP_ZERO`.
+    #[inline(never)]
+    fn prep_compound_zero(&self, idx: u32, links: u32, order: u32, gfp: Gfp) {
+        let mm = self.mem_map();
+        let page = mm.at(idx);
         if order > 0 && gfp.contains(gfp::__GFP_COMP) {
             page.set_flag(PG_HEAD);
             for t in 1..(1u32 << order) {
@@ -1190,7 +1275,6 @@ impl<P: Platform> Kmem<P> {
         if gfp.contains(gfp::__GFP_ZERO) {
             self.zero_pages(mm.pfn_of(idx), 1 << order);
         }
-        page
     }
 
     /// Zero `n` pages from `pfn`, through the direct map or kmap.
@@ -1310,7 +1394,55 @@ impl<P: Platform> Kmem<P> {
     /// Double frees, frees with the wrong order, frees of tail, reserved or
     /// slab pages are reported as "BUG: Bad page state" and refused with
     /// [`Error::BadState`]; the page is left as it was.
+    #[inline]
     pub fn __free_pages(&self, page: &Page, order: u32) -> Result<()> {
+        let mm = self.mem_map();
+        // The fast path: a descriptor of this machine, an allocated
+        // non-compound block freed with its order, the last reference.
+        // Anything else, the reports included, is `free_pages_slow`.
+        if let Some(idx) = mm.index_of(page) {
+            let f = page.raw_flags();
+            const NOT_FAST: u32 = PG_RESERVED | PG_TAIL | PG_BUDDY | PG_PCP | PG_SLAB | PG_HEAD;
+            if f & NOT_FAST == 0
+                && page.order() == order
+                && order <= MAX_PAGE_ORDER
+                && page.refcount() > 0
+            {
+                // put_page_testzero(): an atomic decrement, so that two
+                // racing frees of one page cannot both free it.
+                match page.ref_dec() {
+                    1 => {}
+                    n if n > 1 => return Ok(()),
+                    _ => return self.free_pages_race(page),
+                }
+                page.set_order(0);
+                let zone = self.node(Page::nid_of(f)).zone(Page::zone_of(f));
+                if pcp_allowed_order(order, self.pcp_thp) {
+                    self.free_unref_page(zone, idx, order);
+                } else {
+                    self.free_one_page(zone, idx, order);
+                }
+                self.wake_free_page_waiters();
+                return Ok(());
+            }
+        }
+        self.free_pages_slow(page, order)
+    }
+
+    /// A free that lost the race with another free of the same page.
+    #[cold]
+    #[inline(never)]
+    fn free_pages_race(&self, page: &Page) -> Result<()> {
+        page.ref_inc();
+        self.bad_page(page, BadPage::Free);
+        Err(Error::BadState)
+    }
+
+    /// `__free_pages()` past its fast path: compound pages, descriptors of
+    /// another machine, every bad-input report.
+    #[cold]
+    #[inline(never)]
+    fn free_pages_slow(&self, page: &Page, order: u32) -> Result<()> {
         let mm = self.mem_map();
         let Some(idx) = mm.index_of(page) else {
             report!(
@@ -1351,7 +1483,7 @@ impl<P: Platform> Kmem<P> {
         }
         page.set_order(0);
         let zone = self.page_zone(page);
-        if order <= PAGE_ALLOC_COSTLY_ORDER {
+        if pcp_allowed_order(order, self.pcp_thp) {
             self.free_unref_page(zone, idx, order);
         } else {
             self.free_one_page(zone, idx, order);
@@ -1361,6 +1493,7 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `free_one_page()`: straight back to the buddy lists.
+    #[inline(never)]
     fn free_one_page(&self, zone: &Zone, idx: u32, order: u32) {
         let _irq = LocalGuard::new(&self.p);
         let cx = self.buddy_cx(zone);
@@ -1374,6 +1507,7 @@ impl<P: Platform> Kmem<P> {
 
     /// `free_unref_page()`: onto this CPU's list, spilling `batch` pages
     /// to the buddy lists when the list reaches `high`.
+    #[inline]
     fn free_unref_page(&self, zone: &Zone, idx: u32, order: u32) {
         let mm = self.mem_map();
         let mut mt = self.pageblocks().get(mm.pfn_of(idx));
@@ -1394,6 +1528,20 @@ impl<P: Platform> Kmem<P> {
         lists[order_to_pindex(mt as usize, order)].push_head(&mm, idx);
         pcp.add_count(1 << order);
         pcp.count_free(1 << order);
+        if pcp.drain_requested() || pcp.count() >= pcp.high() {
+            self.free_unref_page_spill(zone, pcp, lists);
+        }
+    }
+
+    /// Honour a drain request, or give `batch` pages back from a list that
+    /// reached `high`. Runs inside the owner's section.
+    #[inline(never)]
+    fn free_unref_page_spill(
+        &self,
+        zone: &Zone,
+        pcp: &PerCpuPages,
+        lists: &mut [crate::page::PageList; NR_PCP_LISTS],
+    ) {
         if pcp.take_drain_request() {
             self.free_pcppages_bulk(zone, pcp, lists, u32::MAX);
         } else if pcp.count() >= pcp.high() {

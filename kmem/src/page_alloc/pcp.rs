@@ -1,7 +1,13 @@
 //! Per-CPU page lists (`struct per_cpu_pages`).
 //!
 //! Each CPU keeps, per zone, short lists of free pages of orders
-//! `0..=PAGE_ALLOC_COSTLY_ORDER`, one per (order, migratetype). An
+//! `0..=PAGE_ALLOC_COSTLY_ORDER`, one per (order, migratetype), and, as
+//! Linux 6.x with `CONFIG_TRANSPARENT_HUGEPAGE`, two lists of
+//! pageblock-order (2 MiB, THP-sized) blocks: movable, and the rest. kmem
+//! has the THP lists when the machine boots with
+//! [`BootParams::transparent_hugepage`](crate::BootParams::transparent_hugepage)
+//! (the default); without it, order-9 blocks go straight to the buddy
+//! lists, as in a kernel built without THP. An
 //! allocation of such an order pops from its CPU's list without taking the
 //! zone lock; an empty list is refilled with `batch` blocks in one locked
 //! trip (`rmqueue_bulk`); a free pushes onto the list and, once the list
@@ -23,25 +29,48 @@
 //! free returns `batch` pages (Linux's minimum; it scales the amount up
 //! after consecutive frees).
 
-use super::MIGRATE_PCPTYPES;
+use super::{MigrateType, MIGRATE_PCPTYPES};
 use crate::page::PageList;
-use crate::PAGE_ALLOC_COSTLY_ORDER;
+use crate::{PAGEBLOCK_ORDER, PAGE_ALLOC_COSTLY_ORDER};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 
-/// Lists per CPU per zone (`NR_PCP_LISTS` without the THP list).
-pub const NR_PCP_LISTS: usize = MIGRATE_PCPTYPES * (PAGE_ALLOC_COSTLY_ORDER as usize + 1);
+/// Lists for orders `0..=PAGE_ALLOC_COSTLY_ORDER`, one per migratetype
+/// (`NR_LOWORDER_PCP_LISTS`).
+pub const NR_LOWORDER_PCP_LISTS: usize = MIGRATE_PCPTYPES * (PAGE_ALLOC_COSTLY_ORDER as usize + 1);
+/// Lists for pageblock-order (THP-sized) blocks (`NR_PCP_THP` with
+/// `CONFIG_TRANSPARENT_HUGEPAGE`): one for movable blocks, one shared by
+/// unmovable and reclaimable ones, as in Linux 6.18.
+pub const NR_PCP_THP: usize = 2;
+/// Lists per CPU per zone (`NR_PCP_LISTS`).
+pub const NR_PCP_LISTS: usize = NR_LOWORDER_PCP_LISTS + NR_PCP_THP;
 
-/// `order_to_pindex()`.
+/// `order_to_pindex()`: `order` is at most `PAGE_ALLOC_COSTLY_ORDER` or
+/// the pageblock order.
 #[inline]
 pub(crate) const fn order_to_pindex(mt: usize, order: u32) -> usize {
-    MIGRATE_PCPTYPES * order as usize + mt
+    if order > PAGE_ALLOC_COSTLY_ORDER {
+        NR_LOWORDER_PCP_LISTS + (mt == MigrateType::Movable as usize) as usize
+    } else {
+        MIGRATE_PCPTYPES * order as usize + mt
+    }
 }
 
 /// `pindex_to_order()`.
 #[inline]
 pub(crate) const fn pindex_to_order(pindex: usize) -> u32 {
-    (pindex / MIGRATE_PCPTYPES) as u32
+    if pindex >= NR_LOWORDER_PCP_LISTS {
+        PAGEBLOCK_ORDER
+    } else {
+        (pindex / MIGRATE_PCPTYPES) as u32
+    }
+}
+
+/// `pcp_allowed_order()`: orders up to `PAGE_ALLOC_COSTLY_ORDER`, and the
+/// pageblock order (THP) when the machine has the THP lists.
+#[inline]
+pub(crate) const fn pcp_allowed_order(order: u32, thp: bool) -> bool {
+    order <= PAGE_ALLOC_COSTLY_ORDER || (thp && order == PAGEBLOCK_ORDER)
 }
 
 /// One CPU's page lists for one zone.
@@ -156,6 +185,12 @@ impl PerCpuPages {
         self.drain.store(true, Relaxed);
     }
 
+    /// Whether a drain was requested (the request stays pending).
+    #[inline]
+    pub(crate) fn drain_requested(&self) -> bool {
+        self.drain.load(Relaxed)
+    }
+
     /// Take a pending drain request.
     #[inline]
     pub(crate) fn take_drain_request(&self) -> bool {
@@ -175,5 +210,36 @@ impl PerCpuPages {
         // SAFETY: exclusivity is the caller's contract, backed by the
         // Platform's promise that CPU-local sections of one CPU never overlap.
         unsafe { &mut *self.lists.get() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pindex_round_trips_for_every_pcp_order() {
+        for order in (0..=PAGE_ALLOC_COSTLY_ORDER).chain([PAGEBLOCK_ORDER]) {
+            for mt in 0..MIGRATE_PCPTYPES {
+                let i = order_to_pindex(mt, order);
+                assert!(i < NR_PCP_LISTS);
+                assert_eq!(pindex_to_order(i), order);
+            }
+        }
+        // The THP lists: movable, and unmovable with reclaimable.
+        let u = order_to_pindex(MigrateType::Unmovable as usize, PAGEBLOCK_ORDER);
+        let r = order_to_pindex(MigrateType::Reclaimable as usize, PAGEBLOCK_ORDER);
+        let m = order_to_pindex(MigrateType::Movable as usize, PAGEBLOCK_ORDER);
+        assert_eq!(
+            (u, r, m),
+            (
+                NR_LOWORDER_PCP_LISTS,
+                NR_LOWORDER_PCP_LISTS,
+                NR_LOWORDER_PCP_LISTS + 1
+            )
+        );
+        assert!(pcp_allowed_order(PAGEBLOCK_ORDER, true));
+        assert!(!pcp_allowed_order(PAGEBLOCK_ORDER, false));
+        assert!(!pcp_allowed_order(PAGE_ALLOC_COSTLY_ORDER + 1, true));
     }
 }

@@ -26,7 +26,41 @@
 //! barn, and only then flushed back into its slabs. Debug caches
 //! (`SLAB_CONSISTENCY_CHECKS`, `SLAB_RED_ZONE`, `SLAB_POISON`,
 //! `SLAB_STORE_USER`) bypass the sheaves, as Linux bypasses the cpu slab, so
-//! every object is checked on its way in and out.
+//! every object is checked on its way in and out. Each node's barn holds
+//! [`BARN_SHEAVES`] sheaves (Linux's `MAX_FULL_SHEAVES`).
+//!
+//! # The fast paths and what they check
+//!
+//! `kmalloc`/`kmem_cache_alloc` and `kfree`/`kmem_cache_free` each enter
+//! the CPU-local section once, pop or push the main sheaf and leave; the
+//! functions are inlined into their callers (`kmalloc` always, as Linux's
+//! `__always_inline` kmalloc, so that a constant size picks its cache at
+//! compile time) and everything else lives in `#[cold]` functions. When a
+//! fast path cannot finish, it hands its *open* section to the slow path,
+//! which leaves it first thing: the call is then a tail call and no
+//! argument has to survive the platform's `local_exit` (which may run
+//! cross-CPU calls), so the fast paths need no register saves.
+//!
+//! Linux without `slab_debug` checks, on free, only what it needs to find
+//! the cache (`virt_to_slab()`, and with `CONFIG_SLAB_FREELIST_HARDENED`
+//! that the object belongs to the cache passed in). kmem keeps, always on,
+//! the checks that cost a few instructions and stop bad input from
+//! corrupting the allocator:
+//! - the address lies in a slab (one range check and the `PG_slab` bit of
+//!   the head page, whose address comes from the pfn, not from a division);
+//! - for `kmem_cache_free`, the slab belongs to that cache;
+//! - the address is an object start: one multiplication by a precomputed
+//!   reciprocal, as Linux's `obj_to_index()`, and two compares;
+//! - the object is not the one on top of the CPU's main sheaf (a double
+//!   free in a row); a null guard slot below the sheaf's first object makes
+//!   that one compare even for an empty sheaf;
+//! - free pointers are checked as the freelist is followed on refill
+//!   ("Freepointer corrupt").
+//!
+//! What stays debug-only, as in Linux: searching the slab's freelist for a
+//! double free anywhere (`on_freelist`), red zones, poisoning and the
+//! owner tracking (`SLAB_CONSISTENCY_CHECKS`, `SLAB_RED_ZONE`,
+//! `SLAB_POISON`, `SLAB_STORE_USER`, or `slab_debug=` for all caches).
 //!
 //! # Slabs
 //!
@@ -43,17 +77,24 @@
 use super::geometry::{calculate_sizes, CacheArgs, CacheGeometry};
 use super::*;
 use crate::gfp::{self, Gfp};
-use crate::page::{Page, PageList, PG_SLAB};
+use crate::page::{Page, PageList, PG_SLAB, PG_TAIL};
 use crate::page_alloc::MAX_NUMNODES;
-use crate::platform::{Level, LocalGuard, Platform};
+use crate::platform::{Level, LocalGuard, LocalState, Platform};
 use crate::{report, Error, Kmem, Result, PAGE_SHIFT, PAGE_SIZE};
 use core::cell::UnsafeCell;
 use core::panic::Location;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 /// Objects per sheaf.
 pub const SHEAF_CAPACITY: usize = 64;
+/// Sheaves in each node's barn, full or empty. Linux caps a barn at
+/// `MAX_FULL_SHEAVES` (10) full and `MAX_EMPTY_SHEAVES` (10) empty sheaves
+/// and allocates sheaves as it goes; kmem allocates the barn's sheaves with
+/// the cache, so the barn always holds exactly this many: with the main and
+/// spare sheaf a CPU keeps `(BARN_SHEAVES + 2) * SHEAF_CAPACITY` (768) free
+/// objects before frees reach the slabs.
+pub const BARN_SHEAVES: usize = 10;
 /// Longest cache name kept (Linux allows any; `/proc/slabinfo` pads to 17).
 pub const CACHE_NAME_LEN: usize = 32;
 /// Aliases recorded per cache (merged `kmem_cache_create` calls).
@@ -65,11 +106,46 @@ const MAX_PARTIAL: u64 = 10;
 /// A constructor, run once on each object when its slab is created.
 pub type Ctor = fn(*mut u8);
 
+/// An array of free objects (`struct slab_sheaf`).
+///
+/// The objects sit in `objects[1..=size]`, the newest at `objects[size]`;
+/// `objects[0]` stays null. That guard slot lets the free fast path compare
+/// the pointer being freed with the top of the sheaf (the double-free check)
+/// without first testing for an empty sheaf.
 #[repr(C)]
 pub(crate) struct Sheaf {
     size: usize,
     next: *mut Sheaf,
-    objects: [*mut u8; SHEAF_CAPACITY],
+    objects: [*mut u8; SHEAF_CAPACITY + 1],
+}
+
+impl Sheaf {
+    /// The objects held, oldest first.
+    #[inline]
+    fn objects(&self) -> &[*mut u8] {
+        &self.objects[1..=self.size]
+    }
+
+    /// The newest object, or null when the sheaf is empty.
+    #[inline]
+    fn top(&self) -> *mut u8 {
+        self.objects[self.size]
+    }
+
+    /// Add `x`; the caller checked there is room.
+    #[inline]
+    fn push(&mut self, x: *mut u8) {
+        self.size += 1;
+        self.objects[self.size] = x;
+    }
+
+    /// Take the newest object; the caller checked there is one.
+    #[inline]
+    fn pop(&mut self) -> *mut u8 {
+        let x = self.objects[self.size];
+        self.size -= 1;
+        x
+    }
 }
 
 struct CpuSheaves {
@@ -81,8 +157,31 @@ struct CpuSheaves {
 #[repr(C, align(64))]
 pub(crate) struct CpuCache {
     sheaves: UnsafeCell<CpuSheaves>,
-    /// Another CPU asked this one to flush its sheaves.
-    flush: AtomicBool,
+    /// The CPU's node, kept here so the fast paths read one cache line.
+    nid: usize,
+    /// Why the fast paths must not use the sheaves: [`CPU_FLUSH`] (another
+    /// CPU asked this one to flush them) and [`CPU_DEBUG`] (a debug cache,
+    /// which never uses them), tested with one load.
+    slow: AtomicU8,
+}
+
+/// [`CpuCache::slow`]: another CPU asked this one to flush its sheaves.
+const CPU_FLUSH: u8 = 1;
+/// [`CpuCache::slow`]: the cache is a debug cache.
+const CPU_DEBUG: u8 = 2;
+
+impl CpuCache {
+    /// Whether a flush was requested; clears the request.
+    #[inline]
+    fn take_flush(&self) -> bool {
+        self.slow.load(Relaxed) & CPU_FLUSH != 0
+            && self.slow.fetch_and(!CPU_FLUSH, Relaxed) & CPU_FLUSH != 0
+    }
+
+    /// Ask this CPU to flush its sheaves at its next use of the cache.
+    fn request_flush(&self) {
+        self.slow.fetch_or(CPU_FLUSH, Relaxed);
+    }
 }
 
 /// A stack of sheaves linked through `next`.
@@ -135,6 +234,19 @@ pub(crate) struct KmemCacheNode {
     nr_slabs: AtomicU64,
     total_objects: AtomicU64,
     nr_pages: AtomicU64,
+}
+
+/// A slab found from an address inside it: its head descriptor and the
+/// direct-map address of its first byte.
+#[derive(Clone, Copy)]
+pub(crate) struct SlabRef<'a> {
+    pub(crate) page: &'a Page,
+    /// Address of the slab's first byte.
+    pub(crate) base: usize,
+    /// The slab's node (read with the flags that said "slab").
+    pub(crate) nid: usize,
+    /// The head's mem_map index (for the node's slab lists).
+    pub(crate) idx: u32,
 }
 
 /// A slab cache (`struct kmem_cache`).
@@ -228,11 +340,16 @@ impl KmemCache {
         self.debug
     }
 
+    /// CPU `cpu`'s sheaves. `cpu` is a CPU id the platform gave (promise 3
+    /// of [`Platform`]: below `nr_cpu_ids()`) or a loop index below it.
     #[inline]
     fn cpu(&self, cpu: usize) -> &CpuCache {
-        assert!(cpu < self.nr_cpus);
+        debug_assert!(cpu < self.nr_cpus);
         // SAFETY: `cpus` points at `nr_cpus` initialised CpuCache in the
-        // cache's metadata block, which lives as long as the cache.
+        // cache's metadata block, which lives as long as the cache, and
+        // `nr_cpus` is the platform's `nr_cpu_ids()`, constant for its
+        // life, which every CPU id is below (the Platform contract). No
+        // bounds check: this is on both fast paths.
         unsafe { &*self.cpus.as_ptr().add(cpu) }
     }
 
@@ -247,11 +364,23 @@ impl KmemCache {
     /// exactly an object start (`check_valid_pointer`).
     #[inline]
     fn obj_index(&self, base: usize, objects: u32, x: usize) -> Option<usize> {
-        let off = x.checked_sub(base + self.geo.red_left_pad)?;
+        // An address below the first object wraps around to a huge offset,
+        // whose quotient is far beyond `objects`: one test covers both ends.
+        let off = x.wrapping_sub(base + self.geo.red_left_pad);
         // Exact for off < 2^30 (slabs are at most 4 MiB): off * (2^52/size
         // rounded up) / 2^52 is off / size rounded down.
         let i = ((off as u128 * u128::from(self.reciprocal)) >> 52) as usize;
-        (i * self.geo.size == off && i < objects as usize).then_some(i)
+        // i < objects (at most 2^16) keeps i * size from overflowing.
+        (i < objects as usize && i * self.geo.size == off).then_some(i)
+    }
+
+    /// `check_valid_pointer()`, always on: whether `x` is an object start
+    /// of `slab` (a slab of this cache). One multiplication by a
+    /// precomputed reciprocal, as Linux's `obj_to_index()`, and compares.
+    #[inline]
+    pub(crate) fn is_obj_start(&self, slab: SlabRef<'_>, x: *const u8) -> bool {
+        self.obj_index(slab.base, slab.page.slab_objects(), x as usize)
+            .is_some()
     }
 
     #[inline]
@@ -574,10 +703,13 @@ impl<P: Platform> Kmem<P> {
             self.nr_cpus,
         )?;
         // The metadata block: the cache, per-CPU sheaf slots, per-node state,
-        // and the sheaves (main + spare per CPU, as many again for the barn).
+        // and the sheaves (main + spare per CPU, BARN_SHEAVES for the barn
+        // of each node that has CPUs).
         let nr_cpus = self.nr_cpus;
         let nr_nodes = self.nr_nodes;
-        let nr_sheaves = 4 * nr_cpus;
+        let has_cpus = |n: usize| (0..nr_cpus).any(|c| self.cpu_to_node(c) == n);
+        let nr_barns = (0..nr_nodes).filter(|&n| has_cpus(n)).count();
+        let nr_sheaves = 2 * nr_cpus + BARN_SHEAVES * nr_barns;
         let cache_sz = core::mem::size_of::<KmemCache>().next_multiple_of(64);
         let cpus_off = cache_sz;
         let nodes_off = cpus_off + nr_cpus * core::mem::size_of::<CpuCache>();
@@ -590,6 +722,12 @@ impl<P: Platform> Kmem<P> {
         let base = self.page_address(page).ok_or(Error::NoMemory)?.as_ptr() as usize;
         self.slab.meta_pages.fetch_add(1 << order, Relaxed);
         let (nb, nl) = copy_name(name);
+        let debug = geo.flags.intersects(
+            SLAB_CONSISTENCY_CHECKS
+                .union(SLAB_RED_ZONE)
+                .union(SLAB_POISON)
+                .union(SLAB_STORE_USER),
+        );
         let sheaf =
             |i: usize| (base + sheaves_off + i * core::mem::size_of::<Sheaf>()) as *mut Sheaf;
         for i in 0..nr_cpus {
@@ -601,18 +739,22 @@ impl<P: Platform> Kmem<P> {
                         main: sheaf(2 * i),
                         spare: sheaf(2 * i + 1),
                     }),
-                    flush: AtomicBool::new(false),
+                    nid: self.cpu_to_node(i),
+                    slow: AtomicU8::new(if debug { CPU_DEBUG } else { 0 }),
                 })
             };
         }
+        let mut next_sheaf = 2 * nr_cpus;
         for n in 0..nr_nodes {
-            // Each CPU brings two empty sheaves to its own node's barn.
+            // The barn of a node with CPUs starts with BARN_SHEAVES empty
+            // sheaves; a node without CPUs never uses its barn.
             let mut empty = SheafStack::new();
-            for cpu in (0..nr_cpus).filter(|&c| self.cpu_to_node(c) == n) {
-                for i in [2 * nr_cpus + 2 * cpu, 2 * nr_cpus + 2 * cpu + 1] {
+            if has_cpus(n) {
+                for i in next_sheaf..next_sheaf + BARN_SHEAVES {
                     // SAFETY: each sheaf lies in our zeroed block, unlinked.
                     unsafe { empty.push(sheaf(i)) };
                 }
+                next_sheaf += BARN_SHEAVES;
             }
             // SAFETY: as above, at `nodes_off`.
             unsafe {
@@ -648,12 +790,7 @@ impl<P: Platform> Kmem<P> {
                 geo,
                 ctor: args.ctor,
                 reciprocal: (1u64 << 52).div_ceil(geo.size as u64),
-                debug: geo.flags.intersects(
-                    SLAB_CONSISTENCY_CHECKS
-                        .union(SLAB_RED_ZONE)
-                        .union(SLAB_POISON)
-                        .union(SLAB_STORE_USER),
-                ),
+                debug,
                 min_partial,
                 random,
                 randomize: params.freelist_random,
@@ -731,83 +868,124 @@ impl<P: Platform> Kmem<P> {
 
     /// The slab page holding object address `x`, if any.
     pub(crate) fn virt_to_slab(&self, x: *const u8) -> Option<&Page> {
-        // No memblock lookup: a page with PG_slab is RAM by construction.
-        let pfn = self.dm.pa(x as usize)? >> PAGE_SHIFT;
-        let page = self.mem_map().pfn_to_page(pfn)?;
-        let head = self.compound_head(page);
-        head.is_slab().then_some(head)
+        self.slab_of(x).map(|sl| sl.page)
     }
 
-    /// `cache_from_obj()` + `check_valid_pointer()`: the object's slab, if
-    /// `x` is an object start of cache `s`. Reports and refuses otherwise.
-    fn checked_slab<'a>(&'a self, s: &KmemCache, x: *const u8, what: &str) -> Result<&'a Page> {
-        let Some(page) = self.virt_to_slab(x) else {
-            return self.not_in_slab(s, x, what);
-        };
-        self.check_obj(s, page, x, what)?;
-        Ok(page)
+    /// `virt_to_slab()` with the slab's address: the head descriptor of the
+    /// slab holding `x` and the direct-map address of its first byte, if
+    /// `x` lies in a slab. The address comes from the pfn, not from
+    /// `page_address()`, which would divide to find the descriptor's index.
+    #[inline]
+    pub(crate) fn slab_of(&self, x: *const u8) -> Option<SlabRef<'_>> {
+        // No memblock lookup: a page with PG_slab is RAM by construction.
+        // One range check: an address below the direct map or below the
+        // first pfn wraps around to an index past the end of mem_map. No
+        // check against the direct map's end either: a page there is high
+        // memory, and slabs are never taken from high memory.
+        let mm = self.mem_map();
+        let pfn = ((x as usize).wrapping_sub(self.dm.base) >> PAGE_SHIFT) as u64;
+        let mut idx = pfn.wrapping_sub(mm.base_pfn()) as usize;
+        let mut page = mm.get(idx)?;
+        let mut flags = page.raw_flags();
+        if flags & PG_SLAB == 0 {
+            // PG_slab is on the head page only: a tail page of a
+            // multi-page slab leads to it.
+            if flags & PG_TAIL == 0 {
+                return None;
+            }
+            idx = page.head_index()? as usize;
+            page = mm.get(idx)?;
+            flags = page.raw_flags();
+            if flags & PG_SLAB == 0 {
+                return None;
+            }
+        }
+        let head_pa = (mm.base_pfn() + idx as u64) << PAGE_SHIFT;
+        Some(SlabRef {
+            page,
+            base: self.dm.base + head_pa as usize,
+            nid: Page::nid_of(flags),
+            idx: idx as u32,
+        })
     }
 
     #[cold]
-    fn not_in_slab<'a>(&'a self, s: &KmemCache, x: *const u8, what: &str) -> Result<&'a Page> {
-        {
+    #[inline(never)]
+    fn not_in_slab(&self, s: &KmemCache, x: *const u8, what: &str) -> Result<()> {
+        report!(
+            &self.p,
+            Level::Err,
+            "{}: object {:p} is not in a slab of {}",
+            what,
+            x,
+            s.name()
+        );
+        Err(Error::BadAddress)
+    }
+
+    /// The report of `cache_from_obj()` for an object of another cache.
+    #[cold]
+    #[inline(never)]
+    fn wrong_cache(&self, s: &KmemCache, page: &Page, what: &str) -> Result<()> {
+        // SAFETY: a slab's cache field points at a live cache.
+        let o = unsafe { &*(page.slab_cache_addr() as *const KmemCache) };
+        report!(
+            &self.p,
+            Level::Warning,
+            "WARNING: {}: Wrong slab cache. {} but object is from {}",
+            what,
+            s.name(),
+            o.name()
+        );
+        Err(Error::InvalidArgument)
+    }
+
+    /// `check_valid_pointer()` failed: report an address inside an object.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn invalid_pointer(
+        &self,
+        s: &KmemCache,
+        slab: SlabRef<'_>,
+        x: *const u8,
+    ) -> Result<()> {
+        let (x, base) = (x as usize, slab.base);
+        let objects = slab.page.slab_objects() as usize;
+        slab_bug(&self.p, s, format_args!("Invalid object pointer 0x{x:x}"));
+        let first = base + s.geo.red_left_pad;
+        let off = x.wrapping_sub(first);
+        if x < first {
             report!(
                 &self.p,
                 Level::Err,
-                "{}: object {:p} is not in a slab of {}",
-                what,
+                "Pointer 0x{:x} is before the first object 0x{:x} of {} at @offset={}",
                 x,
-                s.name()
+                first,
+                s.name(),
+                x - base
             );
-            Err(Error::BadAddress)
-        }
-    }
-
-    /// The checks of `cache_from_obj()` and `check_valid_pointer()` for
-    /// object `x` of slab `page`.
-    #[inline]
-    pub(crate) fn check_obj(
-        &self,
-        s: &KmemCache,
-        page: &Page,
-        x: *const u8,
-        what: &str,
-    ) -> Result<()> {
-        let owner = page.slab_cache_addr();
-        if owner != s as *const KmemCache as usize {
-            // SAFETY: a slab's cache field points at a live cache.
-            let o = unsafe { &*(owner as *const KmemCache) };
+        } else if off / s.geo.size >= objects {
             report!(
                 &self.p,
-                Level::Warning,
-                "WARNING: {}: Wrong slab cache. {} but object is from {}",
-                what,
+                Level::Err,
+                "Pointer 0x{:x} is past the last object of {} ({} objects) at @offset={}",
+                x,
                 s.name(),
-                o.name()
+                objects,
+                x - base
             );
-            return Err(Error::InvalidArgument);
-        }
-        let base = self.page_address(page).ok_or(Error::BadAddress)?.as_ptr() as usize;
-        if s.obj_index(base, page.slab_objects(), x as usize).is_none() {
-            let off = (x as usize).wrapping_sub(base + s.geo.red_left_pad);
-            let obj = off / s.geo.size;
-            slab_bug(
-                &self.p,
-                s,
-                format_args!("Invalid object pointer 0x{:x}", x as usize),
-            );
+        } else {
             report!(
                 &self.p,
                 Level::Err,
                 "Pointer 0x{:x} is in object 0x{:x} of {} at @offset={}",
-                x as usize,
-                s.obj_addr(base, obj),
+                x,
+                s.obj_addr(base, off / s.geo.size),
                 s.name(),
                 off % s.geo.size
             );
-            return Err(Error::InvalidArgument);
         }
-        Ok(())
+        Err(Error::InvalidArgument)
     }
 
     /// `allocate_slab()`: a new slab for `s` near node `nid`, its objects
@@ -924,90 +1102,125 @@ impl<P: Platform> Kmem<P> {
         nid: usize,
         out: &mut [usize],
     ) -> Result<usize> {
-        let mut got = 0;
         let mut node = nid.min(s.nr_nodes - 1);
         loop {
-            {
-                let n = s.node(node);
-                let mut l = n.lists.lock();
-                let mm = self.mem_map();
-                while got < out.len() {
-                    let Some(idx) = l.partial.first() else { break };
-                    let page = mm.at(idx);
-                    let base = self.page_address(page).map_or(0, |a| a.as_ptr() as usize);
-                    let mut inuse = page.slab_inuse();
-                    let mut fl = page.slab_freelist();
-                    while fl != 0 && got < out.len() {
-                        let obj = base + fl as usize - 1;
-                        let next = s.get_fp(obj);
-                        fl = if next == 0 {
-                            0
-                        } else if s.obj_index(base, page.slab_objects(), next).is_some() {
-                            (next - base + 1) as u32
-                        } else {
-                            slab_bug(&self.p, s, format_args!("Freepointer corrupt"));
-                            report!(
-                                &self.p,
-                                Level::Err,
-                                "Object 0x{:x} @offset={} fp=0x{:x}",
-                                obj,
-                                obj - base,
-                                next
-                            );
-                            report!(
-                                &self.p,
-                                Level::Err,
-                                "FIX {}: Isolate corrupted freechain",
-                                s.name()
-                            );
-                            inuse = page.slab_objects() - 1;
-                            0
-                        };
-                        out[got] = obj;
-                        got += 1;
-                        inuse += 1;
-                    }
-                    page.set_slab_freelist(fl);
-                    page.set_slab_counters(inuse, page.slab_objects());
-                    if fl == 0 {
-                        l.partial.remove(&mm, idx);
-                        l.nr_partial -= 1;
-                        l.full.push_head(&mm, idx);
-                    }
-                }
-            }
-            if got == out.len() || got > 0 {
+            let got = {
+                let mut l = s.node(node).lists.lock();
+                let mut got = 0;
+                self.take_from_partial(s, &mut l, out.len(), |o| {
+                    out[got] = o;
+                    got += 1;
+                });
+                got
+            };
+            if got > 0 {
                 return Ok(got);
             }
-            let page = self.allocate_slab(s, gfp, nid as i32)?;
-            node = page.nid().min(s.nr_nodes - 1);
-            let n = s.node(node);
-            let mut l = n.lists.lock();
-            let mm = self.mem_map();
-            let idx = mm.index_of(page).expect("slab page of this machine");
-            l.partial.push_head(&mm, idx);
-            l.nr_partial += 1;
-            n.nr_slabs.fetch_add(1, Relaxed);
-            n.total_objects
-                .fetch_add(u64::from(page.slab_objects()), Relaxed);
-            n.nr_pages.fetch_add(1 << page.order(), Relaxed);
+            node = self.new_slab(s, gfp, nid)?;
         }
+    }
+
+    /// Allocate a slab near node `nid` and put it on its node's partial
+    /// list. Returns that node.
+    fn new_slab(&self, s: &KmemCache, gfp: Gfp, nid: usize) -> Result<usize> {
+        let page = self.allocate_slab(s, gfp, nid as i32)?;
+        let node = page.nid().min(s.nr_nodes - 1);
+        let n = s.node(node);
+        let mut l = n.lists.lock();
+        let mm = self.mem_map();
+        let idx = mm.index_of(page).expect("slab page of this machine");
+        l.partial.push_head(&mm, idx);
+        l.nr_partial += 1;
+        n.nr_slabs.fetch_add(1, Relaxed);
+        n.total_objects
+            .fetch_add(u64::from(page.slab_objects()), Relaxed);
+        n.nr_pages.fetch_add(1 << page.order(), Relaxed);
+        Ok(node)
+    }
+
+    /// Take up to `want` objects from the partial slabs of a node whose
+    /// list lock `l` is held, handing each to `put`; returns how many. A
+    /// slab left without free objects moves to the full list. Free
+    /// pointers are checked as they are followed: a corrupt one is
+    /// reported ("Freepointer corrupt") and the rest of that chain isolated.
+    #[inline]
+    fn take_from_partial(
+        &self,
+        s: &KmemCache,
+        l: &mut NodeLists,
+        want: usize,
+        mut put: impl FnMut(usize),
+    ) -> usize {
+        let mm = self.mem_map();
+        let mut got = 0;
+        while got < want {
+            let Some(idx) = l.partial.first() else { break };
+            let page = mm.at(idx);
+            let base = self.dm.base + (mm.pfn_of(idx) << PAGE_SHIFT) as usize;
+            let objects = page.slab_objects();
+            let mut inuse = page.slab_inuse();
+            let mut fl = page.slab_freelist();
+            while fl != 0 && got < want {
+                let obj = base + fl as usize - 1;
+                let next = s.get_fp(obj);
+                fl = if next == 0 {
+                    0
+                } else if s.obj_index(base, objects, next).is_some() {
+                    (next - base + 1) as u32
+                } else {
+                    self.freepointer_corrupt(s, base, obj, next);
+                    inuse = objects - 1;
+                    0
+                };
+                put(obj);
+                got += 1;
+                inuse += 1;
+            }
+            page.set_slab_freelist(fl);
+            page.set_slab_counters(inuse, objects);
+            if fl == 0 {
+                l.partial.remove(&mm, idx);
+                l.nr_partial -= 1;
+                l.full.push_head(&mm, idx);
+            }
+        }
+        got
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn freepointer_corrupt(&self, s: &KmemCache, base: usize, obj: usize, next: usize) {
+        slab_bug(&self.p, s, format_args!("Freepointer corrupt"));
+        report!(
+            &self.p,
+            Level::Err,
+            "Object 0x{:x} @offset={} fp=0x{:x}",
+            obj,
+            obj - base,
+            next
+        );
+        report!(
+            &self.p,
+            Level::Err,
+            "FIX {}: Isolate corrupted freechain",
+            s.name()
+        );
     }
 
     /// Put object `x` of slab `page` back on the slab's freelist. The node's
     /// list lock is held; an emptied slab beyond `min_partial` is unlinked
     /// and pushed on `discard` for the caller to free after unlocking.
+    #[inline(always)]
     fn free_to_slab_locked(
         &self,
         s: &KmemCache,
         l: &mut NodeLists,
-        page: &Page,
+        slab: SlabRef<'_>,
         x: usize,
         discard: &mut PageList,
     ) {
         let mm = self.mem_map();
-        let idx = mm.index_of(page).expect("slab page of this machine");
-        let base = self.page_address(page).map_or(0, |a| a.as_ptr() as usize);
+        let (page, idx, base) = (slab.page, slab.idx, slab.base);
         let fl = page.slab_freelist();
         let was_full = fl == 0;
         s.set_fp(x, if fl == 0 { 0 } else { base + fl as usize - 1 });
@@ -1042,8 +1255,8 @@ impl<P: Platform> Kmem<P> {
         {
             let mut l = s.node(nid.min(s.nr_nodes - 1)).lists.lock();
             for &x in objs {
-                if let Some(page) = self.virt_to_slab(x) {
-                    self.free_to_slab_locked(s, &mut l, page, x as usize, &mut discard);
+                if let Some(slab) = self.slab_of(x) {
+                    self.free_to_slab_locked(s, &mut l, slab, x as usize, &mut discard);
                 }
             }
         }
@@ -1052,6 +1265,7 @@ impl<P: Platform> Kmem<P> {
 
     /// `kmem_cache_alloc()`.
     #[track_caller]
+    #[inline(always)]
     pub fn kmem_cache_alloc(&self, s: &KmemCache, gfp: Gfp) -> Result<NonNull<u8>> {
         self.slab_alloc_node(s, gfp, -1, Location::caller())
     }
@@ -1068,6 +1282,19 @@ impl<P: Platform> Kmem<P> {
         self.slab_alloc_node(s, gfp, node, Location::caller())
     }
 
+    /// The allocation fast path (`slab_alloc_node()`): one CPU-local
+    /// section, one pop from the CPU's main sheaf. Everything else (a debug
+    /// cache, another node, an empty main sheaf, a pending flush request)
+    /// goes to [`slab_alloc_slow`](Self::slab_alloc_slow).
+    ///
+    /// The section is entered and left by hand rather than with a
+    /// [`LocalGuard`]: nothing in it can panic, and the way out is shaped
+    /// for the code generator. The slow path is entered *inside* the
+    /// section and leaves it first thing, so the call is a tail call and
+    /// no argument has to survive the platform's `local_exit` (which may
+    /// run pending cross-CPU calls); on the fast way out only the object
+    /// does. That keeps the function free of register saves.
+    #[inline(always)]
     pub(crate) fn slab_alloc_node(
         &self,
         s: &KmemCache,
@@ -1075,10 +1302,56 @@ impl<P: Platform> Kmem<P> {
         node: i32,
         caller: &'static Location<'static>,
     ) -> Result<NonNull<u8>> {
+        // slab_pre_alloc_hook(): might_alloc() under CONFIG_DEBUG_ATOMIC_SLEEP
+        // and failslab; each is one load when off.
         if self.debug_atomic_sleep() {
             self.might_alloc(gfp, caller);
         }
         self.failslab_hook(s, gfp, caller)?;
+        let st = self.p.local_enter();
+        let cc = s.cpu(st.cpu);
+        if cc.slow.load(Relaxed) == 0 && (node < 0 || node as usize == cc.nid) {
+            // SAFETY: this CPU's sheaves, inside its local section `st`;
+            // main is a valid sheaf of this CPU.
+            let main = unsafe { &mut *(*cc.sheaves.get()).main };
+            let n = main.size;
+            // 1..=SHEAF_CAPACITY: a non-empty sheaf (and no bounds check).
+            if n.wrapping_sub(1) < SHEAF_CAPACITY {
+                let x = main.objects[n];
+                main.size = n - 1;
+                self.p.local_exit(st);
+                // `gfp` is usually a constant here (the function is inlined
+                // into its caller), so the test costs nothing without
+                // __GFP_ZERO.
+                return Ok(self.slab_post_alloc(s, x as usize, gfp));
+            }
+        }
+        self.slab_alloc_slow(st, s, gfp, node, caller)
+    }
+
+    /// `slab_post_alloc_hook()`: zero the object for `__GFP_ZERO`.
+    #[inline]
+    fn slab_post_alloc(&self, s: &KmemCache, x: usize, gfp: Gfp) -> NonNull<u8> {
+        if gfp.contains(gfp::__GFP_ZERO) {
+            // SAFETY: a freshly allocated object of at least object_size bytes.
+            unsafe { ptr::write_bytes(x as *mut u8, 0, s.geo.object_size) };
+        }
+        NonNull::new(x as *mut u8).expect("objects are not at address 0")
+    }
+
+    /// Everything [`slab_alloc_node`](Self::slab_alloc_node) does not do
+    /// itself; entered inside the section `st`, which it leaves at once.
+    #[cold]
+    #[inline(never)]
+    fn slab_alloc_slow(
+        &self,
+        st: LocalState,
+        s: &KmemCache,
+        gfp: Gfp,
+        node: i32,
+        caller: &'static Location<'static>,
+    ) -> Result<NonNull<u8>> {
+        self.p.local_exit(st);
         let x = if s.is_debug() {
             let nid = if node < 0 {
                 self.numa_node_id()
@@ -1093,11 +1366,7 @@ impl<P: Platform> Kmem<P> {
             self.refill_from_slabs(s, gfp, node as usize, &mut one)?;
             one[0]
         };
-        if gfp.contains(gfp::__GFP_ZERO) {
-            // SAFETY: a freshly allocated object of at least object_size bytes.
-            unsafe { ptr::write_bytes(x as *mut u8, 0, s.geo.object_size) };
-        }
-        Ok(NonNull::new(x as *mut u8).expect("objects are not at address 0"))
+        Ok(self.slab_post_alloc(s, x, gfp))
     }
 
     /// Honour a flush request for this CPU's sheaves. Called inside the
@@ -1107,99 +1376,104 @@ impl<P: Platform> Kmem<P> {
             // SAFETY: main and spare are this CPU's sheaves, valid for the
             // cache's life and touched only inside this CPU's section.
             let sf = unsafe { &mut *sheaf };
-            self.free_objects_to_slabs(s, nid, &sf.objects[..sf.size]);
+            self.free_objects_to_slabs(s, nid, sf.objects());
             sf.size = 0;
         }
     }
 
-    #[inline]
+    /// The sheaf allocation path past the fast path's main sheaf: the
+    /// spare, then a full sheaf from the barn, then a refill of the main
+    /// sheaf from the node's partial slabs (`refill_sheaf()`), all in one
+    /// CPU-local section; only when no partial slab has a free object is
+    /// a new slab allocated, outside the section, and the whole tried again.
     fn alloc_sheaf(&self, s: &KmemCache, gfp: Gfp) -> Result<usize> {
-        let nid;
-        {
-            let g = LocalGuard::new(&self.p);
-            nid = self.cpu_to_node(g.cpu());
-            let cc = s.cpu(g.cpu());
-            // SAFETY: this CPU's sheaves, inside its local section `g`.
-            let sh = unsafe { &mut *cc.sheaves.get() };
-            if cc.flush.load(Relaxed) && cc.flush.swap(false, Relaxed) {
-                self.flush_sheaves_locked(s, sh, nid);
-            }
-            // SAFETY: sheaves are valid (see above); main != spare.
-            let main = unsafe { &mut *sh.main };
-            if main.size > 0 {
-                main.size -= 1;
-                return Ok(main.objects[main.size] as usize);
-            }
-            // SAFETY: as above.
-            if unsafe { (*sh.spare).size } > 0 {
-                core::mem::swap(&mut sh.main, &mut sh.spare);
+        // The node whose partial slabs refill the sheaf: ours, unless the
+        // last new slab had to come from another node.
+        let mut from = None;
+        loop {
+            let nid;
+            {
+                let g = LocalGuard::new(&self.p);
+                let cc = s.cpu(g.cpu());
+                nid = cc.nid;
+                // SAFETY: this CPU's sheaves, inside its local section `g`.
+                let sh = unsafe { &mut *cc.sheaves.get() };
+                if cc.take_flush() {
+                    self.flush_sheaves_locked(s, sh, nid);
+                }
+                // SAFETY: sheaves are valid (see above); main != spare.
+                let main = unsafe { &mut *sh.main };
+                if main.size > 0 {
+                    return Ok(main.pop() as usize);
+                }
+                // SAFETY: as above.
+                if unsafe { (*sh.spare).size } > 0 {
+                    core::mem::swap(&mut sh.main, &mut sh.spare);
+                    // SAFETY: as above.
+                    return Ok(unsafe { (*sh.main).pop() } as usize);
+                }
+                let mut l = s.node(nid.min(s.nr_nodes - 1)).lists.lock();
+                // A full sheaf from the barn, for our empty main.
+                if let Some(full) = l.barn_full.pop() {
+                    // SAFETY: main is a valid sheaf we own; it moves to the barn.
+                    unsafe { l.barn_empty.push(sh.main) };
+                    sh.main = full;
+                    // SAFETY: a barn sheaf is valid; now ours.
+                    return Ok(unsafe { (*sh.main).pop() } as usize);
+                }
+                // Refill the empty main sheaf straight from partial slabs.
                 // SAFETY: as above.
                 let main = unsafe { &mut *sh.main };
-                main.size -= 1;
-                return Ok(main.objects[main.size] as usize);
-            }
-            // A full sheaf from the barn, for our empty main.
-            let mut l = s.node(nid.min(s.nr_nodes - 1)).lists.lock();
-            if let Some(full) = l.barn_full.pop() {
-                // SAFETY: main is a valid sheaf we own; it moves to the barn.
-                unsafe { l.barn_empty.push(sh.main) };
-                sh.main = full;
-                // SAFETY: a barn sheaf is valid; now ours.
-                let main = unsafe { &mut *sh.main };
-                main.size -= 1;
-                return Ok(main.objects[main.size] as usize);
-            }
-        }
-        // Refill from slabs, outside the local section (it may allocate pages).
-        let mut batch = [0usize; SHEAF_CAPACITY];
-        let got = match self.refill_from_slabs(s, gfp, nid, &mut batch) {
-            Ok(n) => n,
-            Err(e) => {
-                if !gfp.contains(gfp::__GFP_NOWARN) {
-                    report!(
-                        &self.p,
-                        Level::Warning,
-                        "SLUB: Unable to allocate memory on CPU {} (of node {}) gfp={:#x}({})",
-                        self.p.smp_processor_id(),
-                        nid,
-                        gfp.bits(),
-                        gfp
-                    );
-                    report!(
-                        &self.p,
-                        Level::Warning,
-                        "  cache: {}, object size: {}, buffer size: {}, default order: {}, min order: {}",
-                        s.name(),
-                        s.geo.object_size,
-                        s.geo.size,
-                        s.geo.order,
-                        s.geo.min_order
-                    );
+                let push = |o: usize| main.push(o as *mut u8);
+                let got = match from {
+                    Some(node) if node != nid => {
+                        drop(l);
+                        let mut l = s.node(node).lists.lock();
+                        self.take_from_partial(s, &mut l, SHEAF_CAPACITY, push)
+                    }
+                    _ => self.take_from_partial(s, &mut l, SHEAF_CAPACITY, push),
+                };
+                if got > 0 {
+                    return Ok(main.pop() as usize);
                 }
-                return Err(e);
             }
-        };
-        let g = LocalGuard::new(&self.p);
-        // SAFETY: this CPU's sheaves inside section `g`.
-        let sh = unsafe { &mut *s.cpu(g.cpu()).sheaves.get() };
-        // SAFETY: as above.
-        let main = unsafe { &mut *sh.main };
-        let mut spill = [ptr::null_mut(); SHEAF_CAPACITY];
-        let mut nspill = 0;
-        for &o in &batch[1..got] {
-            if main.size < SHEAF_CAPACITY {
-                main.objects[main.size] = o as *mut u8;
-                main.size += 1;
-            } else {
-                spill[nspill] = o as *mut u8;
-                nspill += 1;
+            // No free object on this node: a new slab, outside the section
+            // (it allocates pages), then try again.
+            match self.new_slab(s, gfp, nid) {
+                Ok(node) => from = Some(node),
+                Err(e) => {
+                    if !gfp.contains(gfp::__GFP_NOWARN) {
+                        self.slab_oom(s, gfp, nid);
+                    }
+                    return Err(e);
+                }
             }
         }
-        drop(g);
-        if nspill > 0 {
-            self.free_objects_to_slabs(s, nid, &spill[..nspill]);
-        }
-        Ok(batch[0])
+    }
+
+    /// `slab_out_of_memory()`.
+    #[cold]
+    #[inline(never)]
+    fn slab_oom(&self, s: &KmemCache, gfp: Gfp, nid: usize) {
+        report!(
+            &self.p,
+            Level::Warning,
+            "SLUB: Unable to allocate memory on CPU {} (of node {}) gfp={:#x}({})",
+            self.p.smp_processor_id(),
+            nid,
+            gfp.bits(),
+            gfp
+        );
+        report!(
+            &self.p,
+            Level::Warning,
+            "  cache: {}, object size: {}, buffer size: {}, default order: {}, min order: {}",
+            s.name(),
+            s.geo.object_size,
+            s.geo.size,
+            s.geo.order,
+            s.geo.min_order
+        );
     }
 
     /// `kmem_cache_free()`. Frees of objects of another cache, of addresses
@@ -1211,41 +1485,91 @@ impl<P: Platform> Kmem<P> {
     /// `x` is not used after a successful free (the allocator checks what
     /// it can, but cannot know who else holds the pointer).
     #[track_caller]
+    #[inline]
     pub unsafe fn kmem_cache_free(&self, s: &KmemCache, x: *mut u8) -> Result<()> {
         if x.is_null() {
             return Ok(());
         }
-        let page = self.checked_slab(s, x, "kmem_cache_free")?;
-        self.slab_free(s, page, x, Location::caller())
+        // cache_from_obj() + check_valid_pointer(); each refusal is a tail call.
+        let Some(slab) = self.slab_of(x) else {
+            return self.not_in_slab(s, x, "kmem_cache_free");
+        };
+        if slab.page.slab_cache_addr() != s as *const KmemCache as usize {
+            return self.wrong_cache(s, slab.page, "kmem_cache_free");
+        }
+        if !s.is_obj_start(slab, x) {
+            return self.invalid_pointer(s, slab, x);
+        }
+        self.slab_free(s, slab, x, Location::caller())
     }
 
+    /// The free fast path (`slab_free()`), for an object the caller has
+    /// checked (`checked_slab()`): one CPU-local section, one push onto the
+    /// CPU's main sheaf after comparing the object with the sheaf's top (a
+    /// double free in a row). Everything else (a debug cache, an object of
+    /// another node, a full main sheaf, a pending flush request, the double
+    /// free itself) goes to [`slab_free_slow`](Self::slab_free_slow),
+    /// inside the section, as in [`slab_alloc_node`](Self::slab_alloc_node).
+    #[inline]
     pub(crate) fn slab_free(
         &self,
         s: &KmemCache,
-        page: &Page,
+        slab: SlabRef<'_>,
         x: *mut u8,
         caller: &'static Location<'static>,
     ) -> Result<()> {
-        if s.is_debug() {
-            return self.free_debug(s, page, x as usize, caller);
+        let st = self.p.local_enter();
+        let cc = s.cpu(st.cpu);
+        if cc.slow.load(Relaxed) == 0 && slab.nid == cc.nid {
+            // SAFETY: this CPU's sheaves, inside its local section `st`;
+            // main is a valid sheaf of this CPU.
+            let main = unsafe { &mut *(*cc.sheaves.get()).main };
+            let n = main.size;
+            // objects[n] is the top (the null guard when empty).
+            if n < SHEAF_CAPACITY && main.objects[n] != x {
+                main.objects[n + 1] = x;
+                main.size = n + 1;
+                self.p.local_exit(st);
+                return Ok(());
+            }
         }
-        let nid = page.nid();
+        self.slab_free_slow(st, s, x, caller)
+    }
+
+    /// Everything [`slab_free`](Self::slab_free) does not do itself;
+    /// entered inside the section `st`, which it leaves at once.
+    #[cold]
+    #[inline(never)]
+    fn slab_free_slow(
+        &self,
+        st: LocalState,
+        s: &KmemCache,
+        x: *mut u8,
+        caller: &'static Location<'static>,
+    ) -> Result<()> {
+        self.p.local_exit(st);
+        // Found again rather than passed: six arguments fit in registers.
+        let slab = self.slab_of(x).expect("the fast path found the slab");
+        if s.is_debug() {
+            return self.free_debug(s, slab.page, x as usize, caller);
+        }
+        let nid = slab.nid;
         let g = LocalGuard::new(&self.p);
-        if nid != self.cpu_to_node(g.cpu()) {
+        let cc = s.cpu(g.cpu());
+        if nid != cc.nid {
             // Objects of a remote node go straight back to their slab.
             drop(g);
             self.free_objects_to_slabs(s, nid, &[x]);
             return Ok(());
         }
-        let cc = s.cpu(g.cpu());
         // SAFETY: this CPU's sheaves, inside its local section `g`.
         let sh = unsafe { &mut *cc.sheaves.get() };
-        if cc.flush.load(Relaxed) && cc.flush.swap(false, Relaxed) {
+        if cc.take_flush() {
             self.flush_sheaves_locked(s, sh, nid);
         }
         // SAFETY: main is a valid sheaf of this CPU.
         let main = unsafe { &mut *sh.main };
-        if main.size > 0 && main.objects[main.size - 1] == x {
+        if main.top() == x {
             drop(g);
             slab_bug(&self.p, s, format_args!("Object already free"));
             report!(
@@ -1258,8 +1582,7 @@ impl<P: Platform> Kmem<P> {
             return Err(Error::BadState);
         }
         if main.size < SHEAF_CAPACITY {
-            main.objects[main.size] = x;
-            main.size += 1;
+            main.push(x);
             return Ok(());
         }
         // SAFETY: spare is a valid sheaf of this CPU.
@@ -1276,14 +1599,12 @@ impl<P: Platform> Kmem<P> {
                 // No room anywhere: flush the main sheaf into its slabs.
                 // SAFETY: as above.
                 let m = unsafe { &mut *sh.main };
-                self.free_objects_to_slabs(s, nid, &m.objects[..m.size]);
+                self.free_objects_to_slabs(s, nid, m.objects());
                 m.size = 0;
             }
         }
         // SAFETY: main is a valid, now non-full sheaf of this CPU.
-        let main = unsafe { &mut *sh.main };
-        main.objects[main.size] = x;
-        main.size += 1;
+        unsafe { (*sh.main).push(x) };
         Ok(())
     }
 
@@ -1340,7 +1661,7 @@ impl<P: Platform> Kmem<P> {
         let cc = s.cpu(g.cpu());
         // SAFETY: this CPU's sheaves inside section `g`.
         let sh = unsafe { &mut *cc.sheaves.get() };
-        cc.flush.store(false, Relaxed);
+        cc.slow.fetch_and(!CPU_FLUSH, Relaxed);
         self.flush_sheaves_locked(s, sh, self.cpu_to_node(g.cpu()));
     }
 
@@ -1358,7 +1679,7 @@ impl<P: Platform> Kmem<P> {
             let done = can_wait
                 && crate::platform::call_on_cpu(&self.p, cpu, || self.flush_cpu_sheaves(s)).is_ok();
             if !done {
-                s.cpu(cpu).flush.store(true, Relaxed);
+                s.cpu(cpu).request_flush();
             }
         }
     }
@@ -1375,7 +1696,7 @@ impl<P: Platform> Kmem<P> {
                 let Some(sh) = full else { break };
                 // SAFETY: a barn sheaf, now exclusively ours.
                 let sf = unsafe { &mut *sh };
-                self.free_objects_to_slabs(s, nid, &sf.objects[..sf.size]);
+                self.free_objects_to_slabs(s, nid, sf.objects());
                 sf.size = 0;
                 // SAFETY: valid, unlinked.
                 unsafe { s.node(nid).lists.lock().barn_empty.push(sh) };
@@ -1783,7 +2104,10 @@ impl<P: Platform> Kmem<P> {
             }
             self.set_track(s, obj, true, caller);
             self.init_object(s, obj, false);
-            self.free_to_slab_locked(s, &mut l, page, obj, &mut discard);
+            let slab = self
+                .slab_of(obj as *const u8)
+                .expect("checked by the caller");
+            self.free_to_slab_locked(s, &mut l, slab, obj, &mut discard);
         }
         self.discard_all(s, discard);
         Ok(())
