@@ -765,10 +765,20 @@ impl<P: Platform> Kmem<P> {
     fn mempool_is_element(&self, pool: &MempoolT<'_, P>, e: Element) -> bool {
         let x = e.as_ptr();
         match pool.pool_data {
-            PoolData::Cache(s) => self.slab_of(x).is_some_and(|slab| {
-                slab.page.slab_cache_addr() == s as *const KmemCache as usize
-                    && s.is_obj_start(slab, x)
-            }),
+            // SLUB's own reports for an object of another cache or a
+            // pointer inside an object.
+            PoolData::Cache(s) => match self.slab_of(x) {
+                Some(slab) if slab.page.slab_cache_addr() != s as *const KmemCache as usize => {
+                    let _ = self.wrong_cache(s, slab.page, "mempool_free");
+                    false
+                }
+                Some(slab) if !s.is_obj_start(slab, x) => {
+                    let _ = self.invalid_pointer(s, slab, x);
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            },
             PoolData::Kmalloc(0) => x == ZERO_SIZE_PTR,
             PoolData::Kmalloc(size) => match self.kmalloc_owner("mempool_free", x) {
                 Ok(Owner::Slab(s, _)) => {

@@ -926,7 +926,7 @@ impl<P: Platform> Kmem<P> {
     /// The report of `cache_from_obj()` for an object of another cache.
     #[cold]
     #[inline(never)]
-    fn wrong_cache(&self, s: &KmemCache, page: &Page, what: &str) -> Result<()> {
+    pub(crate) fn wrong_cache(&self, s: &KmemCache, page: &Page, what: &str) -> Result<()> {
         // SAFETY: a slab's cache field points at a live cache.
         let o = unsafe { &*(page.slab_cache_addr() as *const KmemCache) };
         report!(
