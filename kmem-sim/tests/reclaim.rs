@@ -53,6 +53,24 @@ fn free_all(k: &Kmem<&SimPlatform>, pages: Vec<&Page>) {
     }
 }
 
+/// Poll `cond` until it holds (at most 20 s, else fail with `what`).
+fn wait_until(cond: impl Fn() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+/// Free up to 4096 of the pages in `held`.
+fn free_some(k: &Kmem<&SimPlatform>, held: &Mutex<Vec<&Page>>) {
+    let mut h = held.lock().unwrap();
+    let n = h.len().min(4096);
+    for p in h.drain(..n) {
+        k.__free_pages(p, 0).unwrap();
+    }
+}
+
 /// A shrinker with a fixed number of objects that never frees any.
 struct Stubborn {
     calls: Arc<AtomicU64>,
@@ -406,16 +424,8 @@ fn atomic_returns_promptly_while_kernel_blocks_until_another_cpu_frees() {
             assert!(k.vm_events().alloc_waits > waits_before);
             k.__free_pages(p, 0).unwrap();
         } else {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while k.nr_alloc_waiters() == 0 {
-                assert!(Instant::now() < deadline, "CPU 0 never waited");
-                std::thread::sleep(Duration::from_micros(100));
-            }
-            let mut h = held.lock().unwrap();
-            let n = h.len().min(4096);
-            for p in h.drain(..n) {
-                k.__free_pages(p, 0).unwrap();
-            }
+            wait_until(|| k.nr_alloc_waiters() > 0, "CPU 0 never waited");
+            free_some(&k, &held);
         }
     });
     s.on_cpu(0, || free_all(&k, held.into_inner().unwrap()));
@@ -439,23 +449,14 @@ fn nofail_never_fails_waits_for_frees_and_warns_above_order_1() {
             let p = k.alloc_pages(GFP_KERNEL | __GFP_NOFAIL, 0).unwrap();
             k.__free_pages(p, 0).unwrap();
         } else {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while k.nr_alloc_waiters() == 0 {
-                assert!(Instant::now() < deadline, "CPU 0 never waited");
-                std::thread::sleep(Duration::from_micros(100));
-            }
+            wait_until(|| k.nr_alloc_waiters() > 0, "CPU 0 never waited");
             // Let it go through reclaim, the retries and an OOM kill that
             // finds no victim before freeing.
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while !s.reported("Out of memory and no killable processes...") {
-                assert!(Instant::now() < deadline, "no OOM report");
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            let mut h = held.lock().unwrap();
-            let n = h.len().min(4096);
-            for p in h.drain(..n) {
-                k.__free_pages(p, 0).unwrap();
-            }
+            wait_until(
+                || s.reported("Out of memory and no killable processes..."),
+                "no OOM report",
+            );
+            free_some(&k, &held);
         }
     });
     s.on_cpu(0, || free_all(&k, held.into_inner().unwrap()));
@@ -551,11 +552,10 @@ fn kswapd_wakes_below_low_and_reclaims_to_high() {
         // An allocation that fails the low watermark wakes it (an atomic
         // one, which then dips into the reserve instead of reclaiming).
         let p = s.on_cpu(0, || k.alloc_pages(GFP_ATOMIC, 0).unwrap());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while k.vm_events().pageoutrun == 0 || k.kswapd_pending(0) {
-            assert!(Instant::now() < deadline, "kswapd did not run");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_until(
+            || k.vm_events().pageoutrun > 0 && !k.kswapd_pending(0),
+            "kswapd did not run",
+        );
         assert!(k.vm_events().kswapd_wakeups >= 1);
         s.on_cpu(0, || k.__free_pages(p, 0).unwrap());
     });
