@@ -349,6 +349,9 @@ fn preallocated_takes_only_from_the_reserve() {
 }
 
 #[test]
+// Fills the 8 MiB arena page by page: natively only; the pool's unsafe paths
+// run under Miri in the other tests.
+#[cfg_attr(miri, ignore)]
 fn page_pool_carries_on_when_the_page_allocator_is_exhausted() {
     let mut mem = std::vec![0u8; MEM];
     let k = boot(&mut mem);
@@ -404,6 +407,9 @@ fn page_pool_carries_on_when_the_page_allocator_is_exhausted() {
 }
 
 #[test]
+// Fills the 8 MiB arena page by page: natively only; the pool's unsafe paths
+// run under Miri in the other tests.
+#[cfg_attr(miri, ignore)]
 fn slab_pool_refills_first_then_frees_to_the_cache() {
     let mut mem = std::vec![0u8; MEM];
     let k = boot(&mut mem);
@@ -448,6 +454,9 @@ fn slab_pool_refills_first_then_frees_to_the_cache() {
 }
 
 #[test]
+// Fills the 8 MiB arena page by page: natively only; the pool's unsafe paths
+// run under Miri in the other tests.
+#[cfg_attr(miri, ignore)]
 fn resize_grows_shrinks_and_refills_later() {
     let mut mem = std::vec![0u8; MEM];
     let k = boot(&mut mem);
