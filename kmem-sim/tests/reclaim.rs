@@ -53,6 +53,18 @@ fn free_all(k: &Kmem<&SimPlatform>, pages: Vec<&Page>) {
     }
 }
 
+/// A page cache, registered as a shrinker, that has read pages (dirty or
+/// clean) until memory is down to the min watermark.
+fn page_cache_filling_memory(
+    k: &Kmem<&SimPlatform>,
+    dirty: bool,
+) -> (PageCache, kmem::shrinker::ShrinkerId) {
+    let pc = PageCache::new();
+    let id = pc.register(k).unwrap();
+    let _ = pc.add_pages(k, usize::MAX, fill_gfp(), dirty);
+    (pc, id)
+}
+
 /// Poll `cond` until it holds (at most 20 s, else fail with `what`).
 fn wait_until(cond: impl Fn() -> bool, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -133,9 +145,7 @@ fn gfp_kernel_reclaims_the_page_cache_and_gfp_nowait_does_not() {
     let s = machine(1, 64);
     let k = boot(&s, BootParams::default());
     let _cpu = s.bind(0);
-    let pc = PageCache::new();
-    let id = pc.register(&k).unwrap();
-    let _ = pc.add_pages(&k, usize::MAX, fill_gfp(), false);
+    let (pc, id) = page_cache_filling_memory(&k, false);
     let cached = pc.nr_pages();
     assert!(cached > 10_000, "{cached}");
     let e0 = k.vm_events();
@@ -237,9 +247,7 @@ fn dirty_page_cache_is_written_back_only_when_io_and_fs_are_allowed() {
     let s = machine(1, 64);
     let k = boot(&s, BootParams::default());
     let _cpu = s.bind(0);
-    let pc = PageCache::new();
-    let id = pc.register(&k).unwrap();
-    let _ = pc.add_pages(&k, usize::MAX, fill_gfp(), true);
+    let (pc, id) = page_cache_filling_memory(&k, true);
     let dirty = pc.nr_dirty();
     assert!(dirty > 10_000);
     assert!(k
@@ -506,9 +514,7 @@ fn a_blocking_allocation_in_atomic_context_never_sleeps() {
     let s = machine(1, 64);
     let k = boot(&s, BootParams::default());
     let _cpu = s.bind(0);
-    let pc = PageCache::new();
-    let id = pc.register(&k).unwrap();
-    let _ = pc.add_pages(&k, usize::MAX, fill_gfp(), false);
+    let (pc, id) = page_cache_filling_memory(&k, false);
     let mut held = Vec::new();
     exhaust(&k, fill_gfp(), &mut held);
     let e0 = k.vm_events();

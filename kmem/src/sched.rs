@@ -73,7 +73,7 @@ impl<P: Platform> Drop for MemallocScope<'_, P> {
 }
 
 impl<P: Platform> Kmem<P> {
-    fn memalloc_flags_save(&self, bit: u32) -> u32 {
+    pub(crate) fn memalloc_flags_save(&self, bit: u32) -> u32 {
         let old = self.p.task_flags();
         if !self.p.set_task_flags(old | bit) {
             report!(
@@ -86,7 +86,7 @@ impl<P: Platform> Kmem<P> {
         old & bit
     }
 
-    fn memalloc_flags_restore(&self, bit: u32, saved: u32) {
+    pub(crate) fn memalloc_flags_restore(&self, bit: u32, saved: u32) {
         let now = self.p.task_flags();
         self.p.set_task_flags((now & !bit) | (saved & bit));
     }

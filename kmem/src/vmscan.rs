@@ -99,7 +99,6 @@ pub(crate) struct Events {
 
 #[derive(Default)]
 struct KswapdNode {
-    order: AtomicU32,
     highest_zoneidx: AtomicU32,
     pending: AtomicBool,
     running: AtomicU32,
@@ -211,9 +210,10 @@ impl<P: Platform> Kmem<P> {
     /// `wakeup_kswapd()`: ask node `nid`'s kswapd to reclaim until a zone up
     /// to `highest_zoneidx` is above its high watermark.
     pub fn wakeup_kswapd(&self, nid: usize, gfp: Gfp, order: u32, highest_zoneidx: usize) {
-        let _ = gfp;
+        // kmem has no compaction, so kswapd balances order-0 watermarks
+        // whatever the order and flags of the allocation that woke it.
+        let _ = (gfp, order);
         let st = &self.reclaim.kswapd[nid];
-        st.order.fetch_max(order, Relaxed);
         st.highest_zoneidx
             .fetch_max(highest_zoneidx as u32, Relaxed);
         if st.failures.load(Relaxed) >= MAX_RECLAIM_RETRIES {
@@ -288,12 +288,10 @@ impl<P: Platform> Kmem<P> {
         if !st.pending.swap(false, AcqRel) {
             return false;
         }
-        let flags = self.p.task_flags();
-        self.p.set_task_flags(flags | PF_MEMALLOC | PF_KSWAPD);
-        st.order.store(0, Relaxed);
+        let saved = self.memalloc_flags_save(PF_MEMALLOC | PF_KSWAPD);
         let high = st.highest_zoneidx.swap(0, Relaxed) as usize;
         self.balance_pgdat(nid, high);
-        self.p.set_task_flags(flags);
+        self.memalloc_flags_restore(PF_MEMALLOC | PF_KSWAPD, saved);
         true
     }
 
