@@ -467,6 +467,8 @@ impl CpuBinding<'_> {
         LOCAL.with(|l| {
             l.cpu.set(cpu);
             l.rng.set(rng);
+            // The new CPU's IPIs are the ones to notice at section exits.
+            l.mail.set(self.cpus.mail_flag(cpu));
         });
         self.cpu = cpu;
     }

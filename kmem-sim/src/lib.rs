@@ -733,6 +733,40 @@ unsafe impl Platform for SimPlatform {
         }
     }
 
+    /// A leaf section touches no thread-local counter: nothing can run on
+    /// this simulated CPU between two instructions of the straight-line code
+    /// inside (interrupts and cross-CPU calls arrive only where a thread
+    /// offers them, which that code does not), so the binding check alone
+    /// makes it exclusive. The depth read here tells the exit whether it
+    /// leaves the outermost section.
+    #[inline]
+    fn local_enter_leaf(&self) -> LocalState {
+        LOCAL.with(|l| {
+            if l.id.get() != self.id {
+                not_bound(l.id.get());
+            }
+            LocalState {
+                cpu: l.cpu.get(),
+                saved: l.depth.get(),
+            }
+        })
+    }
+
+    /// Outside every section: take a pending IPI, as `local_exit` does.
+    #[inline]
+    fn local_exit_leaf(&self, state: LocalState) {
+        if state.saved == 0 {
+            let mail = LOCAL.with(|l| l.mail.get());
+            // SAFETY: a bound thread's `mail` points at its CPU's flag in
+            // the `Cpus` its binding borrows, valid while it is bound; an
+            // unbound thread's is null. `ipi_interrupt` checks the binding
+            // to this platform before it runs anything.
+            if !mail.is_null() && unsafe { (*mail).load(Ordering::Relaxed) } {
+                self.ipi_interrupt();
+            }
+        }
+    }
+
     #[inline]
     fn in_atomic(&self) -> bool {
         LOCAL.with(|l| {

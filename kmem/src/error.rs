@@ -85,5 +85,56 @@ impl fmt::Display for Error {
 
 impl core::error::Error for Error {}
 
+/// Every error value, in [`Error::to_err_ptr`]'s order.
+const ALL: [Error; 8] = [
+    Error::NoMemory,
+    Error::InvalidArgument,
+    Error::BadAddress,
+    Error::Busy,
+    Error::Exists,
+    Error::NoSpace,
+    Error::NotSupported,
+    Error::BadState,
+];
+
+impl Error {
+    /// `ERR_PTR()`: the error as an address in the last page of the
+    /// address space, where no object lies. The allocation fast paths pass
+    /// "an object or an error" through one register this way, as Linux
+    /// does, and turn it into a `Result` only at the public boundary.
+    #[inline]
+    pub(crate) const fn to_err_ptr(self) -> usize {
+        usize::MAX - self as usize
+    }
+
+    /// `IS_ERR()` + `PTR_ERR()`: the error an address from
+    /// [`to_err_ptr`](Self::to_err_ptr) carries, or `None` for an address.
+    #[inline]
+    pub(crate) fn from_err_ptr(x: usize) -> Option<Error> {
+        let i = usize::MAX - x;
+        if i < ALL.len() {
+            Some(ALL[i])
+        } else {
+            None
+        }
+    }
+}
+
 /// Shorthand for `Result<T, kmem::Error>`.
 pub type Result<T, E = Error> = core::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn err_ptr_round_trips_every_error_and_no_address() {
+        for e in ALL {
+            assert_eq!(Error::from_err_ptr(e.to_err_ptr()), Some(e));
+        }
+        // The first address below the error values, and ordinary ones, are
+        // addresses.
+        assert_eq!(Error::from_err_ptr(usize::MAX - ALL.len()), None);
+        assert_eq!(Error::from_err_ptr(0x1000), None);
+    }
+}

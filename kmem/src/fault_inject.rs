@@ -139,7 +139,9 @@ use crate::slab::{KmemCache, SLAB_FAILSLAB};
 use crate::{report, Error, Kmem, Result};
 use core::fmt;
 use core::panic::Location;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed,
+};
 
 /// The knobs of `/sys/kernel/debug/failslab/` that kmem has, in Linux's order.
 pub const FAILSLAB_KNOBS: &[&str] = &[
@@ -182,14 +184,21 @@ pub const FAULT_BOOT_ARG_LEN: usize = 80;
 
 /// The common part of a fault attribute (`struct fault_attr`).
 ///
+/// [`FaultAttr::active`]: failures are injected.
+const ACTIVE: u8 = 1;
+/// [`FaultAttr::active`]: the gate also guards `might_alloc`.
+const SHARED: u8 = 2;
+
 /// All fields are atomics: any CPU may hit the hook while another changes
 /// a knob.
 pub struct FaultAttr {
     /// The debugfs directory name (`attr->dname`).
     name: &'static str,
-    /// Set exactly while `probability` is not 0: the hooks' first and,
-    /// when clear, only load (a static key's job).
-    active: AtomicBool,
+    /// The hooks' first and, when 0, only load (a static key's job):
+    /// [`ACTIVE`] exactly while `probability` is not 0, and [`SHARED`]
+    /// when another pre-allocation hook (`might_alloc` under
+    /// `CONFIG_DEBUG_ATOMIC_SLEEP`) waits behind the same test.
+    active: AtomicU8,
     probability: AtomicU64,
     interval: AtomicU64,
     times: AtomicI32,
@@ -207,7 +216,7 @@ impl FaultAttr {
     const fn new(name: &'static str) -> Self {
         FaultAttr {
             name,
-            active: AtomicBool::new(false),
+            active: AtomicU8::new(0),
             probability: AtomicU64::new(0),
             interval: AtomicU64::new(1),
             times: AtomicI32::new(1),
@@ -218,14 +227,26 @@ impl FaultAttr {
         }
     }
 
+    /// Whether this attribute injects failures.
     #[inline]
     fn is_active(&self) -> bool {
-        self.active.load(Relaxed)
+        self.active.load(Relaxed) & ACTIVE != 0
+    }
+
+    /// Whether the hooks behind this attribute's gate have anything to do:
+    /// failures to inject or the shared `might_alloc` check.
+    #[inline]
+    fn gate(&self) -> bool {
+        self.active.load(Relaxed) != 0
     }
 
     fn store_probability(&self, v: u64) {
         self.probability.store(v, Relaxed);
-        self.active.store(v != 0, Relaxed);
+        if v != 0 {
+            self.active.fetch_or(ACTIVE, Relaxed);
+        } else {
+            self.active.fetch_and(!ACTIVE, Relaxed);
+        }
     }
 
     /// `should_fail_ex()` after the per-kind filters: the common knobs in
@@ -345,6 +366,13 @@ pub(crate) struct FaultInject {
 }
 
 impl FaultInject {
+    /// Put the `might_alloc` check of `CONFIG_DEBUG_ATOMIC_SLEEP` behind
+    /// both attributes' gates (at boot).
+    pub(crate) fn share_gates(&self) {
+        self.failslab.attr.active.fetch_or(SHARED, Relaxed);
+        self.fail_page_alloc.attr.active.fetch_or(SHARED, Relaxed);
+    }
+
     /// Linux's initial values: both off, `ignore-gfp-wait` on for both,
     /// `ignore-gfp-highmem` on and `min-order` 1 for fail_page_alloc.
     pub(crate) const fn new() -> Self {
@@ -1056,6 +1084,21 @@ impl<P: Platform> Kmem<P> {
                 Err(Error::InvalidArgument)
             }
         }
+    }
+
+    /// Whether the slab allocator's pre-allocation hooks (`might_alloc`
+    /// under `CONFIG_DEBUG_ATOMIC_SLEEP`, failslab) have anything to do:
+    /// one load on the fast path.
+    #[inline(always)]
+    pub(crate) fn slab_hooks_armed(&self) -> bool {
+        self.fault.failslab.attr.gate()
+    }
+
+    /// As [`slab_hooks_armed`](Self::slab_hooks_armed), for the page
+    /// allocator's hooks (`might_alloc`, fail_page_alloc).
+    #[inline(always)]
+    pub(crate) fn page_hooks_armed(&self) -> bool {
+        self.fault.fail_page_alloc.attr.gate()
     }
 
     /// `should_fail_alloc_page()`: whether fail_page_alloc fails this

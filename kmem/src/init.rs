@@ -229,6 +229,9 @@ impl<P: Platform> Kmem<P> {
         // Command-line options take effect before the first allocation.
         let fault = crate::fault_inject::FaultInject::new();
         fault.setup_boot(p, params.failslab.as_ref(), params.fail_page_alloc.as_ref())?;
+        if params.debug_atomic_sleep {
+            fault.share_gates();
+        }
         memory_map::validate(p, map)?;
         let nr_cpus = p.nr_cpu_ids();
         if nr_cpus == 0 || nr_cpus > NR_CPUS {

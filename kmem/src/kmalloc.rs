@@ -499,7 +499,7 @@ impl<P: Platform> Kmem<P> {
             // SAFETY: a slab's cache field points at its live cache.
             let s = unsafe { &*(slab.page.slab_cache_addr() as *const KmemCache) };
             if !s.is_obj_start(slab, p) {
-                self.invalid_pointer(s, slab, p)?;
+                self.invalid_pointer(s, p)?;
             }
             return Ok(Owner::Slab(s, slab));
         }
@@ -537,7 +537,7 @@ impl<P: Platform> Kmem<P> {
     ///
     /// `p` is not used after a successful free.
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     pub unsafe fn kfree(&self, p: *mut u8) -> Result<()> {
         // The fast path: an object of a slab, found from the address.
         if !zero_or_null_ptr(p) {
@@ -545,7 +545,7 @@ impl<P: Platform> Kmem<P> {
                 // SAFETY: a slab's cache field points at its live cache.
                 let s = unsafe { &*(slab.page.slab_cache_addr() as *const KmemCache) };
                 if !s.is_obj_start(slab, p) {
-                    return self.invalid_pointer(s, slab, p);
+                    return self.invalid_pointer(s, p);
                 }
                 return self.slab_free(s, slab, p, Location::caller());
             }

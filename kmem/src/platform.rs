@@ -120,6 +120,9 @@ impl Task {
 ///    at boot, `direct_map().base + pa` is valid for reads and writes for as
 ///    long as the platform value lives, and is not accessed by anything but
 ///    the core (and the owners of memory the core handed out).
+///    A *leaf* section ([`local_enter_leaf`](Self::local_enter_leaf) to
+///    [`local_exit_leaf`](Self::local_exit_leaf)) is exclusive in the same
+///    way while the core, inside it, runs only its own straight-line code.
 /// 3. `smp_processor_id()` is always below `nr_cpu_ids()`.
 /// 4. **Cross-CPU calls keep promise 1.**
 ///    [`smp_call_function_single(cpu, f)`](Self::smp_call_function_single)
@@ -142,6 +145,33 @@ pub unsafe trait Platform {
 
     /// Leave the section entered by the `local_enter()` that returned `state`.
     fn local_exit(&self, state: LocalState);
+
+    /// Enter a *leaf* CPU-local section, one the core leaves with
+    /// [`local_exit_leaf`](Self::local_exit_leaf) after straight-line work
+    /// on its CPU's data: inside it the core calls nothing else (no
+    /// report, no other section, nothing that may block or call back), and
+    /// nothing in it asks [`in_atomic`](Self::in_atomic). The allocation
+    /// and free fast paths run in one.
+    ///
+    /// On bare metal this is a full section (the default): an interrupt may
+    /// arrive between any two instructions. A platform on which nothing
+    /// else can run on the CPU between two instructions of such code unless
+    /// the code itself lets it (the simulator, whose interrupts and
+    /// cross-CPU calls arrive only at the points the code offers them) may
+    /// make it cheaper, as Linux's `this_cpu_*` operations are single
+    /// instructions on x86 instead of a preempt-count round trip.
+    #[inline]
+    fn local_enter_leaf(&self) -> LocalState {
+        self.local_enter()
+    }
+
+    /// Leave a section entered by [`local_enter_leaf`](Self::local_enter_leaf)
+    /// that returned `state`; a point where pending work for the CPU (a
+    /// cross-CPU call) may run, as at `local_exit`.
+    #[inline]
+    fn local_exit_leaf(&self, state: LocalState) {
+        self.local_exit(state)
+    }
 
     /// `in_atomic() || irqs_disabled()`: the caller may not sleep (inside a
     /// CPU-local section, a simulated interrupt, or under a spinlock).
@@ -350,6 +380,14 @@ unsafe impl<T: Platform + ?Sized> Platform for &T {
     #[inline]
     fn local_exit(&self, state: LocalState) {
         (**self).local_exit(state)
+    }
+    #[inline]
+    fn local_enter_leaf(&self) -> LocalState {
+        (**self).local_enter_leaf()
+    }
+    #[inline]
+    fn local_exit_leaf(&self, state: LocalState) {
+        (**self).local_exit_leaf(state)
     }
     #[inline]
     fn in_atomic(&self) -> bool {

@@ -773,7 +773,7 @@ impl<P: Platform> Kmem<P> {
                     false
                 }
                 Some(slab) if !s.is_obj_start(slab, x) => {
-                    let _ = self.invalid_pointer(s, slab, x);
+                    let _ = self.invalid_pointer(s, x);
                     false
                 }
                 Some(_) => true,

@@ -799,7 +799,9 @@ impl<P: Platform> Kmem<P> {
             );
             return Err(Error::InvalidArgument);
         };
-        if self.debug_atomic_sleep() {
+        // prepare_alloc_pages()'s hooks, behind one test while all are off.
+        let hooks = self.page_hooks_armed();
+        if hooks && self.debug_atomic_sleep() {
             self.might_alloc(gfp, core::panic::Location::caller());
         }
         if order > 1 && gfp.contains(gfp::__GFP_NOFAIL) {
@@ -826,7 +828,7 @@ impl<P: Platform> Kmem<P> {
                 gfp
             )
         })?;
-        if self.should_fail_alloc_page(gfp, order) {
+        if hooks && self.should_fail_alloc_page(gfp, order) {
             return Err(Error::NoMemory);
         }
         let which = if gfp.contains(gfp::__GFP_THISNODE) {

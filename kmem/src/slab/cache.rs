@@ -84,7 +84,7 @@ use crate::{report, Error, Kmem, Result, PAGE_SHIFT, PAGE_SIZE};
 use core::cell::UnsafeCell;
 use core::panic::Location;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// Objects per sheaf.
 pub const SHEAF_CAPACITY: usize = 64;
@@ -159,30 +159,38 @@ pub(crate) struct CpuCache {
     sheaves: UnsafeCell<CpuSheaves>,
     /// The CPU's node, kept here so the fast paths read one cache line.
     nid: usize,
-    /// Why the fast paths must not use the sheaves: [`CPU_FLUSH`] (another
-    /// CPU asked this one to flush them) and [`CPU_DEBUG`] (a debug cache,
-    /// which never uses them), tested with one load.
-    slow: AtomicU8,
+    /// The fast paths' one test: the CPU's node in the low bits, and above
+    /// them why the fast paths must not use the sheaves: [`CPU_FLUSH`]
+    /// (another CPU asked this one to flush them) and [`CPU_DEBUG`] (a
+    /// debug cache, which never uses them). A free compares it with the
+    /// object's node, an allocation tests the flag bits, in one load.
+    gate: AtomicU32,
 }
 
-/// [`CpuCache::slow`]: another CPU asked this one to flush its sheaves.
-const CPU_FLUSH: u8 = 1;
-/// [`CpuCache::slow`]: the cache is a debug cache.
-const CPU_DEBUG: u8 = 2;
+/// [`CpuCache::gate`]: another CPU asked this one to flush its sheaves.
+const CPU_FLUSH: u32 = 1 << 16;
+/// [`CpuCache::gate`]: the cache is a debug cache.
+const CPU_DEBUG: u32 = 1 << 17;
+/// [`CpuCache::gate`]: the flag bits.
+const CPU_SLOW: u32 = !0xffff;
 
 impl CpuCache {
     /// Whether a flush was requested; clears the request.
     #[inline]
     fn take_flush(&self) -> bool {
-        self.slow.load(Relaxed) & CPU_FLUSH != 0
-            && self.slow.fetch_and(!CPU_FLUSH, Relaxed) & CPU_FLUSH != 0
+        self.gate.load(Relaxed) & CPU_FLUSH != 0
+            && self.gate.fetch_and(!CPU_FLUSH, Relaxed) & CPU_FLUSH != 0
     }
 
     /// Ask this CPU to flush its sheaves at its next use of the cache.
     fn request_flush(&self) {
-        self.slow.fetch_or(CPU_FLUSH, Relaxed);
+        self.gate.fetch_or(CPU_FLUSH, Relaxed);
     }
 }
+
+/// Where a cache's per-CPU sheaf slots start in its metadata block, after
+/// the cache itself.
+const CPUS_OFF: usize = core::mem::size_of::<KmemCache>().next_multiple_of(64);
 
 /// A stack of sheaves linked through `next`.
 #[derive(Clone, Copy)]
@@ -350,7 +358,19 @@ impl KmemCache {
         // `nr_cpus` is the platform's `nr_cpu_ids()`, constant for its
         // life, which every CPU id is below (the Platform contract). No
         // bounds check: this is on both fast paths.
-        unsafe { &*self.cpus.as_ptr().add(cpu) }
+        //
+        // The address is computed from the cache's own, not loaded: the
+        // sheaf slots follow the cache at CPUS_OFF in its block, so the
+        // free path, which finds the cache through the page descriptor, has
+        // one dependent load fewer. The pointer keeps the provenance of
+        // `cpus`, which covers the block.
+        unsafe {
+            &*self
+                .cpus
+                .as_ptr()
+                .with_addr(self as *const KmemCache as usize + CPUS_OFF)
+                .add(cpu)
+        }
     }
 
     #[inline]
@@ -710,8 +730,7 @@ impl<P: Platform> Kmem<P> {
         let has_cpus = |n: usize| (0..nr_cpus).any(|c| self.cpu_to_node(c) == n);
         let nr_barns = (0..nr_nodes).filter(|&n| has_cpus(n)).count();
         let nr_sheaves = 2 * nr_cpus + BARN_SHEAVES * nr_barns;
-        let cache_sz = core::mem::size_of::<KmemCache>().next_multiple_of(64);
-        let cpus_off = cache_sz;
+        let cpus_off = CPUS_OFF;
         let nodes_off = cpus_off + nr_cpus * core::mem::size_of::<CpuCache>();
         let nodes_off = nodes_off.next_multiple_of(64);
         let sheaves_off =
@@ -740,7 +759,9 @@ impl<P: Platform> Kmem<P> {
                         spare: sheaf(2 * i + 1),
                     }),
                     nid: self.cpu_to_node(i),
-                    slow: AtomicU8::new(if debug { CPU_DEBUG } else { 0 }),
+                    gate: AtomicU32::new(
+                        self.cpu_to_node(i) as u32 | if debug { CPU_DEBUG } else { 0 },
+                    ),
                 })
             };
         }
@@ -943,12 +964,10 @@ impl<P: Platform> Kmem<P> {
     /// `check_valid_pointer()` failed: report an address inside an object.
     #[cold]
     #[inline(never)]
-    pub(crate) fn invalid_pointer(
-        &self,
-        s: &KmemCache,
-        slab: SlabRef<'_>,
-        x: *const u8,
-    ) -> Result<()> {
+    pub(crate) fn invalid_pointer(&self, s: &KmemCache, x: *const u8) -> Result<()> {
+        // Found again rather than passed: the fast paths then keep the slab
+        // in registers instead of spilling it for this call.
+        let slab = self.slab_of(x).expect("a pointer into a slab");
         let (x, base) = (x as usize, slab.base);
         let objects = slab.page.slab_objects() as usize;
         slab_bug(&self.p, s, format_args!("Invalid object pointer 0x{x:x}"));
@@ -1283,9 +1302,33 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// The allocation fast path (`slab_alloc_node()`): one CPU-local
-    /// section, one pop from the CPU's main sheaf. Everything else (a debug
-    /// cache, another node, an empty main sheaf, a pending flush request)
-    /// goes to [`slab_alloc_slow`](Self::slab_alloc_slow).
+    /// section, one pop from the CPU's main sheaf. Everything else (an
+    /// armed pre-allocation hook, a debug cache, another node, an empty
+    /// main sheaf, a pending flush request) goes to
+    /// [`slab_alloc_slow`](Self::slab_alloc_slow).
+    ///
+    /// The object or the error travels as one word
+    /// ([`Error::to_err_ptr`], Linux's `ERR_PTR`) and becomes a `Result`
+    /// only here, in the caller's frame: a `Result` coming back from an out
+    /// of line function would be returned through memory.
+    #[inline(always)]
+    pub(crate) fn slab_alloc_node(
+        &self,
+        s: &KmemCache,
+        gfp: Gfp,
+        node: i32,
+        caller: &'static Location<'static>,
+    ) -> Result<NonNull<u8>> {
+        let x = self.slab_alloc_raw(s, gfp, node, caller);
+        match Error::from_err_ptr(x) {
+            Some(e) => Err(e),
+            // SAFETY: not an error value, so an object: objects are not at
+            // address 0 (the direct map does not start there).
+            None => Ok(unsafe { NonNull::new_unchecked(x as *mut u8) }),
+        }
+    }
+
+    /// [`slab_alloc_node`](Self::slab_alloc_node) in `ERR_PTR` form.
     ///
     /// The section is entered and left by hand rather than with a
     /// [`LocalGuard`]: nothing in it can panic, and the way out is shaped
@@ -1295,22 +1338,22 @@ impl<P: Platform> Kmem<P> {
     /// run pending cross-CPU calls); on the fast way out only the object
     /// does. That keeps the function free of register saves.
     #[inline(always)]
-    pub(crate) fn slab_alloc_node(
+    fn slab_alloc_raw(
         &self,
         s: &KmemCache,
         gfp: Gfp,
         node: i32,
         caller: &'static Location<'static>,
-    ) -> Result<NonNull<u8>> {
+    ) -> usize {
         // slab_pre_alloc_hook(): might_alloc() under CONFIG_DEBUG_ATOMIC_SLEEP
-        // and failslab; each is one load when off.
-        if self.debug_atomic_sleep() {
-            self.might_alloc(gfp, caller);
+        // and failslab, one test for both while neither is on.
+        if self.slab_hooks_armed() {
+            return self.slab_alloc_hooked(s, gfp, node, caller);
         }
-        self.failslab_hook(s, gfp, caller)?;
-        let st = self.p.local_enter();
+        let st = self.p.local_enter_leaf();
         let cc = s.cpu(st.cpu);
-        if cc.slow.load(Relaxed) == 0 && (node < 0 || node as usize == cc.nid) {
+        let gate = cc.gate.load(Relaxed);
+        if (node < 0 && gate & CPU_SLOW == 0) || gate == node as u32 {
             // SAFETY: this CPU's sheaves, inside its local section `st`;
             // main is a valid sheaf of this CPU.
             let main = unsafe { &mut *(*cc.sheaves.get()).main };
@@ -1319,27 +1362,48 @@ impl<P: Platform> Kmem<P> {
             if n.wrapping_sub(1) < SHEAF_CAPACITY {
                 let x = main.objects[n];
                 main.size = n - 1;
-                self.p.local_exit(st);
+                self.p.local_exit_leaf(st);
                 // `gfp` is usually a constant here (the function is inlined
                 // into its caller), so the test costs nothing without
                 // __GFP_ZERO.
-                return Ok(self.slab_post_alloc(s, x as usize, gfp));
+                return self.slab_post_alloc(s, x as usize, gfp);
             }
         }
         self.slab_alloc_slow(st, s, gfp, node, caller)
     }
 
+    /// The pre-allocation hooks, then the allocation, for when a hook is
+    /// armed.
+    #[cold]
+    #[inline(never)]
+    fn slab_alloc_hooked(
+        &self,
+        s: &KmemCache,
+        gfp: Gfp,
+        node: i32,
+        caller: &'static Location<'static>,
+    ) -> usize {
+        if self.debug_atomic_sleep() {
+            self.might_alloc(gfp, caller);
+        }
+        if let Err(e) = self.failslab_hook(s, gfp, caller) {
+            return e.to_err_ptr();
+        }
+        let st = self.p.local_enter_leaf();
+        self.slab_alloc_slow(st, s, gfp, node, caller)
+    }
+
     /// `slab_post_alloc_hook()`: zero the object for `__GFP_ZERO`.
     #[inline]
-    fn slab_post_alloc(&self, s: &KmemCache, x: usize, gfp: Gfp) -> NonNull<u8> {
+    fn slab_post_alloc(&self, s: &KmemCache, x: usize, gfp: Gfp) -> usize {
         if gfp.contains(gfp::__GFP_ZERO) {
             // SAFETY: a freshly allocated object of at least object_size bytes.
             unsafe { ptr::write_bytes(x as *mut u8, 0, s.geo.object_size) };
         }
-        NonNull::new(x as *mut u8).expect("objects are not at address 0")
+        x
     }
 
-    /// Everything [`slab_alloc_node`](Self::slab_alloc_node) does not do
+    /// Everything [`slab_alloc_raw`](Self::slab_alloc_raw) does not do
     /// itself; entered inside the section `st`, which it leaves at once.
     #[cold]
     #[inline(never)]
@@ -1350,23 +1414,26 @@ impl<P: Platform> Kmem<P> {
         gfp: Gfp,
         node: i32,
         caller: &'static Location<'static>,
-    ) -> Result<NonNull<u8>> {
-        self.p.local_exit(st);
+    ) -> usize {
+        self.p.local_exit_leaf(st);
         let x = if s.is_debug() {
             let nid = if node < 0 {
                 self.numa_node_id()
             } else {
                 node as usize
             };
-            self.alloc_debug(s, gfp, nid, caller)?
+            self.alloc_debug(s, gfp, nid, caller)
         } else if node < 0 || node as usize == self.numa_node_id() {
-            self.alloc_sheaf(s, gfp)?
+            self.alloc_sheaf(s, gfp)
         } else {
             let mut one = [0usize; 1];
-            self.refill_from_slabs(s, gfp, node as usize, &mut one)?;
-            one[0]
+            self.refill_from_slabs(s, gfp, node as usize, &mut one)
+                .map(|_| one[0])
         };
-        Ok(self.slab_post_alloc(s, x, gfp))
+        match x {
+            Ok(x) => self.slab_post_alloc(s, x, gfp),
+            Err(e) => e.to_err_ptr(),
+        }
     }
 
     /// Honour a flush request for this CPU's sheaves. Called inside the
@@ -1485,7 +1552,7 @@ impl<P: Platform> Kmem<P> {
     /// `x` is not used after a successful free (the allocator checks what
     /// it can, but cannot know who else holds the pointer).
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     pub unsafe fn kmem_cache_free(&self, s: &KmemCache, x: *mut u8) -> Result<()> {
         if x.is_null() {
             return Ok(());
@@ -1498,7 +1565,7 @@ impl<P: Platform> Kmem<P> {
             return self.wrong_cache(s, slab.page, "kmem_cache_free");
         }
         if !s.is_obj_start(slab, x) {
-            return self.invalid_pointer(s, slab, x);
+            return self.invalid_pointer(s, x);
         }
         self.slab_free(s, slab, x, Location::caller())
     }
@@ -1518,9 +1585,9 @@ impl<P: Platform> Kmem<P> {
         x: *mut u8,
         caller: &'static Location<'static>,
     ) -> Result<()> {
-        let st = self.p.local_enter();
+        let st = self.p.local_enter_leaf();
         let cc = s.cpu(st.cpu);
-        if cc.slow.load(Relaxed) == 0 && slab.nid == cc.nid {
+        if cc.gate.load(Relaxed) == slab.nid as u32 {
             // SAFETY: this CPU's sheaves, inside its local section `st`;
             // main is a valid sheaf of this CPU.
             let main = unsafe { &mut *(*cc.sheaves.get()).main };
@@ -1529,7 +1596,7 @@ impl<P: Platform> Kmem<P> {
             if n < SHEAF_CAPACITY && main.objects[n] != x {
                 main.objects[n + 1] = x;
                 main.size = n + 1;
-                self.p.local_exit(st);
+                self.p.local_exit_leaf(st);
                 return Ok(());
             }
         }
@@ -1547,7 +1614,7 @@ impl<P: Platform> Kmem<P> {
         x: *mut u8,
         caller: &'static Location<'static>,
     ) -> Result<()> {
-        self.p.local_exit(st);
+        self.p.local_exit_leaf(st);
         // Found again rather than passed: six arguments fit in registers.
         let slab = self.slab_of(x).expect("the fast path found the slab");
         if s.is_debug() {
@@ -1661,7 +1728,7 @@ impl<P: Platform> Kmem<P> {
         let cc = s.cpu(g.cpu());
         // SAFETY: this CPU's sheaves inside section `g`.
         let sh = unsafe { &mut *cc.sheaves.get() };
-        cc.slow.fetch_and(!CPU_FLUSH, Relaxed);
+        cc.gate.fetch_and(!CPU_FLUSH, Relaxed);
         self.flush_sheaves_locked(s, sh, self.cpu_to_node(g.cpu()));
     }
 
