@@ -73,9 +73,16 @@ pub(crate) struct Local {
     pub(crate) pflags: Cell<u32>,
     /// The "mail pending" flag of the CPU it is bound to ([`Cpus::mail_flag`]),
     /// so closing a section reads it without going through the platform.
-    /// Valid while the thread is bound (the binding borrows the `Cpus`).
+    /// Valid while the thread is bound (the binding borrows the `Cpus`);
+    /// [`NO_MAIL`] while it is not, so the flag can always be read.
     pub(crate) mail: Cell<*const AtomicBool>,
+    /// The CPUs of the machine it is bound to, null while unbound. Valid
+    /// while bound, as `mail`: the IPI handler finds the mailbox this way.
+    pub(crate) cpus: Cell<*const Cpus>,
 }
+
+/// The mail flag of an unbound thread: never set.
+pub(crate) static NO_MAIL: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     pub(crate) static LOCAL: Local = const {
@@ -89,7 +96,8 @@ thread_local! {
             task: Cell::new(Task { pid: 0, comm: [0; 16] }),
             rng: Cell::new(0),
             pflags: Cell::new(0),
-            mail: Cell::new(core::ptr::null()),
+            mail: Cell::new(&NO_MAIL),
+            cpus: Cell::new(core::ptr::null()),
         }
     };
 }
@@ -493,7 +501,8 @@ impl Drop for CpuBinding<'_> {
         self.cpus.release(self.cpu, self.token, busy);
         LOCAL.with(|l| {
             l.id.set(0);
-            l.mail.set(core::ptr::null());
+            l.mail.set(&NO_MAIL);
+            l.cpus.set(core::ptr::null());
             l.depth.set(0);
             l.irq.set(0);
             l.spin.set(0);

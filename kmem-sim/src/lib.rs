@@ -289,6 +289,32 @@ fn mismatched_exit() -> ! {
     panic!("local_exit does not match the innermost local_enter of this thread")
 }
 
+/// The IPI handler: a section just closed with calls pending for this
+/// thread's CPU. Runs them unless the thread is in a simulated interrupt or
+/// spinlock, where they wait for the next chance. It finds the machine
+/// through the thread's binding, so the section exits that call it need no
+/// platform at hand.
+#[cold]
+#[inline(never)]
+fn ipi_interrupt() {
+    let (cpus, cpu) = LOCAL.with(|l| {
+        let idle = l.depth.get() == 0 && l.irq.get() == 0 && l.spin.get() == 0;
+        (
+            if idle {
+                l.cpus.get()
+            } else {
+                core::ptr::null()
+            },
+            l.cpu.get(),
+        )
+    });
+    // SAFETY: a bound thread's `cpus` points at its machine's CPUs, which
+    // its binding borrows, so they are alive; null while unbound.
+    if let Some(cpus) = unsafe { cpus.as_ref() } {
+        cpus.service(cpu);
+    }
+}
+
 #[cold]
 #[inline(never)]
 fn not_bound(bound_to: u64) -> ! {
@@ -426,6 +452,7 @@ impl SimPlatform {
             l.task.set(task);
             l.rng.set(rng);
             l.mail.set(self.cpus.mail_flag(cpu));
+            l.cpus.set(&self.cpus);
         });
         CpuBinding {
             cpus: &self.cpus,
@@ -590,17 +617,6 @@ impl SimPlatform {
         })
     }
 
-    /// The IPI handler: a section just closed with calls pending for this
-    /// thread's CPU. Runs them unless the thread is in a simulated interrupt
-    /// or spinlock, where they wait for the next chance.
-    #[cold]
-    #[inline(never)]
-    fn ipi_interrupt(&self) {
-        if let Some(cpu) = self.interruptible_cpu() {
-            self.cpus.service(cpu);
-        }
-    }
-
     /// Wait for the call behind `state` to finish, running the calling
     /// thread's own mailbox meanwhile; after every 5 s report it as Linux's
     /// CSD lock debugging does.
@@ -729,7 +745,7 @@ unsafe impl Platform for SimPlatform {
         // is valid while the thread is bound; the depth check above proved a
         // section was open, so it is.
         if state.saved == 0 && unsafe { (*mail).load(Ordering::Relaxed) } {
-            self.ipi_interrupt();
+            ipi_interrupt();
         }
     }
 
@@ -759,10 +775,9 @@ unsafe impl Platform for SimPlatform {
             let mail = LOCAL.with(|l| l.mail.get());
             // SAFETY: a bound thread's `mail` points at its CPU's flag in
             // the `Cpus` its binding borrows, valid while it is bound; an
-            // unbound thread's is null. `ipi_interrupt` checks the binding
-            // to this platform before it runs anything.
-            if !mail.is_null() && unsafe { (*mail).load(Ordering::Relaxed) } {
-                self.ipi_interrupt();
+            // unbound thread's at the static NO_MAIL.
+            if unsafe { (*mail).load(Ordering::Relaxed) } {
+                ipi_interrupt();
             }
         }
     }

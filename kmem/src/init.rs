@@ -119,6 +119,10 @@ pub struct Kmem<P: Platform> {
     mem_map: NonNull<Page>,
     mem_map_len: usize,
     mem_map_base_pfn: u64,
+    /// The direct-map address of `mem_map`'s first page (wrapping): an
+    /// address's descriptor index is `(addr - mem_map_va) >> PAGE_SHIFT`,
+    /// one subtraction on the free path.
+    pub(crate) mem_map_va: usize,
     pageblocks: NonNull<AtomicU8>,
     pageblocks_len: usize,
     nodes: [Option<NonNull<PgData>>; MAX_NUMNODES],
@@ -509,6 +513,7 @@ impl<P: Platform> Kmem<P> {
             mem_map,
             mem_map_len: nr_pages,
             mem_map_base_pfn: base_pfn,
+            mem_map_va: dm.base.wrapping_add((base_pfn << PAGE_SHIFT) as usize),
             pageblocks,
             pageblocks_len: nr_pb,
             nodes,

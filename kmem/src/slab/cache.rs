@@ -86,15 +86,40 @@ use core::panic::Location;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::Relaxed};
 
-/// Objects per sheaf.
-pub const SHEAF_CAPACITY: usize = 64;
+/// The most objects a sheaf holds: the capacity of caches of objects up to
+/// 256 bytes. See [`sheaf_capacity`].
+pub const SHEAF_CAPACITY: usize = 120;
 /// Sheaves in each node's barn, full or empty. Linux caps a barn at
 /// `MAX_FULL_SHEAVES` (10) full and `MAX_EMPTY_SHEAVES` (10) empty sheaves
 /// and allocates sheaves as it goes; kmem allocates the barn's sheaves with
 /// the cache, so the barn always holds exactly this many: with the main and
-/// spare sheaf a CPU keeps `(BARN_SHEAVES + 2) * SHEAF_CAPACITY` (768) free
-/// objects before frees reach the slabs.
+/// spare sheaf a CPU keeps `(BARN_SHEAVES + 2) * capacity` free objects
+/// (1440 of up to 256 bytes) before frees reach the slabs.
 pub const BARN_SHEAVES: usize = 10;
+
+/// The sheaf capacity of a cache of `size`-byte objects: the per-CPU array
+/// limits of Linux's SLAB allocator (`enable_cpucache()`: 120 objects up to
+/// 256 bytes, 54 up to 1 KiB, 24 up to a page, 8 above), whose array caches
+/// sheaves resemble. Small objects get deep sheaves, so that a burst of a
+/// thousand allocations and frees stays in them; large ones shallow
+/// sheaves, so that a CPU does not hoard megabytes of free objects.
+///
+/// ```
+/// use kmem::slab::cache::sheaf_capacity;
+/// assert_eq!(sheaf_capacity(64), 120);
+/// assert_eq!(sheaf_capacity(8192), 8);
+/// ```
+pub const fn sheaf_capacity(size: usize) -> usize {
+    if size > crate::PAGE_SIZE {
+        8
+    } else if size > 1024 {
+        24
+    } else if size > 256 {
+        54
+    } else {
+        SHEAF_CAPACITY
+    }
+}
 /// Longest cache name kept (Linux allows any; `/proc/slabinfo` pads to 17).
 pub const CACHE_NAME_LEN: usize = 32;
 /// Aliases recorded per cache (merged `kmem_cache_create` calls).
@@ -165,6 +190,8 @@ pub(crate) struct CpuCache {
     /// debug cache, which never uses them). A free compares it with the
     /// object's node, an allocation tests the flag bits, in one load.
     gate: AtomicU32,
+    /// The cache's sheaf capacity, beside the sheaves for the free path.
+    cap: u32,
 }
 
 /// [`CpuCache::gate`]: another CPU asked this one to flush its sheaves.
@@ -268,6 +295,8 @@ pub struct KmemCache {
     reciprocal: u64,
     debug: bool,
     min_partial: u64,
+    /// Objects per sheaf ([`sheaf_capacity`]).
+    sheaf_cap: usize,
     /// Freelist pointer obfuscation key; 0 when hardening is off.
     random: u64,
     randomize: bool,
@@ -327,6 +356,11 @@ impl KmemCache {
     /// `kmem_cache_size()`: the usable object size.
     pub fn object_size(&self) -> usize {
         self.geo.object_size
+    }
+
+    /// Objects per sheaf ([`sheaf_capacity`]).
+    pub fn sheaf_capacity(&self) -> usize {
+        self.sheaf_cap
     }
 
     /// `min_partial`: empty slabs kept per node.
@@ -722,6 +756,7 @@ impl<P: Platform> Kmem<P> {
             },
             self.nr_cpus,
         )?;
+        let sheaf_cap = sheaf_capacity(geo.size);
         // The metadata block: the cache, per-CPU sheaf slots, per-node state,
         // and the sheaves (main + spare per CPU, BARN_SHEAVES for the barn
         // of each node that has CPUs).
@@ -762,6 +797,10 @@ impl<P: Platform> Kmem<P> {
                     gate: AtomicU32::new(
                         self.cpu_to_node(i) as u32 | if debug { CPU_DEBUG } else { 0 },
                     ),
+                    cap: {
+                        assert!(sheaf_cap <= SHEAF_CAPACITY);
+                        sheaf_cap as u32
+                    },
                 })
             };
         }
@@ -813,6 +852,7 @@ impl<P: Platform> Kmem<P> {
                 reciprocal: (1u64 << 52).div_ceil(geo.size as u64),
                 debug,
                 min_partial,
+                sheaf_cap,
                 random,
                 randomize: params.freelist_random,
                 refcount: AtomicU32::new(1),
@@ -904,8 +944,9 @@ impl<P: Platform> Kmem<P> {
         // check against the direct map's end either: a page there is high
         // memory, and slabs are never taken from high memory.
         let mm = self.mem_map();
-        let pfn = ((x as usize).wrapping_sub(self.dm.base) >> PAGE_SHIFT) as u64;
-        let mut idx = pfn.wrapping_sub(mm.base_pfn()) as usize;
+        // (x - base - base_pfn * PAGE_SIZE) / PAGE_SIZE is (x - base) /
+        // PAGE_SIZE - base_pfn, an address below the map wrapping the same.
+        let mut idx = (x as usize).wrapping_sub(self.mem_map_va) >> PAGE_SHIFT;
         let mut page = mm.get(idx)?;
         let mut flags = page.raw_flags();
         if flags & PG_SLAB == 0 {
@@ -921,10 +962,9 @@ impl<P: Platform> Kmem<P> {
                 return None;
             }
         }
-        let head_pa = (mm.base_pfn() + idx as u64) << PAGE_SHIFT;
         Some(SlabRef {
             page,
-            base: self.dm.base + head_pa as usize,
+            base: self.mem_map_va.wrapping_add(idx << PAGE_SHIFT),
             nid: Page::nid_of(flags),
             idx: idx as u32,
         })
@@ -1496,9 +1536,9 @@ impl<P: Platform> Kmem<P> {
                     Some(node) if node != nid => {
                         drop(l);
                         let mut l = s.node(node).lists.lock();
-                        self.take_from_partial(s, &mut l, SHEAF_CAPACITY, push)
+                        self.take_from_partial(s, &mut l, s.sheaf_cap, push)
                     }
-                    _ => self.take_from_partial(s, &mut l, SHEAF_CAPACITY, push),
+                    _ => self.take_from_partial(s, &mut l, s.sheaf_cap, push),
                 };
                 if got > 0 {
                     return Ok(main.pop() as usize);
@@ -1593,8 +1633,10 @@ impl<P: Platform> Kmem<P> {
             let main = unsafe { &mut *(*cc.sheaves.get()).main };
             let n = main.size;
             // objects[n] is the top (the null guard when empty).
-            if n < SHEAF_CAPACITY && main.objects[n] != x {
-                main.objects[n + 1] = x;
+            // SAFETY (both indexings): n < cap <= SHEAF_CAPACITY, so n and
+            // n + 1 are within the SHEAF_CAPACITY + 1 slots.
+            if n < cc.cap as usize && unsafe { *main.objects.get_unchecked(n) } != x {
+                unsafe { *main.objects.get_unchecked_mut(n + 1) = x };
                 main.size = n + 1;
                 self.p.local_exit_leaf(st);
                 return Ok(());
@@ -1648,7 +1690,7 @@ impl<P: Platform> Kmem<P> {
             );
             return Err(Error::BadState);
         }
-        if main.size < SHEAF_CAPACITY {
+        if main.size < s.sheaf_cap {
             main.push(x);
             return Ok(());
         }
