@@ -1172,12 +1172,42 @@ impl<P: Platform> Kmem<P> {
         Some(idx)
     }
 
-    /// `rmqueue_pcplist()`: pop a block from this CPU's list. A pending
-    /// drain request or an empty list goes to
-    /// [`rmqueue_pcplist_refill`](Self::rmqueue_pcplist_refill), still
-    /// inside the section.
+    /// `rmqueue_pcplist()`: pop a block from this CPU's list, in a leaf
+    /// section ([`Platform::local_enter_leaf`]) when nothing else is to do.
+    /// A pending drain request or an empty list goes to
+    /// [`rmqueue_pcplist_full`](Self::rmqueue_pcplist_full).
     #[inline]
     fn rmqueue_pcplist(
+        &self,
+        zone: &Zone,
+        order: u32,
+        mt: MigrateType,
+        af: AllocFlags,
+    ) -> Option<u32> {
+        let st = self.p.local_enter_leaf();
+        if let Some(pcp) = zone.pcp(st.cpu) {
+            if !pcp.drain_requested() {
+                // SAFETY: on pcp's CPU inside the leaf section `st`; the
+                // borrow ends before the section does.
+                let lists = unsafe { pcp.lists_mut() };
+                let mm = self.mem_map();
+                if let Some(idx) = lists[order_to_pindex(mt as usize, order)].pop_head(&mm) {
+                    mm.at(idx).clear_flag_owned(PG_PCP);
+                    pcp.add_count(-(1i64 << order));
+                    pcp.count_alloc(1 << order);
+                    self.p.local_exit_leaf(st);
+                    return Some(idx);
+                }
+            }
+        }
+        self.p.local_exit_leaf(st);
+        self.rmqueue_pcplist_full(zone, order, mt, af)
+    }
+
+    /// [`rmqueue_pcplist`](Self::rmqueue_pcplist) with a drain request or
+    /// a refill to do, in a full section.
+    #[inline(never)]
+    fn rmqueue_pcplist_full(
         &self,
         zone: &Zone,
         order: u32,
@@ -1519,6 +1549,30 @@ impl<P: Platform> Kmem<P> {
             }
             mt = MigrateType::Movable;
         }
+        // The common case in a leaf section: room on the list, no drain.
+        let st = self.p.local_enter_leaf();
+        if let Some(pcp) = zone.pcp(st.cpu) {
+            if !pcp.drain_requested() && pcp.count() + (1 << order) < pcp.high() {
+                // SAFETY: on pcp's CPU inside the leaf section `st`; the
+                // borrow ends before the section does.
+                let lists = unsafe { pcp.lists_mut() };
+                mm.at(idx).set_flag_owned(PG_PCP);
+                lists[order_to_pindex(mt as usize, order)].push_head(&mm, idx);
+                pcp.add_count(1 << order);
+                pcp.count_free(1 << order);
+                self.p.local_exit_leaf(st);
+                return;
+            }
+        }
+        self.p.local_exit_leaf(st);
+        self.free_unref_page_full(zone, idx, order, mt);
+    }
+
+    /// [`free_unref_page`](Self::free_unref_page) when the list is to
+    /// spill or drain, in a full section.
+    #[inline(never)]
+    fn free_unref_page_full(&self, zone: &Zone, idx: u32, order: u32, mt: MigrateType) {
+        let mm = self.mem_map();
         let g = LocalGuard::new(&self.p);
         let Some(pcp) = zone.pcp(g.cpu()) else {
             drop(g);
