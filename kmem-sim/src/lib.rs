@@ -753,8 +753,7 @@ unsafe impl Platform for SimPlatform {
     /// this simulated CPU between two instructions of the straight-line code
     /// inside (interrupts and cross-CPU calls arrive only where a thread
     /// offers them, which that code does not), so the binding check alone
-    /// makes it exclusive. The depth read here tells the exit whether it
-    /// leaves the outermost section.
+    /// makes it exclusive.
     #[inline]
     fn local_enter_leaf(&self) -> LocalState {
         LOCAL.with(|l| {
@@ -763,22 +762,21 @@ unsafe impl Platform for SimPlatform {
             }
             LocalState {
                 cpu: l.cpu.get(),
-                saved: l.depth.get(),
+                saved: 0,
             }
         })
     }
 
-    /// Outside every section: take a pending IPI, as `local_exit` does.
+    /// Take a pending IPI, as `local_exit` does; the handler itself runs
+    /// nothing while an enclosing section, interrupt or spinlock is open.
     #[inline]
-    fn local_exit_leaf(&self, state: LocalState) {
-        if state.saved == 0 {
-            let mail = LOCAL.with(|l| l.mail.get());
-            // SAFETY: a bound thread's `mail` points at its CPU's flag in
-            // the `Cpus` its binding borrows, valid while it is bound; an
-            // unbound thread's at the static NO_MAIL.
-            if unsafe { (*mail).load(Ordering::Relaxed) } {
-                ipi_interrupt();
-            }
+    fn local_exit_leaf(&self, _: LocalState) {
+        let mail = LOCAL.with(|l| l.mail.get());
+        // SAFETY: a bound thread's `mail` points at its CPU's flag in the
+        // `Cpus` its binding borrows, valid while it is bound; an unbound
+        // thread's at the static NO_MAIL.
+        if unsafe { (*mail).load(Ordering::Relaxed) } {
+            ipi_interrupt();
         }
     }
 

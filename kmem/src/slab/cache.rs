@@ -27,19 +27,29 @@
 //! (`SLAB_CONSISTENCY_CHECKS`, `SLAB_RED_ZONE`, `SLAB_POISON`,
 //! `SLAB_STORE_USER`) bypass the sheaves, as Linux bypasses the cpu slab, so
 //! every object is checked on its way in and out. Each node's barn holds
-//! [`BARN_SHEAVES`] sheaves (Linux's `MAX_FULL_SHEAVES`).
+//! [`BARN_SHEAVES`] sheaves (Linux's `MAX_FULL_SHEAVES`). A sheaf's
+//! capacity depends on the object size ([`sheaf_capacity`], the limits of
+//! SLAB's per-CPU arrays): 120 objects up to 256 bytes, so that a burst of
+//! a thousand small allocations and frees stays in the sheaves, down to 8
+//! above a page, so that no CPU hoards megabytes of large free objects.
 //!
 //! # The fast paths and what they check
 //!
 //! `kmalloc`/`kmem_cache_alloc` and `kfree`/`kmem_cache_free` each enter
-//! the CPU-local section once, pop or push the main sheaf and leave; the
-//! functions are inlined into their callers (`kmalloc` always, as Linux's
-//! `__always_inline` kmalloc, so that a constant size picks its cache at
-//! compile time) and everything else lives in `#[cold]` functions. When a
-//! fast path cannot finish, it hands its *open* section to the slow path,
-//! which leaves it first thing: the call is then a tail call and no
-//! argument has to survive the platform's `local_exit` (which may run
-//! cross-CPU calls), so the fast paths need no register saves.
+//! a *leaf* CPU-local section once ([`Platform::local_enter_leaf`]: inside
+//! it the fast path runs only its own straight-line code, so a platform
+//! may make it cheaper than a full section, as the simulator does), pop or
+//! push the main sheaf and leave; the fast paths are inlined into their
+//! callers (`kmalloc` as Linux's `__always_inline` kmalloc, so that a
+//! constant size picks its cache at compile time) and everything else lives
+//! in `#[cold]` functions. When a fast path cannot finish, it hands its
+//! *open* section to the slow path, which leaves it first thing: the call
+//! is then a tail call and no argument has to survive the platform's
+//! section exit (which may run cross-CPU calls), so the fast paths need no
+//! register saves. The slow paths return the object or the error in one
+//! word, as Linux's `ERR_PTR`, which becomes a `Result` in the caller's
+//! frame. The CPU's node and the "go slow" flags share one word
+//! (`CpuCache::gate`), so a free tests both with one compare.
 //!
 //! Linux without `slab_debug` checks, on free, only what it needs to find
 //! the cache (`virt_to_slab()`, and with `CONFIG_SLAB_FREELIST_HARDENED`
