@@ -66,33 +66,53 @@ fn an_idle_cpu_runs_the_call_on_a_helper_as_its_idle_task() {
     assert!(p.reports().is_empty(), "{:?}", p.reports());
 }
 
-#[test]
-fn a_busy_cpu_runs_the_call_from_its_mailbox_when_a_section_ends() {
-    let p = machine(2);
+/// Run `busy` on a thread of its own, which binds a CPU (as "cpu/1"), ends
+/// up holding `cpu`, calls `ready` and loops until `stop`; meanwhile call
+/// `cpu` 100 times from CPU 0. Every call must have run on that thread, on
+/// `cpu`, in atomic context: the busy thread took it from its mailbox.
+fn calls_reach_the_busy_holder_of(
+    p: &SimPlatform,
+    cpu: usize,
+    busy: impl FnOnce(&dyn Fn(), &AtomicBool) + Send,
+) {
     let bound = AtomicBool::new(false);
     let stop = AtomicBool::new(false);
     let holder = Mutex::new(None);
-    let sections = AtomicUsize::new(0);
     std::thread::scope(|sc| {
         sc.spawn(|| {
-            let _cpu = p.bind(1);
-            *holder.lock().unwrap() = Some(std::thread::current().id());
-            bound.store(true, SeqCst);
-            while !stop.load(SeqCst) {
-                let _g = LocalGuard::new(&p);
-                sections.fetch_add(1, SeqCst);
-            }
+            let ready = || {
+                *holder.lock().unwrap() = Some(std::thread::current().id());
+                bound.store(true, SeqCst);
+            };
+            busy(&ready, &stop);
         });
         wait_for(&bound);
         let _cpu = p.bind(0);
-        for _ in 0..100 {
-            let s = call(&p, 1).unwrap();
-            assert_eq!((s.cpu, s.atomic, s.comm.as_str()), (1, true, "cpu/1"));
-            assert_eq!(Some(s.thread), *holder.lock().unwrap(), "run by the holder");
-        }
-        assert!(sections.load(SeqCst) > 0);
+        let seen: Vec<_> = (0..100).map(|_| call(p, cpu)).collect();
+        // Stop the busy thread before asserting, so a failure cannot hang.
         stop.store(true, SeqCst);
+        let holder = holder.lock().unwrap().expect("the busy thread is ready");
+        for s in seen {
+            let s = s.unwrap();
+            assert_eq!((s.cpu, s.atomic, s.comm.as_str()), (cpu, true, "cpu/1"));
+            assert_eq!(s.thread, holder, "run by the holder");
+        }
     });
+}
+
+#[test]
+fn a_busy_cpu_runs_the_call_from_its_mailbox_when_a_section_ends() {
+    let p = machine(2);
+    let sections = AtomicUsize::new(0);
+    calls_reach_the_busy_holder_of(&p, 1, |ready, stop| {
+        let _cpu = p.bind(1);
+        ready();
+        while !stop.load(SeqCst) {
+            let _g = LocalGuard::new(&p);
+            sections.fetch_add(1, SeqCst);
+        }
+    });
+    assert!(sections.load(SeqCst) > 0);
 }
 
 #[test]
@@ -100,63 +120,34 @@ fn a_cpu_busy_in_leaf_sections_runs_the_call_when_one_ends() {
     // The slab fast paths run in leaf sections, which touch no counter;
     // their exits still take pending calls, as a full section's do.
     let p = machine(2);
-    let bound = AtomicBool::new(false);
-    let stop = AtomicBool::new(false);
-    let holder = Mutex::new(None);
     let pairs = AtomicUsize::new(0);
-    std::thread::scope(|sc| {
-        sc.spawn(|| {
-            let _cpu = p.bind(1);
-            let k = kmem::Kmem::boot(&p, p.memory_map(), &kmem::BootParams::default()).unwrap();
-            *holder.lock().unwrap() = Some(std::thread::current().id());
-            // Prime the sheaves, so the loop below stays on the fast paths.
+    calls_reach_the_busy_holder_of(&p, 1, |ready, stop| {
+        let _cpu = p.bind(1);
+        let k = kmem::Kmem::boot(&p, p.memory_map(), &kmem::BootParams::default()).unwrap();
+        // Prime the sheaves, so the loop below stays on the fast paths.
+        let x = k.kmalloc(64, kmem::gfp::GFP_KERNEL).unwrap();
+        // SAFETY: allocated just above, freed once.
+        unsafe { k.kfree(x.as_ptr()) }.unwrap();
+        ready();
+        while !stop.load(SeqCst) {
             let x = k.kmalloc(64, kmem::gfp::GFP_KERNEL).unwrap();
+            // SAFETY: as above.
             unsafe { k.kfree(x.as_ptr()) }.unwrap();
-            bound.store(true, SeqCst);
-            while !stop.load(SeqCst) {
-                let x = k.kmalloc(64, kmem::gfp::GFP_KERNEL).unwrap();
-                // SAFETY: allocated just above, freed once.
-                unsafe { k.kfree(x.as_ptr()) }.unwrap();
-                pairs.fetch_add(1, SeqCst);
-            }
-        });
-        wait_for(&bound);
-        let _cpu = p.bind(0);
-        for _ in 0..100 {
-            let s = call(&p, 1).unwrap();
-            assert_eq!((s.cpu, s.atomic, s.comm.as_str()), (1, true, "cpu/1"));
-            assert_eq!(Some(s.thread), *holder.lock().unwrap(), "run by the holder");
+            pairs.fetch_add(1, SeqCst);
         }
-        assert!(pairs.load(SeqCst) > 0);
-        stop.store(true, SeqCst);
     });
+    assert!(pairs.load(SeqCst) > 0);
 }
 
 #[test]
 fn a_thread_that_switched_cpus_takes_the_new_cpus_calls() {
     let p = machine(3);
-    let moved = AtomicBool::new(false);
-    let stop = AtomicBool::new(false);
-    let holder = Mutex::new(None);
-    std::thread::scope(|sc| {
-        sc.spawn(|| {
-            let mut b = p.bind(1);
-            b.switch_to(2);
-            *holder.lock().unwrap() = Some(std::thread::current().id());
-            moved.store(true, SeqCst);
-            while !stop.load(SeqCst) {
-                let _g = LocalGuard::new(&p);
-            }
-        });
-        wait_for(&moved);
-        let _cpu = p.bind(0);
-        let seen: Vec<_> = (0..20).map(|_| call(&p, 2)).collect();
-        stop.store(true, SeqCst);
-        let holder = holder.lock().unwrap().expect("the holder ran");
-        for s in seen {
-            let s = s.unwrap();
-            // The holder keeps the task it was bound as ("cpu/1").
-            assert_eq!((s.cpu, s.thread), (2, holder), "run by the holder: {s:?}");
+    calls_reach_the_busy_holder_of(&p, 2, |ready, stop| {
+        let mut b = p.bind(1);
+        b.switch_to(2);
+        ready();
+        while !stop.load(SeqCst) {
+            let _g = LocalGuard::new(&p);
         }
     });
 }
