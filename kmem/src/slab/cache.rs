@@ -1372,9 +1372,8 @@ impl<P: Platform> Kmem<P> {
         let x = self.slab_alloc_raw(s, gfp, node, caller);
         match Error::from_err_ptr(x) {
             Some(e) => Err(e),
-            // SAFETY: not an error value, so an object: objects are not at
-            // address 0 (the direct map does not start there).
-            None => Ok(unsafe { NonNull::new_unchecked(x as *mut u8) }),
+            // Not an error value, so an object.
+            None => Ok(NonNull::new(x as *mut u8).expect("objects are not at address 0")),
         }
     }
 
