@@ -97,8 +97,9 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// The most objects a sheaf holds: the capacity of caches of objects up to
-/// 256 bytes. See [`sheaf_capacity`].
-pub const SHEAF_CAPACITY: usize = 120;
+/// 256 bytes. See [`sheaf_capacity`]. Under Miri, which interprets every
+/// byte of the sheaves each test machine boots, 16.
+pub const SHEAF_CAPACITY: usize = if cfg!(miri) { 16 } else { 120 };
 /// Sheaves in each node's barn, full or empty. Linux caps a barn at
 /// `MAX_FULL_SHEAVES` (10) full and `MAX_EMPTY_SHEAVES` (10) empty sheaves
 /// and allocates sheaves as it goes; kmem allocates the barn's sheaves with
@@ -120,12 +121,17 @@ pub const BARN_SHEAVES: usize = 10;
 /// assert_eq!(sheaf_capacity(8192), 8);
 /// ```
 pub const fn sheaf_capacity(size: usize) -> usize {
-    if size > crate::PAGE_SIZE {
+    let slab_limit = if size > crate::PAGE_SIZE {
         8
     } else if size > 1024 {
         24
     } else if size > 256 {
         54
+    } else {
+        120
+    };
+    if slab_limit < SHEAF_CAPACITY {
+        slab_limit
     } else {
         SHEAF_CAPACITY
     }
