@@ -114,15 +114,15 @@ impl Task {
 ///    enters a CPU-local section on CPU `n`. This is what
 ///    `preempt_disable()` + `local_irq_save()` give on bare metal. Per-CPU
 ///    data (per-CPU page lists, later per-CPU slabs) is touched only inside
-///    such a section, by its own CPU, without further locking.
+///    such a section, by its own CPU, without further locking. A *leaf*
+///    section ([`local_enter_leaf`](Self::local_enter_leaf) to
+///    [`local_exit_leaf`](Self::local_exit_leaf)) is exclusive in the same
+///    way while the core, inside it, runs only its own straight-line code.
 /// 2. **Physical memory is stable.** For every physical address `pa` below
 ///    `direct_map().end` that lies in a usable range of the memory map given
 ///    at boot, `direct_map().base + pa` is valid for reads and writes for as
 ///    long as the platform value lives, and is not accessed by anything but
 ///    the core (and the owners of memory the core handed out).
-///    A *leaf* section ([`local_enter_leaf`](Self::local_enter_leaf) to
-///    [`local_exit_leaf`](Self::local_exit_leaf)) is exclusive in the same
-///    way while the core, inside it, runs only its own straight-line code.
 /// 3. `smp_processor_id()` is always below `nr_cpu_ids()`.
 /// 4. **Cross-CPU calls keep promise 1.**
 ///    [`smp_call_function_single(cpu, f)`](Self::smp_call_function_single)
