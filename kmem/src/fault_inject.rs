@@ -182,13 +182,13 @@ pub const UNMODELLED_KNOBS: &[&str] = &[
 /// Longest boot argument text kept by [`FaultBootArg`].
 pub const FAULT_BOOT_ARG_LEN: usize = 80;
 
-/// The common part of a fault attribute (`struct fault_attr`).
-///
 /// [`FaultAttr::active`]: failures are injected.
 const ACTIVE: u8 = 1;
 /// [`FaultAttr::active`]: the gate also guards `might_alloc`.
 const SHARED: u8 = 2;
 
+/// The common part of a fault attribute (`struct fault_attr`).
+///
 /// All fields are atomics: any CPU may hit the hook while another changes
 /// a knob.
 pub struct FaultAttr {
