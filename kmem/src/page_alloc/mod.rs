@@ -1190,11 +1190,7 @@ impl<P: Platform> Kmem<P> {
                 // SAFETY: on pcp's CPU inside the leaf section `st`; the
                 // borrow ends before the section does.
                 let lists = unsafe { pcp.lists_mut() };
-                let mm = self.mem_map();
-                if let Some(idx) = lists[order_to_pindex(mt as usize, order)].pop_head(&mm) {
-                    mm.at(idx).clear_flag_owned(PG_PCP);
-                    pcp.add_count(-(1i64 << order));
-                    pcp.count_alloc(1 << order);
+                if let Some(idx) = self.pcp_take(pcp, lists, order, mt) {
                     self.p.local_exit_leaf(st);
                     return Some(idx);
                 }
@@ -1219,16 +1215,46 @@ impl<P: Platform> Kmem<P> {
         // SAFETY: we are on pcp's CPU inside the section `g`, which outlives
         // `lists`; no other borrow of these lists exists in this frame.
         let lists = unsafe { pcp.lists_mut() };
-        let mm = self.mem_map();
-        let pindex = order_to_pindex(mt as usize, order);
-        if pcp.drain_requested() || lists[pindex].is_empty() {
+        if pcp.drain_requested() || lists[order_to_pindex(mt as usize, order)].is_empty() {
             self.rmqueue_pcplist_refill(zone, pcp, lists, order, mt, af);
         }
-        let idx = lists[pindex].pop_head(&mm)?;
+        self.pcp_take(pcp, lists, order, mt)
+    }
+
+    /// Pop a block of `order` and `mt` from this CPU's lists `lists` (of
+    /// `pcp`), inside the owner's section, and count it.
+    #[inline(always)]
+    fn pcp_take(
+        &self,
+        pcp: &PerCpuPages,
+        lists: &mut [crate::page::PageList; NR_PCP_LISTS],
+        order: u32,
+        mt: MigrateType,
+    ) -> Option<u32> {
+        let mm = self.mem_map();
+        let idx = lists[order_to_pindex(mt as usize, order)].pop_head(&mm)?;
         mm.at(idx).clear_flag_owned(PG_PCP);
         pcp.add_count(-(1i64 << order));
         pcp.count_alloc(1 << order);
         Some(idx)
+    }
+
+    /// Push block `idx` of `order` and `mt` on this CPU's lists `lists` (of
+    /// `pcp`), inside the owner's section, and count it.
+    #[inline(always)]
+    fn pcp_put(
+        &self,
+        pcp: &PerCpuPages,
+        lists: &mut [crate::page::PageList; NR_PCP_LISTS],
+        idx: u32,
+        order: u32,
+        mt: MigrateType,
+    ) {
+        let mm = self.mem_map();
+        mm.at(idx).set_flag_owned(PG_PCP);
+        lists[order_to_pindex(mt as usize, order)].push_head(&mm, idx);
+        pcp.add_count(1 << order);
+        pcp.count_free(1 << order);
     }
 
     /// Honour a drain request, then refill an empty list with `batch`
@@ -1556,10 +1582,7 @@ impl<P: Platform> Kmem<P> {
                 // SAFETY: on pcp's CPU inside the leaf section `st`; the
                 // borrow ends before the section does.
                 let lists = unsafe { pcp.lists_mut() };
-                mm.at(idx).set_flag_owned(PG_PCP);
-                lists[order_to_pindex(mt as usize, order)].push_head(&mm, idx);
-                pcp.add_count(1 << order);
-                pcp.count_free(1 << order);
+                self.pcp_put(pcp, lists, idx, order, mt);
                 self.p.local_exit_leaf(st);
                 return;
             }
@@ -1572,7 +1595,6 @@ impl<P: Platform> Kmem<P> {
     /// spill or drain, in a full section.
     #[inline(never)]
     fn free_unref_page_full(&self, zone: &Zone, idx: u32, order: u32, mt: MigrateType) {
-        let mm = self.mem_map();
         let g = LocalGuard::new(&self.p);
         let Some(pcp) = zone.pcp(g.cpu()) else {
             drop(g);
@@ -1580,10 +1602,7 @@ impl<P: Platform> Kmem<P> {
         };
         // SAFETY: on pcp's CPU inside section `g`, which outlives `lists`.
         let lists = unsafe { pcp.lists_mut() };
-        mm.at(idx).set_flag_owned(PG_PCP);
-        lists[order_to_pindex(mt as usize, order)].push_head(&mm, idx);
-        pcp.add_count(1 << order);
-        pcp.count_free(1 << order);
+        self.pcp_put(pcp, lists, idx, order, mt);
         if pcp.drain_requested() || pcp.count() >= pcp.high() {
             self.free_unref_page_spill(zone, pcp, lists);
         }
