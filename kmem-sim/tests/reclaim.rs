@@ -412,6 +412,45 @@ fn oom_without_a_killable_task_fails_the_allocation_after_the_report() {
 }
 
 #[test]
+fn nofs_too_small_to_fail_retries_without_the_oom_killer_until_a_free() {
+    // The machine of the test above, where GFP_KERNEL fails: no task can
+    // be killed. out_of_memory() kills nothing for an allocation without
+    // __GFP_FS but reports progress, so GFP_NOFS keeps retrying (Linux's
+    // "too small to fail") until another CPU frees memory.
+    let s = machine(2, 64);
+    let k = boot(&s, BootParams::default());
+    let immune = s.register_task("init");
+    s.on_cpu(0, || {
+        immune.set_oom_score_adj(-1000);
+        immune.alloc_pages(&k, GFP_KERNEL, 0).unwrap();
+    });
+    let mut held = Vec::new();
+    s.on_cpu(1, || exhaust(&k, fill_gfp(), &mut held));
+    let held = Mutex::new(held);
+    let waits_before = k.vm_events().alloc_waits;
+    // MAX_RECLAIM_RETRIES waits, then the OOM stage and its wait: twice.
+    let past_oom_twice = waits_before + 2 * (u64::from(kmem::vmscan::MAX_RECLAIM_RETRIES) + 1);
+    s.run_on_cpus(|cpu| {
+        if cpu == 0 {
+            let p = k.alloc_pages(GFP_NOFS, 0).unwrap();
+            k.__free_pages(p, 0).unwrap();
+        } else {
+            wait_until(
+                || k.vm_events().alloc_waits >= past_oom_twice,
+                "GFP_NOFS gave up instead of retrying",
+            );
+            assert!(!s.reported("invoked oom-killer"));
+            free_some(&k, &held);
+        }
+    });
+    assert!(!s.reported("page allocation failure"));
+    s.on_cpu(0, || {
+        immune.exit(&k).unwrap();
+        free_all(&k, held.into_inner().unwrap());
+    });
+}
+
+#[test]
 fn atomic_returns_promptly_while_kernel_blocks_until_another_cpu_frees() {
     let s = machine(2, 64);
     let k = boot(&s, BootParams::default());
