@@ -7,14 +7,21 @@
 //!   disabled with `zone_pcp_disable()` for order 0, a machine booted
 //!   without THP (no order-9 per-CPU list) for order 9;
 //! - booting a 64 GiB machine, from memory map to a ready page allocator.
+//!
+//! Two reference lines put the ratios in context: buddy_system_allocator's
+//! `LockedFrameAllocator` (the same allocator behind its spin lock, as any
+//! allocator shared between CPUs must be) and one locked read-modify-write,
+//! the price of the atomic reference drop every `__free_pages()` makes
+//! (`put_page_testzero()`).
 
-use buddy_system_allocator::FrameAllocator;
+use buddy_system_allocator::{FrameAllocator, LockedFrameAllocator};
 use criterion::{criterion_group, criterion_main, Criterion};
 use kmem::gfp::GFP_KERNEL;
 use kmem::page_alloc::ZoneType;
 use kmem::{BootParams, Kmem};
 use kmem_sim::{pc_memory_map, SimConfig, SimPlatform};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 const RAM: u64 = 1 << 30;
 
@@ -27,6 +34,16 @@ fn frames(k: &Kmem<&SimPlatform>) -> FrameAllocator<33> {
     let mut fa = FrameAllocator::<33>::new();
     for r in k.memblock().memory().regions() {
         fa.add_frame((r.base >> 12) as usize, (r.end() >> 12) as usize);
+    }
+    fa
+}
+
+/// The same frames behind buddy_system_allocator's spin lock.
+fn locked_frames(k: &Kmem<&SimPlatform>) -> LockedFrameAllocator<33> {
+    let fa = LockedFrameAllocator::<33>::new();
+    for r in k.memblock().memory().regions() {
+        fa.lock()
+            .add_frame((r.base >> 12) as usize, (r.end() >> 12) as usize);
     }
     fa
 }
@@ -61,6 +78,23 @@ fn pairs(c: &mut Criterion) {
                 let f = bsa.alloc(512).unwrap();
                 bsa.dealloc(black_box(f), 512);
             })
+        });
+        let locked = locked_frames(&k);
+        g.bench_function("buddy_system_allocator_locked/order0", |b| {
+            b.iter(|| {
+                let f = locked.lock().alloc(1).unwrap();
+                locked.lock().dealloc(black_box(f), 1);
+            })
+        });
+        g.bench_function("buddy_system_allocator_locked/order9", |b| {
+            b.iter(|| {
+                let f = locked.lock().alloc(512).unwrap();
+                locked.lock().dealloc(black_box(f), 512);
+            })
+        });
+        let refcount = AtomicUsize::new(1);
+        g.bench_function("floor/locked_rmw", |b| {
+            b.iter(|| black_box(&refcount).fetch_add(1, Ordering::AcqRel))
         });
         for node in k.nodes() {
             for t in [ZoneType::Dma, ZoneType::Dma32, ZoneType::Normal] {
