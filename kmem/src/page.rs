@@ -472,11 +472,20 @@ impl PageList {
         p.prev.store(NIL, Relaxed);
     }
 
-    /// Remove and return the first page.
+    /// Remove and return the first page: [`remove`](Self::remove) knowing
+    /// that the page has no predecessor (the per-CPU lists' pop).
     #[inline]
     pub(crate) fn pop_head(&mut self, mm: &MemMap<'_>) -> Option<u32> {
         let h = self.first()?;
-        self.remove(mm, h);
+        let p = mm.at(h);
+        let n = p.next.load(Relaxed);
+        self.head = n;
+        if n != NIL {
+            mm.at(n).prev.store(NIL, Relaxed);
+        } else {
+            self.tail = NIL;
+        }
+        p.next.store(NIL, Relaxed);
         Some(h)
     }
 

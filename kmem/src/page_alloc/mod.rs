@@ -772,7 +772,54 @@ impl<P: Platform> Kmem<P> {
     /// `alloc_pages_node()`: prefer node `nid` (`-1`, `NUMA_NO_NODE`: the
     /// running CPU's node).
     #[track_caller]
+    #[inline]
     pub fn alloc_pages_node(&self, nid: i32, gfp: Gfp, order: u32) -> Result<&Page> {
+        if let Some(page) = self.alloc_pages_fast(nid, gfp, order) {
+            return Ok(page);
+        }
+        self.__alloc_pages(nid, gfp, order)
+    }
+
+    /// The common case of [`alloc_pages_node`](Self::alloc_pages_node),
+    /// inline: the running CPU's node, no zone modifier, `__GFP_THISNODE`
+    /// or `__GFP_NOFAIL`, no allocation hook armed, an order the per-CPU
+    /// lists hold, the node's first zone above its low watermark and a
+    /// block on this CPU's list. That is the first step of
+    /// [`__alloc_pages`](Self::__alloc_pages) taken alone; anything else
+    /// returns `None` having changed nothing, and `__alloc_pages` starts
+    /// from the top.
+    #[inline(always)]
+    fn alloc_pages_fast(&self, nid: i32, gfp: Gfp, order: u32) -> Option<&Page> {
+        const SLOW: u32 =
+            gfp::GFP_ZONEMASK.bits() | gfp::__GFP_THISNODE.bits() | gfp::__GFP_NOFAIL.bits();
+        if nid >= 0
+            || gfp.bits() & SLOW != 0
+            || !pcp_allowed_order(order, self.pcp_thp)
+            || self.page_hooks_armed()
+        {
+            return None;
+        }
+        let mt = gfp::gfp_migratetype(gfp).ok()?;
+        let zl = self.node(self.numa_node_id()).zonelist(ZONELIST_FALLBACK);
+        let zr = zl.entries().first()?;
+        let high = ZoneType::Normal as usize;
+        if usize::from(zr.zone) > high {
+            return None;
+        }
+        let zone = self.node(usize::from(zr.node)).zone(usize::from(zr.zone));
+        let af = AllocFlags::WMARK_LOW;
+        if !self.zone_watermark_fast(zone, order, zone.wmark(WMARK_LOW), high, af) {
+            return None;
+        }
+        let idx = self.rmqueue_pcplist_leaf(zone, order, mt)?;
+        Some(self.prep_new_page(zone, idx, order, gfp))
+    }
+
+    /// `__alloc_pages()`: every allocation the fast path does not take,
+    /// and every report.
+    #[track_caller]
+    #[inline(never)]
+    fn __alloc_pages(&self, nid: i32, gfp: Gfp, order: u32) -> Result<&Page> {
         if order > MAX_PAGE_ORDER {
             if !gfp.contains(gfp::__GFP_NOWARN) {
                 report!(
@@ -1184,20 +1231,28 @@ impl<P: Platform> Kmem<P> {
         mt: MigrateType,
         af: AllocFlags,
     ) -> Option<u32> {
+        if let Some(idx) = self.rmqueue_pcplist_leaf(zone, order, mt) {
+            return Some(idx);
+        }
+        self.rmqueue_pcplist_full(zone, order, mt, af)
+    }
+
+    /// The leaf-section part of [`rmqueue_pcplist`](Self::rmqueue_pcplist):
+    /// a block from a non-empty list with no drain pending, else `None`.
+    #[inline(always)]
+    fn rmqueue_pcplist_leaf(&self, zone: &Zone, order: u32, mt: MigrateType) -> Option<u32> {
         let st = self.p.local_enter_leaf();
+        let mut got = None;
         if let Some(pcp) = zone.pcp(st.cpu) {
             if !pcp.drain_requested() {
                 // SAFETY: on pcp's CPU inside the leaf section `st`; the
                 // borrow ends before the section does.
                 let lists = unsafe { pcp.lists_mut() };
-                if let Some(idx) = self.pcp_take(pcp, lists, order, mt) {
-                    self.p.local_exit_leaf(st);
-                    return Some(idx);
-                }
+                got = self.pcp_take(pcp, lists, order, mt);
             }
         }
         self.p.local_exit_leaf(st);
-        self.rmqueue_pcplist_full(zone, order, mt, af)
+        got
     }
 
     /// [`rmqueue_pcplist`](Self::rmqueue_pcplist) with a drain request or
