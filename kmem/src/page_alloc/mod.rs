@@ -782,9 +782,10 @@ impl<P: Platform> Kmem<P> {
 
     /// The common case of [`alloc_pages_node`](Self::alloc_pages_node),
     /// inline: the running CPU's node, no zone modifier, `__GFP_THISNODE`
-    /// or `__GFP_NOFAIL`, no allocation hook armed, an order the per-CPU
-    /// lists hold, the node's first zone above its low watermark and a
-    /// block on this CPU's list. That is the first step of
+    /// or `__GFP_NOFAIL`, no allocation hook armed, and the node's first
+    /// zone above its low watermark with a block to give: from this CPU's
+    /// list for the orders the lists hold (no refill), else from the buddy
+    /// lists with the first pass's flags. That is the first step of
     /// [`__alloc_pages`](Self::__alloc_pages) taken alone; anything else
     /// returns `None` having changed nothing, and `__alloc_pages` starts
     /// from the top.
@@ -792,26 +793,30 @@ impl<P: Platform> Kmem<P> {
     fn alloc_pages_fast(&self, nid: i32, gfp: Gfp, order: u32) -> Option<&Page> {
         const SLOW: u32 =
             gfp::GFP_ZONEMASK.bits() | gfp::__GFP_THISNODE.bits() | gfp::__GFP_NOFAIL.bits();
-        if nid >= 0
-            || gfp.bits() & SLOW != 0
-            || !pcp_allowed_order(order, self.pcp_thp)
-            || self.page_hooks_armed()
-        {
+        if nid >= 0 || gfp.bits() & SLOW != 0 || order > MAX_PAGE_ORDER || self.page_hooks_armed() {
             return None;
         }
         let mt = gfp::gfp_migratetype(gfp).ok()?;
-        let zl = self.node(self.numa_node_id()).zonelist(ZONELIST_FALLBACK);
-        let zr = zl.entries().first()?;
+        let node = self.node(self.numa_node_id());
+        let zr = node.zonelist(ZONELIST_FALLBACK).entries().first()?;
         let high = ZoneType::Normal as usize;
         if usize::from(zr.zone) > high {
             return None;
         }
         let zone = self.node(usize::from(zr.node)).zone(usize::from(zr.zone));
-        let af = AllocFlags::WMARK_LOW;
+        let mut af = AllocFlags::WMARK_LOW;
         if !self.zone_watermark_fast(zone, order, zone.wmark(WMARK_LOW), high, af) {
             return None;
         }
-        let idx = self.rmqueue_pcplist_leaf(zone, order, mt)?;
+        let idx = if pcp_allowed_order(order, self.pcp_thp) {
+            self.rmqueue_pcplist_leaf(zone, order, mt)?
+        } else {
+            // As __alloc_pages' first pass (alloc_flags_nofragment()).
+            if node.zone(ZoneType::Dma32 as usize).is_populated() {
+                af = af.with(AllocFlags::NOFRAGMENT);
+            }
+            self.rmqueue_buddy(zone, order, mt, af)?
+        };
         Some(self.prep_new_page(zone, idx, order, gfp))
     }
 
