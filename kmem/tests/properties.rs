@@ -9,9 +9,10 @@
 
 use kmem::arena::ArenaPlatform;
 use kmem::gfp::*;
+use kmem::memory_map::MemRegion;
 use kmem::page::Page;
 use kmem::page_alloc::ZoneType;
-use kmem::{Error, Kmem, PAGE_SIZE};
+use kmem::{BootParams, Error, Kmem, PAGE_SIZE};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -222,9 +223,25 @@ fn check_fill(o: &Obj, len: usize) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn run_kmalloc(ops: Vec<KmallocOp>) -> Result<(), TestCaseError> {
+/// `slab_debug=FZPU` (consistency checks, red zones, poison, owner
+/// tracking) and random freelists for every cache, or the defaults.
+fn kmalloc_machine(mem: &mut [u8], debug: bool) -> Kmem<ArenaPlatform<'_>> {
+    let p = ArenaPlatform::new(mem, 2);
+    let (start, end) = p.usable_range();
+    let mut params = BootParams {
+        reserve_low: 0,
+        ..BootParams::default()
+    };
+    if debug {
+        params.slab.debug = kmem::slab::parse_slab_debug("FZPU").expect("slab_debug");
+        params.slab.freelist_random = true;
+    }
+    Kmem::boot(p, &[MemRegion::usable(start, end - start)], &params).expect("boot")
+}
+
+fn run_kmalloc(ops: Vec<KmallocOp>, debug: bool) -> Result<(), TestCaseError> {
     let mut mem = vec![0u8; ARENA];
-    let k = Kmem::boot_arena(&mut mem, 2).expect("boot");
+    let k = kmalloc_machine(&mut mem, debug);
     let mut owned: Vec<Obj> = Vec::new();
     let mut ranges: BTreeMap<usize, usize> = BTreeMap::new();
     let mut fill = 0u8;
@@ -333,6 +350,12 @@ proptest! {
     #[test]
     #[cfg_attr(miri, ignore = "proptest cases are too slow to interpret")]
     fn kmalloc_objects_keep_their_bytes(ops in prop::collection::vec(kmalloc_op(), 1..300)) {
-        run_kmalloc(ops)?;
+        run_kmalloc(ops, false)?;
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "proptest cases are too slow to interpret")]
+    fn kmalloc_under_slab_debug_reports_nothing_on_good_input(ops in prop::collection::vec(kmalloc_op(), 1..300)) {
+        run_kmalloc(ops, true)?;
     }
 }
