@@ -689,6 +689,18 @@ enum BadPage {
     Order(u32),
 }
 
+/// The flags of an allocation's first pass for a request that may use
+/// ZONE_NORMAL, made on `node`: the low watermark, and no pageblock
+/// fragmentation while DMA32 lies under Normal (`alloc_flags_nofragment()`).
+#[inline]
+fn first_pass_flags(node: &PgData) -> AllocFlags {
+    if node.zone(ZoneType::Dma32 as usize).is_populated() {
+        AllocFlags::WMARK_LOW.with(AllocFlags::NOFRAGMENT)
+    } else {
+        AllocFlags::WMARK_LOW
+    }
+}
+
 impl<P: Platform> Kmem<P> {
     /// The zone a block head belongs to (`page_zone()`).
     #[inline]
@@ -783,9 +795,10 @@ impl<P: Platform> Kmem<P> {
     /// The common case of [`alloc_pages_node`](Self::alloc_pages_node),
     /// inline: the running CPU's node, no zone modifier, `__GFP_THISNODE`
     /// or `__GFP_NOFAIL`, no allocation hook armed, and the node's first
-    /// zone above its low watermark with a block to give: from this CPU's
-    /// list for the orders the lists hold (no refill), else from the buddy
-    /// lists with the first pass's flags. That is the first step of
+    /// zone above its low watermark with a block to give (`rmqueue()` with
+    /// the first pass's flags: this CPU's list, refilled when empty, for
+    /// the orders the lists hold, else the buddy lists). That is the first
+    /// step of
     /// [`__alloc_pages`](Self::__alloc_pages) taken alone; anything else
     /// returns `None` having changed nothing, and `__alloc_pages` starts
     /// from the top.
@@ -804,20 +817,37 @@ impl<P: Platform> Kmem<P> {
             return None;
         }
         let zone = self.node(usize::from(zr.node)).zone(usize::from(zr.zone));
-        let mut af = AllocFlags::WMARK_LOW;
+        let af = AllocFlags::WMARK_LOW;
         if !self.zone_watermark_fast(zone, order, zone.wmark(WMARK_LOW), high, af) {
             return None;
         }
         let idx = if pcp_allowed_order(order, self.pcp_thp) {
-            self.rmqueue_pcplist_leaf(zone, order, mt)?
-        } else {
-            // As __alloc_pages' first pass (alloc_flags_nofragment()).
-            if node.zone(ZoneType::Dma32 as usize).is_populated() {
-                af = af.with(AllocFlags::NOFRAGMENT);
+            match self.rmqueue_pcplist_leaf(zone, order, mt) {
+                Some(idx) => idx,
+                None => self.rmqueue_fast_refill(node, zone, order, mt)?,
             }
-            self.rmqueue_buddy(zone, order, mt, af)?
+        } else {
+            self.rmqueue_buddy(zone, order, mt, first_pass_flags(node))?
         };
         Some(self.prep_new_page(zone, idx, order, gfp))
+    }
+
+    /// The rest of `rmqueue()` for [`alloc_pages_fast`](Self::alloc_pages_fast)
+    /// when this CPU's list is empty, out of line: refill it, else take
+    /// from the buddy lists.
+    #[inline(never)]
+    fn rmqueue_fast_refill(
+        &self,
+        node: &PgData,
+        zone: &Zone,
+        order: u32,
+        mt: MigrateType,
+    ) -> Option<u32> {
+        let af = first_pass_flags(node);
+        if let Some(idx) = self.rmqueue_pcplist_full(zone, order, mt, af) {
+            return Some(idx);
+        }
+        self.rmqueue_buddy(zone, order, mt, af)
     }
 
     /// `__alloc_pages()`: every allocation the fast path does not take,
@@ -889,14 +919,11 @@ impl<P: Platform> Kmem<P> {
             ZONELIST_FALLBACK
         };
         let zl = self.node(nid).zonelist(which);
-        // Fast path: the low watermark, and no pageblock fragmentation on the
-        // first pass when DMA32 lies under Normal (alloc_flags_nofragment).
-        let mut af = AllocFlags::WMARK_LOW;
-        if high >= ZoneType::Normal as usize
-            && self.node(nid).zone(ZoneType::Dma32 as usize).is_populated()
-        {
-            af = af.with(AllocFlags::NOFRAGMENT);
-        }
+        let af = if high >= ZoneType::Normal as usize {
+            first_pass_flags(self.node(nid))
+        } else {
+            AllocFlags::WMARK_LOW
+        };
         if let Some(p) = self.get_page_from_freelist(gfp, order, af, zl, high, mt) {
             return Ok(p);
         }
