@@ -798,10 +798,11 @@ impl<P: Platform> Kmem<P> {
     /// zone above its low watermark with a block to give (`rmqueue()` with
     /// the first pass's flags: this CPU's list, refilled when empty, for
     /// the orders the lists hold, else the buddy lists). That is the first
-    /// step of
-    /// [`__alloc_pages`](Self::__alloc_pages) taken alone; anything else
-    /// returns `None` having changed nothing, and `__alloc_pages` starts
-    /// from the top.
+    /// step of [`__alloc_pages`](Self::__alloc_pages) taken alone. Anything
+    /// else returns `None` without having allocated, and `__alloc_pages`
+    /// starts from the top (trying the first zone again does no harm: a
+    /// failed refill leaves the lists as they were, save a drain that was
+    /// due anyway).
     #[inline(always)]
     fn alloc_pages_fast(&self, nid: i32, gfp: Gfp, order: u32) -> Option<&Page> {
         const SLOW: u32 =
