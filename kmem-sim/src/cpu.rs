@@ -81,6 +81,15 @@ pub(crate) struct Local {
     pub(crate) cpus: Cell<*const Cpus>,
 }
 
+impl Local {
+    /// Outside any section, simulated interrupt or spinlock: where a
+    /// pending cross-CPU call may run.
+    #[inline]
+    pub(crate) fn interruptible(&self) -> bool {
+        self.depth.get() == 0 && self.irq.get() == 0 && self.spin.get() == 0
+    }
+}
+
 /// The mail flag of an unbound thread: never set.
 pub(crate) static NO_MAIL: AtomicBool = AtomicBool::new(false);
 

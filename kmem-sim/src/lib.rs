@@ -298,15 +298,12 @@ fn mismatched_exit() -> ! {
 #[inline(never)]
 fn ipi_interrupt() {
     let (cpus, cpu) = LOCAL.with(|l| {
-        let idle = l.depth.get() == 0 && l.irq.get() == 0 && l.spin.get() == 0;
-        (
-            if idle {
-                l.cpus.get()
-            } else {
-                core::ptr::null()
-            },
-            l.cpu.get(),
-        )
+        let cpus = if l.interruptible() {
+            l.cpus.get()
+        } else {
+            core::ptr::null()
+        };
+        (cpus, l.cpu.get())
     });
     // SAFETY: a bound thread's `cpus` points at its machine's CPUs, which
     // its binding borrows, so they are alive; null while unbound.
@@ -611,10 +608,7 @@ impl SimPlatform {
     /// The CPU whose mailbox the calling thread may run while it waits: the
     /// one it holds, when it is outside any section, interrupt or spinlock.
     fn interruptible_cpu(&self) -> Option<usize> {
-        LOCAL.with(|l| {
-            (l.id.get() == self.id && l.depth.get() == 0 && l.irq.get() == 0 && l.spin.get() == 0)
-                .then(|| l.cpu.get())
-        })
+        LOCAL.with(|l| (l.id.get() == self.id && l.interruptible()).then(|| l.cpu.get()))
     }
 
     /// Wait for the call behind `state` to finish, running the calling

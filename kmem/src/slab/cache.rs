@@ -198,26 +198,34 @@ struct CpuSheaves {
 #[repr(C, align(64))]
 pub(crate) struct CpuCache {
     sheaves: UnsafeCell<CpuSheaves>,
-    /// The CPU's node, kept here so the fast paths read one cache line.
-    nid: usize,
     /// The fast paths' one test: the CPU's node in the low bits, and above
     /// them why the fast paths must not use the sheaves: [`CPU_FLUSH`]
     /// (another CPU asked this one to flush them) and [`CPU_DEBUG`] (a
     /// debug cache, which never uses them). A free compares it with the
     /// object's node, an allocation tests the flag bits, in one load.
     gate: AtomicU32,
-    /// The cache's sheaf capacity, beside the sheaves for the free path.
+    /// The cache's sheaf capacity ([`KmemCache::sheaf_capacity`]), copied
+    /// beside the sheaves so that the free fast path reads no line of the
+    /// cache itself.
     cap: u32,
 }
 
+/// [`CpuCache::gate`]: the node bits.
+const CPU_NODE: u32 = 0xffff;
 /// [`CpuCache::gate`]: another CPU asked this one to flush its sheaves.
 const CPU_FLUSH: u32 = 1 << 16;
 /// [`CpuCache::gate`]: the cache is a debug cache.
 const CPU_DEBUG: u32 = 1 << 17;
 /// [`CpuCache::gate`]: the flag bits.
-const CPU_SLOW: u32 = !0xffff;
+const CPU_SLOW: u32 = !CPU_NODE;
 
 impl CpuCache {
+    /// The CPU's node, from the gate's node bits (which never change).
+    #[inline]
+    fn nid(&self) -> usize {
+        (self.gate.load(Relaxed) & CPU_NODE) as usize
+    }
+
     /// Whether a flush was requested; clears the request.
     #[inline]
     fn take_flush(&self) -> bool {
@@ -773,6 +781,8 @@ impl<P: Platform> Kmem<P> {
             self.nr_cpus,
         )?;
         let sheaf_cap = sheaf_capacity(geo.size);
+        // The free fast path indexes sheaves unchecked below `cap`.
+        assert!(sheaf_cap <= SHEAF_CAPACITY);
         // The metadata block: the cache, per-CPU sheaf slots, per-node state,
         // and the sheaves (main + spare per CPU, BARN_SHEAVES for the barn
         // of each node that has CPUs).
@@ -809,14 +819,10 @@ impl<P: Platform> Kmem<P> {
                         main: sheaf(2 * i),
                         spare: sheaf(2 * i + 1),
                     }),
-                    nid: self.cpu_to_node(i),
                     gate: AtomicU32::new(
                         self.cpu_to_node(i) as u32 | if debug { CPU_DEBUG } else { 0 },
                     ),
-                    cap: {
-                        assert!(sheaf_cap <= SHEAF_CAPACITY);
-                        sheaf_cap as u32
-                    },
+                    cap: sheaf_cap as u32,
                 })
             };
         }
@@ -1517,7 +1523,7 @@ impl<P: Platform> Kmem<P> {
             {
                 let g = LocalGuard::new(&self.p);
                 let cc = s.cpu(g.cpu());
-                nid = cc.nid;
+                nid = cc.nid();
                 // SAFETY: this CPU's sheaves, inside its local section `g`.
                 let sh = unsafe { &mut *cc.sheaves.get() };
                 if cc.take_flush() {
@@ -1680,7 +1686,7 @@ impl<P: Platform> Kmem<P> {
         let nid = slab.nid;
         let g = LocalGuard::new(&self.p);
         let cc = s.cpu(g.cpu());
-        if nid != cc.nid {
+        if nid != cc.nid() {
             // Objects of a remote node go straight back to their slab.
             drop(g);
             self.free_objects_to_slabs(s, nid, &[x]);
