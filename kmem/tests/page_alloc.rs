@@ -373,10 +373,12 @@ fn bad_frees_are_reported_and_change_nothing() {
             .err(),
         Some(Error::InvalidArgument)
     );
+    assert!(p.reported("both __GFP_MOVABLE and __GFP_RECLAIMABLE"));
     assert_eq!(
         k.alloc_pages_node(5, GFP_KERNEL, 0).err(),
         Some(Error::InvalidArgument)
     );
+    assert!(p.reported("alloc_pages_node: node 5 is not online"));
     // Nothing was lost or corrupted.
     assert_eq!(settled(&k), k.totalram_pages() - k.slab_meta_pages());
 }
