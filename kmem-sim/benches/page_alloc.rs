@@ -17,7 +17,7 @@
 use buddy_system_allocator::{FrameAllocator, LockedFrameAllocator};
 use criterion::{criterion_group, criterion_main, Criterion};
 use kmem::gfp::GFP_KERNEL;
-use kmem::page_alloc::ZoneType;
+use kmem::mmzone::ZoneType;
 use kmem::{BootParams, Kmem};
 use kmem_sim::{pc_memory_map, SimConfig, SimPlatform};
 use std::hint::black_box;

@@ -20,7 +20,7 @@
 //! (boot only, to subtract).
 
 use kmem::gfp::GFP_KERNEL;
-use kmem::page_alloc::ZoneType;
+use kmem::mmzone::ZoneType;
 use kmem::slab::SlabFlags;
 use kmem::{BootParams, Kmem};
 use kmem_sim::{pc_memory_map, SimConfig, SimPlatform};

@@ -2,7 +2,7 @@
 //! in parallel, high memory with kmap, ZONE_MOVABLE, a 64 GiB boot.
 
 use kmem::gfp::*;
-use kmem::page_alloc::{ZoneType, ZONELIST_FALLBACK};
+use kmem::mmzone::{ZoneType, ZONELIST_FALLBACK};
 use kmem::{BootParams, Error, Kmem, PAGE_SIZE};
 use kmem_sim::{pc_memory_map, pc_memory_map_numa, SimConfig, SimPlatform};
 use std::sync::Mutex;

@@ -4,8 +4,8 @@
 //! the OOM killer, sleeping versus atomic callers, and might_sleep.
 
 use kmem::gfp::*;
+use kmem::mmzone::ZoneType;
 use kmem::page::Page;
-use kmem::page_alloc::ZoneType;
 use kmem::shrinker::{ShrinkControl, Shrinker, ShrinkerConfig, SHRINKER_NEEDS_IO, SHRINK_EMPTY};
 use kmem::{BootParams, Error, Kmem, Platform};
 use kmem_sim::{pc_memory_map, with_kswapd, Dcache, PageCache, SimConfig, SimPlatform};

@@ -60,7 +60,7 @@ use core::ops::{BitAnd, BitAndAssign, BitOr, BitOrAssign, Not};
 use core::str::FromStr;
 
 use crate::error::Error;
-use crate::page_alloc::{MigrateType, ZoneType};
+use crate::mmzone::{MigrateType, ZoneType};
 
 /// A set of GFP flags (`gfp_t`).
 ///
@@ -619,7 +619,7 @@ pub const GFP_FLAG_NAMES: &[(&str, Gfp)] = &[
 ///
 /// ```
 /// use kmem::gfp::{gfp_zone, GFP_HIGHUSER_MOVABLE, GFP_KERNEL, __GFP_DMA, __GFP_DMA32};
-/// use kmem::page_alloc::ZoneType;
+/// use kmem::mmzone::ZoneType;
 ///
 /// assert_eq!(gfp_zone(GFP_KERNEL), Ok(ZoneType::Normal));
 /// assert_eq!(gfp_zone(GFP_HIGHUSER_MOVABLE), Ok(ZoneType::Movable));
@@ -656,7 +656,7 @@ pub const fn gfp_zone(flags: Gfp) -> Result<ZoneType, Error> {
 ///
 /// ```
 /// use kmem::gfp::{gfp_migratetype, GFP_HIGHUSER_MOVABLE, GFP_KERNEL};
-/// use kmem::page_alloc::MigrateType;
+/// use kmem::mmzone::MigrateType;
 ///
 /// assert_eq!(gfp_migratetype(GFP_KERNEL), Ok(MigrateType::Unmovable));
 /// assert_eq!(gfp_migratetype(GFP_HIGHUSER_MOVABLE), Ok(MigrateType::Movable));

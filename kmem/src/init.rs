@@ -24,14 +24,14 @@
 
 use crate::memblock::Memblock;
 use crate::memory_map::{self, MemRegion, RegionKind};
-use crate::page::{MemMap, Page, PG_RESERVED};
-use crate::page_alloc::buddy::PageblockFlags;
-use crate::page_alloc::pcp::PerCpuPages;
-use crate::page_alloc::watermark::{self, VmSysctl, ZoneInput};
-use crate::page_alloc::{
+use crate::mmzone::PerCpuPages;
+use crate::mmzone::{
     PgData, ZoneType, MAX_NR_ZONE_TYPES, MAX_NUMNODES, NR_CPUS, ZONELIST_FALLBACK,
     ZONELIST_NOFALLBACK,
 };
+use crate::page::{MemMap, Page, PG_RESERVED};
+use crate::page_alloc::buddy::PageblockFlags;
+use crate::page_alloc::watermark::{self, VmSysctl, ZoneInput};
 use crate::platform::{DirectMap, Level, Platform};
 use crate::{report, Error, Result, MAX_PAGE_ORDER, PAGEBLOCK_ORDER, PAGE_SHIFT, PAGE_SIZE};
 use core::ptr::NonNull;
@@ -402,7 +402,7 @@ impl<P: Platform> Kmem<P> {
         let mem_map = boot_alloc_raw::<P, Page>(p, &mut mb, &dm, nr_pages, zeroed)?;
         let nr_pb = ((end_pfn - base_pfn) >> PAGEBLOCK_ORDER) as usize;
         let pageblocks = boot_alloc(p, &mut mb, &dm, 0, nr_pb, |_| {
-            AtomicU8::new(crate::page_alloc::MigrateType::Movable as u8)
+            AtomicU8::new(crate::mmzone::MigrateType::Movable as u8)
         })?;
 
         // Nodes and zones.
@@ -621,7 +621,7 @@ impl<P: Platform> Kmem<P> {
 
     /// `__free_pages_core()` over a pfn range of one zone, in naturally
     /// aligned chunks of up to `MAX_PAGE_ORDER`. Returns the pages freed.
-    fn free_range_to_zone(&self, zone: &crate::page_alloc::Zone, mut s: u64, e: u64) -> u64 {
+    fn free_range_to_zone(&self, zone: &crate::mmzone::Zone, mut s: u64, e: u64) -> u64 {
         let n = e - s;
         let cx_mm = self.mem_map();
         let pb = self.pageblocks();
@@ -653,8 +653,8 @@ impl<P: Platform> Kmem<P> {
     /// next node id, wrapping).
     fn build_zonelists(&mut self) {
         for nid in 0..self.nr_nodes {
-            let mut fb = crate::page_alloc::Zonelist::new();
-            let mut nf = crate::page_alloc::Zonelist::new();
+            let mut fb = crate::mmzone::Zonelist::new();
+            let mut nf = crate::mmzone::Zonelist::new();
             for k in 0..self.nr_nodes {
                 let other = (nid + k) % self.nr_nodes;
                 for zi in (0..MAX_NR_ZONE_TYPES).rev() {
@@ -878,7 +878,7 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `get_pageblock_migratetype()` of the pageblock holding `pfn`.
-    pub fn pageblock_migratetype(&self, pfn: u64) -> Option<crate::page_alloc::MigrateType> {
+    pub fn pageblock_migratetype(&self, pfn: u64) -> Option<crate::mmzone::MigrateType> {
         let mm = self.mem_map();
         (pfn >= mm.base_pfn() && pfn < mm.end_pfn()).then(|| self.pageblocks().get(pfn))
     }

@@ -42,6 +42,7 @@ pub mod kmalloc;
 pub mod memblock;
 pub mod memory_map;
 pub mod mempool;
+pub mod mmzone;
 pub mod oom_kill;
 pub mod page;
 pub mod page_alloc;

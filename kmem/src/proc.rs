@@ -19,7 +19,7 @@
 //!   numbers as structs through [`for_each_slabinfo`] (one source for the
 //!   text and for tools such as `kmem slabtop`).
 
-use crate::page_alloc::{MigrateType, Zone, MIGRATE_TYPES};
+use crate::mmzone::{MigrateType, Zone, MIGRATE_TYPES};
 use crate::platform::{Level, Platform};
 use crate::{report, Kmem, NR_PAGE_ORDERS, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, PAGE_SHIFT};
 use core::fmt::{self, Write};
@@ -179,7 +179,7 @@ pub fn totalreserve_pages<P: Platform>(k: &Kmem<P>) -> u64 {
     for node in k.nodes() {
         for z in node.zones() {
             let zi = z.zone_type() as usize;
-            let max = (zi..crate::page_alloc::MAX_NR_ZONE_TYPES)
+            let max = (zi..crate::mmzone::MAX_NR_ZONE_TYPES)
                 .map(|j| z.lowmem_reserve(j))
                 .max()
                 .unwrap_or(0);

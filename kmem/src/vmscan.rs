@@ -47,7 +47,8 @@
 //! the free path pays one relaxed load when nobody waits.
 
 use crate::gfp::{self, Gfp};
-use crate::page_alloc::{AllocFlags, ZoneType, MAX_NUMNODES, WMARK_HIGH};
+use crate::mmzone::{ZoneType, MAX_NUMNODES, WMARK_HIGH};
+use crate::page_alloc::AllocFlags;
 use crate::platform::Platform;
 use crate::sched::{PF_KSWAPD, PF_MEMALLOC};
 use crate::shrinker::ShrinkerTable;
@@ -361,7 +362,7 @@ impl<P: Platform> Kmem<P> {
 #[cfg(test)]
 mod tests {
     use crate::gfp::*;
-    use crate::page_alloc::ZoneType;
+    use crate::mmzone::ZoneType;
     use crate::shrinker::{ShrinkControl, Shrinker, ShrinkerConfig, SHRINK_EMPTY};
     use crate::{Kmem, Platform};
     use std::sync::{Arc, Mutex};

@@ -6,11 +6,11 @@
 //! and vmstat-threshold code (the same functions boot uses), and requires
 //! every number the kernel printed to come out identical.
 
+use kmem::mmzone::ZoneType;
 use kmem::page_alloc::watermark::{
     calculate_min_free_kbytes, lowmem_pages, pageset_high_and_batch, setup_per_zone_lowmem_reserve,
     thp_recommended_min_free_kbytes, vmstat_threshold, zone_wmarks, VmSysctl, ZoneInput,
 };
-use kmem::page_alloc::ZoneType;
 
 const ZONEINFO: &str = include_str!("fixtures/linux-6.18/zoneinfo");
 const SYSCTL: &str = include_str!("fixtures/linux-6.18/vm-sysctl");

@@ -2,7 +2,8 @@
 
 use kmem::arena::ArenaPlatform;
 use kmem::gfp::*;
-use kmem::page_alloc::{get_order, watermark_ok, AllocFlags, MigrateType, ZoneType};
+use kmem::mmzone::{MigrateType, ZoneType};
+use kmem::page_alloc::{get_order, watermark_ok, AllocFlags};
 use kmem::{Error, Kmem, Platform, PAGE_SIZE};
 
 const MB: usize = 1 << 20;

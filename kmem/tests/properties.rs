@@ -10,8 +10,8 @@
 use kmem::arena::ArenaPlatform;
 use kmem::gfp::*;
 use kmem::memory_map::MemRegion;
+use kmem::mmzone::ZoneType;
 use kmem::page::Page;
-use kmem::page_alloc::ZoneType;
 use kmem::{BootParams, Error, Kmem, PAGE_SIZE};
 use proptest::prelude::*;
 use std::collections::BTreeMap;

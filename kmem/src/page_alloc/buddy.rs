@@ -17,7 +17,8 @@
 //!
 //! Everything here runs under the zone lock.
 
-use super::{AllocFlags, MigrateType, MIGRATE_PCPTYPES, MIGRATE_TYPES};
+use super::AllocFlags;
+use crate::mmzone::{FreeArea, MigrateType, MIGRATE_PCPTYPES, MIGRATE_TYPES};
 use crate::page::{MemMap, PageList, PG_BUDDY};
 use crate::{MAX_PAGE_ORDER, NR_PAGE_ORDERS, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
 use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
@@ -88,15 +89,6 @@ pub(crate) struct BuddyCx<'a> {
 pub(crate) enum RmqueueMode {
     Normal,
     Steal,
-}
-
-/// Free lists and counts of one zone.
-pub(crate) struct FreeArea {
-    lists: [[PageList; MIGRATE_TYPES]; NR_PAGE_ORDERS],
-    nr_free: [u64; NR_PAGE_ORDERS],
-    /// Bit `order * MIGRATE_TYPES + mt` is set while that list is not
-    /// empty; published for lock-free watermark checks (see [`Self::mask`]).
-    mask: u64,
 }
 
 #[inline]

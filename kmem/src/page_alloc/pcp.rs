@@ -29,21 +29,13 @@
 //! free returns `batch` pages (Linux's minimum; it scales the amount up
 //! after consecutive frees).
 
-use super::{MigrateType, MIGRATE_PCPTYPES};
+use crate::mmzone::{
+    MigrateType, PerCpuPages, MIGRATE_PCPTYPES, NR_LOWORDER_PCP_LISTS, NR_PCP_LISTS,
+};
 use crate::page::PageList;
 use crate::{PAGEBLOCK_ORDER, PAGE_ALLOC_COSTLY_ORDER};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
-
-/// Lists for orders `0..=PAGE_ALLOC_COSTLY_ORDER`, one per migratetype
-/// (`NR_LOWORDER_PCP_LISTS`).
-pub const NR_LOWORDER_PCP_LISTS: usize = MIGRATE_PCPTYPES * (PAGE_ALLOC_COSTLY_ORDER as usize + 1);
-/// Lists for pageblock-order (THP-sized) blocks (`NR_PCP_THP` with
-/// `CONFIG_TRANSPARENT_HUGEPAGE`): one for movable blocks, one shared by
-/// unmovable and reclaimable ones, as in Linux 6.18.
-pub const NR_PCP_THP: usize = 2;
-/// Lists per CPU per zone (`NR_PCP_LISTS`).
-pub const NR_PCP_LISTS: usize = NR_LOWORDER_PCP_LISTS + NR_PCP_THP;
 
 /// `order_to_pindex()`: `order` is at most `PAGE_ALLOC_COSTLY_ORDER` or
 /// the pageblock order.
@@ -72,29 +64,6 @@ pub(crate) const fn pindex_to_order(pindex: usize) -> u32 {
 pub(crate) const fn pcp_allowed_order(order: u32, thp: bool) -> bool {
     order <= PAGE_ALLOC_COSTLY_ORDER || (thp && order == PAGEBLOCK_ORDER)
 }
-
-/// One CPU's page lists for one zone.
-#[repr(C, align(64))]
-pub struct PerCpuPages {
-    /// Pages (not blocks) on the lists. Written by the owner only; read by
-    /// anyone for reports.
-    count: AtomicU32,
-    high: AtomicU32,
-    batch: AtomicU32,
-    high_min: AtomicU32,
-    high_max: AtomicU32,
-    drain: AtomicBool,
-    /// Per-CPU vm event counters (Linux keeps `pgalloc`/`pgfree` per CPU
-    /// too): written only by the owner, read by anyone.
-    pgalloc: AtomicU64,
-    pgfree: AtomicU64,
-    lists: UnsafeCell<[PageList; NR_PCP_LISTS]>,
-}
-
-// SAFETY: the atomics are shareable; `lists` is reached only through
-// `lists_mut`, whose contract (owner CPU, inside a CPU-local section) the
-// Platform trait makes exclusive.
-unsafe impl Sync for PerCpuPages {}
 
 impl PerCpuPages {
     /// Empty lists with Linux's boot pageset values (`high` 0, `batch` 1).

@@ -6,7 +6,7 @@
 //! names the Linux function whose arithmetic it follows (`mm/page_alloc.c`,
 //! `mm/khugepaged.c`, `mm/vmstat.c`).
 
-use super::{ZoneType, MAX_NR_ZONE_TYPES};
+use crate::mmzone::{ZoneType, MAX_NR_ZONE_TYPES};
 use crate::{PAGEBLOCK_NR_PAGES, PAGE_SHIFT};
 
 /// `SWAP_CLUSTER_MAX`: the minimum min watermark of highmem/movable zones.

@@ -87,8 +87,8 @@
 use super::geometry::{calculate_sizes, CacheArgs, CacheGeometry};
 use super::*;
 use crate::gfp::{self, Gfp};
+use crate::mmzone::MAX_NUMNODES;
 use crate::page::{Page, PageList, PG_SLAB, PG_TAIL};
-use crate::page_alloc::MAX_NUMNODES;
 use crate::platform::{Level, LocalGuard, LocalState, Platform};
 use crate::{report, Error, Kmem, Result, PAGE_SHIFT, PAGE_SIZE};
 use core::cell::UnsafeCell;
