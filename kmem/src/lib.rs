@@ -41,6 +41,7 @@ pub mod init;
 pub mod kmalloc;
 pub mod memblock;
 pub mod memory_map;
+pub mod memory_model;
 pub mod mempool;
 pub mod mmzone;
 pub mod oom_kill;

@@ -41,6 +41,7 @@
 
 pub mod buddy;
 pub mod pcp;
+pub mod sysctl;
 pub mod watermark;
 
 use crate::gfp::{self, Gfp};
@@ -53,7 +54,7 @@ use crate::platform::{Level, LocalGuard, Platform};
 use crate::{
     report, Error, Kmem, Result, MAX_PAGE_ORDER, PAGE_ALLOC_COSTLY_ORDER, PAGE_SHIFT, PAGE_SIZE,
 };
-use buddy::{BuddyCx, RmqueueMode};
+use buddy::{BuddyCx, PageblockFlags, RmqueueMode};
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering::Relaxed;
 use pcp::{order_to_pindex, pcp_allowed_order, pindex_to_order};
@@ -1502,5 +1503,61 @@ impl<P: Platform> Kmem<P> {
     /// `page_count()`.
     pub fn page_count(&self, page: &Page) -> i32 {
         page.refcount()
+    }
+}
+
+impl<P: Platform> Kmem<P> {
+    #[inline]
+    pub(crate) fn pageblocks(&self) -> PageblockFlags<'_> {
+        // SAFETY: boot initialised `pageblocks_len` AtomicU8 at `pageblocks`
+        // in memblock memory that lives as long as `self`.
+        PageblockFlags::new(
+            unsafe { core::slice::from_raw_parts(self.pageblocks.as_ptr(), self.pageblocks_len) },
+            self.mem_map_base_pfn,
+        )
+    }
+
+    /// `get_pageblock_migratetype()` of the pageblock holding `pfn`.
+    pub fn pageblock_migratetype(&self, pfn: u64) -> Option<crate::mmzone::MigrateType> {
+        let mm = self.mem_map();
+        (pfn >= mm.base_pfn() && pfn < mm.end_pfn()).then(|| self.pageblocks().get(pfn))
+    }
+
+    /// Free pages in all zones (buddy lists only).
+    pub fn nr_free_pages(&self) -> u64 {
+        self.nodes()
+            .flat_map(|n| n.zones())
+            .map(|z| z.free_pages())
+            .sum()
+    }
+
+    /// Pages sitting on per-CPU lists in all zones.
+    pub fn nr_pcp_pages(&self) -> u64 {
+        self.nodes()
+            .flat_map(|n| n.zones())
+            .map(|z| z.pcp_pages())
+            .sum()
+    }
+
+    /// Check that every zone's free-page counter matches its buddy lists.
+    /// Returns the total of free pages the lists hold.
+    pub fn check_free_counts(&self) -> Result<u64> {
+        let mut total = 0;
+        for z in self.nodes().flat_map(|n| n.zones()) {
+            let listed = z.area.lock().free_pages();
+            if listed != z.free_pages() {
+                report!(
+                    &self.p,
+                    Level::Err,
+                    "kmem: zone {} counts {} free pages but its lists hold {}",
+                    z.zone_type().name(),
+                    z.free_pages(),
+                    listed
+                );
+                return Err(Error::BadState);
+            }
+            total += listed;
+        }
+        Ok(total)
     }
 }

@@ -1,0 +1,528 @@
+//! The boot steps that build the memory model and the zones
+//! (`mm/mm_init.c`, with the x86 firmware-map step of
+//! `arch/x86/kernel/e820.c` and `memblock_free_all()` of `mm/memblock.c`).
+//!
+//! [`Kmem::boot_with`] calls them in Linux's order; each is named after the
+//! Linux function that does the same work, and prints what Linux prints.
+
+use super::{BootParams, Kmem};
+use crate::memblock::Memblock;
+use crate::memory_map::{MemRegion, RegionKind};
+use crate::mmzone::{
+    PerCpuPages, PgData, ZoneType, Zonelist, MAX_NR_ZONE_TYPES, MAX_NUMNODES, NR_CPUS,
+    ZONELIST_FALLBACK, ZONELIST_NOFALLBACK,
+};
+use crate::page::{Page, PG_RESERVED};
+use crate::platform::{DirectMap, Level, Platform};
+use crate::{report, Error, Result, MAX_PAGE_ORDER, PAGEBLOCK_ORDER, PAGE_SHIFT, PAGE_SIZE};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
+
+/// Pages in a max-order block (`MAX_ORDER_NR_PAGES`).
+pub const MAX_ORDER_NR_PAGES: u64 = 1 << MAX_PAGE_ORDER;
+
+pub(super) fn zone_layout(params: &BootParams) -> [bool; MAX_NR_ZONE_TYPES] {
+    let hm = params.lowmem_limit.is_some();
+    [true, !hm, true, hm, true, true]
+}
+
+fn fmt_mem(f: &mut core::fmt::Formatter<'_>, s: u64, e: u64) -> core::fmt::Result {
+    write!(f, "[mem {:#018x}-{:#018x}]", s, e - 1)
+}
+
+struct MemRange(u64, u64);
+impl core::fmt::Display for MemRange {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        fmt_mem(f, self.0, self.1)
+    }
+}
+
+/// The CPU count the platform reports, checked against `NR_CPUS`.
+pub(super) fn check_nr_cpus<P: Platform>(p: &P) -> Result<usize> {
+    let nr_cpus = p.nr_cpu_ids();
+    if nr_cpus == 0 || nr_cpus > NR_CPUS {
+        report!(p, Level::Err, "kmem: {nr_cpus} CPUs: must be 1..={NR_CPUS}");
+        return Err(Error::InvalidArgument);
+    }
+    Ok(nr_cpus)
+}
+
+/// `e820__memblock_setup()`: print the firmware map and give its usable
+/// ranges, trimmed to whole pages, to memblock on their nodes. Returns the
+/// number of nodes.
+pub(super) fn e820_memblock_setup<P: Platform>(
+    p: &P,
+    map: &[MemRegion],
+    mb: &mut Memblock,
+) -> Result<usize> {
+    report!(p, Level::Info, "BIOS-provided physical RAM map:");
+    let mut sorted = [None; 128];
+    for (i, r) in map.iter().take(128).enumerate() {
+        sorted[i] = Some(*r);
+    }
+    sorted[..map.len().min(128)].sort_unstable_by_key(|r| r.map(|r| r.base));
+    for r in sorted.iter().flatten() {
+        report!(p, Level::Info, "BIOS-e820: {}", r);
+    }
+    let mut max_node = 0usize;
+    for r in map.iter().filter(|r| r.kind == RegionKind::Usable) {
+        let s = r.base.next_multiple_of(PAGE_SIZE as u64);
+        let e = r.end() & !(PAGE_SIZE as u64 - 1);
+        if usize::from(r.node) >= MAX_NUMNODES {
+            report!(
+                p,
+                Level::Err,
+                "e820: {} is on node {} but MAX_NUMNODES is {}",
+                r,
+                r.node,
+                MAX_NUMNODES
+            );
+            return Err(Error::InvalidArgument);
+        }
+        if e > s {
+            mb.add_node(p, s, e - s, r.node)?;
+            max_node = max_node.max(usize::from(r.node));
+        }
+    }
+    if mb.phys_mem_size() == 0 {
+        report!(p, Level::Err, "kmem: the memory map has no usable RAM");
+        return Err(Error::NoMemory);
+    }
+    let nr_nodes = max_node + 1;
+    for n in 0..nr_nodes {
+        if !mb
+            .memory()
+            .regions()
+            .iter()
+            .any(|r| usize::from(r.nid) == n)
+        {
+            report!(
+                p,
+                Level::Err,
+                "kmem: node {n} has no memory (memoryless nodes are not supported)"
+            );
+            return Err(Error::InvalidArgument);
+        }
+    }
+    Ok(nr_nodes)
+}
+
+/// The zone boundaries of the machine (`arch_zone_{lowest,highest}_possible_pfn`
+/// and `zone_movable_pfn`), as [`zone_sizes_init`] computes them.
+pub(super) struct ZoneLimits {
+    pub(super) layout: [bool; MAX_NR_ZONE_TYPES],
+    zlow: [u64; MAX_NR_ZONE_TYPES],
+    zhigh: [u64; MAX_NR_ZONE_TYPES],
+    min_pfn: u64,
+    max_pfn: u64,
+    movable_pfn: [u64; MAX_NUMNODES],
+}
+
+/// `zone_sizes_init()` and `find_zone_movable_pfns_for_nodes()`: the zone
+/// limits from the arch's (16 MiB, 4 GiB or the lowmem limit) and
+/// `movablecore=`, printed as "Zone ranges", "Movable zone start for each
+/// node" and "Early memory node ranges".
+pub(super) fn zone_sizes_init<P: Platform>(
+    p: &P,
+    mb: &Memblock,
+    params: &BootParams,
+    nr_nodes: usize,
+) -> ZoneLimits {
+    // Zone limits (arch_zone_{lowest,highest}_possible_pfn).
+    let layout = zone_layout(params);
+    let min_pfn = mb.start_of_dram().div_ceil(PAGE_SIZE as u64);
+    let max_pfn = mb.end_of_dram() >> PAGE_SHIFT;
+    let mut zhigh = [0u64; MAX_NR_ZONE_TYPES];
+    zhigh[ZoneType::Dma as usize] = (16u64 << 20 >> PAGE_SHIFT).min(max_pfn);
+    zhigh[ZoneType::Dma32 as usize] = if layout[1] {
+        (4u64 << 30 >> PAGE_SHIFT).min(max_pfn)
+    } else {
+        0
+    };
+    zhigh[ZoneType::Normal as usize] = match params.lowmem_limit {
+        Some(l) => (l >> PAGE_SHIFT).min(max_pfn),
+        None => max_pfn,
+    };
+    zhigh[ZoneType::HighMem as usize] = if layout[3] { max_pfn } else { 0 };
+    let mut zlow = [0u64; MAX_NR_ZONE_TYPES];
+    let mut prev = min_pfn;
+    for t in [
+        ZoneType::Dma,
+        ZoneType::Dma32,
+        ZoneType::Normal,
+        ZoneType::HighMem,
+    ] {
+        let i = t as usize;
+        if !layout[i] {
+            continue;
+        }
+        zlow[i] = prev;
+        zhigh[i] = zhigh[i].max(prev);
+        prev = zhigh[i];
+    }
+    report!(p, Level::Info, "Zone ranges:");
+    for t in [
+        ZoneType::Dma,
+        ZoneType::Dma32,
+        ZoneType::Normal,
+        ZoneType::HighMem,
+        ZoneType::Device,
+    ] {
+        let i = t as usize;
+        if !layout[i] {
+            continue;
+        }
+        if zhigh[i] > zlow[i] {
+            report!(
+                p,
+                Level::Info,
+                "  {:<8} {}",
+                t.name(),
+                MemRange(zlow[i] << PAGE_SHIFT, zhigh[i] << PAGE_SHIFT)
+            );
+        } else {
+            report!(p, Level::Info, "  {:<8} empty", t.name());
+        }
+    }
+
+    // ZONE_MOVABLE: the top `movablecore` bytes, taken from the highest
+    // memory down (Linux spreads kernelcore evenly over nodes; with one
+    // node the result is the same).
+    let mut movable_pfn = [0u64; MAX_NUMNODES];
+    report!(p, Level::Info, "Movable zone start for each node");
+    if params.movablecore > 0 {
+        let mut need = (params.movablecore >> PAGE_SHIFT).next_multiple_of(MAX_ORDER_NR_PAGES);
+        for r in mb.memory().regions().iter().rev() {
+            if need == 0 {
+                break;
+            }
+            let (s, e) = (r.base >> PAGE_SHIFT, r.end() >> PAGE_SHIFT);
+            let take = need.min(e - s);
+            let start = (e - take) & !(MAX_ORDER_NR_PAGES - 1);
+            let start = start.max(s);
+            need -= need.min(e - start);
+            movable_pfn[usize::from(r.nid)] = start;
+        }
+        for (n, &m) in movable_pfn.iter().enumerate().take(nr_nodes) {
+            if m != 0 {
+                report!(p, Level::Info, "  Node {}: {:#018x}", n, m << PAGE_SHIFT);
+            }
+        }
+    }
+    report!(p, Level::Info, "Early memory node ranges");
+    for r in mb.memory().regions() {
+        report!(
+            p,
+            Level::Info,
+            "  node {:>3}: {}",
+            r.nid,
+            MemRange(r.base, r.end())
+        );
+    }
+    ZoneLimits {
+        layout,
+        zlow,
+        zhigh,
+        min_pfn,
+        max_pfn,
+        movable_pfn,
+    }
+}
+
+/// What [`free_area_init`] allocated from memblock.
+pub(super) struct FreeAreaInit {
+    pub(super) mem_map: NonNull<Page>,
+    pub(super) nr_pages: usize,
+    pub(super) base_pfn: u64,
+    pub(super) pageblocks: NonNull<AtomicU8>,
+    pub(super) nr_pageblocks: usize,
+    pub(super) nodes: [Option<NonNull<PgData>>; MAX_NUMNODES],
+    pub(super) cpu_to_node: [u8; NR_CPUS],
+}
+
+/// `free_area_init()`: allocate from memblock the `struct page` array
+/// (`alloc_node_mem_map()`), the pageblock migratetype array, one
+/// `pg_data_t` per node on that node, and each populated zone's per-CPU
+/// page lists; size every zone (`calculate_node_totalpages()`).
+pub(super) fn free_area_init<P: Platform>(
+    p: &P,
+    mb: &mut Memblock,
+    dm: &DirectMap,
+    zl: &ZoneLimits,
+    nr_cpus: usize,
+    nr_nodes: usize,
+) -> Result<FreeAreaInit> {
+    let ZoneLimits {
+        layout,
+        zlow,
+        zhigh,
+        min_pfn,
+        max_pfn,
+        movable_pfn,
+    } = zl;
+    let (layout, zlow, zhigh, min_pfn, max_pfn) = (*layout, *zlow, *zhigh, *min_pfn, *max_pfn);
+    // buddy pfn arithmetic never leaves it.
+    let base_pfn = min_pfn & !(MAX_ORDER_NR_PAGES - 1);
+    let end_pfn = max_pfn.next_multiple_of(MAX_ORDER_NR_PAGES);
+    let nr_pages = (end_pfn - base_pfn) as usize;
+    let zeroed = p.memory_is_zeroed();
+    let mem_map = boot_alloc_raw::<P, Page>(p, mb, dm, nr_pages, zeroed)?;
+    let nr_pb = ((end_pfn - base_pfn) >> PAGEBLOCK_ORDER) as usize;
+    let pageblocks = boot_alloc(p, mb, dm, 0, nr_pb, |_| {
+        AtomicU8::new(crate::mmzone::MigrateType::Movable as u8)
+    })?;
+
+    // Nodes and zones.
+    let mut cpu_to_node = [0u8; NR_CPUS];
+    for (cpu, slot) in cpu_to_node.iter_mut().enumerate().take(nr_cpus) {
+        *slot = (cpu * nr_nodes / nr_cpus) as u8;
+    }
+    let mut nodes: [Option<NonNull<PgData>>; MAX_NUMNODES] = [None; MAX_NUMNODES];
+    for (nid, slot) in nodes.iter_mut().enumerate().take(nr_nodes) {
+        let mut pg = boot_alloc(p, mb, dm, nid as u8, 1, |_| PgData::new(nid))?;
+        // SAFETY: just allocated and initialised; no other reference yet.
+        let pgdat = unsafe { pg.as_mut() };
+        let regions = mb
+            .memory()
+            .regions()
+            .iter()
+            .filter(|r| usize::from(r.nid) == nid);
+        let (mut ns, mut ne) = (u64::MAX, 0);
+        for r in regions.clone() {
+            ns = ns.min(r.base.div_ceil(PAGE_SIZE as u64));
+            ne = ne.max(r.end() >> PAGE_SHIFT);
+        }
+        pgdat.node_start_pfn = ns;
+        pgdat.node_spanned_pages = ne - ns;
+        pgdat.nr_cpus = cpu_to_node[..nr_cpus]
+            .iter()
+            .filter(|&&c| usize::from(c) == nid)
+            .count();
+        report!(
+            p,
+            Level::Info,
+            "Initmem setup node {} {}",
+            nid,
+            MemRange(ns << PAGE_SHIFT, ne << PAGE_SHIFT)
+        );
+        let mut top_zone = ZoneType::Normal as usize;
+        for i in 0..MAX_NR_ZONE_TYPES {
+            if layout[i]
+                && i != ZoneType::Movable as usize
+                && i != ZoneType::Device as usize
+                && zhigh[i] > zlow[i]
+                && ne > zlow[i]
+                && ns < zhigh[i]
+            {
+                top_zone = i;
+            }
+        }
+        for i in 0..MAX_NR_ZONE_TYPES {
+            let z = &mut pgdat.zones[i];
+            z.in_layout = layout[i];
+            if !layout[i] || i == ZoneType::Device as usize {
+                continue;
+            }
+            let (mut zs, mut ze) = if i == ZoneType::Movable as usize {
+                (0, 0)
+            } else {
+                (ns.clamp(zlow[i], zhigh[i]), ne.clamp(zlow[i], zhigh[i]))
+            };
+            let m = movable_pfn[nid];
+            if m != 0 {
+                if i == ZoneType::Movable as usize {
+                    zs = m;
+                    ze = ne.min(zhigh[top_zone]);
+                } else if zs < m && ze > m {
+                    ze = m;
+                } else if zs >= m {
+                    zs = ze;
+                }
+            }
+            if ze <= zs {
+                continue;
+            }
+            z.zone_start_pfn = zs;
+            z.spanned_pages = ze - zs;
+            z.present_pages = regions
+                .clone()
+                .map(|r| {
+                    (r.end() >> PAGE_SHIFT)
+                        .min(ze)
+                        .saturating_sub(r.base.div_ceil(PAGE_SIZE as u64).max(zs))
+                })
+                .sum();
+            let holes = z.spanned_pages - z.present_pages;
+            if holes > 0 {
+                report!(
+                    p,
+                    Level::Info,
+                    "On node {}, zone {}: {} pages in unavailable ranges",
+                    nid,
+                    ZoneType::ALL[i].name(),
+                    holes
+                );
+            }
+            pgdat.node_present_pages += z.present_pages;
+        }
+        for i in 0..MAX_NR_ZONE_TYPES {
+            if pgdat.zones[i].present_pages > 0 {
+                let pcp = boot_alloc(p, mb, dm, nid as u8, nr_cpus, |_| PerCpuPages::new())?;
+                pgdat.zones[i].set_pcp(pcp, nr_cpus);
+            }
+        }
+        *slot = Some(pg);
+    }
+    Ok(FreeAreaInit {
+        mem_map,
+        nr_pages,
+        base_pfn,
+        pageblocks,
+        nr_pageblocks: nr_pb,
+        nodes,
+        cpu_to_node,
+    })
+}
+
+impl<P: Platform> Kmem<P> {
+    /// `build_all_zonelists()`: for each node, its zones highest first, then
+    /// the other nodes' by distance (10 local, 20 remote: nearest is the
+    /// next node id, wrapping).
+    pub(super) fn build_all_zonelists(&mut self) {
+        for nid in 0..self.nr_nodes {
+            let mut fb = Zonelist::new();
+            let mut nf = Zonelist::new();
+            for k in 0..self.nr_nodes {
+                let other = (nid + k) % self.nr_nodes;
+                for zi in (0..MAX_NR_ZONE_TYPES).rev() {
+                    if self.node(other).zone(zi).is_populated() {
+                        fb.push(other, zi);
+                        if other == nid {
+                            nf.push(other, zi);
+                        }
+                    }
+                }
+            }
+            let mut pg = self.nodes[nid].expect("node allocated at boot");
+            // SAFETY: boot holds the only reference to the machine (`&mut self`).
+            let pgdat = unsafe { pg.as_mut() };
+            pgdat.zonelists[ZONELIST_FALLBACK] = fb;
+            pgdat.zonelists[ZONELIST_NOFALLBACK] = nf;
+        }
+    }
+
+    /// `reserve_bootmem_region()`: `PG_reserved` on every page memblock
+    /// kept (partial pages included), with a reference that is never
+    /// dropped.
+    pub(super) fn reserve_bootmem_regions(&self, mb: &Memblock) {
+        let mm = self.mem_map();
+        for r in mb.reserved().regions() {
+            for pfn in (r.base >> PAGE_SHIFT)..r.end().div_ceil(PAGE_SIZE as u64) {
+                if let Some(pg) = mm.pfn_to_page(pfn) {
+                    pg.set_flag(PG_RESERVED);
+                    pg.set_refcount(1);
+                }
+            }
+        }
+    }
+
+    /// `memblock_free_all()`: hand every range memblock did not reserve to
+    /// the buddy allocator, zone by zone, in max-order chunks; memblock
+    /// retires. Returns the pages released (`totalram_pages`).
+    pub(super) fn memblock_free_all(&self, mb: &mut Memblock) -> u64 {
+        let mut freed = 0u64;
+        mb.for_each_free_range(None, |s, e, nid| {
+            let (s, e) = (s.div_ceil(PAGE_SIZE as u64), e >> PAGE_SHIFT);
+            for z in self.node(usize::from(nid)).zones() {
+                let (zs, ze) = (s.max(z.zone_start_pfn()), e.min(z.zone_end_pfn()));
+                if zs < ze {
+                    freed += self.free_range_to_zone(z, zs, ze);
+                }
+            }
+            true
+        });
+        mb.retire();
+        self.totalram_pages.store(freed, Relaxed);
+        report!(
+            &self.p,
+            Level::Info,
+            "memblock_free_all: released {} pages ({}K) to the buddy allocator",
+            freed,
+            freed << (PAGE_SHIFT - 10)
+        );
+        freed
+    }
+
+    /// `__free_pages_core()` over a pfn range of one zone, in naturally
+    /// aligned chunks of up to `MAX_PAGE_ORDER`. Returns the pages freed.
+    fn free_range_to_zone(&self, zone: &crate::mmzone::Zone, mut s: u64, e: u64) -> u64 {
+        let n = e - s;
+        let cx_mm = self.mem_map();
+        let pb = self.pageblocks();
+        let links = Page::links(zone.node(), zone.zone_type() as usize);
+        let cx = crate::page_alloc::buddy::BuddyCx {
+            mm: cx_mm,
+            pb,
+            links,
+            zone_start: zone.zone_start_pfn(),
+            zone_end: zone.zone_end_pfn(),
+        };
+        let mut area = zone.lock();
+        while s < e {
+            let mut order = (s.trailing_zeros()).min(MAX_PAGE_ORDER);
+            while s + (1u64 << order) > e {
+                order -= 1;
+            }
+            area.free_one(&cx, s, order, pb.get(s));
+            s += 1u64 << order;
+        }
+        zone.add_free_locked(n as i64);
+        drop(area);
+        zone.managed_pages.fetch_add(n, Relaxed);
+        n
+    }
+}
+
+/// Allocate `n` values of `T` from memblock on node `nid` inside the direct
+/// map, write `init(i)` into each, and return the first.
+pub(super) fn boot_alloc<P: Platform, T>(
+    p: &P,
+    mb: &mut Memblock,
+    dm: &DirectMap,
+    nid: u8,
+    n: usize,
+    mut init: impl FnMut(usize) -> T,
+) -> Result<NonNull<T>> {
+    let size = (core::mem::size_of::<T>() * n).max(1) as u64;
+    let align = core::mem::align_of::<T>().max(64) as u64;
+    let pa = mb.phys_alloc_try_nid(p, size, align, nid)?;
+    let va = dm.va(pa).ok_or(Error::NoMemory)? as *mut T;
+    for i in 0..n {
+        // SAFETY: memblock just reserved `size` bytes at `pa`, aligned for
+        // T, inside the direct map (current limit), so `va..va+size` is
+        // valid, unused memory owned by the machine from now on.
+        unsafe { va.add(i).write(init(i)) };
+    }
+    Ok(NonNull::new(va).expect("direct map address is not null"))
+}
+
+/// Allocate `n` values of `T` from memblock without running an
+/// initialiser, zeroing them unless the platform's memory is known to be
+/// zero already. `T` must be valid when all-zero.
+fn boot_alloc_raw<P: Platform, T>(
+    p: &P,
+    mb: &mut Memblock,
+    dm: &DirectMap,
+    n: usize,
+    zeroed: bool,
+) -> Result<NonNull<T>> {
+    let size = (core::mem::size_of::<T>() * n).next_multiple_of(PAGE_SIZE) as u64;
+    let pa = mb.phys_alloc_range(p, size, PAGE_SIZE as u64, 0, dm.end)?;
+    let va = dm.va(pa).ok_or(Error::NoMemory)? as *mut T;
+    if !zeroed {
+        // SAFETY: memblock just reserved `size` bytes at `pa` inside the
+        // direct map; nobody else uses them.
+        unsafe { core::ptr::write_bytes(va as *mut u8, 0, size as usize) };
+    }
+    Ok(NonNull::new(va).expect("direct map address is not null"))
+}

@@ -1,0 +1,151 @@
+//! The vm sysctls of the page allocator and what writing them recomputes
+//! (`init_per_zone_wmark_min()`, `setup_per_zone_wmarks()`,
+//! `setup_per_zone_lowmem_reserve()`, `zone_pcp_update()` and the
+//! `/proc/sys/vm` handlers of `mm/page_alloc.c`). The formulas themselves
+//! are in [`watermark`](super::watermark), on plain numbers.
+
+use super::watermark::{self, VmSysctl, ZoneInput};
+use crate::mmzone::{PgData, ZoneType, MAX_NR_ZONE_TYPES, MAX_NUMNODES};
+use crate::platform::{Level, Platform};
+use crate::{report, Error, Kmem, Result};
+use core::sync::atomic::Ordering::Relaxed;
+
+impl<P: Platform> Kmem<P> {
+    /// `init_per_zone_wmark_min()`: `min_free_kbytes` from the managed
+    /// pages (or the user's value), raised as khugepaged's
+    /// `set_recommended_min_free_kbytes()` does when transparent huge pages
+    /// are on, then every zone's watermarks, reserves and per-CPU list sizes.
+    pub(crate) fn init_per_zone_wmark_min(&self, user: Option<u64>, thp: bool) {
+        let inputs = zone_inputs(self.nodes());
+        let mut mfk = watermark::calculate_min_free_kbytes(&inputs.0[..inputs.1]);
+        if let Some(user) = user {
+            mfk = user;
+        } else if thp {
+            let raised = watermark::thp_recommended_min_free_kbytes(&inputs.0[..inputs.1], mfk);
+            if raised > mfk {
+                report!(&self.p, Level::Info, "raising min_free_kbytes from {} to {} to help transparent hugepage allocations", mfk, raised);
+            }
+            mfk = raised;
+        }
+        self.sysctl.lock().min_free_kbytes = mfk;
+        self.setup_per_zone();
+    }
+
+    /// `setup_per_zone_wmarks()`, `setup_per_zone_lowmem_reserve()`, the
+    /// vmstat thresholds and `zone_pcp_update()` for every zone, from the
+    /// current sysctls.
+    pub(crate) fn setup_per_zone(&self) {
+        let s = *self.sysctl.lock();
+        let (all, n) = zone_inputs(self.nodes());
+        // Watermarks share min_free_kbytes across all lowmem zones of all
+        // nodes, in for_each_zone order.
+        let mut w = [watermark::Watermarks::default(); MAX_NR_ZONE_TYPES * MAX_NUMNODES];
+        watermark::setup_per_zone_wmarks(&all[..n], &s, &mut w[..n]);
+        let mut k = 0;
+        for node in self.nodes() {
+            let zins = zone_inputs(core::iter::once(node));
+            let prot = watermark::setup_per_zone_lowmem_reserve(&zins.0[..zins.1], &s);
+            for (zi, z) in node.zones().enumerate() {
+                let wm = w[k];
+                k += 1;
+                z.wmark[0].store(wm.min, Relaxed);
+                z.wmark[1].store(wm.low, Relaxed);
+                z.wmark[2].store(wm.high, Relaxed);
+                z.wmark[3].store(wm.promo, Relaxed);
+                // lowmem_reserve is indexed by zone type; the formula by
+                // position in the layout.
+                for (zj, upper) in node.zones().enumerate() {
+                    z.lowmem_reserve[upper.zone_type() as usize].store(prot[zi][zj], Relaxed);
+                }
+                z.stat_threshold.store(
+                    watermark::vmstat_threshold(z.managed_pages(), self.nr_cpus as u64),
+                    Relaxed,
+                );
+                let sizes = watermark::pageset_high_and_batch(
+                    z.managed_pages(),
+                    wm.low,
+                    node.nr_cpus() as u64,
+                    &s,
+                );
+                for cpu in 0..self.nr_cpus {
+                    if let Some(pcp) = z.pcp(cpu) {
+                        pcp.update(sizes.batch, sizes.high_min, sizes.high_max);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The vm sysctls in force.
+    pub fn sysctl(&self) -> VmSysctl {
+        *self.sysctl.lock()
+    }
+
+    /// Set `vm.min_free_kbytes` and recompute watermarks and per-CPU list
+    /// sizes, as writing `/proc/sys/vm/min_free_kbytes` does.
+    pub fn set_min_free_kbytes(&self, kbytes: u64) -> Result<()> {
+        if kbytes == 0 {
+            report!(&self.p, Level::Err, "min_free_kbytes: invalid value 0");
+            return Err(Error::InvalidArgument);
+        }
+        self.sysctl.lock().min_free_kbytes = kbytes;
+        self.setup_per_zone();
+        Ok(())
+    }
+
+    /// Set `vm.watermark_scale_factor` (1..=3000, as Linux allows).
+    pub fn set_watermark_scale_factor(&self, factor: u64) -> Result<()> {
+        if !(1..=3000).contains(&factor) {
+            report!(
+                &self.p,
+                Level::Err,
+                "watermark_scale_factor: {factor} is outside 1..3000"
+            );
+            return Err(Error::InvalidArgument);
+        }
+        self.sysctl.lock().watermark_scale_factor = factor;
+        self.setup_per_zone();
+        Ok(())
+    }
+
+    /// Set `vm.lowmem_reserve_ratio` (indexed by [`ZoneType`]).
+    pub fn set_lowmem_reserve_ratio(&self, ratio: [u64; MAX_NR_ZONE_TYPES]) {
+        self.sysctl.lock().lowmem_reserve_ratio = ratio;
+        self.setup_per_zone();
+    }
+
+    /// Set `vm.percpu_pagelist_high_fraction` (0, or at least 8).
+    pub fn set_percpu_pagelist_high_fraction(&self, f: u64) -> Result<()> {
+        if f != 0 && f < watermark::MIN_PERCPU_PAGELIST_HIGH_FRACTION {
+            report!(
+                &self.p,
+                Level::Err,
+                "percpu_pagelist_high_fraction: {f} is below 8"
+            );
+            return Err(Error::InvalidArgument);
+        }
+        self.sysctl.lock().percpu_pagelist_high_fraction = f;
+        self.setup_per_zone();
+        Ok(())
+    }
+}
+
+/// The (type, managed pages) of every zone in the layout of `nodes`, in
+/// `for_each_zone` order, as the watermark formulas take them.
+fn zone_inputs<'a>(
+    nodes: impl Iterator<Item = &'a PgData>,
+) -> ([ZoneInput; MAX_NR_ZONE_TYPES * MAX_NUMNODES], usize) {
+    let mut v = [ZoneInput {
+        ztype: ZoneType::Dma,
+        managed: 0,
+    }; MAX_NR_ZONE_TYPES * MAX_NUMNODES];
+    let mut n = 0;
+    for z in nodes.flat_map(|node| node.zones()) {
+        v[n] = ZoneInput {
+            ztype: z.zone_type(),
+            managed: z.managed_pages(),
+        };
+        n += 1;
+    }
+    (v, n)
+}
