@@ -29,13 +29,18 @@
 //! free returns `batch` pages (Linux's minimum; it scales the amount up
 //! after consecutive frees).
 
-use crate::mmzone::{
-    MigrateType, PerCpuPages, MIGRATE_PCPTYPES, NR_LOWORDER_PCP_LISTS, NR_PCP_LISTS,
-};
+use super::buddy::RmqueueMode;
+use super::AllocFlags;
+use crate::mmzone::NR_LOWORDER_PCP_LISTS;
+use crate::mmzone::{MigrateType, PerCpuPages, Zone, MIGRATE_PCPTYPES, NR_PCP_LISTS};
 use crate::page::PageList;
-use crate::{PAGEBLOCK_ORDER, PAGE_ALLOC_COSTLY_ORDER};
+use crate::page::PG_PCP;
+use crate::platform::{LocalGuard, Platform};
+use crate::PAGEBLOCK_ORDER;
+use crate::{Kmem, PAGE_ALLOC_COSTLY_ORDER};
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::Ordering::Relaxed;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 
 /// `order_to_pindex()`: `order` is at most `PAGE_ALLOC_COSTLY_ORDER` or
 /// the pageblock order.
@@ -210,5 +215,297 @@ mod tests {
         assert!(pcp_allowed_order(PAGEBLOCK_ORDER, true));
         assert!(!pcp_allowed_order(PAGEBLOCK_ORDER, false));
         assert!(!pcp_allowed_order(PAGE_ALLOC_COSTLY_ORDER + 1, true));
+    }
+}
+
+impl<P: Platform> Kmem<P> {
+    /// `rmqueue_pcplist()`: pop a block from this CPU's list, in a leaf
+    /// section ([`Platform::local_enter_leaf`]) when nothing else is to do.
+    /// A pending drain request or an empty list goes to
+    /// [`rmqueue_pcplist_full`](Self::rmqueue_pcplist_full).
+    #[inline]
+    pub(super) fn rmqueue_pcplist(
+        &self,
+        zone: &Zone,
+        order: u32,
+        mt: MigrateType,
+        af: AllocFlags,
+    ) -> Option<u32> {
+        if let Some(idx) = self.rmqueue_pcplist_leaf(zone, order, mt) {
+            return Some(idx);
+        }
+        self.rmqueue_pcplist_full(zone, order, mt, af)
+    }
+
+    /// The leaf-section part of [`rmqueue_pcplist`](Self::rmqueue_pcplist):
+    /// a block from a non-empty list with no drain pending, else `None`.
+    #[inline(always)]
+    pub(super) fn rmqueue_pcplist_leaf(
+        &self,
+        zone: &Zone,
+        order: u32,
+        mt: MigrateType,
+    ) -> Option<u32> {
+        let st = self.p.local_enter_leaf();
+        let mut got = None;
+        if let Some(pcp) = zone.pcp(st.cpu) {
+            if !pcp.drain_requested() {
+                // SAFETY: on pcp's CPU inside the leaf section `st`; the
+                // borrow ends before the section does.
+                let lists = unsafe { pcp.lists_mut() };
+                got = self.pcp_take(pcp, lists, order, mt);
+            }
+        }
+        self.p.local_exit_leaf(st);
+        got
+    }
+
+    /// [`rmqueue_pcplist`](Self::rmqueue_pcplist) with a drain request or
+    /// a refill to do, in a full section.
+    #[inline(never)]
+    pub(super) fn rmqueue_pcplist_full(
+        &self,
+        zone: &Zone,
+        order: u32,
+        mt: MigrateType,
+        af: AllocFlags,
+    ) -> Option<u32> {
+        let g = LocalGuard::new(&self.p);
+        let pcp = zone.pcp(g.cpu())?;
+        // SAFETY: we are on pcp's CPU inside the section `g`, which outlives
+        // `lists`; no other borrow of these lists exists in this frame.
+        let lists = unsafe { pcp.lists_mut() };
+        if pcp.drain_requested() || lists[order_to_pindex(mt as usize, order)].is_empty() {
+            self.rmqueue_pcplist_refill(zone, pcp, lists, order, mt, af);
+        }
+        self.pcp_take(pcp, lists, order, mt)
+    }
+
+    /// Pop a block of `order` and `mt` from this CPU's lists `lists` (of
+    /// `pcp`), inside the owner's section, and count it.
+    #[inline(always)]
+    pub(super) fn pcp_take(
+        &self,
+        pcp: &PerCpuPages,
+        lists: &mut [crate::page::PageList; NR_PCP_LISTS],
+        order: u32,
+        mt: MigrateType,
+    ) -> Option<u32> {
+        let mm = self.mem_map();
+        let idx = lists[order_to_pindex(mt as usize, order)].pop_head(&mm)?;
+        mm.at(idx).clear_flag_owned(PG_PCP);
+        pcp.add_count(-(1i64 << order));
+        pcp.count_alloc(1 << order);
+        Some(idx)
+    }
+
+    /// Push block `idx` of `order` and `mt` on this CPU's lists `lists` (of
+    /// `pcp`), inside the owner's section, and count it.
+    #[inline(always)]
+    pub(super) fn pcp_put(
+        &self,
+        pcp: &PerCpuPages,
+        lists: &mut [crate::page::PageList; NR_PCP_LISTS],
+        idx: u32,
+        order: u32,
+        mt: MigrateType,
+    ) {
+        let mm = self.mem_map();
+        mm.at(idx).set_flag_owned(PG_PCP);
+        lists[order_to_pindex(mt as usize, order)].push_head(&mm, idx);
+        pcp.add_count(1 << order);
+        pcp.count_free(1 << order);
+    }
+
+    /// Honour a drain request, then refill an empty list with `batch`
+    /// pages' worth in one trip to the buddy lists (`rmqueue_bulk()`).
+    /// Runs inside the owner's section.
+    #[inline(never)]
+    pub(super) fn rmqueue_pcplist_refill(
+        &self,
+        zone: &Zone,
+        pcp: &PerCpuPages,
+        lists: &mut [crate::page::PageList; NR_PCP_LISTS],
+        order: u32,
+        mt: MigrateType,
+        af: AllocFlags,
+    ) {
+        let mm = self.mem_map();
+        if pcp.take_drain_request() {
+            self.free_pcppages_bulk(zone, pcp, lists, u32::MAX);
+        }
+        let pindex = order_to_pindex(mt as usize, order);
+        if lists[pindex].is_empty() {
+            let batch = pcp.batch().max(1);
+            let count = if order == 0 {
+                batch
+            } else {
+                (batch >> order).max(2)
+            };
+            let cx = self.buddy_cx(zone);
+            let mut area = zone.lock();
+            let mut mode = RmqueueMode::Normal;
+            let mut got = 0u32;
+            for _ in 0..count {
+                let Some(i) = area.rmqueue(&cx, order, mt, af, &mut mode) else {
+                    break;
+                };
+                mm.at(i).set_flag_owned(PG_PCP);
+                lists[pindex].push_tail(&mm, i);
+                got += 1;
+            }
+            zone.add_free_locked(-(i64::from(got) << order));
+            drop(area);
+            pcp.add_count(i64::from(got) << order);
+        }
+    }
+
+    /// Honour a drain request, or give `batch` pages back from a list that
+    /// reached `high`. Runs inside the owner's section.
+    #[inline(never)]
+    pub(super) fn free_unref_page_spill(
+        &self,
+        zone: &Zone,
+        pcp: &PerCpuPages,
+        lists: &mut [crate::page::PageList; NR_PCP_LISTS],
+    ) {
+        if pcp.take_drain_request() {
+            self.free_pcppages_bulk(zone, pcp, lists, u32::MAX);
+        } else if pcp.count() >= pcp.high() {
+            let batch = pcp.batch();
+            let high = pcp.high();
+            // nr_pcp_free(): keep at least `batch` pages; free 1 while the
+            // pageset is still the boot one (high < batch).
+            let n = if high < batch { 1 } else { batch };
+            self.free_pcppages_bulk(zone, pcp, lists, n);
+        }
+    }
+
+    /// `free_pcppages_bulk()`: give at least `count` pages back, coldest
+    /// first, round-robin over the lists. Runs inside the owner's section.
+    pub(super) fn free_pcppages_bulk(
+        &self,
+        zone: &Zone,
+        pcp: &PerCpuPages,
+        lists: &mut [crate::page::PageList; NR_PCP_LISTS],
+        count: u32,
+    ) -> u64 {
+        let mm = self.mem_map();
+        let cx = self.buddy_cx(zone);
+        let mut area = zone.lock();
+        let mut freed = 0u64;
+        let mut pindex = NR_PCP_LISTS - 1;
+        let mut empty_rounds = 0;
+        while freed < u64::from(count) && empty_rounds < NR_PCP_LISTS {
+            pindex = (pindex + 1) % NR_PCP_LISTS;
+            let Some(i) = lists[pindex].pop_tail(&mm) else {
+                empty_rounds += 1;
+                continue;
+            };
+            empty_rounds = 0;
+            let order = pindex_to_order(pindex);
+            mm.at(i).clear_flag_owned(PG_PCP);
+            let pfn = mm.pfn_of(i);
+            area.free_one(&cx, pfn, order, cx.pb.get(pfn));
+            freed += 1 << order;
+        }
+        zone.add_free_locked(freed as i64);
+        drop(area);
+        pcp.add_count(-(freed as i64));
+        freed
+    }
+
+    /// `drain_local_pages()`: give every page on this CPU's lists back to
+    /// the buddy allocator. Returns the number of pages given back.
+    pub fn drain_local_pages(&self) -> u64 {
+        let mut n = 0;
+        for node in self.nodes() {
+            for zone in node.zones() {
+                let g = LocalGuard::new(&self.p);
+                if let Some(pcp) = zone.pcp(g.cpu()) {
+                    // SAFETY: on pcp's CPU inside section `g`.
+                    let lists = unsafe { pcp.lists_mut() };
+                    // Whatever was asked of this CPU is done now.
+                    pcp.take_drain_request();
+                    n += self.free_pcppages_bulk(zone, pcp, lists, u32::MAX);
+                }
+            }
+        }
+        n
+    }
+
+    /// Whether CPU `cpu` has pages on any of its lists (`has_pcps`).
+    pub(super) fn cpu_has_pcps(&self, cpu: usize) -> bool {
+        self.nodes()
+            .flat_map(|n| n.zones())
+            .any(|z| z.pcp(cpu).is_some_and(|p| p.count() > 0))
+    }
+
+    /// Ask CPU `cpu` to drain its lists at its next page allocator call.
+    pub(super) fn request_drain_cpu(&self, cpu: usize) {
+        for zone in self.nodes().flat_map(|n| n.zones()) {
+            if let Some(pcp) = zone.pcp(cpu) {
+                if pcp.count() > 0 {
+                    pcp.request_drain();
+                }
+            }
+        }
+    }
+
+    /// `drain_all_pages()`: give every CPU's per-CPU pages back to the buddy
+    /// allocator before returning. Returns the pages given back.
+    ///
+    /// As Linux (`__drain_all_pages()`), only CPUs with pages on their lists
+    /// are visited; this CPU drains itself, every other one runs
+    /// `drain_local_pages()` through
+    /// [`Platform::smp_call_function_single`] (Linux queues the same work
+    /// on each CPU and flushes it). A CPU the platform cannot reach, and
+    /// every other CPU when the caller is in atomic context (it may not wait
+    /// for another CPU), is instead asked to drain at its next page
+    /// allocator call; its pages are not counted.
+    pub fn drain_all_pages(&self) -> u64 {
+        let me = {
+            let g = LocalGuard::new(&self.p);
+            g.cpu()
+        };
+        let mut n = self.drain_local_pages();
+        let can_wait = !self.p.in_atomic();
+        for cpu in (0..self.nr_cpus).filter(|&c| c != me) {
+            if !self.cpu_has_pcps(cpu) {
+                continue;
+            }
+            let mut drained = 0;
+            let done = can_wait
+                && crate::platform::call_on_cpu(&self.p, cpu, || {
+                    debug_assert_eq!(self.p.smp_processor_id(), cpu);
+                    drained = self.drain_local_pages();
+                })
+                .is_ok();
+            if done {
+                n += drained;
+            } else {
+                self.request_drain_cpu(cpu);
+            }
+        }
+        n
+    }
+
+    /// `zone_pcp_disable()`: set every CPU's lists of `zone` to the boot
+    /// pageset (`high` 0, `batch` 1) and drain this CPU's, so that each
+    /// order-0 free goes straight back to the buddy lists (Linux does this
+    /// while offlining memory). Other CPUs drain at their next visit.
+    pub fn zone_pcp_disable(&self, zone: &Zone) {
+        for cpu in 0..self.nr_cpus {
+            if let Some(pcp) = zone.pcp(cpu) {
+                pcp.update(1, 0, 0);
+                pcp.request_drain();
+            }
+        }
+        self.drain_local_pages();
+    }
+
+    /// `zone_pcp_enable()`: restore the computed list sizes of every zone.
+    pub fn zone_pcp_enable(&self) {
+        self.setup_per_zone();
     }
 }
