@@ -888,7 +888,7 @@ fn empty_slabs_beyond_min_partial_go_back_without_a_shrink() {
     let left = k.slab_totals(c).0;
     // What stays: min_partial empty slabs plus those holding objects parked
     // in this CPU's two sheaves and the barn's.
-    use kmem::slab::cache::BARN_SHEAVES;
+    use kmem::slab::sheaf::BARN_SHEAVES;
     let parked = ((2 + BARN_SHEAVES) * c.sheaf_capacity()) as u64 / c.geometry().objects as u64 + 1;
     assert!(
         left <= c.min_partial() + parked + 1,

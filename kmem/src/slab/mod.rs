@@ -45,8 +45,14 @@
 //! from the same file (the SLUB red zone markers). They are only written when
 //! `SLAB_POISON` / `SLAB_RED_ZONE` debugging is on for a cache.
 
+mod alloc;
 pub mod cache;
+mod debug;
+mod free;
 pub mod geometry;
+mod partial;
+pub mod sheaf;
+mod slab_common;
 
 pub use cache::{parse_slab_debug, Ctor, KmemCache, KmemCacheArgs, SlabParams};
 

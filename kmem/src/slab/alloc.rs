@@ -1,0 +1,254 @@
+//! The allocation paths (`slab_alloc_node()` and its slow path in
+//! `mm/slub.c`), and the checks both fast paths make.
+//!
+//! `kmalloc`/`kmem_cache_alloc` and `kfree`/`kmem_cache_free` each enter
+//! a *leaf* CPU-local section once ([`Platform::local_enter_leaf`]: inside
+//! it the fast path runs only its own straight-line code, so a platform
+//! may make it cheaper than a full section, as the simulator does), pop or
+//! push the main sheaf and leave; the fast paths are inlined into their
+//! callers (`kmalloc` as Linux's `__always_inline` kmalloc, so that a
+//! constant size picks its cache at compile time) and everything else lives
+//! in `#[cold]` functions. When a fast path cannot finish, it hands its
+//! *open* section to the slow path, which leaves it first thing: the call
+//! is then a tail call and no argument has to survive the platform's
+//! section exit (which may run cross-CPU calls), so the fast paths need no
+//! register saves. The slow paths return the object or the error in one
+//! word, as Linux's `ERR_PTR`, which becomes a `Result` in the caller's
+//! frame. The CPU's node and the "go slow" flags share one word
+//! (`CpuCache::gate`), so a free tests both with one compare.
+//!
+//! Linux without `slab_debug` checks, on free, only what it needs to find
+//! the cache (`virt_to_slab()`, and with `CONFIG_SLAB_FREELIST_HARDENED`
+//! that the object belongs to the cache passed in). kmem keeps, always on,
+//! the checks that cost a few instructions and stop bad input from
+//! corrupting the allocator:
+//! - the address lies in a slab (one range check and the `PG_slab` bit of
+//!   the head page, whose address comes from the pfn, not from a division);
+//! - for `kmem_cache_free`, the slab belongs to that cache;
+//! - the address is an object start: one multiplication by a precomputed
+//!   reciprocal, as Linux's `obj_to_index()`, and two compares;
+//! - the object is not the one on top of the CPU's main sheaf (a double
+//!   free in a row); a null guard slot below the sheaf's first object makes
+//!   that one compare even for an empty sheaf;
+//! - free pointers are checked as the freelist is followed on refill
+//!   ("Freepointer corrupt").
+//!
+//! What stays debug-only, as in Linux: searching the slab's freelist for a
+//! double free anywhere (`on_freelist`), red zones, poisoning and the
+//! owner tracking (`SLAB_CONSISTENCY_CHECKS`, `SLAB_RED_ZONE`,
+//! `SLAB_POISON`, `SLAB_STORE_USER`, or `slab_debug=` for all caches).
+//!
+
+use super::cache::*;
+use super::sheaf::*;
+use crate::gfp::{self, Gfp};
+use crate::platform::{Level, LocalState, Platform};
+use crate::{report, Error, Kmem, Result};
+use core::panic::Location;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::Ordering::Relaxed;
+
+impl<P: Platform> Kmem<P> {
+    /// `kmem_cache_alloc()`.
+    #[track_caller]
+    #[inline(always)]
+    pub fn kmem_cache_alloc(&self, s: &KmemCache, gfp: Gfp) -> Result<NonNull<u8>> {
+        self.slab_alloc_node(s, gfp, -1, Location::caller())
+    }
+
+    /// `kmem_cache_zalloc()`.
+    #[track_caller]
+    pub fn kmem_cache_zalloc(&self, s: &KmemCache, gfp: Gfp) -> Result<NonNull<u8>> {
+        self.slab_alloc_node(s, gfp | gfp::__GFP_ZERO, -1, Location::caller())
+    }
+
+    /// `kmem_cache_alloc_node()`.
+    #[track_caller]
+    pub fn kmem_cache_alloc_node(&self, s: &KmemCache, gfp: Gfp, node: i32) -> Result<NonNull<u8>> {
+        self.slab_alloc_node(s, gfp, node, Location::caller())
+    }
+
+    /// The allocation fast path (`slab_alloc_node()`): one CPU-local
+    /// section, one pop from the CPU's main sheaf. Everything else (an
+    /// armed pre-allocation hook, a debug cache, another node, an empty
+    /// main sheaf, a pending flush request) goes to
+    /// [`slab_alloc_slow`](Self::slab_alloc_slow).
+    ///
+    /// The object or the error travels as one word
+    /// ([`Error::to_err_ptr`], Linux's `ERR_PTR`) and becomes a `Result`
+    /// only here, in the caller's frame: a `Result` coming back from an out
+    /// of line function would be returned through memory.
+    #[inline(always)]
+    pub(crate) fn slab_alloc_node(
+        &self,
+        s: &KmemCache,
+        gfp: Gfp,
+        node: i32,
+        caller: &'static Location<'static>,
+    ) -> Result<NonNull<u8>> {
+        let x = self.slab_alloc_raw(s, gfp, node, caller);
+        match Error::from_err_ptr(x) {
+            Some(e) => Err(e),
+            // Not an error value, so an object.
+            None => Ok(NonNull::new(x as *mut u8).expect("objects are not at address 0")),
+        }
+    }
+
+    /// [`slab_alloc_node`](Self::slab_alloc_node) in `ERR_PTR` form.
+    ///
+    /// The section is entered and left by hand rather than with a
+    /// [`LocalGuard`]: nothing in it can panic, and the way out is shaped
+    /// for the code generator. The slow path is entered *inside* the
+    /// section and leaves it first thing, so the call is a tail call and
+    /// no argument has to survive the platform's `local_exit` (which may
+    /// run pending cross-CPU calls); on the fast way out only the object
+    /// does. That keeps the function free of register saves.
+    #[inline(always)]
+    pub(super) fn slab_alloc_raw(
+        &self,
+        s: &KmemCache,
+        gfp: Gfp,
+        node: i32,
+        caller: &'static Location<'static>,
+    ) -> usize {
+        // slab_pre_alloc_hook(): might_alloc() under CONFIG_DEBUG_ATOMIC_SLEEP
+        // and failslab, one test for both while neither is on.
+        if self.slab_hooks_armed() {
+            return self.slab_alloc_hooked(s, gfp, node, caller);
+        }
+        let st = self.p.local_enter_leaf();
+        let cc = s.cpu(st.cpu);
+        let gate = cc.gate.load(Relaxed);
+        if (node < 0 && gate & CPU_SLOW == 0) || gate == node as u32 {
+            // SAFETY: this CPU's sheaves, inside its local section `st`;
+            // main is a valid sheaf of this CPU.
+            let main = unsafe { &mut *(*cc.sheaves.get()).main };
+            let n = main.size;
+            // 1..=SHEAF_CAPACITY: a non-empty sheaf (and no bounds check).
+            if n.wrapping_sub(1) < SHEAF_CAPACITY {
+                let x = main.objects[n];
+                main.size = n - 1;
+                self.p.local_exit_leaf(st);
+                // `gfp` is usually a constant here (the function is inlined
+                // into its caller), so the test costs nothing without
+                // __GFP_ZERO.
+                return self.slab_post_alloc(s, x as usize, gfp);
+            }
+        }
+        self.slab_alloc_slow(st, s, gfp, node, caller)
+    }
+
+    /// The pre-allocation hooks, then the allocation, for when a hook is
+    /// armed.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn slab_alloc_hooked(
+        &self,
+        s: &KmemCache,
+        gfp: Gfp,
+        node: i32,
+        caller: &'static Location<'static>,
+    ) -> usize {
+        if self.debug_atomic_sleep() {
+            self.might_alloc(gfp, caller);
+        }
+        if let Err(e) = self.failslab_hook(s, gfp, caller) {
+            return e.to_err_ptr();
+        }
+        let st = self.p.local_enter_leaf();
+        self.slab_alloc_slow(st, s, gfp, node, caller)
+    }
+
+    /// `slab_post_alloc_hook()`: zero the object for `__GFP_ZERO`.
+    #[inline]
+    pub(super) fn slab_post_alloc(&self, s: &KmemCache, x: usize, gfp: Gfp) -> usize {
+        if gfp.contains(gfp::__GFP_ZERO) {
+            // SAFETY: a freshly allocated object of at least object_size bytes.
+            unsafe { ptr::write_bytes(x as *mut u8, 0, s.geo.object_size) };
+        }
+        x
+    }
+
+    /// Everything [`slab_alloc_raw`](Self::slab_alloc_raw) does not do
+    /// itself; entered inside the section `st`, which it leaves at once.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn slab_alloc_slow(
+        &self,
+        st: LocalState,
+        s: &KmemCache,
+        gfp: Gfp,
+        node: i32,
+        caller: &'static Location<'static>,
+    ) -> usize {
+        self.p.local_exit_leaf(st);
+        let x = if s.is_debug() {
+            let nid = if node < 0 {
+                self.numa_node_id()
+            } else {
+                node as usize
+            };
+            self.alloc_debug(s, gfp, nid, caller)
+        } else if node < 0 || node as usize == self.numa_node_id() {
+            self.alloc_sheaf(s, gfp)
+        } else {
+            let mut one = [0usize; 1];
+            self.refill_from_slabs(s, gfp, node as usize, &mut one)
+                .map(|_| one[0])
+        };
+        match x {
+            Ok(x) => self.slab_post_alloc(s, x, gfp),
+            Err(e) => e.to_err_ptr(),
+        }
+    }
+
+    /// `slab_out_of_memory()`.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn slab_oom(&self, s: &KmemCache, gfp: Gfp, nid: usize) {
+        report!(
+            &self.p,
+            Level::Warning,
+            "SLUB: Unable to allocate memory on CPU {} (of node {}) gfp={:#x}({})",
+            self.p.smp_processor_id(),
+            nid,
+            gfp.bits(),
+            gfp
+        );
+        report!(
+            &self.p,
+            Level::Warning,
+            "  cache: {}, object size: {}, buffer size: {}, default order: {}, min order: {}",
+            s.name(),
+            s.geo.object_size,
+            s.geo.size,
+            s.geo.order,
+            s.geo.min_order
+        );
+    }
+
+    /// `kmem_cache_alloc_bulk()`: fill `out` entirely or not at all.
+    #[track_caller]
+    pub fn kmem_cache_alloc_bulk(
+        &self,
+        s: &KmemCache,
+        gfp: Gfp,
+        out: &mut [*mut u8],
+    ) -> Result<usize> {
+        let caller = Location::caller();
+        for i in 0..out.len() {
+            match self.slab_alloc_node(s, gfp, -1, caller) {
+                Ok(p) => out[i] = p.as_ptr(),
+                Err(e) => {
+                    for &o in &out[..i] {
+                        // SAFETY: allocated just above, never handed out.
+                        let _ = unsafe { self.kmem_cache_free(s, o) };
+                    }
+                    out[..i].iter_mut().for_each(|o| *o = ptr::null_mut());
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out.len())
+    }
+}

@@ -1,0 +1,162 @@
+//! The free paths (`slab_free()`, `kmem_cache_free()`,
+//! `kmem_cache_free_bulk()` in `mm/slub.c`); what they check is described
+//! in [`super::alloc`].
+
+use super::cache::*;
+use crate::platform::{Level, LocalGuard, LocalState, Platform};
+use crate::{report, Error, Kmem, Result};
+use core::panic::Location;
+use core::sync::atomic::Ordering::Relaxed;
+
+impl<P: Platform> Kmem<P> {
+    /// `kmem_cache_free()`. Frees of objects of another cache, of addresses
+    /// that are no object start, and (for debug caches) double frees and
+    /// damaged red zones are reported and refused.
+    ///
+    /// # Safety
+    ///
+    /// `x` is not used after a successful free (the allocator checks what
+    /// it can, but cannot know who else holds the pointer).
+    #[track_caller]
+    #[inline(always)]
+    pub unsafe fn kmem_cache_free(&self, s: &KmemCache, x: *mut u8) -> Result<()> {
+        if x.is_null() {
+            return Ok(());
+        }
+        // cache_from_obj() + check_valid_pointer(); each refusal is a tail call.
+        let Some(slab) = self.slab_of(x) else {
+            return self.not_in_slab(s, x, "kmem_cache_free");
+        };
+        if slab.page.slab_cache_addr() != s as *const KmemCache as usize {
+            return self.wrong_cache(s, slab.page, "kmem_cache_free");
+        }
+        if !s.is_obj_start(slab, x) {
+            return self.invalid_pointer(s, x);
+        }
+        self.slab_free(s, slab, x, Location::caller())
+    }
+
+    /// The free fast path (`slab_free()`), for an object the caller has
+    /// checked (`checked_slab()`): one CPU-local section, one push onto the
+    /// CPU's main sheaf after comparing the object with the sheaf's top (a
+    /// double free in a row). Everything else (a debug cache, an object of
+    /// another node, a full main sheaf, a pending flush request, the double
+    /// free itself) goes to [`slab_free_slow`](Self::slab_free_slow),
+    /// inside the section, as in [`slab_alloc_node`](Self::slab_alloc_node).
+    #[inline]
+    pub(crate) fn slab_free(
+        &self,
+        s: &KmemCache,
+        slab: SlabRef<'_>,
+        x: *mut u8,
+        caller: &'static Location<'static>,
+    ) -> Result<()> {
+        let st = self.p.local_enter_leaf();
+        let cc = s.cpu(st.cpu);
+        if cc.gate.load(Relaxed) == slab.nid as u32 {
+            // SAFETY: this CPU's sheaves, inside its local section `st`;
+            // main is a valid sheaf of this CPU.
+            let main = unsafe { &mut *(*cc.sheaves.get()).main };
+            let n = main.size;
+            // objects[n] is the top (the null guard when empty).
+            // SAFETY (both indexings): n < cap <= SHEAF_CAPACITY, so n and
+            // n + 1 are within the SHEAF_CAPACITY + 1 slots.
+            if n < cc.cap as usize && unsafe { *main.objects.get_unchecked(n) } != x {
+                unsafe { *main.objects.get_unchecked_mut(n + 1) = x };
+                main.size = n + 1;
+                self.p.local_exit_leaf(st);
+                return Ok(());
+            }
+        }
+        self.slab_free_slow(st, s, x, caller)
+    }
+
+    /// Everything [`slab_free`](Self::slab_free) does not do itself;
+    /// entered inside the section `st`, which it leaves at once.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn slab_free_slow(
+        &self,
+        st: LocalState,
+        s: &KmemCache,
+        x: *mut u8,
+        caller: &'static Location<'static>,
+    ) -> Result<()> {
+        self.p.local_exit_leaf(st);
+        // Found again rather than passed: six arguments fit in registers.
+        let slab = self.slab_of(x).expect("the fast path found the slab");
+        if s.is_debug() {
+            return self.free_debug(s, slab.page, x as usize, caller);
+        }
+        let nid = slab.nid;
+        let g = LocalGuard::new(&self.p);
+        let cc = s.cpu(g.cpu());
+        if nid != cc.nid() {
+            // Objects of a remote node go straight back to their slab.
+            drop(g);
+            self.free_objects_to_slabs(s, nid, &[x]);
+            return Ok(());
+        }
+        // SAFETY: this CPU's sheaves, inside its local section `g`.
+        let sh = unsafe { &mut *cc.sheaves.get() };
+        if cc.take_flush() {
+            self.flush_sheaves_locked(s, sh, nid);
+        }
+        // SAFETY: main is a valid sheaf of this CPU.
+        let main = unsafe { &mut *sh.main };
+        if main.top() == x {
+            drop(g);
+            slab_bug(&self.p, s, format_args!("Object already free"));
+            report!(
+                &self.p,
+                Level::Err,
+                "Object 0x{:x} freed twice in a row (double free) from {}",
+                x as usize,
+                caller
+            );
+            return Err(Error::BadState);
+        }
+        if main.size < s.sheaf_cap {
+            main.push(x);
+            return Ok(());
+        }
+        // SAFETY: spare is a valid sheaf of this CPU.
+        if unsafe { (*sh.spare).size } == 0 {
+            core::mem::swap(&mut sh.main, &mut sh.spare);
+        } else {
+            let mut l = s.node(nid.min(s.nr_nodes - 1)).lists.lock();
+            if let Some(empty) = l.barn_empty.pop() {
+                // SAFETY: main is full and ours; it moves to the barn.
+                unsafe { l.barn_full.push(sh.main) };
+                sh.main = empty;
+            } else {
+                drop(l);
+                // No room anywhere: flush the main sheaf into its slabs.
+                // SAFETY: as above.
+                let m = unsafe { &mut *sh.main };
+                self.free_objects_to_slabs(s, nid, m.objects());
+                m.size = 0;
+            }
+        }
+        // SAFETY: main is a valid, now non-full sheaf of this CPU.
+        unsafe { (*sh.main).push(x) };
+        Ok(())
+    }
+
+    /// `kmem_cache_free_bulk()`.
+    ///
+    /// # Safety
+    ///
+    /// As [`kmem_cache_free`](Self::kmem_cache_free), for every object.
+    #[track_caller]
+    pub unsafe fn kmem_cache_free_bulk(&self, s: &KmemCache, objs: &[*mut u8]) -> Result<()> {
+        let mut res = Ok(());
+        for &o in objs {
+            // SAFETY: the caller's contract, object by object.
+            if let Err(e) = unsafe { self.kmem_cache_free(s, o) } {
+                res = Err(e);
+            }
+        }
+        res
+    }
+}
