@@ -53,7 +53,7 @@ use crate::{report, Kmem};
 use crate::{MAX_PAGE_ORDER, PAGE_SHIFT, PAGE_SIZE};
 use core::panic::Location;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::Ordering::Relaxed;
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering::Relaxed};
 
 /// log2 of the smallest class (`KMALLOC_SHIFT_LOW`).
 pub const KMALLOC_SHIFT_LOW: u32 = 3;
@@ -354,6 +354,27 @@ pub fn zero_or_null_ptr(p: *const u8) -> bool {
     (p as usize) <= ZERO_SIZE_PTR as usize
 }
 
+/// The kmalloc caches of a machine (`kmalloc_caches[type][index]` of
+/// `mm/slab_common.c`) and the pages of large kmalloc allocations.
+pub(crate) struct KmallocCaches {
+    /// `kmalloc_caches[type][index]`: null until `kmem_cache_init()`
+    /// creates the cache.
+    pub(crate) caches: [[AtomicPtr<KmemCache>; KMALLOC_SHIFT_HIGH as usize + 1]; NR_KMALLOC_TYPES],
+    /// Pages held by kmalloc allocations above `KMALLOC_MAX_CACHE_SIZE`.
+    pub(crate) large_pages: AtomicU64,
+}
+
+impl KmallocCaches {
+    pub(crate) const fn new() -> Self {
+        KmallocCaches {
+            caches: [const {
+                [const { AtomicPtr::new(ptr::null_mut()) }; KMALLOC_SHIFT_HIGH as usize + 1]
+            }; NR_KMALLOC_TYPES],
+            large_pages: AtomicU64::new(0),
+        }
+    }
+}
+
 /// GFP bits kmalloc must not get (`GFP_SLAB_BUG_MASK`).
 const GFP_SLAB_BUG_MASK: Gfp = crate::gfp::__GFP_DMA32.union(crate::gfp::__GFP_HIGHMEM);
 
@@ -371,7 +392,7 @@ impl<P: Platform> Kmem<P> {
                     ..Default::default()
                 };
                 let c = self.create_cache(name, size, &args, ty.cache_flags(), false)?;
-                self.slab.kmalloc[ty.index()][index as usize]
+                self.kmalloc.caches[ty.index()][index as usize]
                     .store(c as *const _ as *mut _, Relaxed);
             }
         }
@@ -383,7 +404,7 @@ impl<P: Platform> Kmem<P> {
     #[inline]
     pub fn kmalloc_slab(&self, size: usize, gfp: Gfp) -> Option<&KmemCache> {
         let index = kmalloc_index(size)?;
-        let c = self.slab.kmalloc[kmalloc_type(gfp).index()][index as usize].load(Relaxed);
+        let c = self.kmalloc.caches[kmalloc_type(gfp).index()][index as usize].load(Relaxed);
         // SAFETY: kmalloc caches are created at boot and never destroyed.
         unsafe { c.as_ref() }
     }
@@ -488,7 +509,7 @@ impl<P: Platform> Kmem<P> {
         // kmalloc_large: a compound page block straight from the buddy allocator.
         let order = get_order(size);
         let page = self.alloc_pages_node(node, gfp | __GFP_COMP, order)?;
-        self.slab.large_pages.fetch_add(1 << order, Relaxed);
+        self.kmalloc.large_pages.fetch_add(1 << order, Relaxed);
         self.page_address(page).ok_or(Error::NoMemory)
     }
 
@@ -566,7 +587,7 @@ impl<P: Platform> Kmem<P> {
             Owner::Large(head) => {
                 let order = head.order();
                 self.__free_pages(head, order)?;
-                self.slab.large_pages.fetch_sub(1 << order, Relaxed);
+                self.kmalloc.large_pages.fetch_sub(1 << order, Relaxed);
                 Ok(())
             }
         }
@@ -669,7 +690,7 @@ impl<P: Platform> Kmem<P> {
 
     /// Pages held by `kmalloc_large` allocations.
     pub fn kmalloc_large_pages(&self) -> u64 {
-        self.slab.large_pages.load(Relaxed)
+        self.kmalloc.large_pages.load(Relaxed)
     }
 }
 

@@ -50,6 +50,7 @@ pub mod page_alloc;
 pub mod platform;
 pub mod proc;
 pub mod sched;
+pub mod show_mem;
 pub mod shrinker;
 pub mod slab;
 pub mod vmscan;

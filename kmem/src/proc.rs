@@ -1,5 +1,5 @@
 //! `/proc` reports in Linux's exact text formats (`mm/vmstat.c`,
-//! `fs/proc/meminfo.c`, `mm/show_mem.c`).
+//! `fs/proc/meminfo.c`; the Mem-Info report is [`crate::show_mem`]).
 //!
 //! Each report writes into any [`core::fmt::Write`] sink, so a kernel can
 //! serve it from a seq_file and the simulator can print it. The columns and
@@ -20,8 +20,8 @@
 //!   text and for tools such as `kmem slabtop`).
 
 use crate::mmzone::{MigrateType, Zone, MIGRATE_TYPES};
-use crate::platform::{Level, Platform};
-use crate::{report, Kmem, NR_PAGE_ORDERS, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, PAGE_SHIFT};
+use crate::platform::Platform;
+use crate::{Kmem, NR_PAGE_ORDERS, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, PAGE_SHIFT};
 use core::fmt::{self, Write};
 
 fn kb(pages: u64) -> u64 {
@@ -343,78 +343,6 @@ pub fn slab_aliases<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result
         });
     });
     res
-}
-
-/// `show_mem()`/`__show_free_areas()`: the `Mem-Info:` block of an
-/// allocation failure or OOM report, one zone summary, its lowmem reserves
-/// and its free blocks per order.
-pub fn show_mem<P: Platform>(k: &Kmem<P>) {
-    let p = k.platform();
-    report!(p, Level::Warning, "Mem-Info:");
-    for node in k.nodes() {
-        for z in node.zones().filter(|z| z.is_populated()) {
-            report!(
-                p,
-                Level::Warning,
-                "Node {} {} free:{}kB boost:{}kB min:{}kB low:{}kB high:{}kB reserved_highatomic:0KB free_highatomic:0KB present:{}kB managed:{}kB free_pcp:{}kB",
-                node.node_id(),
-                z.zone_type().name(),
-                kb(z.free_pages()),
-                kb(z.watermark_boost()),
-                kb(z.min_wmark()),
-                kb(z.low_wmark()),
-                kb(z.high_wmark()),
-                kb(z.present_pages()),
-                kb(z.managed_pages()),
-                kb(z.pcp_pages())
-            );
-            let mut line = LineBuf::<160>::new();
-            let _ = write!(line, "lowmem_reserve[]:");
-            for upper in node.zones() {
-                let _ = write!(line, " {}", z.lowmem_reserve(upper.zone_type() as usize));
-            }
-            report!(p, Level::Warning, "{}", line.as_str());
-            let mut line = LineBuf::<400>::new();
-            let _ = write!(line, "Node {} {}:", node.node_id(), z.zone_type().name());
-            let mut total = 0;
-            for (o, n) in z.free_blocks().iter().enumerate() {
-                let _ = write!(line, " {}*{}kB", n, kb(1 << o));
-                total += n << o;
-            }
-            let _ = write!(line, " = {}kB", kb(total));
-            report!(p, Level::Warning, "{}", line.as_str());
-        }
-    }
-    report!(p, Level::Warning, "{} pages RAM", k.totalram_pages());
-}
-
-/// A fixed-size line buffer for building report lines without a heap.
-struct LineBuf<const N: usize> {
-    buf: [u8; N],
-    len: usize,
-}
-
-impl<const N: usize> LineBuf<N> {
-    fn new() -> Self {
-        LineBuf {
-            buf: [0; N],
-            len: 0,
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
-    }
-}
-
-impl<const N: usize> Write for LineBuf<N> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let b = s.as_bytes();
-        let n = b.len().min(N - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&b[..n]);
-        self.len += n;
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -162,6 +162,8 @@ pub struct Kmem<P: Platform> {
     pub(crate) boot_ns: u64,
     /// Slab caches and kmalloc's tables ([`crate::slab`]).
     pub(crate) slab: crate::slab::cache::SlabState,
+    /// The kmalloc caches and large allocations ([`crate::kmalloc`]).
+    pub(crate) kmalloc: crate::kmalloc::KmallocCaches,
     /// Shrinkers, kswapd and reclaim counters ([`crate::vmscan`]).
     pub(crate) reclaim: crate::vmscan::Reclaim,
     /// `CONFIG_DEBUG_ATOMIC_SLEEP` ([`crate::sched`]).
@@ -265,6 +267,7 @@ impl<P: Platform> Kmem<P> {
             totalram_pages: AtomicU64::new(0),
             boot_ns: 0,
             slab: crate::slab::cache::SlabState::new(params.slab),
+            kmalloc: crate::kmalloc::KmallocCaches::new(),
             reclaim: crate::vmscan::Reclaim::new(),
             debug_atomic_sleep: params.debug_atomic_sleep,
             fault,

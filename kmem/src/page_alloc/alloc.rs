@@ -19,6 +19,7 @@ use crate::mmzone::{
     ZONELIST_NOFALLBACK,
 };
 use crate::page::{Page, PG_HEAD, PG_TAIL};
+use crate::platform::oom::OomMm;
 use crate::platform::{Level, LocalGuard, Platform};
 use crate::{
     report, Error, Kmem, Result, MAX_PAGE_ORDER, PAGE_ALLOC_COSTLY_ORDER, PAGE_SHIFT, PAGE_SIZE,
@@ -400,7 +401,7 @@ impl<P: Platform> Kmem<P> {
             task.pid,
             task.comm()
         );
-        crate::proc::show_mem(self);
+        crate::show_mem::show_mem(self);
     }
 
     pub(super) fn get_page_from_freelist(
@@ -585,5 +586,36 @@ impl<P: Platform> Kmem<P> {
                 }
             }
         }
+    }
+}
+
+/// The page allocator's side of the OOM hook: what the handler that
+/// [`Kmem::out_of_memory`] calls may do with the machine.
+impl<P: Platform> OomMm for Kmem<P> {
+    fn show_mem(&self) {
+        crate::show_mem::show_mem(self);
+    }
+
+    fn report(&self, level: Level, msg: core::fmt::Arguments<'_>) {
+        self.p.report(level, msg);
+    }
+
+    fn free_pages(&self, pfn: u64, order: u32) -> Result<()> {
+        match self.pfn_to_page(pfn) {
+            Some(page) => self.__free_pages(page, order),
+            None => {
+                report!(
+                    &self.p,
+                    Level::Alert,
+                    "BUG: oom reaper: pfn {:#x} is not memory of this machine",
+                    pfn
+                );
+                Err(crate::Error::BadAddress)
+            }
+        }
+    }
+
+    fn totalram_pages(&self) -> u64 {
+        Kmem::totalram_pages(self)
     }
 }

@@ -300,11 +300,7 @@ pub struct KmemCacheArgs {
 /// The slab allocator's per-machine state.
 pub(crate) struct SlabState {
     pub(crate) caches: spin::Mutex<*mut KmemCache>,
-    pub(crate) kmalloc: [[AtomicPtr<KmemCache>; crate::kmalloc::KMALLOC_SHIFT_HIGH as usize + 1];
-        crate::kmalloc::NR_KMALLOC_TYPES],
     pub(crate) params: SlabParams,
-    /// Pages held by kmalloc allocations above `KMALLOC_MAX_CACHE_SIZE`.
-    pub(crate) large_pages: AtomicU64,
     /// Pages holding the caches' own metadata (`struct kmem_cache` & co).
     pub(crate) meta_pages: AtomicU64,
 }
@@ -319,12 +315,7 @@ impl SlabState {
     pub(crate) const fn new(params: SlabParams) -> Self {
         SlabState {
             caches: spin::Mutex::new(ptr::null_mut()),
-            kmalloc: [const {
-                [const { AtomicPtr::new(ptr::null_mut()) };
-                    crate::kmalloc::KMALLOC_SHIFT_HIGH as usize + 1]
-            }; crate::kmalloc::NR_KMALLOC_TYPES],
             params,
-            large_pages: AtomicU64::new(0),
             meta_pages: AtomicU64::new(0),
         }
     }

@@ -12,6 +12,8 @@
 //! and `kmem_sim::SimPlatform` (a memfd as physical memory, threads as CPUs).
 //! A real kernel implements it over its own primitives.
 
+pub mod oom;
+
 use core::fmt;
 
 /// Kernel log levels, as `KERN_EMERG`..`KERN_DEBUG`.
@@ -311,7 +313,7 @@ pub unsafe trait Platform {
     /// (the allocator then retries). The default prints Linux's OOM header
     /// with Mem-Info, says there is no killable process and returns `false`
     /// (where Linux would panic, kmem fails the allocation).
-    fn out_of_memory(&self, oc: &crate::oom_kill::OomControl<'_>) -> bool {
+    fn out_of_memory(&self, oc: &oom::OomControl<'_>) -> bool {
         oc.dump_header();
         oc.report(
             Level::Emerg,
@@ -467,7 +469,7 @@ unsafe impl<T: Platform + ?Sized> Platform for &T {
         (**self).set_task_flags(flags)
     }
 
-    fn out_of_memory(&self, oc: &crate::oom_kill::OomControl<'_>) -> bool {
+    fn out_of_memory(&self, oc: &oom::OomControl<'_>) -> bool {
         (**self).out_of_memory(oc)
     }
 }
