@@ -2,6 +2,7 @@
 //! short loops).
 
 use super::*;
+use crate::page::Page;
 use crate::arena::ArenaPlatform;
 use crate::gfp::{__GFP_KSWAPD_RECLAIM, GFP_ATOMIC, GFP_KERNEL, GFP_NOIO, GFP_NOWAIT};
 use crate::memory_map::MemRegion;
