@@ -168,8 +168,10 @@ pub struct Kmem<P: Platform> {
     pub(crate) reclaim: crate::vmscan::Reclaim,
     /// `CONFIG_DEBUG_ATOMIC_SLEEP` ([`crate::sched`]).
     pub(crate) debug_atomic_sleep: bool,
-    /// failslab and fail_page_alloc ([`crate::fault_inject`]).
-    pub(crate) fault: crate::fault_inject::FaultInject,
+    /// failslab's attribute and knobs ([`crate::slab::failslab`]).
+    pub(crate) failslab_attr: crate::slab::failslab::FailSlabAttr,
+    /// fail_page_alloc's ([`crate::page_alloc::fail_page_alloc`]).
+    pub(crate) fail_page_alloc_attr: crate::page_alloc::fail_page_alloc::FailPageAllocAttr,
 }
 
 // SAFETY: the raw pointers lead to memblock memory owned by the platform for
@@ -221,10 +223,15 @@ impl<P: Platform> Kmem<P> {
         let p = &platform;
         let t0 = p.now_ns();
         // Command-line options take effect before the first allocation.
-        let fault = crate::fault_inject::FaultInject::new();
-        fault.setup_boot(p, params.failslab.as_ref(), params.fail_page_alloc.as_ref())?;
+        let failslab_attr = crate::slab::failslab::FailSlabAttr::new();
+        let fail_page_alloc_attr = crate::page_alloc::fail_page_alloc::FailPageAllocAttr::new();
+        failslab_attr.attr.setup_boot(p, params.failslab.as_ref())?;
+        fail_page_alloc_attr
+            .attr
+            .setup_boot(p, params.fail_page_alloc.as_ref())?;
         if params.debug_atomic_sleep {
-            fault.share_gates();
+            failslab_attr.attr.share_gate();
+            fail_page_alloc_attr.attr.share_gate();
         }
         memory_map::validate(p, map)?;
         let nr_cpus = mm_init::check_nr_cpus(p)?;
@@ -270,7 +277,8 @@ impl<P: Platform> Kmem<P> {
             kmalloc: crate::kmalloc::KmallocCaches::new(),
             reclaim: crate::vmscan::Reclaim::new(),
             debug_atomic_sleep: params.debug_atomic_sleep,
-            fault,
+            failslab_attr,
+            fail_page_alloc_attr,
             p: platform,
         };
         kmem.build_all_zonelists();

@@ -2,10 +2,10 @@
 //! short loops).
 
 use super::*;
-use crate::page::Page;
 use crate::arena::ArenaPlatform;
 use crate::gfp::{__GFP_KSWAPD_RECLAIM, GFP_ATOMIC, GFP_KERNEL, GFP_NOIO, GFP_NOWAIT};
 use crate::memory_map::MemRegion;
+use crate::page::Page;
 use crate::platform::{DirectMap, LocalState, Task};
 use crate::slab::SlabFlags;
 use crate::BootParams;

@@ -54,6 +54,7 @@
 
 mod alloc;
 pub mod buddy;
+pub mod fail_page_alloc;
 mod free;
 mod get_free_pages;
 pub mod pcp;

@@ -48,6 +48,7 @@
 mod alloc;
 pub mod cache;
 mod debug;
+pub mod failslab;
 mod free;
 pub mod geometry;
 mod partial;

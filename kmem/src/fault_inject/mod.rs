@@ -133,15 +133,11 @@
 //! unsafe { k.kfree(p.as_ptr()) }.unwrap();
 //! ```
 
-use crate::gfp::{self, Gfp};
 use crate::platform::{Level, Platform};
-use crate::slab::{KmemCache, SLAB_FAILSLAB};
 use crate::{report, Error, Kmem, Result};
 use core::fmt;
 use core::panic::Location;
-use core::sync::atomic::{
-    AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed,
-};
+use core::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 /// The knobs of `/sys/kernel/debug/failslab/` that kmem has, in Linux's order.
 pub const FAILSLAB_KNOBS: &[&str] = &[
@@ -193,27 +189,27 @@ const SHARED: u8 = 2;
 /// a knob.
 pub struct FaultAttr {
     /// The debugfs directory name (`attr->dname`).
-    name: &'static str,
+    pub(crate) name: &'static str,
     /// The hooks' first and, when 0, only load (a static key's job):
     /// [`ACTIVE`] exactly while `probability` is not 0, and [`SHARED`]
     /// when another pre-allocation hook (`might_alloc` under
     /// `CONFIG_DEBUG_ATOMIC_SLEEP`) waits behind the same test.
-    active: AtomicU8,
-    probability: AtomicU64,
-    interval: AtomicU64,
-    times: AtomicI32,
-    space: AtomicI32,
-    verbose: AtomicU64,
+    pub(crate) active: AtomicU8,
+    pub(crate) probability: AtomicU64,
+    pub(crate) interval: AtomicU64,
+    pub(crate) times: AtomicI32,
+    pub(crate) space: AtomicI32,
+    pub(crate) verbose: AtomicU64,
     /// Calls that reached the interval check (`attr->count`).
-    count: AtomicU64,
+    pub(crate) count: AtomicU64,
     /// Failures injected (kmem's own counter).
-    injected: AtomicU64,
+    pub(crate) injected: AtomicU64,
 }
 
 impl FaultAttr {
     /// `FAULT_ATTR_INITIALIZER`: probability 0, interval 1, times 1,
     /// space 0, verbose 2.
-    const fn new(name: &'static str) -> Self {
+    pub(crate) const fn new(name: &'static str) -> Self {
         FaultAttr {
             name,
             active: AtomicU8::new(0),
@@ -229,18 +225,18 @@ impl FaultAttr {
 
     /// Whether this attribute injects failures.
     #[inline]
-    fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         self.active.load(Relaxed) & ACTIVE != 0
     }
 
     /// Whether the hooks behind this attribute's gate have anything to do:
     /// failures to inject or the shared `might_alloc` check.
     #[inline]
-    fn gate(&self) -> bool {
+    pub(crate) fn gate(&self) -> bool {
         self.active.load(Relaxed) != 0
     }
 
-    fn store_probability(&self, v: u64) {
+    pub(crate) fn store_probability(&self, v: u64) {
         self.probability.store(v, Relaxed);
         if v != 0 {
             self.active.fetch_or(ACTIVE, Relaxed);
@@ -251,7 +247,7 @@ impl FaultAttr {
 
     /// `should_fail_ex()` after the per-kind filters: the common knobs in
     /// Linux's order. `size` is the request's weight.
-    fn should_fail_ex<P: Platform>(
+    pub(crate) fn should_fail_ex<P: Platform>(
         &self,
         p: &P,
         size: u64,
@@ -300,7 +296,7 @@ impl FaultAttr {
     }
 
     /// `fail_dump()`: the message, at `verbose` 1 and 2; a call trace at 2.
-    fn fail_dump<P: Platform>(
+    pub(crate) fn fail_dump<P: Platform>(
         &self,
         p: &P,
         times: i32,
@@ -344,86 +340,35 @@ impl FaultAttr {
     }
 }
 
-/// failslab's attribute and its own knobs (`mm/failslab.c`).
-pub(crate) struct FailSlabAttr {
-    attr: FaultAttr,
-    ignore_gfp_wait: AtomicBool,
-    cache_filter: AtomicBool,
-}
-
-/// fail_page_alloc's attribute and its own knobs (`mm/fail_page_alloc.c`).
-pub(crate) struct FailPageAllocAttr {
-    attr: FaultAttr,
-    ignore_gfp_wait: AtomicBool,
-    ignore_gfp_highmem: AtomicBool,
-    min_order: AtomicU32,
-}
-
-/// Both attributes of one machine.
-pub(crate) struct FaultInject {
-    failslab: FailSlabAttr,
-    fail_page_alloc: FailPageAllocAttr,
-}
-
-impl FaultInject {
+impl FaultAttr {
     /// Put the `might_alloc` check of `CONFIG_DEBUG_ATOMIC_SLEEP` behind
-    /// both attributes' gates (at boot).
-    pub(crate) fn share_gates(&self) {
-        self.failslab.attr.active.fetch_or(SHARED, Relaxed);
-        self.fail_page_alloc.attr.active.fetch_or(SHARED, Relaxed);
+    /// this attribute's gate (at boot).
+    pub(crate) fn share_gate(&self) {
+        self.active.fetch_or(SHARED, Relaxed);
     }
 
-    /// Linux's initial values: both off, `ignore-gfp-wait` on for both,
-    /// `ignore-gfp-highmem` on and `min-order` 1 for fail_page_alloc.
-    pub(crate) const fn new() -> Self {
-        FaultInject {
-            failslab: FailSlabAttr {
-                attr: FaultAttr::new("failslab"),
-                ignore_gfp_wait: AtomicBool::new(true),
-                cache_filter: AtomicBool::new(false),
-            },
-            fail_page_alloc: FailPageAllocAttr {
-                attr: FaultAttr::new("fail_page_alloc"),
-                ignore_gfp_wait: AtomicBool::new(true),
-                ignore_gfp_highmem: AtomicBool::new(true),
-                min_order: AtomicU32::new(1),
-            },
-        }
-    }
-
-    /// Apply `failslab=` and `fail_page_alloc=` from the boot parameters
-    /// (`setup_failslab()`, `setup_fail_page_alloc()`).
-    pub(crate) fn setup_boot<P: Platform>(
-        &self,
-        p: &P,
-        failslab: Option<&FaultBootArg>,
-        fail_page_alloc: Option<&FaultBootArg>,
-    ) -> Result<()> {
-        for (attr, arg) in [
-            (&self.failslab.attr, failslab),
-            (&self.fail_page_alloc.attr, fail_page_alloc),
-        ] {
-            match arg {
-                Some(a) if a.is_overlong() => {
-                    report!(
-                        p,
-                        Level::Warning,
-                        "FAULT_INJECTION: failed to parse arguments"
-                    );
-                    report!(
-                        p,
-                        Level::Warning,
-                        "FAULT_INJECTION: {}=: argument longer than {} bytes",
-                        attr.name,
-                        FAULT_BOOT_ARG_LEN
-                    );
-                    return Err(Error::InvalidArgument);
-                }
-                Some(a) => setup_fault_attr(p, attr, a.as_str())?,
-                None => {}
+    /// Apply this attribute's boot argument (`failslab=`,
+    /// `fail_page_alloc=`: `setup_failslab()`, `setup_fail_page_alloc()`).
+    pub(crate) fn setup_boot<P: Platform>(&self, p: &P, arg: Option<&FaultBootArg>) -> Result<()> {
+        match arg {
+            Some(a) if a.is_overlong() => {
+                report!(
+                    p,
+                    Level::Warning,
+                    "FAULT_INJECTION: failed to parse arguments"
+                );
+                report!(
+                    p,
+                    Level::Warning,
+                    "FAULT_INJECTION: {}=: argument longer than {} bytes",
+                    self.name,
+                    FAULT_BOOT_ARG_LEN
+                );
+                Err(Error::InvalidArgument)
             }
+            Some(a) => setup_fault_attr(p, self, a.as_str()),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -438,10 +383,10 @@ impl FaultInject {
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct FaultBootArg {
-    buf: [u8; FAULT_BOOT_ARG_LEN],
-    len: u8,
+    pub(crate) buf: [u8; FAULT_BOOT_ARG_LEN],
+    pub(crate) len: u8,
     /// The text was longer than [`FAULT_BOOT_ARG_LEN`]: boot refuses it.
-    overlong: bool,
+    pub(crate) overlong: bool,
 }
 
 impl FaultBootArg {
@@ -527,7 +472,7 @@ impl FaultSetup {
     }
 }
 
-fn parse_dec_u64(s: &str) -> Option<u64> {
+pub(crate) fn parse_dec_u64(s: &str) -> Option<u64> {
     let s = s.strip_prefix('+').unwrap_or(s);
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -535,7 +480,7 @@ fn parse_dec_u64(s: &str) -> Option<u64> {
     s.parse().ok()
 }
 
-fn parse_dec_i32(s: &str) -> Option<i32> {
+pub(crate) fn parse_dec_i32(s: &str) -> Option<i32> {
     let (neg, digits) = match s.strip_prefix('-') {
         Some(d) => (true, d),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
@@ -546,7 +491,7 @@ fn parse_dec_i32(s: &str) -> Option<i32> {
 
 /// `kstrtoull(s, 0, ..)`: decimal, `0x` hex or leading-`0` octal, an
 /// optional `+`, one optional trailing newline.
-fn kstrtoull(s: &str) -> Option<u64> {
+pub(crate) fn kstrtoull(s: &str) -> Option<u64> {
     let s = s.strip_suffix('\n').unwrap_or(s);
     let s = s.strip_prefix('+').unwrap_or(s);
     let (radix, digits) = if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
@@ -563,7 +508,7 @@ fn kstrtoull(s: &str) -> Option<u64> {
 }
 
 /// `kstrtoll(s, 0, ..)`: [`kstrtoull`] with an optional `-`.
-fn kstrtoll(s: &str) -> Option<i64> {
+pub(crate) fn kstrtoll(s: &str) -> Option<i64> {
     match s.strip_prefix('-') {
         Some(rest) if !rest.starts_with(['+', '-']) => {
             let v = kstrtoull(rest)?;
@@ -580,7 +525,7 @@ fn kstrtoll(s: &str) -> Option<i64> {
 
 /// `kstrtobool()`: `y`/`Y`/`t`/`T`/`1`/`on` true, `n`/`N`/`f`/`F`/`0`/`off`
 /// false (only the first one or two characters count).
-fn kstrtobool(s: &str) -> Option<bool> {
+pub(crate) fn kstrtobool(s: &str) -> Option<bool> {
     let b = s.as_bytes();
     match b.first()? {
         b'y' | b'Y' | b't' | b'T' | b'1' => Some(true),
@@ -595,7 +540,7 @@ fn kstrtobool(s: &str) -> Option<bool> {
 }
 
 /// `setup_fault_attr()`: the boot form, range-checked.
-fn setup_fault_attr<P: Platform>(p: &P, attr: &FaultAttr, s: &str) -> Result<()> {
+pub(crate) fn setup_fault_attr<P: Platform>(p: &P, attr: &FaultAttr, s: &str) -> Result<()> {
     let Some(v) = FaultSetup::parse(s) else {
         report!(
             p,
@@ -621,7 +566,7 @@ fn setup_fault_attr<P: Platform>(p: &P, attr: &FaultAttr, s: &str) -> Result<()>
     Ok(())
 }
 
-fn check_probability<P: Platform>(p: &P, attr: &FaultAttr, v: u64) -> Result<()> {
+pub(crate) fn check_probability<P: Platform>(p: &P, attr: &FaultAttr, v: u64) -> Result<()> {
     if v > 100 {
         report!(
             p,
@@ -635,7 +580,7 @@ fn check_probability<P: Platform>(p: &P, attr: &FaultAttr, v: u64) -> Result<()>
     Ok(())
 }
 
-fn check_times<P: Platform>(p: &P, attr: &FaultAttr, v: i32) -> Result<()> {
+pub(crate) fn check_times<P: Platform>(p: &P, attr: &FaultAttr, v: i32) -> Result<()> {
     if v < -1 {
         report!(
             p,
@@ -649,7 +594,7 @@ fn check_times<P: Platform>(p: &P, attr: &FaultAttr, v: i32) -> Result<()> {
     Ok(())
 }
 
-fn check_space<P: Platform>(p: &P, attr: &FaultAttr, v: i32) -> Result<()> {
+pub(crate) fn check_space<P: Platform>(p: &P, attr: &FaultAttr, v: i32) -> Result<()> {
     if v < 0 {
         report!(
             p,
@@ -690,8 +635,8 @@ impl fmt::Display for KnobValue {
 /// The common knobs of one attribute of a machine: what
 /// [`FailSlab`] and [`FailPageAlloc`] dereference to.
 pub struct Fault<'a, P: Platform> {
-    p: &'a P,
-    attr: &'a FaultAttr,
+    pub(crate) p: &'a P,
+    pub(crate) attr: &'a FaultAttr,
 }
 
 impl<P: Platform> Fault<'_, P> {
@@ -787,7 +732,7 @@ impl<P: Platform> Fault<'_, P> {
     }
 
     /// Read a common knob.
-    fn read_common(&self, knob: &str) -> Option<KnobValue> {
+    pub(crate) fn read_common(&self, knob: &str) -> Option<KnobValue> {
         Some(match knob {
             "probability" => KnobValue::Unsigned(self.probability()),
             "interval" => KnobValue::Unsigned(self.interval()),
@@ -799,7 +744,7 @@ impl<P: Platform> Fault<'_, P> {
     }
 
     /// Write a common knob; `None` when `knob` is not one.
-    fn write_common(&self, knob: &str, value: &str) -> Option<Result<()>> {
+    pub(crate) fn write_common(&self, knob: &str, value: &str) -> Option<Result<()>> {
         Some(match knob {
             "probability" => self
                 .unsigned(knob, value)
@@ -812,7 +757,7 @@ impl<P: Platform> Fault<'_, P> {
         })
     }
 
-    fn bad_value(&self, knob: &str, value: &str, what: &str) -> Error {
+    pub(crate) fn bad_value(&self, knob: &str, value: &str, what: &str) -> Error {
         report!(
             self.p,
             Level::Warning,
@@ -825,22 +770,22 @@ impl<P: Platform> Fault<'_, P> {
         Error::InvalidArgument
     }
 
-    fn unsigned(&self, knob: &str, value: &str) -> Result<u64> {
+    pub(crate) fn unsigned(&self, knob: &str, value: &str) -> Result<u64> {
         kstrtoull(value).ok_or_else(|| self.bad_value(knob, value, "an unsigned number"))
     }
 
-    fn int(&self, knob: &str, value: &str) -> Result<i32> {
+    pub(crate) fn int(&self, knob: &str, value: &str) -> Result<i32> {
         kstrtoll(value)
             .and_then(|v| i32::try_from(v).ok())
             .ok_or_else(|| self.bad_value(knob, value, "an int"))
     }
 
-    fn boolean(&self, knob: &str, value: &str) -> Result<bool> {
+    pub(crate) fn boolean(&self, knob: &str, value: &str) -> Result<bool> {
         kstrtobool(value).ok_or_else(|| self.bad_value(knob, value, "a boolean (Y/N)"))
     }
 
     /// Report a knob this attribute does not have.
-    fn no_knob(&self, knob: &str) -> Error {
+    pub(crate) fn no_knob(&self, knob: &str) -> Error {
         if UNMODELLED_KNOBS.contains(&knob) {
             report!(
                 self.p,
@@ -862,188 +807,7 @@ impl<P: Platform> Fault<'_, P> {
     }
 }
 
-/// failslab's knobs on one machine ([`Kmem::failslab`]). The common ones
-/// come through [`Fault`], which this dereferences to.
-pub struct FailSlab<'a, P: Platform> {
-    common: Fault<'a, P>,
-    a: &'a FailSlabAttr,
-}
-
-impl<'a, P: Platform> core::ops::Deref for FailSlab<'a, P> {
-    type Target = Fault<'a, P>;
-    fn deref(&self) -> &Fault<'a, P> {
-        &self.common
-    }
-}
-
-impl<P: Platform> FailSlab<'_, P> {
-    /// `ignore-gfp-wait`: exempt requests that may block (default on).
-    pub fn ignore_gfp_wait(&self) -> bool {
-        self.a.ignore_gfp_wait.load(Relaxed)
-    }
-
-    /// Set `ignore-gfp-wait`.
-    pub fn set_ignore_gfp_wait(&self, on: bool) {
-        self.a.ignore_gfp_wait.store(on, Relaxed);
-    }
-
-    /// `cache-filter`: only caches with `SLAB_FAILSLAB` may fail (default off).
-    pub fn cache_filter(&self) -> bool {
-        self.a.cache_filter.load(Relaxed)
-    }
-
-    /// Set `cache-filter`.
-    pub fn set_cache_filter(&self, on: bool) {
-        self.a.cache_filter.store(on, Relaxed);
-    }
-
-    /// Read a knob as `cat /sys/kernel/debug/failslab/<knob>` would; one of
-    /// [`FAILSLAB_KNOBS`], else a report and [`Error::InvalidArgument`].
-    pub fn read(&self, knob: &str) -> Result<KnobValue> {
-        if let Some(v) = self.read_common(knob) {
-            return Ok(v);
-        }
-        match knob {
-            "ignore-gfp-wait" => Ok(KnobValue::Bool(self.ignore_gfp_wait())),
-            "cache-filter" => Ok(KnobValue::Bool(self.cache_filter())),
-            _ => Err(self.no_knob(knob)),
-        }
-    }
-
-    /// Write a knob as `echo <value> > /sys/kernel/debug/failslab/<knob>`
-    /// would. An unknown knob, a value that does not parse or is out of
-    /// range is reported and refused with [`Error::InvalidArgument`].
-    ///
-    /// ```
-    /// # let mut mem = vec![0u8; 16 << 20];
-    /// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
-    /// k.failslab().write("cache-filter", "Y\n").unwrap();
-    /// assert!(k.failslab().cache_filter());
-    /// assert!(k.failslab().write("probability", "101").is_err());
-    /// ```
-    pub fn write(&self, knob: &str, value: &str) -> Result<()> {
-        if let Some(r) = self.write_common(knob, value) {
-            return r;
-        }
-        match knob {
-            "ignore-gfp-wait" => self
-                .boolean(knob, value)
-                .map(|b| self.set_ignore_gfp_wait(b)),
-            "cache-filter" => self.boolean(knob, value).map(|b| self.set_cache_filter(b)),
-            _ => Err(self.no_knob(knob)),
-        }
-    }
-}
-
-/// fail_page_alloc's knobs on one machine ([`Kmem::fail_page_alloc`]).
-/// The common ones come through [`Fault`], which this dereferences to.
-pub struct FailPageAlloc<'a, P: Platform> {
-    common: Fault<'a, P>,
-    a: &'a FailPageAllocAttr,
-}
-
-impl<'a, P: Platform> core::ops::Deref for FailPageAlloc<'a, P> {
-    type Target = Fault<'a, P>;
-    fn deref(&self) -> &Fault<'a, P> {
-        &self.common
-    }
-}
-
-impl<P: Platform> FailPageAlloc<'_, P> {
-    /// `ignore-gfp-wait`: exempt requests that may block (default on).
-    pub fn ignore_gfp_wait(&self) -> bool {
-        self.a.ignore_gfp_wait.load(Relaxed)
-    }
-
-    /// Set `ignore-gfp-wait`.
-    pub fn set_ignore_gfp_wait(&self, on: bool) {
-        self.a.ignore_gfp_wait.store(on, Relaxed);
-    }
-
-    /// `ignore-gfp-highmem`: exempt `__GFP_HIGHMEM` requests (default on).
-    pub fn ignore_gfp_highmem(&self) -> bool {
-        self.a.ignore_gfp_highmem.load(Relaxed)
-    }
-
-    /// Set `ignore-gfp-highmem`.
-    pub fn set_ignore_gfp_highmem(&self, on: bool) {
-        self.a.ignore_gfp_highmem.store(on, Relaxed);
-    }
-
-    /// `min-order`: orders below it are exempt (default 1).
-    pub fn min_order(&self) -> u32 {
-        self.a.min_order.load(Relaxed)
-    }
-
-    /// Set `min-order`.
-    pub fn set_min_order(&self, order: u32) {
-        self.a.min_order.store(order, Relaxed);
-    }
-
-    /// Read a knob as `cat /sys/kernel/debug/fail_page_alloc/<knob>` would;
-    /// one of [`FAIL_PAGE_ALLOC_KNOBS`], else a report and
-    /// [`Error::InvalidArgument`].
-    pub fn read(&self, knob: &str) -> Result<KnobValue> {
-        if let Some(v) = self.read_common(knob) {
-            return Ok(v);
-        }
-        match knob {
-            "ignore-gfp-wait" => Ok(KnobValue::Bool(self.ignore_gfp_wait())),
-            "ignore-gfp-highmem" => Ok(KnobValue::Bool(self.ignore_gfp_highmem())),
-            "min-order" => Ok(KnobValue::Unsigned(u64::from(self.min_order()))),
-            _ => Err(self.no_knob(knob)),
-        }
-    }
-
-    /// Write a knob as `echo <value> > /sys/kernel/debug/fail_page_alloc/<knob>`
-    /// would. An unknown knob, a value that does not parse or is out of
-    /// range is reported and refused with [`Error::InvalidArgument`].
-    pub fn write(&self, knob: &str, value: &str) -> Result<()> {
-        if let Some(r) = self.write_common(knob, value) {
-            return r;
-        }
-        match knob {
-            "ignore-gfp-wait" => self
-                .boolean(knob, value)
-                .map(|b| self.set_ignore_gfp_wait(b)),
-            "ignore-gfp-highmem" => self
-                .boolean(knob, value)
-                .map(|b| self.set_ignore_gfp_highmem(b)),
-            "min-order" => self.unsigned(knob, value).and_then(|v| {
-                u32::try_from(v)
-                    .map(|o| self.set_min_order(o))
-                    .map_err(|_| self.bad_value(knob, value, "a u32"))
-            }),
-            _ => Err(self.no_knob(knob)),
-        }
-    }
-}
-
 impl<P: Platform> Kmem<P> {
-    /// failslab's knobs (`/sys/kernel/debug/failslab/`).
-    pub fn failslab(&self) -> FailSlab<'_, P> {
-        let a = &self.fault.failslab;
-        FailSlab {
-            common: Fault {
-                p: &self.p,
-                attr: &a.attr,
-            },
-            a,
-        }
-    }
-
-    /// fail_page_alloc's knobs (`/sys/kernel/debug/fail_page_alloc/`).
-    pub fn fail_page_alloc(&self) -> FailPageAlloc<'_, P> {
-        let a = &self.fault.fail_page_alloc;
-        FailPageAlloc {
-            common: Fault {
-                p: &self.p,
-                attr: &a.attr,
-            },
-            a,
-        }
-    }
-
     /// Apply one debugfs-style assignment `<attr>/<knob>=<value>`, for
     /// example `fail_page_alloc/min-order=2` or `failslab/ignore-gfp-wait=N`
     /// (a leading `/sys/kernel/debug/` is accepted too). A malformed
@@ -1085,108 +849,6 @@ impl<P: Platform> Kmem<P> {
             }
         }
     }
-
-    /// Whether the slab allocator's pre-allocation hooks (`might_alloc`
-    /// under `CONFIG_DEBUG_ATOMIC_SLEEP`, failslab) have anything to do:
-    /// one load on the fast path.
-    #[inline(always)]
-    pub(crate) fn slab_hooks_armed(&self) -> bool {
-        self.fault.failslab.attr.gate()
-    }
-
-    /// As [`slab_hooks_armed`](Self::slab_hooks_armed), for the page
-    /// allocator's hooks (`might_alloc`, fail_page_alloc).
-    #[inline(always)]
-    pub(crate) fn page_hooks_armed(&self) -> bool {
-        self.fault.fail_page_alloc.attr.gate()
-    }
-
-    /// `should_fail_alloc_page()`: whether fail_page_alloc fails this
-    /// request. The page allocator asks before its fast path and returns
-    /// [`Error::NoMemory`] when this says yes; a kernel's own code may ask
-    /// too. With the attribute off this is one relaxed load.
-    #[inline]
-    #[track_caller]
-    pub fn should_fail_alloc_page(&self, gfp: Gfp, order: u32) -> bool {
-        if !self.fault.fail_page_alloc.attr.is_active() {
-            return false;
-        }
-        self.should_fail_alloc_page_slow(gfp, order, Location::caller())
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn should_fail_alloc_page_slow(
-        &self,
-        gfp: Gfp,
-        order: u32,
-        caller: &'static Location<'static>,
-    ) -> bool {
-        let a = &self.fault.fail_page_alloc;
-        if order < a.min_order.load(Relaxed)
-            || gfp.contains(gfp::__GFP_NOFAIL)
-            || (a.ignore_gfp_highmem.load(Relaxed) && gfp.contains(gfp::__GFP_HIGHMEM))
-            || (a.ignore_gfp_wait.load(Relaxed) && gfp.contains(gfp::__GFP_DIRECT_RECLAIM))
-        {
-            return false;
-        }
-        a.attr.should_fail_ex(
-            &self.p,
-            1u64 << order.min(63),
-            gfp.contains(gfp::__GFP_NOWARN),
-            "should_fail_alloc_page",
-            caller,
-        )
-    }
-
-    /// `should_failslab()`: whether failslab fails an allocation from `s`.
-    /// The slab allocator asks first on every allocation and fails it with
-    /// [`Error::NoMemory`] when this says yes. With the attribute off this
-    /// is one relaxed load.
-    #[inline]
-    #[track_caller]
-    pub fn should_failslab(&self, s: &KmemCache, gfp: Gfp) -> bool {
-        self.failslab_hook(s, gfp, Location::caller()).is_err()
-    }
-
-    /// The slab allocator's hook: `Err(NoMemory)` when failslab fails this
-    /// allocation, for the allocation at `caller`.
-    #[inline]
-    pub(crate) fn failslab_hook(
-        &self,
-        s: &KmemCache,
-        gfp: Gfp,
-        caller: &'static Location<'static>,
-    ) -> Result<()> {
-        if self.fault.failslab.attr.is_active() && self.should_failslab_slow(s, gfp, caller) {
-            return Err(Error::NoMemory);
-        }
-        Ok(())
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn should_failslab_slow(
-        &self,
-        s: &KmemCache,
-        gfp: Gfp,
-        caller: &'static Location<'static>,
-    ) -> bool {
-        let a = &self.fault.failslab;
-        if gfp.contains(gfp::__GFP_NOFAIL)
-            || (a.ignore_gfp_wait.load(Relaxed) && gfp.contains(gfp::__GFP_DIRECT_RECLAIM))
-            || (a.cache_filter.load(Relaxed) && !s.flags().contains(SLAB_FAILSLAB))
-        {
-            return false;
-        }
-        a.attr.should_fail_ex(
-            &self.p,
-            s.object_size() as u64,
-            gfp.contains(gfp::__GFP_NOWARN),
-            "should_failslab",
-            caller,
-        )
-    }
 }
 
 #[cfg(test)]
@@ -1194,7 +856,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn boot_form_parses_like_setup_fault_attr() {
+    pub(crate) fn boot_form_parses_like_setup_fault_attr() {
         assert_eq!(
             FaultSetup::parse("100,10,4096,-1"),
             Some(FaultSetup {
@@ -1220,7 +882,7 @@ mod tests {
     }
 
     #[test]
-    fn kstrto_helpers_follow_the_kernel() {
+    pub(crate) fn kstrto_helpers_follow_the_kernel() {
         assert_eq!(kstrtoull("10\n"), Some(10));
         assert_eq!(kstrtoull("0x10"), Some(16));
         assert_eq!(kstrtoull("010"), Some(8));
@@ -1251,7 +913,7 @@ mod tests {
     }
 
     #[test]
-    fn boot_arg_keeps_text_and_marks_overlong() {
+    pub(crate) fn boot_arg_keeps_text_and_marks_overlong() {
         let a = FaultBootArg::new("1,100,0,-1");
         assert_eq!(a.as_str(), "1,100,0,-1");
         assert!(!a.is_overlong());
@@ -1262,7 +924,7 @@ mod tests {
     }
 
     #[test]
-    fn knob_values_print_like_debugfs() {
+    pub(crate) fn knob_values_print_like_debugfs() {
         use std::format;
         assert_eq!(format!("{}", KnobValue::Bool(true)), "Y");
         assert_eq!(format!("{}", KnobValue::Bool(false)), "N");
