@@ -7,7 +7,7 @@ use kmem::alloc::{Mempool, MempoolBox};
 use kmem::gfp::*;
 use kmem::mempool::{Element, MempoolT};
 use kmem::page::Page;
-use kmem::platform::{DirectMap, Level, LocalState, Task};
+use kmem::platform::Task;
 use kmem::slab::SlabFlags;
 use kmem::{BootParams, Error, Kmem, Platform, PAGE_SIZE};
 use kmem_sim::{pc_memory_map, SimConfig, SimPlatform};
@@ -38,39 +38,13 @@ impl Counted<'_> {
 // SAFETY: every promise is the simulator's: all calls are delegated
 // unchanged, the two counted ones after bumping a counter.
 unsafe impl Platform for Counted<'_> {
-    fn nr_cpu_ids(&self) -> usize {
-        self.sim.nr_cpu_ids()
-    }
-    fn smp_processor_id(&self) -> usize {
-        self.sim.smp_processor_id()
-    }
-    fn local_enter(&self) -> LocalState {
-        self.sim.local_enter()
-    }
-    fn local_exit(&self, state: LocalState) {
-        self.sim.local_exit(state)
-    }
-    fn in_atomic(&self) -> bool {
-        self.sim.in_atomic()
-    }
-    fn in_interrupt(&self) -> bool {
-        self.sim.in_interrupt()
-    }
-    fn direct_map(&self) -> DirectMap {
-        self.sim.direct_map()
-    }
-    fn memory_is_zeroed(&self) -> bool {
-        self.sim.memory_is_zeroed()
-    }
-    fn vmap_range(&self) -> Option<(usize, usize)> {
-        self.sim.vmap_range()
-    }
-    fn map_page(&self, va: usize, pfn: u64) -> kmem::Result<()> {
-        self.sim.map_page(va, pfn)
-    }
-    fn unmap_page(&self, va: usize) {
-        self.sim.unmap_page(va)
-    }
+    kmem::forward_platform!(p => &p.sim;
+        nr_cpu_ids, smp_processor_id, local_enter, local_exit,
+        in_atomic, in_interrupt, direct_map, memory_is_zeroed,
+        vmap_range, map_page, unmap_page, smp_call_function_single,
+        report, current, now_ns, random_u64,
+        task_flags, set_task_flags, out_of_memory
+    );
     fn wait_event(
         &self,
         channel: usize,
@@ -87,34 +61,6 @@ unsafe impl Platform for Counted<'_> {
             self.wakes.fetch_add(1, SeqCst);
         }
         self.sim.wake_up(channel)
-    }
-    fn smp_call_function_single(
-        &self,
-        cpu: usize,
-        f: &mut (dyn FnMut() + Send),
-    ) -> kmem::Result<()> {
-        self.sim.smp_call_function_single(cpu, f)
-    }
-    fn report(&self, level: Level, msg: std::fmt::Arguments<'_>) {
-        self.sim.report(level, msg)
-    }
-    fn current(&self) -> Task {
-        self.sim.current()
-    }
-    fn now_ns(&self) -> u64 {
-        self.sim.now_ns()
-    }
-    fn random_u64(&self) -> u64 {
-        self.sim.random_u64()
-    }
-    fn task_flags(&self) -> u32 {
-        self.sim.task_flags()
-    }
-    fn set_task_flags(&self, flags: u32) -> bool {
-        self.sim.set_task_flags(flags)
-    }
-    fn out_of_memory(&self, oc: &kmem::oom_kill::OomControl<'_>) -> bool {
-        self.sim.out_of_memory(oc)
     }
 }
 

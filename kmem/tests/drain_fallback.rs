@@ -5,9 +5,8 @@
 use kmem::arena::ArenaPlatform;
 use kmem::gfp::*;
 use kmem::memory_map::MemRegion;
-use kmem::platform::{DirectMap, Level, LocalState, Task};
+
 use kmem::{BootParams, Error, Kmem, Platform};
-use std::fmt;
 
 /// The arena with the trait's default `smp_call_function_single`.
 struct NoIpi<'a>(ArenaPlatform<'a>);
@@ -16,39 +15,11 @@ struct NoIpi<'a>(ArenaPlatform<'a>);
 // `smp_call_function_single` runs `f` only on the caller's own CPU, inside a
 // section, on this thread.
 unsafe impl Platform for NoIpi<'_> {
-    fn nr_cpu_ids(&self) -> usize {
-        self.0.nr_cpu_ids()
-    }
-    fn smp_processor_id(&self) -> usize {
-        self.0.smp_processor_id()
-    }
-    fn local_enter(&self) -> LocalState {
-        self.0.local_enter()
-    }
-    fn local_exit(&self, state: LocalState) {
-        self.0.local_exit(state)
-    }
-    fn in_atomic(&self) -> bool {
-        self.0.in_atomic()
-    }
-    fn in_interrupt(&self) -> bool {
-        self.0.in_interrupt()
-    }
-    fn direct_map(&self) -> DirectMap {
-        self.0.direct_map()
-    }
-    fn report(&self, level: Level, msg: fmt::Arguments<'_>) {
-        self.0.report(level, msg)
-    }
-    fn current(&self) -> Task {
-        self.0.current()
-    }
-    fn now_ns(&self) -> u64 {
-        self.0.now_ns()
-    }
-    fn random_u64(&self) -> u64 {
-        self.0.random_u64()
-    }
+    kmem::forward_platform!(p => &p.0;
+        nr_cpu_ids, smp_processor_id, local_enter, local_exit,
+        in_atomic, in_interrupt, direct_map, report,
+        current, now_ns, random_u64
+    );
 }
 
 #[test]

@@ -31,8 +31,8 @@ impl<P: Platform> Kmem<P> {
     /// `element` is an object of that cache, not used again.
     pub unsafe fn mempool_free_slab(&self, element: Element, data: &PoolData<'_>) {
         match data {
-            // SAFETY: the caller's contract. Errors are reported by slab.
             PoolData::Cache(c) => {
+                // SAFETY: the caller's contract. Errors are reported by slab.
                 let _ = unsafe { self.kmem_cache_free(c, element.as_ptr()) };
             }
             _ => self.mempool_wrong_data("mempool_free_slab", data),

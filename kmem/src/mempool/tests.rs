@@ -6,7 +6,7 @@ use crate::arena::ArenaPlatform;
 use crate::gfp::{__GFP_KSWAPD_RECLAIM, GFP_ATOMIC, GFP_KERNEL, GFP_NOIO, GFP_NOWAIT};
 use crate::memory_map::MemRegion;
 use crate::page::Page;
-use crate::platform::{DirectMap, LocalState, Task};
+
 use crate::slab::SlabFlags;
 use crate::BootParams;
 use core::cell::{Cell, RefCell};
@@ -26,30 +26,12 @@ struct Watch<'a> {
 // SAFETY: every promise is the arena's: all calls but the two recorded
 // ones are delegated unchanged, and those two touch no memory of the core.
 unsafe impl Platform for Watch<'_> {
-    fn nr_cpu_ids(&self) -> usize {
-        self.arena.nr_cpu_ids()
-    }
-    fn smp_processor_id(&self) -> usize {
-        self.arena.smp_processor_id()
-    }
-    fn local_enter(&self) -> LocalState {
-        self.arena.local_enter()
-    }
-    fn local_exit(&self, state: LocalState) {
-        self.arena.local_exit(state)
-    }
-    fn in_atomic(&self) -> bool {
-        self.arena.in_atomic()
-    }
-    fn in_interrupt(&self) -> bool {
-        self.arena.in_interrupt()
-    }
-    fn direct_map(&self) -> DirectMap {
-        self.arena.direct_map()
-    }
-    fn memory_is_zeroed(&self) -> bool {
-        self.arena.memory_is_zeroed()
-    }
+    crate::forward_platform!(p => &p.arena;
+        nr_cpu_ids, smp_processor_id, local_enter, local_exit,
+        in_atomic, in_interrupt, direct_map, memory_is_zeroed,
+        smp_call_function_single, report, current, now_ns,
+        random_u64, task_flags, set_task_flags, out_of_memory
+    );
     fn wait_event(
         &self,
         channel: usize,
@@ -61,34 +43,6 @@ unsafe impl Platform for Watch<'_> {
     }
     fn wake_up(&self, channel: usize) {
         self.wakes.borrow_mut().push(channel);
-    }
-    fn smp_call_function_single(
-        &self,
-        cpu: usize,
-        f: &mut (dyn FnMut() + Send),
-    ) -> crate::Result<()> {
-        self.arena.smp_call_function_single(cpu, f)
-    }
-    fn report(&self, level: Level, msg: fmt::Arguments<'_>) {
-        self.arena.report(level, msg)
-    }
-    fn current(&self) -> Task {
-        self.arena.current()
-    }
-    fn now_ns(&self) -> u64 {
-        self.arena.now_ns()
-    }
-    fn random_u64(&self) -> u64 {
-        self.arena.random_u64()
-    }
-    fn task_flags(&self) -> u32 {
-        self.arena.task_flags()
-    }
-    fn set_task_flags(&self, flags: u32) -> bool {
-        self.arena.set_task_flags(flags)
-    }
-    fn out_of_memory(&self, oc: &crate::oom_kill::OomControl<'_>) -> bool {
-        self.arena.out_of_memory(oc)
     }
 }
 

@@ -347,6 +347,13 @@ impl<'a, P: Platform + ?Sized> LocalGuard<'a, P> {
     pub fn cpu(&self) -> usize {
         self.cpu
     }
+
+    /// The section's state: the proof, for as long as the guard lives, that
+    /// the section is open.
+    #[inline]
+    pub fn state(&self) -> &LocalState {
+        &self.state
+    }
 }
 
 impl<P: Platform + ?Sized> Drop for LocalGuard<'_, P> {
@@ -364,114 +371,225 @@ macro_rules! report {
     };
 }
 
+/// Forwards [`Platform`] methods to another platform, for wrappers that
+/// change a few calls and delegate the rest (the one forwarding mechanism
+/// of the workspace: `&T`, and the tests' recording wrappers, use it).
+///
+/// Inside an `unsafe impl Platform for W` block, `forward_platform!(self =>
+/// EXPR; m1, m2, ...)` defines the methods named as `EXPR.m(args)`, where
+/// `EXPR` (written with `self`) yields a reference to the platform that
+/// does the work; `all` names every method. Methods not named keep the
+/// trait's defaults or are written by hand beside the macro.
+///
+/// ```
+/// use kmem::arena::ArenaPlatform;
+/// use kmem::platform::{Level, Platform};
+/// use std::cell::Cell;
+///
+/// /// The arena, counting reports.
+/// struct Counting<'a> {
+///     arena: ArenaPlatform<'a>,
+///     reports: Cell<usize>,
+/// }
+///
+/// // SAFETY: every promise is the arena's: all calls are delegated
+/// // unchanged, `report` after bumping a counter.
+/// unsafe impl Platform for Counting<'_> {
+///     kmem::forward_platform!(p => &p.arena; nr_cpu_ids, smp_processor_id,
+///         local_enter, local_exit, in_atomic, direct_map, now_ns, random_u64);
+///     fn report(&self, level: Level, msg: std::fmt::Arguments<'_>) {
+///         self.reports.set(self.reports.get() + 1);
+///         self.arena.report(level, msg)
+///     }
+/// }
+///
+/// let mut mem = vec![0u8; 1 << 20];
+/// let c = Counting { arena: ArenaPlatform::new(&mut mem, 1), reports: Cell::new(0) };
+/// kmem::report!(&c, Level::Info, "hello");
+/// assert_eq!(c.reports.get(), 1);
+/// ```
+#[macro_export]
+macro_rules! forward_platform {
+    ($s:ident => $to:expr; all) => {
+        $crate::forward_platform!($s => $to; nr_cpu_ids, smp_processor_id, local_enter, local_exit, local_enter_leaf, local_exit_leaf, in_atomic, in_interrupt, direct_map, memory_is_zeroed, vmap_range, map_page, unmap_page, wait_event, wake_up, smp_call_function_single, on_each_cpu, report, current, now_ns, random_u64, task_flags, set_task_flags, out_of_memory);
+    };
+    ($s:ident => $to:expr; $($m:ident),+ $(,)?) => {
+        $( $crate::forward_platform!(@one $s => $to; $m); )+
+    };
+    (@one $s:ident => $to:expr; nr_cpu_ids) => {
+        #[inline]
+        fn nr_cpu_ids(&self) -> usize {
+            let $s = self;
+            $crate::platform::Platform::nr_cpu_ids($to)
+        }
+    };
+    (@one $s:ident => $to:expr; smp_processor_id) => {
+        #[inline]
+        fn smp_processor_id(&self) -> usize {
+            let $s = self;
+            $crate::platform::Platform::smp_processor_id($to)
+        }
+    };
+    (@one $s:ident => $to:expr; local_enter) => {
+        #[inline]
+        fn local_enter(&self) -> $crate::platform::LocalState {
+            let $s = self;
+            $crate::platform::Platform::local_enter($to)
+        }
+    };
+    (@one $s:ident => $to:expr; local_exit) => {
+        #[inline]
+        fn local_exit(&self, state: $crate::platform::LocalState) -> () {
+            let $s = self;
+            $crate::platform::Platform::local_exit($to, state)
+        }
+    };
+    (@one $s:ident => $to:expr; local_enter_leaf) => {
+        #[inline]
+        fn local_enter_leaf(&self) -> $crate::platform::LocalState {
+            let $s = self;
+            $crate::platform::Platform::local_enter_leaf($to)
+        }
+    };
+    (@one $s:ident => $to:expr; local_exit_leaf) => {
+        #[inline]
+        fn local_exit_leaf(&self, state: $crate::platform::LocalState) -> () {
+            let $s = self;
+            $crate::platform::Platform::local_exit_leaf($to, state)
+        }
+    };
+    (@one $s:ident => $to:expr; in_atomic) => {
+        #[inline]
+        fn in_atomic(&self) -> bool {
+            let $s = self;
+            $crate::platform::Platform::in_atomic($to)
+        }
+    };
+    (@one $s:ident => $to:expr; in_interrupt) => {
+        #[inline]
+        fn in_interrupt(&self) -> bool {
+            let $s = self;
+            $crate::platform::Platform::in_interrupt($to)
+        }
+    };
+    (@one $s:ident => $to:expr; direct_map) => {
+        #[inline]
+        fn direct_map(&self) -> $crate::platform::DirectMap {
+            let $s = self;
+            $crate::platform::Platform::direct_map($to)
+        }
+    };
+    (@one $s:ident => $to:expr; memory_is_zeroed) => {
+        #[inline]
+        fn memory_is_zeroed(&self) -> bool {
+            let $s = self;
+            $crate::platform::Platform::memory_is_zeroed($to)
+        }
+    };
+    (@one $s:ident => $to:expr; vmap_range) => {
+        #[inline]
+        fn vmap_range(&self) -> ::core::option::Option<(usize, usize)> {
+            let $s = self;
+            $crate::platform::Platform::vmap_range($to)
+        }
+    };
+    (@one $s:ident => $to:expr; map_page) => {
+        #[inline]
+        fn map_page(&self, va: usize, pfn: u64) -> $crate::Result<()> {
+            let $s = self;
+            $crate::platform::Platform::map_page($to, va, pfn)
+        }
+    };
+    (@one $s:ident => $to:expr; unmap_page) => {
+        #[inline]
+        fn unmap_page(&self, va: usize) -> () {
+            let $s = self;
+            $crate::platform::Platform::unmap_page($to, va)
+        }
+    };
+    (@one $s:ident => $to:expr; wait_event) => {
+        #[inline]
+        fn wait_event(&self, channel: usize, cond: &mut dyn FnMut() -> bool, timeout_ns: ::core::option::Option<u64>) -> bool {
+            let $s = self;
+            $crate::platform::Platform::wait_event($to, channel, cond, timeout_ns)
+        }
+    };
+    (@one $s:ident => $to:expr; wake_up) => {
+        #[inline]
+        fn wake_up(&self, channel: usize) -> () {
+            let $s = self;
+            $crate::platform::Platform::wake_up($to, channel)
+        }
+    };
+    (@one $s:ident => $to:expr; smp_call_function_single) => {
+        #[inline]
+        fn smp_call_function_single(&self, cpu: usize, f: &mut (dyn FnMut() + Send)) -> $crate::Result<()> {
+            let $s = self;
+            $crate::platform::Platform::smp_call_function_single($to, cpu, f)
+        }
+    };
+    (@one $s:ident => $to:expr; on_each_cpu) => {
+        #[inline]
+        fn on_each_cpu(&self, f: &mut (dyn FnMut(usize) + Send)) -> $crate::Result<()> {
+            let $s = self;
+            $crate::platform::Platform::on_each_cpu($to, f)
+        }
+    };
+    (@one $s:ident => $to:expr; report) => {
+        #[inline]
+        fn report(&self, level: $crate::platform::Level, msg: ::core::fmt::Arguments<'_>) -> () {
+            let $s = self;
+            $crate::platform::Platform::report($to, level, msg)
+        }
+    };
+    (@one $s:ident => $to:expr; current) => {
+        #[inline]
+        fn current(&self) -> $crate::platform::Task {
+            let $s = self;
+            $crate::platform::Platform::current($to)
+        }
+    };
+    (@one $s:ident => $to:expr; now_ns) => {
+        #[inline]
+        fn now_ns(&self) -> u64 {
+            let $s = self;
+            $crate::platform::Platform::now_ns($to)
+        }
+    };
+    (@one $s:ident => $to:expr; random_u64) => {
+        #[inline]
+        fn random_u64(&self) -> u64 {
+            let $s = self;
+            $crate::platform::Platform::random_u64($to)
+        }
+    };
+    (@one $s:ident => $to:expr; task_flags) => {
+        #[inline]
+        fn task_flags(&self) -> u32 {
+            let $s = self;
+            $crate::platform::Platform::task_flags($to)
+        }
+    };
+    (@one $s:ident => $to:expr; set_task_flags) => {
+        #[inline]
+        fn set_task_flags(&self, flags: u32) -> bool {
+            let $s = self;
+            $crate::platform::Platform::set_task_flags($to, flags)
+        }
+    };
+    (@one $s:ident => $to:expr; out_of_memory) => {
+        #[inline]
+        fn out_of_memory(&self, oc: &$crate::platform::oom::OomControl<'_>) -> bool {
+            let $s = self;
+            $crate::platform::Platform::out_of_memory($to, oc)
+        }
+    };
+}
+
 // SAFETY: every promise is the referent's, delegated unchanged (`&T` is `Sync`
 // exactly when `T` is, so promise 4's rule for non-`Sync` platforms carries over).
 unsafe impl<T: Platform + ?Sized> Platform for &T {
-    #[inline]
-    fn nr_cpu_ids(&self) -> usize {
-        (**self).nr_cpu_ids()
-    }
-    #[inline]
-    fn smp_processor_id(&self) -> usize {
-        (**self).smp_processor_id()
-    }
-    #[inline]
-    fn local_enter(&self) -> LocalState {
-        (**self).local_enter()
-    }
-    #[inline]
-    fn local_exit(&self, state: LocalState) {
-        (**self).local_exit(state)
-    }
-    #[inline]
-    fn local_enter_leaf(&self) -> LocalState {
-        (**self).local_enter_leaf()
-    }
-    #[inline]
-    fn local_exit_leaf(&self, state: LocalState) {
-        (**self).local_exit_leaf(state)
-    }
-    #[inline]
-    fn in_atomic(&self) -> bool {
-        (**self).in_atomic()
-    }
-    #[inline]
-    fn in_interrupt(&self) -> bool {
-        (**self).in_interrupt()
-    }
-    #[inline]
-    fn direct_map(&self) -> DirectMap {
-        (**self).direct_map()
-    }
-    #[inline]
-    fn memory_is_zeroed(&self) -> bool {
-        (**self).memory_is_zeroed()
-    }
-    #[inline]
-    fn vmap_range(&self) -> Option<(usize, usize)> {
-        (**self).vmap_range()
-    }
-    #[inline]
-    fn map_page(&self, va: usize, pfn: u64) -> crate::Result<()> {
-        (**self).map_page(va, pfn)
-    }
-    #[inline]
-    fn unmap_page(&self, va: usize) {
-        (**self).unmap_page(va)
-    }
-    #[inline]
-    fn wait_event(
-        &self,
-        channel: usize,
-        cond: &mut dyn FnMut() -> bool,
-        timeout_ns: Option<u64>,
-    ) -> bool {
-        (**self).wait_event(channel, cond, timeout_ns)
-    }
-    #[inline]
-    fn wake_up(&self, channel: usize) {
-        (**self).wake_up(channel)
-    }
-    #[inline]
-    fn smp_call_function_single(
-        &self,
-        cpu: usize,
-        f: &mut (dyn FnMut() + Send),
-    ) -> crate::Result<()> {
-        (**self).smp_call_function_single(cpu, f)
-    }
-    #[inline]
-    fn on_each_cpu(&self, f: &mut (dyn FnMut(usize) + Send)) -> crate::Result<()> {
-        (**self).on_each_cpu(f)
-    }
-    #[inline]
-    fn report(&self, level: Level, msg: fmt::Arguments<'_>) {
-        (**self).report(level, msg)
-    }
-    #[inline]
-    fn current(&self) -> Task {
-        (**self).current()
-    }
-    #[inline]
-    fn now_ns(&self) -> u64 {
-        (**self).now_ns()
-    }
-    #[inline]
-    fn random_u64(&self) -> u64 {
-        (**self).random_u64()
-    }
-
-    fn task_flags(&self) -> u32 {
-        (**self).task_flags()
-    }
-
-    fn set_task_flags(&self, flags: u32) -> bool {
-        (**self).set_task_flags(flags)
-    }
-
-    fn out_of_memory(&self, oc: &oom::OomControl<'_>) -> bool {
-        (**self).out_of_memory(oc)
-    }
+    forward_platform!(p => *p; all);
 }
 
 /// Run `f` on CPU `cpu` through [`Platform::smp_call_function_single`],

@@ -120,9 +120,9 @@ impl<P: Platform> Kmem<P> {
         let cc = s.cpu(st.cpu);
         let gate = cc.gate.load(Relaxed);
         if (node < 0 && gate & CPU_SLOW == 0) || gate == node as u32 {
-            // SAFETY: this CPU's sheaves, inside its local section `st`;
-            // main is a valid sheaf of this CPU.
-            let main = unsafe { &mut *(*cc.sheaves.get()).main };
+            // SAFETY: `st` is open on this thread; `main` is the only
+            // reference into the sheaves until the section ends.
+            let main = unsafe { s.local_main_sheaf(&st) };
             let n = main.size;
             // 1..=SHEAF_CAPACITY: a non-empty sheaf (and no bounds check).
             if n.wrapping_sub(1) < SHEAF_CAPACITY {

@@ -152,9 +152,10 @@ impl<P: Platform> Kmem<P> {
         } else {
             SLUB_RED_INACTIVE
         };
-        // SAFETY (all three writes): the slot of `obj` belongs to the cache
-        // and is not handed out while we lay out its debug bytes.
+        // The slot of `obj` belongs to the cache and is not handed out while
+        // its debug bytes are laid out (the SAFETY of the three writes).
         if f.contains(SLAB_RED_ZONE) {
+            // SAFETY: the red zone before the object, inside the slot.
             unsafe {
                 ptr::write_bytes(
                     (obj - s.geo.red_left_pad) as *mut u8,
@@ -164,12 +165,14 @@ impl<P: Platform> Kmem<P> {
             };
         }
         if s.geo.object_poison() && !active {
+            // SAFETY: the object's own bytes, inside the slot.
             unsafe {
                 ptr::write_bytes(obj as *mut u8, POISON_FREE, s.geo.object_size - 1);
                 *((obj + s.geo.object_size - 1) as *mut u8) = POISON_END;
             }
         }
         if f.contains(SLAB_RED_ZONE) {
+            // SAFETY: the red zone after the object, inside the slot.
             unsafe {
                 ptr::write_bytes(
                     (obj + s.geo.object_size) as *mut u8,

@@ -54,14 +54,17 @@ impl<P: Platform> Kmem<P> {
         let st = self.p.local_enter_leaf();
         let cc = s.cpu(st.cpu);
         if cc.gate.load(Relaxed) == slab.nid as u32 {
-            // SAFETY: this CPU's sheaves, inside its local section `st`;
-            // main is a valid sheaf of this CPU.
-            let main = unsafe { &mut *(*cc.sheaves.get()).main };
+            // SAFETY: `st` is open on this thread; `main` is the only
+            // reference into the sheaves until the section ends.
+            let main = unsafe { s.local_main_sheaf(&st) };
             let n = main.size;
             // objects[n] is the top (the null guard when empty).
-            // SAFETY (both indexings): n < cap <= SHEAF_CAPACITY, so n and
-            // n + 1 are within the SHEAF_CAPACITY + 1 slots.
-            if n < cc.cap as usize && unsafe { *main.objects.get_unchecked(n) } != x {
+            if n < cc.cap as usize
+                // SAFETY: n < cap <= SHEAF_CAPACITY, so n is within the
+                // SHEAF_CAPACITY + 1 slots.
+                && unsafe { *main.objects.get_unchecked(n) } != x
+            {
+                // SAFETY: n + 1 <= cap <= SHEAF_CAPACITY, within the slots.
                 unsafe { *main.objects.get_unchecked_mut(n + 1) = x };
                 main.size = n + 1;
                 self.p.local_exit_leaf(st);
@@ -97,8 +100,9 @@ impl<P: Platform> Kmem<P> {
             self.free_objects_to_slabs(s, nid, &[x]);
             return Ok(());
         }
-        // SAFETY: this CPU's sheaves, inside its local section `g`.
-        let sh = unsafe { &mut *cc.sheaves.get() };
+        // SAFETY: `g` is open on this thread; `sh` is the only reference
+        // into the sheaves here.
+        let sh = unsafe { s.local_sheaves(g.state()) };
         if cc.take_flush() {
             self.flush_sheaves_locked(s, sh, nid);
         }

@@ -35,7 +35,7 @@
 
 use super::cache::*;
 use crate::gfp::{self, Gfp};
-use crate::platform::{LocalGuard, Platform};
+use crate::platform::{LocalGuard, LocalState, Platform};
 use crate::{Kmem, Result};
 use core::cell::UnsafeCell;
 use core::ptr::{self};
@@ -145,6 +145,45 @@ pub(crate) struct CpuCache {
     pub(super) cap: u32,
 }
 
+impl KmemCache {
+    /// The running CPU's sheaves of this cache: the one place the sheaf
+    /// slots are dereferenced. The open CPU-local section `st` is the
+    /// proof of exclusivity: the slot is the one of `st`'s CPU, and Platform
+    /// promise 1 makes a section exclusive on its CPU, so nothing else (no
+    /// other thread, no interrupt, no cross-CPU call) reaches these sheaves
+    /// until the section ends. `main` and `spare` always point at valid,
+    /// distinct sheaves of this cache (set at creation, exchanged only
+    /// inside such sections).
+    ///
+    /// # Safety
+    ///
+    /// `st` is the state of a CPU-local section that is open on this thread
+    /// (a `local_enter*` returned it and its `local_exit*` has not run), and
+    /// the caller holds no other reference into these sheaves while it uses
+    /// the one returned.
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)] // the section, not `&self`, grants exclusivity
+    pub(super) unsafe fn local_sheaves(&self, st: &LocalState) -> &mut CpuSheaves {
+        // SAFETY: the caller's contract: `st` is open, so this CPU's slot is
+        // ours alone until it ends.
+        unsafe { &mut *self.cpu(st.cpu).sheaves.get() }
+    }
+
+    /// The running CPU's main sheaf of this cache (see
+    /// [`local_sheaves`](Self::local_sheaves)).
+    ///
+    /// # Safety
+    ///
+    /// As for [`local_sheaves`](Self::local_sheaves).
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)] // the section, not `&self`, grants exclusivity
+    pub(super) unsafe fn local_main_sheaf(&self, st: &LocalState) -> &mut Sheaf {
+        // SAFETY: the caller's contract; `main` always points at a valid
+        // sheaf of this cache.
+        unsafe { &mut *self.local_sheaves(st).main }
+    }
+}
+
 /// [`CpuCache::gate`]: the node bits.
 pub(super) const CPU_NODE: u32 = 0xffff;
 /// [`CpuCache::gate`]: another CPU asked this one to flush its sheaves.
@@ -242,8 +281,9 @@ impl<P: Platform> Kmem<P> {
                 let g = LocalGuard::new(&self.p);
                 let cc = s.cpu(g.cpu());
                 nid = cc.nid();
-                // SAFETY: this CPU's sheaves, inside its local section `g`.
-                let sh = unsafe { &mut *cc.sheaves.get() };
+                // SAFETY: `g` is open on this thread; `sh` is the only
+                // reference into the sheaves here.
+                let sh = unsafe { s.local_sheaves(g.state()) };
                 if cc.take_flush() {
                     self.flush_sheaves_locked(s, sh, nid);
                 }
@@ -301,8 +341,9 @@ impl<P: Platform> Kmem<P> {
     pub(super) fn flush_cpu_sheaves(&self, s: &KmemCache) {
         let g = LocalGuard::new(&self.p);
         let cc = s.cpu(g.cpu());
-        // SAFETY: this CPU's sheaves inside section `g`.
-        let sh = unsafe { &mut *cc.sheaves.get() };
+        // SAFETY: `g` is open on this thread; `sh` is the only reference
+        // into the sheaves here.
+        let sh = unsafe { s.local_sheaves(g.state()) };
         cc.gate.fetch_and(!CPU_FLUSH, Relaxed);
         self.flush_sheaves_locked(s, sh, self.cpu_to_node(g.cpu()));
     }
