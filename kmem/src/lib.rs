@@ -5,18 +5,35 @@
 //!
 //! | module | Linux | what |
 //! |---|---|---|
-//! | [`gfp`] | `include/linux/gfp_types.h`, `gfp.h` | GFP flags, `gfp_zone()`, migratetype |
+//! | [`platform`] | arch + sched | the [`Platform`] trait, the only door to the environment, and the OOM hook's types |
+//! | [`arena`] | | a [`Platform`] over a byte buffer (tests, Miri) |
+//! | [`error`] | `-ENOMEM`, `-EINVAL`... | the error values |
+//! | [`page`] | `include/linux/mm_types.h`, `page-flags.h` | `struct page` and its flags |
+//! | [`mmzone`] | `include/linux/mmzone.h` | nodes, zones, zonelists, migratetypes, the free area and per-CPU list structures |
+//! | [`gfp`] | `include/linux/gfp_types.h`, `gfp.h` | GFP flags, `gfp_zone()`, migratetype, their text form |
 //! | [`memory_map`] | `arch/x86/kernel/e820.c` | the firmware memory map |
 //! | [`memblock`] | `mm/memblock.c` | the early boot allocator (bootmem's successor) |
-//! | [`page`] | `include/linux/mm_types.h` | `struct page`, the page descriptor array |
-//! | [`page_alloc`] | `mm/page_alloc.c`, `mmzone.h` | nodes, zones, buddy lists, per-CPU lists, watermarks |
-//! | [`proc`] | `mm/vmstat.c`, `fs/proc/meminfo.c` | `/proc` reports in Linux's text formats |
-//! | [`slab`] | `mm/slub.c`, `mm/slab_common.c`, `include/linux/slab.h` | SLUB: cache flags and cache geometry (no object allocation yet) |
-//! | [`kmalloc`] | `include/linux/slab.h`, `mm/slab_common.c` | kmalloc size classes, types and cache names (no `kmalloc()` yet) |
-//! | [`mempool`] | `mm/mempool.c`, `include/linux/mempool.h` | memory pools: reserved elements for allocations that must make progress |
+//! | [`memory_model`] | `asm-generic/memory_model.h`, `highmem.h` | `pfn_to_page`, `page_address`, `virt_to_page`, `kmap` |
+//! | [`page_alloc`] | `mm/page_alloc.c` | the buddy allocator: allocation and free paths, per-CPU lists, watermarks, sysctls, fail_page_alloc |
+//! | [`show_mem`] | `mm/show_mem.c` | the `Mem-Info:` report |
+//! | [`sched`] | `include/linux/sched/mm.h` | memalloc scopes, `might_sleep()` |
+//! | [`shrinker`] | `mm/shrinker.c` | shrinkers |
+//! | [`vmscan`] | `mm/vmscan.c` | direct reclaim and kswapd |
+//! | [`oom_kill`] | `mm/oom_kill.c` | when the allocator calls the OOM hook |
+//! | [`slab`] | `mm/slub.c`, `mm/slab_common.c`, `include/linux/slab.h` | SLUB: caches, sheaves, slabs, debugging, failslab |
+//! | [`kmalloc`] | `include/linux/slab.h`, `mm/slab_common.c` | kmalloc, kfree, krealloc, ksize; the kmalloc caches |
+//! | [`mempool`] | `mm/mempool.c` | memory pools: reserved elements for allocations that must make progress |
+//! | [`fault_inject`] | `lib/fault-inject.c` | the fault attribute that failslab and fail_page_alloc share |
+//! | [`proc`] | `mm/vmstat.c`, `fs/proc/meminfo.c`, `mm/slab_common.c` | `/proc` reports in Linux's text formats |
+//! | [`init`] | `init/main.c`, `mm/mm_init.c` | the machine and its boot sequence |
 //! | [`alloc`] | Rust-for-Linux `rust/kernel/alloc*` | the typed API: `Allocator`, `KBox`, `KVec`, typed slab caches, typed mempools |
-//! | [`fault_inject`] | `lib/fault-inject.c`, `mm/failslab.c`, `mm/fail_page_alloc.c` | failslab and fail_page_alloc: injected allocation failures |
-//! | [`platform`] | arch + sched | the [`Platform`] trait, the only door to the environment |
+//!
+//! The table goes from the bottom layer up: a module imports only from
+//! those above it in the table, except that `page_alloc` and `vmscan` call
+//! each other (direct reclaim), as in Linux; `kmem/tests/layering.rs`
+//! checks it. [`Kmem`] is the composition root: its fields are the
+//! subsystems' states, and each subsystem adds its operations in an `impl
+//! Kmem` block of its own module.
 //!
 //! There are no global singletons: a machine is a [`Kmem`] value built by
 //! [`Kmem::boot`]. A kernel that wants free functions installs one instance

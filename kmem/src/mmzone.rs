@@ -5,7 +5,7 @@
 //! and each node into zones ([`Zone`]) by physical address ([`ZoneType`]);
 //! free pages are grouped by mobility ([`MigrateType`]). As in Linux's
 //! header, the data structures of a zone live here, with their free area
-//! ([`FreeArea`], whose buddy algorithm is `page_alloc::buddy`) and per-CPU
+//! (`FreeArea`, whose buddy algorithm is `page_alloc::buddy`) and per-CPU
 //! page lists ([`PerCpuPages`], whose protocol is `page_alloc::pcp`); the
 //! algorithms that use them live in [`crate::page_alloc`].
 //!

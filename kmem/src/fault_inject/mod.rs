@@ -34,7 +34,7 @@
 //!
 //! 1. failslab: `__GFP_NOFAIL` never fails; with `ignore-gfp-wait`,
 //!    requests that may block (`__GFP_DIRECT_RECLAIM`) pass; with
-//!    `cache-filter`, only caches created with [`SLAB_FAILSLAB`] can fail.
+//!    `cache-filter`, only caches created with [`SLAB_FAILSLAB`](crate::slab::SLAB_FAILSLAB) can fail.
 //!    fail_page_alloc: orders below `min-order` pass; `__GFP_NOFAIL` never
 //!    fails; with `ignore-gfp-highmem`, `__GFP_HIGHMEM` requests pass; with
 //!    `ignore-gfp-wait`, blocking requests pass.
@@ -633,7 +633,8 @@ impl fmt::Display for KnobValue {
 }
 
 /// The common knobs of one attribute of a machine: what
-/// [`FailSlab`] and [`FailPageAlloc`] dereference to.
+/// [`FailSlab`](crate::slab::failslab::FailSlab) and
+/// [`FailPageAlloc`](crate::page_alloc::fail_page_alloc::FailPageAlloc) dereference to.
 pub struct Fault<'a, P: Platform> {
     pub(crate) p: &'a P,
     pub(crate) attr: &'a FaultAttr,

@@ -582,8 +582,8 @@ fn free_of_a_foreign_element_is_refused() {
     }
     k.__free_pages(order0, 0).unwrap();
     // NULL is a no-op.
-    // SAFETY: nothing is freed.
     assert_eq!(
+        // SAFETY: null is allowed by `mempool_free`'s contract and frees nothing.
         unsafe { k.mempool_free(core::ptr::null_mut(), &page_pool) },
         Ok(())
     );

@@ -590,7 +590,7 @@ impl<P: Platform> Kmem<P> {
 }
 
 /// The page allocator's side of the OOM hook: what the handler that
-/// [`Kmem::out_of_memory`] calls may do with the machine.
+/// `Kmem::out_of_memory` calls may do with the machine.
 impl<P: Platform> OomMm for Kmem<P> {
     fn show_mem(&self) {
         crate::show_mem::show_mem(self);

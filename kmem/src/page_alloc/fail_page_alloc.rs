@@ -78,8 +78,8 @@ impl<P: Platform> FailPageAlloc<'_, P> {
     }
 
     /// Read a knob as `cat /sys/kernel/debug/fail_page_alloc/<knob>` would;
-    /// one of [`FAIL_PAGE_ALLOC_KNOBS`], else a report and
-    /// [`Error::InvalidArgument`].
+    /// one of [`FAIL_PAGE_ALLOC_KNOBS`](crate::fault_inject::FAIL_PAGE_ALLOC_KNOBS), else a report and
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument).
     pub fn read(&self, knob: &str) -> Result<KnobValue> {
         if let Some(v) = self.read_common(knob) {
             return Ok(v);
@@ -94,7 +94,7 @@ impl<P: Platform> FailPageAlloc<'_, P> {
 
     /// Write a knob as `echo <value> > /sys/kernel/debug/fail_page_alloc/<knob>`
     /// would. An unknown knob, a value that does not parse or is out of
-    /// range is reported and refused with [`Error::InvalidArgument`].
+    /// range is reported and refused with [`Error::InvalidArgument`](crate::Error::InvalidArgument).
     pub fn write(&self, knob: &str, value: &str) -> Result<()> {
         if let Some(r) = self.write_common(knob, value) {
             return r;
@@ -138,7 +138,7 @@ impl<P: Platform> Kmem<P> {
 
     /// `should_fail_alloc_page()`: whether fail_page_alloc fails this
     /// request. The page allocator asks before its fast path and returns
-    /// [`Error::NoMemory`] when this says yes; a kernel's own code may ask
+    /// [`Error::NoMemory`](crate::Error::NoMemory) when this says yes; a kernel's own code may ask
     /// too. With the attribute off this is one relaxed load.
     #[inline]
     #[track_caller]

@@ -15,7 +15,7 @@
 //! (`free_pcppages_bulk`).
 //!
 //! The lists are touched only by their own CPU inside a CPU-local section,
-//! which the [`Platform`](crate::Platform) contract makes exclusive: this
+//! which the [`Platform`] contract makes exclusive: this
 //! is Linux's model before 6.0, where `local_irq_save()` protected the
 //! lists. (Linux 6.x added a per-list spinlock so that other CPUs can drain
 //! remotely; kmem keeps the fast path free of atomic read-modify-writes and

@@ -2,7 +2,7 @@
 //! (`init_per_zone_wmark_min()`, `setup_per_zone_wmarks()`,
 //! `setup_per_zone_lowmem_reserve()`, `zone_pcp_update()` and the
 //! `/proc/sys/vm` handlers of `mm/page_alloc.c`). The formulas themselves
-//! are in [`watermark`](super::watermark), on plain numbers.
+//! are in [`watermark`], on plain numbers.
 
 use super::watermark::{self, VmSysctl, ZoneInput};
 use crate::mmzone::{PgData, ZoneType, MAX_NR_ZONE_TYPES, MAX_NUMNODES};

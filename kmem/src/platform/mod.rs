@@ -115,7 +115,7 @@ impl Task {
 ///    which must not change inside the section), no other execution context
 ///    enters a CPU-local section on CPU `n`. This is what
 ///    `preempt_disable()` + `local_irq_save()` give on bare metal. Per-CPU
-///    data (per-CPU page lists, later per-CPU slabs) is touched only inside
+///    data (per-CPU page lists, the slab caches' sheaves) is touched only inside
 ///    such a section, by its own CPU, without further locking. A *leaf*
 ///    section ([`local_enter_leaf`](Self::local_enter_leaf) to
 ///    [`local_exit_leaf`](Self::local_exit_leaf)) is exclusive in the same

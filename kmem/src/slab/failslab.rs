@@ -65,7 +65,7 @@ impl<P: Platform> FailSlab<'_, P> {
     }
 
     /// Read a knob as `cat /sys/kernel/debug/failslab/<knob>` would; one of
-    /// [`FAILSLAB_KNOBS`], else a report and [`Error::InvalidArgument`].
+    /// [`FAILSLAB_KNOBS`](crate::fault_inject::FAILSLAB_KNOBS), else a report and [`Error::InvalidArgument`].
     pub fn read(&self, knob: &str) -> Result<KnobValue> {
         if let Some(v) = self.read_common(knob) {
             return Ok(v);

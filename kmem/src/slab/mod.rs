@@ -6,14 +6,21 @@
 //! module follows it: `mm/slub.c`, `mm/slab_common.c`, `mm/slab.h` and
 //! `include/linux/slab.h`.
 //!
-//! **What is here today: only the cache geometry.** Objects are not
-//! allocated yet. This module holds the cache flags ([`SlabFlags`]), the
-//! poison bytes, and [`geometry`], the pure computation of where the free
-//! pointer, red zones and tracking data sit in an object and how many pages
-//! and objects make up a slab. The caches themselves (`kmem_cache_create()`,
-//! `kmem_cache_alloc()`, per-CPU slabs, partial lists, sheaves) are a later
-//! step built on top of it; the kmalloc size classes are in
-//! [`crate::kmalloc`].
+//! The files follow SLUB's seams:
+//!
+//! | file | Linux | what |
+//! |---|---|---|
+//! | `mod.rs` | `include/linux/slab.h` | the cache flags ([`SlabFlags`]) and poison bytes |
+//! | [`geometry`] | `calculate_sizes()`, `calculate_order()` | where the free pointer, red zones and tracking sit; pages and objects per slab |
+//! | [`cache`] | `struct kmem_cache` | the cache, its per-node state, the boot options |
+//! | `slab_common.rs` | `mm/slab_common.c` | create, merge, shrink, destroy, the walk over all caches |
+//! | [`sheaf`] | sheaves and barns of `mm/slub.c` | the per-CPU fast-path arrays and their exchange |
+//! | `partial.rs` | `struct slab`, partial lists | slabs from and back to the page allocator, freelists |
+//! | `alloc.rs`, `free.rs` | `slab_alloc_node()`, `slab_free()` | the fast and slow paths |
+//! | `debug.rs` | `slab_debug=` | red zones, poison, owner tracking, consistency checks |
+//! | [`failslab`] | `mm/failslab.c` | injected allocation failures |
+//!
+//! The kmalloc size classes and their caches are in [`crate::kmalloc`].
 //!
 //! # Flag values
 //!
