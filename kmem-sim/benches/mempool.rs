@@ -35,18 +35,24 @@ fn benches(c: &mut Criterion) {
     g.bench_function("cache_pair", |b| {
         b.iter(|| {
             let p = k.kmem_cache_alloc(cache, GFP_KERNEL).unwrap();
+            // SAFETY: `p` was just allocated from `cache` on this machine; it is freed once, here,
+            // and not used afterwards.
             unsafe { k.kmem_cache_free(cache, black_box(p.as_ptr())) }.unwrap();
         })
     });
     g.bench_function("slab_pool_pair", |b| {
         b.iter(|| {
             let e = k.mempool_alloc(&pool, GFP_NOIO).unwrap();
+            // SAFETY: `e` is an element that `mempool_alloc` of this `pool` just returned; it is
+            // freed once, here, and not used afterwards.
             unsafe { k.mempool_free(black_box(e.as_ptr()), &pool) }.unwrap();
         })
     });
     g.bench_function("reserve_pair", |b| {
         b.iter(|| {
             let e = k.mempool_alloc_preallocated(&pool).unwrap();
+            // SAFETY: `e` is an element that `mempool_alloc_preallocated` of this `pool` just
+            // returned; it is freed once, here, and not used afterwards.
             unsafe { k.mempool_free(black_box(e.as_ptr()), &pool) }.unwrap();
         })
     });

@@ -82,8 +82,12 @@ fn main() {
     // Warm up the per-CPU structures so the measured loop is the steady state.
     for _ in 0..2 {
         let p = k.kmalloc(64, GFP_KERNEL).unwrap();
+        // SAFETY: `p` was just kmalloc'ed on this machine; it is freed once, here, and not used
+        // afterwards.
         unsafe { k.kfree(p.as_ptr()) }.unwrap();
         let p = k.kmem_cache_alloc(cache, GFP_KERNEL).unwrap();
+        // SAFETY: `p` was just allocated from `cache` on this machine; it is freed once, here, and
+        // not used afterwards.
         unsafe { k.kmem_cache_free(cache, p.as_ptr()) }.unwrap();
         let p = k.alloc_page(GFP_KERNEL).unwrap();
         k.__free_pages(p, 0).unwrap();
@@ -149,12 +153,16 @@ fn run(k: &Kmem<&SimPlatform>, cache: &kmem::slab::KmemCache, what: &str, n: usi
         "pair64" => {
             for _ in 0..n {
                 let p = k.kmalloc(64, GFP_KERNEL).unwrap();
+                // SAFETY: `p` was just kmalloc'ed on this machine; it is freed once, here, and not
+                // used afterwards.
                 unsafe { k.kfree(black_box(p.as_ptr())) }.unwrap();
             }
         }
         "cache_pair" => {
             for _ in 0..n {
                 let p = k.kmem_cache_alloc(cache, GFP_KERNEL).unwrap();
+                // SAFETY: `p` was just allocated from `cache` on this machine; it is freed once,
+                // here, and not used afterwards.
                 unsafe { k.kmem_cache_free(cache, black_box(p.as_ptr())) }.unwrap();
             }
         }
@@ -165,6 +173,9 @@ fn run(k: &Kmem<&SimPlatform>, cache: &kmem::slab::KmemCache, what: &str, n: usi
                     *s = k.kmalloc(64, GFP_KERNEL).unwrap().as_ptr();
                 }
                 for s in v.iter() {
+                    // SAFETY: every `*s` was kmalloc'ed by the loop above in this iteration and is
+                    // freed once, here; the stale pointers left in `v` are overwritten before they
+                    // are freed again.
                     unsafe { k.kfree(*s) }.unwrap();
                 }
             }
@@ -184,10 +195,14 @@ fn run(k: &Kmem<&SimPlatform>, cache: &kmem::slab::KmemCache, what: &str, n: usi
                 .collect();
             for i in 0..n {
                 let slot = i & 255;
+                // SAFETY: `live[slot]` holds a live kmalloc object (allocated before the loop or in
+                // an earlier iteration); it is freed once, here, and the slot is refilled at once.
                 unsafe { k.kfree(live[slot]) }.unwrap();
                 live[slot] = k.kmalloc(sz[i & 4095], GFP_KERNEL).unwrap().as_ptr();
             }
             for p in live {
+                // SAFETY: each pointer left in `live` is a live kmalloc object of this machine; it
+                // is freed once, here.
                 unsafe { k.kfree(p) }.unwrap();
             }
         }

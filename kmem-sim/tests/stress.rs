@@ -99,11 +99,15 @@ fn a_million_operations_under_pressure_with_injected_failures_account_for_every_
         GFP_NOIO | __GFP_NORETRY,
     ];
     let free_item = |it: Item<'_>| match it {
-        // SAFETY (all arms): each item was allocated by the arm that made
-        // it and is freed once, here.
+        // SAFETY: a `Kmalloc` item holds a live kmalloc object of `k`; items are neither `Copy` nor
+        // `Clone` and this one is consumed, so it is freed once, here.
         Item::Kmalloc(p) => unsafe { k.kfree(p.as_ptr()) }.unwrap(),
+        // SAFETY: an `Obj` item holds a live object `kmem_cache_alloc` of `cache` returned; the
+        // item is consumed, so it is freed once, here.
         Item::Obj(p) => unsafe { k.kmem_cache_free(cache, p.as_ptr()) }.unwrap(),
         Item::Pages(p, o) => k.__free_pages(p, o).unwrap(),
+        // SAFETY: a `Pool` item holds an element `mempool_alloc` of `pool` returned; the item is
+        // consumed, so it is freed once, here.
         Item::Pool(p) => unsafe { k.mempool_free(p.as_ptr(), &pool) }.unwrap(),
     };
 
@@ -214,8 +218,12 @@ fn a_million_operations_under_pressure_with_injected_failures_account_for_every_
             k.unregister_shrinker(id).unwrap();
         }
         k.mempool_destroy(&mut pool).unwrap();
-        // SAFETY: every object of both caches was freed above.
+        // SAFETY: every object of `cache` was freed above (each CPU freed its live items, then the
+        // exchange was drained), kswapd has stopped and no other CPU runs; `cache` is not used
+        // afterwards.
         unsafe { k.kmem_cache_destroy(cache) }.unwrap();
+        // SAFETY: `dc.prune` freed every dentry (none is pinned in this test) and the dcache
+        // shrinker was unregistered above; neither `dc` nor its cache is used afterwards.
         unsafe { k.kmem_cache_destroy(dc.cache()) }.unwrap();
     });
     assert_eq!(settled(&k, &s), boot_free, "every page came back");

@@ -175,8 +175,11 @@ fn destroy_with_objects_reports_them_and_keeps_the_cache() {
     assert!(p.reported("Objects remaining in leaky on __kmem_cache_shutdown()"));
     assert!(p.reported(&format!("Object 0x{:x} @offset=", a.as_ptr() as usize)));
     assert!(p.reported("Allocated in kmem/tests/slab.rs"));
-    // SAFETY: freed once; then nothing of `c` is live.
+    // SAFETY: `a` came from `c` and is still allocated (the destroy above was refused); it is freed
+    // once, here, and not used afterwards.
     unsafe { k.kmem_cache_free(c, a.as_ptr()) }.unwrap();
+    // SAFETY: `a`, the only object of `c`, was freed above, so nothing of `c` is live; `c` is not
+    // used after this destroy.
     unsafe { k.kmem_cache_destroy(c) }.unwrap();
 }
 
@@ -347,22 +350,25 @@ fn kzalloc_krealloc_kmemdup_kstrdup_kfree_sensitive() {
     let gs = unsafe { std::slice::from_raw_parts(g.as_ptr(), 1000) };
     assert!(gs[..100].iter().all(|&b| b == 7) && gs[128..].iter().all(|&b| b == 0));
     // Size 0 frees.
-    // SAFETY: as above.
     assert_eq!(
+        // SAFETY: `g` is the live kmalloc object `krealloc` returned above; size 0 frees it, and
+        // `g` is not used afterwards.
         unsafe { k.krealloc(g.as_ptr(), 0, GFP_KERNEL) }
             .unwrap()
             .as_ptr(),
         ZERO_SIZE_PTR
     );
     let d = k.kmemdup(b"hello", GFP_KERNEL).unwrap();
-    // SAFETY: a 5-byte copy.
     assert_eq!(
+        // SAFETY: `d` is a live kmalloc object holding `kmemdup`'s 5-byte copy of "hello": 5
+        // initialised bytes, not written while the slice lives.
         unsafe { std::slice::from_raw_parts(d.as_ptr(), 5) },
         b"hello"
     );
     let t = k.kstrdup("kmem", GFP_KERNEL).unwrap();
-    // SAFETY: a NUL-terminated 5-byte copy.
     assert_eq!(
+        // SAFETY: `t` is a live kmalloc object holding `kstrdup`'s copy of "kmem" and its NUL: 5
+        // initialised bytes, not written while the slice lives.
         unsafe { std::slice::from_raw_parts(t.as_ptr(), 5) },
         b"kmem\0"
     );
@@ -408,34 +414,45 @@ fn bad_frees_are_reported_and_refused() {
         .unwrap();
     let x = k.kmem_cache_alloc(a, GFP_KERNEL).unwrap();
     // Wrong cache.
-    // SAFETY (all frees below): testing refusals; nothing is used after a successful free.
     assert_eq!(
+        // SAFETY: deliberate bad input: `x` is an object of `a` freed to cache `b`; kmem must
+        // refuse it, and `x` stays allocated.
         unsafe { k.kmem_cache_free(b, x.as_ptr()) },
         Err(Error::InvalidArgument)
     );
     assert!(p.reported("Wrong slab cache. bad_b but object is from bad_a"));
     // The middle of an object.
     assert_eq!(
+        // SAFETY: `add(8)` stays inside `x`'s 64-byte object; freeing the middle of an object is
+        // deliberate bad input that kmem must refuse, so nothing is freed.
         unsafe { k.kfree(x.as_ptr().add(8)) },
         Err(Error::InvalidArgument)
     );
     assert!(p.reported("BUG bad_a (Not tainted): Invalid object pointer"));
     assert!(p.reported("@offset=8"));
     // Double free at the head of the CPU's sheaf.
+    // SAFETY: `x` came from `a` and is still allocated (both frees above were refused); it is freed
+    // once, here.
     unsafe { k.kmem_cache_free(a, x.as_ptr()) }.unwrap();
     assert_eq!(
+        // SAFETY: a deliberate double free of `x`: kmem must detect and refuse it; the test does
+        // not dereference `x`.
         unsafe { k.kmem_cache_free(a, x.as_ptr()) },
         Err(Error::BadState)
     );
     assert!(p.reported("BUG bad_a (Not tainted): Object already free"));
     // A page that is neither slab nor kmalloc_large.
     let pg = k.__get_free_page(GFP_KERNEL).unwrap();
+    // SAFETY: deliberate bad input: `pg` is a plain page, neither a slab object nor a kmalloc_large
+    // block; kfree must refuse it, and the page is freed properly below.
     assert_eq!(unsafe { k.kfree(pg.as_ptr()) }, Err(Error::InvalidArgument));
     assert!(p.reported("is neither a slab object nor a kmalloc_large page"));
     k.free_page(pg.as_ptr()).unwrap();
     // Memory the allocator does not manage.
     let local = [0u64; 4];
     assert_eq!(
+        // SAFETY: deliberate bad input: a stack array the allocator does not manage; kfree must
+        // refuse it after looking up its address, without dereferencing it.
         unsafe { k.kfree(local.as_ptr() as *mut u8) },
         Err(Error::BadAddress)
     );
@@ -443,6 +460,7 @@ fn bad_frees_are_reported_and_refused() {
     assert_eq!(k.ksize(local.as_ptr() as *const u8), 0);
     // The caches still work.
     let y = k.kmem_cache_alloc(a, GFP_KERNEL).unwrap();
+    // SAFETY: `y` was just allocated from `a`; it is freed once, here, and not used afterwards.
     unsafe { k.kmem_cache_free(a, y.as_ptr()) }.unwrap();
 }
 
@@ -455,8 +473,6 @@ fn object_start_check_covers_the_slab_edges() {
         let head = k.compound_head(k.virt_to_page(o).unwrap());
         k.page_address(head).unwrap().as_ptr()
     };
-    // SAFETY (all frees below): testing refusals; nothing is used after a
-    // successful free.
     // The left red zone in front of the first object.
     let rz = k
         .kmem_cache_create("edge_rz", 64, 0, SLAB_RED_ZONE, None)
@@ -465,11 +481,15 @@ fn object_start_check_covers_the_slab_edges() {
     let o = k.kmem_cache_alloc(rz, GFP_KERNEL).unwrap();
     let base = slab_base(o.as_ptr());
     assert_eq!(
+        // SAFETY: deliberate bad input: `base` is the start of the slab, in the left red zone
+        // before its first object; kmem must refuse the free.
         unsafe { k.kmem_cache_free(rz, base) },
         Err(Error::InvalidArgument)
     );
     assert!(p.reported("BUG edge_rz (Not tainted): Invalid object pointer"));
     assert!(p.reported("is before the first object"));
+    // SAFETY: `o` came from `rz` and is still allocated (the free above was refused); it is freed
+    // once, here, and not used afterwards.
     unsafe { k.kmem_cache_free(rz, o.as_ptr()) }.unwrap();
     // The bytes after the last object of a slab.
     let c = k
@@ -482,11 +502,15 @@ fn object_start_check_covers_the_slab_edges() {
     let o = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
     let past = slab_base(o.as_ptr()).wrapping_add(g.objects * g.size);
     assert_eq!(
+        // SAFETY: deliberate bad input: `past` points into the slab's leftover bytes after its last
+        // object; kmem must refuse the free.
         unsafe { k.kmem_cache_free(c, past) },
         Err(Error::InvalidArgument)
     );
     assert!(p.reported("BUG edge_96 (Not tainted): Invalid object pointer"));
     assert!(p.reported("is past the last object of edge_96 (42 objects) at @offset=4032"));
+    // SAFETY: `o` came from `c` and is still allocated (the free above was refused); it is freed
+    // once, here, and not used afterwards.
     unsafe { k.kmem_cache_free(c, o.as_ptr()) }.unwrap();
     // Objects in the tail pages of a multi-page slab are found through the
     // head page; a pointer into one of them is still refused.
@@ -496,18 +520,27 @@ fn object_start_check_covers_the_slab_edges() {
     assert!(k.kmalloc_slab(8192, GFP_KERNEL).unwrap().geometry().order > 0);
     for o in &big {
         assert_eq!(
+            // SAFETY: `add(PAGE_SIZE)` stays inside `o`'s 8192-byte kmalloc object (in a tail page
+            // of its slab); freeing the middle of an object is deliberate bad input that kmem must
+            // refuse.
             unsafe { k.kfree(o.as_ptr().add(PAGE_SIZE)) },
             Err(Error::InvalidArgument)
         );
     }
     for o in big {
+        // SAFETY: `o` is a live kmalloc object (the frees above were refused); it is freed once,
+        // here, and not used afterwards.
         unsafe { k.kfree(o.as_ptr()) }.unwrap();
     }
     // A double free is caught at the top of the sheaf, also when that
     // object emptied the sheaf before (the guard slot below it is null).
     let x = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
+    // SAFETY: `x` was just allocated from `c`; it is freed once, here (the call below is a
+    // deliberate double free).
     unsafe { k.kmem_cache_free(c, x.as_ptr()) }.unwrap();
     assert_eq!(
+        // SAFETY: a deliberate double free of `x`: kmem must detect and refuse it; the test does
+        // not dereference `x`.
         unsafe { k.kmem_cache_free(c, x.as_ptr()) },
         Err(Error::BadState)
     );
@@ -557,6 +590,8 @@ fn red_zone_overwrites_are_caught_with_call_sites() {
     // lies inside the object's slot (memory the allocator owns).
     unsafe { *a.as_ptr().add(64) = 0x78 };
     assert_eq!(
+        // SAFETY: deliberate bad input: `a`'s right red zone was overwritten above; kmem must
+        // detect it and refuse the free, so `a` is not freed.
         unsafe { k.kmem_cache_free(c, a.as_ptr()) },
         Err(Error::BadState)
     );
@@ -570,6 +605,8 @@ fn red_zone_overwrites_are_caught_with_call_sites() {
     // SAFETY: one byte into the left red zone, inside the slot.
     unsafe { *b.as_ptr().sub(1) = 0x11 };
     assert_eq!(
+        // SAFETY: deliberate bad input: `b`'s left red zone was overwritten above; kmem must detect
+        // it and refuse the free, so `b` is not freed.
         unsafe { k.kmem_cache_free(c, b.as_ptr()) },
         Err(Error::BadState)
     );
@@ -668,6 +705,8 @@ fn slab_debug_boot_option_applies_to_every_cache() {
     let a = k.kmalloc(64, GFP_KERNEL).unwrap();
     // SAFETY: one byte past the object, into its red zone.
     unsafe { *a.as_ptr().add(64) = 0 };
+    // SAFETY: deliberate bad input: `a`'s right red zone was overwritten above; kfree must detect
+    // it and refuse the free, so `a` is not freed.
     assert_eq!(unsafe { k.kfree(a.as_ptr()) }, Err(Error::BadState));
     assert!(k
         .platform()
@@ -733,8 +772,9 @@ fn meminit_objects_and_pages_are_zeroed_when_asked() {
         unsafe { p.as_ptr().write_bytes(0xff, PAGE_SIZE << order) };
         k.free_pages(p.as_ptr(), order).unwrap();
         let q = k.__get_free_pages(GFP_KERNEL | __GFP_ZERO, order).unwrap();
-        // SAFETY: our pages.
         assert!(
+            // SAFETY: `q` is the start of 2^order pages from `__get_free_pages`, zeroed by
+            // __GFP_ZERO (so initialised) and only read here, before they are freed below.
             unsafe { std::slice::from_raw_parts(q.as_ptr(), PAGE_SIZE << order) }
                 .iter()
                 .all(|&b| b == 0)
@@ -748,8 +788,9 @@ fn meminit_objects_and_pages_are_zeroed_when_asked() {
         // SAFETY: freed once.
         unsafe { k.kfree(p.as_ptr()) }.unwrap();
         let q = k.kzalloc(size, GFP_KERNEL).unwrap();
-        // SAFETY: our object.
         assert!(
+            // SAFETY: `q` is a live kzalloc object of at least `size` bytes, zeroed (so
+            // initialised) and only read here, before the kfree below.
             unsafe { std::slice::from_raw_parts(q.as_ptr(), size) }
                 .iter()
                 .all(|&b| b == 0),
@@ -825,8 +866,9 @@ fn kbox_kvec_and_typed_caches_on_a_real_machine() {
     drop(v);
     assert_eq!(k.kmalloc_large_pages(), 0);
     let z = KBox::new_uninit(km, GFP_KERNEL | __GFP_ZERO).unwrap();
-    // SAFETY: __GFP_ZERO initialised the u64 to 0.
     assert_eq!(
+        // SAFETY: `z` was allocated with __GFP_ZERO, so its block is zeroed, and all-zero bytes are
+        // a valid `u64` (0).
         *unsafe { KBox::<core::mem::MaybeUninit<u64>, _>::assume_init(z) },
         0
     );

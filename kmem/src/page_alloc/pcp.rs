@@ -187,37 +187,6 @@ impl PerCpuPages {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pindex_round_trips_for_every_pcp_order() {
-        for order in (0..=PAGE_ALLOC_COSTLY_ORDER).chain([PAGEBLOCK_ORDER]) {
-            for mt in 0..MIGRATE_PCPTYPES {
-                let i = order_to_pindex(mt, order);
-                assert!(i < NR_PCP_LISTS);
-                assert_eq!(pindex_to_order(i), order);
-            }
-        }
-        // The THP lists: movable, and unmovable with reclaimable.
-        let u = order_to_pindex(MigrateType::Unmovable as usize, PAGEBLOCK_ORDER);
-        let r = order_to_pindex(MigrateType::Reclaimable as usize, PAGEBLOCK_ORDER);
-        let m = order_to_pindex(MigrateType::Movable as usize, PAGEBLOCK_ORDER);
-        assert_eq!(
-            (u, r, m),
-            (
-                NR_LOWORDER_PCP_LISTS,
-                NR_LOWORDER_PCP_LISTS,
-                NR_LOWORDER_PCP_LISTS + 1
-            )
-        );
-        assert!(pcp_allowed_order(PAGEBLOCK_ORDER, true));
-        assert!(!pcp_allowed_order(PAGEBLOCK_ORDER, false));
-        assert!(!pcp_allowed_order(PAGE_ALLOC_COSTLY_ORDER + 1, true));
-    }
-}
-
 impl<P: Platform> Kmem<P> {
     /// `rmqueue_pcplist()`: pop a block from this CPU's list, in a leaf
     /// section ([`Platform::local_enter_leaf`]) when nothing else is to do.
@@ -507,5 +476,36 @@ impl<P: Platform> Kmem<P> {
     /// `zone_pcp_enable()`: restore the computed list sizes of every zone.
     pub fn zone_pcp_enable(&self) {
         self.setup_per_zone();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pindex_round_trips_for_every_pcp_order() {
+        for order in (0..=PAGE_ALLOC_COSTLY_ORDER).chain([PAGEBLOCK_ORDER]) {
+            for mt in 0..MIGRATE_PCPTYPES {
+                let i = order_to_pindex(mt, order);
+                assert!(i < NR_PCP_LISTS);
+                assert_eq!(pindex_to_order(i), order);
+            }
+        }
+        // The THP lists: movable, and unmovable with reclaimable.
+        let u = order_to_pindex(MigrateType::Unmovable as usize, PAGEBLOCK_ORDER);
+        let r = order_to_pindex(MigrateType::Reclaimable as usize, PAGEBLOCK_ORDER);
+        let m = order_to_pindex(MigrateType::Movable as usize, PAGEBLOCK_ORDER);
+        assert_eq!(
+            (u, r, m),
+            (
+                NR_LOWORDER_PCP_LISTS,
+                NR_LOWORDER_PCP_LISTS,
+                NR_LOWORDER_PCP_LISTS + 1
+            )
+        );
+        assert!(pcp_allowed_order(PAGEBLOCK_ORDER, true));
+        assert!(!pcp_allowed_order(PAGEBLOCK_ORDER, false));
+        assert!(!pcp_allowed_order(PAGE_ALLOC_COSTLY_ORDER + 1, true));
     }
 }
