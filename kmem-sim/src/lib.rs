@@ -82,8 +82,8 @@ pub use cpu::CpuBinding;
 pub use dcache::Dcache;
 pub use kswapd::with_kswapd;
 pub use machine::{
-    parse_memory_map, parse_size, pc_memory_map, pc_memory_map_numa, NUMA_ALIGN, PC_EXT_START,
-    PC_HIGH_START, PC_LOW_END, PC_PCI_HOLE,
+    parse_memory_map, parse_size, pc_memory_map, pc_memory_map_numa, read_memory_map,
+    MemoryMapText, NUMA_ALIGN, PC_EXT_START, PC_HIGH_START, PC_LOW_END, PC_PCI_HOLE,
 };
 pub use oom::SimTask;
 pub use pagecache::PageCache;
