@@ -15,7 +15,11 @@ impl<P: Platform> Kmem<P> {
     /// pages (or the user's value), raised as khugepaged's
     /// `set_recommended_min_free_kbytes()` does when transparent huge pages
     /// are on, then every zone's watermarks, reserves and per-CPU list sizes.
+    ///
+    /// A user value above `INT_MAX` is refused as the sysctl refuses it
+    /// (reported, and the computed value kept).
     pub(crate) fn init_per_zone_wmark_min(&self, user: Option<u64>, thp: bool) {
+        let user = user.filter(|&v| self.min_free_kbytes_fits(v));
         let inputs = zone_inputs(self.nodes());
         let mut mfk = watermark::calculate_min_free_kbytes(&inputs.0[..inputs.1]);
         if let Some(user) = user {
@@ -81,11 +85,28 @@ impl<P: Platform> Kmem<P> {
         *self.sysctl.lock()
     }
 
+    /// `min_free_kbytes` is an `int`: `proc_dointvec_minmax()` refuses a
+    /// write above `INT_MAX` with `EINVAL`, which `sysctl` reports.
+    fn min_free_kbytes_fits(&self, kbytes: u64) -> bool {
+        if kbytes > MIN_FREE_KBYTES_MAX {
+            report!(
+                &self.p,
+                Level::Err,
+                "sysctl: setting key \"vm.min_free_kbytes\": Invalid argument ({kbytes} is above INT_MAX, {MIN_FREE_KBYTES_MAX})"
+            );
+        }
+        kbytes <= MIN_FREE_KBYTES_MAX
+    }
+
     /// Set `vm.min_free_kbytes` and recompute watermarks and per-CPU list
-    /// sizes, as writing `/proc/sys/vm/min_free_kbytes` does.
+    /// sizes, as writing `/proc/sys/vm/min_free_kbytes` does. 0 and values
+    /// above `INT_MAX` are refused with [`Error::InvalidArgument`].
     pub fn set_min_free_kbytes(&self, kbytes: u64) -> Result<()> {
         if kbytes == 0 {
             report!(&self.p, Level::Err, "min_free_kbytes: invalid value 0");
+            return Err(Error::InvalidArgument);
+        }
+        if !self.min_free_kbytes_fits(kbytes) {
             return Err(Error::InvalidArgument);
         }
         self.sysctl.lock().min_free_kbytes = kbytes;
@@ -130,6 +151,9 @@ impl<P: Platform> Kmem<P> {
     }
 }
 
+/// The largest `vm.min_free_kbytes` (`INT_MAX`: the sysctl is an `int`).
+pub const MIN_FREE_KBYTES_MAX: u64 = i32::MAX as u64;
+
 /// The (type, managed pages) of every zone in the layout of `nodes`, in
 /// `for_each_zone` order, as the watermark formulas take them.
 fn zone_inputs<'a>(
@@ -148,4 +172,49 @@ fn zone_inputs<'a>(
         n += 1;
     }
     (v, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MIN_FREE_KBYTES_MAX;
+    use crate::arena::ArenaPlatform;
+    use crate::memory_map::MemRegion;
+    use crate::{BootParams, Error, Kmem};
+
+    fn boot(mem: &mut [u8], min_free_kbytes: Option<u64>) -> Kmem<ArenaPlatform<'_>> {
+        let p = ArenaPlatform::new(mem, 1);
+        let (start, end) = p.usable_range();
+        let params = BootParams {
+            reserve_low: 0,
+            min_free_kbytes,
+            ..BootParams::default()
+        };
+        Kmem::boot(p, &[MemRegion::usable(start, end - start)], &params).unwrap()
+    }
+
+    #[test]
+    fn min_free_kbytes_above_int_max_is_refused() {
+        let mut mem = std::vec![0u8; 8 << 20];
+        let k = boot(&mut mem, None);
+        let computed = k.sysctl().min_free_kbytes;
+        assert_eq!(
+            k.set_min_free_kbytes(MIN_FREE_KBYTES_MAX + 1),
+            Err(Error::InvalidArgument)
+        );
+        assert!(k.platform().reported(
+            "sysctl: setting key \"vm.min_free_kbytes\": Invalid argument (2147483648 is above INT_MAX, 2147483647)"
+        ));
+        assert_eq!(k.sysctl().min_free_kbytes, computed, "unchanged");
+        drop(k);
+
+        // At boot: refused the same way, and the computed value is kept.
+        let k = boot(&mut mem, Some(99_999_999_999));
+        assert!(k
+            .platform()
+            .reported("(99999999999 is above INT_MAX, 2147483647)"));
+        assert_eq!(k.sysctl().min_free_kbytes, computed);
+        drop(k);
+        let k = boot(&mut mem, Some(computed + 1));
+        assert_eq!(k.sysctl().min_free_kbytes, computed + 1);
+    }
 }
