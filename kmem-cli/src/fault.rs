@@ -6,6 +6,7 @@
 //! Kept apart from `main.rs` so that other subcommands can flatten the
 //! same options and print the same report.
 
+use crate::Failure;
 use clap::Args;
 use kmem::fault_inject::{FaultBootArg, FaultSetup, FAILSLAB_KNOBS, FAIL_PAGE_ALLOC_KNOBS};
 use kmem::{BootParams, Kmem, Platform};
@@ -38,9 +39,11 @@ impl FaultArgs {
     }
 
     /// Put the boot forms into `params`. A string that is not four
-    /// comma-separated numbers is refused here with the option's name;
-    /// ranges are checked (and reported) by boot.
-    pub fn set_boot_params(&self, params: &mut BootParams) -> Result<(), String> {
+    /// comma-separated numbers, or whose numbers are out of Linux's ranges
+    /// (probability 0..=100, space 0 and up, times -1 and up), is refused
+    /// here with the option's name (boot would refuse them too, in the
+    /// kernel's words).
+    pub fn set_boot_params(&self, params: &mut BootParams) -> Result<(), Failure> {
         for (opt, val, slot) in [
             ("failslab", &self.failslab, &mut params.failslab),
             (
@@ -50,11 +53,29 @@ impl FaultArgs {
             ),
         ] {
             if let Some(s) = val {
-                if FaultSetup::parse(s).is_none() {
-                    return Err(format!(
+                let Some(v) = FaultSetup::parse(s) else {
+                    return Err(Failure::usage(format!(
                         "--{opt} {s}: expected <interval>,<probability>,<space>,<times> \
                          (for example 1,10,0,-1)"
-                    ));
+                    )));
+                };
+                let bad = if v.probability > 100 {
+                    Some(format!(
+                        "probability {} is not a percentage; give 0 to 100",
+                        v.probability
+                    ))
+                } else if v.space < 0 {
+                    Some(format!("space {} is negative; give 0 or more", v.space))
+                } else if v.times < -1 {
+                    Some(format!(
+                        "times {} is invalid; give -1 for unlimited, or 0 and up",
+                        v.times
+                    ))
+                } else {
+                    None
+                };
+                if let Some(why) = bad {
+                    return Err(Failure::usage(format!("--{opt} {s}: {why}")));
                 }
                 *slot = Some(FaultBootArg::new(s));
             }
@@ -62,13 +83,17 @@ impl FaultArgs {
         Ok(())
     }
 
-    /// Apply the `--fault` knob writes to the booted machine, in order. On
-    /// a refused write the error carries the machine's report.
-    pub fn apply(&self, k: &Kmem<&SimPlatform>, sim: &SimPlatform) -> Result<(), String> {
+    /// Apply the `--fault` knob writes to the booted machine, in order. A
+    /// refused write is a bad option value; the error carries the
+    /// machine's report.
+    pub fn apply(&self, k: &Kmem<&SimPlatform>, sim: &SimPlatform) -> Result<(), Failure> {
         for spec in &self.fault {
             if let Err(e) = k.fault_inject_write(spec) {
                 let why: Vec<String> = sim.take_reports().into_iter().map(|(_, l)| l).collect();
-                return Err(format!("--fault {spec}: {e}: {}", why.join("; ")));
+                return Err(Failure::usage(format!(
+                    "--fault {spec}: {e}: {}",
+                    why.join("; ")
+                )));
             }
         }
         Ok(())

@@ -9,10 +9,14 @@
 mod replay;
 
 use clap::{Args, Parser, Subcommand};
-use kmem::memory_map::MemRegion;
-use kmem::{BootParams, Kmem};
+use kmem::memory_map::{MemRegion, RegionKind};
+use kmem::mmzone::{MAX_NUMNODES, NR_CPUS};
+use kmem::page_alloc::sysctl::MIN_FREE_KBYTES_MAX;
+use kmem::platform::Level;
+use kmem::{BootParams, Error, Kmem};
 use kmem_sim::{
-    parse_memory_map, parse_size, pc_memory_map, pc_memory_map_numa, SimConfig, SimPlatform,
+    parse_size, pc_memory_map, pc_memory_map_numa, read_memory_map, SimConfig, SimError,
+    SimPlatform,
 };
 use std::process::ExitCode;
 
@@ -24,7 +28,7 @@ mod slabtop;
 /// Without a command, replays the bundled trace of a real Linux 6.18 machine
 /// (`kmem replay --compare-system`).
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "kmem", version, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -43,27 +47,33 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct BootArgs {
-    /// RAM size, as the kernel's memparse reads it (512M, 8G, 64G).
-    #[arg(long, default_value = "4G")]
+    /// RAM size, as the kernel's memparse reads it (512M, 8G, 64G); at most
+    /// 64T, Linux's limit on x86-64 with 4-level page tables.
+    #[arg(long, default_value = "4G", conflicts_with = "memmap")]
     mem: String,
-    /// Number of CPUs.
+    /// Number of CPUs, 1 to 64 (NR_CPUS).
     #[arg(long, default_value_t = 2)]
     cpus: usize,
-    /// NUMA nodes to split the PC memory map into.
-    #[arg(long, default_value_t = 1)]
+    /// NUMA nodes to split the PC memory map into, 1 to 8 (MAX_NUMNODES),
+    /// with at least 8 MiB of RAM each.
+    #[arg(long, default_value_t = 1, conflicts_with = "memmap")]
     nodes: usize,
     /// A firmware memory map file (dmesg's "BIOS-e820: [mem ...] usable"
-    /// lines, optionally followed by "node N"), instead of a PC-like map.
+    /// lines, optionally followed by "node N" below 8), instead of a PC-like
+    /// map. Overlapping ranges are sanitized as Linux does (the higher e820
+    /// type wins) and the changes printed on stderr.
     #[arg(long, value_name = "FILE")]
     memmap: Option<std::path::PathBuf>,
     /// Make memory above SIZE high memory (a 32-bit style machine with
-    /// DMA, Normal and HighMem zones; 896M is the classic limit).
+    /// DMA, Normal and HighMem zones; 896M is the classic limit). At least
+    /// 16M (ZONE_DMA stays low memory), a multiple of the 4K page size.
     #[arg(long, value_name = "SIZE")]
     highmem_above: Option<String>,
     /// movablecore=: this much memory at the top forms ZONE_MOVABLE.
     #[arg(long, value_name = "SIZE")]
     movablecore: Option<String>,
-    /// vm.min_free_kbytes to use instead of the computed default.
+    /// vm.min_free_kbytes to use instead of the computed default (at most
+    /// 2147483647, INT_MAX, as Linux's sysctl).
     #[arg(long)]
     min_free_kbytes: Option<u64>,
     /// No transparent huge pages: min_free_kbytes is not raised for them and
@@ -101,75 +111,287 @@ impl Default for BootArgs {
     }
 }
 
-fn size_arg(what: &str, s: &str) -> Result<u64, String> {
-    parse_size(s).map_err(|e| format!("--{what} {s}: {e}"))
+/// Why a command failed: the one-line reason `main` prints on stderr after
+/// "kmem: ", and the exit status: 2 for a bad option value (as clap's own
+/// usage errors), 1 for what went wrong at run time. Subcommands returning
+/// a plain `String` fail with status 1 ([`From<String>`]).
+pub(crate) struct Failure {
+    code: u8,
+    reason: String,
 }
 
-fn boot(args: &BootArgs) -> Result<(), String> {
-    let map: Vec<MemRegion> = match &args.memmap {
-        Some(path) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            parse_memory_map(&text).map_err(|e| format!("{}: {e}", path.display()))?
+impl Failure {
+    /// A bad option value: exit status 2.
+    pub(crate) fn usage(reason: impl Into<String>) -> Self {
+        Failure {
+            code: 2,
+            reason: reason.into(),
         }
-        None => {
-            let ram = size_arg("mem", &args.mem)?;
-            if args.nodes > 1 {
-                pc_memory_map_numa(ram, args.nodes)
-            } else {
-                pc_memory_map(ram)
+    }
+
+    /// A failure at run time: exit status 1.
+    pub(crate) fn runtime(reason: impl Into<String>) -> Self {
+        Failure {
+            code: 1,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Self {
+        Failure::runtime(reason)
+    }
+}
+
+/// The most RAM `--mem` takes (64 TiB): Linux x86-64's `MAX_PHYSMEM_BITS`
+/// of 46 with 4-level page tables. The simulator maps all of it.
+const MAX_MEM: u64 = 1 << 46;
+/// The smallest `--highmem-above`: low memory always holds ZONE_DMA.
+const MIN_LOWMEM: u64 = 16 << 20;
+/// RAM each NUMA node of a PC map needs ([`pc_memory_map_numa`]).
+const NODE_MIN_RAM: u64 = 2 * kmem_sim::NUMA_ALIGN;
+
+fn size_arg(what: &str, s: &str) -> Result<u64, Failure> {
+    parse_size(s).map_err(|e| Failure::usage(format!("--{what} {s}: {e}")))
+}
+
+/// Human-readable binary size for messages (`64T`, `1536M`, `4K`).
+fn size_text(bytes: u64) -> String {
+    let units = [
+        (60, "E"),
+        (50, "P"),
+        (40, "T"),
+        (30, "G"),
+        (20, "M"),
+        (10, "K"),
+    ];
+    for (shift, u) in units {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{}{u}", bytes >> shift);
+        }
+    }
+    format!("{bytes}")
+}
+
+/// The memory map to boot: from `--memmap`, or a PC map of `--mem` split
+/// into `--nodes`. Every value is checked here, before anything runs.
+fn memory_map(args: &BootArgs) -> Result<Vec<MemRegion>, Failure> {
+    if let Some(path) = &args.memmap {
+        let file = format!("--memmap {}", path.display());
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Failure::runtime(format!("{file}: {e}")))?;
+        let read = read_memory_map(&text).map_err(|e| Failure::runtime(format!("{file}: {e}")))?;
+        for change in &read.changes {
+            eprintln!("kmem: {file}: {change}");
+        }
+        let usable = read.map.iter().filter(|r| r.kind == RegionKind::Usable);
+        match usable.map(|r| r.end()).max() {
+            None => {
+                return Err(Failure::runtime(format!(
+                    "{file}: no usable range; add a line such as \
+                     \"BIOS-e820: [mem 0x0000000000100000-0x000000003fffffff] usable\""
+                )))
             }
+            Some(top) if top > MAX_MEM => {
+                return Err(Failure::runtime(format!(
+                    "{file}: usable RAM ends at {top:#x}, above kmem's limit of {} \
+                     (Linux x86-64's MAX_PHYSMEM_BITS, 46); end it at or below {:#x}",
+                    size_text(MAX_MEM),
+                    MAX_MEM
+                )))
+            }
+            Some(_) => {}
+        }
+        return Ok(read.map);
+    }
+    let ram = size_arg("mem", &args.mem)?;
+    if ram > MAX_MEM {
+        return Err(Failure::usage(format!(
+            "--mem {}: more than kmem's limit of {} (Linux x86-64's MAX_PHYSMEM_BITS, 46); \
+             give at most {}",
+            args.mem,
+            size_text(MAX_MEM),
+            size_text(MAX_MEM)
+        )));
+    }
+    let map = pc_memory_map(ram);
+    if !map.iter().any(|r| r.kind == RegionKind::Usable) {
+        return Err(Failure::usage(format!(
+            "--mem {}: a PC memory map that small has no usable RAM; give at least 2M",
+            args.mem
+        )));
+    }
+    if !(1..=MAX_NUMNODES).contains(&args.nodes) {
+        return Err(Failure::usage(format!(
+            "--nodes {}: a machine has 1 to {MAX_NUMNODES} nodes (MAX_NUMNODES); \
+             give a number in that range",
+            args.nodes
+        )));
+    }
+    if args.nodes == 1 {
+        return Ok(map);
+    }
+    let map = pc_memory_map_numa(ram, args.nodes);
+    let got = map.iter().map(|r| usize::from(r.node)).max().unwrap_or(0) + 1;
+    if got < args.nodes {
+        return Err(Failure::usage(format!(
+            "--nodes {}: --mem {} has room for {got} nodes (each needs {} of RAM); \
+             give --nodes {got} or fewer, or a larger --mem",
+            args.nodes,
+            args.mem,
+            size_text(NODE_MIN_RAM)
+        )));
+    }
+    Ok(map)
+}
+
+/// The reports boot may print, each checked by name.
+const REPORTS: [&str; 8] = [
+    "buddyinfo",
+    "slabinfo",
+    "pagetypeinfo",
+    "zoneinfo",
+    "meminfo",
+    "fault_inject",
+    "all",
+    "none",
+];
+
+/// The line of a failed boot's log that says why: the first at error level
+/// or worse, else the first warning (an allocation failure report).
+fn failure_line(log: &[(Level, String)]) -> Option<usize> {
+    log.iter()
+        .position(|(l, _)| *l <= Level::Err)
+        .or_else(|| log.iter().position(|(l, _)| *l == Level::Warning))
+}
+
+/// What to change when boot ran out of memory: the options that give it
+/// more, those given first.
+fn out_of_memory_hint(args: &BootArgs) -> String {
+    let mut more = Vec::new();
+    if args.movablecore.is_some() {
+        more.push(format!(
+            "a smaller --movablecore than {}",
+            args.movablecore.as_deref().unwrap_or_default()
+        ));
+    }
+    if let Some(v) = args.min_free_kbytes {
+        more.push(format!("a smaller --min-free-kbytes than {v}"));
+    }
+    if let Some(h) = &args.highmem_above {
+        more.push(format!("a larger --highmem-above than {h}"));
+    }
+    match &args.memmap {
+        Some(p) => more.push(format!("more usable RAM in --memmap {}", p.display())),
+        None => more.push(format!("a larger --mem than {}", args.mem)),
+    }
+    format!(
+        "the machine is too small for boot; give {}",
+        more.join(", or ")
+    )
+}
+
+fn boot(args: &BootArgs) -> Result<(), Failure> {
+    if !(1..=NR_CPUS).contains(&args.cpus) {
+        return Err(Failure::usage(format!(
+            "--cpus {}: a machine has 1 to {NR_CPUS} CPUs (NR_CPUS); give a number in that range",
+            args.cpus
+        )));
+    }
+    let shows: Vec<&str> = args.show.split(',').map(str::trim).collect();
+    if let Some(bad) = shows.iter().find(|s| !REPORTS.contains(s)) {
+        return Err(Failure::usage(format!(
+            "--show {}: unknown report {bad:?}; give a comma-separated list of {}",
+            args.show,
+            REPORTS.join(", ")
+        )));
+    }
+    let lowmem = match args.highmem_above.as_deref() {
+        None => None,
+        Some(s) => {
+            let v = size_arg("highmem-above", s)?;
+            if v < MIN_LOWMEM {
+                return Err(Failure::usage(format!(
+                    "--highmem-above {s}: low memory holds ZONE_DMA, the first {}, at least; \
+                     give {} or more (896M is the classic 32-bit split)",
+                    size_text(MIN_LOWMEM),
+                    size_text(MIN_LOWMEM)
+                )));
+            }
+            if v % kmem::PAGE_SIZE as u64 != 0 {
+                return Err(Failure::usage(format!(
+                    "--highmem-above {s}: not a multiple of the {} page size; \
+                     give a whole number of pages, such as 896M",
+                    size_text(kmem::PAGE_SIZE as u64)
+                )));
+            }
+            Some(v)
         }
     };
-    let lowmem = args
-        .highmem_above
+    if let Some(v) = args.min_free_kbytes.filter(|&v| v > MIN_FREE_KBYTES_MAX) {
+        return Err(Failure::usage(format!(
+            "--min-free-kbytes {v}: above INT_MAX ({MIN_FREE_KBYTES_MAX}), which Linux's \
+             vm.min_free_kbytes sysctl refuses; give at most {MIN_FREE_KBYTES_MAX}"
+        )));
+    }
+    let movablecore = args
+        .movablecore
         .as_deref()
-        .map(|s| size_arg("highmem-above", s))
-        .transpose()?;
-    let mut cfg = SimConfig::new(args.cpus, map.clone());
-    cfg.lowmem_limit = lowmem;
-    let sim = SimPlatform::new(cfg).map_err(|e| e.to_string())?;
+        .map(|s| size_arg("movablecore", s))
+        .transpose()?
+        .unwrap_or(0);
     let mut params = BootParams {
         lowmem_limit: lowmem,
-        movablecore: args
-            .movablecore
-            .as_deref()
-            .map(|s| size_arg("movablecore", s))
-            .transpose()?
-            .unwrap_or(0),
+        movablecore,
         min_free_kbytes: args.min_free_kbytes,
         transparent_hugepage: !args.no_thp,
         memblock_debug: args.memblock_debug,
         ..BootParams::default()
     };
     args.fault.set_boot_params(&mut params)?;
-    let shows: Vec<&str> = args.show.split(',').map(str::trim).collect();
-    for s in &shows {
-        if ![
-            "buddyinfo",
-            "slabinfo",
-            "pagetypeinfo",
-            "zoneinfo",
-            "meminfo",
-            "fault_inject",
-            "all",
-            "none",
-        ]
-        .contains(s)
-        {
-            return Err(format!("--show: unknown report {s:?}"));
-        }
-    }
+    let map = memory_map(args)?;
+    let mut cfg = SimConfig::new(args.cpus, map.clone());
+    cfg.lowmem_limit = lowmem;
+    let source = match &args.memmap {
+        Some(p) => format!("--memmap {}", p.display()),
+        None => format!("--mem {}", args.mem),
+    };
+    let sim = SimPlatform::new(cfg).map_err(|e| match e {
+        SimError::Os { .. } => Failure::runtime(format!(
+            "{source}: the host could not map the machine's memory ({e}); give less memory"
+        )),
+        e => Failure::runtime(format!("{source}: {e}")),
+    })?;
     let want = |r: &str| shows.contains(&"all") || shows.contains(&r);
     let sim = std::sync::Arc::new(sim);
     let _cpu = sim.bind(0);
     let k = Kmem::boot(&*sim, &map, &params);
-    for (_, line) in sim.take_reports() {
+    let mut log = sim.take_reports();
+    let k = match k {
+        Ok(k) => k,
+        Err(e) => {
+            // The log goes to stdout as the machine printed it, but for the
+            // line that says why, which goes to stderr with what to change.
+            let why = failure_line(&log).map(|i| log.remove(i).1);
+            for (_, line) in &log {
+                println!("{line}");
+            }
+            let mut reason = format!("boot failed: {e}");
+            if let Some(why) = why {
+                reason.push_str(&format!(": {why}"));
+            }
+            if e == Error::NoMemory {
+                reason.push_str(&format!("; {}", out_of_memory_hint(args)));
+            }
+            return Err(Failure::runtime(reason));
+        }
+    };
+    args.fault.apply(&k, &sim)?;
+    for (_, line) in &log {
         println!("{line}");
     }
-    let k = k.map_err(|e| format!("boot failed: {e}"))?;
     println!("kmem: booted in {:.3} ms", k.boot_time_ns() as f64 / 1e6);
-    args.fault.apply(&k, &sim)?;
     let mut out = String::new();
     let mut section = |name: &str, f: &dyn Fn(&mut String) -> std::fmt::Result| {
         if want(name) {
@@ -196,20 +418,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
         Some(Command::Boot(args)) => boot(&args),
-        Some(Command::Slabtop(args)) => slabtop::run(&args),
-        Some(Command::Replay(args)) => replay::run(&args),
+        Some(Command::Slabtop(args)) => slabtop::run(&args).map_err(Failure::from),
+        Some(Command::Replay(args)) => replay::run(&args).map_err(Failure::from),
         // With no command, kmem's main job: the bundled real trace, with the
         // system allocator's time beside kmem's.
         None => replay::run(&replay::ReplayArgs {
             compare_system: true,
             ..Default::default()
-        }),
+        })
+        .map_err(Failure::from),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("kmem: {e}");
-            ExitCode::FAILURE
+        Err(f) => {
+            eprintln!("kmem: {}", f.reason);
+            ExitCode::from(f.code)
         }
     }
 }

@@ -88,11 +88,13 @@ fn bad_fault_options_fail_with_a_clear_error() {
         assert!(!out.status.success(), "{args:?} succeeded");
         assert!(stderr.contains(want), "{args:?}: {stderr}");
     }
-    // A range error in the boot form is the core's: reported in the boot
-    // log, and boot fails.
+    // A range error in the boot form is refused before boot, with the
+    // option's name, as a usage error.
     let out = kmem(&["--fail-page-alloc", "1,101,0,-1"]);
-    assert!(!out.status.success());
-    assert!(text(&out.stdout)
-        .contains("FAULT_INJECTION: fail_page_alloc/probability: 101 is not a percentage"));
-    assert!(text(&out.stderr).contains("boot failed: invalid argument (EINVAL)"));
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stdout), "");
+    assert_eq!(
+        text(&out.stderr),
+        "kmem: --fail-page-alloc 1,101,0,-1: probability 101 is not a percentage; give 0 to 100\n"
+    );
 }
