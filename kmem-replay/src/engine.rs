@@ -10,7 +10,11 @@
 //! * **CPU and task.** Events run in trace order; before an event whose CPU
 //!   (or thread) differs from the previous one the target switches
 //!   ([`Target::set_cpu`], [`Target::set_task`]). An event on a CPU the
-//!   machine does not have is a malformed line.
+//!   machine does not have (one first seen after the machine was sized
+//!   from the trace's head, or `--cpus` gave fewer) runs as CPU
+//!   `cpu % nr_cpus`; [`Outcome::cpu_events`] counts the events of each of
+//!   the trace's CPUs, so the report can say which ran elsewhere. A CPU id
+//!   at or above kmem's `NR_CPUS` is a malformed line.
 //! * **Address reuse.** An allocation at an address (or page frame) the map
 //!   still holds means Linux freed the old object where the trace could not
 //!   see it (an RCU callback, a kworker, another process: perf recorded only
@@ -45,18 +49,31 @@
 //!   such and skipped. A batched free of a live frame (a kernel that
 //!   reports it once) is replayed.
 //! * **Caches** are created on first sight of a (name, object size) pair
-//!   with the flags [`infer_cache_flags`] derives from the trace.
+//!   with the flags [`infer_cache_flags`] derives from the trace, and
+//!   `SLAB_RECLAIM_ACCOUNT` as [`crate::reclaim`] decides from the Linux
+//!   slab pages paired with the cache so far.
+//! * **Wrong cache.** A `kmem_cache_free` naming another cache than the one
+//!   the object was allocated from is what Linux's `cache_from_obj()` warns
+//!   about: the replay records the warning in Linux's words
+//!   ([`Outcome::warnings`]) and frees the object from its own cache, as
+//!   Linux does (with `CONFIG_SLAB_FREELIST_HARDENED`, the distributions'
+//!   setting). Checked for objects of the caches the replay created (a
+//!   kmalloc object's cache is kmem's choice, not the trace's).
 
 use crate::input::TraceInput;
 use crate::ops::{Batch, Op, OpKind, Parser, BATCH_DEPTH};
 use crate::parse::EventKind;
+use crate::reclaim::{Evidence, ReclaimSource, SlabPageTracker};
 use crate::series::{Point, Series};
 use crate::target::{CacheSpec, MemSample, Target};
 use kmem::gfp::{
     Gfp, __GFP_ACCOUNT, __GFP_COMP, __GFP_HIGHMEM, __GFP_MOVABLE, __GFP_NORETRY, __GFP_NOWARN,
+    __GFP_RECLAIMABLE,
 };
 use kmem::kmalloc::KMALLOC_MAX_CACHE_SIZE;
-use kmem::slab::{SlabFlags, SLAB_ACCOUNT, SLAB_HWCACHE_ALIGN, SLAB_NO_MERGE};
+use kmem::slab::{
+    SlabFlags, SLAB_ACCOUNT, SLAB_HWCACHE_ALIGN, SLAB_NO_MERGE, SLAB_RECLAIM_ACCOUNT,
+};
 use kmem::PAGE_SIZE;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -104,6 +121,9 @@ pub struct Notes {
     /// `mm_page_free_batched` events that report again a free
     /// `mm_page_free` reported just before.
     pub batched_free_repeats: u64,
+    /// `kmem_cache_free` events naming another cache than the object's
+    /// (`cache_from_obj: Wrong slab cache`): freed from the object's cache.
+    pub wrong_cache_frees: u64,
 }
 
 /// Exact-size fidelity counts.
@@ -116,13 +136,9 @@ pub struct Fidelity {
 }
 
 impl Fidelity {
-    /// `matched / compared`, 1.0 when nothing was compared.
-    pub fn ratio(&self) -> f64 {
-        if self.compared == 0 {
-            1.0
-        } else {
-            self.matched as f64 / self.compared as f64
-        }
+    /// `matched / compared`; `None` when nothing was compared.
+    pub fn ratio(&self) -> Option<f64> {
+        (self.compared > 0).then(|| self.matched as f64 / self.compared as f64)
     }
 
     fn count(&mut self, ok: bool) {
@@ -146,6 +162,28 @@ pub struct CacheReport {
     pub flags: String,
     /// Whether a (no-op) constructor was given.
     pub ctor: bool,
+    /// Whether it was made `SLAB_RECLAIM_ACCOUNT`.
+    pub reclaimable: bool,
+    /// Why ([`crate::reclaim`]).
+    pub reclaim_source: ReclaimSource,
+    /// Linux's slab pages paired with the cache over the whole trace
+    /// (some perhaps after its creation).
+    pub linux_slab_pages: Evidence,
+    /// Why the target refused to create it, if it did.
+    pub error: Option<String>,
+}
+
+impl CacheReport {
+    /// Whether the cache exists on the target.
+    pub fn created(&self) -> bool {
+        self.error.is_none()
+    }
+
+    /// Whether Linux's slab pages paired after the creation say otherwise
+    /// than the cache's `SLAB_RECLAIM_ACCOUNT`.
+    pub fn reclaim_disagrees(&self) -> bool {
+        self.linux_slab_pages.any() && self.linux_slab_pages.says_reclaimable() != self.reclaimable
+    }
 }
 
 /// How a replay is run.
@@ -200,10 +238,20 @@ pub struct Outcome {
     pub lines: u64,
     /// Event lines (known and unknown types).
     pub events: u64,
-    /// Lines that could not be parsed, or named a CPU the machine lacks.
+    /// Lines that could not be parsed, or named a CPU at or above kmem's
+    /// `NR_CPUS`.
     pub malformed_lines: u64,
     /// The first malformed lines: `line N: what: `text``.
     pub errors: Vec<String>,
+    /// The first warnings Linux would print for the events, in its words
+    /// (`line N: cache_from_obj: Wrong slab cache. ...`).
+    pub warnings: Vec<String>,
+    /// The machine's CPUs.
+    pub nr_cpus: usize,
+    /// Events (replayed kinds) per CPU of the trace, indexed by the trace's
+    /// CPU id (at most `NR_CPUS` entries); those at `nr_cpus` and above
+    /// ran as CPU `cpu % nr_cpus`.
+    pub cpu_events: Vec<u64>,
     /// Events with a name outside the input format.
     pub unknown_events: u64,
     /// Their names (at most 32 kept) and counts.
@@ -254,6 +302,44 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Why the replay shows nothing, if it does not: the input held no
+    /// perf script event, or only events of other kinds than the input
+    /// format's. `name` names the trace in the message.
+    pub fn no_events(&self, name: &str) -> Option<String> {
+        if self.stopped {
+            return None;
+        }
+        if self.events == 0 {
+            return Some(format!(
+                "no perf script events found in {name}: give a file of \
+                 `perf script -F comm,tid,cpu,time,event,trace` output, plain or .xz \
+                 (docs/replay.md says how to record one)"
+            ));
+        }
+        if self.events == self.unknown_events {
+            let names: Vec<&str> = self.unknown_names.keys().map(|s| s.as_str()).collect();
+            return Some(format!(
+                "no kmem, percpu or vmalloc events found in {name}, only {} others ({}): \
+                 record the events docs/replay.md lists",
+                self.events,
+                names.join(", ")
+            ));
+        }
+        None
+    }
+
+    /// The trace's CPUs whose events ran on another CPU of the machine,
+    /// with their event counts.
+    pub fn folded_cpus(&self) -> Vec<(usize, u64)> {
+        self.cpu_events
+            .iter()
+            .enumerate()
+            .skip(self.nr_cpus)
+            .filter(|&(_, &n)| n > 0)
+            .map(|(c, &n)| (c, n))
+            .collect()
+    }
+
     /// Events per second of replay: events over the loop's time less the
     /// time spent waiting for input.
     pub fn events_per_sec(&self) -> f64 {
@@ -348,7 +434,9 @@ pub fn is_linux_slab_page(gfp: Gfp) -> bool {
 /// whose GFP flags lack `__GFP_ACCOUNT` means the cache is `SLAB_ACCOUNT`.
 /// Every cache gets `SLAB_NO_MERGE`: the trace names the cache Linux really
 /// used, so two names are two caches. `SLAB_RECLAIM_ACCOUNT` cannot be
-/// seen in a `kmem_cache_alloc` event and is not inferred.
+/// seen in a `kmem_cache_alloc` event: the engine adds it from the slab
+/// pages Linux took for the cache ([`crate::reclaim`]); it does not change
+/// the layout.
 ///
 /// ```
 /// use kmem::slab::{SLAB_ACCOUNT, SLAB_HWCACHE_ALIGN, SLAB_NO_MERGE};
@@ -441,6 +529,17 @@ pub struct Engine<T: Target> {
     strings: Vec<Box<str>>,
     /// Caches by (name id, object size).
     caches: Map<(u32, u64), CacheRec>,
+    /// Name ids of the caches the target created, by target id.
+    target_caches: Map<u32, u32>,
+    /// Pairs Linux's slab pages with the caches that needed them.
+    tracker: SlabPageTracker,
+    /// Linux slab pages paired per cache name id.
+    slab_pages: Map<u32, Evidence>,
+    /// What the input's head scan paired, by name.
+    head_slab_pages: BTreeMap<String, Evidence>,
+    max_warnings: usize,
+    /// The name id of each entry of [`Outcome::caches`].
+    report_names: Vec<u32>,
     last_page: Option<LastPageAlloc>,
     /// Per CPU: the frames of its last `RECENT_FREES` `mm_page_free`s.
     recent_frees: Vec<([u64; RECENT_FREES], usize)>,
@@ -466,6 +565,12 @@ impl<T: Target> Engine<T> {
             pages: Map::new(),
             strings: Vec::new(),
             caches: Map::new(),
+            target_caches: Map::new(),
+            tracker: SlabPageTracker::default(),
+            slab_pages: Map::new(),
+            head_slab_pages: BTreeMap::new(),
+            max_warnings: opts.max_errors,
+            report_names: Vec::new(),
             last_page: None,
             recent_frees: vec![([u64::MAX; RECENT_FREES], 0); nr_cpus as usize],
             out: Outcome {
@@ -473,6 +578,9 @@ impl<T: Target> Engine<T> {
                 events: 0,
                 malformed_lines: 0,
                 errors: Vec::new(),
+                warnings: Vec::new(),
+                nr_cpus: nr_cpus as usize,
+                cpu_events: Vec::new(),
                 unknown_events: 0,
                 unknown_names: BTreeMap::new(),
                 by_type: EventKind::ALL
@@ -522,6 +630,9 @@ impl<T: Target> Engine<T> {
         let every = opts.progress_every.max(1);
         let mut next_progress = every;
         let mut res = Ok(());
+        if let Some(h) = input.head_scan() {
+            self.head_slab_pages = h.slab_pages.clone();
+        }
         let parser = Parser::new(self.nr_cpus, opts.max_errors);
         let progress_of = input.progress_handle();
         std::thread::scope(|s| {
@@ -598,6 +709,9 @@ impl<T: Target> Engine<T> {
 
     /// Finish: the target back, and everything counted.
     pub fn finish(mut self) -> (T, Outcome) {
+        for (c, name) in self.out.caches.iter_mut().zip(&self.report_names) {
+            c.linux_slab_pages = self.slab_pages.get(name).copied().unwrap_or_default();
+        }
         self.out.live_objects = (self.objs.len()
             + self
                 .pages
@@ -659,6 +773,11 @@ impl<T: Target> Engine<T> {
             self.out.by_type[kind.index()].1.skipped += 1;
             return;
         }
+        let traced = op.traced_cpu as usize;
+        if traced >= self.out.cpu_events.len() {
+            self.out.cpu_events.resize(traced + 1, 0);
+        }
+        self.out.cpu_events[traced] += 1;
         if op.cpu != self.cpu {
             self.cpu = op.cpu;
             self.target.set_cpu(op.cpu as usize);
@@ -669,17 +788,29 @@ impl<T: Target> Engine<T> {
             self.target.set_task(op.tid, comm.as_bytes());
         }
         match op.kind {
-            OpKind::Kmalloc => self.kmalloc(op, last_page),
-            OpKind::Kfree => self.free(EventKind::Kfree, op.a),
+            OpKind::Kmalloc => {
+                self.tracker.kmalloc(op.cpu, op.tid);
+                self.kmalloc(op, last_page)
+            }
+            OpKind::Kfree => {
+                self.tracker.other(op.cpu);
+                self.free(EventKind::Kfree, op, None)
+            }
             OpKind::CacheAlloc => self.cache_alloc(op),
-            OpKind::CacheFree => self.free(EventKind::KmemCacheFree, op.a),
+            OpKind::CacheFree => {
+                self.tracker.other(op.cpu);
+                self.free(EventKind::KmemCacheFree, op, Some(op.name))
+            }
             OpKind::PageAlloc => self.page_alloc(op),
-            OpKind::PageFree | OpKind::PageFreeBatched => self.page_free(
-                op.cpu,
-                op.a,
-                op.b as u32,
-                op.kind == OpKind::PageFreeBatched,
-            ),
+            OpKind::PageFree | OpKind::PageFreeBatched => {
+                self.tracker.other(op.cpu);
+                self.page_free(
+                    op.cpu,
+                    op.a,
+                    op.b as u32,
+                    op.kind == OpKind::PageFreeBatched,
+                )
+            }
             OpKind::NotModelled(_) | OpKind::Unknown | OpKind::Malformed => {}
         }
     }
@@ -796,7 +927,9 @@ impl<T: Target> Engine<T> {
         }
     }
 
-    fn free(&mut self, kind: EventKind, ptr: u64) {
+    /// A free of `op.a`; `cache` is the cache a `kmem_cache_free` names.
+    fn free(&mut self, kind: EventKind, op: &Op, cache: Option<u32>) {
+        let ptr = op.a;
         if ptr == 0 {
             if kind == EventKind::Kfree {
                 self.out.notes.kfree_null += 1;
@@ -806,16 +939,52 @@ impl<T: Target> Engine<T> {
         }
         match self.objs.remove(&ptr) {
             None => self.stats(kind).unmatched_frees += 1,
-            Some(o) => match self.release_obj(o) {
-                Ok(()) => self.stats(kind).replayed += 1,
-                Err(_) => self.stats(kind).failures += 1,
-            },
+            Some(o) => {
+                if let Some(named) = cache {
+                    self.check_cache(op.line, named, o.cache);
+                }
+                match self.release_obj(o) {
+                    Ok(()) => self.stats(kind).replayed += 1,
+                    Err(_) => self.stats(kind).failures += 1,
+                }
+            }
+        }
+    }
+
+    /// `cache_from_obj()`: warn, in Linux's words, when a free names
+    /// another cache than the object's (the object is then freed from its
+    /// own cache, as Linux does).
+    #[inline]
+    fn check_cache(&mut self, line: u64, named: u32, target_cache: u32) {
+        let Some(&own) = self.target_caches.get(&target_cache) else {
+            // A kmalloc object: its cache is kmem's choice.
+            return;
+        };
+        if own != named {
+            self.wrong_cache(line, named, own);
+        }
+    }
+
+    #[cold]
+    fn wrong_cache(&mut self, line: u64, named: u32, own: u32) {
+        self.out.notes.wrong_cache_frees += 1;
+        if self.out.warnings.len() < self.max_warnings {
+            let name = |id: u32| self.strings.get(id as usize).map_or("?", |s| s);
+            let w = format!(
+                "line {line}: cache_from_obj: Wrong slab cache. {} but object is from {}",
+                name(named),
+                name(own)
+            );
+            self.out.warnings.push(w);
         }
     }
 
     fn cache_alloc(&mut self, op: &Op) {
         let (ptr, bytes_req, bytes_alloc, gfp, node) = (op.a, op.b, op.c, op.gfp, op.node);
         const K: EventKind = EventKind::KmemCacheAlloc;
+        if let Some(reclaimable) = self.tracker.cache_alloc(op.cpu, op.tid) {
+            self.slab_pages.entry(op.name).or_default().add(reclaimable);
+        }
         if ptr == 0 {
             self.out.notes.linux_failed_allocs += 1;
             self.stats(K).skipped += 1;
@@ -864,20 +1033,32 @@ impl<T: Target> Engine<T> {
             .get(name as usize)
             .map_or("?", |s| s)
             .to_string();
-        let (flags, ctor) = infer_cache_flags(
+        let (mut flags, ctor) = infer_cache_flags(
             bytes_req as usize,
             bytes_alloc as usize,
             accounted,
             gfp,
             self.nr_cpus as usize,
         );
+        let seen = match self.head_slab_pages.get(&text) {
+            Some(e) => *e,
+            None => self.slab_pages.get(&name).copied().unwrap_or_default(),
+        };
+        let (reclaimable, reclaim_source) = crate::reclaim::reclaimable(&text, seen);
+        if reclaimable {
+            flags |= SLAB_RECLAIM_ACCOUNT;
+        }
         let spec = CacheSpec {
             name: &text,
             object_size: bytes_req as usize,
             flags,
             ctor,
         };
-        let id = self.target.create_cache(&spec).ok();
+        let made = self.target.create_cache(&spec);
+        let id = made.as_ref().ok().copied();
+        if let Some((tid, _)) = id {
+            self.target_caches.insert(tid, name);
+        }
         self.out.caches.push(CacheReport {
             name: text,
             object_size: bytes_req as usize,
@@ -885,7 +1066,12 @@ impl<T: Target> Engine<T> {
             size: id.map_or(0, |(_, s)| s),
             flags: format!("{flags:?}"),
             ctor,
+            reclaimable,
+            reclaim_source,
+            linux_slab_pages: Evidence::default(),
+            error: made.err().map(|e| e.to_string()),
         });
+        self.report_names.push(name);
         self.caches.insert((name, bytes_req), CacheRec { id });
         id
     }
@@ -905,11 +1091,19 @@ impl<T: Target> Engine<T> {
         const K: EventKind = EventKind::PageAlloc;
         let (order, gfp) = (h.b as u32, h.gfp);
         let Some(pfn) = (h.a != u64::MAX).then_some(h.a) else {
+            self.tracker.other(h.cpu);
             self.out.notes.linux_failed_allocs += 1;
             self.stats(K).skipped += 1;
             return;
         };
-        let rec = if is_linux_slab_page(gfp) {
+        let slab_page = is_linux_slab_page(gfp);
+        if slab_page {
+            self.tracker
+                .slab_page(h.cpu, h.tid, gfp.contains(__GFP_RECLAIMABLE));
+        } else {
+            self.tracker.other(h.cpu);
+        }
+        let rec = if slab_page {
             self.out.notes.slab_page_allocs_left_to_slab += 1;
             self.stats(K).skipped += 1;
             Some(PageRec {

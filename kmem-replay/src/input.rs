@@ -10,8 +10,16 @@
 //! the copy of the partial last line into the next chunk happen on the
 //! reader thread; the replay only splits lines and parses them.
 //!
-//! A line longer than a chunk (a megabyte) is cut in two; both parts are
-//! then malformed lines, counted as such.
+//! A line longer than a chunk (a megabyte: no perf script line is) is not
+//! held: the reader keeps its first [`LONG_LINE_KEEP`] bytes, skips the
+//! rest up to the next newline, and hands on [`Chunk::LongLine`], which the
+//! parser counts as one malformed line.
+//!
+//! Before the machine is built, [`TraceInput::scan_head`] reads the first
+//! bytes of the trace (the chunks read are kept and replayed first) and
+//! tells what they show ([`HeadScan`]): whether there are perf script
+//! events at all, the CPUs, and which caches' slab pages Linux took
+//! reclaimable.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -23,12 +31,60 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub use crate::scan::HeadScan;
+
 /// Bytes per chunk handed to the replay (plus the carried partial line).
 pub const CHUNK_SIZE: usize = 1 << 20;
 /// Chunks the channel holds ahead of the replay.
 pub const CHANNEL_DEPTH: usize = 4;
 /// The xz stream magic (`FD 37 7A 58 5A 00`).
 const XZ_MAGIC: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0];
+/// Bytes kept of a line longer than a chunk (for its error message).
+pub const LONG_LINE_KEEP: usize = 256;
+
+/// What the reader thread hands on.
+#[derive(Debug)]
+pub enum Chunk {
+    /// Whole lines, the last one ending in a newline unless the trace ends
+    /// without one.
+    Lines(Vec<u8>),
+    /// One line longer than [`CHUNK_SIZE`]: its first bytes (at most
+    /// [`LONG_LINE_KEEP`]) and its length without the newline. The rest
+    /// was skipped.
+    LongLine {
+        /// The line's first bytes.
+        start: Vec<u8>,
+        /// The line's length in bytes.
+        len: u64,
+    },
+}
+
+impl Chunk {
+    /// The buffer, to give back with [`TraceInput::recycle`].
+    pub fn into_buf(self) -> Vec<u8> {
+        match self {
+            Chunk::Lines(b) | Chunk::LongLine { start: b, .. } => b,
+        }
+    }
+
+    /// Call `f` on each line of the chunk (without its newline), and tell
+    /// whether the chunk is one over-long line.
+    fn for_each_line(&self, mut f: impl FnMut(&[u8])) {
+        match self {
+            Chunk::Lines(c) => {
+                let mut start = 0;
+                for end in memchr::memchr_iter(b'\n', c) {
+                    f(&c[start..end]);
+                    start = end + 1;
+                }
+                if start < c.len() {
+                    f(&c[start..]);
+                }
+            }
+            Chunk::LongLine { .. } => {}
+        }
+    }
+}
 
 /// A trace being read by its reader thread; see the [module docs](self).
 pub struct TraceInput {
@@ -36,9 +92,11 @@ pub struct TraceInput {
     compressed: bool,
     total: Option<u64>,
     consumed: Arc<AtomicU64>,
-    rx: Option<Receiver<io::Result<Vec<u8>>>>,
+    rx: Option<Receiver<io::Result<Chunk>>>,
     recycle: Sender<Vec<u8>>,
-    peeked: VecDeque<Vec<u8>>,
+    peeked: VecDeque<Chunk>,
+    head: Option<HeadScan>,
+    failed: Option<io::Error>,
     waited: Duration,
     thread: Option<JoinHandle<()>>,
 }
@@ -74,12 +132,22 @@ impl<R: Read> Read for Counting<R> {
 impl TraceInput {
     /// Open a trace file, plain text or xz-compressed (told by its first
     /// bytes, not its name).
+    /// Every error names the path.
     pub fn open(path: impl AsRef<Path>) -> io::Result<TraceInput> {
         let path = path.as_ref();
-        let file = File::open(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        let total = file.metadata().ok().map(|m| m.len());
-        Self::from_reader(path.display().to_string(), file, total)
+        let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        let file = File::open(path).map_err(named)?;
+        let meta = file.metadata().map_err(named)?;
+        if meta.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                format!(
+                    "{}: is a directory; give a trace file (perf script output, plain or .xz)",
+                    path.display()
+                ),
+            ));
+        }
+        Self::from_reader(path.display().to_string(), file, Some(meta.len())).map_err(named)
     }
 
     /// A trace held in memory (the bundled one is `include_bytes!`ed).
@@ -122,6 +190,8 @@ impl TraceInput {
             rx: Some(rx),
             recycle,
             peeked: VecDeque::new(),
+            head: None,
+            failed: None,
             waited: Duration::ZERO,
             thread: Some(thread),
         })
@@ -156,11 +226,14 @@ impl TraceInput {
         self.waited
     }
 
-    /// The next chunk of whole lines, `None` at the end. Give it back with
-    /// [`recycle`](Self::recycle) when done.
-    pub fn next_chunk(&mut self) -> Option<io::Result<Vec<u8>>> {
+    /// The next chunk of whole lines, `None` at the end. Give its buffer
+    /// back with [`recycle`](Self::recycle) when done.
+    pub fn next_chunk(&mut self) -> Option<io::Result<Chunk>> {
         if let Some(c) = self.peeked.pop_front() {
             return Some(Ok(c));
+        }
+        if let Some(e) = self.failed.take() {
+            return Some(Err(e));
         }
         let t = Instant::now();
         let r = self.rx.as_ref()?.recv().ok();
@@ -174,39 +247,55 @@ impl TraceInput {
         let _ = self.recycle.send(buf);
     }
 
-    /// The number of CPUs the trace's first `limit` bytes show (highest CPU
-    /// id + 1; 0 when no line there has a CPU). The chunks read for this are
+    /// Read the trace's first `limit` bytes (whole chunks: up to a chunk
+    /// more) and tell what they show; see [`HeadScan`]. The chunks read are
     /// kept and replayed first, so at most `limit` bytes (plus a chunk) are
-    /// held.
-    pub fn peek_cpus(&mut self, limit: usize) -> io::Result<u32> {
-        let mut seen = 0usize;
-        let mut max: Option<u32> = None;
-        let mut i = 0;
-        loop {
-            if i == self.peeked.len() {
+    /// held. Called again, it returns the first scan. An I/O or
+    /// decompression error met here is kept for the replay to meet too.
+    pub fn scan_head(&mut self, limit: usize) -> &HeadScan {
+        if self.head.is_none() {
+            let mut scan = HeadScan::default();
+            let mut seen = 0usize;
+            loop {
                 if seen >= limit {
                     break;
                 }
                 let t = Instant::now();
                 let next = self.rx.as_ref().and_then(|rx| rx.recv().ok());
                 self.waited += t.elapsed();
-                match next {
-                    None => break,
-                    Some(c) => self.peeked.push_back(c?),
+                let chunk = match next {
+                    None => {
+                        scan.complete = true;
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        scan.error = Some(e.to_string());
+                        // Replayed as the same error at the same place.
+                        self.failed = Some(e);
+                        break;
+                    }
+                    Some(Ok(c)) => c,
+                };
+                seen += match &chunk {
+                    Chunk::Lines(c) => c.len(),
+                    Chunk::LongLine { len, .. } => *len as usize,
+                };
+                chunk.for_each_line(|l| scan.line(l));
+                if let Chunk::LongLine { .. } = chunk {
+                    scan.lines += 1;
                 }
+                self.peeked.push_back(chunk);
             }
-            let chunk = &self.peeked[i];
-            seen += chunk.len();
-            let mut start = 0;
-            for end in memchr::memchr_iter(b'\n', chunk) {
-                if let Some(c) = crate::parse::line_cpu(&chunk[start..end]) {
-                    max = Some(max.map_or(c, |m| m.max(c)));
-                }
-                start = end + 1;
-            }
-            i += 1;
+            scan.bytes = seen as u64;
+            scan.finish();
+            self.head = Some(scan);
         }
-        Ok(max.map_or(0, |m| m + 1))
+        self.head.as_ref().expect("scanned above")
+    }
+
+    /// The scan [`scan_head`](Self::scan_head) made, if it was made.
+    pub fn head_scan(&self) -> Option<&HeadScan> {
+        self.head.as_ref()
     }
 }
 
@@ -222,8 +311,9 @@ impl Drop for TraceInput {
 }
 
 /// The reader thread: fill chunks from `r`, cut each at its last newline,
-/// carry the rest into the next one.
-fn produce(mut r: impl Read, tx: &SyncSender<io::Result<Vec<u8>>>, recycled: &Receiver<Vec<u8>>) {
+/// carry the rest into the next one; a line longer than a chunk becomes a
+/// [`Chunk::LongLine`].
+fn produce(mut r: impl Read, tx: &SyncSender<io::Result<Chunk>>, recycled: &Receiver<Vec<u8>>) {
     let mut carry: Vec<u8> = Vec::new();
     loop {
         let mut buf = recycled
@@ -241,18 +331,59 @@ fn produce(mut r: impl Read, tx: &SyncSender<io::Result<Vec<u8>>>, recycled: &Re
                 return;
             }
         };
+        let mut chunk = Chunk::Lines(buf);
+        let mut ended = eof;
         if !eof {
-            if let Some(nl) = memchr::memrchr(b'\n', &buf) {
+            let Chunk::Lines(buf) = &mut chunk else {
+                unreachable!()
+            };
+            if let Some(nl) = memchr::memrchr(b'\n', buf) {
                 carry.extend_from_slice(&buf[nl + 1..]);
                 buf.truncate(nl + 1);
+            } else {
+                // A whole chunk and no newline: a line too long to hold.
+                let (rest, at_eof) = match skip_line(&mut r, &mut carry) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let len = buf.len() as u64 + rest;
+                buf.truncate(LONG_LINE_KEEP);
+                let start = std::mem::take(buf);
+                chunk = Chunk::LongLine { start, len };
+                ended = at_eof && carry.is_empty();
             }
         }
-        if !buf.is_empty() && tx.send(Ok(buf)).is_err() {
+        let empty = matches!(&chunk, Chunk::Lines(b) if b.is_empty());
+        if !empty && tx.send(Ok(chunk)).is_err() {
             return;
         }
-        if eof {
+        if ended {
             return;
         }
+    }
+}
+
+/// Read and drop the rest of a line up to its newline; what follows the
+/// newline in the last block read goes into `carry`. Returns the bytes
+/// dropped (the newline not counted) and whether the source ended.
+fn skip_line(r: &mut impl Read, carry: &mut Vec<u8>) -> io::Result<(u64, bool)> {
+    let mut block = vec![0u8; 64 << 10];
+    let mut skipped = 0u64;
+    loop {
+        let n = match r.read(&mut block) {
+            Ok(0) => return Ok((skipped, true)),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if let Some(nl) = memchr::memchr(b'\n', &block[..n]) {
+            carry.extend_from_slice(&block[nl + 1..n]);
+            return Ok((skipped + nl as u64, false));
+        }
+        skipped += n as u64;
     }
 }
 
@@ -260,16 +391,65 @@ fn produce(mut r: impl Read, tx: &SyncSender<io::Result<Vec<u8>>>, recycled: &Re
 mod tests {
     use super::*;
 
+    /// Every line, an over-long one as `LONG <len> <first bytes>`.
     fn lines(mut t: TraceInput) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         while let Some(c) = t.next_chunk() {
-            let c = c.unwrap();
-            assert!(c.ends_with(b"\n") || !c.contains(&b'\n') || t.peeked.is_empty());
-            out.extend(c.split(|&b| b == b'\n').map(|l| l.to_vec()));
-            t.recycle(c);
+            match c.unwrap() {
+                Chunk::Lines(c) => {
+                    assert!(c.ends_with(b"\n") || !c.contains(&b'\n') || t.peeked.is_empty());
+                    out.extend(c.split(|&b| b == b'\n').map(|l| l.to_vec()));
+                    t.recycle(c);
+                }
+                Chunk::LongLine { start, len } => {
+                    assert!(start.len() <= LONG_LINE_KEEP);
+                    let mut l = format!("LONG {len} ").into_bytes();
+                    l.extend_from_slice(&start[..8]);
+                    out.push(l);
+                }
+            }
         }
         out.retain(|l| !l.is_empty());
         out
+    }
+
+    /// A source of `n` zero bytes then `tail`, without holding the zeros.
+    struct Zeros {
+        left: u64,
+        tail: std::io::Cursor<Vec<u8>>,
+    }
+
+    impl Read for Zeros {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.left == 0 {
+                return self.tail.read(buf);
+            }
+            let n = buf.len().min(self.left as usize);
+            buf[..n].fill(0);
+            self.left -= n as u64;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_line_longer_than_a_chunk_is_one_piece_and_the_next_lines_follow() {
+        // 5 MiB of zeros without a newline, then two ordinary lines.
+        let src = Zeros {
+            left: 5 << 20,
+            tail: std::io::Cursor::new(b"\nsecond\nthird".to_vec()),
+        };
+        let got = lines(TraceInput::from_reader("z", src, None).unwrap());
+        let want: [&[u8]; 3] = [b"LONG 5242880 \0\0\0\0\0\0\0\0", b"second", b"third"];
+        assert_eq!(got, want);
+        // The same at the very end of the trace, after a short line.
+        let src = std::io::Cursor::new(b"first\n".to_vec()).chain(Zeros {
+            left: 3 << 20,
+            tail: std::io::Cursor::new(Vec::new()),
+        });
+        let got = lines(TraceInput::from_reader("z", src, None).unwrap());
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0], b"first");
+        assert!(got[1].starts_with(b"LONG 3145728 "));
     }
 
     #[test]
@@ -296,7 +476,7 @@ mod tests {
         let xz: &'static [u8] = Box::leak(enc.finish().unwrap().into_boxed_slice());
         let mut t = TraceInput::from_bytes("t.xz", xz).unwrap();
         assert!(t.is_compressed());
-        assert_eq!(t.peek_cpus(1 << 20).unwrap(), 4);
+        assert_eq!(t.scan_head(1 << 20).cpus, 4);
         assert_eq!(lines(t).len(), 2);
         let plain = TraceInput::from_bytes("t", text).unwrap();
         assert!(!plain.is_compressed());

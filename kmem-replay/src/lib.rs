@@ -42,7 +42,7 @@
 //! use kmem_replay::{replay_kmem, Machine, ReplayOptions, TraceInput};
 //!
 //! let mut input = TraceInput::open("my.trace.xz").unwrap();
-//! let machine = Machine::for_trace(&mut input, None, 24 << 30).unwrap();
+//! let machine = Machine::for_trace(&mut input, None, 24 << 30).unwrap(); // no events: Err
 //! let sim = machine.platform().unwrap();
 //! let k = machine.boot(&sim).unwrap();
 //! std::thread::scope(|s| {
@@ -69,9 +69,11 @@
 //!   takes each event's CPU identity ([`kmem_sim::CpuBinding::switch_to`])
 //!   and thread name, so per-CPU sheaves, per-CPU page lists and remote
 //!   frees behave as on the traced machine. The machine has as many CPUs as
-//!   the trace's first 8 MiB show ([`Machine::for_trace`]; `--cpus`
-//!   overrides), and by default the memory of the machine the bundled
-//!   trace was recorded on (24 GiB, its `/proc/meminfo`).
+//!   the trace's `perf script --header` or, without it, its first 8 MiB
+//!   show ([`Machine::for_trace`]; `--cpus` overrides); an event on a CPU
+//!   the machine lacks runs as CPU `cpu % cpus` and the report says so. By
+//!   default the machine has the memory of the machine the bundled trace
+//!   was recorded on (24 GiB, its `/proc/meminfo`).
 //! * perf recorded only the workload's tasks, so many frees (RCU callbacks,
 //!   kworkers) are missing from a trace: an address Linux hands out again
 //!   is freed on kmem first (an *implicit free*), and what the trace never
@@ -84,8 +86,10 @@
 //!   (a `GFP_NOWAIT` page that was freed where perf could not see it and
 //!   then reused by the slab).
 //! * Caches are created on first sight by name and object size, with flags
-//!   inferred from Linux's slot size ([`engine::infer_cache_flags`]) and
-//!   never merged.
+//!   inferred from Linux's slot size ([`engine::infer_cache_flags`]),
+//!   `SLAB_RECLAIM_ACCOUNT` where Linux's slab pages for them carry
+//!   `__GFP_RECLAIMABLE` or, without such evidence, where Linux creates
+//!   them so ([`reclaim`]), and never merged.
 //! * GFP flags are parsed with [`kmem::gfp`] and passed through unchanged;
 //!   `kmalloc` with a node uses `kmalloc_node`.
 //! * `percpu:*` and `vmalloc:*` events are counted and listed as not
@@ -97,7 +101,9 @@ pub mod engine;
 pub mod input;
 pub mod ops;
 pub mod parse;
+pub mod reclaim;
 pub mod report;
+pub mod scan;
 pub mod series;
 pub mod svg;
 pub mod target;
@@ -110,7 +116,9 @@ pub use target::{KmemTarget, SystemTarget, Target};
 use kmem::{BootParams, Kmem};
 use kmem_sim::{pc_memory_map, SimConfig, SimError, SimPlatform};
 
-/// Bytes of the trace read to count its CPUs before the machine is built.
+/// Bytes of the trace read before the machine is built
+/// ([`TraceInput::scan_head`]): its CPUs, whether it holds events at all,
+/// and which caches' slab pages Linux took reclaimable.
 pub const CPU_PEEK_BYTES: usize = 8 << 20;
 
 /// The simulated machine a trace is replayed on.
@@ -125,17 +133,28 @@ pub struct Machine {
 
 impl Machine {
     /// The machine for `input`: `cpus` CPUs if given, else as many as the
-    /// trace's first [`CPU_PEEK_BYTES`] show (at least 1); `mem` bytes of
-    /// RAM.
+    /// trace's `perf script --header` says (`# nrcpus avail`) or, without
+    /// that header, as its first [`CPU_PEEK_BYTES`] show (at least 1, at
+    /// most kmem's `NR_CPUS`); `mem` bytes of RAM. Events on CPUs the
+    /// machine lacks are replayed on CPU `cpu % cpus` and reported (see
+    /// [`engine`]).
+    ///
+    /// Fails, naming the trace, when those bytes hold no perf script event
+    /// at all ([`scan::HeadScan::no_events`]) or could not be read.
     pub fn for_trace(
         input: &mut TraceInput,
         cpus: Option<usize>,
         mem: u64,
-    ) -> std::io::Result<Machine> {
-        let cpus = match cpus {
-            Some(c) => c,
-            None => input.peek_cpus(CPU_PEEK_BYTES)?.max(1) as usize,
-        };
+    ) -> Result<Machine, String> {
+        let name = input.name().to_string();
+        let head = input.scan_head(CPU_PEEK_BYTES);
+        if let Some(e) = &head.error {
+            return Err(format!("{name}: {e}"));
+        }
+        if let Some(e) = head.no_events(&name) {
+            return Err(e);
+        }
+        let cpus = cpus.unwrap_or_else(|| head.machine_cpus());
         Ok(Machine { cpus, mem })
     }
 

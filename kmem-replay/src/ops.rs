@@ -16,10 +16,20 @@
 //! reuse, so memory stays constant. Each batch also carries the strings
 //! first interned in it and the messages of its malformed lines (the first
 //! `max_errors` of the whole trace).
+//!
+//! Text from the trace that reaches a message, a cache name or a task name
+//! has its control bytes escaped ([`printable`]): a trace's bytes never
+//! drive the terminal the report is printed on.
+//!
+//! An event on a CPU the machine lacks (`cpu >= nr_cpus`, first seen after
+//! the machine was sized, or `--cpus` gave fewer) runs as CPU
+//! `cpu % nr_cpus`; [`Op::traced_cpu`] keeps the trace's CPU for the
+//! report. A CPU id at or above kmem's `NR_CPUS` (64) is a malformed line.
 
-use crate::input::TraceInput;
-use crate::parse::{parse_line, Event, EventKind};
+use crate::input::{Chunk, TraceInput, CHUNK_SIZE};
+use crate::parse::{parse_line, printable, Event, EventKind};
 use kmem::gfp::Gfp;
+use kmem::mmzone::NR_CPUS;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::Duration;
 
@@ -38,7 +48,7 @@ pub enum OpKind {
     /// `kmem:kmem_cache_alloc`: `a` ptr, `b` bytes_req, `c` bytes_alloc,
     /// `name` the cache.
     CacheAlloc,
-    /// `kmem:kmem_cache_free`: `a` ptr.
+    /// `kmem:kmem_cache_free`: `a` ptr, `name` the cache.
     CacheFree,
     /// `kmem:mm_page_alloc`: `a` pfn (`u64::MAX`: Linux's allocation
     /// failed), `b` order.
@@ -71,8 +81,11 @@ pub struct Op {
     pub b: u64,
     /// bytes_alloc.
     pub c: u64,
-    /// CPU.
+    /// The CPU the event runs on: the trace's, or `traced_cpu % nr_cpus`
+    /// when the machine lacks it.
     pub cpu: u32,
+    /// The trace's CPU (below `NR_CPUS`).
+    pub traced_cpu: u16,
     /// Thread id.
     pub tid: u32,
     /// Interned command name.
@@ -116,11 +129,12 @@ pub struct Parser {
 }
 
 impl Parser {
-    /// A parser for a machine of `nr_cpus` CPUs (events on others are
+    /// A parser for a machine of `nr_cpus` CPUs (events on others run as
+    /// CPU `cpu % nr_cpus`; on CPUs at or above `NR_CPUS` they are
     /// malformed lines) keeping the first `max_errors` messages.
     pub fn new(nr_cpus: u32, max_errors: usize) -> Self {
         Parser {
-            nr_cpus,
+            nr_cpus: nr_cpus.max(1),
             max_errors,
             errors_kept: 0,
             line: 0,
@@ -137,7 +151,7 @@ impl Parser {
         self.strings.insert(s.to_vec(), id);
         batch
             .strings
-            .push(String::from_utf8_lossy(s).into_owned().into_boxed_str());
+            .push(printable(s, usize::MAX).into_boxed_str());
         id
     }
 
@@ -154,12 +168,10 @@ impl Parser {
     fn malformed(&mut self, what: &dyn std::fmt::Display, line: &[u8], batch: &mut Batch) {
         if self.errors_kept < self.max_errors {
             self.errors_kept += 1;
-            let text = String::from_utf8_lossy(&line[..line.len().min(200)]);
-            batch.errors.push(format!(
-                "line {}: {what}: `{}{}`",
-                self.line,
-                text.trim(),
-                if line.len() > 200 { "..." } else { "" }
+            let text = printable(line.trim_ascii(), 200);
+            batch.errors.push(printable(
+                format!("line {}: {what}: `{text}`", self.line).as_bytes(),
+                usize::MAX,
             ));
         }
         batch.ops.push(Op {
@@ -180,10 +192,11 @@ impl Parser {
             Err(e) => return self.malformed(&e, line, batch),
         };
         let h = rec.header;
-        if h.cpu >= self.nr_cpus {
+        if h.cpu as usize >= NR_CPUS {
             let msg = format!(
-                "CPU {} is not on the simulated machine ({} CPUs; give more with --cpus)",
-                h.cpu, self.nr_cpus
+                "CPU {} is beyond the {NR_CPUS} CPUs kmem can simulate (NR_CPUS; \
+                 --cpus takes 1 to {NR_CPUS}): event skipped",
+                h.cpu
             );
             return self.malformed(&msg, line, batch);
         }
@@ -191,7 +204,8 @@ impl Parser {
         let mut op = Op {
             line: self.line,
             time_ns: h.time_ns,
-            cpu: h.cpu,
+            cpu: h.cpu % self.nr_cpus,
+            traced_cpu: h.cpu as u16,
             tid: h.tid,
             comm,
             ..BLANK
@@ -234,7 +248,10 @@ impl Parser {
                 op.accounted = accounted;
                 op.name = self.intern(name, batch);
             }
-            Event::KmemCacheFree { ptr, .. } => (op.kind, op.a) = (OpKind::CacheFree, ptr),
+            Event::KmemCacheFree { ptr, name } => {
+                (op.kind, op.a) = (OpKind::CacheFree, ptr);
+                op.name = self.intern(name, batch);
+            }
             Event::PageAlloc { pfn, order, .. } => {
                 op.kind = OpKind::PageAlloc;
                 (op.a, op.b) = (pfn.unwrap_or(u64::MAX), order as u64);
@@ -260,6 +277,18 @@ impl Parser {
         batch.ops.push(op);
     }
 
+    /// A line longer than the reader holds: one malformed line.
+    fn long_line(&mut self, start: &[u8], len: u64, batch: &mut Batch) {
+        self.line += 1;
+        batch.lines += 1;
+        let msg = format!(
+            "a line of {len} bytes, longer than the {} MiB a line may have (no perf script \
+             line is): skipped",
+            CHUNK_SIZE >> 20
+        );
+        self.malformed(&msg, start, batch);
+    }
+
     /// Parse all of `input` into batches sent on `tx` (reusing the ones
     /// coming back on `back`), until the input ends, fails, or the replay
     /// stops listening.
@@ -282,7 +311,12 @@ impl Parser {
         };
         while let Some(chunk) = input.next_chunk() {
             let chunk = match chunk {
-                Ok(c) => c,
+                Ok(Chunk::Lines(c)) => c,
+                Ok(Chunk::LongLine { start, len }) => {
+                    self.long_line(&start, len, &mut batch);
+                    input.recycle(start);
+                    continue;
+                }
                 Err(e) => {
                     batch.error = Some(e.to_string());
                     break;
@@ -323,6 +357,7 @@ const BLANK: Op = Op {
     b: 0,
     c: 0,
     cpu: 0,
+    traced_cpu: 0,
     tid: 0,
     comm: 0,
     name: 0,
@@ -360,10 +395,57 @@ mod tests {
         assert_eq!(&*b.strings[o.name as usize], "dentry");
         assert_eq!(b.strings.len(), 2);
         assert_eq!((b.ops[1].kind, b.ops[1].line), (OpKind::CacheFree, 3));
-        assert_eq!((b.ops[2].kind, b.ops[2].line), (OpKind::Malformed, 4));
+        assert_eq!(b.ops[1].name, o.name);
+        // CPU 9 of a 2-CPU machine runs as CPU 1.
+        assert_eq!(
+            (
+                b.ops[2].kind,
+                b.ops[2].line,
+                b.ops[2].cpu,
+                b.ops[2].traced_cpu
+            ),
+            (OpKind::Kfree, 4, 1, 9)
+        );
         assert_eq!((b.ops[3].kind, b.ops[3].line), (OpKind::Malformed, 5));
         // Only the first message is kept.
         assert_eq!(b.errors.len(), 1);
-        assert!(b.errors[0].starts_with("line 4: CPU 9 is not on the simulated machine"));
+        assert!(b.errors[0].starts_with("line 5: expected `COMM TID [CPU]"));
+    }
+
+    #[test]
+    fn a_cpu_beyond_nr_cpus_is_a_malformed_line_naming_cpus() {
+        let mut p = Parser::new(2, 10);
+        let mut b = Batch::default();
+        p.line(b"tar 5 [999] 1.6: kmem:kfree: call_site=f ptr=0x10", &mut b);
+        p.line(b"tar 5 [063] 1.6: kmem:kfree: call_site=f ptr=0x10", &mut b);
+        assert_eq!(b.ops[0].kind, OpKind::Malformed);
+        assert!(
+            b.errors[0].starts_with(
+                "line 1: CPU 999 is beyond the 64 CPUs kmem can simulate (NR_CPUS; --cpus takes 1 to 64)"
+            ),
+            "{}",
+            b.errors[0]
+        );
+        assert_eq!((b.ops[1].cpu, b.ops[1].traced_cpu), (1, 63));
+    }
+
+    #[test]
+    fn control_bytes_never_reach_messages_or_names() {
+        let mut p = Parser::new(1, 10);
+        let mut b = Batch::default();
+        p.line(b"\x1b[2J\x07 junk \xff\x9b", &mut b);
+        p.line(
+            b"t\x1b]0;x\x07 5 [000] 1.5: kmem:kmem_cache_alloc: call_site=f ptr=0x10 name=evil\x1b[31m bytes_req=8 bytes_alloc=8 gfp_flags=GFP_KERNEL node=-1 accounted=false",
+            &mut b,
+        );
+        assert_eq!(
+            b.errors[0],
+            r"line 1: expected `COMM TID [CPU] SECS.USECS: EVENT: FIELDS` (perf script -F comm,tid,cpu,time,event,trace): `\x1b[2J\x07 junk \xff\x9b`"
+        );
+        let names: Vec<&str> = b.strings.iter().map(|s| &**s).collect();
+        assert_eq!(names, [r"t\x1b]0;x\x07", r"evil\x1b[31m"]);
+        for s in b.errors.iter().map(|s| s.as_str()).chain(names) {
+            assert!(!s.chars().any(char::is_control), "{s:?}");
+        }
     }
 }

@@ -555,6 +555,46 @@ fn fast_event<'a>(name: &'a [u8], fields: &'a [u8]) -> Option<Event<'a>> {
     Some(ev)
 }
 
+/// `bytes` as text that is safe to print on a terminal: UTF-8 as it is,
+/// except control characters (C0, DEL and C1) written as `\xNN` (their
+/// code point) and bytes that are not UTF-8 as `\xNN`; at
+/// most `max_chars` characters of the input are shown, then `...`.
+///
+/// ```
+/// use kmem_replay::parse::printable;
+/// assert_eq!(printable(b"ok \x1b[2J\xff\0", 100), r"ok \x1b[2J\xff\x00");
+/// assert_eq!(printable("é\u{9b}".as_bytes(), 100), r"é\x9b");
+/// assert_eq!(printable(b"abcdef", 3), "abc...");
+/// ```
+pub fn printable(bytes: &[u8], max_chars: usize) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len().min(max_chars.saturating_mul(4)));
+    let mut n = 0usize;
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if n == max_chars {
+                out.push_str("...");
+                return out;
+            }
+            n += 1;
+            if c.is_control() {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            } else {
+                out.push(c);
+            }
+        }
+        for &b in chunk.invalid() {
+            if n == max_chars {
+                out.push_str("...");
+                return out;
+            }
+            n += 1;
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
 /// Only the CPU of a line, if it has a well-formed header (a cheap scan used
 /// to size the machine before the replay).
 pub fn line_cpu(line: &[u8]) -> Option<u32> {

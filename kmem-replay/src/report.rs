@@ -5,13 +5,14 @@
 //! [`kmem::proc`]) and, optionally, the same trace's replay against the
 //! system allocator. It serialises to JSON with `serde`; the top-level keys
 //! `events`, `events_per_sec`, `by_type` (event counts per type),
-//! `unmatched_frees`, `failures`, `kmalloc_fidelity` (0..1),
-//! `peak_footprint_bytes`, `peak_live_bytes` and `fragmentation` are the
-//! stable interface; the rest is detail. [`Report::write_text`] prints the
+//! `unmatched_frees`, `failures`, `kmalloc_fidelity` (0..1, `null` when no
+//! kmalloc was replayed), `peak_footprint_bytes`, `peak_live_bytes` and
+//! `fragmentation` are the stable interface; the rest is detail. [`Report::write_text`] prints the
 //! human form; [`crate::svg::plot`] draws the footprint series.
 
 use crate::engine::{CacheReport, Fidelity, Notes, Outcome, TypeStats};
 use crate::parse::EventKind;
+use crate::reclaim::ReclaimSource;
 use crate::series::Point;
 use crate::{KmemRun, Machine};
 use kmem::Kmem;
@@ -111,6 +112,13 @@ pub struct Report {
     pub malformed_lines: u64,
     /// The first of them, with line numbers.
     pub errors: Vec<String>,
+    /// The first warnings Linux would print for the events, in its words.
+    pub warnings: Vec<String>,
+    /// Replayed events per CPU of the trace (index: the trace's CPU id).
+    pub cpu_events: Vec<u64>,
+    /// The trace's CPUs the machine lacks, with their events, which ran as
+    /// CPU `cpu % cpus`.
+    pub folded_cpus: Vec<(usize, u64)>,
     /// Events of types outside the input format.
     pub unknown_events: u64,
     /// Their names and counts.
@@ -127,13 +135,15 @@ pub struct Report {
     pub failures: u64,
     /// What the skipped events were.
     pub notes: Notes,
-    /// Share of kmalloc events whose allocated size equals `bytes_alloc`.
-    pub kmalloc_fidelity: f64,
+    /// Share of kmalloc events whose allocated size equals `bytes_alloc`
+    /// (`None`, JSON `null`: no kmalloc replayed).
+    pub kmalloc_fidelity: Option<f64>,
     /// Share of kmem_cache_alloc events whose cache slot size equals
-    /// `bytes_alloc`.
-    pub kmem_cache_fidelity: f64,
-    /// Share of replayed mm_page_alloc events given the traced order.
-    pub page_order_fidelity: f64,
+    /// `bytes_alloc` (`None`: none replayed).
+    pub kmem_cache_fidelity: Option<f64>,
+    /// Share of replayed mm_page_alloc events given the traced order
+    /// (`None`: none replayed).
+    pub page_order_fidelity: Option<f64>,
     /// The counts behind the fidelity ratios.
     pub fidelity: FidelityReport,
     /// Caches created for the trace.
@@ -225,6 +235,9 @@ impl Report {
             lines: o.lines,
             malformed_lines: o.malformed_lines,
             errors: o.errors.clone(),
+            warnings: o.warnings.clone(),
+            cpu_events: o.cpu_events.clone(),
+            folded_cpus: o.folded_cpus(),
             unknown_events: o.unknown_events,
             unknown_names: o.unknown_names.clone(),
             by_type: o
@@ -328,6 +341,21 @@ impl Report {
         if let Some(e) = &self.input_error {
             writeln!(w, "input error, replay ended early: {e}")?;
         }
+        if !self.folded_cpus.is_empty() {
+            let list: Vec<String> = self
+                .folded_cpus
+                .iter()
+                .map(|&(c, n)| format!("CPU {c} ({n} events) as CPU {}", c % self.machine.cpus))
+                .collect();
+            let need = self.cpu_events.len();
+            writeln!(
+                w,
+                "the trace has events on CPUs the machine lacks (first seen after the machine \
+                 was sized, or more than --cpus gave): they ran on the machine's CPUs: {}; \
+                 replay with --cpus {need} to give each its own",
+                list.join(", ")
+            )?;
+        }
 
         writeln!(w)?;
         writeln!(
@@ -356,6 +384,16 @@ impl Report {
             total.failures += s.failures;
             total.unmatched_frees += s.unmatched_frees;
             total.skipped += s.skipped;
+        }
+        if self.unknown_events > 0 {
+            // Counted in the header's events: listed, so the total agrees.
+            writeln!(
+                w,
+                "{:<32} {:>9} {:>9} {:>9} {:>10} {:>9}  not replayed: not allocator events",
+                "(other event types)", self.unknown_events, 0, 0, 0, self.unknown_events
+            )?;
+            total.events += self.unknown_events;
+            total.skipped += self.unknown_events;
         }
         writeln!(
             w,
@@ -387,6 +425,16 @@ impl Report {
         )?;
         for e in &self.errors {
             writeln!(w, "  {e}")?;
+        }
+        if self.notes.wrong_cache_frees > 0 {
+            writeln!(
+                w,
+                "warnings Linux prints for these events: {}",
+                self.notes.wrong_cache_frees
+            )?;
+            for l in &self.warnings {
+                writeln!(w, "  {l}")?;
+            }
         }
         let n = &self.notes;
         writeln!(w, "skipped and implied events:")?;
@@ -425,11 +473,18 @@ impl Report {
             "  page frees with another order than allocated: {}",
             n.page_free_order_mismatches
         )?;
+        writeln!(
+            w,
+            "  kmem_cache_free of another cache's object:    {} (freed from the object's cache, as Linux does)",
+            n.wrong_cache_frees
+        )?;
 
         writeln!(w)?;
         writeln!(w, "fidelity to Linux:")?;
-        let fid =
-            |f: &Fidelity| format!("{}/{} = {:.2}%", f.matched, f.compared, f.ratio() * 100.0);
+        let fid = |f: &Fidelity| match f.ratio() {
+            Some(r) => format!("{}/{} = {:.2}%", f.matched, f.compared, r * 100.0),
+            None => "n/a (none replayed)".to_string(),
+        };
         writeln!(
             w,
             "  kmalloc, allocated size equals bytes_alloc:     {}",
@@ -445,15 +500,12 @@ impl Report {
             "  mm_page_alloc, order obtained equals traced:    {}",
             fid(&self.fidelity.page_order)
         )?;
-        let off: Vec<&CacheReport> = self
-            .caches
-            .iter()
-            .filter(|c| c.size != c.linux_size)
-            .collect();
+        let created: Vec<&CacheReport> = self.caches.iter().filter(|c| c.created()).collect();
+        let off: Vec<&&CacheReport> = created.iter().filter(|c| c.size != c.linux_size).collect();
         writeln!(
             w,
             "  caches created: {} ({} with a slot size other than Linux's)",
-            self.caches.len(),
+            created.len(),
             off.len()
         )?;
         for c in off {
@@ -461,6 +513,45 @@ impl Report {
                 w,
                 "    {}: object {} B, Linux {} B, kmem {} B",
                 c.name, c.object_size, c.linux_size, c.size
+            )?;
+        }
+        let failed: Vec<&CacheReport> = self.caches.iter().filter(|c| !c.created()).collect();
+        if !failed.is_empty() {
+            writeln!(
+                w,
+                "  caches kmem refused to create: {} (their allocations are failures)",
+                failed.len()
+            )?;
+            for c in failed {
+                writeln!(
+                    w,
+                    "    {}: object {} B: {}",
+                    c.name,
+                    c.object_size,
+                    c.error.as_deref().unwrap_or("")
+                )?;
+            }
+        }
+        let rcl: Vec<&&CacheReport> = created.iter().filter(|c| c.reclaimable).collect();
+        let from_trace = rcl
+            .iter()
+            .filter(|c| c.reclaim_source == ReclaimSource::Trace)
+            .count();
+        writeln!(
+            w,
+            "  SLAB_RECLAIM_ACCOUNT: {} ({} by Linux's slab pages in the trace, {} by Linux's flags for the cache)",
+            rcl.len(),
+            from_trace,
+            rcl.len() - from_trace
+        )?;
+        for c in created.iter().filter(|c| c.reclaim_disagrees()) {
+            writeln!(
+                w,
+                "    {}: {} SLAB_RECLAIM_ACCOUNT, but {} of the {} Linux slab pages the trace pairs with it are reclaimable",
+                c.name,
+                if c.reclaimable { "with" } else { "without" },
+                c.linux_slab_pages.reclaimable,
+                c.linux_slab_pages.reclaimable + c.linux_slab_pages.unreclaimable
             )?;
         }
 

@@ -178,8 +178,8 @@ fn a_slice_of_the_real_trace_replays_with_the_counts_of_its_text() {
         o.stats(EventKind::KmemCacheAlloc).replayed,
         per_type["kmem:kmem_cache_alloc"]
     );
-    assert_eq!(o.kmalloc_fidelity.ratio(), 1.0);
-    assert_eq!(o.kmem_cache_fidelity.ratio(), 1.0);
+    assert_eq!(o.kmalloc_fidelity.ratio(), Some(1.0));
+    assert_eq!(o.kmem_cache_fidelity.ratio(), Some(1.0));
     assert!(o.peak_footprint_bytes > 0 && o.peak_live_bytes > 0);
     assert!(report.fragmentation >= 1.0, "{}", report.fragmentation);
     // The final /proc files are the machine's.
@@ -255,7 +255,7 @@ fn malformed_lines_are_reported_with_their_number_and_text_and_the_replay_goes_o
 this is not a perf line
             bash 100 [000]  10.000002:                   kmem:kmalloc: call_site=f+0x1 ptr=0xffff888100002000 bytes_req=100 gfp_flags=GFP_KERNEL
             bash 100 [000]  10.000003:                   kmem:kmalloc: call_site=f+0x1 ptr=0xffff888100003000 bytes_req=8 bytes_alloc=8 gfp_flags=GFP_BOGUS node=-1 accounted=false
-            bash 100 [007]  10.000004:                     kmem:kfree: call_site=f+0x1 ptr=0xffff888100001000
+            bash 100 [999]  10.000004:                     kmem:kfree: call_site=f+0x1 ptr=0xffff888100001000
 
             bash 100 [000]  10.000005:             sched:sched_switch: prev_comm=bash prev_pid=100
             bash 100 [001]  10.000006:                     kmem:kfree: call_site=f+0x1 ptr=0xffff888100001000
@@ -287,7 +287,7 @@ this is not a perf line
         o.errors[2]
     );
     assert!(
-        o.errors[3].starts_with("line 5: CPU 7 is not on the simulated machine (2 CPUs"),
+        o.errors[3].starts_with("line 5: CPU 999 is beyond the 64 CPUs kmem can simulate (NR_CPUS; --cpus takes 1 to 64)"),
         "{}",
         o.errors[3]
     );
@@ -304,7 +304,7 @@ this is not a perf line
         s.contains("malformed lines: 4; unknown events: 1 (sched:sched_switch: 1)"),
         "{s}"
     );
-    assert!(s.contains("line 5: CPU 7 is not on the simulated machine"));
+    assert!(s.contains("line 5: CPU 999 is beyond the 64 CPUs kmem can simulate"));
 }
 
 #[test]
@@ -577,9 +577,9 @@ fn the_bundled_trace_replays_with_full_kmalloc_fidelity_and_no_failures() {
         o.kmalloc_fidelity.compared,
         o.stats(EventKind::Kmalloc).events
     );
-    assert_eq!(o.kmalloc_fidelity.ratio(), 1.0);
-    assert_eq!(o.kmem_cache_fidelity.ratio(), 1.0);
-    assert_eq!(o.page_fidelity.ratio(), 1.0);
+    assert_eq!(o.kmalloc_fidelity.ratio(), Some(1.0));
+    assert_eq!(o.kmem_cache_fidelity.ratio(), Some(1.0));
+    assert_eq!(o.page_fidelity.ratio(), Some(1.0));
     assert!(o.caches.iter().all(|c| c.size == c.linux_size));
     assert_eq!(run.message_count, 0, "{:?}", run.messages);
     // percpu and vmalloc events are counted, not replayed.
