@@ -3,15 +3,23 @@
 //! The engine is the `kmem-replay` crate; this module only reads the
 //! arguments, shows a progress bar when stderr is a terminal, and writes
 //! the text report to stdout, the JSON and the SVG plot to files.
+//!
+//! Bad input is refused with a one-line reason on stderr: a bad option
+//! value (`--cpus 0`, `--mem lots`) by clap, exit status 2; a trace that
+//! cannot be read or holds no perf script event, or a `--json`/`--plot`
+//! file that cannot be written (checked before the replay starts), exit
+//! status 1. A trace that fails part-way (a truncated .xz) is reported as
+//! far as it went, then refused with exit status 1.
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use kmem::mmzone::NR_CPUS;
 use kmem_replay::{
     replay_kmem, replay_system, Machine, Progress, ReplayOptions, Report, TraceInput,
 };
 use kmem_sim::parse_size;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The bundled trace: 350,249 events recorded on Linux 6.18, 2 CPUs (tar,
 /// find, grep, gcc, cp, rm), xz-compressed.
@@ -25,13 +33,15 @@ pub struct ReplayArgs {
     /// The trace: text from `perf script -F comm,tid,cpu,time,event,trace`,
     /// plain or xz-compressed. Without it, the bundled fs-build trace.
     pub file: Option<PathBuf>,
-    /// CPUs of the simulated machine (default: as many as the trace shows).
-    #[arg(long)]
+    /// CPUs of the simulated machine, 1 to 64 (default: as many as the
+    /// trace shows; events on CPUs the machine lacks run on CPU
+    /// `cpu % CPUS`).
+    #[arg(long, value_parser = parse_cpus)]
     pub cpus: Option<usize>,
-    /// RAM of the simulated machine (default: 24G, the machine the bundled
-    /// trace was recorded on).
-    #[arg(long, default_value = "24G")]
-    pub mem: String,
+    /// RAM of the simulated machine, as memparse reads it (default: 24G,
+    /// the machine the bundled trace was recorded on).
+    #[arg(long, default_value = "24G", value_parser = parse_mem)]
+    pub mem: u64,
     /// Also replay the trace against the system allocator (malloc/free of
     /// the traced sizes, same parser and maps) and print the time ratio.
     #[arg(long)]
@@ -54,12 +64,57 @@ impl Default for ReplayArgs {
         ReplayArgs {
             file: None,
             cpus: None,
-            mem: "24G".into(),
+            mem: 24 << 30,
             compare_system: false,
             json: None,
             plot: None,
             no_progress: false,
         }
+    }
+}
+
+/// Parse `--cpus`: 1 to kmem's `NR_CPUS`.
+pub fn parse_cpus(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=NR_CPUS).contains(&n) => Ok(n),
+        Ok(_) => Err(format!(
+            "a machine has 1 to {NR_CPUS} CPUs (kmem's NR_CPUS)"
+        )),
+        Err(_) => Err(format!("not a number of CPUs (1 to {NR_CPUS})")),
+    }
+}
+
+/// Parse `--mem` as the kernel's memparse reads it.
+pub fn parse_mem(s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|e| format!("{e} (give a size such as 512M, 4G or 24G)"))
+}
+
+/// Fail now, naming the option, if `path` cannot be written: the replay
+/// may take a while, and its report should not be lost at the end. A file
+/// that did not exist is not left behind.
+fn check_writable(option: &str, path: &Path) -> Result<(), String> {
+    if path.is_dir() {
+        return Err(format!(
+            "--{option} {}: is a directory; give a file to write",
+            path.display()
+        ));
+    }
+    let existed = path.exists();
+    match std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+    {
+        Ok(_) => {
+            if !existed {
+                let _ = std::fs::remove_file(path);
+            }
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "--{option} {}: cannot write it: {e}",
+            path.display()
+        )),
     }
 }
 
@@ -101,14 +156,15 @@ fn tick(pb: &Option<ProgressBar>) -> impl FnMut(&Progress) -> bool + '_ {
 
 /// Run `kmem replay` with `args`.
 pub fn run(args: &ReplayArgs) -> Result<(), String> {
-    let mem = parse_size(&args.mem).map_err(|e| format!("--mem {}: {e}", args.mem))?;
+    if let Some(p) = &args.json {
+        check_writable("json", p)?;
+    }
+    if let Some(p) = &args.plot {
+        check_writable("plot", p)?;
+    }
     let mut input = open(args)?;
     let name = input.name().to_string();
-    let machine =
-        Machine::for_trace(&mut input, args.cpus, mem).map_err(|e| format!("{name}: {e}"))?;
-    if machine.cpus == 0 {
-        return Err("--cpus: a machine needs at least one CPU".into());
-    }
+    let machine = Machine::for_trace(&mut input, args.cpus, args.mem)?;
     let sim = machine.platform().map_err(|e| e.to_string())?;
     let k = machine.boot(&sim)?;
 
@@ -121,6 +177,11 @@ pub fn run(args: &ReplayArgs) -> Result<(), String> {
     let run = replay_kmem(&k, &mut input, &mut opts);
     drop(input);
     let failed_input = run.input_error.clone();
+    if failed_input.is_none() {
+        if let Some(e) = run.outcome.no_events(&name) {
+            return Err(e);
+        }
+    }
 
     let system = if args.compare_system && failed_input.is_none() {
         let mut input = open(args)?;

@@ -56,7 +56,7 @@ mod churn;
 use clap::{Args, ValueEnum};
 use crossterm::{cursor, event, execute, queue, style, terminal};
 use kmem::{BootParams, Kmem, Platform};
-use kmem_sim::{parse_size, pc_memory_map, SimConfig, SimPlatform};
+use kmem_sim::{pc_memory_map, SimConfig, SimPlatform};
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, Once};
@@ -797,11 +797,11 @@ pub struct SlabtopArgs {
     )]
     duration: Duration,
     /// RAM size of the simulated PC, as memparse reads it
-    #[arg(long, default_value = "4G")]
-    mem: String,
-    /// Number of CPUs (the workload runs a thread on each; a replay uses
-    /// as many as the trace has)
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value = "4G", value_parser = crate::replay::parse_mem)]
+    mem: u64,
+    /// Number of CPUs, 1 to 64 (the workload runs a thread on each; a
+    /// replay uses as many as the trace has)
+    #[arg(long, default_value_t = 2, value_parser = crate::replay::parse_cpus)]
     cpus: usize,
     /// The trace `--workload replay` replays (perf script text, plain or
     /// .xz) [default: the bundled fs-build trace]
@@ -816,19 +816,24 @@ pub struct SlabtopArgs {
 /// Run `kmem slabtop`: boot the machine, watch the workload, then print
 /// the kernel messages the run produced (allocation failures, slab
 /// reports) to stderr. A closed stdout (`| head`) ends it quietly.
-pub fn run(args: &SlabtopArgs) -> Result<(), String> {
+///
+/// A trace that cannot be replayed (unreadable, no perf script events,
+/// failing part-way such as a truncated .xz) is an error, as in `kmem
+/// replay`: before the view when the head of the trace shows it, else
+/// after the final frame.
+pub fn run(args: &SlabtopArgs) -> Result<(), crate::Failure> {
     if args.once && args.delay.is_some() {
-        return Err("Cannot combine -d and -o options".into());
-    }
-    if args.cpus == 0 {
-        return Err("--cpus: a machine needs at least 1 CPU".into());
+        // procps' words; a usage error, exit status 2.
+        return Err(crate::Failure::usage(
+            "Cannot combine -d and -o options: drop -d (--delay) or -o (--once)",
+        ));
     }
     let opts = ViewOptions {
         delay: args.delay.unwrap_or(DEFAULT_DELAY),
         once: args.once,
         sort: args.sort,
     };
-    let ram = parse_size(&args.mem).map_err(|e| format!("--mem {}: {e}", args.mem))?;
+    let ram = args.mem;
     let map = pc_memory_map(ram);
     let mut trace = None;
     let mut cpus = args.cpus;
@@ -861,10 +866,14 @@ pub fn run(args: &SlabtopArgs) -> Result<(), String> {
             let churn = churn::Churn {
                 duration: args.duration,
             };
-            watch(&k, &opts, |ctl| churn.run(&k, &sim, ctl))
+            watch(&k, &opts, |ctl| {
+                churn.run(&k, &sim, ctl);
+                Ok(())
+            })
         }
         WorkloadKind::Replay => {
             let mut input = trace.expect("opened above");
+            let name = input.name().to_string();
             let rate = if args.once { 0 } else { args.rate };
             watch(&k, &opts, |ctl| {
                 // Pace the replay, and stop it when the viewer quits.
@@ -884,7 +893,14 @@ pub fn run(args: &SlabtopArgs) -> Result<(), String> {
                 };
                 let run = kmem_replay::replay_kmem(&k, &mut input, &mut ropts);
                 ctl.hold();
-                drop(run);
+                // What made the replay end short, in `kmem replay`'s words.
+                match run.input_error {
+                    Some(e) => Err(format!("slabtop: {name}: {e}")),
+                    None => run
+                        .outcome
+                        .no_events(&name)
+                        .map_or(Ok(()), |e| Err(format!("slabtop: {e}"))),
+                }
             })
         }
     };
@@ -892,9 +908,9 @@ pub fn run(args: &SlabtopArgs) -> Result<(), String> {
         eprintln!("{line}");
     }
     match shown {
-        Ok(()) => Ok(()),
+        Ok(r) => r.map_err(crate::Failure::from),
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(format!("slabtop: {e}")),
+        Err(e) => Err(format!("slabtop: {e}").into()),
     }
 }
 
