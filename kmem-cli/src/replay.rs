@@ -215,7 +215,9 @@ pub fn run(args: &ReplayArgs) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     match failed_input {
-        Some(e) => Err(format!("{name}: {e}")),
+        Some(e) => Err(format!(
+            "{name}: {e}: the trace could not be read to its end; the report covers what was read"
+        )),
         None => Ok(()),
     }
 }

@@ -813,6 +813,22 @@ pub struct SlabtopArgs {
     rate: u64,
 }
 
+/// Why `kmem slabtop` did not run or ended badly: a usage error (exit
+/// status 2) or a failure at run time (1).
+pub struct Refused(crate::Failure);
+
+impl From<String> for Refused {
+    fn from(reason: String) -> Self {
+        Refused(crate::Failure::runtime(reason))
+    }
+}
+
+impl From<Refused> for crate::Failure {
+    fn from(r: Refused) -> Self {
+        r.0
+    }
+}
+
 /// Run `kmem slabtop`: boot the machine, watch the workload, then print
 /// the kernel messages the run produced (allocation failures, slab
 /// reports) to stderr. A closed stdout (`| head`) ends it quietly.
@@ -821,12 +837,12 @@ pub struct SlabtopArgs {
 /// failing part-way such as a truncated .xz) is an error, as in `kmem
 /// replay`: before the view when the head of the trace shows it, else
 /// after the final frame.
-pub fn run(args: &SlabtopArgs) -> Result<(), crate::Failure> {
+pub fn run(args: &SlabtopArgs) -> Result<(), Refused> {
     if args.once && args.delay.is_some() {
         // procps' words; a usage error, exit status 2.
-        return Err(crate::Failure::usage(
+        return Err(Refused(crate::Failure::usage(
             "Cannot combine -d and -o options: drop -d (--delay) or -o (--once)",
-        ));
+        )));
     }
     let opts = ViewOptions {
         delay: args.delay.unwrap_or(DEFAULT_DELAY),
@@ -895,7 +911,10 @@ pub fn run(args: &SlabtopArgs) -> Result<(), crate::Failure> {
                 ctl.hold();
                 // What made the replay end short, in `kmem replay`'s words.
                 match run.input_error {
-                    Some(e) => Err(format!("slabtop: {name}: {e}")),
+                    Some(e) => Err(format!(
+                        "slabtop: {name}: {e}: the trace could not be read to its end; \
+                         the view shows it up to there"
+                    )),
                     None => run
                         .outcome
                         .no_events(&name)
@@ -908,7 +927,7 @@ pub fn run(args: &SlabtopArgs) -> Result<(), crate::Failure> {
         eprintln!("{line}");
     }
     match shown {
-        Ok(r) => r.map_err(crate::Failure::from),
+        Ok(r) => r.map_err(Refused::from),
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(format!("slabtop: {e}").into()),
     }

@@ -141,3 +141,133 @@ fn kmem_without_arguments_replays_the_bundled_trace() {
     let failures: u64 = total.split_whitespace().nth(3).unwrap().parse().unwrap();
     assert_eq!(failures, 0, "{total}");
 }
+
+/// Run `kmem ARGS`: exit status, stdout, stderr.
+fn run(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
+    let out = kmem().args(args).output().unwrap();
+    (
+        out.status.code().expect("exited"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_input_is_refused_with_one_line_naming_it_and_the_right_status() {
+    let dir = scratch("bad");
+    let trace = slice(&dir, 200);
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let empty = dir.join("empty.trace");
+    std::fs::write(&empty, "").unwrap();
+    let garbage = dir.join("garbage.trace");
+    std::fs::write(
+        &garbage,
+        (0..50_000u32)
+            .map(|i| (i * 7919 % 251) as u8)
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let json_new = dir.join("new.json");
+    let cases: Vec<(Vec<std::ffi::OsString>, i32, String)> = vec![
+        // Usage errors (clap): exit status 2, the option named.
+        (
+            vec![os("replay"), os("--cpus"), os("0")],
+            2,
+            "'--cpus <CPUS>'".into(),
+        ),
+        (
+            vec![os("replay"), os("--cpus"), os("65")],
+            2,
+            "1 to 64 CPUs".into(),
+        ),
+        (
+            vec![os("replay"), os("--mem"), os("lots")],
+            2,
+            "'--mem <MEM>'".into(),
+        ),
+        // The trace: a directory, nothing, garbage.
+        (
+            vec![os("replay"), dir.clone().into()],
+            1,
+            format!("kmem: {}: is a directory; give a trace file", dir.display()),
+        ),
+        (
+            vec![
+                os("replay"),
+                empty.clone().into(),
+                os("--json"),
+                json_new.clone().into(),
+            ],
+            1,
+            format!("kmem: no perf script events found in {}: ", empty.display()),
+        ),
+        (
+            vec![os("replay"), garbage.clone().into()],
+            1,
+            format!(
+                "kmem: no perf script events found in {}: ",
+                garbage.display()
+            ),
+        ),
+        // Outputs that cannot be written: refused before the replay.
+        (
+            vec![
+                os("replay"),
+                trace.clone().into(),
+                os("--json"),
+                os("/nonexistent-dir/r.json"),
+            ],
+            1,
+            "kmem: --json /nonexistent-dir/r.json: cannot write it: ".into(),
+        ),
+        (
+            vec![
+                os("replay"),
+                trace.clone().into(),
+                os("--plot"),
+                dir.clone().into(),
+            ],
+            1,
+            format!(
+                "kmem: --plot {}: is a directory; give a file to write",
+                dir.display()
+            ),
+        ),
+    ];
+    for (args, status, message) in cases {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let (code, stdout, stderr) = run(&args);
+        assert_eq!(code, status, "kmem {args:?}: {stderr}");
+        assert!(stderr.contains(&message), "kmem {args:?}: {stderr}");
+        assert!(
+            stdout.is_empty(),
+            "kmem {args:?} printed a report: {stdout}"
+        );
+        if status == 1 {
+            assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        }
+    }
+    // The check leaves no file behind.
+    assert!(!json_new.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_truncated_trace_is_reported_as_far_as_it_went_then_refused() {
+    let dir = scratch("truncated");
+    let xz = std::fs::read(BUNDLED).unwrap();
+    let cut = dir.join("cut.trace.xz");
+    std::fs::write(&cut, &xz[..xz.len() / 4]).unwrap();
+    let (code, stdout, stderr) = run(&[std::ffi::OsStr::new("replay"), cut.as_os_str()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stdout.contains("input error, replay ended early: "),
+        "{stdout}"
+    );
+    assert!(
+        stderr.starts_with(&format!("kmem: {}: ", cut.display()))
+            && stderr.contains("the trace could not be read to its end"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

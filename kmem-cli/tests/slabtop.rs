@@ -230,10 +230,46 @@ fn bad_options_are_refused_with_a_clear_message() {
         all.extend_from_slice(args);
         let out = kmem(&all);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "kmem {all:?} succeeded");
+        // Usage errors, all of them: clap's exit status.
+        assert_eq!(out.status.code(), Some(2), "kmem {all:?}: {stderr}");
         assert!(stderr.contains(message), "kmem {all:?}: {stderr}");
         assert!(out.stdout.is_empty(), "kmem {all:?} printed a frame");
     }
+}
+
+#[test]
+fn a_trace_that_cannot_be_replayed_is_an_error_as_in_kmem_replay() {
+    let dir = std::env::temp_dir().join(format!("kmem-slabtop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bundled = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/traces/fs-build.trace.xz"
+    ))
+    .unwrap();
+    // Cut early: the head of the trace already fails; cut later: the
+    // replay fails part-way, after which the final frame is printed.
+    let early = dir.join("early.xz");
+    std::fs::write(&early, &bundled[..1000]).unwrap();
+    let late = dir.join("late.xz");
+    std::fs::write(&late, &bundled[..bundled.len() / 4]).unwrap();
+    let garbage = dir.join("garbage");
+    std::fs::write(&garbage, vec![0x5a; 100_000]).unwrap();
+    for (path, frame, message) in [
+        (&early, false, "the trace could not be read"),
+        (&late, true, "the trace could not be read to its end"),
+        (&garbage, false, "no perf script events found in "),
+    ] {
+        let p = path.to_str().unwrap();
+        let out = kmem(&["slabtop", "--workload", "replay", "--trace", p, "--once"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{p}: {stderr}");
+        assert!(
+            stderr.contains(p) && stderr.contains(message),
+            "{p}: {stderr}"
+        );
+        assert_eq!(!out.stdout.is_empty(), frame, "{p}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

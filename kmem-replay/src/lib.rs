@@ -149,7 +149,7 @@ impl Machine {
         let name = input.name().to_string();
         let head = input.scan_head(CPU_PEEK_BYTES);
         if let Some(e) = &head.error {
-            return Err(format!("{name}: {e}"));
+            return Err(format!("{name}: {e}: the trace could not be read"));
         }
         if let Some(e) = head.no_events(&name) {
             return Err(e);
