@@ -596,6 +596,35 @@ fn the_bundled_trace_replays_with_full_kmalloc_fidelity_and_no_failures() {
     }
     assert!(o.series.len() > 100 && o.series.len() <= 1025);
     assert!(o.fragmentation() >= 1.0);
+    // SLAB_RECLAIM_ACCOUNT where Linux's slab pages say so: every cache
+    // whose slab pages the trace shows agrees with them, and the caches
+    // holding most of the slab memory are reclaimable.
+    for c in &o.caches {
+        assert!(!c.reclaim_disagrees(), "{c:?}");
+    }
+    let reclaimable: Vec<&str> = o
+        .caches
+        .iter()
+        .filter(|c| c.reclaimable)
+        .map(|c| c.name.as_str())
+        .collect();
+    for name in [
+        "dentry",
+        "ext4_inode_cache",
+        "radix_tree_node",
+        "buffer_head",
+        "extent_status",
+    ] {
+        assert!(reclaimable.contains(&name), "{name}: {reclaimable:?}");
+        let c = o.caches.iter().find(|c| c.name == name).unwrap();
+        assert!(c.linux_slab_pages.reclaimable > 0, "{c:?}");
+    }
+    for name in ["filp", "vm_area_struct", "maple_node", "lsm_inode_cache"] {
+        assert!(!reclaimable.contains(&name), "{name}");
+    }
+    // The CPUs: both the trace's, none folded.
+    assert_eq!(o.cpu_events.len(), 2);
+    assert!(o.folded_cpus().is_empty());
 }
 
 #[test]
