@@ -557,8 +557,8 @@ fn fast_event<'a>(name: &'a [u8], fields: &'a [u8]) -> Option<Event<'a>> {
 
 /// `bytes` as text that is safe to print on a terminal: UTF-8 as it is,
 /// except control characters (C0, DEL and C1) written as `\xNN` (their
-/// code point) and bytes that are not UTF-8 as `\xNN`; at
-/// most `max_chars` characters of the input are shown, then `...`.
+/// code point) and bytes that are not UTF-8 as `\xNN`; once the text has
+/// `max_chars` bytes, the rest is shown as `...`.
 ///
 /// ```
 /// use kmem_replay::parse::printable;
@@ -568,15 +568,13 @@ fn fast_event<'a>(name: &'a [u8], fields: &'a [u8]) -> Option<Event<'a>> {
 /// ```
 pub fn printable(bytes: &[u8], max_chars: usize) -> String {
     use std::fmt::Write;
-    let mut out = String::with_capacity(bytes.len().min(max_chars.saturating_mul(4)));
-    let mut n = 0usize;
+    let mut out = String::with_capacity(bytes.len().min(max_chars.saturating_add(8)));
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
-            if n == max_chars {
+            if out.len() >= max_chars {
                 out.push_str("...");
                 return out;
             }
-            n += 1;
             if c.is_control() {
                 let _ = write!(out, "\\x{:02x}", c as u32);
             } else {
@@ -584,11 +582,10 @@ pub fn printable(bytes: &[u8], max_chars: usize) -> String {
             }
         }
         for &b in chunk.invalid() {
-            if n == max_chars {
+            if out.len() >= max_chars {
                 out.push_str("...");
                 return out;
             }
-            n += 1;
             let _ = write!(out, "\\x{b:02x}");
         }
     }
