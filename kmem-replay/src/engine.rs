@@ -25,6 +25,13 @@
 //!   `kfree(NULL)` (`ptr=(nil)`) is a no-op, counted as such.
 //! * **Failed Linux allocations** (`ptr=(nil)`, `page=(nil)`) are counted
 //!   and not replayed.
+//! * **Failed kmem allocations** (a machine too small for the trace, say)
+//!   are counted per type, the first ones kept with their line, what was
+//!   asked and kmem's error ([`Outcome::failed`]), and the replay goes on.
+//!   The address stays mapped, as failed, so the trace's later free of it
+//!   is counted as such (not as unmatched) and the trace's own live bytes
+//!   ([`Outcome::peak_traced_live_bytes`]: what it asked for, whatever kmem
+//!   managed) tell how much memory it needs.
 //! * **Slab pages.** Linux's `mm_page_alloc` also reports the pages its own
 //!   slab allocator takes; kmem's slab takes its own for the replayed object
 //!   events, so replaying both would count slab memory twice. A page
@@ -124,6 +131,8 @@ pub struct Notes {
     /// `kmem_cache_free` events naming another cache than the object's
     /// (`cache_from_obj: Wrong slab cache`): freed from the object's cache.
     pub wrong_cache_frees: u64,
+    /// Frees of objects and pages whose allocation kmem failed.
+    pub frees_of_failed_allocs: u64,
 }
 
 /// Exact-size fidelity counts.
@@ -246,6 +255,19 @@ pub struct Outcome {
     /// The first warnings Linux would print for the events, in its words
     /// (`line N: cache_from_obj: Wrong slab cache. ...`).
     pub warnings: Vec<String>,
+    /// The first events kmem failed: `line N: event what was asked: error`.
+    pub failed: Vec<String>,
+    /// Allocations kmem failed for want of memory (`ENOMEM`).
+    pub no_memory_failures: u64,
+    /// Bytes the trace holds live at the end by its own account (objects'
+    /// `bytes_req`, pages other than Linux's slab pages), whether or not
+    /// kmem could allocate them.
+    pub traced_live_bytes: u64,
+    /// Peak of [`traced_live_bytes`](Self::traced_live_bytes): the least
+    /// memory the trace needs.
+    pub peak_traced_live_bytes: u64,
+    /// The event at that peak.
+    pub peak_traced_event: u64,
     /// The machine's CPUs.
     pub nr_cpus: usize,
     /// Events (replayed kinds) per CPU of the trace, indexed by the trace's
@@ -480,6 +502,8 @@ pub const RECENT_FREES: usize = 64;
 
 /// No cache: a kmalloc object.
 const KMALLOC: u32 = u32::MAX;
+/// The handle of an object or page block kmem failed to allocate.
+const FAILED: usize = 0;
 
 #[derive(Clone, Copy)]
 struct Obj {
@@ -493,6 +517,8 @@ enum PageKind {
     Replayed,
     LinuxSlab,
     KmallocLarge,
+    /// kmem failed the allocation.
+    Failed,
 }
 
 #[derive(Clone, Copy)]
@@ -579,6 +605,11 @@ impl<T: Target> Engine<T> {
                 malformed_lines: 0,
                 errors: Vec::new(),
                 warnings: Vec::new(),
+                failed: Vec::new(),
+                no_memory_failures: 0,
+                traced_live_bytes: 0,
+                peak_traced_live_bytes: 0,
+                peak_traced_event: 0,
                 nr_cpus: nr_cpus as usize,
                 cpu_events: Vec::new(),
                 unknown_events: 0,
@@ -712,7 +743,7 @@ impl<T: Target> Engine<T> {
         for (c, name) in self.out.caches.iter_mut().zip(&self.report_names) {
             c.linux_slab_pages = self.slab_pages.get(name).copied().unwrap_or_default();
         }
-        self.out.live_objects = (self.objs.len()
+        self.out.live_objects = (self.objs.values().filter(|o| o.handle != FAILED).count()
             + self
                 .pages
                 .values()
@@ -728,7 +759,7 @@ impl<T: Target> Engine<T> {
         let objs: Vec<Obj> = self.objs.values().copied().collect();
         let pages: Vec<PageRec> = self.pages.values().copied().collect();
         let (mut t, out) = self.finish();
-        for o in objs {
+        for o in objs.into_iter().filter(|o| o.handle != FAILED) {
             let _ = if o.cache == KMALLOC {
                 t.kfree(o.handle, o.size as usize)
             } else {
@@ -834,8 +865,35 @@ impl<T: Target> Engine<T> {
         self.out.peak_live_bytes = self.out.peak_live_bytes.max(self.out.live_bytes);
     }
 
+    /// The trace's own live bytes grow (replayed or failed on kmem).
+    fn add_traced(&mut self, bytes: u64) {
+        self.out.traced_live_bytes += bytes;
+        if self.out.traced_live_bytes > self.out.peak_traced_live_bytes {
+            self.out.peak_traced_live_bytes = self.out.traced_live_bytes;
+            self.out.peak_traced_event = self.out.events;
+        }
+    }
+
+    /// kmem failed an event: count it and keep the first ones.
+    #[cold]
+    fn failed(&mut self, op: &Op, kind: EventKind, what: std::fmt::Arguments<'_>, e: kmem::Error) {
+        self.stats(kind).failures += 1;
+        if e == kmem::Error::NoMemory {
+            self.out.no_memory_failures += 1;
+        }
+        if self.out.failed.len() < self.max_warnings {
+            self.out
+                .failed
+                .push(format!("line {}: {kind} {what}: {e}", op.line));
+        }
+    }
+
     /// Free an object on the target (its kind decides how).
     fn release_obj(&mut self, o: Obj) -> Result<(), kmem::Error> {
+        self.out.traced_live_bytes -= o.size as u64;
+        if o.handle == FAILED {
+            return Ok(());
+        }
         self.out.live_bytes -= o.size as u64;
         self.out.live_object_bytes -= o.size as u64;
         if o.cache == KMALLOC {
@@ -848,12 +906,15 @@ impl<T: Target> Engine<T> {
     /// Record a new object at `ptr`, first freeing one Linux must have
     /// freed unseen.
     fn insert_obj(&mut self, ptr: u64, o: Obj, kind: EventKind) {
-        self.add_live(o.size as u64);
-        self.out.live_object_bytes += o.size as u64;
-        self.out.peak_live_object_bytes = self
-            .out
-            .peak_live_object_bytes
-            .max(self.out.live_object_bytes);
+        self.add_traced(o.size as u64);
+        if o.handle != FAILED {
+            self.add_live(o.size as u64);
+            self.out.live_object_bytes += o.size as u64;
+            self.out.peak_live_object_bytes = self
+                .out
+                .peak_live_object_bytes
+                .max(self.out.live_object_bytes);
+        }
         if let Some(old) = self.objs.insert(ptr, o) {
             self.out.notes.implicit_frees += 1;
             if self.release_obj(old).is_err() {
@@ -884,20 +945,23 @@ impl<T: Target> Engine<T> {
                 };
                 self.insert_obj(ptr, o, K);
             }
-            Err(_) => {
-                self.stats(K).failures += 1;
-                self.forget_obj(ptr);
+            Err(e) => {
+                self.failed(op, K, format_args!("of {bytes_req} B ({gfp})"), e);
+                self.insert_failed(ptr, bytes_req, K);
             }
         }
     }
 
-    /// An allocation failed on the target: an object Linux had at `ptr`
-    /// before is gone all the same (Linux reused the address).
-    fn forget_obj(&mut self, ptr: u64) {
-        if let Some(old) = self.objs.remove(&ptr) {
-            self.out.notes.implicit_frees += 1;
-            let _ = self.release_obj(old);
-        }
+    /// An allocation failed on the target: map `ptr` as failed (an object
+    /// Linux had there before is gone all the same: Linux reused the
+    /// address), so its free is recognised.
+    fn insert_failed(&mut self, ptr: u64, bytes_req: u64, kind: EventKind) {
+        let o = Obj {
+            handle: FAILED,
+            size: bytes_req as u32,
+            cache: KMALLOC,
+        };
+        self.insert_obj(ptr, o, kind);
     }
 
     /// Undo the page allocation just replayed if it is this kmalloc's
@@ -918,6 +982,7 @@ impl<T: Target> Engine<T> {
         let (handle, order) = (rec.handle, rec.order as u32);
         self.pages_live -= 1 << order;
         self.out.live_bytes -= (PAGE_SIZE as u64) << order;
+        self.out.traced_live_bytes -= (PAGE_SIZE as u64) << order;
         self.out.notes.page_allocs_folded_into_kmalloc += 1;
         let s = self.stats(EventKind::PageAlloc);
         s.replayed -= 1;
@@ -939,6 +1004,11 @@ impl<T: Target> Engine<T> {
         }
         match self.objs.remove(&ptr) {
             None => self.stats(kind).unmatched_frees += 1,
+            Some(o) if o.handle == FAILED => {
+                let _ = self.release_obj(o);
+                self.out.notes.frees_of_failed_allocs += 1;
+                self.stats(kind).skipped += 1;
+            }
             Some(o) => {
                 if let Some(named) = cache {
                     self.check_cache(op.line, named, o.cache);
@@ -995,8 +1065,18 @@ impl<T: Target> Engine<T> {
             None => self.create_cache(op.name, bytes_req, bytes_alloc, gfp, op.accounted),
         };
         let Some((cache, size)) = id else {
-            self.stats(K).failures += 1;
-            self.forget_obj(ptr);
+            let name = self
+                .strings
+                .get(op.name as usize)
+                .map_or("?", |s| s)
+                .to_string();
+            self.failed(
+                op,
+                K,
+                format_args!("from {name} ({bytes_req} B, {gfp}), a cache kmem refused to create"),
+                kmem::Error::InvalidArgument,
+            );
+            self.insert_failed(ptr, bytes_req, K);
             return;
         };
         match self.target.cache_alloc(cache, gfp, node) {
@@ -1012,9 +1092,14 @@ impl<T: Target> Engine<T> {
                 };
                 self.insert_obj(ptr, o, K);
             }
-            Err(_) => {
-                self.stats(K).failures += 1;
-                self.forget_obj(ptr);
+            Err(e) => {
+                let name = self
+                    .strings
+                    .get(op.name as usize)
+                    .map_or("?", |s| s)
+                    .to_string();
+                self.failed(op, K, format_args!("from {name} ({bytes_req} B, {gfp})"), e);
+                self.insert_failed(ptr, bytes_req, K);
             }
         }
     }
@@ -1078,10 +1163,16 @@ impl<T: Target> Engine<T> {
 
     /// Free a page block on the target as its record says.
     fn release_pages(&mut self, rec: PageRec) -> Result<(), kmem::Error> {
-        if rec.kind != PageKind::Replayed {
-            return Ok(());
-        }
         let order = rec.order as u32;
+        match rec.kind {
+            PageKind::Replayed => {}
+            PageKind::Failed => {
+                self.out.traced_live_bytes -= (PAGE_SIZE as u64) << order;
+                return Ok(());
+            }
+            PageKind::LinuxSlab | PageKind::KmallocLarge => return Ok(()),
+        }
+        self.out.traced_live_bytes -= (PAGE_SIZE as u64) << order;
         self.pages_live -= 1 << order;
         self.out.live_bytes -= (PAGE_SIZE as u64) << order;
         self.target.free_pages(rec.handle, order)
@@ -1106,11 +1197,11 @@ impl<T: Target> Engine<T> {
         let rec = if slab_page {
             self.out.notes.slab_page_allocs_left_to_slab += 1;
             self.stats(K).skipped += 1;
-            Some(PageRec {
+            PageRec {
                 handle: 0,
                 order: order as u8,
                 kind: PageKind::LinuxSlab,
-            })
+            }
         } else {
             match self.target.alloc_pages(gfp, order) {
                 Ok((handle, got)) => {
@@ -1118,28 +1209,31 @@ impl<T: Target> Engine<T> {
                     self.out.page_fidelity.count(got == order);
                     self.pages_live += 1 << order;
                     self.add_live((PAGE_SIZE as u64) << order);
+                    self.add_traced((PAGE_SIZE as u64) << order);
                     self.last_page = Some(LastPageAlloc {
                         cpu: h.cpu,
                         tid: h.tid,
                         pfn,
                         order,
                     });
-                    Some(PageRec {
+                    PageRec {
                         handle,
                         order: order as u8,
                         kind: PageKind::Replayed,
-                    })
+                    }
                 }
-                Err(_) => {
-                    self.stats(K).failures += 1;
-                    None
+                Err(e) => {
+                    self.failed(h, K, format_args!("of order {order} ({gfp})"), e);
+                    self.add_traced((PAGE_SIZE as u64) << order);
+                    PageRec {
+                        handle: FAILED,
+                        order: order as u8,
+                        kind: PageKind::Failed,
+                    }
                 }
             }
         };
-        let old = match rec {
-            Some(r) => self.pages.insert(pfn, r),
-            None => self.pages.remove(&pfn),
-        };
+        let old = self.pages.insert(pfn, rec);
         if let Some(old) = old {
             self.out.notes.implicit_frees += 1;
             if self.release_pages(old).is_err() {
@@ -1182,6 +1276,11 @@ impl<T: Target> Engine<T> {
             }
             // Its kfree freed kmem's pages already.
             PageKind::KmallocLarge => self.stats(kind).skipped += 1,
+            PageKind::Failed => {
+                let _ = self.release_pages(rec);
+                self.out.notes.frees_of_failed_allocs += 1;
+                self.stats(kind).skipped += 1;
+            }
         }
     }
 

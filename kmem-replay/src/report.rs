@@ -114,6 +114,15 @@ pub struct Report {
     pub errors: Vec<String>,
     /// The first warnings Linux would print for the events, in its words.
     pub warnings: Vec<String>,
+    /// The first events kmem failed, with their line and what was asked.
+    pub failed: Vec<String>,
+    /// Allocations kmem failed for want of memory.
+    pub no_memory_failures: u64,
+    /// The most bytes the trace holds live by its own account (what it
+    /// asked for, whether or not kmem could allocate it).
+    pub peak_traced_live_bytes: u64,
+    /// When there were `ENOMEM` failures: a `--mem` that fits the trace.
+    pub suggested_mem_bytes: Option<u64>,
     /// Replayed events per CPU of the trace (index: the trace's CPU id).
     pub cpu_events: Vec<u64>,
     /// The trace's CPUs the machine lacks, with their events, which ran as
@@ -181,6 +190,24 @@ pub struct Report {
     pub proc: ProcReport,
 }
 
+/// A `--mem` for a trace that holds `peak` bytes live on a machine of
+/// `mem` bytes that ran out: the peak with a quarter more for slab
+/// overhead and 32 MiB for the machine's own use and reserves, rounded up
+/// to a power of two, and more than `mem`.
+fn suggest_mem(peak: u64, mem: u64) -> u64 {
+    let need = peak + peak / 4 + (32 << 20);
+    need.next_power_of_two().max((mem + 1).next_power_of_two())
+}
+
+/// `bytes` as `--mem` takes it (`256M`, `4G`).
+fn size_arg(bytes: u64) -> String {
+    if bytes >= 1 << 30 && bytes % (1 << 30) == 0 {
+        format!("{}G", bytes >> 30)
+    } else {
+        format!("{}M", bytes.div_ceil(1 << 20))
+    }
+}
+
 fn proc_text(f: impl FnOnce(&mut String) -> fmt::Result) -> String {
     let mut s = String::new();
     // Writing into a String cannot fail.
@@ -236,6 +263,11 @@ impl Report {
             malformed_lines: o.malformed_lines,
             errors: o.errors.clone(),
             warnings: o.warnings.clone(),
+            failed: o.failed.clone(),
+            no_memory_failures: o.no_memory_failures,
+            peak_traced_live_bytes: o.peak_traced_live_bytes,
+            suggested_mem_bytes: (o.no_memory_failures > 0)
+                .then(|| suggest_mem(o.peak_traced_live_bytes, machine.mem)),
             cpu_events: o.cpu_events.clone(),
             folded_cpus: o.folded_cpus(),
             unknown_events: o.unknown_events,
@@ -426,6 +458,24 @@ impl Report {
         for e in &self.errors {
             writeln!(w, "  {e}")?;
         }
+        if !self.failed.is_empty() {
+            writeln!(w, "failed on kmem (the first {}):", self.failed.len())?;
+            for l in &self.failed {
+                writeln!(w, "  {l}")?;
+            }
+        }
+        if let Some(m) = self.suggested_mem_bytes {
+            writeln!(
+                w,
+                "kmem ran out of memory {} times: the machine has {:.1} MiB (MemTotal), and the trace \
+                 holds up to {:.1} MiB live (what it asked for), slabs and the machine's reserves \
+                 taking more: replay with a larger --mem, such as --mem {}",
+                self.no_memory_failures,
+                (self.machine.totalram_pages * kmem::PAGE_SIZE as u64) as f64 / (1u64 << 20) as f64,
+                self.peak_traced_live_bytes as f64 / (1u64 << 20) as f64,
+                size_arg(m)
+            )?;
+        }
         if self.notes.wrong_cache_frees > 0 {
             writeln!(
                 w,
@@ -477,6 +527,11 @@ impl Report {
             w,
             "  kmem_cache_free of another cache's object:    {} (freed from the object's cache, as Linux does)",
             n.wrong_cache_frees
+        )?;
+        writeln!(
+            w,
+            "  frees of allocations kmem failed:             {}",
+            n.frees_of_failed_allocs
         )?;
 
         writeln!(w)?;

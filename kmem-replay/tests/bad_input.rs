@@ -192,3 +192,65 @@ a 1 [000] 1.000005: kmem:kmem_cache_alloc: call_site=f+0x1 ptr=0xffff88810020000
     );
     assert_eq!(o.live_objects, 1);
 }
+
+#[test]
+fn a_machine_too_small_counts_each_failure_and_says_what_mem_the_trace_needs() {
+    // 40 live blocks of 4 MiB (GFP_NOWAIT: failures come at once, no
+    // reclaim), then their frees.
+    let mut text = String::new();
+    for i in 0..40u64 {
+        text += &format!(
+            "a 1 [000] 1.{:06}: kmem:kmalloc: call_site=f ptr=0x{:x} bytes_req=4194304 bytes_alloc=4194304 gfp_flags=GFP_NOWAIT node=-1 accounted=false\n",
+            i + 1,
+            0xffff_8881_0000_0000u64 + (i << 22)
+        );
+    }
+    for i in 0..40u64 {
+        text += &format!(
+            "a 1 [000] 2.{:06}: kmem:kfree: call_site=f ptr=0x{:x}\n",
+            i + 1,
+            0xffff_8881_0000_0000u64 + (i << 22)
+        );
+    }
+    let run_on = |mem: u64| {
+        let mut inp = input(text.clone().into_bytes());
+        let machine = Machine::for_trace(&mut inp, None, mem).unwrap();
+        let sim = machine.platform().unwrap();
+        let k = machine.boot(&sim).unwrap();
+        let run = replay_kmem(&k, &mut inp, &mut ReplayOptions::default());
+        let report = Report::new("t.trace", machine, &k, run, None);
+        let mut s = String::new();
+        report.write_text(&mut s).unwrap();
+        (report, s)
+    };
+    let (r, text_64m) = run_on(64 << 20);
+    let kmalloc = &r.types[0].stats;
+    let kfree = &r.types[1].stats;
+    assert!(kmalloc.failures > 0 && kmalloc.replayed > 0, "{kmalloc:?}");
+    assert_eq!(r.no_memory_failures, kmalloc.failures);
+    // Each failure is kept with its line and what was asked.
+    let first = kmalloc.replayed + 1;
+    assert_eq!(
+        r.failed[0],
+        format!("line {first}: kmem:kmalloc of 4194304 B (GFP_NOWAIT): out of memory (ENOMEM)")
+    );
+    assert_eq!(r.failed.len(), 10);
+    // Their frees are known, not unmatched.
+    assert_eq!(
+        (kfree.unmatched_frees, kfree.skipped),
+        (0, kmalloc.failures)
+    );
+    assert_eq!(r.notes.frees_of_failed_allocs, kmalloc.failures);
+    // What the trace needs, and the --mem that gives it.
+    assert_eq!(r.peak_traced_live_bytes, 160 << 20);
+    assert!(
+        text_64m.contains("and the trace holds up to 160.0 MiB live (what it asked for)")
+            && text_64m.contains("replay with a larger --mem, such as --mem 256M"),
+        "{text_64m}"
+    );
+    // Which is enough.
+    let (r, text_256m) = run_on(256 << 20);
+    assert_eq!(r.failures, 0);
+    assert_eq!(r.suggested_mem_bytes, None);
+    assert!(!text_256m.contains("ran out of memory"));
+}
