@@ -71,6 +71,13 @@ impl<P: Platform> Kmem<P> {
             .is_region_memory(pfn << PAGE_SHIFT, PAGE_SIZE as u64)
     }
 
+    /// `pfn_to_nid()`: the node whose span holds `pfn`.
+    pub fn pfn_to_nid(&self, pfn: u64) -> Option<usize> {
+        self.nodes().position(|n| {
+            pfn >= n.node_start_pfn() && pfn - n.node_start_pfn() < n.node_spanned_pages()
+        })
+    }
+
     /// `page_address()`: the direct-map address, `None` for high memory.
     pub fn page_address(&self, page: &Page) -> Option<NonNull<u8>> {
         let pa = self.mem_map().page_to_pfn(page)? << PAGE_SHIFT;

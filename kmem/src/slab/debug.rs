@@ -335,17 +335,35 @@ impl<P: Platform> Kmem<P> {
 
     /// `free_debug_processing()`: refuse double frees and objects whose red
     /// zones were overwritten, record the caller, poison, and free.
+    ///
+    /// Everything about the slab is read under the node's `list_lock`: the
+    /// caller's lookup ran before it, and a racing free of the same object
+    /// (a double free from another CPU) may have emptied the slab, which
+    /// was then given back and perhaps reused, in between. The node is the
+    /// one of the object's page frame, which never changes.
     pub(super) fn free_debug(
         &self,
         s: &KmemCache,
-        page: &Page,
         obj: usize,
         caller: &'static Location<'static>,
     ) -> Result<()> {
-        let nid = page.nid().min(s.nr_nodes - 1);
+        let nid = self
+            .dm
+            .pa(obj)
+            .and_then(|pa| self.pfn_to_nid(pa >> crate::PAGE_SHIFT))
+            .unwrap_or(0)
+            .min(s.nr_nodes - 1);
         let mut discard = PageList::new();
         {
             let mut l = s.node(nid).lists.lock();
+            let Some(slab) = self.slab_of(obj as *const u8).filter(|sl| {
+                sl.page.slab_cache_addr() == s as *const KmemCache as usize
+                    && sl.nid.min(s.nr_nodes - 1) == nid
+            }) else {
+                drop(l);
+                return self.freed_meanwhile(s, obj, caller);
+            };
+            let page = slab.page;
             if self.on_freelist(s, page, obj) {
                 drop(l);
                 let base = self.page_address(page).map_or(0, |a| a.as_ptr() as usize);
@@ -375,9 +393,6 @@ impl<P: Platform> Kmem<P> {
             }
             self.set_track(s, obj, true, caller);
             self.init_object(s, obj, false);
-            let slab = self
-                .slab_of(obj as *const u8)
-                .expect("checked by the caller");
             self.free_to_slab_locked(s, &mut l, slab, obj, &mut discard);
         }
         self.discard_all(s, discard);

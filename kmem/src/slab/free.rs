@@ -86,11 +86,18 @@ impl<P: Platform> Kmem<P> {
         caller: &'static Location<'static>,
     ) -> Result<()> {
         self.p.local_exit_leaf(st);
-        // Found again rather than passed: six arguments fit in registers.
-        let slab = self.slab_of(x).expect("the fast path found the slab");
         if s.is_debug() {
-            return self.free_debug(s, slab.page, x as usize, caller);
+            return self.free_debug(s, x as usize, caller);
         }
+        // Found again rather than passed: six arguments fit in registers.
+        // A racing free of the same object may have emptied the slab and
+        // given it back since the caller's checks: no `expect` here.
+        let Some(slab) = self
+            .slab_of(x)
+            .filter(|sl| sl.page.slab_cache_addr() == s as *const KmemCache as usize)
+        else {
+            return self.freed_meanwhile(s, x as usize, caller);
+        };
         let nid = slab.nid;
         let g = LocalGuard::new(&self.p);
         let cc = s.cpu(g.cpu());

@@ -65,6 +65,28 @@ impl<P: Platform> Kmem<P> {
         })
     }
 
+    /// A free found no slab of `s` at `x` any more, where the caller's
+    /// checks had found one: a racing free of the same object (a double
+    /// free) emptied the slab, and it was given back, in between.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn freed_meanwhile(
+        &self,
+        s: &KmemCache,
+        x: usize,
+        caller: &'static core::panic::Location<'static>,
+    ) -> Result<()> {
+        slab_bug(&self.p, s, format_args!("Object already free"));
+        report!(
+            &self.p,
+            Level::Err,
+            "Object 0x{:x} freed again from {}: its slab was emptied and given back meanwhile",
+            x,
+            caller
+        );
+        Err(Error::BadState)
+    }
+
     #[cold]
     #[inline(never)]
     pub(super) fn not_in_slab(&self, s: &KmemCache, x: *const u8, what: &str) -> Result<()> {
@@ -83,8 +105,21 @@ impl<P: Platform> Kmem<P> {
     #[cold]
     #[inline(never)]
     pub(crate) fn wrong_cache(&self, s: &KmemCache, page: &Page, what: &str) -> Result<()> {
-        // SAFETY: a slab's cache field points at a live cache.
-        let o = unsafe { &*(page.slab_cache_addr() as *const KmemCache) };
+        let addr = page.slab_cache_addr();
+        if addr == 0 {
+            // The slab was given back since the caller looked.
+            report!(
+                &self.p,
+                Level::Err,
+                "{}: object is no longer in a slab of {}",
+                what,
+                s.name()
+            );
+            return Err(Error::BadAddress);
+        }
+        // SAFETY: a slab's cache field points at a live cache (a cache is
+        // destroyed only with no objects, so none is freed into it then).
+        let o = unsafe { &*(addr as *const KmemCache) };
         report!(
             &self.p,
             Level::Warning,
@@ -102,7 +137,10 @@ impl<P: Platform> Kmem<P> {
     pub(crate) fn invalid_pointer(&self, s: &KmemCache, x: *const u8) -> Result<()> {
         // Found again rather than passed: the fast paths then keep the slab
         // in registers instead of spilling it for this call.
-        let slab = self.slab_of(x).expect("a pointer into a slab");
+        let Some(slab) = self.slab_of(x) else {
+            // A racing free emptied and gave back the slab since the caller looked.
+            return self.not_in_slab(s, x, "kmem_cache_free");
+        };
         let (x, base) = (x as usize, slab.base);
         let objects = slab.page.slab_objects() as usize;
         slab_bug(&self.p, s, format_args!("Invalid object pointer 0x{x:x}"));
@@ -389,6 +427,7 @@ impl<P: Platform> Kmem<P> {
         if inuse == 0 && l.nr_partial > s.min_partial {
             l.partial.remove(&mm, idx);
             l.nr_partial -= 1;
+            retire_slab_locked(page);
             discard.push_head(&mm, idx);
         }
     }
@@ -434,4 +473,12 @@ impl<P: Platform> Kmem<P> {
             })
             .sum()
     }
+}
+
+/// Mark a slab that leaves its node's lists for the page allocator as no
+/// slab any more, under the node's `list_lock`, before the lock is dropped:
+/// a free that takes the lock afterwards (a racing double free of one of
+/// its objects) then finds no slab there, instead of a slab being freed.
+pub(super) fn retire_slab_locked(page: &Page) {
+    page.clear_flag(PG_SLAB);
 }

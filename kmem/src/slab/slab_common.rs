@@ -374,6 +374,7 @@ impl<P: Platform> Kmem<P> {
                 for e in empties.iter().take_while(|&&e| e != 0) {
                     l.partial.remove(&mm, e - 1);
                     l.nr_partial -= 1;
+                    super::partial::retire_slab_locked(mm.at(e - 1));
                     discard.push_head(&mm, e - 1);
                 }
             }
