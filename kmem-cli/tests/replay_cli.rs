@@ -271,3 +271,25 @@ fn a_truncated_trace_is_reported_as_far_as_it_went_then_refused() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A replay on a machine too small for the trace ends on its own (it used
+/// to sleep forever for frees that only its own thread could make),
+/// counts the failures and says how much memory to give; slabtop's replay
+/// workload ends the same way (#11 item 1).
+#[test]
+fn a_replay_on_a_too_small_machine_ends_and_names_mem() {
+    let (status, out, _) = run(&["replay".as_ref(), "--mem".as_ref(), "64M".as_ref()]);
+    assert_eq!(status, 0, "the replay itself worked: {out}");
+    assert!(out.contains("failed on kmem"), "{out}");
+    assert!(out.contains("replay with a larger --mem"), "{out}");
+    let (status, out, err) = run(&[
+        "slabtop".as_ref(),
+        "--once".as_ref(),
+        "--workload".as_ref(),
+        "replay".as_ref(),
+        "--mem".as_ref(),
+        "64M".as_ref(),
+    ]);
+    assert_eq!(status, 0, "{err}");
+    assert!(out.contains("kmalloc-8"), "{out}");
+}

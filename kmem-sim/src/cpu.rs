@@ -40,7 +40,7 @@ use core::marker::PhantomData;
 use kmem::platform::Task;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Source of instance ids; 0 means "not bound".
@@ -198,6 +198,9 @@ pub(crate) struct Cpus {
     /// Per CPU: its mailbox is (probably) not empty. Written under the slot
     /// lock, read without it on the fast path.
     mail: Box<[AtomicBool]>,
+    /// Threads bound to one of these CPUs, or waiting in `bind` for one:
+    /// the contexts that can run and free memory.
+    pub(crate) attached: AtomicUsize,
 }
 
 /// splitmix64 step: advance `state` and return the next output.
@@ -227,6 +230,7 @@ impl Cpus {
             freed: Condvar::new(),
             ipi: Condvar::new(),
             mail: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            attached: AtomicUsize::new(0),
         }
     }
 
@@ -508,6 +512,7 @@ impl Drop for CpuBinding<'_> {
         });
         // Still bound: a clean release runs the pending calls on this CPU.
         self.cpus.release(self.cpu, self.token, busy);
+        self.cpus.attached.fetch_sub(1, Ordering::SeqCst);
         LOCAL.with(|l| {
             l.id.set(0);
             l.mail.set(&NO_MAIL);

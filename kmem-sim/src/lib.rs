@@ -431,6 +431,15 @@ impl SimPlatform {
             ),
             _ => panic!("SimPlatform::bind: this thread is already bound to another SimPlatform"),
         });
+        // Counted from here: a thread waiting for a CPU can run once one
+        // is free.
+        self.cpus.attached.fetch_add(1, Ordering::SeqCst);
+        self.bind_counted(cpu, task)
+    }
+
+    /// [`bind_as`](Self::bind_as) for a thread already counted in
+    /// `attached` (its binding's drop uncounts it).
+    fn bind_counted(&self, cpu: usize, task: Task) -> CpuBinding<'_> {
         let token = new_instance_id();
         let rng = self.cpus.acquire(cpu, token);
         self.install(cpu, token, task, rng)
@@ -511,12 +520,16 @@ impl SimPlatform {
              which would wait for its own CPU"
         );
         let f = &f;
+        // Every CPU thread counts as able to run from the start, so that
+        // one that binds late is not taken for absent (`others_can_run`).
+        self.cpus.attached.fetch_add(self.nr_cpus, Ordering::SeqCst);
         std::thread::scope(|s| {
             for cpu in 0..self.nr_cpus {
                 std::thread::Builder::new()
                     .name(format!("cpu/{cpu}"))
                     .spawn_scoped(s, move || {
-                        let _binding = self.bind(cpu);
+                        let _binding = self
+                            .bind_counted(cpu, Task::new(cpu as u32 + 1, &format!("cpu/{cpu}")));
                         f(cpu)
                     })
                     .expect("SimPlatform::run_on_cpus: cannot spawn a thread");
@@ -601,6 +614,7 @@ impl SimPlatform {
     /// Bind the calling thread to `cpu`, which [`Cpus::post`] reserved for
     /// it with `token`, as the CPU's idle task.
     fn adopt(&self, cpu: usize, token: u64, rng: u64) -> CpuBinding<'_> {
+        self.cpus.attached.fetch_add(1, Ordering::SeqCst);
         debug_assert_eq!(LOCAL.with(|l| l.id.get()), 0, "a fresh helper thread");
         self.install(cpu, token, Task::new(0, &format!("swapper/{cpu}")), rng)
     }
@@ -867,6 +881,14 @@ unsafe impl Platform for SimPlatform {
             slot.sleep(seen, deadline);
             self.reacquire_cpu(held);
         }
+    }
+
+    /// Another thread is bound to one of this machine's CPUs (or waiting
+    /// for one): it may free memory while the caller sleeps. A machine
+    /// driven by one thread, as `kmem replay` drives it, has nobody else.
+    fn others_can_run(&self) -> bool {
+        let me = LOCAL.with(|l| l.id.get() == self.id) as usize;
+        self.cpus.attached.load(Ordering::SeqCst) > me
     }
 
     fn wake_up(&self, channel: usize) {

@@ -172,6 +172,11 @@ impl<'a> ArenaPlatform<'a> {
 // interrupt (the same rule as `set_cpu`), so the section it opens on the
 // target is the only one there; it runs `f` on the calling thread.
 unsafe impl Platform for ArenaPlatform<'_> {
+    /// One thread and nothing else: nobody could free while it slept.
+    fn others_can_run(&self) -> bool {
+        false
+    }
+
     fn nr_cpu_ids(&self) -> usize {
         self.nr_cpus
     }

@@ -328,6 +328,10 @@ impl<P: Platform> Kmem<P> {
     /// Sleep until some page is freed on the machine or `timeout_ns`
     /// passes. Returns whether a free happened.
     pub(crate) fn wait_for_free_pages(&self, timeout_ns: u64) -> bool {
+        if !self.p.others_can_run() {
+            // Nobody could free while we slept.
+            return false;
+        }
         let r = &self.reclaim;
         // Announce first, then sample: a free after the sample sees us.
         r.waiters.fetch_add(1, SeqCst);

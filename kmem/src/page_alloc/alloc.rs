@@ -241,6 +241,9 @@ impl<P: Platform> Kmem<P> {
             return Ok(p);
         }
         let mut no_progress_loops = 0u32;
+        // No other context can run to free memory (a one-thread machine):
+        // waiting for frees would wait forever.
+        let mut alone = false;
         loop {
             if af.contains(AllocFlags::KSWAPD) {
                 self.wake_all_kswapds(gfp, order, nid, high);
@@ -292,14 +295,24 @@ impl<P: Platform> Kmem<P> {
             } else {
                 no_progress_loops += 1;
             }
+            // (With nobody else to free, the wait returns at once: the
+            // rounds still run, as Linux counts them.)
             if no_progress_loops <= crate::vmscan::MAX_RECLAIM_RETRIES {
                 if reclaimed == 0 {
                     self.wait_for_free_pages(crate::vmscan::RECLAIM_THROTTLE_NS);
                 }
                 continue;
             }
+            // Nothing reclaimed for MAX_RECLAIM_RETRIES rounds, and nobody
+            // else to free: what Linux does when nothing is left to reclaim
+            // (the OOM path, then failure), never a wait for frees that
+            // cannot come.
+            if !alone && !self.p.others_can_run() {
+                alone = true;
+                self.report_alone(gfp, order, caller);
+            }
             // __alloc_pages_may_oom().
-            let (page, progress) = self.alloc_pages_may_oom(gfp, order, zl, high, mt);
+            let (page, progress) = self.alloc_pages_may_oom(gfp, order, zl, high, mt, alone);
             if let Some(p) = page {
                 return Ok(p);
             }
@@ -316,13 +329,28 @@ impl<P: Platform> Kmem<P> {
                 if let Some(p) = self.get_page_from_freelist(gfp, order, af2, zl, high, mt) {
                     return Ok(p);
                 }
+                if alone {
+                    break;
+                }
                 self.wait_for_free_pages(crate::vmscan::RECLAIM_THROTTLE_NS);
                 no_progress_loops = 0;
                 continue;
             }
             break;
         }
-        if nofail {
+        if nofail && alone {
+            // Linux would wait forever; kmem fails it, said as the warning
+            // Linux gives a __GFP_NOFAIL request it cannot honour.
+            report!(
+                &self.p,
+                Level::Warning,
+                "WARNING: CPU: {} at {}: __GFP_NOFAIL allocation would wait forever: no other context can free memory: mode:{:#x}({})",
+                self.p.smp_processor_id(),
+                caller,
+                gfp.bits(),
+                gfp
+            );
+        } else if nofail {
             // No direct reclaim (or reclaim recursion): Linux warns that a
             // __GFP_NOFAIL caller cannot sleep and fails it.
             report!(
@@ -351,6 +379,7 @@ impl<P: Platform> Kmem<P> {
         zl: &Zonelist,
         high: usize,
         mt: MigrateType,
+        alone: bool,
     ) -> (Option<&Page>, bool) {
         let last = AllocFlags::WMARK_HIGH.with(AllocFlags::CPUSET);
         if let Some(p) = self.get_page_from_freelist(gfp, order, last, zl, high, mt) {
@@ -367,9 +396,10 @@ impl<P: Platform> Kmem<P> {
             return (None, false);
         }
         // out_of_memory() kills nothing for !__GFP_FS but reports progress:
-        // such allocations keep retrying while others free memory.
+        // such allocations keep retrying while others free memory (when
+        // there are others to free it).
         if !gfp.contains(gfp::__GFP_FS) {
-            return (None, true);
+            return (None, !alone);
         }
         let progress = self.out_of_memory(gfp, order);
         if !progress && nofail {
@@ -379,6 +409,25 @@ impl<P: Platform> Kmem<P> {
             return (p, p.is_some());
         }
         (None, progress)
+    }
+
+    /// The report of an allocation that stops waiting for frees because no
+    /// other context can run to make them (see
+    /// [`Platform::others_can_run`]).
+    #[cold]
+    #[inline(never)]
+    fn report_alone(&self, gfp: Gfp, order: u32, caller: &core::panic::Location<'_>) {
+        let task = self.p.current();
+        report!(
+            &self.p,
+            Level::Warning,
+            "{}: page allocation stalls for frees no other context can make, order:{}, mode:{:#x}({}) at {}: no more retries",
+            task.comm(),
+            order,
+            gfp.bits(),
+            gfp,
+            caller
+        );
     }
 
     /// `warn_alloc()`: the "page allocation failure" report.

@@ -227,6 +227,18 @@ pub unsafe trait Platform {
         cond()
     }
 
+    /// Whether any execution context other than the calling one can run
+    /// while it sleeps, and so could free memory: another CPU's task,
+    /// kswapd, an interrupt. The page allocator asks before it sleeps for
+    /// frees; where the answer is no, it goes on as Linux does when nothing
+    /// is left to reclaim (the OOM path, then failure) instead of waiting
+    /// forever. A kernel always has others (the default); a platform with
+    /// one thread and nothing else, such as a one-threaded simulated
+    /// machine or the arena, has none.
+    fn others_can_run(&self) -> bool {
+        true
+    }
+
     /// Wake every waiter on `channel`.
     fn wake_up(&self, channel: usize) {
         let _ = channel;
@@ -411,7 +423,7 @@ macro_rules! report {
 #[macro_export]
 macro_rules! forward_platform {
     ($s:ident => $to:expr; all) => {
-        $crate::forward_platform!($s => $to; nr_cpu_ids, smp_processor_id, local_enter, local_exit, local_enter_leaf, local_exit_leaf, in_atomic, in_interrupt, direct_map, memory_is_zeroed, vmap_range, map_page, unmap_page, wait_event, wake_up, smp_call_function_single, on_each_cpu, report, current, now_ns, random_u64, task_flags, set_task_flags, out_of_memory);
+        $crate::forward_platform!($s => $to; nr_cpu_ids, smp_processor_id, local_enter, local_exit, local_enter_leaf, local_exit_leaf, in_atomic, in_interrupt, direct_map, memory_is_zeroed, vmap_range, map_page, unmap_page, wait_event, wake_up, others_can_run, smp_call_function_single, on_each_cpu, report, current, now_ns, random_u64, task_flags, set_task_flags, out_of_memory);
     };
     ($s:ident => $to:expr; $($m:ident),+ $(,)?) => {
         $( $crate::forward_platform!(@one $s => $to; $m); )+
@@ -512,6 +524,13 @@ macro_rules! forward_platform {
         fn wait_event(&self, channel: usize, cond: &mut dyn FnMut() -> bool, timeout_ns: ::core::option::Option<u64>) -> bool {
             let $s = self;
             $crate::platform::Platform::wait_event($to, channel, cond, timeout_ns)
+        }
+    };
+    (@one $s:ident => $to:expr; others_can_run) => {
+        #[inline]
+        fn others_can_run(&self) -> bool {
+            let $s = self;
+            $crate::platform::Platform::others_can_run($to)
         }
     };
     (@one $s:ident => $to:expr; wake_up) => {
