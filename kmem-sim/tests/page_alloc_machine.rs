@@ -304,6 +304,44 @@ fn movablecore_makes_a_movable_zone_only_movable_allocations_use() {
     assert!(s.reported("Movable zone start for each node"));
 }
 
+/// Linux's find_zone_movable_pfns_for_nodes(): a movablecore= that covers
+/// all memory leaves no kernelcore, so no movable zone at all (it used to
+/// make every page movable, DMA included, and fail boot); a smaller one
+/// takes memory only from the highest populated zone, never from DMA
+/// (#11 item 8).
+#[test]
+fn movablecore_covering_all_memory_makes_no_movable_zone_and_never_takes_dma() {
+    for movablecore in [8 * GB, 3 * GB] {
+        let s = sim(1, pc_memory_map(2 * GB));
+        let _cpu = s.bind(0);
+        let params = BootParams {
+            movablecore,
+            ..BootParams::default()
+        };
+        let k = Kmem::boot(&s, s.memory_map(), &params).unwrap();
+        let mv = k.node(0).zone(ZoneType::Movable as usize);
+        assert_eq!(mv.present_pages(), 0, "movablecore={movablecore}");
+        assert_eq!(k.node(0).zone(ZoneType::Dma as usize).present_pages(), 3998);
+        let p = k.alloc_page(GFP_KERNEL).unwrap();
+        k.__free_pages(p, 0).unwrap();
+    }
+    let s = sim(1, pc_memory_map(2 * GB));
+    let _cpu = s.bind(0);
+    let params = BootParams {
+        movablecore: 1900 * MB,
+        ..BootParams::default()
+    };
+    let k = Kmem::boot(&s, s.memory_map(), &params).unwrap();
+    let mv = k.node(0).zone(ZoneType::Movable as usize);
+    assert!(mv.present_pages() > 0);
+    assert_eq!(
+        k.node(0).zone(ZoneType::Dma as usize).present_pages(),
+        3998,
+        "DMA is not the highest zone: none of it is movable"
+    );
+    assert!(mv.zone_start_pfn() >= 16 * MB / PAGE_SIZE as u64);
+}
+
 #[test]
 fn boots_64_gib() {
     let s = sim(2, pc_memory_map(64 * GB));

@@ -185,18 +185,47 @@ pub(super) fn zone_sizes_init<P: Platform>(
         }
     }
 
-    // ZONE_MOVABLE: the top `movablecore` bytes, taken from the highest
-    // memory down (Linux spreads kernelcore evenly over nodes; with one
-    // node the result is the same).
+    // ZONE_MOVABLE (find_zone_movable_pfns_for_nodes()): the top
+    // `movablecore` bytes, taken from the highest memory down (Linux
+    // spreads kernelcore evenly over nodes; with one node the result is
+    // the same), and only from the highest populated zone
+    // (find_usable_zone_for_movable(), usable_startpfn): DMA and DMA32
+    // below it never become movable. A request that covers all memory
+    // leaves no kernelcore, and Linux then makes no movable zone at all.
     let mut movable_pfn = [0u64; MAX_NUMNODES];
     report!(p, Level::Info, "Movable zone start for each node");
-    if params.movablecore > 0 {
-        let mut need = (params.movablecore >> PAGE_SHIFT).next_multiple_of(MAX_ORDER_NR_PAGES);
+    let total: u64 = mb
+        .memory()
+        .regions()
+        .iter()
+        .map(|r| (r.end() >> PAGE_SHIFT).saturating_sub(r.base.div_ceil(PAGE_SIZE as u64)))
+        .sum();
+    let required = (params.movablecore >> PAGE_SHIFT)
+        .next_multiple_of(MAX_ORDER_NR_PAGES)
+        .min(total);
+    if required > 0 && required < total {
+        let usable_start = [
+            ZoneType::HighMem,
+            ZoneType::Normal,
+            ZoneType::Dma32,
+            ZoneType::Dma,
+        ]
+        .into_iter()
+        .map(|t| t as usize)
+        .find(|&i| layout[i] && zhigh[i] > zlow[i])
+        .map_or(min_pfn, |i| zlow[i]);
+        let mut need = required;
         for r in mb.memory().regions().iter().rev() {
             if need == 0 {
                 break;
             }
-            let (s, e) = (r.base >> PAGE_SHIFT, r.end() >> PAGE_SHIFT);
+            let (s, e) = (
+                (r.base >> PAGE_SHIFT).max(usable_start),
+                r.end() >> PAGE_SHIFT,
+            );
+            if e <= s {
+                break;
+            }
             let take = need.min(e - s);
             let start = (e - take) & !(MAX_ORDER_NR_PAGES - 1);
             let start = start.max(s);
