@@ -189,8 +189,18 @@ fn min_free_kbytes_is_khugepageds_recommendation() {
     let inputs = zone_inputs(&fz);
     let base = calculate_min_free_kbytes(&inputs);
     assert_eq!(base, 10002);
+    // khugepaged runs after the first watermarks are set, from `base`.
+    let first = VmSysctl {
+        min_free_kbytes: base,
+        ..sysctl()
+    };
+    let lp = lowmem_pages(&inputs);
+    let high: Vec<u64> = inputs
+        .iter()
+        .map(|&z| zone_wmarks(z, lp, &first).high)
+        .collect();
     assert_eq!(
-        thp_recommended_min_free_kbytes(&inputs, base),
+        thp_recommended_min_free_kbytes(&inputs, &high, base),
         sysctl().min_free_kbytes
     );
 }

@@ -21,18 +21,30 @@ impl<P: Platform> Kmem<P> {
     pub(crate) fn init_per_zone_wmark_min(&self, user: Option<u64>, thp: bool) {
         let user = user.filter(|&v| self.min_free_kbytes_fits(v));
         let inputs = zone_inputs(self.nodes());
-        let mut mfk = watermark::calculate_min_free_kbytes(&inputs.0[..inputs.1]);
-        if let Some(user) = user {
-            mfk = user;
-        } else if thp {
-            let raised = watermark::thp_recommended_min_free_kbytes(&inputs.0[..inputs.1], mfk);
-            if raised > mfk {
-                report!(&self.p, Level::Info, "raising min_free_kbytes from {} to {} to help transparent hugepage allocations", mfk, raised);
-            }
-            mfk = raised;
-        }
+        let mfk =
+            user.unwrap_or_else(|| watermark::calculate_min_free_kbytes(&inputs.0[..inputs.1]));
         self.sysctl.lock().min_free_kbytes = mfk;
         self.setup_per_zone();
+        if user.is_none() && thp {
+            // khugepaged's set_recommended_min_free_kbytes() is a later
+            // initcall (subsys, after this postcore one): it sees the
+            // watermarks just set, and its 5% cap of nr_free_buffer_pages()
+            // leaves out each zone's high watermark.
+            let mut high = [0u64; MAX_NR_ZONE_TYPES * MAX_NUMNODES];
+            for (h, z) in high.iter_mut().zip(self.nodes().flat_map(|n| n.zones())) {
+                *h = z.high_wmark();
+            }
+            let raised = watermark::thp_recommended_min_free_kbytes(
+                &inputs.0[..inputs.1],
+                &high[..inputs.1],
+                mfk,
+            );
+            if raised > mfk {
+                report!(&self.p, Level::Info, "raising min_free_kbytes from {} to {} to help transparent hugepage allocations", mfk, raised);
+                self.sysctl.lock().min_free_kbytes = raised;
+                self.setup_per_zone();
+            }
+        }
     }
 
     /// `setup_per_zone_wmarks()`, `setup_per_zone_lowmem_reserve()`, the

@@ -109,8 +109,11 @@ pub fn calculate_min_free_kbytes(zones: &[ZoneInput]) -> u64 {
 /// khugepaged's `set_recommended_min_free_kbytes()`: with transparent huge
 /// pages enabled, raise `min_free_kbytes` so that two pageblocks per zone,
 /// plus enough for migratetype fallbacks, stay free (at most 5% of lowmem).
-/// Returns the value in force afterwards.
-pub fn thp_recommended_min_free_kbytes(zones: &[ZoneInput], current: u64) -> u64 {
+/// `high` holds each zone's high watermark when it runs (after
+/// `init_per_zone_wmark_min()` set them from `current`), which the 5% cap
+/// leaves out, as Linux's `nr_free_buffer_pages()` does. Returns the value
+/// in force afterwards.
+pub fn thp_recommended_min_free_kbytes(zones: &[ZoneInput], high: &[u64], current: u64) -> u64 {
     let nr_zones = zones
         .iter()
         .filter(|z| z.managed > 0 && z.ztype <= ZoneType::Normal)
@@ -118,7 +121,7 @@ pub fn thp_recommended_min_free_kbytes(zones: &[ZoneInput], current: u64) -> u64
     let pcptypes = super::MIGRATE_PCPTYPES as u64;
     let mut recommended = PAGEBLOCK_NR_PAGES * nr_zones * 2;
     recommended += PAGEBLOCK_NR_PAGES * nr_zones * pcptypes * pcptypes;
-    recommended = recommended.min(nr_free_buffer_pages(zones, &[]) / 20);
+    recommended = recommended.min(nr_free_buffer_pages(zones, high) / 20);
     let kb = recommended << (PAGE_SHIFT - 10);
     kb.max(current)
 }
