@@ -146,7 +146,7 @@ impl From<String> for Failure {
 
 /// The most RAM `--mem` takes (64 TiB): Linux x86-64's `MAX_PHYSMEM_BITS`
 /// of 46 with 4-level page tables. The simulator maps all of it.
-const MAX_MEM: u64 = 1 << 46;
+pub(crate) const MAX_MEM: u64 = 1 << 46;
 /// The smallest `--highmem-above`: low memory always holds ZONE_DMA.
 const MIN_LOWMEM: u64 = 16 << 20;
 /// RAM each NUMA node of a PC map needs ([`pc_memory_map_numa`]).

@@ -86,7 +86,14 @@ pub fn parse_cpus(s: &str) -> Result<usize, String> {
 
 /// Parse `--mem` as the kernel's memparse reads it.
 pub fn parse_mem(s: &str) -> Result<u64, String> {
-    parse_size(s).map_err(|e| format!("{e} (give a size such as 512M, 4G or 24G)"))
+    let mem = parse_size(s).map_err(|e| format!("{e} (give a size such as 512M, 4G or 24G)"))?;
+    if mem > crate::MAX_MEM {
+        return Err(format!(
+            "more than kmem's limit of {}T (Linux x86-64's MAX_PHYSMEM_BITS, 46); give at most 64T",
+            crate::MAX_MEM >> 40
+        ));
+    }
+    Ok(mem)
 }
 
 /// Fail now, naming the option, if `path` cannot be written: the replay

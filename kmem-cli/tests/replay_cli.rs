@@ -293,3 +293,30 @@ fn a_replay_on_a_too_small_machine_ends_and_names_mem() {
     assert_eq!(status, 0, "{err}");
     assert!(out.contains("kmalloc-8"), "{out}");
 }
+
+/// `replay --mem 1M` says in one line why the machine did not boot and
+/// what to change; `--mem 1P` is refused with kmem's limit; a one-CPU
+/// machine is "1 CPU" (#11 items 9, 14).
+#[test]
+fn replay_mem_too_small_or_too_large_is_one_line_naming_mem() {
+    let (status, out, err) = run(&["replay".as_ref(), "--mem".as_ref(), "1M".as_ref()]);
+    assert_eq!(status, 1, "{out}{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--mem 1M") && err.contains("give a larger --mem"),
+        "{err}"
+    );
+    let (status, _, err) = run(&["replay".as_ref(), "--mem".as_ref(), "1P".as_ref()]);
+    assert_eq!(status, 2, "{err}");
+    assert!(err.contains("64T"), "{err}");
+    let dir = scratch("one_cpu");
+    let trace = slice(&dir, 2000);
+    let (status, out, err) = run(&[
+        "replay".as_ref(),
+        trace.as_os_str(),
+        "--cpus".as_ref(),
+        "1".as_ref(),
+    ]);
+    assert_eq!(status, 0, "{err}");
+    assert!(out.contains("simulated machine: 1 CPU,"), "{out}");
+}

@@ -165,14 +165,26 @@ impl Machine {
 
     /// Boot kmem on `sim` with Linux's defaults (the calling thread is bound
     /// to CPU 0 for the boot and unbound after). The boot log is dropped;
-    /// a failed boot gives its messages.
+    /// a failed boot gives one line: the kernel's first error message and
+    /// what to change.
     pub fn boot<'s>(&self, sim: &'s SimPlatform) -> Result<Kmem<&'s SimPlatform>, String> {
         let _cpu = sim.bind(0);
         let k = Kmem::boot(sim, sim.memory_map(), &BootParams::default());
         let log = sim.take_reports();
         k.map_err(|e| {
-            let lines: Vec<String> = log.into_iter().map(|(_, l)| l).collect();
-            format!("boot failed: {e}: {}", lines.join("; "))
+            let why = log
+                .iter()
+                .find(|(l, _)| *l <= kmem::platform::Level::Err)
+                .or_else(|| {
+                    log.iter()
+                        .find(|(l, _)| *l <= kmem::platform::Level::Warning)
+                })
+                .map(|(_, l)| format!(": {l}"))
+                .unwrap_or_default();
+            format!(
+                "--mem {}: boot failed: {e}{why}; give a larger --mem",
+                size_text(self.mem)
+            )
         })
     }
 }
@@ -226,4 +238,14 @@ pub fn replay_system(
     // What the trace left live goes back to the host (outside the timing).
     let (_, outcome) = engine.finish_releasing_all();
     (outcome, err)
+}
+
+/// `bytes` as `--mem` would take it back: the largest unit that divides it.
+fn size_text(bytes: u64) -> String {
+    for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
 }

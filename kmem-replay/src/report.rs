@@ -335,9 +335,10 @@ impl Report {
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
         writeln!(
             w,
-            "kmem replay of {} on a simulated machine: {} CPUs, {:.1} GiB",
+            "kmem replay of {} on a simulated machine: {} CPU{}, {:.1} GiB",
             self.trace,
             self.machine.cpus,
+            if self.machine.cpus == 1 { "" } else { "s" },
             self.machine.mem_bytes as f64 / (1u64 << 30) as f64
         )?;
         writeln!(

@@ -468,7 +468,7 @@ impl CpuBinding<'_> {
         }
         assert!(
             cpu < self.cpus.len(),
-            "CpuBinding::switch_to: no CPU {cpu} (the machine has {} CPUs)",
+            "CpuBinding::switch_to: no CPU {cpu} (the machine has {} CPU(s))",
             self.cpus.len()
         );
         let busy = LOCAL.with(|l| {

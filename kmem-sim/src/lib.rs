@@ -420,7 +420,7 @@ impl SimPlatform {
     pub fn bind_as(&self, cpu: usize, task: Task) -> CpuBinding<'_> {
         assert!(
             cpu < self.nr_cpus,
-            "SimPlatform::bind: no CPU {cpu} (the machine has {} CPUs)",
+            "SimPlatform::bind: no CPU {cpu} (the machine has {} CPU(s))",
             self.nr_cpus
         );
         LOCAL.with(|l| match l.id.get() {
