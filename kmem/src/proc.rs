@@ -18,8 +18,10 @@
 //! - `/proc/slabinfo`: complete, version 2.1 as SLUB prints it; the same
 //!   numbers as structs through [`for_each_slabinfo`] (one source for the
 //!   text and for tools such as `kmem slabtop`).
+//! - `/proc/vmstat`: the counters kmem keeps, in Linux's names and order
+//!   (see [`vmstat`]).
 
-use crate::mmzone::{MigrateType, Zone, MIGRATE_TYPES};
+use crate::mmzone::{MigrateType, Zone, ZoneType, MIGRATE_TYPES};
 use crate::platform::Platform;
 use crate::{Kmem, NR_PAGE_ORDERS, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, PAGE_SHIFT};
 use core::fmt::{self, Write};
@@ -345,11 +347,83 @@ pub fn slab_aliases<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result
     res
 }
 
+/// The suffix `/proc/vmstat` gives a zone's counters (`TEXTS_FOR_ZONES()`:
+/// `pgalloc_dma`, `pgalloc_dma32`, `pgalloc_normal`, `pgalloc_high`,
+/// `pgalloc_movable`, `pgalloc_device`).
+fn vmstat_zone_suffix(t: ZoneType) -> &'static str {
+    match t {
+        ZoneType::Dma => "dma",
+        ZoneType::Dma32 => "dma32",
+        ZoneType::Normal => "normal",
+        ZoneType::HighMem => "high",
+        ZoneType::Movable => "movable",
+        ZoneType::Device => "device",
+    }
+}
+
+/// `/proc/vmstat`: one `name value` line per counter kmem keeps, in the
+/// order of Linux 6.18's `vmstat_text[]` (`mm/vmstat.c`); counters kmem
+/// does not keep are left out rather than printed as 0:
+///
+/// - `nr_free_pages`; `nr_slab_reclaimable` and `nr_slab_unreclaimable` (in
+///   pages, as [`slab_pages`] counts them for `/proc/meminfo`);
+/// - `pgalloc_<zone>` for each zone type of the machine's layout (as Linux
+///   prints one per configured zone, populated or not), summed over nodes;
+/// - `allocstall`: direct reclaim entries. Linux counts them per zone of
+///   the request (`allocstall_dma` ... `allocstall_movable`, since 4.8);
+///   kmem counts one total for the machine, so it prints the total under
+///   the single name Linux used before the split;
+/// - `pgfree`, `pgsteal_kswapd`, `pgsteal_direct`, `slabs_scanned`,
+///   `pageoutrun` and `oom_kill` ([`Kmem::vm_events`]).
+///
+/// Not kept, so not printed: `pgscan_kswapd` and `pgscan_direct` (kmem has
+/// no LRU of its own to scan; objects its shrinkers scan are
+/// `slabs_scanned`), `kswapd_low_wmark_hit_quickly`,
+/// `kswapd_high_wmark_hit_quickly`, `pgskip_*`, and every counter of
+/// anonymous and file pages, swap, NUMA, compaction and THP.
+///
+/// ```
+/// # let mut mem = vec![0u8; 16 << 20];
+/// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
+/// let mut s = String::new();
+/// kmem::proc::vmstat(&k, &mut s).unwrap();
+/// assert!(s.starts_with("nr_free_pages "));
+/// assert!(s.contains("\noom_kill 0\n"));
+/// ```
+pub fn vmstat<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result {
+    let (rec, unrec) = slab_pages(k);
+    writeln!(w, "nr_free_pages {}", k.nr_free_pages())?;
+    writeln!(w, "nr_slab_reclaimable {rec}")?;
+    writeln!(w, "nr_slab_unreclaimable {unrec}")?;
+    let mut pgalloc = [None::<u64>; crate::mmzone::MAX_NR_ZONE_TYPES];
+    let mut pgfree = 0;
+    for node in k.nodes() {
+        for z in node.zones() {
+            *pgalloc[z.zone_type() as usize].get_or_insert(0) += z.pgalloc();
+            pgfree += z.pgfree();
+        }
+    }
+    for t in ZoneType::ALL {
+        if let Some(n) = pgalloc[t as usize] {
+            writeln!(w, "pgalloc_{} {n}", vmstat_zone_suffix(t))?;
+        }
+    }
+    let ev = k.vm_events();
+    writeln!(w, "allocstall {}", ev.allocstall)?;
+    writeln!(w, "pgfree {pgfree}")?;
+    writeln!(w, "pgsteal_kswapd {}", ev.pgsteal_kswapd)?;
+    writeln!(w, "pgsteal_direct {}", ev.pgsteal_direct)?;
+    writeln!(w, "slabs_scanned {}", ev.slabs_scanned)?;
+    writeln!(w, "pageoutrun {}", ev.pageoutrun)?;
+    writeln!(w, "oom_kill {}", ev.oom_kill)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::gfp::GFP_KERNEL;
     use crate::slab::SLAB_NO_MERGE;
+    use std::format;
     use std::string::{String, ToString};
     use std::vec;
     use std::vec::Vec;
@@ -400,5 +474,153 @@ mod tests {
             // SAFETY: each object is freed once and not used again.
             unsafe { k.kmem_cache_free(c, o.as_ptr()) }.unwrap();
         }
+    }
+
+    /// Linux 6.18's `vmstat_text[]` (`mm/vmstat.c`, x86-64) around every
+    /// line kmem prints, in Linux's order (`pgalloc_high` and
+    /// `allocstall_high` are there on a `CONFIG_HIGHMEM` kernel).
+    const LINUX_VMSTAT_ORDER: &[&str] = &[
+        "nr_free_pages",
+        "nr_inactive_anon",
+        "nr_active_anon",
+        "nr_inactive_file",
+        "nr_active_file",
+        "nr_unevictable",
+        "nr_slab_reclaimable",
+        "nr_slab_unreclaimable",
+        "nr_isolated_anon",
+        "pgpgin",
+        "pgpgout",
+        "pswpin",
+        "pswpout",
+        "pgalloc_dma",
+        "pgalloc_dma32",
+        "pgalloc_normal",
+        "pgalloc_high",
+        "pgalloc_movable",
+        "pgalloc_device",
+        "allocstall_dma",
+        "allocstall_dma32",
+        "allocstall_normal",
+        "allocstall_high",
+        "allocstall_movable",
+        "allocstall_device",
+        "pgskip_dma",
+        "pgfree",
+        "pgactivate",
+        "pgdeactivate",
+        "pglazyfree",
+        "pgfault",
+        "pgmajfault",
+        "pglazyfreed",
+        "pgrefill",
+        "pgreuse",
+        "pgsteal_kswapd",
+        "pgsteal_direct",
+        "pgsteal_khugepaged",
+        "pgsteal_proactive",
+        "pgscan_kswapd",
+        "pgscan_direct",
+        "pginodesteal",
+        "slabs_scanned",
+        "kswapd_inodesteal",
+        "kswapd_low_wmark_hit_quickly",
+        "kswapd_high_wmark_hit_quickly",
+        "pageoutrun",
+        "pgrotated",
+        "drop_pagecache",
+        "drop_slab",
+        "oom_kill",
+    ];
+
+    fn vmstat_lines<P: Platform>(k: &Kmem<P>) -> Vec<(String, u64)> {
+        let mut s = String::new();
+        vmstat(k, &mut s).unwrap();
+        assert!(s.ends_with('\n'));
+        s.lines()
+            .map(|l| {
+                let (name, v) = l.split_once(' ').unwrap();
+                (name.to_string(), v.parse().unwrap())
+            })
+            .collect()
+    }
+
+    fn value(lines: &[(String, u64)], name: &str) -> u64 {
+        lines.iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    #[test]
+    fn vmstat_prints_the_counters_kmem_keeps_in_linux_order() {
+        let mut mem = vec![0u8; 16 << 20];
+        let k = Kmem::boot_arena(&mut mem, 1).unwrap();
+        let before = vmstat_lines(&k);
+        // Names: Linux's, in Linux's order; `allocstall` stands where
+        // Linux's per-zone allocstall_* lines stand.
+        let mut at = 0;
+        for (name, _) in &before {
+            let linux = if name == "allocstall" {
+                "allocstall_dma"
+            } else {
+                name.as_str()
+            };
+            let pos = LINUX_VMSTAT_ORDER[at..]
+                .iter()
+                .position(|n| *n == linux)
+                .unwrap_or_else(|| panic!("{name} is not in Linux's order after {at}"));
+            at += pos + 1;
+        }
+        // One pgalloc line per zone type of the layout, in zone order.
+        let zones: Vec<String> = k
+            .node(0)
+            .zones()
+            .map(|z| format!("pgalloc_{}", vmstat_zone_suffix(z.zone_type())))
+            .collect();
+        let pgalloc: Vec<String> = before
+            .iter()
+            .map(|(n, _)| n.clone())
+            .filter(|n| n.starts_with("pgalloc_"))
+            .collect();
+        assert_eq!(pgalloc, zones);
+        for name in [
+            "nr_slab_reclaimable",
+            "nr_slab_unreclaimable",
+            "allocstall",
+            "pgfree",
+            "pgsteal_kswapd",
+            "pgsteal_direct",
+            "slabs_scanned",
+            "pageoutrun",
+            "oom_kill",
+        ] {
+            assert!(before.iter().any(|(n, _)| n == name), "{name}");
+        }
+        assert_eq!(value(&before, "nr_free_pages"), k.nr_free_pages());
+        assert_eq!(value(&before, "allocstall"), 0);
+        assert_eq!(value(&before, "oom_kill"), 0);
+
+        // Pages allocated and freed move pgalloc_* and pgfree by as many.
+        let sum_pgalloc = |l: &[(String, u64)]| -> u64 {
+            l.iter()
+                .filter(|(n, _)| n.starts_with("pgalloc_"))
+                .map(|(_, v)| v)
+                .sum()
+        };
+        let pages: Vec<_> = (0..10)
+            .map(|_| k.alloc_pages(GFP_KERNEL, 0).unwrap())
+            .collect();
+        let mid = vmstat_lines(&k);
+        assert_eq!(sum_pgalloc(&mid), sum_pgalloc(&before) + 10);
+        assert_eq!(value(&mid, "nr_free_pages"), k.nr_free_pages());
+        for p in pages {
+            k.__free_pages(p, 0).unwrap();
+        }
+        // A direct reclaim entry is counted, machine-wide.
+        k.try_to_free_pages(GFP_KERNEL, 0, 0);
+        let after = vmstat_lines(&k);
+        assert_eq!(value(&after, "pgfree"), value(&mid, "pgfree") + 10);
+        assert_eq!(value(&after, "allocstall"), 1);
+        let ev = k.vm_events();
+        assert_eq!(value(&after, "pgsteal_direct"), ev.pgsteal_direct);
+        assert_eq!(value(&after, "slabs_scanned"), ev.slabs_scanned);
     }
 }
