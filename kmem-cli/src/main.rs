@@ -21,6 +21,7 @@ use kmem_sim::{
 use std::process::ExitCode;
 
 mod fault;
+mod pressure;
 mod slabtop;
 
 /// kmem: the Linux kernel's memory allocators, in Rust, on a simulated machine.
@@ -89,6 +90,12 @@ struct BootArgs {
     /// given.
     #[arg(long, default_value = "all")]
     show: String,
+    /// After boot (and the reports), put the machine under memory pressure
+    /// and show what Linux shows: kswapd waking, direct reclaim, a page
+    /// allocation failure, an OOM kill, then /proc/vmstat and what moved.
+    /// Sized to the machine's RAM; a small one (--mem 128M) reads best.
+    #[arg(long)]
+    pressure: bool,
     #[command(flatten)]
     fault: fault::FaultArgs,
 }
@@ -106,6 +113,7 @@ impl Default for BootArgs {
             no_thp: false,
             memblock_debug: false,
             show: "all".into(),
+            pressure: false,
             fault: fault::FaultArgs::default(),
         }
     }
@@ -365,7 +373,7 @@ fn boot(args: &BootArgs) -> Result<(), Failure> {
     })?;
     let want = |r: &str| shows.contains(&"all") || shows.contains(&r);
     let sim = std::sync::Arc::new(sim);
-    let _cpu = sim.bind(0);
+    let cpu = sim.bind(0);
     let k = Kmem::boot(&*sim, &map, &params);
     let mut log = sim.take_reports();
     let k = match k {
@@ -411,6 +419,13 @@ fn boot(args: &BootArgs) -> Result<(), Failure> {
         out.push_str(&fault::report(&k));
     }
     print!("{out}");
+    if args.pressure {
+        pressure::run(&sim, &k, cpu, args.fault.any())?;
+        if args.fault.any() {
+            println!("\n# fault injection during the scenario");
+            print!("{}", fault::report(&k));
+        }
+    }
     Ok(())
 }
 
