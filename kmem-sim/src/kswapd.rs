@@ -42,8 +42,11 @@ pub fn with_kswapd<P: Platform + Sync, R>(
                 .rev()
                 .find(|&c| k.cpu_to_node(c) == nid)
                 .unwrap_or(k.nr_cpus() - 1);
+            // Counted before it starts, as run_on_cpus counts its threads.
+            sim.count_starting_thread();
             sc.spawn(move || {
-                let _b = sim.bind_as(cpu, Task::new(100 + nid as u32, &format!("kswapd{nid}")));
+                let _b =
+                    sim.bind_counted(cpu, Task::new(100 + nid as u32, &format!("kswapd{nid}")));
                 k.kswapd(nid, stop);
             });
         }

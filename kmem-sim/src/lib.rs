@@ -438,11 +438,27 @@ impl SimPlatform {
     }
 
     /// [`bind_as`](Self::bind_as) for a thread already counted in
-    /// `attached` (its binding's drop uncounts it).
-    fn bind_counted(&self, cpu: usize, task: Task) -> CpuBinding<'_> {
+    /// `attached` (its binding's drop uncounts it, and so does a panic
+    /// before it is bound).
+    pub(crate) fn bind_counted(&self, cpu: usize, task: Task) -> CpuBinding<'_> {
+        /// Uncounts the thread if binding fails (a poisoned CPU panics).
+        struct Uncount<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Uncount<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let uncount = Uncount(&self.cpus.attached);
         let token = new_instance_id();
         let rng = self.cpus.acquire(cpu, token);
+        std::mem::forget(uncount);
         self.install(cpu, token, task, rng)
+    }
+
+    /// Count a thread about to be started as one that can run, before it
+    /// binds: `others_can_run` must not miss it while it starts.
+    pub(crate) fn count_starting_thread(&self) {
+        self.cpus.attached.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Record in the calling thread's locals that it holds `cpu` with
@@ -520,11 +536,11 @@ impl SimPlatform {
              which would wait for its own CPU"
         );
         let f = &f;
-        // Every CPU thread counts as able to run from the start, so that
-        // one that binds late is not taken for absent (`others_can_run`).
-        self.cpus.attached.fetch_add(self.nr_cpus, Ordering::SeqCst);
         std::thread::scope(|s| {
             for cpu in 0..self.nr_cpus {
+                // Counted as able to run from the start, so that a thread
+                // that binds late is not taken for absent (`others_can_run`).
+                self.count_starting_thread();
                 std::thread::Builder::new()
                     .name(format!("cpu/{cpu}"))
                     .spawn_scoped(s, move || {

@@ -113,3 +113,49 @@ fn with_another_cpu_thread_bound_the_allocation_still_waits_for_it() {
     });
     assert!(!kmem::Platform::others_can_run(&s), "alone again");
 }
+
+#[test]
+fn an_empty_mempool_fails_instead_of_waiting_forever() {
+    let s: &'static SimPlatform = Box::leak(Box::new(
+        SimPlatform::new(SimConfig::new(1, pc_memory_map(64 << 20))).unwrap(),
+    ));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _cpu = s.bind(0);
+        let k = Kmem::boot(s, s.memory_map(), &BootParams::default()).unwrap();
+        let mut pool = k.mempool_create_page_pool(1, 0).unwrap();
+        let first = k.mempool_alloc(&pool, GFP_KERNEL).unwrap();
+        let reserved = k.mempool_alloc_preallocated(&pool).unwrap();
+        let mut held: Vec<&Page> = Vec::new();
+        for _ in 0..2 {
+            while let Ok(p) = k.alloc_pages(GFP_ATOMIC | __GFP_MEMALLOC | __GFP_NOWARN, 0) {
+                held.push(p);
+            }
+            k.drain_all_pages();
+        }
+        let got = k.mempool_alloc(&pool, GFP_KERNEL);
+        let failed = got.is_err();
+        if let Ok(e) = got {
+            // SAFETY: the element came from this pool and is not used again.
+            unsafe { k.mempool_free(e.as_ptr(), &pool) }.unwrap();
+        }
+        for p in held {
+            k.__free_pages(p, 0).unwrap();
+        }
+        for e in [first, reserved] {
+            // SAFETY: the element came from this pool and is not used again.
+            unsafe { k.mempool_free(e.as_ptr(), &pool) }.unwrap();
+        }
+        k.mempool_destroy(&mut pool).unwrap();
+        let _ = tx.send(failed);
+    });
+    let failed = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("mempool_alloc returned (it would wait forever)");
+    assert!(failed);
+    let reports: Vec<String> = s.take_reports().into_iter().map(|(_, l)| l).collect();
+    assert!(
+        says(&reports, "no other context can free an element"),
+        "{reports:?}"
+    );
+}

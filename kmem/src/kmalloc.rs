@@ -517,8 +517,14 @@ impl<P: Platform> Kmem<P> {
     pub(crate) fn kmalloc_owner(&self, what: &str, p: *const u8) -> Result<Owner<'_>> {
         // The fast case: an object of a slab.
         if let Some(slab) = self.slab_of(p) {
+            let addr = slab.page.slab_cache_addr();
+            if addr == 0 {
+                // Given back by a racing free since the lookup.
+                report!(&self.p, Level::Err, "{what}: {p:p} is no longer in a slab");
+                return Err(Error::BadAddress);
+            }
             // SAFETY: a slab's cache field points at its live cache.
-            let s = unsafe { &*(slab.page.slab_cache_addr() as *const KmemCache) };
+            let s = unsafe { &*(addr as *const KmemCache) };
             if !s.is_obj_start(slab, p) {
                 self.invalid_pointer(s, p)?;
             }
@@ -563,12 +569,17 @@ impl<P: Platform> Kmem<P> {
         // The fast path: an object of a slab, found from the address.
         if !zero_or_null_ptr(p) {
             if let Some(slab) = self.slab_of(p) {
-                // SAFETY: a slab's cache field points at its live cache.
-                let s = unsafe { &*(slab.page.slab_cache_addr() as *const KmemCache) };
-                if !s.is_obj_start(slab, p) {
-                    return self.invalid_pointer(s, p);
+                let addr = slab.page.slab_cache_addr();
+                // 0: the slab was given back by a racing free since the
+                // lookup; the slow path reports it.
+                if addr != 0 {
+                    // SAFETY: a slab's cache field points at its live cache.
+                    let s = unsafe { &*(addr as *const KmemCache) };
+                    if !s.is_obj_start(slab, p) {
+                        return self.invalid_pointer(s, p);
+                    }
+                    return self.slab_free(s, slab, p, Location::caller());
                 }
-                return self.slab_free(s, slab, p, Location::caller());
             }
         }
         self.kfree_slow(p, Location::caller())

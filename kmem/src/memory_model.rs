@@ -71,11 +71,17 @@ impl<P: Platform> Kmem<P> {
             .is_region_memory(pfn << PAGE_SHIFT, PAGE_SIZE as u64)
     }
 
-    /// `pfn_to_nid()`: the node whose span holds `pfn`.
+    /// `pfn_to_nid()`: the node of the memory range that holds `pfn`, as
+    /// the firmware map gave it (node spans may interleave; the ranges do
+    /// not). `None` for a pfn that is not RAM.
     pub fn pfn_to_nid(&self, pfn: u64) -> Option<usize> {
-        self.nodes().position(|n| {
-            pfn >= n.node_start_pfn() && pfn - n.node_start_pfn() < n.node_spanned_pages()
-        })
+        let pa = pfn << PAGE_SHIFT;
+        self.memblock
+            .memory()
+            .regions()
+            .iter()
+            .find(|r| pa >= r.base && pa < r.end())
+            .map(|r| usize::from(r.nid))
     }
 
     /// `page_address()`: the direct-map address, `None` for high memory.

@@ -163,13 +163,23 @@ fn push_first(names: &mut Vec<String>, path: &str) {
     }
 }
 
+/// `stmt` without its leading attributes (`#![no_std]`, `#[cfg(..)]`...).
+fn strip_attributes(stmt: &str) -> &str {
+    let mut s = stmt.trim();
+    while s.starts_with('#') {
+        let Some(end) = s.find(']') else { break };
+        s = s[end + 1..].trim();
+    }
+    s
+}
+
 /// The root's modules and the module each root re-export comes from.
 fn root_names() -> (BTreeSet<String>, BTreeMap<String, String>) {
     let lib = code_only(&fs::read_to_string(src_dir().join("lib.rs")).expect("lib.rs"));
     let mut modules = BTreeSet::new();
     let mut reexports = BTreeMap::new();
     for stmt in lib.split(';') {
-        let s = stmt.trim();
+        let s = strip_attributes(stmt);
         if let Some(m) = s.strip_prefix("pub mod ") {
             modules.insert(m.trim().to_string());
         } else if let Some(u) = s.strip_prefix("pub use ") {
@@ -301,6 +311,21 @@ fn the_parser_sees_use_groups_inline_paths_and_skips_comments_and_tests() {
         crate_paths(&code),
         ["gfp", "page_alloc", "Kmem", "vmscan"].map(String::from)
     );
+}
+
+#[test]
+fn every_module_of_the_root_is_seen() {
+    let (modules, _) = root_names();
+    for m in [
+        "alloc",
+        "mmzone",
+        "page_alloc",
+        "slab",
+        "vmscan",
+        "platform",
+    ] {
+        assert!(modules.contains(m), "{m} missing from {modules:?}");
+    }
 }
 
 #[test]

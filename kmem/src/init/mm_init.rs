@@ -227,10 +227,13 @@ pub(super) fn zone_sizes_init<P: Platform>(
                 break;
             }
             let take = need.min(e - s);
-            let start = (e - take) & !(MAX_ORDER_NR_PAGES - 1);
-            let start = start.max(s);
-            need -= need.min(e - start);
-            movable_pfn[usize::from(r.nid)] = start;
+            // Linux rounds the movable start up to a max-order block and
+            // drops a movable zone that would start at the node's end.
+            let start = (e - take).next_multiple_of(MAX_ORDER_NR_PAGES);
+            need -= need.min(e - s.max(e - take));
+            if start < e {
+                movable_pfn[usize::from(r.nid)] = start;
+            }
         }
         for (n, &m) in movable_pfn.iter().enumerate().take(nr_nodes) {
             if m != 0 {

@@ -65,9 +65,11 @@
 //! instead of waiting (Linux's `might_alloc()` reports and then sleeps
 //! anyway). As elsewhere in kmem the check is made where kmem would sleep,
 //! and on every call with `BootParams::debug_atomic_sleep`. On a platform that
-//! cannot block (the arena), `wait_event` returns at once and a blocking
-//! caller whose pool stays empty retries for ever, as a Linux task would
-//! sleep for ever.
+//! cannot block (the arena), `wait_event` returns at once. Where no other
+//! context can run to free an element ([`Platform::others_can_run`]: the
+//! arena, a simulated machine one thread drives) a blocking caller whose
+//! pool stays empty fails with a report instead of waiting for ever, as a
+//! Linux task would.
 //!
 //! `__GFP_ZERO` is refused with a report: elements from the reserve are not
 //! zeroed, so the flag could not be honoured (Linux warns with
@@ -621,6 +623,18 @@ impl<P: Platform> Kmem<P> {
             // We must not sleep without __GFP_DIRECT_RECLAIM, nor in atomic
             // context (might_alloc reports that one).
             if !may_block.unwrap_or_else(|| self.might_alloc(gfp_mask, caller)) {
+                return Err(Error::NoMemory);
+            }
+            // Nobody else could return an element while we slept (a
+            // one-thread machine): fail, said, instead of waiting forever.
+            if !self.p.others_can_run() {
+                report!(
+                    &self.p,
+                    Level::Warning,
+                    "mempool_alloc: {}: mempool {:p} is empty and no other context can free an element: failing instead of waiting forever",
+                    self.p.current().comm(),
+                    pool
+                );
                 return Err(Error::NoMemory);
             }
             // Wait for someone to return an element, but wake up now and

@@ -40,7 +40,8 @@ impl<P: Platform> Kmem<P> {
                 mfk,
             );
             if raised > mfk {
-                report!(&self.p, Level::Info, "raising min_free_kbytes from {} to {} to help transparent hugepage allocations", mfk, raised);
+                // Silent, as Linux is when no user set min_free_kbytes
+                // (it prints "raising min_free_kbytes ..." only then).
                 self.sysctl.lock().min_free_kbytes = raised;
                 self.setup_per_zone();
             }

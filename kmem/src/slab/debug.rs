@@ -282,9 +282,12 @@ impl<P: Platform> Kmem<P> {
             let mut one = [0usize; 1];
             self.refill_from_slabs(s, gfp, nid, &mut one)?;
             let obj = one[0];
-            let page = self
-                .virt_to_slab(obj as *const u8)
-                .expect("object of a slab");
+            // The object is ours, but a racing (double) free of it by
+            // someone else may have emptied its slab and given it back
+            // already: then it is not ours any more; take another.
+            let Some(page) = self.virt_to_slab(obj as *const u8) else {
+                continue;
+            };
             if let Some(d) = self.check_object(s, obj, false) {
                 self.report_damage(s, page, obj, d);
                 report!(
@@ -293,11 +296,13 @@ impl<P: Platform> Kmem<P> {
                     "FIX {}: Marking all objects used",
                     s.name()
                 );
+                let mut l = s.node(page.nid().min(s.nr_nodes - 1)).lists.lock();
                 page.set_slab_freelist(0);
                 page.set_slab_counters(page.slab_objects(), page.slab_objects());
-                let mut l = s.node(page.nid().min(s.nr_nodes - 1)).lists.lock();
                 let mm = self.mem_map();
-                let idx = mm.index_of(page).expect("slab page");
+                let Some(idx) = mm.index_of(page) else {
+                    continue;
+                };
                 if l.partial.iter(&mm).any(|i| i == idx) {
                     l.partial.remove(&mm, idx);
                     l.nr_partial -= 1;
@@ -359,6 +364,7 @@ impl<P: Platform> Kmem<P> {
             let Some(slab) = self.slab_of(obj as *const u8).filter(|sl| {
                 sl.page.slab_cache_addr() == s as *const KmemCache as usize
                     && sl.nid.min(s.nr_nodes - 1) == nid
+                    && s.is_obj_start(*sl, obj as *const u8)
             }) else {
                 drop(l);
                 return self.freed_meanwhile(s, obj, caller);

@@ -104,7 +104,9 @@ impl<P: Platform> Kmem<P> {
         if nid != cc.nid() {
             // Objects of a remote node go straight back to their slab.
             drop(g);
-            self.free_objects_to_slabs(s, nid, &[x]);
+            if self.free_objects_to_slabs(s, nid, &[x]) != 0 {
+                return self.freed_meanwhile(s, x as usize, caller);
+            }
             return Ok(());
         }
         // SAFETY: `g` is open on this thread; `sh` is the only reference

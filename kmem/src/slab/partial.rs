@@ -205,7 +205,8 @@ impl<P: Platform> Kmem<P> {
             s.geo.min_objects
         } as u32;
         let base = self.page_address(page).ok_or(Error::NoMemory)?.as_ptr() as usize;
-        page.set_flag(PG_SLAB);
+        // PG_slab comes last, below: a racing (double) free that looks the
+        // address up meanwhile finds no slab rather than a half-built one.
         page.set_slab_cache_addr(s as *const KmemCache as usize);
         page.set_slab_counters(0, objects);
         if s.is_debug() {
@@ -259,6 +260,7 @@ impl<P: Platform> Kmem<P> {
         } else {
             (first_obj - base + 1) as u32
         });
+        page.set_flag(PG_SLAB);
         Ok(page)
     }
 
@@ -442,18 +444,46 @@ impl<P: Platform> Kmem<P> {
         n
     }
 
-    /// Free objects straight into their slabs (all on node `nid`).
-    pub(super) fn free_objects_to_slabs(&self, s: &KmemCache, nid: usize, objs: &[*mut u8]) {
+    /// Free objects straight into their slabs, each under its own node's
+    /// `list_lock` (most are on node `nid`). Returns how many were no
+    /// longer in a slab of `s` (a racing double free gave their slab back
+    /// since the caller's checks); they are left alone.
+    pub(super) fn free_objects_to_slabs(
+        &self,
+        s: &KmemCache,
+        nid: usize,
+        objs: &[*mut u8],
+    ) -> usize {
+        let nid = nid.min(s.nr_nodes - 1);
+        let mine = |x: *mut u8| {
+            self.slab_of(x)
+                .filter(|sl| sl.page.slab_cache_addr() == s as *const KmemCache as usize)
+        };
         let mut discard = PageList::new();
+        let (mut elsewhere, mut vanished) = (false, 0);
         {
-            let mut l = s.node(nid.min(s.nr_nodes - 1)).lists.lock();
+            let mut l = s.node(nid).lists.lock();
             for &x in objs {
-                if let Some(slab) = self.slab_of(x) {
-                    self.free_to_slab_locked(s, &mut l, slab, x as usize, &mut discard);
+                match mine(x) {
+                    Some(slab) if slab.nid.min(s.nr_nodes - 1) == nid => {
+                        self.free_to_slab_locked(s, &mut l, slab, x as usize, &mut discard)
+                    }
+                    Some(_) => elsewhere = true,
+                    None => vanished += 1,
                 }
             }
         }
         self.discard_all(s, discard);
+        if elsewhere {
+            // Objects of other nodes (a sheaf refilled from a remote node):
+            // under their own node's lock, never this one's.
+            for &x in objs {
+                if let Some(sl) = mine(x).filter(|sl| sl.nid.min(s.nr_nodes - 1) != nid) {
+                    vanished += self.free_objects_to_slabs(s, sl.nid, &[x]);
+                }
+            }
+        }
+        vanished
     }
 
     /// Free objects on partial slabs of `s` (for `/proc/slabinfo`'s active
