@@ -18,7 +18,8 @@
 //! `kmem/src/slab/alloc.rs` and `__free_pages`): a free of an address that
 //! is no object start (an interior pointer), of another cache's object, of
 //! a page block with the wrong order or at a tail page, of a slab page as
-//! pages and of plain pages with `kfree`; `kmem_cache_destroy` of a cache
+//! pages and of plain pages with `kfree`; `krealloc` of a freed object;
+//! `kmem_cache_destroy` of a cache
 //! with objects; orders and sizes beyond the largest; and double frees:
 //! of pages any time before the next allocation, and of slab objects
 //! before the next allocation under `slab_debug` (which searches the
@@ -97,7 +98,7 @@ struct Block<'k> {
 /// Something freed since the last allocation, which a double free may
 /// name. `op` and `cpu` say when and where it was freed.
 enum Stale<'k> {
-    Obj { p: *mut u8, owner: Owner, op: usize, cpu: usize },
+    Obj { p: *mut u8, ksize: usize, owner: Owner, op: usize, cpu: usize },
     Block { page: &'k Page, order: u32 },
 }
 
@@ -190,14 +191,17 @@ impl<'k> World<'k, '_> {
         self.stale.clear();
     }
 
-    fn add_obj(&mut self, p: *mut u8, size: usize, owner: Owner, zeroed: bool) {
+    fn add_obj(&mut self, p: *mut u8, size: usize, owner: Owner, zeroed: bool, fresh: bool) {
         let ksize = match owner {
             Owner::Kmalloc => self.k.ksize(p),
             Owner::Cache(c) => self.caches[c].as_ref().expect("live cache").size,
         };
         assert!(ksize >= size, "ksize {ksize} < {size}");
         if size > 0 {
-            let align = if size.is_power_of_two() { size.min(PAGE_SIZE) } else { 8 };
+            // kmalloc's alignment: 8 bytes, and a power-of-two size to its
+            // size; krealloc keeps an object that is big enough where it
+            // is, so only the 8 bytes hold for what it returns (as Linux).
+            let align = if fresh && size.is_power_of_two() { size.min(PAGE_SIZE) } else { 8 };
             if let Owner::Kmalloc = owner {
                 assert_eq!(p as usize % align, 0, "kmalloc({size}) at {p:p}");
             }
@@ -235,7 +239,7 @@ impl<'k> World<'k, '_> {
         };
         self.good(r, || format!("free of {:p}", o.p));
         if o.size > 0 {
-            self.stale.push(Stale::Obj { p: o.p, owner: o.owner, op: self.op, cpu: self.cpu });
+            self.stale.push(Stale::Obj { p: o.p, ksize: o.ksize, owner: o.owner, op: self.op, cpu: self.cpu });
         }
     }
 
@@ -292,7 +296,7 @@ impl<'k> World<'k, '_> {
         match self.k.kmalloc(size, gfp) {
             Ok(p) => {
                 self.no_bug(&|| format!("kmalloc({size}, {gfp})"));
-                self.add_obj(p.as_ptr(), size, Owner::Kmalloc, gfp.contains(__GFP_ZERO));
+                self.add_obj(p.as_ptr(), size, Owner::Kmalloc, gfp.contains(__GFP_ZERO), true);
             }
             Err(e) => {
                 assert!(!must, "kmalloc({size}, {gfp}) failed with memory plentiful: {e:?}\n{}", common::reports(self.k));
@@ -326,7 +330,7 @@ impl<'k> World<'k, '_> {
                 if gfp.contains(__GFP_ZERO) && p != old.p && size > old.ksize {
                     check_fill(p.wrapping_add(old.ksize), size - old.ksize, 0, "krealloc's new tail");
                 }
-                self.add_obj(p, size, Owner::Kmalloc, false);
+                self.add_obj(p, size, Owner::Kmalloc, false, false);
             }
             Err(e) => {
                 assert!(!must, "krealloc to {size} failed with memory plentiful: {e:?}\n{}", common::reports(self.k));
@@ -362,7 +366,7 @@ impl<'k> World<'k, '_> {
             Ok(p) => {
                 self.no_bug(&|| format!("kmem_cache_alloc({})", s.name()));
                 self.caches[slot].as_mut().expect("live").live += 1;
-                self.add_obj(p.as_ptr(), size, Owner::Cache(slot), gfp.contains(__GFP_ZERO));
+                self.add_obj(p.as_ptr(), size, Owner::Cache(slot), gfp.contains(__GFP_ZERO), true);
             }
             Err(e) => {
                 assert!(!must, "kmem_cache_alloc({}) failed with memory plentiful: {e:?}\n{}", s.name(), common::reports(self.k));
@@ -406,9 +410,23 @@ impl<'k> World<'k, '_> {
                         let r = k.__free_pages(page, order);
                         self.bad(r, || format!("double __free_pages, order {order}"));
                     }
-                    Stale::Obj { p, owner, op, cpu } => {
+                    Stale::Obj { p, ksize, owner, op, cpu } => {
                         if !self.debug && (op != self.last_call || cpu != self.cpu) {
                             return; // not "in a row": not promised to be caught
+                        }
+                        if b == 1 && matches!(owner, Owner::Kmalloc) {
+                            // krealloc of a freed object to more than its
+                            // usable size (in place, nothing is freed and
+                            // nothing can tell, as in Linux): freeing it
+                            // must fail, and what was allocated for the
+                            // move must not be kept (the page count at the
+                            // end says so).
+                            let size = ksize + 1 + usize::from(arg >> 8) * 64;
+                            self.allocating();
+                            // SAFETY: a double free, which must be refused.
+                            let r = unsafe { k.krealloc(p, size, GFP_KERNEL) };
+                            self.bad(r, || format!("krealloc({p:p}, {size}) of a freed object"));
+                            return;
                         }
                         let r = match owner {
                             Owner::Cache(c) if b & 1 == 0 => match &self.caches[c] {
@@ -544,6 +562,17 @@ impl<'k> World<'k, '_> {
     fn step(&mut self, inp: &mut Input<'_>) -> Option<()> {
         let op = inp.byte()?;
         let arg = inp.u16()?;
+        if trace() {
+            eprintln!(
+                "#{} cpu {} op {} arg {arg:#06x} ({} objects, {} blocks, {} stale)",
+                self.op,
+                self.cpu,
+                op % 16,
+                self.objs.len(),
+                self.blocks.len(),
+                self.stale.len()
+            );
+        }
         let a = usize::from(arg);
         let gfp = GFPS[usize::from(op >> 4) % GFPS.len()];
         let is_double_free = op % 16 == 15 && arg % 12 < 2;
@@ -645,6 +674,12 @@ impl<'k> World<'k, '_> {
         let end = common::settle(self.k);
         assert_eq!(end, self.boot, "free pages: {end} at the end, {} after boot\n{}", self.boot, common::reports(self.k));
     }
+}
+
+/// `KMEM_FUZZ_TRACE=1` prints each call (to read a crash's sequence).
+fn trace() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("KMEM_FUZZ_TRACE").is_some())
 }
 
 fuzz_target!(|data: &[u8]| {
