@@ -36,7 +36,10 @@ pub fn with_kswapd<P: Platform + Sync, R>(
 ) -> R {
     let nodes = k.nr_nodes();
     let stops: Vec<AtomicBool> = (0..nodes).map(|_| AtomicBool::new(false)).collect();
-    std::thread::scope(|sc| {
+    // The caller's CPU, given up while the kswapd threads end: one of them
+    // may need it to see that it must stop (a one-CPU machine).
+    let held = std::cell::Cell::new(None);
+    let r = std::thread::scope(|sc| {
         for (nid, stop) in stops.iter().enumerate() {
             let cpu = (0..k.nr_cpus())
                 .rev()
@@ -51,15 +54,28 @@ pub fn with_kswapd<P: Platform + Sync, R>(
             });
         }
         // Stop the threads however `f` ends, or the scope would wait forever.
-        struct Stop<'a, P: Platform>(&'a Kmem<P>, &'a [AtomicBool]);
+        struct Stop<'a, P: Platform> {
+            k: &'a Kmem<P>,
+            stops: &'a [AtomicBool],
+            sim: &'a SimPlatform,
+            held: &'a std::cell::Cell<Option<(usize, u64)>>,
+        }
         impl<P: Platform> Drop for Stop<'_, P> {
             fn drop(&mut self) {
-                for (nid, stop) in self.1.iter().enumerate() {
-                    self.0.kswapd_stop(nid, stop);
+                for (nid, stop) in self.stops.iter().enumerate() {
+                    self.k.kswapd_stop(nid, stop);
                 }
+                self.held.set(self.sim.release_cpu());
             }
         }
-        let _stop = Stop(k, &stops);
+        let _stop = Stop {
+            k,
+            stops: &stops,
+            sim,
+            held: &held,
+        };
         f()
-    })
+    });
+    sim.reacquire_cpu(held.get());
+    r
 }

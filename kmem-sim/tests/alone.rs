@@ -159,3 +159,22 @@ fn an_empty_mempool_fails_instead_of_waiting_forever() {
         "{reports:?}"
     );
 }
+
+/// `with_kswapd` called by the thread that holds the CPU kswapd runs on (a
+/// one-CPU machine) returns: it gives the CPU up while kswapd stops.
+#[test]
+fn with_kswapd_on_a_one_cpu_machine_returns() {
+    let s: &'static SimPlatform = Box::leak(Box::new(
+        SimPlatform::new(SimConfig::new(1, pc_memory_map(64 << 20))).unwrap(),
+    ));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _cpu = s.bind(0);
+        let k = Kmem::boot(s, s.memory_map(), &BootParams::default()).unwrap();
+        let p = kmem_sim::with_kswapd(s, &k, || k.alloc_pages(GFP_KERNEL, 0).unwrap());
+        k.__free_pages(p, 0).unwrap();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("with_kswapd returned");
+}
