@@ -672,7 +672,13 @@ impl<P: Platform> Kmem<P> {
         // SAFETY: both are live, distinct objects of at least `ks` bytes.
         unsafe { ptr::copy_nonoverlapping(p, q.as_ptr(), ks) };
         // SAFETY: the caller's contract: `p` is replaced by `q`.
-        unsafe { self.kfree(p) }?;
+        if let Err(e) = unsafe { self.kfree(p) } {
+            // `p` was refused (reported: a double free, say): the caller
+            // keeps what it had, and the copy goes back.
+            // SAFETY: `q` was allocated above and never handed out.
+            let _ = unsafe { self.kfree(q.as_ptr()) };
+            return Err(e);
+        }
         Ok(q)
     }
 

@@ -938,3 +938,36 @@ fn empty_slabs_beyond_min_partial_go_back_without_a_shrink() {
     );
     assert!(peak > 3 * left);
 }
+
+/// krealloc of an object already freed: the free of the old object is
+/// refused (reported), and the object krealloc allocated for the move goes
+/// back instead of leaking (found by the api_sequence fuzz target).
+#[test]
+#[cfg_attr(miri, ignore)] // no unsafe path of its own; natively only
+fn krealloc_of_a_freed_object_is_refused_and_keeps_no_copy() {
+    let mut mem = vec![0u8; 16 << 20];
+    let k = boot_with(
+        &mut mem,
+        1,
+        SlabParams {
+            debug: kmem::slab::SLAB_CONSISTENCY_CHECKS,
+            ..SlabParams::default()
+        },
+    );
+    let active = |name: &str| {
+        let mut n = None;
+        kmem::proc::for_each_slabinfo(&k, |i| {
+            if i.name == name {
+                n = Some(i.active_objs);
+            }
+        });
+        n.unwrap()
+    };
+    let p = k.kmalloc(100, GFP_KERNEL).unwrap();
+    // SAFETY: a live object, freed once here.
+    unsafe { k.kfree(p.as_ptr()) }.unwrap();
+    let before = active("kmalloc-256");
+    // SAFETY: a deliberate use after free: krealloc must refuse it.
+    assert!(unsafe { k.krealloc(p.as_ptr(), 200, GFP_KERNEL) }.is_err());
+    assert_eq!(active("kmalloc-256"), before, "no copy left behind");
+}
