@@ -54,8 +54,8 @@ const GFPS: [Gfp; 6] = [
 
 /// kmalloc sizes: every cache, both sides of its edges, and kmalloc_large.
 const SIZES: [usize; 24] = [
-    0, 1, 8, 9, 16, 24, 32, 63, 64, 96, 100, 128, 192, 256, 300, 512, 1000, 1024, 2048, 4096,
-    4097, 8192, 8193, 16384,
+    0, 1, 8, 9, 16, 24, 32, 63, 64, 96, 100, 128, 192, 256, 300, 512, 1000, 1024, 2048, 4096, 4097,
+    8192, 8193, 16384,
 ];
 
 struct Input<'a>(&'a [u8]);
@@ -98,8 +98,17 @@ struct Block<'k> {
 /// Something freed since the last allocation, which a double free may
 /// name. `op` and `cpu` say when and where it was freed.
 enum Stale<'k> {
-    Obj { p: *mut u8, ksize: usize, owner: Owner, op: usize, cpu: usize },
-    Block { page: &'k Page, order: u32 },
+    Obj {
+        p: *mut u8,
+        ksize: usize,
+        owner: Owner,
+        op: usize,
+        cpu: usize,
+    },
+    Block {
+        page: &'k Page,
+        order: u32,
+    },
 }
 
 struct Cache<'k> {
@@ -135,7 +144,10 @@ fn check_fill(p: *const u8, n: usize, fill: u8, what: &str) {
     // SAFETY: as in `write_fill`.
     let bytes = unsafe { std::slice::from_raw_parts(p, n) };
     if let Some(i) = bytes.iter().position(|&b| b != fill) {
-        panic!("{what} {p:p}: byte {i} of {n} is {:#x}, not {fill:#x}", bytes[i]);
+        panic!(
+            "{what} {p:p}: byte {i} of {n} is {:#x}, not {fill:#x}",
+            bytes[i]
+        );
     }
 }
 
@@ -156,7 +168,11 @@ impl<'k> World<'k, '_> {
             return;
         }
         if let Some((&s, &e)) = self.ranges.range(..a + n).next_back() {
-            assert!(e <= a, "{what}: [{a:#x}, {:#x}) overlaps [{s:#x}, {e:#x}) held", a + n);
+            assert!(
+                e <= a,
+                "{what}: [{a:#x}, {:#x}) overlaps [{s:#x}, {e:#x}) held",
+                a + n
+            );
         }
         self.ranges.insert(a, a + n);
     }
@@ -169,7 +185,12 @@ impl<'k> World<'k, '_> {
         match r {
             Ok(v) => {
                 let p = self.k.platform();
-                assert!(!p.reported("BUG"), "{}: a BUG report on good input:\n{}", what(), common::reports(self.k));
+                assert!(
+                    !p.reported("BUG"),
+                    "{}: a BUG report on good input:\n{}",
+                    what(),
+                    common::reports(self.k)
+                );
                 v
             }
             Err(e) => panic!("{}: {e:?}\n{}", what(), common::reports(self.k)),
@@ -178,11 +199,22 @@ impl<'k> World<'k, '_> {
 
     fn no_bug(&self, what: &dyn Fn() -> String) {
         let p = self.k.platform();
-        assert!(!p.reported("BUG"), "{}: a BUG report on good input:\n{}", what(), common::reports(self.k));
+        assert!(
+            !p.reported("BUG"),
+            "{}: a BUG report on good input:\n{}",
+            what(),
+            common::reports(self.k)
+        );
     }
 
     fn bad<T: std::fmt::Debug>(&self, r: kmem::Result<T>, what: impl FnOnce() -> String) {
-        assert!(r.is_err(), "{}: accepted ({:?})\n{}", what(), r, common::reports(self.k));
+        assert!(
+            r.is_err(),
+            "{}: accepted ({:?})\n{}",
+            what(),
+            r,
+            common::reports(self.k)
+        );
         self.k.platform().clear_reports();
     }
 
@@ -201,7 +233,11 @@ impl<'k> World<'k, '_> {
             // kmalloc's alignment: 8 bytes, and a power-of-two size to its
             // size; krealloc keeps an object that is big enough where it
             // is, so only the 8 bytes hold for what it returns (as Linux).
-            let align = if fresh && size.is_power_of_two() { size.min(PAGE_SIZE) } else { 8 };
+            let align = if fresh && size.is_power_of_two() {
+                size.min(PAGE_SIZE)
+            } else {
+                8
+            };
             if let Owner::Kmalloc = owner {
                 assert_eq!(p as usize % align, 0, "kmalloc({size}) at {p:p}");
             }
@@ -213,7 +249,13 @@ impl<'k> World<'k, '_> {
         let fill = self.next_fill();
         write_fill(p, size, fill);
         self.held_bytes += ksize.max(8);
-        self.objs.push(Obj { p, size, ksize, fill, owner });
+        self.objs.push(Obj {
+            p,
+            size,
+            ksize,
+            fill,
+            owner,
+        });
     }
 
     fn take_obj(&mut self, i: usize) -> Obj {
@@ -232,14 +274,21 @@ impl<'k> World<'k, '_> {
         let r = match (o.owner, via_kfree) {
             // SAFETY: the sequence's object, not used again.
             (Owner::Cache(c), false) => unsafe {
-                self.k.kmem_cache_free(self.caches[c].as_ref().expect("live").s, o.p)
+                self.k
+                    .kmem_cache_free(self.caches[c].as_ref().expect("live").s, o.p)
             },
             // SAFETY: as above (kfree takes any slab object).
             _ => unsafe { self.k.kfree(o.p) },
         };
         self.good(r, || format!("free of {:p}", o.p));
         if o.size > 0 {
-            self.stale.push(Stale::Obj { p: o.p, ksize: o.ksize, owner: o.owner, op: self.op, cpu: self.cpu });
+            self.stale.push(Stale::Obj {
+                p: o.p,
+                ksize: o.ksize,
+                owner: o.owner,
+                op: self.op,
+                cpu: self.cpu,
+            });
         }
     }
 
@@ -261,10 +310,20 @@ impl<'k> World<'k, '_> {
                 let fill = self.next_fill();
                 write_fill(addr, bytes, fill);
                 self.held_bytes += bytes;
-                self.blocks.push(Block { page, addr, order, comp, fill });
+                self.blocks.push(Block {
+                    page,
+                    addr,
+                    order,
+                    comp,
+                    fill,
+                });
             }
             Err(e) => {
-                assert!(!must, "alloc_pages({gfp}, {order}) failed with memory plentiful: {e:?}\n{}", common::reports(self.k));
+                assert!(
+                    !must,
+                    "alloc_pages({gfp}, {order}) failed with memory plentiful: {e:?}\n{}",
+                    common::reports(self.k)
+                );
                 assert_eq!(e, kmem::Error::NoMemory);
                 self.k.platform().clear_reports();
             }
@@ -286,8 +345,13 @@ impl<'k> World<'k, '_> {
         } else {
             self.k.__free_pages(b.page, b.order)
         };
-        self.good(r, || format!("free of the order {} block at {:p}", b.order, b.addr));
-        self.stale.push(Stale::Block { page: b.page, order: b.order });
+        self.good(r, || {
+            format!("free of the order {} block at {:p}", b.order, b.addr)
+        });
+        self.stale.push(Stale::Block {
+            page: b.page,
+            order: b.order,
+        });
     }
 
     fn kmalloc(&mut self, size: usize, gfp: Gfp) {
@@ -296,10 +360,20 @@ impl<'k> World<'k, '_> {
         match self.k.kmalloc(size, gfp) {
             Ok(p) => {
                 self.no_bug(&|| format!("kmalloc({size}, {gfp})"));
-                self.add_obj(p.as_ptr(), size, Owner::Kmalloc, gfp.contains(__GFP_ZERO), true);
+                self.add_obj(
+                    p.as_ptr(),
+                    size,
+                    Owner::Kmalloc,
+                    gfp.contains(__GFP_ZERO),
+                    true,
+                );
             }
             Err(e) => {
-                assert!(!must, "kmalloc({size}, {gfp}) failed with memory plentiful: {e:?}\n{}", common::reports(self.k));
+                assert!(
+                    !must,
+                    "kmalloc({size}, {gfp}) failed with memory plentiful: {e:?}\n{}",
+                    common::reports(self.k)
+                );
                 self.k.platform().clear_reports();
             }
         }
@@ -328,12 +402,21 @@ impl<'k> World<'k, '_> {
                 // under __GFP_ZERO (what lies between the old size and
                 // ksize is copied as it was).
                 if gfp.contains(__GFP_ZERO) && p != old.p && size > old.ksize {
-                    check_fill(p.wrapping_add(old.ksize), size - old.ksize, 0, "krealloc's new tail");
+                    check_fill(
+                        p.wrapping_add(old.ksize),
+                        size - old.ksize,
+                        0,
+                        "krealloc's new tail",
+                    );
                 }
                 self.add_obj(p, size, Owner::Kmalloc, false, false);
             }
             Err(e) => {
-                assert!(!must, "krealloc to {size} failed with memory plentiful: {e:?}\n{}", common::reports(self.k));
+                assert!(
+                    !must,
+                    "krealloc to {size} failed with memory plentiful: {e:?}\n{}",
+                    common::reports(self.k)
+                );
                 // The old object is still the sequence's.
                 self.k.platform().clear_reports();
                 self.place(old.p as usize, old.size, "object kept by a failed krealloc");
@@ -350,9 +433,16 @@ impl<'k> World<'k, '_> {
         self.allocating();
         let name = format!("fuzz_cache_{slot}");
         let r = self.k.kmem_cache_create(&name, size, align, flags, None);
-        let s = self.good(r, || format!("kmem_cache_create({name}, {size}, {align}, {flags:?})"));
+        let s = self.good(r, || {
+            format!("kmem_cache_create({name}, {size}, {align}, {flags:?})")
+        });
         let no_merge = flags.contains(SLAB_NO_MERGE) || flags.intersects(SLAB_DEBUG_FLAGS);
-        self.caches[slot] = Some(Cache { s, size, no_merge, live: 0 });
+        self.caches[slot] = Some(Cache {
+            s,
+            size,
+            no_merge,
+            live: 0,
+        });
     }
 
     fn cache_alloc(&mut self, slot: usize, gfp: Gfp) {
@@ -366,10 +456,21 @@ impl<'k> World<'k, '_> {
             Ok(p) => {
                 self.no_bug(&|| format!("kmem_cache_alloc({})", s.name()));
                 self.caches[slot].as_mut().expect("live").live += 1;
-                self.add_obj(p.as_ptr(), size, Owner::Cache(slot), gfp.contains(__GFP_ZERO), true);
+                self.add_obj(
+                    p.as_ptr(),
+                    size,
+                    Owner::Cache(slot),
+                    gfp.contains(__GFP_ZERO),
+                    true,
+                );
             }
             Err(e) => {
-                assert!(!must, "kmem_cache_alloc({}) failed with memory plentiful: {e:?}\n{}", s.name(), common::reports(self.k));
+                assert!(
+                    !must,
+                    "kmem_cache_alloc({}) failed with memory plentiful: {e:?}\n{}",
+                    s.name(),
+                    common::reports(self.k)
+                );
                 self.k.platform().clear_reports();
             }
         }
@@ -384,7 +485,9 @@ impl<'k> World<'k, '_> {
             if c.no_merge {
                 // SAFETY: the destroy must fail; the cache stays usable.
                 let r = unsafe { self.k.kmem_cache_destroy(s) };
-                self.bad(r, || format!("kmem_cache_destroy of {} with objects", s.name()));
+                self.bad(r, || {
+                    format!("kmem_cache_destroy of {} with objects", s.name())
+                });
             }
             return;
         }
@@ -410,7 +513,13 @@ impl<'k> World<'k, '_> {
                         let r = k.__free_pages(page, order);
                         self.bad(r, || format!("double __free_pages, order {order}"));
                     }
-                    Stale::Obj { p, ksize, owner, op, cpu } => {
+                    Stale::Obj {
+                        p,
+                        ksize,
+                        owner,
+                        op,
+                        cpu,
+                    } => {
                         if !self.debug && (op != self.last_call || cpu != self.cpu) {
                             return; // not "in a row": not promised to be caught
                         }
@@ -489,7 +598,13 @@ impl<'k> World<'k, '_> {
                 }
                 // SAFETY: refused: not an object of `c`.
                 let r = unsafe { k.kmem_cache_free(c.s, o.p) };
-                self.bad(r, || format!("kmem_cache_free({}, {:p}) of another's object", c.s.name(), o.p));
+                self.bad(r, || {
+                    format!(
+                        "kmem_cache_free({}, {:p}) of another's object",
+                        c.s.name(),
+                        o.p
+                    )
+                });
             }
             // A page block freed with the wrong order.
             6 => {
@@ -502,7 +617,9 @@ impl<'k> World<'k, '_> {
                     return;
                 }
                 let r = k.__free_pages(bl.page, wrong);
-                self.bad(r, || format!("order {} block freed as order {wrong}", bl.order));
+                self.bad(r, || {
+                    format!("order {} block freed as order {wrong}", bl.order)
+                });
             }
             // A tail page of a block freed on its own.
             7 => {
@@ -513,7 +630,12 @@ impl<'k> World<'k, '_> {
                 let tail = k.pfn_to_page(pfn).expect("inside the block");
                 let order = u32::from(arg >> 8) % (bl.order + 1);
                 let r = k.__free_pages(tail, order);
-                self.bad(r, || format!("tail page {pfn:#x} of an order {} block freed as order {order}", bl.order));
+                self.bad(r, || {
+                    format!(
+                        "tail page {pfn:#x} of an order {} block freed as order {order}",
+                        bl.order
+                    )
+                });
             }
             // Pages to kfree (not compound: no kmalloc_large), a slab
             // object's page to __free_pages.
@@ -523,7 +645,11 @@ impl<'k> World<'k, '_> {
                     let r = unsafe { k.kfree(bl.addr) };
                     self.bad(r, || format!("kfree of page block {:p}", bl.addr));
                 }
-                if let Some(o) = self.objs.iter().find(|o| o.size > 0 && o.ksize <= kmem::kmalloc::KMALLOC_MAX_CACHE_SIZE) {
+                if let Some(o) = self
+                    .objs
+                    .iter()
+                    .find(|o| o.size > 0 && o.ksize <= kmem::kmalloc::KMALLOC_MAX_CACHE_SIZE)
+                {
                     let page = k.virt_to_page(o.p).expect("direct-mapped");
                     let r = k.__free_pages(page, 0);
                     self.bad(r, || format!("__free_pages of the slab page of {:p}", o.p));
@@ -531,7 +657,9 @@ impl<'k> World<'k, '_> {
             }
             // A page block to kmem_cache_free.
             9 => {
-                let Some(bl) = self.blocks.first() else { return };
+                let Some(bl) = self.blocks.first() else {
+                    return;
+                };
                 let Some(Some(c)) = self.caches.get(usize::from(arg) % MAX_CACHES) else {
                     return;
                 };
@@ -543,11 +671,19 @@ impl<'k> World<'k, '_> {
             10 => {
                 let order = MAX_PAGE_ORDER + 1 + u32::from(arg) % 64;
                 self.allocating();
-                self.bad(k.alloc_pages(GFP_KERNEL | __GFP_NOWARN, order).map(|_| ()), || format!("alloc_pages order {order}"));
+                self.bad(
+                    k.alloc_pages(GFP_KERNEL | __GFP_NOWARN, order).map(|_| ()),
+                    || format!("alloc_pages order {order}"),
+                );
                 let size = (kmem::kmalloc::KMALLOC_MAX_SIZE + 1) << (arg % 16);
-                self.bad(k.kmalloc(size, GFP_KERNEL | __GFP_NOWARN).map(|_| ()), || format!("kmalloc({size})"));
+                self.bad(
+                    k.kmalloc(size, GFP_KERNEL | __GFP_NOWARN).map(|_| ()),
+                    || format!("kmalloc({size})"),
+                );
                 let n = usize::MAX / 2 + usize::from(arg);
-                self.bad(k.kmalloc_array(n, 4, GFP_KERNEL).map(|_| ()), || format!("kmalloc_array({n}, 4)"));
+                self.bad(k.kmalloc_array(n, 4, GFP_KERNEL).map(|_| ()), || {
+                    format!("kmalloc_array({n}, 4)")
+                });
             }
             // kmem_cache_destroy of a cache that still has objects.
             _ => {
@@ -591,7 +727,11 @@ impl<'k> World<'k, '_> {
                 }
             }
             5 | 6 => {
-                let order = if arg & 0x8000 != 0 { (arg >> 8) as u32 % (MAX_PAGE_ORDER + 1) } else { (arg >> 8) as u32 % 4 };
+                let order = if arg & 0x8000 != 0 {
+                    (arg >> 8) as u32 % (MAX_PAGE_ORDER + 1)
+                } else {
+                    (arg >> 8) as u32 % 4
+                };
                 self.alloc_block(gfp, order, arg & 1 != 0);
             }
             7 => {
@@ -672,7 +812,13 @@ impl<'k> World<'k, '_> {
             self.cache_destroy(slot);
         }
         let end = common::settle(self.k);
-        assert_eq!(end, self.boot, "free pages: {end} at the end, {} after boot\n{}", self.boot, common::reports(self.k));
+        assert_eq!(
+            end,
+            self.boot,
+            "free pages: {end} at the end, {} after boot\n{}",
+            self.boot,
+            common::reports(self.k)
+        );
     }
 }
 
@@ -690,7 +836,10 @@ fuzz_target!(|data: &[u8]| {
     let mut mem = vec![0u8; ARENA];
     let p = ArenaPlatform::new(&mut mem, nr_cpus);
     let (start, end) = p.usable_range();
-    let mut params = BootParams { reserve_low: 0, ..BootParams::default() };
+    let mut params = BootParams {
+        reserve_low: 0,
+        ..BootParams::default()
+    };
     if debug {
         params.slab.debug = parse_slab_debug("FZPU").expect("slab_debug");
         params.slab.freelist_random = true;

@@ -23,7 +23,9 @@ pub fn settle(k: &Kmem<ArenaPlatform<'_>>) -> u64 {
         k.drain_local_pages();
     }
     k.platform().set_cpu(0);
-    let listed = k.check_free_counts().expect("free counters match the lists");
+    let listed = k
+        .check_free_counts()
+        .expect("free counters match the lists");
     assert_eq!(listed, k.nr_free_pages());
     listed
 }

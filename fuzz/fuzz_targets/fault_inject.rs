@@ -47,7 +47,10 @@ fn apply(k: &Kmem<ArenaPlatform<'_>>, line: &str) {
         return;
     }
     let r = k.fault_inject_write(line);
-    assert!(matches!(r, Ok(()) | Err(Error::InvalidArgument)), "{line:?}: {r:?}");
+    assert!(
+        matches!(r, Ok(()) | Err(Error::InvalidArgument)),
+        "{line:?}: {r:?}"
+    );
     if r.is_err() {
         return;
     }
@@ -65,7 +68,12 @@ fn apply(k: &Kmem<ArenaPlatform<'_>>, line: &str) {
     assert_eq!(read(k), Ok(v), "{knob} does not read back after {again:?}");
 }
 
-const GFPS: [Gfp; 4] = [GFP_ATOMIC, GFP_NOWAIT, GFP_KERNEL, GFP_KERNEL.union(__GFP_HIGHMEM)];
+const GFPS: [Gfp; 4] = [
+    GFP_ATOMIC,
+    GFP_NOWAIT,
+    GFP_KERNEL,
+    GFP_KERNEL.union(__GFP_HIGHMEM),
+];
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
@@ -135,7 +143,9 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(k.__free_pages(pg, order), Ok(()));
     }
     k.failslab().set_probability(0).expect("0 is a probability");
-    k.fail_page_alloc().set_probability(0).expect("0 is a probability");
+    k.fail_page_alloc()
+        .set_probability(0)
+        .expect("0 is a probability");
     let end = common::settle(&k);
     assert_eq!(end, boot, "pages lost or gained:\n{}", common::reports(&k));
 });

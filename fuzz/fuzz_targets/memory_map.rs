@@ -39,31 +39,56 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(Some(r)) = parse_line(line) {
             assert!(r.size > 0 && r.base.checked_add(r.size).is_some(), "{r:?}");
             let shown = r.to_string();
-            assert_eq!(parse_line(&shown), Ok(Some(r)), "{shown:?} does not read back");
+            assert_eq!(
+                parse_line(&shown),
+                Ok(Some(r)),
+                "{shown:?} does not read back"
+            );
             parsed.push(r);
         }
     }
     let mut mem = vec![0u8; 64 << 10];
     let p = ArenaPlatform::new(&mut mem, 1);
     if let Ok(m) = kmem_sim::read_memory_map(&text) {
-        assert!(validate(&p, &m.map).is_ok(), "read_memory_map gave a map boot refuses");
+        assert!(
+            validate(&p, &m.map).is_ok(),
+            "read_memory_map gave a map boot refuses"
+        );
     }
     parsed.truncate(MAX_RANGES);
     let Some(out) = sanitized(&parsed) else {
         return;
     };
     assert!(out.len() <= 2 * parsed.len());
-    assert!(validate(&p, &out).is_ok(), "sanitize left an overlap: {out:?}");
+    assert!(
+        validate(&p, &out).is_ok(),
+        "sanitize left an overlap: {out:?}"
+    );
     for w in out.windows(2) {
         assert!(w[0].end() <= w[1].base, "not sorted: {w:?}");
     }
     for r in &out {
-        assert_eq!(top_type(&parsed, r.base), Some(r.kind.e820_type()), "{r} in {parsed:?}");
-        assert_eq!(top_type(&parsed, r.end() - 1), Some(r.kind.e820_type()), "{r}");
+        assert_eq!(
+            top_type(&parsed, r.base),
+            Some(r.kind.e820_type()),
+            "{r} in {parsed:?}"
+        );
+        assert_eq!(
+            top_type(&parsed, r.end() - 1),
+            Some(r.kind.e820_type()),
+            "{r}"
+        );
     }
     // Every start of an input range is covered by the output.
     for r in &parsed {
-        assert!(out.iter().any(|o| o.base <= r.base && r.base < o.end()), "{r} lost");
+        assert!(
+            out.iter().any(|o| o.base <= r.base && r.base < o.end()),
+            "{r} lost"
+        );
     }
-    assert_eq!(sanitized(&out).as_ref(), Some(&out), "sanitize is not idempotent");
+    assert_eq!(
+        sanitized(&out).as_ref(),
+        Some(&out),
+        "sanitize is not idempotent"
+    );
 });

@@ -26,7 +26,10 @@ fuzz_target!(|data: &[u8]| {
             Ok(Some(rec)) => {
                 assert_eq!(line_cpu(line), Some(rec.header.cpu), "head scan disagrees");
                 // Every event but an unknown one has its kind.
-                assert_eq!(rec.event.kind().is_none(), matches!(rec.event, Event::Unknown(_)));
+                assert_eq!(
+                    rec.event.kind().is_none(),
+                    matches!(rec.event, Event::Unknown(_))
+                );
             }
             Ok(None) => {}
             Err(e) => {
@@ -35,13 +38,24 @@ fuzz_target!(|data: &[u8]| {
         }
         let shown = printable(line, MAX_CHARS);
         // One character (at most a 4-byte escape) past the limit, then "...".
-        assert!(shown.len() <= MAX_CHARS + 4 + 3, "printable() too long: {}", shown.len());
-        assert!(!shown.chars().any(char::is_control), "a control character escaped unescaped");
+        assert!(
+            shown.len() <= MAX_CHARS + 4 + 3,
+            "printable() too long: {}",
+            shown.len()
+        );
+        assert!(
+            !shown.chars().any(char::is_control),
+            "a control character escaped unescaped"
+        );
         parser.line(line, &mut batch);
     }
     assert_eq!(batch.lines as usize, text.split(|&b| b == b'\n').count());
     assert!(batch.errors.len() <= 4, "more errors kept than asked");
     for op in &batch.ops {
-        assert!(op.cpu < cpus, "op on CPU {} of a {cpus}-CPU machine", op.cpu);
+        assert!(
+            op.cpu < cpus,
+            "op on CPU {} of a {cpus}-CPU machine",
+            op.cpu
+        );
     }
 });
