@@ -551,7 +551,7 @@ impl<'k> World<'k, '_> {
                 }
             }
             // An interior pointer to kfree, kmem_cache_free, krealloc.
-            2 | 3 | 4 => {
+            2..=4 => {
                 if self.objs.is_empty() {
                     return;
                 }
@@ -758,7 +758,7 @@ impl<'k> World<'k, '_> {
                 .enumerate()
                 {
                     if f & (1 << bit) != 0 {
-                        flags = flags | fl;
+                        flags |= fl;
                     }
                 }
                 self.cache_create(usize::from(f >> 7) + 2 * (a % 2), size, align, flags);
