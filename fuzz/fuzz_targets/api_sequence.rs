@@ -430,9 +430,16 @@ impl<'k> World<'k, '_> {
         if self.caches[slot].is_some() {
             return;
         }
+        // The cache's descriptor and sheaves take a few pages.
+        let must = self.plentiful(16 * PAGE_SIZE);
         self.allocating();
         let name = format!("fuzz_cache_{slot}");
         let r = self.k.kmem_cache_create(&name, size, align, flags, None);
+        if r.is_err() && !must {
+            assert_eq!(r.err(), Some(kmem::Error::NoMemory));
+            self.k.platform().clear_reports();
+            return;
+        }
         let s = self.good(r, || {
             format!("kmem_cache_create({name}, {size}, {align}, {flags:?})")
         });
