@@ -322,7 +322,7 @@ pub(crate) fn run<'s>(
     println!(
         "# not in /proc/vmstat: kswapd wake-ups {} (Linux's mm_vmscan_wakeup_kswapd tracepoint), \
          sleeps waiting for frees {}; not kept by kmem: pgscan_kswapd, pgscan_direct \
-         (kmem scans through shrinkers: slabs_scanned), allocstall per zone",
+         (kmem scans through shrinkers: slabs_scanned)",
         ev.kswapd_wakeups - ev0.kswapd_wakeups,
         ev.alloc_waits - ev0.alloc_waits
     );

@@ -369,10 +369,9 @@ fn vmstat_zone_suffix(t: ZoneType) -> &'static str {
 ///   pages, as [`slab_pages`] counts them for `/proc/meminfo`);
 /// - `pgalloc_<zone>` for each zone type of the machine's layout (as Linux
 ///   prints one per configured zone, populated or not), summed over nodes;
-/// - `allocstall`: direct reclaim entries. Linux counts them per zone of
-///   the request (`allocstall_dma` ... `allocstall_movable`, since 4.8);
-///   kmem counts one total for the machine, so it prints the total under
-///   the single name Linux used before the split;
+/// - `allocstall_<zone>`: direct reclaim entries, by the highest zone the
+///   request may use, one line per zone type of the layout (as Linux
+///   since 4.8);
 /// - `pgfree`, `pgsteal_kswapd`, `pgsteal_direct`, `slabs_scanned`,
 ///   `pageoutrun` and `oom_kill` ([`Kmem::vm_events`]).
 ///
@@ -409,7 +408,16 @@ pub fn vmstat<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result {
         }
     }
     let ev = k.vm_events();
-    writeln!(w, "allocstall {}", ev.allocstall)?;
+    for t in ZoneType::ALL {
+        if pgalloc[t as usize].is_some() {
+            writeln!(
+                w,
+                "allocstall_{} {}",
+                vmstat_zone_suffix(t),
+                ev.allocstall_zone[t as usize]
+            )?;
+        }
+    }
     writeln!(w, "pgfree {pgfree}")?;
     writeln!(w, "pgsteal_kswapd {}", ev.pgsteal_kswapd)?;
     writeln!(w, "pgsteal_direct {}", ev.pgsteal_direct)?;
@@ -554,15 +562,10 @@ mod tests {
         let mut mem = vec![0u8; 16 << 20];
         let k = Kmem::boot_arena(&mut mem, 1).unwrap();
         let before = vmstat_lines(&k);
-        // Names: Linux's, in Linux's order; `allocstall` stands where
-        // Linux's per-zone allocstall_* lines stand.
+        // Names: Linux's, in Linux's order.
         let mut at = 0;
         for (name, _) in &before {
-            let linux = if name == "allocstall" {
-                "allocstall_dma"
-            } else {
-                name.as_str()
-            };
+            let linux = name.as_str();
             let pos = LINUX_VMSTAT_ORDER[at..]
                 .iter()
                 .position(|n| *n == linux)
@@ -584,7 +587,7 @@ mod tests {
         for name in [
             "nr_slab_reclaimable",
             "nr_slab_unreclaimable",
-            "allocstall",
+            "allocstall_normal",
             "pgfree",
             "pgsteal_kswapd",
             "pgsteal_direct",
@@ -595,7 +598,7 @@ mod tests {
             assert!(before.iter().any(|(n, _)| n == name), "{name}");
         }
         assert_eq!(value(&before, "nr_free_pages"), k.nr_free_pages());
-        assert_eq!(value(&before, "allocstall"), 0);
+        assert_eq!(value(&before, "allocstall_normal"), 0);
         assert_eq!(value(&before, "oom_kill"), 0);
 
         // Pages allocated and freed move pgalloc_* and pgfree by as many.
@@ -614,11 +617,14 @@ mod tests {
         for p in pages {
             k.__free_pages(p, 0).unwrap();
         }
-        // A direct reclaim entry is counted, machine-wide.
+        // A direct reclaim entry is counted under the request's highest
+        // zone: GFP_KERNEL's is Normal, GFP_DMA's DMA.
         k.try_to_free_pages(GFP_KERNEL, 0, 0);
+        k.try_to_free_pages(GFP_KERNEL | crate::gfp::__GFP_DMA, 0, 0);
         let after = vmstat_lines(&k);
         assert_eq!(value(&after, "pgfree"), value(&mid, "pgfree") + 10);
-        assert_eq!(value(&after, "allocstall"), 1);
+        assert_eq!(value(&after, "allocstall_normal"), 1);
+        assert_eq!(value(&after, "allocstall_dma"), 1);
         let ev = k.vm_events();
         assert_eq!(value(&after, "pgsteal_direct"), ev.pgsteal_direct);
         assert_eq!(value(&after, "slabs_scanned"), ev.slabs_scanned);

@@ -69,8 +69,11 @@ pub const RECLAIM_THROTTLE_NS: u64 = 10_000_000;
 /// Reclaim and OOM event counters (`/proc/vmstat` names).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VmEvents {
-    /// `allocstall`: direct reclaim entries.
+    /// Direct reclaim entries, all zones (the sum of `allocstall_zone`).
     pub allocstall: u64,
+    /// `allocstall_<zone>`: direct reclaim entries by the highest zone the
+    /// request may use (`sc->reclaim_idx`), indexed by zone type.
+    pub allocstall_zone: [u64; crate::mmzone::MAX_NR_ZONE_TYPES],
     /// `pgsteal_direct`: pages reclaimed by direct reclaim.
     pub pgsteal_direct: u64,
     /// `pgsteal_kswapd`: pages reclaimed by kswapd.
@@ -89,7 +92,7 @@ pub struct VmEvents {
 
 #[derive(Default)]
 pub(crate) struct Events {
-    pub(crate) allocstall: AtomicU64,
+    pub(crate) allocstall: [AtomicU64; crate::mmzone::MAX_NR_ZONE_TYPES],
     pub(crate) pgsteal_direct: AtomicU64,
     pub(crate) pgsteal_kswapd: AtomicU64,
     pub(crate) pageoutrun: AtomicU64,
@@ -134,7 +137,8 @@ impl<P: Platform> Kmem<P> {
     pub fn vm_events(&self) -> VmEvents {
         let e = &self.reclaim.events;
         VmEvents {
-            allocstall: e.allocstall.load(Relaxed),
+            allocstall: e.allocstall.iter().map(|a| a.load(Relaxed)).sum(),
+            allocstall_zone: core::array::from_fn(|i| e.allocstall[i].load(Relaxed)),
             pgsteal_direct: e.pgsteal_direct.load(Relaxed),
             pgsteal_kswapd: e.pgsteal_kswapd.load(Relaxed),
             pageoutrun: e.pageoutrun.load(Relaxed),
@@ -160,7 +164,9 @@ impl<P: Platform> Kmem<P> {
     /// first) until [`SWAP_CLUSTER_MAX`] (or `2^order`) pages came back.
     pub fn try_to_free_pages(&self, gfp: Gfp, order: u32, nid: usize) -> u64 {
         let gfp = self.current_gfp_context(gfp);
-        self.reclaim.events.allocstall.fetch_add(1, Relaxed);
+        // __count_zid_vm_events(ALLOCSTALL, sc->reclaim_idx, 1).
+        let zone = self.gfp_zone_idx(gfp).unwrap_or(ZoneType::Normal as usize);
+        self.reclaim.events.allocstall[zone].fetch_add(1, Relaxed);
         let saved = self.memalloc_noreclaim_save();
         let target = SWAP_CLUSTER_MAX.max(1 << order);
         let before = self.pgfree_total();
