@@ -321,8 +321,7 @@ pub(crate) fn run<'s>(
     let ev = k.vm_events();
     println!(
         "# not in /proc/vmstat: kswapd wake-ups {} (Linux's mm_vmscan_wakeup_kswapd tracepoint), \
-         sleeps waiting for frees {}; not kept by kmem: pgscan_kswapd, pgscan_direct \
-         (kmem scans through shrinkers: slabs_scanned)",
+         sleeps waiting for frees {}",
         ev.kswapd_wakeups - ev0.kswapd_wakeups,
         ev.alloc_waits - ev0.alloc_waits
     );

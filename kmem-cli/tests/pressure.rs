@@ -133,7 +133,13 @@ fn shows_the_scenario(args: &[&str]) {
 
     let vm = vmstat(&lines);
     assert_eq!(vm[0].0, "nr_free_pages");
-    for name in ["pgsteal_kswapd", "pageoutrun", "slabs_scanned", "pgfree"] {
+    for name in [
+        "pgsteal_kswapd",
+        "pgscan_kswapd",
+        "pageoutrun",
+        "slabs_scanned",
+        "pgfree",
+    ] {
         assert!(value(&vm, name) > 0, "{name} did not move:\n{out}");
     }
     assert!(value(&vm, "oom_kill") >= 1, "{out}");

@@ -30,7 +30,9 @@
 //! ```
 
 use kmem::gfp::{self, Gfp};
-use kmem::shrinker::{ShrinkControl, Shrinker, ShrinkerConfig, ShrinkerId, SHRINK_EMPTY};
+use kmem::shrinker::{
+    ShrinkControl, Shrinker, ShrinkerConfig, ShrinkerId, SHRINKER_LRU, SHRINK_EMPTY,
+};
 use kmem::{Kmem, Platform};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -59,7 +61,7 @@ impl PageCache {
     /// Register the cache's shrinker ("pagecache") with `k`.
     pub fn register<P: Platform>(&self, k: &Kmem<P>) -> kmem::Result<ShrinkerId> {
         k.register_shrinker(
-            ShrinkerConfig::new("pagecache", 0),
+            ShrinkerConfig::new("pagecache", SHRINKER_LRU),
             PageCacheShrinker(self.inner.clone()),
         )
     }

@@ -616,3 +616,39 @@ fn kswapd_wakes_below_low_and_reclaims_to_high() {
         k.unregister_shrinker(id).unwrap();
     });
 }
+
+/// The page cache is an LRU of pages (SHRINKER_LRU): what direct reclaim
+/// and kswapd scan of it are `pgscan_direct` and `pgscan_kswapd`, as in
+/// Linux, and the dentry cache's objects stay `slabs_scanned`.
+#[test]
+fn page_cache_scanning_counts_as_pgscan_and_slab_objects_as_slabs_scanned() {
+    let s = machine(1, 64);
+    let k = boot(&s, BootParams::default());
+    let _cpu = s.bind(0);
+    let (pc, id) = page_cache_filling_memory(&k, false);
+    let e0 = k.vm_events();
+    assert!(
+        k.try_to_free_pages(GFP_KERNEL, 0, 0) > 0,
+        "the page cache gave pages back"
+    );
+    let e1 = k.vm_events();
+    assert!(e1.pgscan_direct > e0.pgscan_direct, "{e1:?}");
+    assert_eq!(e1.pgscan_kswapd, e0.pgscan_kswapd);
+    let _ = pc.add_pages(&k, usize::MAX, fill_gfp(), false);
+    k.balance_pgdat(0, ZoneType::Normal as usize);
+    let e2 = k.vm_events();
+    assert!(e2.pgscan_kswapd > e1.pgscan_kswapd, "{e2:?}");
+    assert_eq!(e2.pgscan_direct, e1.pgscan_direct);
+    let mut vm = String::new();
+    kmem::proc::vmstat(&k, &mut vm).unwrap();
+    assert!(
+        vm.contains(&format!("\npgscan_kswapd {}\n", e2.pgscan_kswapd)),
+        "{vm}"
+    );
+    assert!(
+        vm.contains(&format!("\npgscan_direct {}\n", e2.pgscan_direct)),
+        "{vm}"
+    );
+    pc.truncate(&k).unwrap();
+    k.unregister_shrinker(id).unwrap();
+}

@@ -372,12 +372,14 @@ fn vmstat_zone_suffix(t: ZoneType) -> &'static str {
 /// - `allocstall_<zone>`: direct reclaim entries, by the highest zone the
 ///   request may use, one line per zone type of the layout (as Linux
 ///   since 4.8);
-/// - `pgfree`, `pgsteal_kswapd`, `pgsteal_direct`, `slabs_scanned`,
-///   `pageoutrun` and `oom_kill` ([`Kmem::vm_events`]).
+/// - `pgfree`, `pgsteal_kswapd`, `pgsteal_direct`, `pgscan_kswapd` and
+///   `pgscan_direct` (the LRU pages reclaim scanned: kmem has no LRU of its
+///   own, so these are the pages of the shrinkers that declare
+///   [`SHRINKER_LRU`](crate::shrinker::SHRINKER_LRU), such as the
+///   simulator's page cache; slab objects scanned are `slabs_scanned`),
+///   `slabs_scanned`, `pageoutrun` and `oom_kill` ([`Kmem::vm_events`]).
 ///
-/// Not kept, so not printed: `pgscan_kswapd` and `pgscan_direct` (kmem has
-/// no LRU of its own to scan; objects its shrinkers scan are
-/// `slabs_scanned`), `kswapd_low_wmark_hit_quickly`,
+/// Not kept, so not printed: `kswapd_low_wmark_hit_quickly`,
 /// `kswapd_high_wmark_hit_quickly`, `pgskip_*`, and every counter of
 /// anonymous and file pages, swap, NUMA, compaction and THP.
 ///
@@ -421,6 +423,8 @@ pub fn vmstat<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result {
     writeln!(w, "pgfree {pgfree}")?;
     writeln!(w, "pgsteal_kswapd {}", ev.pgsteal_kswapd)?;
     writeln!(w, "pgsteal_direct {}", ev.pgsteal_direct)?;
+    writeln!(w, "pgscan_kswapd {}", ev.pgscan_kswapd)?;
+    writeln!(w, "pgscan_direct {}", ev.pgscan_direct)?;
     writeln!(w, "slabs_scanned {}", ev.slabs_scanned)?;
     writeln!(w, "pageoutrun {}", ev.pageoutrun)?;
     writeln!(w, "oom_kill {}", ev.oom_kill)
@@ -591,6 +595,8 @@ mod tests {
             "pgfree",
             "pgsteal_kswapd",
             "pgsteal_direct",
+            "pgscan_kswapd",
+            "pgscan_direct",
             "slabs_scanned",
             "pageoutrun",
             "oom_kill",

@@ -55,6 +55,11 @@ pub const MAX_SHRINKERS: usize = 64;
 pub const SHRINKER_NEEDS_FS: u32 = 1 << 0;
 /// The shrinker must not run when reclaim may not start I/O.
 pub const SHRINKER_NEEDS_IO: u32 = 1 << 1;
+/// Its objects are pages on an LRU list (a page cache), not slab objects:
+/// what reclaim scans of them counts as `pgscan_kswapd`/`pgscan_direct`,
+/// as Linux's `shrink_lruvec()` counts its scanning, not as
+/// `slabs_scanned`.
+pub const SHRINKER_LRU: u32 = 1 << 2;
 
 /// `struct shrink_control`: what one callback is asked to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -418,9 +423,22 @@ impl<P: Platform> Kmem<P> {
     /// objects freed. Shrinkers that need `__GFP_FS`/`__GFP_IO` which `gfp`
     /// lacks are skipped.
     pub fn shrink_slab(&self, gfp: Gfp, nid: usize, priority: u32) -> u64 {
+        self.shrink_node(gfp, nid, priority, None)
+    }
+
+    /// [`shrink_slab`](Self::shrink_slab) for reclaim: what
+    /// [`SHRINKER_LRU`] shrinkers scan is added to `pgscan` (kswapd's or
+    /// direct reclaim's counter) instead of `slabs_scanned`.
+    pub(crate) fn shrink_node(
+        &self,
+        gfp: Gfp,
+        nid: usize,
+        priority: u32,
+        pgscan: Option<&AtomicU64>,
+    ) -> u64 {
         let mut freed = 0u64;
         self.for_each_shrinker(gfp, |i, cfg, s| {
-            freed += self.do_shrink_slab(i, cfg, s, gfp, nid, priority);
+            freed += self.do_shrink_slab(i, cfg, s, gfp, nid, priority, pgscan);
         });
         freed
     }
@@ -434,6 +452,7 @@ impl<P: Platform> Kmem<P> {
         gfp: Gfp,
         nid: usize,
         priority: u32,
+        pgscan: Option<&AtomicU64>,
     ) -> u64 {
         let t = self.shrinkers();
         let mut sc = ShrinkControl {
@@ -494,7 +513,10 @@ impl<P: Platform> Kmem<P> {
         if next > 0 {
             t.deferred[i].fetch_add(next, Relaxed);
         }
-        t.scanned.fetch_add(scanned, Relaxed);
+        match pgscan {
+            Some(c) if cfg.flags & SHRINKER_LRU != 0 => c.fetch_add(scanned, Relaxed),
+            _ => t.scanned.fetch_add(scanned, Relaxed),
+        };
         freed
     }
 }

@@ -78,6 +78,11 @@ pub struct VmEvents {
     pub pgsteal_direct: u64,
     /// `pgsteal_kswapd`: pages reclaimed by kswapd.
     pub pgsteal_kswapd: u64,
+    /// `pgscan_kswapd`: LRU pages kswapd scanned (those of
+    /// [`SHRINKER_LRU`](crate::shrinker::SHRINKER_LRU) shrinkers).
+    pub pgscan_kswapd: u64,
+    /// `pgscan_direct`: LRU pages direct reclaim scanned.
+    pub pgscan_direct: u64,
     /// `pageoutrun`: kswapd balancing runs.
     pub pageoutrun: u64,
     /// `slabs_scanned`: objects shrinkers were asked to scan.
@@ -95,6 +100,8 @@ pub(crate) struct Events {
     pub(crate) allocstall: [AtomicU64; crate::mmzone::MAX_NR_ZONE_TYPES],
     pub(crate) pgsteal_direct: AtomicU64,
     pub(crate) pgsteal_kswapd: AtomicU64,
+    pub(crate) pgscan_kswapd: AtomicU64,
+    pub(crate) pgscan_direct: AtomicU64,
     pub(crate) pageoutrun: AtomicU64,
     pub(crate) oom_kill: AtomicU64,
     pub(crate) kswapd_wakeups: AtomicU64,
@@ -141,6 +148,8 @@ impl<P: Platform> Kmem<P> {
             allocstall_zone: core::array::from_fn(|i| e.allocstall[i].load(Relaxed)),
             pgsteal_direct: e.pgsteal_direct.load(Relaxed),
             pgsteal_kswapd: e.pgsteal_kswapd.load(Relaxed),
+            pgscan_kswapd: e.pgscan_kswapd.load(Relaxed),
+            pgscan_direct: e.pgscan_direct.load(Relaxed),
             pageoutrun: e.pageoutrun.load(Relaxed),
             slabs_scanned: self.reclaim.shrinkers.scanned.load(Relaxed),
             oom_kill: e.oom_kill.load(Relaxed),
@@ -173,7 +182,12 @@ impl<P: Platform> Kmem<P> {
         let mut reclaimed = 0;
         for priority in (0..=DEF_PRIORITY).rev() {
             for i in 0..self.nr_nodes {
-                self.shrink_slab(gfp, (nid + i) % self.nr_nodes, priority);
+                self.shrink_node(
+                    gfp,
+                    (nid + i) % self.nr_nodes,
+                    priority,
+                    Some(&self.reclaim.events.pgscan_direct),
+                );
             }
             reclaimed = self.pgfree_total().saturating_sub(before);
             if reclaimed >= target {
@@ -268,7 +282,12 @@ impl<P: Platform> Kmem<P> {
         let mut balanced = self.pgdat_balanced(nid, 0, highest_zoneidx);
         let mut priority = DEF_PRIORITY;
         while !balanced && priority >= 1 {
-            let freed = self.shrink_slab(gfp::GFP_KERNEL, nid, priority);
+            let freed = self.shrink_node(
+                gfp::GFP_KERNEL,
+                nid,
+                priority,
+                Some(&self.reclaim.events.pgscan_kswapd),
+            );
             balanced = self.pgdat_balanced(nid, 0, highest_zoneidx);
             if freed == 0 || !balanced {
                 priority -= 1;
