@@ -438,7 +438,13 @@ impl<P: Platform> Kmem<P> {
     ) -> u64 {
         let mut freed = 0u64;
         self.for_each_shrinker(gfp, |i, cfg, s| {
-            freed += self.do_shrink_slab(i, cfg, s, gfp, nid, priority, pgscan);
+            let sc = ShrinkControl {
+                gfp_mask: gfp,
+                nid,
+                nr_to_scan: 0,
+                nr_scanned: 0,
+            };
+            freed += self.do_shrink_slab(i, cfg, s, sc, priority, pgscan);
         });
         freed
     }
@@ -449,18 +455,11 @@ impl<P: Platform> Kmem<P> {
         i: usize,
         cfg: &ShrinkerConfig,
         s: &dyn Erased,
-        gfp: Gfp,
-        nid: usize,
+        mut sc: ShrinkControl,
         priority: u32,
         pgscan: Option<&AtomicU64>,
     ) -> u64 {
         let t = self.shrinkers();
-        let mut sc = ShrinkControl {
-            gfp_mask: gfp,
-            nid,
-            nr_to_scan: 0,
-            nr_scanned: 0,
-        };
         let me = self as *const Self as *const ();
         // SAFETY: `self` is the machine the shrinker was registered with.
         let freeable = unsafe { s.count(me, &sc) };
