@@ -16,21 +16,12 @@ use std::time::Duration;
 fn on_full_machine<R: Send + 'static>(
     f: impl FnOnce(&Kmem<&'static SimPlatform>) -> R + Send + 'static,
 ) -> (R, Vec<String>) {
-    let s: &'static SimPlatform = Box::leak(Box::new(
-        SimPlatform::new(SimConfig::new(1, pc_memory_map(64 << 20))).unwrap(),
-    ));
+    let s = one_cpu_machine();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _cpu = s.bind(0);
         let k = Kmem::boot(s, s.memory_map(), &BootParams::default()).unwrap();
-        let mut held: Vec<&Page> = Vec::new();
-        // Every page, the reserves too (__GFP_MEMALLOC ignores watermarks).
-        for _ in 0..2 {
-            while let Ok(p) = k.alloc_pages(GFP_ATOMIC | __GFP_MEMALLOC | __GFP_NOWARN, 0) {
-                held.push(p);
-            }
-            k.drain_all_pages();
-        }
+        let held = take_every_page(&k);
         s.take_reports();
         let waits = k.vm_events().alloc_waits;
         let r = f(&k);
@@ -45,6 +36,26 @@ fn on_full_machine<R: Send + 'static>(
         .expect("the allocation returned (it would wait forever for a free)");
     let reports = s.take_reports().into_iter().map(|(_, l)| l).collect();
     (r, reports)
+}
+
+/// A one-CPU, 64 MiB machine that lives as long as the test process (a
+/// thread that would wait forever may still hold it).
+fn one_cpu_machine() -> &'static SimPlatform {
+    Box::leak(Box::new(
+        SimPlatform::new(SimConfig::new(1, pc_memory_map(64 << 20))).unwrap(),
+    ))
+}
+
+/// Every page, the reserves too (`__GFP_MEMALLOC` ignores watermarks).
+fn take_every_page<'k>(k: &'k Kmem<&'static SimPlatform>) -> Vec<&'k Page> {
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        while let Ok(p) = k.alloc_pages(GFP_ATOMIC | __GFP_MEMALLOC | __GFP_NOWARN, 0) {
+            held.push(p);
+        }
+        k.drain_all_pages();
+    }
+    held
 }
 
 fn says(reports: &[String], what: &str) -> bool {
@@ -116,9 +127,7 @@ fn with_another_cpu_thread_bound_the_allocation_still_waits_for_it() {
 
 #[test]
 fn an_empty_mempool_fails_instead_of_waiting_forever() {
-    let s: &'static SimPlatform = Box::leak(Box::new(
-        SimPlatform::new(SimConfig::new(1, pc_memory_map(64 << 20))).unwrap(),
-    ));
+    let s = one_cpu_machine();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _cpu = s.bind(0);
@@ -126,13 +135,7 @@ fn an_empty_mempool_fails_instead_of_waiting_forever() {
         let mut pool = k.mempool_create_page_pool(1, 0).unwrap();
         let first = k.mempool_alloc(&pool, GFP_KERNEL).unwrap();
         let reserved = k.mempool_alloc_preallocated(&pool).unwrap();
-        let mut held: Vec<&Page> = Vec::new();
-        for _ in 0..2 {
-            while let Ok(p) = k.alloc_pages(GFP_ATOMIC | __GFP_MEMALLOC | __GFP_NOWARN, 0) {
-                held.push(p);
-            }
-            k.drain_all_pages();
-        }
+        let held = take_every_page(&k);
         let got = k.mempool_alloc(&pool, GFP_KERNEL);
         let failed = got.is_err();
         if let Ok(e) = got {
@@ -164,9 +167,7 @@ fn an_empty_mempool_fails_instead_of_waiting_forever() {
 /// one-CPU machine) returns: it gives the CPU up while kswapd stops.
 #[test]
 fn with_kswapd_on_a_one_cpu_machine_returns() {
-    let s: &'static SimPlatform = Box::leak(Box::new(
-        SimPlatform::new(SimConfig::new(1, pc_memory_map(64 << 20))).unwrap(),
-    ));
+    let s = one_cpu_machine();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _cpu = s.bind(0);
