@@ -30,6 +30,34 @@ fn boot(buf: &mut [u8]) -> Kmem<ArenaPlatform<'_>> {
     boot_with(buf, 1, SlabParams::default())
 }
 
+/// Allocate from `c` (zeroed, so that `check` can look at every object)
+/// until `want`, which was just freed, comes back: it does once the objects
+/// left in the CPU's main sheaf are used up, since frees go to the free
+/// sheaf, which an empty main sheaf swaps in. The others are freed again.
+fn reuse<P: kmem::platform::Platform>(
+    k: &Kmem<P>,
+    c: &KmemCache,
+    want: std::ptr::NonNull<u8>,
+    check: impl Fn(std::ptr::NonNull<u8>),
+) -> std::ptr::NonNull<u8> {
+    let mut others = Vec::new();
+    let mut got = None;
+    for _ in 0..=c.sheaf_capacity() {
+        let x = k.kmem_cache_zalloc(c, GFP_KERNEL).unwrap();
+        check(x);
+        if x == want {
+            got = Some(x);
+            break;
+        }
+        others.push(x);
+    }
+    for o in others {
+        // SAFETY: allocated above, freed once.
+        unsafe { k.kmem_cache_free(c, o.as_ptr()) }.unwrap();
+    }
+    got.expect("a freed object comes back within one sheaf's worth of allocations")
+}
+
 /// Free pages after draining the per-CPU page lists.
 fn free_pages(k: &Kmem<ArenaPlatform<'_>>) -> u64 {
     k.drain_local_pages();
@@ -61,8 +89,10 @@ fn cache_alloc_free_reuse_and_shrink() {
         // SAFETY: each object is freed once and not used again.
         unsafe { k.kmem_cache_free(c, p.as_ptr()) }.unwrap();
     }
-    // The most recently freed object comes back first (LIFO sheaves).
-    let again = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
+    // The most recently freed object comes back first once the objects
+    // left in the CPU's main sheaf are used up (frees go to the free sheaf,
+    // which an empty main sheaf swaps in).
+    let again = reuse(&k, c, *objs.last().unwrap(), |_| ());
     assert_eq!(again, *objs.last().unwrap());
     // SAFETY: freed once.
     unsafe { k.kmem_cache_free(c, again.as_ptr()) }.unwrap();
@@ -129,12 +159,14 @@ fn zalloc_bulk_and_node() {
     unsafe { a.as_ptr().write_bytes(0xee, 96) };
     // SAFETY: freed once.
     unsafe { k.kmem_cache_free(c, a.as_ptr()) }.unwrap();
-    let z = k.kmem_cache_zalloc(c, GFP_KERNEL).unwrap();
-    assert_eq!(z, a);
-    // SAFETY: our object.
-    assert!(unsafe { std::slice::from_raw_parts(z.as_ptr(), 96) }
-        .iter()
-        .all(|&b| b == 0));
+    let zeroed = |z: std::ptr::NonNull<u8>| {
+        // SAFETY: our object, of 96 bytes.
+        assert!(unsafe { std::slice::from_raw_parts(z.as_ptr(), 96) }
+            .iter()
+            .all(|&b| b == 0));
+    };
+    let z = reuse(&k, c, a, zeroed);
+    assert_eq!(z, a, "the dirtied object came back, zeroed");
     // SAFETY: freed once.
     unsafe { k.kmem_cache_free(c, z.as_ptr()) }.unwrap();
     let mut v = vec![std::ptr::null_mut(); 100];
@@ -377,18 +409,31 @@ fn kzalloc_krealloc_kmemdup_kstrdup_kfree_sensitive() {
         k.kfree(d.as_ptr()).unwrap();
         k.kfree(t.as_ptr()).unwrap();
     }
-    // kfree_sensitive clears the object: the same object comes back zeroed.
+    // kfree_sensitive clears the object: the same object comes back zeroed
+    // (from kmalloc, which does not clear it), once the main sheaf's
+    // objects are used up.
     let x = k.kmalloc(64, GFP_KERNEL).unwrap();
     // SAFETY: our object.
     unsafe { x.as_ptr().write_bytes(0xaa, 64) };
     // SAFETY: freed once.
     unsafe { k.kfree_sensitive(x.as_ptr()) }.unwrap();
-    let y = k.kmalloc(64, GFP_KERNEL).unwrap();
+    let mut others = Vec::new();
+    let y = loop {
+        let y = k.kmalloc(64, GFP_KERNEL).unwrap();
+        if y == x || others.len() > k.kmalloc_slab(64, GFP_KERNEL).unwrap().sheaf_capacity() {
+            break y;
+        }
+        others.push(y);
+    };
     assert_eq!(x, y);
     // SAFETY: our object.
     assert!(unsafe { std::slice::from_raw_parts(y.as_ptr(), 64) }
         .iter()
         .all(|&b| b == 0));
+    for o in others {
+        // SAFETY: allocated above, freed once.
+        unsafe { k.kfree(o.as_ptr()) }.unwrap();
+    }
     // kfree finds the cache of an object of a named cache too.
     let c = k
         .kmem_cache_create("kfree_me", 40, 0, SlabFlags::NONE, None)

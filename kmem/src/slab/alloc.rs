@@ -4,8 +4,9 @@
 //! `kmalloc`/`kmem_cache_alloc` and `kfree`/`kmem_cache_free` each enter
 //! a *leaf* CPU-local section once ([`Platform::local_enter_leaf`]: inside
 //! it the fast path runs only its own straight-line code, so a platform
-//! may make it cheaper than a full section, as the simulator does), pop or
-//! push the main sheaf and leave; the fast paths are inlined into their
+//! may make it cheaper than a full section, as the simulator does), pop the
+//! main sheaf or push the free sheaf ([`super::sheaf`] says why two) and
+//! leave; the fast paths are inlined into their
 //! callers (`kmalloc` as Linux's `__always_inline` kmalloc, so that a
 //! constant size picks its cache at compile time) and everything else lives
 //! in `#[cold]` functions. When a fast path cannot finish, it hands its
@@ -27,7 +28,7 @@
 //! - for `kmem_cache_free`, the slab belongs to that cache;
 //! - the address is an object start: one multiplication by a precomputed
 //!   reciprocal, as Linux's `obj_to_index()`, and two compares;
-//! - the object is not the one on top of the CPU's main sheaf (a double
+//! - the object is not the one on top of the CPU's free sheaf (a double
 //!   free in a row); a null guard slot below the sheaf's first object makes
 //!   that one compare even for an empty sheaf;
 //! - free pointers are checked as the freelist is followed on refill
@@ -120,10 +121,20 @@ impl<P: Platform> Kmem<P> {
         let cc = s.cpu(st.cpu);
         let gate = cc.gate.load(Relaxed);
         if (node < 0 && gate & CPU_SLOW == 0) || gate == node as u32 {
-            // SAFETY: `st` is open on this thread; `main` is the only
+            // SAFETY: `st` is open on this thread; `sh` is the only
             // reference into the sheaves until the section ends.
-            let main = unsafe { s.local_main_sheaf(&st) };
-            let n = main.size;
+            let sh = unsafe { s.local_sheaves(&st) };
+            // SAFETY: main and free always point at valid sheaves.
+            let mut main = unsafe { &mut *sh.main };
+            let mut n = main.size;
+            if n == 0 {
+                // The objects freed since the main sheaf was filled become
+                // the main sheaf: two pointers swapped, no slow path.
+                core::mem::swap(&mut sh.main, &mut sh.free);
+                // SAFETY: as above.
+                main = unsafe { &mut *sh.main };
+                n = main.size;
+            }
             // 1..=SHEAF_CAPACITY: a non-empty sheaf (and no bounds check).
             if n.wrapping_sub(1) < SHEAF_CAPACITY {
                 let x = main.objects[n];

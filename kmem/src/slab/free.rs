@@ -38,9 +38,9 @@ impl<P: Platform> Kmem<P> {
 
     /// The free fast path (`slab_free()`), for an object the caller has
     /// checked (`checked_slab()`): one CPU-local section, one push onto the
-    /// CPU's main sheaf after comparing the object with the sheaf's top (a
+    /// CPU's free sheaf after comparing the object with the sheaf's top (a
     /// double free in a row). Everything else (a debug cache, an object of
-    /// another node, a full main sheaf, a pending flush request, the double
+    /// another node, a full free sheaf, a pending flush request, the double
     /// free itself) goes to [`slab_free_slow`](Self::slab_free_slow),
     /// inside the section, as in [`slab_alloc_node`](Self::slab_alloc_node).
     #[inline]
@@ -54,19 +54,19 @@ impl<P: Platform> Kmem<P> {
         let st = self.p.local_enter_leaf();
         let cc = s.cpu(st.cpu);
         if cc.gate.load(Relaxed) == slab.nid as u32 {
-            // SAFETY: `st` is open on this thread; `main` is the only
+            // SAFETY: `st` is open on this thread; `free` is the only
             // reference into the sheaves until the section ends.
-            let main = unsafe { s.local_main_sheaf(&st) };
-            let n = main.size;
+            let free = unsafe { s.local_free_sheaf(&st) };
+            let n = free.size;
             // objects[n] is the top (the null guard when empty).
             if n < cc.cap as usize
                 // SAFETY: n < cap <= SHEAF_CAPACITY, so n is within the
                 // SHEAF_CAPACITY + 1 slots.
-                && unsafe { *main.objects.get_unchecked(n) } != x
+                && unsafe { *free.objects.get_unchecked(n) } != x
             {
                 // SAFETY: n + 1 <= cap <= SHEAF_CAPACITY, within the slots.
-                unsafe { *main.objects.get_unchecked_mut(n + 1) = x };
-                main.size = n + 1;
+                unsafe { *free.objects.get_unchecked_mut(n + 1) = x };
+                free.size = n + 1;
                 self.p.local_exit_leaf(st);
                 return Ok(());
             }
@@ -115,9 +115,9 @@ impl<P: Platform> Kmem<P> {
         if cc.take_flush() {
             self.flush_sheaves_locked(s, sh, nid);
         }
-        // SAFETY: main is a valid sheaf of this CPU.
-        let main = unsafe { &mut *sh.main };
-        if main.top() == x {
+        // SAFETY: the free sheaf is a valid sheaf of this CPU.
+        let free = unsafe { &mut *sh.free };
+        if free.top() == x {
             drop(g);
             slab_bug(&self.p, s, format_args!("Object already free"));
             report!(
@@ -129,30 +129,32 @@ impl<P: Platform> Kmem<P> {
             );
             return Err(Error::BadState);
         }
-        if main.size < s.sheaf_cap {
-            main.push(x);
+        if free.size < s.sheaf_cap {
+            free.push(x);
             return Ok(());
         }
-        // SAFETY: spare is a valid sheaf of this CPU.
-        if unsafe { (*sh.spare).size } == 0 {
-            core::mem::swap(&mut sh.main, &mut sh.spare);
+        // The free sheaf is full. An empty main sheaf takes its objects
+        // (allocations use them next); otherwise it is parked in the barn.
+        // SAFETY: main is a valid sheaf of this CPU.
+        if unsafe { (*sh.main).size } == 0 {
+            core::mem::swap(&mut sh.main, &mut sh.free);
         } else {
             let mut l = s.node(nid.min(s.nr_nodes - 1)).lists.lock();
             if let Some(empty) = l.barn_empty.pop() {
-                // SAFETY: main is full and ours; it moves to the barn.
-                unsafe { l.barn_full.push(sh.main) };
-                sh.main = empty;
+                // SAFETY: the free sheaf is full and ours; it moves to the barn.
+                unsafe { l.barn_full.push(sh.free) };
+                sh.free = empty;
             } else {
                 drop(l);
-                // No room anywhere: flush the main sheaf into its slabs.
+                // No room anywhere: flush the free sheaf into its slabs.
                 // SAFETY: as above.
-                let m = unsafe { &mut *sh.main };
+                let m = unsafe { &mut *sh.free };
                 self.free_objects_to_slabs(s, nid, m.objects());
                 m.size = 0;
             }
         }
-        // SAFETY: main is a valid, now non-full sheaf of this CPU.
-        unsafe { (*sh.main).push(x) };
+        // SAFETY: the free sheaf is a valid, now non-full sheaf of this CPU.
+        unsafe { (*sh.free).push(x) };
         Ok(())
     }
 

@@ -19,10 +19,24 @@
 //! - the sheaves of a cache are allocated once, with the cache, so neither
 //!   path ever allocates memory for bookkeeping.
 //!
-//! An empty main sheaf is swapped with the spare, then exchanged with a full
-//! sheaf from the barn, and only then refilled from slabs under the node's
-//! `list_lock`; a full one is swapped with an empty spare, then parked in the
-//! barn, and only then flushed back into its slabs. Debug caches
+//! Where kmem departs from Linux: Linux's CPU pops and pushes its main
+//! sheaf and keeps the spare for swapping; kmem gives the two sheaves fixed
+//! roles, as mimalloc keeps a page's `free` and `local_free` lists apart.
+//! Allocations pop the *main* sheaf, frees push the *free* sheaf, and an
+//! allocation that finds main empty swaps the two (two pointers, on the
+//! fast path). With one sheaf for both, the address a free stores to
+//! depends on the object (object, page descriptor, cache, sheaf), and the
+//! next allocation loads back what that store wrote: a `kmalloc`/`kfree`
+//! pair is then one dependency chain of five loads, which costs Intel
+//! cores twice mimalloc's time (AMD's Zen cores forward such stores almost
+//! for free). With two sheaves the allocation never waits for the free.
+//! The price is that a freed object is reused after the main sheaf's
+//! objects, not at once.
+//!
+//! An empty main sheaf takes the free sheaf's objects, then a full sheaf
+//! from the barn, and only then is refilled from slabs under the node's
+//! `list_lock`; a full free sheaf goes to an empty main, then is parked in
+//! the barn, and only then is flushed back into its slabs. Debug caches
 //! (`SLAB_CONSISTENCY_CHECKS`, `SLAB_RED_ZONE`, `SLAB_POISON`,
 //! `SLAB_STORE_USER`) bypass the sheaves, as Linux bypasses the cpu slab, so
 //! every object is checked on its way in and out. Each node's barn holds
@@ -49,7 +63,7 @@ pub const SHEAF_CAPACITY: usize = if cfg!(miri) { 16 } else { 120 };
 /// `MAX_FULL_SHEAVES` (10) full and `MAX_EMPTY_SHEAVES` (10) empty sheaves
 /// and allocates sheaves as it goes; kmem allocates the barn's sheaves with
 /// the cache, so the barn always holds exactly this many: with the main and
-/// spare sheaf a CPU keeps `(BARN_SHEAVES + 2) * capacity` free objects
+/// free sheaf a CPU keeps `(BARN_SHEAVES + 2) * capacity` free objects
 /// (1440 of up to 256 bytes) before frees reach the slabs.
 pub const BARN_SHEAVES: usize = 10;
 
@@ -124,9 +138,14 @@ impl Sheaf {
     }
 }
 
+/// One CPU's two sheaves of one cache. Linux's `main` and `spare`, with
+/// fixed roles: allocations pop `main`, frees push `free`, and an
+/// allocation that finds `main` empty swaps the two (see the module doc).
 pub(super) struct CpuSheaves {
+    /// Allocations pop from it.
     pub(super) main: *mut Sheaf,
-    pub(super) spare: *mut Sheaf,
+    /// Frees push onto it.
+    pub(super) free: *mut Sheaf,
 }
 
 /// One CPU's sheaves of one cache.
@@ -151,7 +170,7 @@ impl KmemCache {
     /// proof of exclusivity: the slot is the one of `st`'s CPU, and Platform
     /// promise 1 makes a section exclusive on its CPU, so nothing else (no
     /// other thread, no interrupt, no cross-CPU call) reaches these sheaves
-    /// until the section ends. `main` and `spare` always point at valid,
+    /// until the section ends. `main` and `free` always point at valid,
     /// distinct sheaves of this cache (set at creation, exchanged only
     /// inside such sections).
     ///
@@ -169,19 +188,20 @@ impl KmemCache {
         unsafe { &mut *self.cpu(st.cpu).sheaves.get() }
     }
 
-    /// The running CPU's main sheaf of this cache (see
-    /// [`local_sheaves`](Self::local_sheaves)).
+    /// The running CPU's free sheaf of this cache, which frees push onto
+    /// (see [`local_sheaves`](Self::local_sheaves)).
     ///
     /// # Safety
     ///
     /// As for [`local_sheaves`](Self::local_sheaves).
     #[inline(always)]
     #[allow(clippy::mut_from_ref)] // the section, not `&self`, grants exclusivity
-    pub(super) unsafe fn local_main_sheaf(&self, st: &LocalState) -> &mut Sheaf {
-        // SAFETY: the caller's contract; `main` always points at a valid
+    pub(super) unsafe fn local_free_sheaf(&self, st: &LocalState) -> &mut Sheaf {
+        // SAFETY: the caller's contract; `free` always points at a valid
         // sheaf of this cache.
-        unsafe { &mut *self.local_sheaves(st).main }
+        unsafe { &mut *self.local_sheaves(st).free }
     }
+
 }
 
 /// [`CpuCache::gate`]: the node bits.
@@ -257,8 +277,8 @@ impl<P: Platform> Kmem<P> {
     /// Honour a flush request for this CPU's sheaves. Called inside the
     /// CPU's local section with its sheaves borrowed.
     pub(super) fn flush_sheaves_locked(&self, s: &KmemCache, sh: &mut CpuSheaves, nid: usize) {
-        for sheaf in [sh.main, sh.spare] {
-            // SAFETY: main and spare are this CPU's sheaves, valid for the
+        for sheaf in [sh.main, sh.free] {
+            // SAFETY: main and free are this CPU's sheaves, valid for the
             // cache's life and touched only inside this CPU's section.
             let sf = unsafe { &mut *sheaf };
             self.free_objects_to_slabs(s, nid, sf.objects());
@@ -267,7 +287,7 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// The sheaf allocation path past the fast path's main sheaf: the
-    /// spare, then a full sheaf from the barn, then a refill of the main
+    /// free sheaf, then a full sheaf from the barn, then a refill of the main
     /// sheaf from the node's partial slabs (`refill_sheaf()`), all in one
     /// CPU-local section; only when no partial slab has a free object is
     /// a new slab allocated, outside the section, and the whole tried again.
@@ -287,14 +307,14 @@ impl<P: Platform> Kmem<P> {
                 if cc.take_flush() {
                     self.flush_sheaves_locked(s, sh, nid);
                 }
-                // SAFETY: sheaves are valid (see above); main != spare.
+                // SAFETY: sheaves are valid (see above); main != free.
                 let main = unsafe { &mut *sh.main };
                 if main.size > 0 {
                     return Ok(main.pop() as usize);
                 }
                 // SAFETY: as above.
-                if unsafe { (*sh.spare).size } > 0 {
-                    core::mem::swap(&mut sh.main, &mut sh.spare);
+                if unsafe { (*sh.free).size } > 0 {
+                    core::mem::swap(&mut sh.main, &mut sh.free);
                     // SAFETY: as above.
                     return Ok(unsafe { (*sh.main).pop() } as usize);
                 }

@@ -169,7 +169,7 @@ impl<P: Platform> Kmem<P> {
         // The free fast path indexes sheaves unchecked below `cap`.
         assert!(sheaf_cap <= SHEAF_CAPACITY);
         // The metadata block: the cache, per-CPU sheaf slots, per-node state,
-        // and the sheaves (main + spare per CPU, BARN_SHEAVES for the barn
+        // and the sheaves (main + free per CPU, BARN_SHEAVES for the barn
         // of each node that has CPUs).
         let nr_cpus = self.nr_cpus;
         let nr_nodes = self.nr_nodes;
@@ -202,7 +202,7 @@ impl<P: Platform> Kmem<P> {
                 ((base + cpus_off) as *mut CpuCache).add(i).write(CpuCache {
                     sheaves: UnsafeCell::new(CpuSheaves {
                         main: sheaf(2 * i),
-                        spare: sheaf(2 * i + 1),
+                        free: sheaf(2 * i + 1),
                     }),
                     gate: AtomicU32::new(
                         self.cpu_to_node(i) as u32 | if debug { CPU_DEBUG } else { 0 },
