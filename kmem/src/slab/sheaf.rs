@@ -201,7 +201,6 @@ impl KmemCache {
         // sheaf of this cache.
         unsafe { &mut *self.local_sheaves(st).free }
     }
-
 }
 
 /// [`CpuCache::gate`]: the node bits.
