@@ -52,15 +52,15 @@ struct BootArgs {
     /// 64T, Linux's limit on x86-64 with 4-level page tables.
     #[arg(long, default_value = "4G", conflicts_with = "memmap")]
     mem: String,
-    /// Number of CPUs, 1 to 64 (NR_CPUS).
+    /// Number of CPUs, 1 to 1024 (NR_CPUS).
     #[arg(long, default_value_t = 2)]
     cpus: usize,
-    /// NUMA nodes to split the PC memory map into, 1 to 8 (MAX_NUMNODES),
+    /// NUMA nodes to split the PC memory map into, 1 to 64 (MAX_NUMNODES),
     /// with at least 8 MiB of RAM each.
     #[arg(long, default_value_t = 1, conflicts_with = "memmap")]
     nodes: usize,
     /// A firmware memory map file (dmesg's "BIOS-e820: [mem ...] usable"
-    /// lines, optionally followed by "node N" below 8), instead of a PC-like
+    /// lines, optionally followed by "node N" below 64), instead of a PC-like
     /// map. Overlapping ranges are sanitized as Linux does (the higher e820
     /// type wins) and the changes printed on stderr.
     #[arg(long, value_name = "FILE")]

@@ -33,7 +33,7 @@ pub struct ReplayArgs {
     /// The trace: text from `perf script -F comm,tid,cpu,time,event,trace`,
     /// plain or xz-compressed. Without it, the bundled fs-build trace.
     pub file: Option<PathBuf>,
-    /// CPUs of the simulated machine, 1 to 64 (default: as many as the
+    /// CPUs of the simulated machine, 1 to 1024 (default: as many as the
     /// trace shows; events on CPUs the machine lacks run on CPU
     /// `cpu % CPUS`).
     #[arg(long, value_parser = parse_cpus)]
@@ -42,6 +42,12 @@ pub struct ReplayArgs {
     /// the machine the bundled trace was recorded on).
     #[arg(long, default_value = "24G", value_parser = parse_mem)]
     pub mem: u64,
+    /// Run each thread of the trace on a CPU of its own, the k-th thread to
+    /// appear on CPU CPUS-1-7k (mod CPUS), instead of the CPU it was traced
+    /// on: a trace from a small machine as a big machine's scheduler would
+    /// spread it. Needs --cpus.
+    #[arg(long)]
+    pub spread_threads: bool,
     /// Also replay the trace against the system allocator (malloc/free of
     /// the traced sizes, same parser and maps) and print the time ratio.
     #[arg(long)]
@@ -65,6 +71,7 @@ impl Default for ReplayArgs {
             file: None,
             cpus: None,
             mem: 24 << 30,
+            spread_threads: false,
             compare_system: false,
             json: None,
             plot: None,
@@ -163,6 +170,13 @@ fn tick(pb: &Option<ProgressBar>) -> impl FnMut(&Progress) -> bool + '_ {
 
 /// Run `kmem replay` with `args`.
 pub fn run(args: &ReplayArgs) -> Result<(), String> {
+    if args.spread_threads && args.cpus.is_none() {
+        return Err(
+            "--spread-threads needs --cpus: give the machine's CPU count to spread the threads \
+             over, e.g. --cpus 1024"
+                .into(),
+        );
+    }
     if let Some(p) = &args.json {
         check_writable("json", p)?;
     }
@@ -179,6 +193,7 @@ pub fn run(args: &ReplayArgs) -> Result<(), String> {
     let mut cb = tick(&pb);
     let mut opts = ReplayOptions {
         progress: Some(&mut cb),
+        spread_threads: args.spread_threads,
         ..Default::default()
     };
     let run = replay_kmem(&k, &mut input, &mut opts);
@@ -196,6 +211,7 @@ pub fn run(args: &ReplayArgs) -> Result<(), String> {
         let mut cb = tick(&pb);
         let mut opts = ReplayOptions {
             progress: Some(&mut cb),
+            spread_threads: args.spread_threads,
             ..Default::default()
         };
         let (outcome, err) = replay_system(&mut input, machine.cpus, &mut opts);

@@ -799,7 +799,7 @@ pub struct SlabtopArgs {
     /// RAM size of the simulated PC, as memparse reads it
     #[arg(long, default_value = "4G", value_parser = crate::replay::parse_mem)]
     mem: u64,
-    /// Number of CPUs, 1 to 64 (the workload runs a thread on each; a
+    /// Number of CPUs, 1 to 1024 (the workload runs a thread on each; a
     /// replay uses as many as the trace has)
     #[arg(long, default_value_t = 2, value_parser = crate::replay::parse_cpus)]
     cpus: usize,

@@ -49,23 +49,24 @@ fn bad_values_are_refused_before_boot_with_what_to_change() {
     let cases: &[(&[&str], &str)] = &[
         (
             &["--cpus", "100000"],
-            "--cpus 100000: a machine has 1 to 64 CPUs (NR_CPUS); give a number in that range",
+            "--cpus 100000: a machine has 1 to 1024 CPUs (NR_CPUS); give a number in that range",
         ),
         (
             &["--cpus", "0"],
-            "--cpus 0: a machine has 1 to 64 CPUs (NR_CPUS); give a number in that range",
+            "--cpus 0: a machine has 1 to 1024 CPUs (NR_CPUS); give a number in that range",
         ),
         (
-            &["--nodes", "9", "--mem", "64G"],
-            "--nodes 9: a machine has 1 to 8 nodes (MAX_NUMNODES); give a number in that range",
+            &["--nodes", "65", "--mem", "64G"],
+            "--nodes 65: a machine has 1 to 64 nodes (MAX_NUMNODES); give a number in that range",
         ),
         (
             &["--nodes", "64", "--mem", "64M"],
-            "--nodes 64: a machine has 1 to 8 nodes (MAX_NUMNODES); give a number in that range",
+            "--nodes 64: --mem 64M has room for 7 nodes (each needs 8M of RAM); give --nodes 7 or \
+             fewer, or a larger --mem",
         ),
         (
             &["--nodes", "0"],
-            "--nodes 0: a machine has 1 to 8 nodes (MAX_NUMNODES); give a number in that range",
+            "--nodes 0: a machine has 1 to 64 nodes (MAX_NUMNODES); give a number in that range",
         ),
         (
             &["--nodes", "8", "--mem", "64M"],
@@ -174,11 +175,11 @@ fn nodes_are_limited_by_max_numnodes_everywhere() {
     let out = kmem(&["boot", "--mem", "1G", "--nodes", "8", "--show", "none"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("Built 8 zonelists"));
-    // A memory map file may not name node 8 either.
+    // A memory map file may not name node 64 either.
     let map = file(
         "node8.map",
         "BIOS-e820: [mem 0x0000000000100000-0x0000000003ffffff] usable\n\
-         BIOS-e820: [mem 0x0000000004000000-0x0000000007ffffff] usable node 8\n",
+         BIOS-e820: [mem 0x0000000004000000-0x0000000007ffffff] usable node 64\n",
     );
     let p = map.to_str().unwrap();
     let out = kmem(&["boot", "--memmap", p, "--show", "none"]);
@@ -187,8 +188,8 @@ fn nodes_are_limited_by_max_numnodes_everywhere() {
         &out,
         1,
         &format!(
-            "--memmap {p}: memory map line 2: node must be a number below 8 (MAX_NUMNODES): \
-             `BIOS-e820: [mem 0x0000000004000000-0x0000000007ffffff] usable node 8`"
+            "--memmap {p}: memory map line 2: node must be a number below 64 (MAX_NUMNODES): \
+             `BIOS-e820: [mem 0x0000000004000000-0x0000000007ffffff] usable node 64`"
         ),
     );
     // --nodes and --mem describe a PC map: with --memmap they are refused,
@@ -315,4 +316,15 @@ fn a_range_over_the_whole_address_space_is_refused_not_wrapped() {
              (Linux x86-64's MAX_PHYSMEM_BITS, 46); end it at or below 0x400000000000"
         ),
     );
+}
+
+#[test]
+fn a_machine_of_1024_cpus_and_64_nodes_boots() {
+    let out = kmem(&[
+        "boot", "--cpus", "1024", "--nodes", "64", "--mem", "64G", "--show", "none",
+    ]);
+    let log = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(log.contains("Built 64 zonelists"), "{log}");
+    assert!(log.contains("Initmem setup node 63 "), "{log}");
 }

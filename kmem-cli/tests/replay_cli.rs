@@ -176,14 +176,22 @@ fn bad_input_is_refused_with_one_line_naming_it_and_the_right_status() {
             "'--cpus <CPUS>'".into(),
         ),
         (
-            vec![os("replay"), os("--cpus"), os("65")],
+            vec![os("replay"), os("--cpus"), os("1025")],
             2,
-            "1 to 64 CPUs".into(),
+            "1 to 1024 CPUs".into(),
         ),
         (
             vec![os("replay"), os("--mem"), os("lots")],
             2,
             "'--mem <MEM>'".into(),
+        ),
+        // A spread needs a machine to spread over.
+        (
+            vec![os("replay"), os("--spread-threads")],
+            1,
+            "kmem: --spread-threads needs --cpus: give the machine's CPU count to spread the \
+             threads over, e.g. --cpus 1024"
+                .into(),
         ),
         // The trace: a directory, nothing, garbage.
         (

@@ -209,6 +209,10 @@ pub struct ReplayOptions<'a> {
     pub series_points: usize,
     /// Malformed-line messages kept (all are counted).
     pub max_errors: usize,
+    /// Run each thread of the trace on a CPU of its own instead of the CPU
+    /// it was traced on ([`crate::spread`]; `kmem replay
+    /// --spread-threads`).
+    pub spread_threads: bool,
 }
 
 impl Default for ReplayOptions<'_> {
@@ -219,6 +223,7 @@ impl Default for ReplayOptions<'_> {
             sample_every: 1024,
             series_points: 1024,
             max_errors: 10,
+            spread_threads: false,
         }
     }
 }
@@ -664,7 +669,10 @@ impl<T: Target> Engine<T> {
         if let Some(h) = input.head_scan() {
             self.head_slab_pages = h.slab_pages.clone();
         }
-        let parser = Parser::new(self.nr_cpus, opts.max_errors);
+        let mut parser = Parser::new(self.nr_cpus, opts.max_errors);
+        if opts.spread_threads {
+            parser = parser.spread_threads();
+        }
         let progress_of = input.progress_handle();
         std::thread::scope(|s| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(BATCH_DEPTH);

@@ -105,6 +105,7 @@ pub mod reclaim;
 pub mod report;
 pub mod scan;
 pub mod series;
+pub mod spread;
 pub mod svg;
 pub mod target;
 

@@ -24,7 +24,7 @@
 //! An event on a CPU the machine lacks (`cpu >= nr_cpus`, first seen after
 //! the machine was sized, or `--cpus` gave fewer) runs as CPU
 //! `cpu % nr_cpus`; [`Op::traced_cpu`] keeps the trace's CPU for the
-//! report. A CPU id at or above kmem's `NR_CPUS` (64) is a malformed line.
+//! report. A CPU id at or above kmem's `NR_CPUS` (1024) is a malformed line.
 
 use crate::input::{Chunk, TraceInput, CHUNK_SIZE};
 use crate::parse::{parse_line, printable, Event, EventKind};
@@ -126,6 +126,8 @@ pub struct Parser {
     line: u64,
     gfps: hashbrown::HashMap<Vec<u8>, Gfp>,
     strings: hashbrown::HashMap<Vec<u8>, u32>,
+    /// `--spread-threads`: each thread on a CPU of its own.
+    spread: Option<crate::spread::Spread>,
 }
 
 impl Parser {
@@ -140,7 +142,16 @@ impl Parser {
             line: 0,
             gfps: hashbrown::HashMap::new(),
             strings: hashbrown::HashMap::new(),
+            spread: None,
         }
+    }
+
+    /// Run the `k`-th thread of the trace on CPU `(nr_cpus - 1 - 7k) mod
+    /// nr_cpus` instead of the CPU it was traced on (see
+    /// [`crate::spread`]).
+    pub fn spread_threads(mut self) -> Self {
+        self.spread = Some(crate::spread::Spread::new(self.nr_cpus));
+        self
     }
 
     fn intern(&mut self, s: &[u8], batch: &mut Batch) -> u32 {
@@ -201,11 +212,15 @@ impl Parser {
             return self.malformed(&msg, line, batch);
         }
         let comm = self.intern(h.comm, batch);
+        let cpu = match &mut self.spread {
+            Some(s) => s.cpu_of(h.tid),
+            None => h.cpu,
+        };
         let mut op = Op {
             line: self.line,
             time_ns: h.time_ns,
-            cpu: h.cpu % self.nr_cpus,
-            traced_cpu: h.cpu as u16,
+            cpu: cpu % self.nr_cpus,
+            traced_cpu: cpu as u16,
             tid: h.tid,
             comm,
             ..BLANK
@@ -416,12 +431,15 @@ mod tests {
     fn a_cpu_beyond_nr_cpus_is_a_malformed_line_naming_cpus() {
         let mut p = Parser::new(2, 10);
         let mut b = Batch::default();
-        p.line(b"tar 5 [999] 1.6: kmem:kfree: call_site=f ptr=0x10", &mut b);
+        p.line(
+            b"tar 5 [5000] 1.6: kmem:kfree: call_site=f ptr=0x10",
+            &mut b,
+        );
         p.line(b"tar 5 [063] 1.6: kmem:kfree: call_site=f ptr=0x10", &mut b);
         assert_eq!(b.ops[0].kind, OpKind::Malformed);
         assert!(
             b.errors[0].starts_with(
-                "line 1: CPU 999 is beyond the 64 CPUs kmem can simulate (NR_CPUS; --cpus takes 1 to 64)"
+                "line 1: CPU 5000 is beyond the 1024 CPUs kmem can simulate (NR_CPUS; --cpus takes 1 to 1024)"
             ),
             "{}",
             b.errors[0]

@@ -31,6 +31,8 @@ pub struct MachineReport {
     pub mem_bytes: u64,
     /// Pages the allocator manages (`MemTotal`).
     pub totalram_pages: u64,
+    /// The machine's boot, seconds: not part of the replay's time.
+    pub boot_sec: f64,
 }
 
 /// One event type's line of the report.
@@ -251,6 +253,7 @@ impl Report {
                 cpus: machine.cpus,
                 mem_bytes: machine.mem,
                 totalram_pages: k.totalram_pages(),
+                boot_sec: k.boot_time_ns() as f64 / 1e9,
             },
             events: o.events,
             events_per_sec: o.events_per_sec(),
@@ -335,11 +338,12 @@ impl Report {
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
         writeln!(
             w,
-            "kmem replay of {} on a simulated machine: {} CPU{}, {:.1} GiB",
+            "kmem replay of {} on a simulated machine: {} CPU{}, {:.1} GiB (booted in {:.1} ms, not counted below)",
             self.trace,
             self.machine.cpus,
             if self.machine.cpus == 1 { "" } else { "s" },
-            self.machine.mem_bytes as f64 / (1u64 << 30) as f64
+            self.machine.mem_bytes as f64 / (1u64 << 30) as f64,
+            self.machine.boot_sec * 1e3
         )?;
         writeln!(
             w,

@@ -139,12 +139,12 @@ mod tests {
              a 1 [003] 1.0: kmem:mm_page_alloc: page=0x10 pfn=0x10 order=0 migratetype=1 gfp_flags=GFP_KERNEL|__GFP_RECLAIMABLE|__GFP_NOWARN|__GFP_NORETRY|__GFP_COMP\n\
              a 1 [003] 1.0: kmem:kmem_cache_alloc: call_site=f ptr=0xffff888000010000 name=dentry bytes_req=192 bytes_alloc=192 gfp_flags=GFP_KERNEL node=-1 accounted=true\n\
              junk\n\
-             a 1 [999] 1.0: kmem:kfree: call_site=f ptr=(nil)\n",
+             a 1 [5000] 1.0: kmem:kfree: call_site=f ptr=(nil)\n",
         );
         assert_eq!((s.lines, s.event_lines), (5, 3));
         assert_eq!(
             (s.cpus, s.cpu_beyond_nr_cpus, s.header_cpus),
-            (4, Some(999), Some(8))
+            (4, Some(5000), Some(8))
         );
         assert_eq!(s.machine_cpus(), 8);
         assert_eq!(

@@ -125,12 +125,12 @@ fn events_on_cpus_the_machine_lacks_run_on_its_cpus_and_are_reported() {
 
     // A CPU id beyond NR_CPUS in the head sizes nothing and aborts nothing.
     let mut text = String::from(KMALLOC);
-    text += "z 9 [999] 1.5: kmem:kfree: call_site=f ptr=0xffff888100001000\n";
+    text += "z 9 [5000] 1.5: kmem:kfree: call_site=f ptr=0xffff888100001000\n";
     text += KFREE;
     let (machine, run, _, _) = replay(text.into_bytes());
     assert_eq!(machine.cpus, 1);
     assert_eq!(run.outcome.malformed_lines, 1);
-    assert!(run.outcome.errors[0].contains("--cpus takes 1 to 64"));
+    assert!(run.outcome.errors[0].contains("--cpus takes 1 to 1024"));
     assert_eq!(run.outcome.live_bytes, 0);
 
     // perf script --header's CPU count wins over the CPUs seen.

@@ -255,7 +255,7 @@ fn malformed_lines_are_reported_with_their_number_and_text_and_the_replay_goes_o
 this is not a perf line
             bash 100 [000]  10.000002:                   kmem:kmalloc: call_site=f+0x1 ptr=0xffff888100002000 bytes_req=100 gfp_flags=GFP_KERNEL
             bash 100 [000]  10.000003:                   kmem:kmalloc: call_site=f+0x1 ptr=0xffff888100003000 bytes_req=8 bytes_alloc=8 gfp_flags=GFP_BOGUS node=-1 accounted=false
-            bash 100 [999]  10.000004:                     kmem:kfree: call_site=f+0x1 ptr=0xffff888100001000
+            bash 100 [5000] 10.000004:                     kmem:kfree: call_site=f+0x1 ptr=0xffff888100001000
 
             bash 100 [000]  10.000005:             sched:sched_switch: prev_comm=bash prev_pid=100
             bash 100 [001]  10.000006:                     kmem:kfree: call_site=f+0x1 ptr=0xffff888100001000
@@ -287,7 +287,7 @@ this is not a perf line
         o.errors[2]
     );
     assert!(
-        o.errors[3].starts_with("line 5: CPU 999 is beyond the 64 CPUs kmem can simulate (NR_CPUS; --cpus takes 1 to 64)"),
+        o.errors[3].starts_with("line 5: CPU 5000 is beyond the 1024 CPUs kmem can simulate (NR_CPUS; --cpus takes 1 to 1024)"),
         "{}",
         o.errors[3]
     );
@@ -304,7 +304,7 @@ this is not a perf line
         s.contains("malformed lines: 4; unknown events: 1 (sched:sched_switch: 1)"),
         "{s}"
     );
-    assert!(s.contains("line 5: CPU 999 is beyond the 64 CPUs kmem can simulate"));
+    assert!(s.contains("line 5: CPU 5000 is beyond the 1024 CPUs kmem can simulate"));
 }
 
 #[test]
@@ -625,6 +625,41 @@ fn the_bundled_trace_replays_with_full_kmalloc_fidelity_and_no_failures() {
     // The CPUs: both the trace's, none folded.
     assert_eq!(o.cpu_events.len(), 2);
     assert!(o.folded_cpus().is_empty());
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "a 1024-CPU machine and the whole trace")]
+fn the_bundled_trace_spread_over_1024_cpus_replays_on_a_1024_cpu_machine() {
+    let mut inp = TraceInput::open(BUNDLED).unwrap();
+    let machine = Machine::for_trace(&mut inp, Some(1024), 24 << 30).unwrap();
+    let sim = machine.platform().unwrap();
+    let k = machine.boot(&sim).unwrap();
+    assert_eq!(k.nr_cpus(), 1024);
+    let mut opts = ReplayOptions {
+        spread_threads: true,
+        ..Default::default()
+    };
+    let run = replay_kmem(&k, &mut inp, &mut opts);
+    let o = &run.outcome;
+    assert_eq!(run.input_error, None);
+    assert_eq!(o.events, 350_249);
+    assert_eq!(o.malformed_lines, 0);
+    assert_eq!(o.failures(), 0, "{:?}", run.messages);
+    assert_eq!(run.message_count, 0, "{:?}", run.messages);
+    // The first thread ran on CPU 1023; every thread on a CPU of its own,
+    // none folded onto another.
+    assert_eq!(o.cpu_events.len(), 1024);
+    assert!(o.cpu_events[1023] > 0);
+    let used = o.cpu_events.iter().filter(|&&n| n > 0).count();
+    assert!(
+        used > 40,
+        "{used} CPUs used (the trace has 49 threads with replayed events)"
+    );
+    assert!(o.folded_cpus().is_empty());
+    // The objects freed on other CPUs than they were allocated on were
+    // freed as the 2-CPU replay frees them: the same fidelity.
+    assert_eq!(o.kmalloc_fidelity.ratio(), Some(1.0));
+    assert_eq!(o.page_fidelity.ratio(), Some(1.0));
 }
 
 #[test]

@@ -111,10 +111,14 @@ impl MigrateType {
     }
 }
 
-/// Highest node count (`MAX_NUMNODES`).
-pub const MAX_NUMNODES: usize = 8;
-/// Highest CPU count (`NR_CPUS`).
-pub const NR_CPUS: usize = 64;
+/// Highest node count (`MAX_NUMNODES`, `CONFIG_NODES_SHIFT=6`): the
+/// per-node tables that are arrays are sized by it.
+pub const MAX_NUMNODES: usize = 64;
+/// Highest CPU count (`NR_CPUS`): a bound checked at boot, not a table
+/// size. Every per-CPU table (`cpu_to_node`, the per-CPU page lists, the
+/// slab caches' per-CPU sheaves) is sized at boot by the machine's CPU
+/// count, `nr_cpu_ids`.
+pub const NR_CPUS: usize = 1024;
 
 /// Watermark indices (`enum zone_watermarks`).
 pub const WMARK_MIN: usize = 0;

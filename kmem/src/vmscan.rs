@@ -130,7 +130,7 @@ impl Reclaim {
     pub(crate) fn new() -> Self {
         Reclaim {
             shrinkers: ShrinkerTable::new(),
-            kswapd: Default::default(),
+            kswapd: core::array::from_fn(|_| KswapdNode::default()),
             waiters: AtomicU32::new(0),
             free_seq: AtomicU64::new(0),
             oom_lock: AtomicBool::new(false),

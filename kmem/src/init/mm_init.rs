@@ -269,7 +269,9 @@ pub(super) struct FreeAreaInit {
     pub(super) pageblocks: NonNull<AtomicU8>,
     pub(super) nr_pageblocks: usize,
     pub(super) nodes: [Option<NonNull<PgData>>; MAX_NUMNODES],
-    pub(super) cpu_to_node: [u8; NR_CPUS],
+    /// `cpu_to_node()`, `nr_cpus` entries (Linux's `x86_cpu_to_node_map`,
+    /// sized at boot rather than by `NR_CPUS`).
+    pub(super) cpu_to_node: NonNull<u8>,
 }
 
 /// `free_area_init()`: allocate from memblock the `struct page` array
@@ -305,10 +307,13 @@ pub(super) fn free_area_init<P: Platform>(
     })?;
 
     // Nodes and zones.
-    let mut cpu_to_node = [0u8; NR_CPUS];
-    for (cpu, slot) in cpu_to_node.iter_mut().enumerate().take(nr_cpus) {
-        *slot = (cpu * nr_nodes / nr_cpus) as u8;
-    }
+    // CPUs are spread over the nodes in blocks, as firmware numbers them.
+    let cpu_to_node_ptr = boot_alloc(p, mb, dm, 0, nr_cpus, |cpu| {
+        (cpu * nr_nodes / nr_cpus) as u8
+    })?;
+    // SAFETY: just allocated from memblock and initialised, `nr_cpus`
+    // entries; memblock never gives the memory back.
+    let cpu_to_node = unsafe { core::slice::from_raw_parts(cpu_to_node_ptr.as_ptr(), nr_cpus) };
     let mut nodes: [Option<NonNull<PgData>>; MAX_NUMNODES] = [None; MAX_NUMNODES];
     for (nid, slot) in nodes.iter_mut().enumerate().take(nr_nodes) {
         let mut pg = boot_alloc(p, mb, dm, nid as u8, 1, |_| PgData::new(nid))?;
@@ -326,7 +331,7 @@ pub(super) fn free_area_init<P: Platform>(
         }
         pgdat.node_start_pfn = ns;
         pgdat.node_spanned_pages = ne - ns;
-        pgdat.nr_cpus = cpu_to_node[..nr_cpus]
+        pgdat.nr_cpus = cpu_to_node
             .iter()
             .filter(|&&c| usize::from(c) == nid)
             .count();
@@ -412,7 +417,7 @@ pub(super) fn free_area_init<P: Platform>(
         pageblocks,
         nr_pageblocks: nr_pb,
         nodes,
-        cpu_to_node,
+        cpu_to_node: cpu_to_node_ptr,
     })
 }
 

@@ -40,7 +40,7 @@ pub use mm_init::MAX_ORDER_NR_PAGES;
 use crate::memblock::Memblock;
 use crate::memory_map::{self, MemRegion};
 use crate::memory_model::Kmap;
-use crate::mmzone::{PgData, ZoneType, MAX_NR_ZONE_TYPES, MAX_NUMNODES, NR_CPUS};
+use crate::mmzone::{PgData, ZoneType, MAX_NR_ZONE_TYPES, MAX_NUMNODES};
 use crate::page::Page;
 use crate::page_alloc::watermark::VmSysctl;
 use crate::platform::{DirectMap, Level, Platform};
@@ -144,8 +144,8 @@ pub struct Kmem<P: Platform> {
     pub(crate) nr_nodes: usize,
     /// Possible CPUs (`nr_cpu_ids`).
     pub(crate) nr_cpus: usize,
-    /// `cpu_to_node()`.
-    pub(crate) cpu_to_node: [u8; NR_CPUS],
+    /// `cpu_to_node()`: `nr_cpus` entries from memblock.
+    pub(crate) cpu_to_node: NonNull<u8>,
     /// Pageblock-order blocks have per-CPU lists (THP configured).
     pub(crate) pcp_thp: bool,
     /// Which zone types the machine's layout has.

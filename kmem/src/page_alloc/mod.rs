@@ -62,9 +62,7 @@ pub mod sysctl;
 pub mod watermark;
 
 use crate::gfp::{self, Gfp};
-use crate::mmzone::{
-    PgData, Zone, ZoneType, MIGRATE_PCPTYPES, NR_CPUS, WMARK_HIGH, WMARK_LOW, WMARK_MIN,
-};
+use crate::mmzone::{PgData, Zone, ZoneType, MIGRATE_PCPTYPES, WMARK_HIGH, WMARK_LOW, WMARK_MIN};
 use crate::page::Page;
 use crate::platform::{Level, Platform};
 use crate::{report, Error, Kmem, Result, PAGE_SHIFT, PAGE_SIZE};
@@ -250,13 +248,14 @@ impl<P: Platform> Kmem<P> {
 
     /// `numa_node_id()`: the node of the running CPU.
     pub fn numa_node_id(&self) -> usize {
-        let cpu = self.p.smp_processor_id();
-        usize::from(self.cpu_to_node[cpu.min(NR_CPUS - 1)])
+        self.cpu_to_node(self.p.smp_processor_id())
     }
 
     /// `cpu_to_node()`.
     pub fn cpu_to_node(&self, cpu: usize) -> usize {
-        usize::from(self.cpu_to_node[cpu.min(NR_CPUS - 1)])
+        // SAFETY: the table has `nr_cpus` (>= 1) entries, allocated from
+        // memblock at boot and never freed; the index is clamped below it.
+        usize::from(unsafe { *self.cpu_to_node.as_ptr().add(cpu.min(self.nr_cpus - 1)) })
     }
 
     /// The zone type index an allocation with `gfp` may go up to, mapped
