@@ -124,21 +124,30 @@ impl<P: Platform> Kmem<P> {
             // SAFETY: `st` is open on this thread; `sh` is the only
             // reference into the sheaves until the section ends.
             let sh = unsafe { s.local_sheaves(&st) };
-            // SAFETY: main and free always point at valid sheaves.
-            let mut main = unsafe { &mut *sh.main };
-            let mut n = main.size;
+            // The sheaves are reached through raw pointers and written only
+            // when they hold an object: a CPU without sheaves yet has both
+            // pointing at the cache's shared empty sheaf.
+            let mut main = sh.main;
+            // SAFETY: `main` points at a valid sheaf (local_sheaves).
+            let mut n = unsafe { (*main).size };
             if n == 0 {
                 // The objects freed since the main sheaf was filled become
                 // the main sheaf: two pointers swapped, no slow path.
                 core::mem::swap(&mut sh.main, &mut sh.free);
+                main = sh.main;
                 // SAFETY: as above.
-                main = unsafe { &mut *sh.main };
-                n = main.size;
+                n = unsafe { (*main).size };
             }
-            // 1..=SHEAF_CAPACITY: a non-empty sheaf (and no bounds check).
+            // 1..=SHEAF_CAPACITY: a non-empty sheaf, so one of this CPU's
+            // own (and no bounds check).
             if n.wrapping_sub(1) < SHEAF_CAPACITY {
-                let x = main.objects[n];
-                main.size = n - 1;
+                // SAFETY: `main` is this CPU's sheaf with `n` objects, in
+                // `objects[1..=n]`; nothing else reaches it in the section.
+                let x = unsafe {
+                    let x = (*main).objects[n];
+                    (*main).size = n - 1;
+                    x
+                };
                 self.p.local_exit_leaf(st);
                 // `gfp` is usually a constant here (the function is inlined
                 // into its caller), so the test costs nothing without

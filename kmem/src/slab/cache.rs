@@ -2,7 +2,7 @@
 //! boot options and the per-machine slab state.
 
 use super::geometry::CacheGeometry;
-use super::sheaf::{CpuCache, SheafStack, CPUS_OFF};
+use super::sheaf::{CpuCache, SheafPool, SheafStack, CPUS_OFF};
 use super::*;
 use crate::mmzone::MAX_NUMNODES;
 use crate::page::{Page, PageList};
@@ -74,6 +74,11 @@ pub struct KmemCache {
         usize,
     )>,
     pub(crate) next: AtomicPtr<KmemCache>,
+    /// Sheaves no CPU or barn holds, carved from pages as needed.
+    pub(super) sheaf_pool: spin::Mutex<SheafPool>,
+    /// The shared empty sheaf CPUs without sheaves point at: read by the
+    /// fast paths, never written.
+    pub(super) empty_sheaf: *mut super::sheaf::Sheaf,
     pub(super) nr_cpus: usize,
     pub(super) nr_nodes: usize,
     pub(super) cpus: NonNull<CpuCache>,

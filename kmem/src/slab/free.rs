@@ -3,6 +3,7 @@
 //! in [`super::alloc`].
 
 use super::cache::*;
+use super::sheaf::BARN_SHEAVES;
 use crate::platform::{Level, LocalGuard, LocalState, Platform};
 use crate::{report, Error, Kmem, Result};
 use core::panic::Location;
@@ -54,19 +55,27 @@ impl<P: Platform> Kmem<P> {
         let st = self.p.local_enter_leaf();
         let cc = s.cpu(st.cpu);
         if cc.gate.load(Relaxed) == slab.nid as u32 {
-            // SAFETY: `st` is open on this thread; `free` is the only
+            // SAFETY: `st` is open on this thread; `sh` is the only
             // reference into the sheaves until the section ends.
-            let free = unsafe { s.local_free_sheaf(&st) };
-            let n = free.size;
+            let sh = unsafe { s.local_sheaves(&st) };
+            let free = sh.free;
+            // SAFETY: `free` points at a valid sheaf (local_sheaves): this
+            // CPU's own, or, while `cap` is 0, the cache's shared empty
+            // sheaf, which is read here and never written.
+            let n = unsafe { (*free).size };
             // objects[n] is the top (the null guard when empty).
-            if n < cc.cap as usize
+            if n < sh.cap as usize
                 // SAFETY: n < cap <= SHEAF_CAPACITY, so n is within the
                 // SHEAF_CAPACITY + 1 slots.
-                && unsafe { *free.objects.get_unchecked(n) } != x
+                && unsafe { *(*free).objects.get_unchecked(n) } != x
             {
-                // SAFETY: n + 1 <= cap <= SHEAF_CAPACITY, within the slots.
-                unsafe { *free.objects.get_unchecked_mut(n + 1) = x };
-                free.size = n + 1;
+                // SAFETY: cap > 0, so `free` is this CPU's own sheaf, which
+                // nothing else reaches in the section; n + 1 <= cap <=
+                // SHEAF_CAPACITY, within the slots.
+                unsafe {
+                    *(*free).objects.get_unchecked_mut(n + 1) = x;
+                    (*free).size = n + 1;
+                }
                 self.p.local_exit_leaf(st);
                 return Ok(());
             }
@@ -115,6 +124,17 @@ impl<P: Platform> Kmem<P> {
         if cc.take_flush() {
             self.flush_sheaves_locked(s, sh, nid);
         }
+        if sh.cap == 0 {
+            // The CPU's first free into the cache: its sheaves for the next
+            // ones (a free may come from atomic context: no sleeping), and
+            // this object straight back to its slab.
+            drop(g);
+            self.init_cpu_sheaves(s, crate::gfp::GFP_NOWAIT);
+            if self.free_objects_to_slabs(s, nid, &[x]) != 0 {
+                return self.freed_meanwhile(s, x as usize, caller);
+            }
+            return Ok(());
+        }
         // SAFETY: the free sheaf is a valid sheaf of this CPU.
         let free = unsafe { &mut *sh.free };
         if free.top() == x {
@@ -134,27 +154,46 @@ impl<P: Platform> Kmem<P> {
             return Ok(());
         }
         // The free sheaf is full. An empty main sheaf takes its objects
-        // (allocations use them next); otherwise it is parked in the barn.
+        // (allocations use them next); otherwise it is parked in the barn,
+        // which has at most BARN_SHEAVES full sheaves, for an empty one.
         // SAFETY: main is a valid sheaf of this CPU.
         if unsafe { (*sh.main).size } == 0 {
             core::mem::swap(&mut sh.main, &mut sh.free);
-        } else {
-            let mut l = s.node(nid.min(s.nr_nodes - 1)).lists.lock();
-            if let Some(empty) = l.barn_empty.pop() {
-                // SAFETY: the free sheaf is full and ours; it moves to the barn.
-                unsafe { l.barn_full.push(sh.free) };
-                sh.free = empty;
-            } else {
-                drop(l);
-                // No room anywhere: flush the free sheaf into its slabs.
-                // SAFETY: as above.
-                let m = unsafe { &mut *sh.free };
-                self.free_objects_to_slabs(s, nid, m.objects());
-                m.size = 0;
-            }
+            // SAFETY: the free sheaf is a valid, now empty sheaf of this CPU.
+            unsafe { (*sh.free).push(x) };
+            return Ok(());
         }
-        // SAFETY: the free sheaf is a valid, now non-full sheaf of this CPU.
-        unsafe { (*sh.free).push(x) };
+        let mut l = s.node(nid.min(s.nr_nodes - 1)).lists.lock();
+        let room = l.barn_full.len < BARN_SHEAVES;
+        let empty = if room {
+            l.barn_empty
+                .pop()
+                .or_else(|| s.sheaf_pool.lock().free.pop())
+        } else {
+            None
+        };
+        if let Some(empty) = empty {
+            // SAFETY: the free sheaf is full and ours; it moves to the barn.
+            unsafe { l.barn_full.push(sh.free) };
+            sh.free = empty;
+            // SAFETY: the free sheaf is a valid, empty sheaf of this CPU.
+            unsafe { (*sh.free).push(x) };
+            return Ok(());
+        }
+        drop(l);
+        // No empty sheaf to hand: flush the free sheaf into its slabs.
+        // SAFETY: as above.
+        let m = unsafe { &mut *sh.free };
+        self.free_objects_to_slabs(s, nid, m.objects());
+        m.size = 0;
+        m.push(x);
+        drop(g);
+        if room {
+            // The barn had room but the pool no sheaf: a page of them for
+            // the next time, outside the section (a free may come from
+            // atomic context: no sleeping).
+            let _ = self.sheaf_pool_grow(s, crate::gfp::GFP_NOWAIT);
+        }
         Ok(())
     }
 

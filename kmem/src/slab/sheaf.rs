@@ -16,8 +16,10 @@
 //! - an object freed on another CPU than its slab's simply goes into that
 //!   CPU's sheaf (if it belongs to the local node): remote frees need no
 //!   separate lock-free path into the slab;
-//! - the sheaves of a cache are allocated once, with the cache, so neither
-//!   path ever allocates memory for bookkeeping.
+//! - sheaves are plain arrays allocated at a CPU's first use of the cache
+//!   (from the cache's pool of sheaves, a page at a time), so neither fast
+//!   path ever allocates memory for bookkeeping, and a machine of 1024
+//!   CPUs pays for the CPUs a cache is used on.
 //!
 //! Where kmem departs from Linux: Linux's CPU pops and pushes its main
 //! sheaf and keeps the spare for swapping; kmem gives the two sheaves fixed
@@ -39,8 +41,8 @@
 //! the barn, and only then is flushed back into its slabs. Debug caches
 //! (`SLAB_CONSISTENCY_CHECKS`, `SLAB_RED_ZONE`, `SLAB_POISON`,
 //! `SLAB_STORE_USER`) bypass the sheaves, as Linux bypasses the cpu slab, so
-//! every object is checked on its way in and out. Each node's barn holds
-//! [`BARN_SHEAVES`] sheaves (Linux's `MAX_FULL_SHEAVES`). A sheaf's
+//! every object is checked on its way in and out. Each node's barn holds up to
+//! [`BARN_SHEAVES`] full sheaves (Linux's `MAX_FULL_SHEAVES`). A sheaf's
 //! capacity depends on the object size ([`sheaf_capacity`], the limits of
 //! SLAB's per-CPU arrays): 120 objects up to 256 bytes, so that a burst of
 //! a thousand small allocations and frees stays in the sheaves, down to 8
@@ -52,6 +54,7 @@ use crate::gfp::{self, Gfp};
 use crate::platform::{LocalGuard, LocalState, Platform};
 use crate::{Kmem, Result};
 use core::cell::UnsafeCell;
+use core::mem::size_of;
 use core::ptr::{self};
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
@@ -59,12 +62,11 @@ use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 /// 256 bytes. See [`sheaf_capacity`]. Under Miri, which interprets every
 /// byte of the sheaves each test machine boots, 16.
 pub const SHEAF_CAPACITY: usize = if cfg!(miri) { 16 } else { 120 };
-/// Sheaves in each node's barn, full or empty. Linux caps a barn at
-/// `MAX_FULL_SHEAVES` (10) full and `MAX_EMPTY_SHEAVES` (10) empty sheaves
-/// and allocates sheaves as it goes; kmem allocates the barn's sheaves with
-/// the cache, so the barn always holds exactly this many: with the main and
-/// free sheaf a CPU keeps `(BARN_SHEAVES + 2) * capacity` free objects
-/// (1440 of up to 256 bytes) before frees reach the slabs.
+/// Full sheaves each node's barn holds at most (Linux's
+/// `MAX_FULL_SHEAVES`). A barn's sheaves come from the cache's sheaf pool
+/// as they are needed, like the CPUs'; with its main and free sheaf a CPU
+/// can keep up to `(BARN_SHEAVES + 2) * capacity` free objects (1440 of up
+/// to 256 bytes) out of the slabs.
 pub const BARN_SHEAVES: usize = 10;
 
 /// The sheaf capacity of a cache of `size`-byte objects: the per-CPU array
@@ -146,6 +148,12 @@ pub(super) struct CpuSheaves {
     pub(super) main: *mut Sheaf,
     /// Frees push onto it.
     pub(super) free: *mut Sheaf,
+    /// The cache's sheaf capacity ([`KmemCache::sheaf_capacity`]) once the
+    /// CPU has sheaves of its own, copied here so that the free fast path
+    /// reads no line of the cache itself; 0 before, while `main` and `free`
+    /// both point at the cache's shared empty sheaf (see
+    /// [`init_cpu_sheaves`](Kmem::init_cpu_sheaves)).
+    pub(super) cap: u32,
 }
 
 /// One CPU's sheaves of one cache.
@@ -158,10 +166,6 @@ pub(crate) struct CpuCache {
     /// debug cache, which never uses them). A free compares it with the
     /// object's node, an allocation tests the flag bits, in one load.
     pub(super) gate: AtomicU32,
-    /// The cache's sheaf capacity ([`KmemCache::sheaf_capacity`]), copied
-    /// beside the sheaves so that the free fast path reads no line of the
-    /// cache itself.
-    pub(super) cap: u32,
 }
 
 impl KmemCache {
@@ -170,9 +174,10 @@ impl KmemCache {
     /// proof of exclusivity: the slot is the one of `st`'s CPU, and Platform
     /// promise 1 makes a section exclusive on its CPU, so nothing else (no
     /// other thread, no interrupt, no cross-CPU call) reaches these sheaves
-    /// until the section ends. `main` and `free` always point at valid,
-    /// distinct sheaves of this cache (set at creation, exchanged only
-    /// inside such sections).
+    /// until the section ends. Once `cap` is non-zero, `main` and `free`
+    /// point at valid, distinct sheaves this CPU holds (exchanged only inside
+    /// such sections); before, both point at the cache's shared empty sheaf,
+    /// which may be read but never written.
     ///
     /// # Safety
     ///
@@ -186,20 +191,6 @@ impl KmemCache {
         // SAFETY: the caller's contract: `st` is open, so this CPU's slot is
         // ours alone until it ends.
         unsafe { &mut *self.cpu(st.cpu).sheaves.get() }
-    }
-
-    /// The running CPU's free sheaf of this cache, which frees push onto
-    /// (see [`local_sheaves`](Self::local_sheaves)).
-    ///
-    /// # Safety
-    ///
-    /// As for [`local_sheaves`](Self::local_sheaves).
-    #[inline(always)]
-    #[allow(clippy::mut_from_ref)] // the section, not `&self`, grants exclusivity
-    pub(super) unsafe fn local_free_sheaf(&self, st: &LocalState) -> &mut Sheaf {
-        // SAFETY: the caller's contract; `free` always points at a valid
-        // sheaf of this cache.
-        unsafe { &mut *self.local_sheaves(st).free }
     }
 }
 
@@ -235,6 +226,26 @@ impl CpuCache {
 /// Where a cache's per-CPU sheaf slots start in its metadata block, after
 /// the cache itself.
 pub(super) const CPUS_OFF: usize = core::mem::size_of::<KmemCache>().next_multiple_of(64);
+
+/// Bytes at the start of a sheaf pool page before its sheaves: the link
+/// to the pool's next page.
+const SHEAF_PAGE_HEADER: usize = 64;
+/// Sheaves carved from one pool page.
+pub(super) const SHEAVES_PER_PAGE: usize =
+    (crate::PAGE_SIZE - SHEAF_PAGE_HEADER) / size_of::<Sheaf>();
+const _: () = assert!(SHEAVES_PER_PAGE >= 2);
+
+/// The sheaves no CPU holds yet, and the pages they were carved from
+/// (each page's first word links the next; 0 ends the list).
+pub(super) struct SheafPool {
+    /// Sheaves no CPU or barn holds.
+    pub(super) free: SheafStack,
+    /// The first page (its address; 0: none).
+    pub(super) pages: usize,
+    /// Pages in the list: every sheaf is in the pool when
+    /// `free.len == nr_pages * SHEAVES_PER_PAGE`.
+    pub(super) nr_pages: usize,
+}
 
 /// A stack of sheaves linked through `next`.
 #[derive(Clone, Copy)]
@@ -273,16 +284,33 @@ impl SheafStack {
 }
 
 impl<P: Platform> Kmem<P> {
-    /// Honour a flush request for this CPU's sheaves. Called inside the
-    /// CPU's local section with its sheaves borrowed.
+    /// Flush this CPU's sheaves (a flush request, `flush_all()`): their
+    /// objects go back to their slabs and the two sheaves to the cache's
+    /// pool, so that a shrink can give their pages back; the CPU takes
+    /// sheaves again at its next use of the cache. Called inside the CPU's
+    /// local section with its sheaves borrowed.
     pub(super) fn flush_sheaves_locked(&self, s: &KmemCache, sh: &mut CpuSheaves, nid: usize) {
+        if sh.cap == 0 {
+            // No sheaves: nothing to flush (and the shared empty sheaf is
+            // never written).
+            return;
+        }
         for sheaf in [sh.main, sh.free] {
-            // SAFETY: main and free are this CPU's sheaves, valid for the
-            // cache's life and touched only inside this CPU's section.
+            // SAFETY: main and free are this CPU's sheaves (cap != 0),
+            // touched only inside this CPU's section.
             let sf = unsafe { &mut *sheaf };
             self.free_objects_to_slabs(s, nid, sf.objects());
             sf.size = 0;
         }
+        let mut pool = s.sheaf_pool.lock();
+        // SAFETY: both sheaves are empty and leave the CPU here: unlinked.
+        unsafe {
+            pool.free.push(sh.main);
+            pool.free.push(sh.free);
+        }
+        sh.main = s.empty_sheaf;
+        sh.free = s.empty_sheaf;
+        sh.cap = 0;
     }
 
     /// The sheaf allocation path past the fast path's main sheaf: the
@@ -305,6 +333,19 @@ impl<P: Platform> Kmem<P> {
                 let sh = unsafe { s.local_sheaves(g.state()) };
                 if cc.take_flush() {
                     self.flush_sheaves_locked(s, sh, nid);
+                }
+                if sh.cap == 0 {
+                    // The CPU's first allocation from the cache: its
+                    // sheaves, then try again; without memory for them, one
+                    // object straight from the slabs.
+                    drop(g);
+                    if self.init_cpu_sheaves(s, gfp) {
+                        continue;
+                    }
+                    let mut one = [0usize; 1];
+                    return self
+                        .refill_from_slabs(s, gfp, nid, &mut one)
+                        .map(|_| one[0]);
                 }
                 // SAFETY: sheaves are valid (see above); main != free.
                 let main = unsafe { &mut *sh.main };
@@ -353,6 +394,127 @@ impl<P: Platform> Kmem<P> {
                     return Err(e);
                 }
             }
+        }
+    }
+
+    /// Give the running CPU its two sheaves of `s`, if it has none yet.
+    ///
+    /// A CPU's sheaves are allocated at its first allocation or free in
+    /// the cache, as Linux allocates sheaves on demand
+    /// (`alloc_empty_sheaf()`), not for every possible CPU when the cache
+    /// is created: a 1024-CPU machine whose workload runs on a few of them
+    /// pays for those few. Until then both of the CPU's sheaf pointers lead
+    /// to the cache's shared empty sheaf, which the fast paths only read
+    /// (an empty main sheaf; a free sheaf of capacity 0), so they need no
+    /// extra test. Returns `false` when no memory could be had for them;
+    /// the caller then goes to the slabs directly.
+    pub(super) fn init_cpu_sheaves(&self, s: &KmemCache, gfp: Gfp) -> bool {
+        let Some((a, b)) = self.sheaf_pool_take(s, gfp) else {
+            return false;
+        };
+        let g = LocalGuard::new(&self.p);
+        // SAFETY: `g` is open on this thread; `sh` is the only reference
+        // into the sheaves here.
+        let sh = unsafe { s.local_sheaves(g.state()) };
+        if sh.cap == 0 {
+            sh.main = a;
+            sh.free = b;
+            sh.cap = s.sheaf_cap as u32;
+            return true;
+        }
+        // This thread moved to a CPU that has its sheaves already.
+        drop(g);
+        let mut pool = s.sheaf_pool.lock();
+        // SAFETY: the two sheaves are empty, unlinked and ours.
+        unsafe {
+            pool.free.push(a);
+            pool.free.push(b);
+        }
+        true
+    }
+
+    /// Two empty sheaves from the cache's pool, which grows a page at a
+    /// time ([`SHEAVES_PER_PAGE`] sheaves each); `None` without memory.
+    fn sheaf_pool_take(&self, s: &KmemCache, gfp: Gfp) -> Option<(*mut Sheaf, *mut Sheaf)> {
+        loop {
+            {
+                let mut pool = s.sheaf_pool.lock();
+                if pool.free.len >= 2 {
+                    return Some((pool.free.pop()?, pool.free.pop()?));
+                }
+            }
+            self.sheaf_pool_grow(s, gfp)?;
+        }
+    }
+
+    /// Add a page of sheaves to the cache's pool. The page is taken as the
+    /// allocation that needs it may take memory: sleeping only if it may
+    /// sleep (a free may come from atomic context: it passes
+    /// `GFP_NOWAIT`), never failing if it may not fail.
+    pub(super) fn sheaf_pool_grow(&self, s: &KmemCache, gfp: Gfp) -> Option<()> {
+        let flags = if gfp.allows_blocking() {
+            gfp::GFP_KERNEL | (gfp & gfp::__GFP_NOFAIL)
+        } else {
+            gfp::GFP_NOWAIT
+        };
+        let page = self
+            .alloc_pages(flags | gfp::__GFP_NOWARN | gfp::__GFP_ZERO, 0)
+            .ok()?;
+        let Some(base) = self.page_address(page) else {
+            let _ = self.__free_pages(page, 0);
+            return None;
+        };
+        let base = base.as_ptr() as usize;
+        self.slab.meta_pages.fetch_add(1, Relaxed);
+        let mut pool = s.sheaf_pool.lock();
+        // SAFETY: the page is ours, zeroed and PAGE_SIZE bytes: its
+        // first word links it into the pool's pages, and the sheaves
+        // after the header fit in it (SHEAVES_PER_PAGE's definition);
+        // zeroed memory is a valid, unlinked, empty sheaf.
+        unsafe {
+            (base as *mut usize).write(pool.pages);
+            for i in 0..SHEAVES_PER_PAGE {
+                pool.free
+                    .push((base + SHEAF_PAGE_HEADER + i * size_of::<Sheaf>()) as *mut Sheaf);
+            }
+        }
+        pool.pages = base;
+        pool.nr_pages += 1;
+        Some(())
+    }
+
+    /// Give the pool's pages back if no CPU and no barn holds one of its
+    /// sheaves (after a shrink has flushed them all).
+    pub(super) fn sheaf_pool_trim(&self, s: &KmemCache) {
+        self.sheaf_pool_release(s, false);
+    }
+
+    /// Give the pool's pages back (`kmem_cache_destroy()`, once no CPU
+    /// uses the cache).
+    pub(super) fn sheaf_pool_free(&self, s: &KmemCache) {
+        self.sheaf_pool_release(s, true);
+    }
+
+    fn sheaf_pool_release(&self, s: &KmemCache, always: bool) {
+        let mut at = {
+            let mut pool = s.sheaf_pool.lock();
+            if !always && pool.free.len != pool.nr_pages * SHEAVES_PER_PAGE {
+                return;
+            }
+            pool.free = SheafStack::new();
+            pool.nr_pages = 0;
+            core::mem::replace(&mut pool.pages, 0)
+        };
+        while at != 0 {
+            // SAFETY: `at` is a pool page, unlinked from the pool above and
+            // so ours; its first word links the next.
+            let next = unsafe { *(at as *const usize) };
+            if let Some(page) = self.virt_to_page(at as *const u8) {
+                if self.__free_pages(page, 0).is_ok() {
+                    self.slab.meta_pages.fetch_sub(1, Relaxed);
+                }
+            }
+            at = next;
         }
     }
 

@@ -169,13 +169,12 @@ impl<P: Platform> Kmem<P> {
         // The free fast path indexes sheaves unchecked below `cap`.
         assert!(sheaf_cap <= SHEAF_CAPACITY);
         // The metadata block: the cache, per-CPU sheaf slots, per-node state,
-        // and the sheaves (main + free per CPU, BARN_SHEAVES for the barn
-        // of each node that has CPUs).
+        // and the shared empty sheaf every CPU starts with. The sheaves
+        // themselves (the CPUs' and the barns') come from the cache's pool
+        // as they are needed (`init_cpu_sheaves`).
         let nr_cpus = self.nr_cpus;
         let nr_nodes = self.nr_nodes;
-        let has_cpus = |n: usize| (0..nr_cpus).any(|c| self.cpu_to_node(c) == n);
-        let nr_barns = (0..nr_nodes).filter(|&n| has_cpus(n)).count();
-        let nr_sheaves = 2 * nr_cpus + BARN_SHEAVES * nr_barns;
+        let nr_sheaves = 1;
         let cpus_off = CPUS_OFF;
         let nodes_off = cpus_off + nr_cpus * core::mem::size_of::<CpuCache>();
         let nodes_off = nodes_off.next_multiple_of(64);
@@ -201,28 +200,17 @@ impl<P: Platform> Kmem<P> {
             unsafe {
                 ((base + cpus_off) as *mut CpuCache).add(i).write(CpuCache {
                     sheaves: UnsafeCell::new(CpuSheaves {
-                        main: sheaf(2 * i),
-                        free: sheaf(2 * i + 1),
+                        main: sheaf(0),
+                        free: sheaf(0),
+                        cap: 0,
                     }),
                     gate: AtomicU32::new(
                         self.cpu_to_node(i) as u32 | if debug { CPU_DEBUG } else { 0 },
                     ),
-                    cap: sheaf_cap as u32,
                 })
             };
         }
-        let mut next_sheaf = 2 * nr_cpus;
         for n in 0..nr_nodes {
-            // The barn of a node with CPUs starts with BARN_SHEAVES empty
-            // sheaves; a node without CPUs never uses its barn.
-            let mut empty = SheafStack::new();
-            if has_cpus(n) {
-                for i in next_sheaf..next_sheaf + BARN_SHEAVES {
-                    // SAFETY: each sheaf lies in our zeroed block, unlinked.
-                    unsafe { empty.push(sheaf(i)) };
-                }
-                next_sheaf += BARN_SHEAVES;
-            }
             // SAFETY: as above, at `nodes_off`.
             unsafe {
                 ((base + nodes_off) as *mut KmemCacheNode)
@@ -233,7 +221,7 @@ impl<P: Platform> Kmem<P> {
                             nr_partial: 0,
                             full: PageList::new(),
                             barn_full: SheafStack::new(),
-                            barn_empty: empty,
+                            barn_empty: SheafStack::new(),
                         }),
                         nr_slabs: AtomicU64::new(0),
                         total_objects: AtomicU64::new(0),
@@ -269,6 +257,12 @@ impl<P: Platform> Kmem<P> {
                     0,
                 )),
                 next: AtomicPtr::new(ptr::null_mut()),
+                sheaf_pool: spin::Mutex::new(SheafPool {
+                    free: SheafStack::new(),
+                    pages: 0,
+                    nr_pages: 0,
+                }),
+                empty_sheaf: sheaf(0),
                 nr_cpus,
                 nr_nodes,
                 cpus: NonNull::new_unchecked((base + cpus_off) as *mut CpuCache),
@@ -356,6 +350,16 @@ impl<P: Platform> Kmem<P> {
                 // SAFETY: valid, unlinked.
                 unsafe { s.node(nid).lists.lock().barn_empty.push(sh) };
             }
+            // The barn's empty sheaves back to the pool.
+            let mut empty =
+                core::mem::replace(&mut s.node(nid).lists.lock().barn_empty, SheafStack::new());
+            {
+                let mut pool = s.sheaf_pool.lock();
+                while let Some(sh) = empty.pop() {
+                    // SAFETY: an empty sheaf, unlinked, now ours.
+                    unsafe { pool.free.push(sh) };
+                }
+            }
             let mut discard = PageList::new();
             {
                 let mut l = s.node(nid).lists.lock();
@@ -384,6 +388,7 @@ impl<P: Platform> Kmem<P> {
                 freed += self.kmem_cache_shrink(s);
             }
         }
+        self.sheaf_pool_trim(s);
         freed
     }
 
@@ -436,6 +441,7 @@ impl<P: Platform> Kmem<P> {
                 }
             }
         }
+        self.sheaf_pool_free(s);
         let (pfn, order) = (s.meta_pfn, s.meta_order);
         let page = self.pfn_to_page(pfn).ok_or(Error::BadAddress)?;
         self.__free_pages(page, order)?;
