@@ -11,7 +11,8 @@
 //!
 //! - The sheaf exchange with the barn (`slab/sheaf.rs`: `alloc_sheaf`,
 //!   `slab_free_slow`): CPUs swap empty and full sheaves through their
-//!   node's barn under its lock; objects are neither lost nor duplicated.
+//!   node's barn under its lock, taking empty ones from the cache's sheaf
+//!   pool when the barn has none; objects are neither lost nor duplicated.
 //! - The flush and drain request flags (`CpuCache::request_flush` /
 //!   `take_flush` in `slab/sheaf.rs`, `PerCpuPages::request_drain` /
 //!   `take_drain_request` in `page_alloc/pcp.rs`): a request is taken
@@ -34,12 +35,15 @@ use loom::thread;
 type Sheaf = Vec<u32>;
 
 const CAP: usize = 2;
+/// Full sheaves a barn holds at most (`BARN_SHEAVES`).
+const BARN_FULL: usize = 2;
 
 /// One CPU's sheaves: touched only by that CPU (its local section), so
-/// plain values here; the barn is shared, behind the node's lock.
+/// plain values here; the barn is shared, behind the node's lock, and the
+/// cache's pool of sheaves behind its own, taken inside the barn's.
 struct Cpu {
     main: Sheaf,
-    spare: Sheaf,
+    free: Sheaf,
 }
 
 struct Barn {
@@ -49,14 +53,16 @@ struct Barn {
 
 impl Cpu {
     /// `slab_alloc_node()`'s sheaf part: pop main; an empty main is swapped
-    /// with a non-empty spare, else exchanged, under the barn's lock, for a
-    /// full sheaf. `split` is the broken variant: it picks the full sheaf in
-    /// one critical section and takes it in another.
+    /// with the free sheaf (on the fast path), and if that was empty too,
+    /// exchanged under the barn's lock for a full sheaf. `split` is the
+    /// broken variant: it picks the full sheaf in one critical section and
+    /// takes it in another.
     fn alloc(&mut self, barn: &Mutex<Barn>, split: bool) -> Option<u32> {
         if self.main.is_empty() {
-            if !self.spare.is_empty() {
-                std::mem::swap(&mut self.main, &mut self.spare);
-            } else if split {
+            std::mem::swap(&mut self.main, &mut self.free);
+        }
+        if self.main.is_empty() {
+            if split {
                 let full = barn.lock().unwrap().full.last().cloned()?;
                 let mut b = barn.lock().unwrap();
                 b.full.pop();
@@ -72,24 +78,33 @@ impl Cpu {
         self.main.pop()
     }
 
-    /// `slab_free()`'s sheaf part: push main; a full main is swapped with an
-    /// empty spare, else parked in the barn for an empty one. Returns
-    /// `false` when the object goes back to its slab instead.
-    fn free(&mut self, x: u32, barn: &Mutex<Barn>) -> bool {
-        if self.main.len() == CAP {
-            if self.spare.is_empty() {
-                std::mem::swap(&mut self.main, &mut self.spare);
+    /// `slab_free()`'s sheaf part: push the free sheaf; a full one goes to
+    /// an empty main, else is parked in the barn (if it has room) for an
+    /// empty sheaf from the barn or the pool, else is flushed back to the
+    /// slabs. Returns the objects flushed.
+    fn free(&mut self, x: u32, barn: &Mutex<Barn>, pool: &Mutex<Vec<Sheaf>>) -> Vec<u32> {
+        let mut flushed = Vec::new();
+        if self.free.len() == CAP {
+            if self.main.is_empty() {
+                std::mem::swap(&mut self.main, &mut self.free);
             } else {
                 let mut b = barn.lock().unwrap();
-                let Some(empty) = b.empty.pop() else {
-                    return false;
+                let empty = if b.full.len() < BARN_FULL {
+                    b.empty.pop().or_else(|| pool.lock().unwrap().pop())
+                } else {
+                    None
                 };
-                let full = std::mem::replace(&mut self.main, empty);
-                b.full.push(full);
+                match empty {
+                    Some(empty) => {
+                        let full = std::mem::replace(&mut self.free, empty);
+                        b.full.push(full);
+                    }
+                    None => flushed.append(&mut self.free),
+                }
             }
         }
-        self.main.push(x);
-        true
+        self.free.push(x);
+        flushed
     }
 }
 
@@ -97,15 +112,16 @@ fn sheaf_exchange(split: bool) {
     loom::model(move || {
         let barn = Arc::new(Mutex::new(Barn {
             full: vec![vec![10, 11]],
-            empty: vec![Vec::new()],
+            empty: Vec::new(),
         }));
+        let pool = Arc::new(Mutex::new(vec![Vec::new()]));
         let threads: Vec<_> = (0..3u32)
             .map(|cpu| {
-                let barn = barn.clone();
+                let (barn, pool) = (barn.clone(), pool.clone());
                 thread::spawn(move || {
                     let mut c = Cpu {
                         main: Vec::new(),
-                        spare: Vec::new(),
+                        free: Vec::new(),
                     };
                     let mut held = Vec::new();
                     if cpu < 2 {
@@ -114,27 +130,29 @@ fn sheaf_exchange(split: bool) {
                             held.push(x);
                         }
                     } else {
-                        // Frees objects it owns: the third fills main and
-                        // spare, then a full main is parked in the barn.
+                        // Frees objects it owns: the third fills its free
+                        // sheaf, which becomes main, fills it again, then
+                        // parks a full one in the barn.
                         for x in [20, 21, 22, 23, 24] {
-                            if !c.free(x, &barn) {
-                                held.push(x);
-                            }
+                            held.extend(c.free(x, &barn, &pool));
                         }
                     }
-                    (held, c.main, c.spare)
+                    (held, c.main, c.free)
                 })
             })
             .collect();
         let mut all: Vec<u32> = Vec::new();
         for t in threads {
-            let (held, main, spare) = t.join().unwrap();
+            let (held, main, free) = t.join().unwrap();
             all.extend(held);
             all.extend(main);
-            all.extend(spare);
+            all.extend(free);
         }
         let b = barn.lock().unwrap();
         for s in b.full.iter().chain(b.empty.iter()) {
+            all.extend(s);
+        }
+        for s in pool.lock().unwrap().iter() {
             all.extend(s);
         }
         all.sort();

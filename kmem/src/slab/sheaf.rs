@@ -104,7 +104,11 @@ pub const fn sheaf_capacity(size: usize) -> usize {
 /// `objects[0]` stays null. That guard slot lets the free fast path compare
 /// the pointer being freed with the top of the sheaf (the double-free check)
 /// without first testing for an empty sheaf.
-#[repr(C)]
+///
+/// Cache-line aligned: two CPUs' sheaves may come from one page, and the
+/// end of one must not share a line with the other's `size`, which its CPU
+/// writes on every allocation and free.
+#[repr(C, align(64))]
 pub(crate) struct Sheaf {
     pub(super) size: usize,
     pub(super) next: *mut Sheaf,
