@@ -81,10 +81,11 @@ pub struct Op {
     pub b: u64,
     /// bytes_alloc.
     pub c: u64,
-    /// The CPU the event runs on: the trace's, or `traced_cpu % nr_cpus`
+    /// The CPU the event runs on: `traced_cpu`, or `traced_cpu % nr_cpus`
     /// when the machine lacks it.
     pub cpu: u32,
-    /// The trace's CPU (below `NR_CPUS`).
+    /// The trace's CPU (below `NR_CPUS`), or with `--spread-threads` the
+    /// CPU the spread gave the event's thread.
     pub traced_cpu: u16,
     /// Thread id.
     pub tid: u32,
@@ -213,7 +214,7 @@ impl Parser {
         }
         let comm = self.intern(h.comm, batch);
         let cpu = match &mut self.spread {
-            Some(s) => s.cpu_of(h.tid),
+            Some(s) => s.cpu_of(h.tid, h.cpu),
             None => h.cpu,
         };
         let mut op = Op {

@@ -35,8 +35,10 @@ use loom::thread;
 type Sheaf = Vec<u32>;
 
 const CAP: usize = 2;
-/// Full sheaves a barn holds at most (`BARN_SHEAVES`).
-const BARN_FULL: usize = 2;
+/// Full sheaves a barn holds at most (`BARN_SHEAVES`): 1 here, so that
+/// the barn starts full and a free finds it full or emptied by an
+/// allocation, depending on the interleaving (both branches are taken).
+const BARN_FULL: usize = 1;
 
 /// One CPU's sheaves: touched only by that CPU (its local section), so
 /// plain values here; the barn is shared, behind the node's lock, and the

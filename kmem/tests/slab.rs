@@ -33,13 +33,14 @@ fn boot(buf: &mut [u8]) -> Kmem<ArenaPlatform<'_>> {
 /// Allocate from `c` (zeroed, so that `check` can look at every object)
 /// until `want`, which was just freed, comes back: it does once the objects
 /// left in the CPU's main sheaf are used up, since frees go to the free
-/// sheaf, which an empty main sheaf swaps in. The others are freed again.
+/// sheaf, which an empty main sheaf swaps in. Returns `want` and the
+/// objects that came before it, which are freed again.
 fn reuse<P: kmem::platform::Platform>(
     k: &Kmem<P>,
     c: &KmemCache,
     want: std::ptr::NonNull<u8>,
     check: impl Fn(std::ptr::NonNull<u8>),
-) -> std::ptr::NonNull<u8> {
+) -> (std::ptr::NonNull<u8>, Vec<std::ptr::NonNull<u8>>) {
     let mut others = Vec::new();
     let mut got = None;
     for _ in 0..=c.sheaf_capacity() {
@@ -51,14 +52,14 @@ fn reuse<P: kmem::platform::Platform>(
         }
         others.push(x);
     }
-    for o in others {
+    for o in &others {
         // SAFETY: allocated above, freed once.
         unsafe { k.kmem_cache_free(c, o.as_ptr()) }.unwrap();
     }
-    got.expect("a freed object comes back within one sheaf's worth of allocations")
+    let got = got.expect("a freed object comes back within one sheaf's worth of allocations");
+    (got, others)
 }
 
-/// Free pages after draining the per-CPU page lists.
 fn free_pages(k: &Kmem<ArenaPlatform<'_>>) -> u64 {
     k.drain_local_pages();
     k.check_free_counts().unwrap()
@@ -92,8 +93,11 @@ fn cache_alloc_free_reuse_and_shrink() {
     // The most recently freed object comes back first once the objects
     // left in the CPU's main sheaf are used up (frees go to the free sheaf,
     // which an empty main sheaf swaps in).
-    let again = reuse(&k, c, *objs.last().unwrap(), |_| ());
-    assert_eq!(again, *objs.last().unwrap());
+    let (again, before_it) = reuse(&k, c, *objs.last().unwrap(), |_| ());
+    assert!(
+        before_it.iter().all(|o| !objs.contains(o)),
+        "only objects the main sheaf held come before the last one freed"
+    );
     // SAFETY: freed once.
     unsafe { k.kmem_cache_free(c, again.as_ptr()) }.unwrap();
     let freed = k.kmem_cache_shrink(c);
@@ -165,8 +169,7 @@ fn zalloc_bulk_and_node() {
             .iter()
             .all(|&b| b == 0));
     };
-    let z = reuse(&k, c, a, zeroed);
-    assert_eq!(z, a, "the dirtied object came back, zeroed");
+    let (z, _) = reuse(&k, c, a, zeroed);
     // SAFETY: freed once.
     unsafe { k.kmem_cache_free(c, z.as_ptr()) }.unwrap();
     let mut v = vec![std::ptr::null_mut(); 100];
@@ -1015,4 +1018,71 @@ fn krealloc_of_a_freed_object_is_refused_and_keeps_no_copy() {
     // SAFETY: a deliberate use after free: krealloc must refuse it.
     assert!(unsafe { k.krealloc(p.as_ptr(), 200, GFP_KERNEL) }.is_err());
     assert_eq!(active("kmalloc-256"), before, "no copy left behind");
+}
+
+#[test]
+fn sheaves_come_at_first_use_and_go_back_on_shrink() {
+    let mut m = vec![0u8; MEM];
+    let k = boot(&mut m);
+    let booted = k.slab_meta_pages();
+    let c = k
+        .kmem_cache_create("lazy_sheaves", 64, 0, SlabFlags::NONE, None)
+        .unwrap();
+    // The cache's metadata has no sheaves: they come with the first use.
+    let created = k.slab_meta_pages();
+    let x = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
+    assert_eq!(k.slab_meta_pages(), created + 1, "a page of sheaves");
+    // A shrink flushes the CPU's sheaves back to the pool and gives the
+    // pool's pages back once no CPU or barn holds one.
+    k.kmem_cache_shrink(c);
+    assert_eq!(k.slab_meta_pages(), created);
+    // The first free after that takes sheaves again and lands on the free
+    // sheaf's top: a second free of the object is caught there.
+    // SAFETY: `x` is live; it is freed once here.
+    unsafe { k.kmem_cache_free(c, x.as_ptr()) }.unwrap();
+    assert_eq!(k.slab_meta_pages(), created + 1);
+    // SAFETY: a deliberate double free, which must be refused.
+    let again = unsafe { k.kmem_cache_free(c, x.as_ptr()) };
+    assert_eq!(again, Err(Error::BadState));
+    assert!(k.platform().reported("freed twice in a row"));
+    // SAFETY: no object of `c` is live.
+    unsafe { k.kmem_cache_destroy(c) }.unwrap();
+    assert_eq!(k.slab_meta_pages(), booted, "the sheaves' page went too");
+}
+
+#[test]
+fn without_memory_for_sheaves_objects_come_straight_from_the_slabs() {
+    let mut m = vec![0u8; MEM];
+    let k = boot(&mut m);
+    let c = k
+        .kmem_cache_create("no_sheaves", 64, 0, SlabFlags::NONE, None)
+        .unwrap();
+    // A slab with free objects, and no sheaves (the shrink gave them back;
+    // the live object keeps the slab).
+    let keep = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
+    k.kmem_cache_shrink(c);
+    let meta = k.slab_meta_pages();
+    // Every page allocation fails from here on.
+    let fp = k.fail_page_alloc();
+    fp.set_probability(100).unwrap();
+    fp.set_times(-1).unwrap();
+    fp.set_verbose(0).unwrap();
+    fp.set_ignore_gfp_wait(false);
+    fp.set_min_order(0);
+    let y = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
+    assert_ne!(y, keep);
+    assert_eq!(k.slab_meta_pages(), meta, "no page of sheaves was had");
+    assert!(fp.injected() > 0);
+    // Freed straight back to its slab, too; a double free of it is caught
+    // at the slab's freelist head.
+    // SAFETY: `y` is live; freed once here.
+    unsafe { k.kmem_cache_free(c, y.as_ptr()) }.unwrap();
+    // SAFETY: a deliberate double free, which must be refused.
+    assert!(unsafe { k.kmem_cache_free(c, y.as_ptr()) }.is_err());
+    assert!(k.platform().reported("Object already free"));
+    fp.set_probability(0).unwrap();
+    // SAFETY: `keep` is live; freed once.
+    unsafe { k.kmem_cache_free(c, keep.as_ptr()) }.unwrap();
+    // SAFETY: no object of `c` is live.
+    unsafe { k.kmem_cache_destroy(c) }.unwrap();
 }

@@ -5,7 +5,7 @@
 //! are in [`watermark`], on plain numbers.
 
 use super::watermark::{self, VmSysctl, ZoneInput};
-use crate::mmzone::{PgData, ZoneType, MAX_NR_ZONE_TYPES, MAX_NUMNODES};
+use crate::mmzone::{PgData, ZoneType, MAX_NR_ZONE_TYPES};
 use crate::platform::{Level, Platform};
 use crate::{report, Error, Kmem, Result};
 use core::sync::atomic::Ordering::Relaxed;
@@ -20,9 +20,26 @@ impl<P: Platform> Kmem<P> {
     /// (reported, and the computed value kept).
     pub(crate) fn init_per_zone_wmark_min(&self, user: Option<u64>, thp: bool) {
         let user = user.filter(|&v| self.min_free_kbytes_fits(v));
-        let inputs = zone_inputs(self.nodes());
-        let mfk =
-            user.unwrap_or_else(|| watermark::calculate_min_free_kbytes(&inputs.0[..inputs.1]));
+        // Node by node, with no table of every zone: the formulas take sums
+        // over the machine's zones (a 64-node machine has 384 zone slots,
+        // too many for a kernel stack).
+        let per_node = |f: &dyn Fn(&[ZoneInput], &[u64]) -> u64| -> u64 {
+            self.nodes()
+                .map(|n| {
+                    let (zi, k) = zone_inputs(n);
+                    let mut high = [0u64; MAX_NR_ZONE_TYPES];
+                    for (h, z) in high.iter_mut().zip(n.zones()) {
+                        *h = z.high_wmark();
+                    }
+                    f(&zi[..k], &high[..k])
+                })
+                .sum()
+        };
+        let mfk = user.unwrap_or_else(|| {
+            watermark::min_free_kbytes_for(per_node(&|z, _| {
+                watermark::nr_free_buffer_pages(z, &[])
+            }))
+        });
         self.sysctl.lock().min_free_kbytes = mfk;
         self.setup_per_zone();
         if user.is_none() && thp {
@@ -30,13 +47,9 @@ impl<P: Platform> Kmem<P> {
             // initcall (subsys, after this postcore one): it sees the
             // watermarks just set, and its 5% cap of nr_free_buffer_pages()
             // leaves out each zone's high watermark.
-            let mut high = [0u64; MAX_NR_ZONE_TYPES * MAX_NUMNODES];
-            for (h, z) in high.iter_mut().zip(self.nodes().flat_map(|n| n.zones())) {
-                *h = z.high_wmark();
-            }
-            let raised = watermark::thp_recommended_min_free_kbytes(
-                &inputs.0[..inputs.1],
-                &high[..inputs.1],
+            let raised = watermark::thp_recommended_for(
+                per_node(&|z, _| watermark::thp_zones(z)),
+                per_node(&watermark::nr_free_buffer_pages),
                 mfk,
             );
             if raised > mfk {
@@ -53,18 +66,20 @@ impl<P: Platform> Kmem<P> {
     /// current sysctls.
     pub(crate) fn setup_per_zone(&self) {
         let s = *self.sysctl.lock();
-        let (all, n) = zone_inputs(self.nodes());
         // Watermarks share min_free_kbytes across all lowmem zones of all
-        // nodes, in for_each_zone order.
-        let mut w = [watermark::Watermarks::default(); MAX_NR_ZONE_TYPES * MAX_NUMNODES];
-        watermark::setup_per_zone_wmarks(&all[..n], &s, &mut w[..n]);
-        let mut k = 0;
+        // nodes.
+        let lowmem: u64 = self
+            .nodes()
+            .map(|n| {
+                let (zi, k) = zone_inputs(n);
+                watermark::lowmem_pages(&zi[..k])
+            })
+            .sum();
         for node in self.nodes() {
-            let zins = zone_inputs(core::iter::once(node));
-            let prot = watermark::setup_per_zone_lowmem_reserve(&zins.0[..zins.1], &s);
+            let (zins, k) = zone_inputs(node);
+            let prot = watermark::setup_per_zone_lowmem_reserve(&zins[..k], &s);
             for (zi, z) in node.zones().enumerate() {
-                let wm = w[k];
-                k += 1;
+                let wm = watermark::zone_wmarks(zins[zi], lowmem, &s);
                 z.wmark[0].store(wm.min, Relaxed);
                 z.wmark[1].store(wm.low, Relaxed);
                 z.wmark[2].store(wm.high, Relaxed);
@@ -167,17 +182,15 @@ impl<P: Platform> Kmem<P> {
 /// The largest `vm.min_free_kbytes` (`INT_MAX`: the sysctl is an `int`).
 pub const MIN_FREE_KBYTES_MAX: u64 = i32::MAX as u64;
 
-/// The (type, managed pages) of every zone in the layout of `nodes`, in
+/// The (type, managed pages) of every zone in the layout of `node`, in
 /// `for_each_zone` order, as the watermark formulas take them.
-fn zone_inputs<'a>(
-    nodes: impl Iterator<Item = &'a PgData>,
-) -> ([ZoneInput; MAX_NR_ZONE_TYPES * MAX_NUMNODES], usize) {
+fn zone_inputs(node: &PgData) -> ([ZoneInput; MAX_NR_ZONE_TYPES], usize) {
     let mut v = [ZoneInput {
         ztype: ZoneType::Dma,
         managed: 0,
-    }; MAX_NR_ZONE_TYPES * MAX_NUMNODES];
+    }; MAX_NR_ZONE_TYPES];
     let mut n = 0;
-    for z in nodes.flat_map(|node| node.zones()) {
+    for z in node.zones() {
         v[n] = ZoneInput {
             ztype: z.zone_type(),
             managed: z.managed_pages(),

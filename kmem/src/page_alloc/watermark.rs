@@ -102,8 +102,23 @@ pub fn nr_free_buffer_pages(zones: &[ZoneInput], high: &[u64]) -> u64 {
 /// `calculate_min_free_kbytes()`: `sqrt(lowmem_kbytes * 16)`, clamped to
 /// 128..=262144.
 pub fn calculate_min_free_kbytes(zones: &[ZoneInput]) -> u64 {
-    let lowmem_kbytes = nr_free_buffer_pages(zones, &[]) * ((1u64 << PAGE_SHIFT) >> 10);
+    min_free_kbytes_for(nr_free_buffer_pages(zones, &[]))
+}
+
+/// [`calculate_min_free_kbytes`] from the machine's
+/// [`nr_free_buffer_pages`] (with no high watermarks), summed over nodes.
+pub fn min_free_kbytes_for(free_buffer_pages: u64) -> u64 {
+    let lowmem_kbytes = free_buffer_pages * ((1u64 << PAGE_SHIFT) >> 10);
     int_sqrt(lowmem_kbytes * 16).clamp(128, 262_144)
+}
+
+/// Zones [`thp_recommended_min_free_kbytes`] counts: populated, at most
+/// Normal.
+pub fn thp_zones(zones: &[ZoneInput]) -> u64 {
+    zones
+        .iter()
+        .filter(|z| z.managed > 0 && z.ztype <= ZoneType::Normal)
+        .count() as u64
 }
 
 /// khugepaged's `set_recommended_min_free_kbytes()`: with transparent huge
@@ -114,14 +129,16 @@ pub fn calculate_min_free_kbytes(zones: &[ZoneInput]) -> u64 {
 /// leaves out, as Linux's `nr_free_buffer_pages()` does. Returns the value
 /// in force afterwards.
 pub fn thp_recommended_min_free_kbytes(zones: &[ZoneInput], high: &[u64], current: u64) -> u64 {
-    let nr_zones = zones
-        .iter()
-        .filter(|z| z.managed > 0 && z.ztype <= ZoneType::Normal)
-        .count() as u64;
+    thp_recommended_for(thp_zones(zones), nr_free_buffer_pages(zones, high), current)
+}
+
+/// [`thp_recommended_min_free_kbytes`] from the machine's [`thp_zones`]
+/// and [`nr_free_buffer_pages`], summed over nodes.
+pub fn thp_recommended_for(nr_zones: u64, free_buffer_pages: u64, current: u64) -> u64 {
     let pcptypes = super::MIGRATE_PCPTYPES as u64;
     let mut recommended = PAGEBLOCK_NR_PAGES * nr_zones * 2;
     recommended += PAGEBLOCK_NR_PAGES * nr_zones * pcptypes * pcptypes;
-    recommended = recommended.min(nr_free_buffer_pages(zones, high) / 20);
+    recommended = recommended.min(free_buffer_pages / 20);
     let kb = recommended << (PAGE_SHIFT - 10);
     kb.max(current)
 }

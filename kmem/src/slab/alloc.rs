@@ -70,9 +70,10 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// The allocation fast path (`slab_alloc_node()`): one CPU-local
-    /// section, one pop from the CPU's main sheaf. Everything else (an
-    /// armed pre-allocation hook, a debug cache, another node, an empty
-    /// main sheaf, a pending flush request) goes to
+    /// section, one pop from the CPU's main sheaf, after swapping in the
+    /// free sheaf if main is empty. Everything else (an armed
+    /// pre-allocation hook, a debug cache, another node, both sheaves
+    /// empty or none yet, a pending flush request) goes to
     /// [`slab_alloc_slow`](Self::slab_alloc_slow).
     ///
     /// The object or the error travels as one word

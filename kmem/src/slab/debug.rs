@@ -399,7 +399,8 @@ impl<P: Platform> Kmem<P> {
             }
             self.set_track(s, obj, true, caller);
             self.init_object(s, obj, false);
-            self.free_to_slab_locked(s, &mut l, slab, obj, &mut discard);
+            let freed = self.free_to_slab_locked(s, &mut l, slab, obj, &mut discard);
+            debug_assert!(freed, "the checks above found the object on no freelist");
         }
         self.discard_all(s, discard);
         Ok(())

@@ -108,93 +108,101 @@ impl<P: Platform> Kmem<P> {
             return self.freed_meanwhile(s, x as usize, caller);
         };
         let nid = slab.nid;
-        let g = LocalGuard::new(&self.p);
-        let cc = s.cpu(g.cpu());
-        if nid != cc.nid() {
-            // Objects of a remote node go straight back to their slab.
+        let mut sheaves_tried = false;
+        loop {
+            let g = LocalGuard::new(&self.p);
+            let cc = s.cpu(g.cpu());
+            if nid != cc.nid() {
+                // Objects of a remote node go straight back to their slab.
+                drop(g);
+                if self.free_objects_to_slabs(s, nid, &[x]) != 0 {
+                    return self.freed_meanwhile(s, x as usize, caller);
+                }
+                return Ok(());
+            }
+            // SAFETY: `g` is open on this thread; `sh` is the only reference
+            // into the sheaves here.
+            let sh = unsafe { s.local_sheaves(g.state()) };
+            if cc.take_flush() {
+                self.flush_sheaves_locked(s, sh, nid);
+            }
+            if sh.cap == 0 {
+                // The CPU's first free into the cache (or its first since a
+                // flush): its sheaves, then the free again, so that the object
+                // lands on top of the new free sheaf, where a second free of it
+                // is caught. Without memory for them (a free may come from
+                // atomic context: no sleeping), straight back to its slab.
+                drop(g);
+                if !sheaves_tried && self.init_cpu_sheaves(s, crate::gfp::GFP_NOWAIT) {
+                    sheaves_tried = true;
+                    continue;
+                }
+                if self.free_objects_to_slabs(s, nid, &[x]) != 0 {
+                    return self.freed_meanwhile(s, x as usize, caller);
+                }
+                return Ok(());
+            }
+            // SAFETY: the free sheaf is a valid sheaf of this CPU.
+            let free = unsafe { &mut *sh.free };
+            if free.top() == x {
+                drop(g);
+                slab_bug(&self.p, s, format_args!("Object already free"));
+                report!(
+                    &self.p,
+                    Level::Err,
+                    "Object 0x{:x} freed twice in a row (double free) from {}",
+                    x as usize,
+                    caller
+                );
+                return Err(Error::BadState);
+            }
+            if free.size < s.sheaf_cap {
+                free.push(x);
+                return Ok(());
+            }
+            // The free sheaf is full. An empty main sheaf takes its objects
+            // (allocations use them next); otherwise it is parked in the barn,
+            // which has at most BARN_SHEAVES full sheaves, for an empty one.
+            // SAFETY: main is a valid sheaf of this CPU.
+            if unsafe { (*sh.main).size } == 0 {
+                core::mem::swap(&mut sh.main, &mut sh.free);
+                // SAFETY: the free sheaf is a valid, now empty sheaf of this CPU.
+                unsafe { (*sh.free).push(x) };
+                return Ok(());
+            }
+            let mut l = s.node(nid.min(s.nr_nodes - 1)).lists.lock();
+            let room = l.barn_full.len < BARN_SHEAVES;
+            let empty = if room {
+                l.barn_empty
+                    .pop()
+                    .or_else(|| s.sheaf_pool.lock().free.pop())
+            } else {
+                None
+            };
+            if let Some(empty) = empty {
+                // SAFETY: the free sheaf is full and ours; it moves to the barn.
+                unsafe { l.barn_full.push(sh.free) };
+                sh.free = empty;
+                // SAFETY: the free sheaf is a valid, empty sheaf of this CPU.
+                unsafe { (*sh.free).push(x) };
+                return Ok(());
+            }
+            drop(l);
+            // No empty sheaf to hand: flush the free sheaf into its slabs.
+            // SAFETY: as above.
+            let m = unsafe { &mut *sh.free };
+            self.free_objects_to_slabs(s, nid, m.objects());
+            m.size = 0;
+            m.push(x);
             drop(g);
-            if self.free_objects_to_slabs(s, nid, &[x]) != 0 {
-                return self.freed_meanwhile(s, x as usize, caller);
+            if room {
+                // The barn had room but the pool no sheaf: a page of them for
+                // the next time, outside the section (a free may come from
+                // atomic context: no sleeping).
+                let _ = self.sheaf_pool_grow(s, crate::gfp::GFP_NOWAIT);
             }
             return Ok(());
         }
-        // SAFETY: `g` is open on this thread; `sh` is the only reference
-        // into the sheaves here.
-        let sh = unsafe { s.local_sheaves(g.state()) };
-        if cc.take_flush() {
-            self.flush_sheaves_locked(s, sh, nid);
-        }
-        if sh.cap == 0 {
-            // The CPU's first free into the cache: its sheaves for the next
-            // ones (a free may come from atomic context: no sleeping), and
-            // this object straight back to its slab.
-            drop(g);
-            self.init_cpu_sheaves(s, crate::gfp::GFP_NOWAIT);
-            if self.free_objects_to_slabs(s, nid, &[x]) != 0 {
-                return self.freed_meanwhile(s, x as usize, caller);
-            }
-            return Ok(());
-        }
-        // SAFETY: the free sheaf is a valid sheaf of this CPU.
-        let free = unsafe { &mut *sh.free };
-        if free.top() == x {
-            drop(g);
-            slab_bug(&self.p, s, format_args!("Object already free"));
-            report!(
-                &self.p,
-                Level::Err,
-                "Object 0x{:x} freed twice in a row (double free) from {}",
-                x as usize,
-                caller
-            );
-            return Err(Error::BadState);
-        }
-        if free.size < s.sheaf_cap {
-            free.push(x);
-            return Ok(());
-        }
-        // The free sheaf is full. An empty main sheaf takes its objects
-        // (allocations use them next); otherwise it is parked in the barn,
-        // which has at most BARN_SHEAVES full sheaves, for an empty one.
-        // SAFETY: main is a valid sheaf of this CPU.
-        if unsafe { (*sh.main).size } == 0 {
-            core::mem::swap(&mut sh.main, &mut sh.free);
-            // SAFETY: the free sheaf is a valid, now empty sheaf of this CPU.
-            unsafe { (*sh.free).push(x) };
-            return Ok(());
-        }
-        let mut l = s.node(nid.min(s.nr_nodes - 1)).lists.lock();
-        let room = l.barn_full.len < BARN_SHEAVES;
-        let empty = if room {
-            l.barn_empty
-                .pop()
-                .or_else(|| s.sheaf_pool.lock().free.pop())
-        } else {
-            None
-        };
-        if let Some(empty) = empty {
-            // SAFETY: the free sheaf is full and ours; it moves to the barn.
-            unsafe { l.barn_full.push(sh.free) };
-            sh.free = empty;
-            // SAFETY: the free sheaf is a valid, empty sheaf of this CPU.
-            unsafe { (*sh.free).push(x) };
-            return Ok(());
-        }
-        drop(l);
-        // No empty sheaf to hand: flush the free sheaf into its slabs.
-        // SAFETY: as above.
-        let m = unsafe { &mut *sh.free };
-        self.free_objects_to_slabs(s, nid, m.objects());
-        m.size = 0;
-        m.push(x);
-        drop(g);
-        if room {
-            // The barn had room but the pool no sheaf: a page of them for
-            // the next time, outside the section (a free may come from
-            // atomic context: no sleeping).
-            let _ = self.sheaf_pool_grow(s, crate::gfp::GFP_NOWAIT);
-        }
-        Ok(())
     }
 
     /// `kmem_cache_free_bulk()`.

@@ -404,6 +404,10 @@ impl<P: Platform> Kmem<P> {
     /// Put object `x` of slab `page` back on the slab's freelist. The node's
     /// list lock is held; an emptied slab beyond `min_partial` is unlinked
     /// and pushed on `discard` for the caller to free after unlocking.
+    /// Returns `false`, freeing nothing, when `x` is the freelist's head
+    /// already: a double free, which `CONFIG_SLAB_FREELIST_HARDENED`'s
+    /// `set_freepointer()` catches the same way (it would make the object
+    /// point at itself).
     #[inline(always)]
     pub(super) fn free_to_slab_locked(
         &self,
@@ -412,10 +416,13 @@ impl<P: Platform> Kmem<P> {
         slab: SlabRef<'_>,
         x: usize,
         discard: &mut PageList,
-    ) {
+    ) -> bool {
         let mm = self.mem_map();
         let (page, idx, base) = (slab.page, slab.idx, slab.base);
         let fl = page.slab_freelist();
+        if fl != 0 && base + fl as usize - 1 == x {
+            return false;
+        }
         let was_full = fl == 0;
         s.set_fp(x, if fl == 0 { 0 } else { base + fl as usize - 1 });
         page.set_slab_freelist((x - base + 1) as u32);
@@ -432,6 +439,7 @@ impl<P: Platform> Kmem<P> {
             retire_slab_locked(page);
             discard.push_head(&mm, idx);
         }
+        true
     }
 
     pub(super) fn discard_all(&self, s: &KmemCache, mut discard: PageList) -> u64 {
@@ -445,9 +453,10 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// Free objects straight into their slabs, each under its own node's
-    /// `list_lock` (most are on node `nid`). Returns how many were no
-    /// longer in a slab of `s` (a racing double free gave their slab back
-    /// since the caller's checks); they are left alone.
+    /// `list_lock` (most are on node `nid`). Returns how many were refused:
+    /// no longer in a slab of `s` (a racing double free gave their slab
+    /// back since the caller's checks), or already at the head of their
+    /// slab's freelist (a double free); they are left alone.
     pub(super) fn free_objects_to_slabs(
         &self,
         s: &KmemCache,
@@ -466,7 +475,9 @@ impl<P: Platform> Kmem<P> {
             for &x in objs {
                 match mine(x) {
                     Some(slab) if slab.nid.min(s.nr_nodes - 1) == nid => {
-                        self.free_to_slab_locked(s, &mut l, slab, x as usize, &mut discard)
+                        if !self.free_to_slab_locked(s, &mut l, slab, x as usize, &mut discard) {
+                            vanished += 1;
+                        }
                     }
                     Some(_) => elsewhere = true,
                     None => vanished += 1,

@@ -347,9 +347,15 @@ impl<P: Platform> Kmem<P> {
                         continue;
                     }
                     let mut one = [0usize; 1];
-                    return self
-                        .refill_from_slabs(s, gfp, nid, &mut one)
-                        .map(|_| one[0]);
+                    return match self.refill_from_slabs(s, gfp, nid, &mut one) {
+                        Ok(_) => Ok(one[0]),
+                        Err(e) => {
+                            if !gfp.contains(gfp::__GFP_NOWARN) {
+                                self.slab_oom(s, gfp, nid);
+                            }
+                            Err(e)
+                        }
+                    };
                 }
                 // SAFETY: sheaves are valid (see above); main != free.
                 let main = unsafe { &mut *sh.main };
@@ -452,18 +458,14 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// Add a page of sheaves to the cache's pool. The page is taken as the
-    /// allocation that needs it may take memory: sleeping only if it may
-    /// sleep (a free may come from atomic context: it passes
-    /// `GFP_NOWAIT`), never failing if it may not fail.
+    /// allocation that needs it may take memory, with its reclaim bits
+    /// (`gfp & GFP_RECLAIM_MASK`, as Linux's `alloc_empty_sheaf()` passes
+    /// the caller's flags on): a `GFP_NOFS` request does not recurse into
+    /// the filesystem for it, a non-blocking one does not sleep (a free
+    /// passes `GFP_NOWAIT`), a `__GFP_NOFAIL` one does not fail.
     pub(super) fn sheaf_pool_grow(&self, s: &KmemCache, gfp: Gfp) -> Option<()> {
-        let flags = if gfp.allows_blocking() {
-            gfp::GFP_KERNEL | (gfp & gfp::__GFP_NOFAIL)
-        } else {
-            gfp::GFP_NOWAIT
-        };
-        let page = self
-            .alloc_pages(flags | gfp::__GFP_NOWARN | gfp::__GFP_ZERO, 0)
-            .ok()?;
+        let flags = (gfp & gfp::GFP_RECLAIM_MASK) | gfp::__GFP_NOWARN | gfp::__GFP_ZERO;
+        let page = self.alloc_pages(flags, 0).ok()?;
         let Some(base) = self.page_address(page) else {
             let _ = self.__free_pages(page, 0);
             return None;
