@@ -177,15 +177,6 @@ pub fn zone_wmarks(z: ZoneInput, lowmem_pages: u64, sysctl: &VmSysctl) -> Waterm
     }
 }
 
-/// [`zone_wmarks`] for every zone of `zones` (all zones of all nodes, as
-/// `for_each_zone` visits them), written to `out`.
-pub fn setup_per_zone_wmarks(zones: &[ZoneInput], sysctl: &VmSysctl, out: &mut [Watermarks]) {
-    let lp = lowmem_pages(zones);
-    for (z, o) in zones.iter().zip(out.iter_mut()) {
-        *o = zone_wmarks(*z, lp, sysctl);
-    }
-}
-
 /// `setup_per_zone_lowmem_reserve()`: zone `i` keeps back, from an
 /// allocation that could have used zone `j > i`, the managed pages of zones
 /// `i+1..=j` divided by `lowmem_reserve_ratio[i]` (0 when the ratio is 0 or
@@ -324,8 +315,8 @@ mod tests {
             min_free_kbytes: 4096,
             ..VmSysctl::linux_defaults()
         };
-        let mut w = [Watermarks::default(); 2];
-        setup_per_zone_wmarks(&zones, &s, &mut w);
+        let lp = lowmem_pages(&zones);
+        let w = zones.map(|z| zone_wmarks(z, lp, &s));
         assert_eq!(w[1].min, 32);
         assert_eq!(w[0].min, 1024);
     }

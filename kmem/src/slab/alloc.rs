@@ -213,9 +213,7 @@ impl<P: Platform> Kmem<P> {
         } else if node < 0 || node as usize == self.numa_node_id() {
             self.alloc_sheaf(s, gfp)
         } else {
-            let mut one = [0usize; 1];
-            self.refill_from_slabs(s, gfp, node as usize, &mut one)
-                .map(|_| one[0])
+            self.alloc_from_slabs(s, gfp, node as usize)
         };
         match x {
             Ok(x) => self.slab_post_alloc(s, x, gfp),
@@ -223,10 +221,21 @@ impl<P: Platform> Kmem<P> {
         }
     }
 
-    /// `slab_out_of_memory()`.
+    /// One object straight from the slabs of node `nid`, not through the
+    /// sheaves (another node's object, or a CPU without sheaves).
+    pub(super) fn alloc_from_slabs(&self, s: &KmemCache, gfp: Gfp, nid: usize) -> Result<usize> {
+        let mut one = [0usize; 1];
+        self.refill_from_slabs(s, gfp, nid, &mut one)
+            .map(|_| one[0])
+    }
+
+    /// `slab_out_of_memory()`: silent for `__GFP_NOWARN`, as in Linux.
     #[cold]
     #[inline(never)]
     pub(super) fn slab_oom(&self, s: &KmemCache, gfp: Gfp, nid: usize) {
+        if gfp.contains(gfp::__GFP_NOWARN) {
+            return;
+        }
         report!(
             &self.p,
             Level::Warning,

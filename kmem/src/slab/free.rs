@@ -115,10 +115,7 @@ impl<P: Platform> Kmem<P> {
             if nid != cc.nid() {
                 // Objects of a remote node go straight back to their slab.
                 drop(g);
-                if self.free_objects_to_slabs(s, nid, &[x]) != 0 {
-                    return self.freed_meanwhile(s, x as usize, caller);
-                }
-                return Ok(());
+                return self.free_to_slab(s, nid, x, caller);
             }
             // SAFETY: `g` is open on this thread; `sh` is the only reference
             // into the sheaves here.
@@ -137,10 +134,7 @@ impl<P: Platform> Kmem<P> {
                     sheaves_tried = true;
                     continue;
                 }
-                if self.free_objects_to_slabs(s, nid, &[x]) != 0 {
-                    return self.freed_meanwhile(s, x as usize, caller);
-                }
-                return Ok(());
+                return self.free_to_slab(s, nid, x, caller);
             }
             // SAFETY: the free sheaf is a valid sheaf of this CPU.
             let free = unsafe { &mut *sh.free };
@@ -156,53 +150,65 @@ impl<P: Platform> Kmem<P> {
                 );
                 return Err(Error::BadState);
             }
-            if free.size < s.sheaf_cap {
-                free.push(x);
-                return Ok(());
+            let mut grow = false;
+            if free.size == s.sheaf_cap {
+                // The free sheaf is full. An empty main sheaf takes its
+                // objects (allocations use them next); otherwise it is parked
+                // in the barn, which has at most BARN_SHEAVES full sheaves,
+                // for an empty one; otherwise flushed into its slabs.
+                // SAFETY: main is a valid sheaf of this CPU.
+                if unsafe { (*sh.main).size } == 0 {
+                    core::mem::swap(&mut sh.main, &mut sh.free);
+                } else {
+                    let mut l = s.node(nid.min(s.nr_nodes - 1)).lists.lock();
+                    let room = l.barn_full.len < BARN_SHEAVES;
+                    let empty = if room {
+                        l.barn_empty
+                            .pop()
+                            .or_else(|| s.sheaf_pool.lock().free.pop())
+                    } else {
+                        None
+                    };
+                    if let Some(empty) = empty {
+                        // SAFETY: the free sheaf is full and ours; it moves
+                        // to the barn.
+                        unsafe { l.barn_full.push(sh.free) };
+                        sh.free = empty;
+                    } else {
+                        drop(l);
+                        self.free_objects_to_slabs(s, nid, free.objects());
+                        free.size = 0;
+                        // The barn had room but the pool no sheaf: a page
+                        // of them for the next time, below.
+                        grow = room;
+                    }
+                }
             }
-            // The free sheaf is full. An empty main sheaf takes its objects
-            // (allocations use them next); otherwise it is parked in the barn,
-            // which has at most BARN_SHEAVES full sheaves, for an empty one.
-            // SAFETY: main is a valid sheaf of this CPU.
-            if unsafe { (*sh.main).size } == 0 {
-                core::mem::swap(&mut sh.main, &mut sh.free);
-                // SAFETY: the free sheaf is a valid, now empty sheaf of this CPU.
-                unsafe { (*sh.free).push(x) };
-                return Ok(());
-            }
-            let mut l = s.node(nid.min(s.nr_nodes - 1)).lists.lock();
-            let room = l.barn_full.len < BARN_SHEAVES;
-            let empty = if room {
-                l.barn_empty
-                    .pop()
-                    .or_else(|| s.sheaf_pool.lock().free.pop())
-            } else {
-                None
-            };
-            if let Some(empty) = empty {
-                // SAFETY: the free sheaf is full and ours; it moves to the barn.
-                unsafe { l.barn_full.push(sh.free) };
-                sh.free = empty;
-                // SAFETY: the free sheaf is a valid, empty sheaf of this CPU.
-                unsafe { (*sh.free).push(x) };
-                return Ok(());
-            }
-            drop(l);
-            // No empty sheaf to hand: flush the free sheaf into its slabs.
-            // SAFETY: as above.
-            let m = unsafe { &mut *sh.free };
-            self.free_objects_to_slabs(s, nid, m.objects());
-            m.size = 0;
-            m.push(x);
+            // SAFETY: the free sheaf is a valid, non-full sheaf of this CPU.
+            unsafe { (*sh.free).push(x) };
             drop(g);
-            if room {
-                // The barn had room but the pool no sheaf: a page of them for
-                // the next time, outside the section (a free may come from
-                // atomic context: no sleeping).
+            if grow {
+                // Outside the section (a free may come from atomic context:
+                // no sleeping).
                 let _ = self.sheaf_pool_grow(s, crate::gfp::GFP_NOWAIT);
             }
             return Ok(());
         }
+    }
+
+    /// Free `x` straight into its slab, not through the sheaves (another
+    /// node's object, or a CPU without sheaves).
+    fn free_to_slab(
+        &self,
+        s: &KmemCache,
+        nid: usize,
+        x: *mut u8,
+        caller: &'static Location<'static>,
+    ) -> Result<()> {
+        if self.free_objects_to_slabs(s, nid, &[x]) != 0 {
+            return self.freed_meanwhile(s, x as usize, caller);
+        }
+        Ok(())
     }
 
     /// `kmem_cache_free_bulk()`.

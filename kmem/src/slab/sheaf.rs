@@ -346,16 +346,9 @@ impl<P: Platform> Kmem<P> {
                     if self.init_cpu_sheaves(s, gfp) {
                         continue;
                     }
-                    let mut one = [0usize; 1];
-                    return match self.refill_from_slabs(s, gfp, nid, &mut one) {
-                        Ok(_) => Ok(one[0]),
-                        Err(e) => {
-                            if !gfp.contains(gfp::__GFP_NOWARN) {
-                                self.slab_oom(s, gfp, nid);
-                            }
-                            Err(e)
-                        }
-                    };
+                    return self
+                        .alloc_from_slabs(s, gfp, nid)
+                        .inspect_err(|_| self.slab_oom(s, gfp, nid));
                 }
                 // SAFETY: sheaves are valid (see above); main != free.
                 let main = unsafe { &mut *sh.main };
@@ -398,9 +391,7 @@ impl<P: Platform> Kmem<P> {
             match self.new_slab(s, gfp, nid) {
                 Ok(node) => from = Some(node),
                 Err(e) => {
-                    if !gfp.contains(gfp::__GFP_NOWARN) {
-                        self.slab_oom(s, gfp, nid);
-                    }
+                    self.slab_oom(s, gfp, nid);
                     return Err(e);
                 }
             }

@@ -174,13 +174,12 @@ impl<P: Platform> Kmem<P> {
         // as they are needed (`init_cpu_sheaves`).
         let nr_cpus = self.nr_cpus;
         let nr_nodes = self.nr_nodes;
-        let nr_sheaves = 1;
         let cpus_off = CPUS_OFF;
         let nodes_off = cpus_off + nr_cpus * core::mem::size_of::<CpuCache>();
         let nodes_off = nodes_off.next_multiple_of(64);
-        let sheaves_off =
+        let empty_off =
             (nodes_off + nr_nodes * core::mem::size_of::<KmemCacheNode>()).next_multiple_of(64);
-        let total = sheaves_off + nr_sheaves * core::mem::size_of::<Sheaf>();
+        let total = empty_off + core::mem::size_of::<Sheaf>();
         let order = crate::page_alloc::get_order(total);
         let page = self.alloc_pages(gfp::GFP_KERNEL | gfp::__GFP_ZERO, order)?;
         let base = self.page_address(page).ok_or(Error::NoMemory)?.as_ptr() as usize;
@@ -192,16 +191,16 @@ impl<P: Platform> Kmem<P> {
                 .union(SLAB_POISON)
                 .union(SLAB_STORE_USER),
         );
-        let sheaf =
-            |i: usize| (base + sheaves_off + i * core::mem::size_of::<Sheaf>()) as *mut Sheaf;
+        // Zeroed: an empty sheaf with a null guard slot.
+        let empty_sheaf = (base + empty_off) as *mut Sheaf;
         for i in 0..nr_cpus {
             // SAFETY: the block is ours, zeroed, and large enough for
             // `nr_cpus` CpuCache at `cpus_off` (64-byte aligned in a page).
             unsafe {
                 ((base + cpus_off) as *mut CpuCache).add(i).write(CpuCache {
                     sheaves: UnsafeCell::new(CpuSheaves {
-                        main: sheaf(0),
-                        free: sheaf(0),
+                        main: empty_sheaf,
+                        free: empty_sheaf,
                         cap: 0,
                     }),
                     gate: AtomicU32::new(
@@ -262,7 +261,7 @@ impl<P: Platform> Kmem<P> {
                     pages: 0,
                     nr_pages: 0,
                 }),
-                empty_sheaf: sheaf(0),
+                empty_sheaf,
                 nr_cpus,
                 nr_nodes,
                 cpus: NonNull::new_unchecked((base + cpus_off) as *mut CpuCache),
@@ -339,20 +338,24 @@ impl<P: Platform> Kmem<P> {
         self.flush_all(s);
         let mut freed = 0;
         for nid in 0..s.nr_nodes {
-            // Barn sheaves back into slabs.
-            loop {
-                let full = s.node(nid).lists.lock().barn_full.pop();
-                let Some(sh) = full else { break };
-                // SAFETY: a barn sheaf, now exclusively ours.
+            // The barn's sheaves back to the pool, the full ones' objects
+            // into their slabs first.
+            let (mut full, mut empty) = {
+                let mut l = s.node(nid).lists.lock();
+                let full = core::mem::replace(&mut l.barn_full, SheafStack::new());
+                (
+                    full,
+                    core::mem::replace(&mut l.barn_empty, SheafStack::new()),
+                )
+            };
+            while let Some(sh) = full.pop() {
+                // SAFETY: a barn sheaf, unlinked above, now exclusively ours.
                 let sf = unsafe { &mut *sh };
                 self.free_objects_to_slabs(s, nid, sf.objects());
                 sf.size = 0;
-                // SAFETY: valid, unlinked.
-                unsafe { s.node(nid).lists.lock().barn_empty.push(sh) };
+                // SAFETY: empty, unlinked.
+                unsafe { empty.push(sh) };
             }
-            // The barn's empty sheaves back to the pool.
-            let mut empty =
-                core::mem::replace(&mut s.node(nid).lists.lock().barn_empty, SheafStack::new());
             {
                 let mut pool = s.sheaf_pool.lock();
                 while let Some(sh) = empty.pop() {
