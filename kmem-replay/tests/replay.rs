@@ -431,6 +431,17 @@ fn the_json_report_has_the_issue_keys() {
     assert_eq!(v["failures"], 0);
     assert_eq!(v["kmalloc_fidelity"], 1.0);
     assert!(v["events_per_sec"].as_f64().unwrap() > 0.0);
+    // The machine's boot is reported beside the replay, not inside its time.
+    assert!(v["machine"]["boot_sec"].as_f64().unwrap() > 0.0);
+    let mut out = String::new();
+    report.write_text(&mut out).unwrap();
+    assert!(
+        out.lines()
+            .next()
+            .unwrap()
+            .ends_with("ms, not counted below)"),
+        "{out}"
+    );
     assert_eq!(v["peak_live_bytes"], 100);
     let frag = v["fragmentation"].as_f64().unwrap();
     assert!(frag >= 1.0, "{frag}");
