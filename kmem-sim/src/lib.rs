@@ -16,10 +16,12 @@
 //!   above it is "high memory" that the core reaches through `kmap`.
 //! * **Page tables are mmap calls.** A large `PROT_NONE` range is reserved
 //!   at creation as the vmalloc/kmap area ([`Platform::vmap_range`]).
-//!   [`Platform::map_page`] maps one page of the memfd there with
-//!   `MAP_FIXED | MAP_SHARED`, an alias of the same physical page;
-//!   [`Platform::unmap_page`] puts a `PROT_NONE` placeholder back so the
-//!   area stays reserved.
+//!   [`Platform::map_kernel_range`] maps a physically contiguous run of the
+//!   memfd there with `MAP_FIXED | MAP_SHARED | MAP_POPULATE`, an alias of
+//!   the same physical pages with its page tables filled at once;
+//!   [`Platform::unmap_kernel_range`] puts a `PROT_NONE` placeholder back so
+//!   the area stays reserved and a stale access faults. The host's `mmap`
+//!   is seen by every thread at once, so the TLB flush has nothing to do.
 //! * **CPUs are threads.** A thread becomes CPU `n` with
 //!   [`SimPlatform::bind`]; at most one thread is bound to a CPU at a time,
 //!   which is what makes a CPU-local section exclusive (promise 1 of the
@@ -96,7 +98,7 @@ use cpu::{
     NOT_BOUND,
 };
 use kmem::memory_map::{MemRegion, ParseError, RegionKind};
-use kmem::platform::{DirectMap, Level, LocalState, Platform, Task};
+use kmem::platform::{DirectMap, Level, LocalState, PgProt, Platform, Task};
 use kmem::PAGE_SIZE;
 use phys::{page_align_up, PhysMem, VmapArea};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -104,7 +106,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use wait::WaitTable;
 
-/// Default size of the virtual range reserved for [`Platform::map_page`]
+/// Default size of the virtual range reserved for [`Platform::map_kernel_range`]
 /// (64 GiB; see [`SimConfig::vmap_size`]).
 pub const VMAP_SIZE: usize = 64 << 30;
 
@@ -832,31 +834,52 @@ unsafe impl Platform for SimPlatform {
         Some(self.vmap.range())
     }
 
-    fn map_page(&self, va: usize, pfn: u64) -> kmem::Result<()> {
-        if !self.vmap.contains_page(va) || pfn >= self.phys.pages() {
+    fn map_kernel_range(
+        &self,
+        va: usize,
+        pa: u64,
+        size: usize,
+        prot: PgProt,
+        _page_shift: u32,
+    ) -> kmem::Result<()> {
+        let pages_ok = pa
+            .checked_add(size as u64)
+            .is_some_and(|end| end <= self.phys.size());
+        if !self.vmap.contains_range(va, size) || !pages_ok || pa % PAGE_SIZE as u64 != 0 {
+            kmem::report!(
+                self,
+                Level::Err,
+                "kmem-sim: map_kernel_range({va:#x}, {pa:#x}, {size:#x}): outside the vmap area or physical memory"
+            );
             return Err(kmem::Error::InvalidArgument);
         }
-        self.vmap.map(&self.phys, va, pfn).map_err(|e| {
-            kmem::report!(
-                self,
-                Level::Err,
-                "kmem-sim: map_page({va:#x}, {pfn:#x}): {e}"
-            );
-            kmem::Error::NoMemory
-        })
+        self.vmap
+            .map(&self.phys, va, pa, size, prot.writable())
+            .map_err(|e| {
+                kmem::report!(
+                    self,
+                    Level::Err,
+                    "kmem-sim: map_kernel_range({va:#x}, {pa:#x}, {size:#x}): {e}"
+                );
+                kmem::Error::NoMemory
+            })
     }
 
-    fn unmap_page(&self, va: usize) {
-        if !self.vmap.contains_page(va) {
+    fn unmap_kernel_range(&self, va: usize, size: usize) {
+        if !self.vmap.contains_range(va, size) {
             kmem::report!(
                 self,
                 Level::Err,
-                "kmem-sim: unmap_page({va:#x}): not a page of the vmap area"
+                "kmem-sim: unmap_kernel_range({va:#x}, {size:#x}): not inside the vmap area"
             );
             return;
         }
-        if let Err(e) = self.vmap.unmap(va) {
-            kmem::report!(self, Level::Err, "kmem-sim: unmap_page({va:#x}): {e}");
+        if let Err(e) = self.vmap.unmap(va, size) {
+            kmem::report!(
+                self,
+                Level::Err,
+                "kmem-sim: unmap_kernel_range({va:#x}, {size:#x}): {e}"
+            );
         }
     }
 

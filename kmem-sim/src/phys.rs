@@ -2,7 +2,7 @@
 //!
 //! Physical memory is one memfd. It is mapped once, shared, as the direct
 //! map: physical address `pa` lives at `base + pa`. Pages of the same memfd
-//! mapped elsewhere with [`VmapArea::map_page`] are aliases of the direct
+//! mapped elsewhere with [`VmapArea::map`] are aliases of the direct
 //! map, exactly as a vmalloc or kmap mapping aliases `__va(pa)` on Linux.
 //!
 //! Everything is `MAP_NORESERVE` and the memfd is sparse, so a machine costs
@@ -107,11 +107,6 @@ impl PhysMem {
     pub(crate) fn size(&self) -> u64 {
         self.size as u64
     }
-
-    /// Number of page frames.
-    pub(crate) fn pages(&self) -> u64 {
-        (self.size / PAGE_SIZE) as u64
-    }
 }
 
 impl Drop for PhysMem {
@@ -156,44 +151,66 @@ impl VmapArea {
         (self.start, self.start + self.len)
     }
 
-    /// Whether `va` is a page-aligned address of a page inside the area.
-    pub(crate) fn contains_page(&self, va: usize) -> bool {
-        va % PAGE_SIZE == 0 && va >= self.start && va - self.start < self.len
+    /// Whether `[va, va + len)` is a non-empty run of whole pages inside
+    /// the area.
+    pub(crate) fn contains_range(&self, va: usize, len: usize) -> bool {
+        va % PAGE_SIZE == 0
+            && len % PAGE_SIZE == 0
+            && len > 0
+            && va >= self.start
+            && va - self.start <= self.len
+            && len <= self.len - (va - self.start)
     }
 
-    /// Map page `pfn` of `phys` at `va`, replacing whatever was there.
-    /// `va` must satisfy [`contains_page`](Self::contains_page) and `pfn`
-    /// be below `phys.pages()` (checked by the caller).
-    pub(crate) fn map(&self, phys: &PhysMem, va: usize, pfn: u64) -> rustix::io::Result<()> {
-        assert!(self.contains_page(va) && pfn < phys.pages());
-        // SAFETY: `va` is a page inside the range this value reserved at
-        // creation; nothing but `map`/`unmap` ever maps there and no Rust
-        // object lives there, so replacing the page (MAP_FIXED) cannot
-        // invalidate memory anything else in the process relies on. The
-        // file offset is inside the memfd.
+    /// Map `len` bytes of `phys` from physical address `pa` at `va`,
+    /// replacing whatever was there, with every page table entry filled at
+    /// once (`MAP_POPULATE`), as Linux fills a vmalloc area's page tables
+    /// when it maps it rather than on first touch. The range must satisfy
+    /// [`contains_range`](Self::contains_range) and lie inside `phys`
+    /// (checked by the caller).
+    pub(crate) fn map(
+        &self,
+        phys: &PhysMem,
+        va: usize,
+        pa: u64,
+        len: usize,
+        writable: bool,
+    ) -> rustix::io::Result<()> {
+        assert!(self.contains_range(va, len) && pa + len as u64 <= phys.size());
+        let prot = if writable {
+            ProtFlags::READ | ProtFlags::WRITE
+        } else {
+            ProtFlags::READ
+        };
+        // SAFETY: `[va, va + len)` is inside the range this value reserved
+        // at creation; nothing but `map`/`unmap` ever maps there and no
+        // Rust object lives there, so replacing those pages (MAP_FIXED)
+        // cannot invalidate memory anything else in the process relies
+        // on. The file range is inside the memfd.
         unsafe {
             mmap(
                 ptr::with_exposed_provenance_mut::<c_void>(va),
-                PAGE_SIZE,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED | MapFlags::FIXED,
+                len,
+                prot,
+                MapFlags::SHARED | MapFlags::FIXED | MapFlags::POPULATE,
                 &phys.fd,
-                pfn * PAGE_SIZE as u64,
+                pa,
             )
         }
         .map(|_| ())
     }
 
-    /// Put an inaccessible placeholder back at `va` (which must satisfy
-    /// [`contains_page`](Self::contains_page)), keeping the area reserved.
-    pub(crate) fn unmap(&self, va: usize) -> rustix::io::Result<()> {
-        assert!(self.contains_page(va));
-        // SAFETY: as in `map`: the page is inside our reservation and only
-        // ever holds mappings made by `map`/`unmap`.
+    /// Put an inaccessible placeholder back over `[va, va + len)` (which
+    /// must satisfy [`contains_range`](Self::contains_range)), keeping the
+    /// area reserved: a later access faults.
+    pub(crate) fn unmap(&self, va: usize, len: usize) -> rustix::io::Result<()> {
+        assert!(self.contains_range(va, len));
+        // SAFETY: as in `map`: the pages are inside our reservation and
+        // only ever hold mappings made by `map`/`unmap`.
         unsafe {
             mmap_anonymous(
                 ptr::with_exposed_provenance_mut::<c_void>(va),
-                PAGE_SIZE,
+                len,
                 ProtFlags::empty(),
                 MapFlags::PRIVATE | MapFlags::FIXED | MapFlags::NORESERVE,
             )

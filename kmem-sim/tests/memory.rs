@@ -1,6 +1,7 @@
 //! Physical memory, the direct map, the vmap area and machine creation.
 
 use kmem::memory_map::MemRegion;
+use kmem::platform::PgProt;
 use kmem::{Error, Platform, PAGE_SIZE};
 use kmem_sim::{pc_memory_map, SimConfig, SimError, SimPlatform};
 
@@ -35,8 +36,18 @@ fn direct_map_covers_usable_memory_and_reads_zero() {
     assert_eq!(dm.va(64 * MIB), None);
 }
 
+fn map(p: &SimPlatform, va: usize, pfn: u64, pages: usize) -> kmem::Result<()> {
+    p.map_kernel_range(
+        va,
+        pfn * PAGE_SIZE as u64,
+        pages * PAGE_SIZE,
+        PgProt::Kernel,
+        kmem::PAGE_SHIFT,
+    )
+}
+
 #[test]
-fn map_page_aliases_the_direct_map() {
+fn map_kernel_range_aliases_the_direct_map() {
     let p = machine(16);
     let dm = p.direct_map();
     let (start, end) = p.vmap_range().unwrap();
@@ -45,7 +56,7 @@ fn map_page_aliases_the_direct_map() {
     let pa = pfn * PAGE_SIZE as u64;
     let direct = dm.va(pa).unwrap();
     let alias = start + 7 * PAGE_SIZE;
-    p.map_page(alias, pfn).unwrap();
+    map(&p, alias, pfn, 1).unwrap();
     // SAFETY: both addresses are mapped read/write to the same page.
     unsafe {
         ptr(direct + 16).write_volatile(0xdead_beef);
@@ -54,37 +65,45 @@ fn map_page_aliases_the_direct_map() {
         assert_eq!(ptr(direct + 24).read_volatile(), 0x1234);
     }
     // Remapping the same address to another page shows that page instead.
-    p.map_page(alias, pfn + 1).unwrap();
+    map(&p, alias, pfn + 1, 1).unwrap();
     // SAFETY: as above.
     unsafe {
         ptr(direct + PAGE_SIZE + 16).write_volatile(77);
         assert_eq!(ptr(alias + 16).read_volatile(), 77);
     }
-    p.unmap_page(alias);
+    p.unmap_kernel_range(alias, PAGE_SIZE);
     // The page can be mapped again after unmapping (the area stays reserved).
-    p.map_page(alias, pfn).unwrap();
+    map(&p, alias, pfn, 1).unwrap();
     // SAFETY: as above.
     unsafe { assert_eq!(ptr(alias + 16).read_volatile(), 0xdead_beef) };
-    p.unmap_page(alias);
+    p.unmap_kernel_range(alias, PAGE_SIZE);
+    // A run of pages maps in one call and stays contiguous.
+    map(&p, alias, pfn, 3).unwrap();
+    // SAFETY: three pages mapped read/write at `alias`, aliasing `direct`.
+    unsafe {
+        ptr(direct + 2 * PAGE_SIZE + 8).write_volatile(0xabc);
+        assert_eq!(ptr(alias + 2 * PAGE_SIZE + 8).read_volatile(), 0xabc);
+    }
+    p.unmap_kernel_range(alias, 3 * PAGE_SIZE);
+    p.flush_tlb_kernel_range(alias, alias + 3 * PAGE_SIZE);
     assert!(p.reports().is_empty(), "{:?}", p.reports());
 }
 
 #[test]
-fn map_page_rejects_bad_arguments() {
+fn map_kernel_range_rejects_bad_arguments() {
     let p = machine(16);
     let (start, end) = p.vmap_range().unwrap();
     let pages = p.phys_size() / PAGE_SIZE as u64;
-    assert_eq!(p.map_page(start + 1, 0), Err(Error::InvalidArgument));
-    assert_eq!(
-        p.map_page(start - PAGE_SIZE, 0),
-        Err(Error::InvalidArgument)
-    );
-    assert_eq!(p.map_page(end, 0), Err(Error::InvalidArgument));
-    assert_eq!(p.map_page(start, pages), Err(Error::InvalidArgument));
-    assert_eq!(p.map_page(end - PAGE_SIZE, pages - 1), Ok(()));
-    p.unmap_page(end - PAGE_SIZE);
-    p.unmap_page(end);
-    assert!(p.reported("not a page of the vmap area"));
+    assert_eq!(map(&p, start + 1, 0, 1), Err(Error::InvalidArgument));
+    assert_eq!(map(&p, start - PAGE_SIZE, 0, 1), Err(Error::InvalidArgument));
+    assert_eq!(map(&p, end, 0, 1), Err(Error::InvalidArgument));
+    assert_eq!(map(&p, end - PAGE_SIZE, 0, 2), Err(Error::InvalidArgument));
+    assert_eq!(map(&p, start, pages, 1), Err(Error::InvalidArgument));
+    assert_eq!(map(&p, start, pages - 1, 2), Err(Error::InvalidArgument));
+    assert_eq!(map(&p, end - PAGE_SIZE, pages - 1, 1), Ok(()));
+    p.unmap_kernel_range(end - PAGE_SIZE, PAGE_SIZE);
+    p.unmap_kernel_range(end, PAGE_SIZE);
+    assert!(p.reported("not inside the vmap area"));
 }
 
 #[test]
@@ -94,9 +113,9 @@ fn lowmem_limit_shortens_the_direct_map_only() {
     let p = SimPlatform::new(cfg).unwrap();
     assert_eq!(p.direct_map().end, 32 * MIB);
     assert_eq!(p.phys_size(), 64 * MIB);
-    // High memory is reachable through map_page.
+    // High memory is reachable through a kernel mapping.
     let (start, _) = p.vmap_range().unwrap();
-    p.map_page(start, (48 * MIB) / PAGE_SIZE as u64).unwrap();
+    map(&p, start, (48 * MIB) / PAGE_SIZE as u64, 1).unwrap();
     // SAFETY: mapped read/write just above.
     unsafe {
         ptr(start).write_volatile(9);
@@ -158,7 +177,7 @@ fn vmap_size_is_configurable_and_must_be_positive() {
     let p = SimPlatform::new(c.clone()).unwrap();
     let (start, end) = p.vmap_range().unwrap();
     assert_eq!(end - start, 6 * PAGE_SIZE, "rounded up to whole pages");
-    p.map_page(start + 5 * PAGE_SIZE, 0x100).unwrap();
+    map(&p, start + 5 * PAGE_SIZE, 0x100, 1).unwrap();
     c.vmap_size = 0;
     let err = SimPlatform::new(c).unwrap_err();
     assert!(err.to_string().contains("vmap area"), "{err}");

@@ -41,7 +41,7 @@ unsafe impl Platform for Counted<'_> {
     kmem::forward_platform!(p => &p.sim;
         nr_cpu_ids, smp_processor_id, local_enter, local_exit,
         in_atomic, in_interrupt, direct_map, memory_is_zeroed,
-        vmap_range, map_page, unmap_page, smp_call_function_single,
+        vmap_range, map_kernel_range, unmap_kernel_range, flush_tlb_kernel_range, smp_call_function_single,
         report, current, now_ns, random_u64,
         task_flags, set_task_flags, out_of_memory
     );

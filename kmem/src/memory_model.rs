@@ -31,10 +31,12 @@ pub(crate) struct Kmap {
 }
 
 impl Kmap {
-    /// The window at `[start, end)`, if it holds `LAST_PKMAP` pages.
+    /// The window at the top of the platform's vmap range `[start, end)`
+    /// (as `PKMAP_BASE` sits above `VMALLOC_END` on 32-bit x86), if the
+    /// range holds `LAST_PKMAP` pages.
     pub(crate) fn new(start: usize, end: usize) -> Option<Kmap> {
         (end - start >= LAST_PKMAP * PAGE_SIZE).then(|| Kmap {
-            base: start,
+            base: end - LAST_PKMAP * PAGE_SIZE,
             slots: spin::Mutex::new([0; LAST_PKMAP / 64]),
         })
     }
@@ -138,7 +140,14 @@ impl<P: Platform> Kmem<P> {
             return Err(Error::Busy);
         };
         let va = km.base + slot * PAGE_SIZE;
-        if let Err(e) = self.p.map_page(va, pfn) {
+        let mapped = self.p.map_kernel_range(
+            va,
+            crate::pfn_phys(pfn),
+            PAGE_SIZE,
+            crate::platform::PgProt::Kernel,
+            PAGE_SHIFT,
+        );
+        if let Err(e) = mapped {
             km.slots.lock()[slot / 64] &= !(1 << (slot % 64));
             return Err(e);
         }
@@ -154,7 +163,10 @@ impl<P: Platform> Kmem<P> {
             return;
         }
         let slot = (a - km.base) / PAGE_SIZE;
-        self.p.unmap_page(km.base + slot * PAGE_SIZE);
+        let va = km.base + slot * PAGE_SIZE;
+        self.p.unmap_kernel_range(va, PAGE_SIZE);
+        // The slot is reused at once, so no CPU may keep the old translation.
+        self.p.flush_tlb_kernel_range(va, va + PAGE_SIZE);
         km.slots.lock()[slot / 64] &= !(1 << (slot % 64));
     }
 }

@@ -104,6 +104,29 @@ impl Task {
     }
 }
 
+/// The protection of a kernel mapping (`pgprot_t`), as
+/// [`Platform::map_kernel_range`] takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PgProt {
+    /// `PAGE_KERNEL`: cached, read/write (vmalloc, `ioremap_cache`).
+    Kernel,
+    /// `PAGE_KERNEL_RO`: cached, read-only.
+    KernelRo,
+    /// `pgprot_writecombine(PAGE_KERNEL)`: write-combining (`ioremap_wc`).
+    WriteCombine,
+    /// `PAGE_KERNEL_NOCACHE` with `_PAGE_CACHE_MODE_UC_MINUS` (`ioremap`).
+    UncachedMinus,
+    /// `_PAGE_CACHE_MODE_UC`: strongly uncached (`ioremap_uc`).
+    Uncached,
+}
+
+impl PgProt {
+    /// Whether the mapping may be written.
+    pub const fn writable(self) -> bool {
+        !matches!(self, PgProt::KernelRo)
+    }
+}
+
 /// Everything the core needs from its environment.
 ///
 /// # Safety
@@ -134,6 +157,15 @@ impl Task {
 ///    `Ok(())` only after `f` has run once, and an error without having run
 ///    it. When the platform is not `Sync`, `f` runs on the calling thread
 ///    (the core may then hand it a closure that is `Send` only in name).
+/// 5. **Kernel mappings alias what they map.** After
+///    [`map_kernel_range(va, pa, size, ..)`](Self::map_kernel_range)
+///    returns `Ok`, and until [`unmap_kernel_range`](Self::unmap_kernel_range)
+///    removes them, the bytes `[va, va + size)` are valid for reads and
+///    writes (reads only for [`PgProt::KernelRo`]) and are the same memory
+///    as the direct map's `direct_map().base + pa ..` (for RAM) or the
+///    device's registers (for MMIO). Nothing else maps into
+///    [`vmap_range`](Self::vmap_range); an address there that the core has
+///    not mapped never reaches memory (it faults).
 pub unsafe trait Platform {
     /// Number of possible CPUs (`nr_cpu_ids`). Constant for the platform's life.
     fn nr_cpu_ids(&self) -> usize;
@@ -195,22 +227,54 @@ pub unsafe trait Platform {
         false
     }
 
-    /// The virtual address range the core may map pages into with
-    /// [`map_page`](Self::map_page) (the vmalloc/kmap area), if any.
+    /// The kernel virtual range the core maps pages into
+    /// (`VMALLOC_START..VMALLOC_END`, with the kmap window at its top), if
+    /// the platform has page tables. The core gives out addresses in it
+    /// (vmalloc, vmap, ioremap, kmap) and maps them with
+    /// [`map_kernel_range`](Self::map_kernel_range); nothing else may use it.
     fn vmap_range(&self) -> Option<(usize, usize)> {
         None
     }
 
-    /// Map physical page `pfn` at virtual address `va` (page aligned, inside
-    /// [`vmap_range`](Self::vmap_range)).
-    fn map_page(&self, va: usize, pfn: u64) -> crate::Result<()> {
-        let _ = (va, pfn);
+    /// `vmap_range_noflush()`: map `size` bytes of physical memory from
+    /// `pa` at `va` with protection `prot`. `va`, `pa` and `size` are page
+    /// aligned and `[va, va + size)` lies inside
+    /// [`vmap_range`](Self::vmap_range) and maps nothing. `page_shift` is
+    /// the largest page the core allows (`PAGE_SHIFT`, or `PMD_SHIFT` when
+    /// `va`, `pa` and `size` are all 2 MiB aligned); a platform may use
+    /// smaller pages. `pa` is RAM of the memory map or a device's MMIO
+    /// range. On failure nothing stays mapped.
+    ///
+    /// The default answers [`Error::NotSupported`](crate::Error::NotSupported):
+    /// a platform without page tables (the arena) has no vmalloc.
+    fn map_kernel_range(
+        &self,
+        va: usize,
+        pa: u64,
+        size: usize,
+        prot: PgProt,
+        page_shift: u32,
+    ) -> crate::Result<()> {
+        let _ = (va, pa, size, prot, page_shift);
         Err(crate::Error::NotSupported)
     }
 
-    /// Remove the mapping at `va`.
-    fn unmap_page(&self, va: usize) {
-        let _ = va;
+    /// `vunmap_range_noflush()`: remove every mapping in `[va, va + size)`
+    /// (page aligned, inside [`vmap_range`](Self::vmap_range)). After it
+    /// returns, an access to the range faults on this CPU; other CPUs may
+    /// still reach the old pages through stale TLB entries until
+    /// [`flush_tlb_kernel_range`](Self::flush_tlb_kernel_range) covers it,
+    /// which is why the core does not reuse the addresses before that.
+    fn unmap_kernel_range(&self, va: usize, size: usize) {
+        let _ = (va, size);
+    }
+
+    /// `flush_tlb_kernel_range()`: drop every CPU's cached translations for
+    /// `[start, end)` (`invlpg` here and a shootdown IPI to the others on
+    /// x86). A platform whose unmaps are seen by every CPU at once (the
+    /// simulator's `mmap` is) does nothing.
+    fn flush_tlb_kernel_range(&self, start: usize, end: usize) {
+        let _ = (start, end);
     }
 
     /// Block until `cond()` holds or `timeout_ns` passes (`None`: no
@@ -423,7 +487,7 @@ macro_rules! report {
 #[macro_export]
 macro_rules! forward_platform {
     ($s:ident => $to:expr; all) => {
-        $crate::forward_platform!($s => $to; nr_cpu_ids, smp_processor_id, local_enter, local_exit, local_enter_leaf, local_exit_leaf, in_atomic, in_interrupt, direct_map, memory_is_zeroed, vmap_range, map_page, unmap_page, wait_event, wake_up, others_can_run, smp_call_function_single, on_each_cpu, report, current, now_ns, random_u64, task_flags, set_task_flags, out_of_memory);
+        $crate::forward_platform!($s => $to; nr_cpu_ids, smp_processor_id, local_enter, local_exit, local_enter_leaf, local_exit_leaf, in_atomic, in_interrupt, direct_map, memory_is_zeroed, vmap_range, map_kernel_range, unmap_kernel_range, flush_tlb_kernel_range, wait_event, wake_up, others_can_run, smp_call_function_single, on_each_cpu, report, current, now_ns, random_u64, task_flags, set_task_flags, out_of_memory);
     };
     ($s:ident => $to:expr; $($m:ident),+ $(,)?) => {
         $( $crate::forward_platform!(@one $s => $to; $m); )+
@@ -505,18 +569,25 @@ macro_rules! forward_platform {
             $crate::platform::Platform::vmap_range($to)
         }
     };
-    (@one $s:ident => $to:expr; map_page) => {
+    (@one $s:ident => $to:expr; map_kernel_range) => {
         #[inline]
-        fn map_page(&self, va: usize, pfn: u64) -> $crate::Result<()> {
+        fn map_kernel_range(&self, va: usize, pa: u64, size: usize, prot: $crate::platform::PgProt, page_shift: u32) -> $crate::Result<()> {
             let $s = self;
-            $crate::platform::Platform::map_page($to, va, pfn)
+            $crate::platform::Platform::map_kernel_range($to, va, pa, size, prot, page_shift)
         }
     };
-    (@one $s:ident => $to:expr; unmap_page) => {
+    (@one $s:ident => $to:expr; unmap_kernel_range) => {
         #[inline]
-        fn unmap_page(&self, va: usize) -> () {
+        fn unmap_kernel_range(&self, va: usize, size: usize) -> () {
             let $s = self;
-            $crate::platform::Platform::unmap_page($to, va)
+            $crate::platform::Platform::unmap_kernel_range($to, va, size)
+        }
+    };
+    (@one $s:ident => $to:expr; flush_tlb_kernel_range) => {
+        #[inline]
+        fn flush_tlb_kernel_range(&self, start: usize, end: usize) -> () {
+            let $s = self;
+            $crate::platform::Platform::flush_tlb_kernel_range($to, start, end)
         }
     };
     (@one $s:ident => $to:expr; wait_event) => {
