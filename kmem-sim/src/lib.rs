@@ -22,6 +22,10 @@
 //!   [`Platform::unmap_kernel_range`] puts a `PROT_NONE` placeholder back so
 //!   the area stays reserved and a stale access faults. The host's `mmap`
 //!   is seen by every thread at once, so the TLB flush has nothing to do.
+//!   A fault in the area (a guard-page overrun, a use after `vfree`) is
+//!   caught and printed as Linux's page fault oops, with what the core's
+//!   describer says of the address, and ends the process (`fault`
+//!   module: [`SimPlatform::set_fault_describer`]).
 //! * **CPUs are threads.** A thread becomes CPU `n` with
 //!   [`SimPlatform::bind`]; at most one thread is bound to a CPU at a time,
 //!   which is what makes a CPU-local section exclusive (promise 1 of the
@@ -73,6 +77,7 @@ compile_error!("kmem-sim needs 64-bit Linux (memfd_create and a large address sp
 
 mod cpu;
 mod dcache;
+mod fault;
 mod kswapd;
 mod machine;
 mod oom;
@@ -82,6 +87,7 @@ mod wait;
 
 pub use cpu::CpuBinding;
 pub use dcache::Dcache;
+pub use fault::FaultDescriber;
 pub use kswapd::with_kswapd;
 pub use machine::{
     parse_memory_map, parse_size, pc_memory_map, pc_memory_map_numa, read_memory_map,
@@ -273,6 +279,9 @@ pub struct SimPlatform {
     map: Vec<MemRegion>,
     phys: PhysMem,
     direct_end: u64,
+    /// The vmap area's place in the fault handler's registry; dropped
+    /// (unregistered) before `vmap` is unmapped.
+    fault: fault::Registration,
     vmap: VmapArea,
     cpus: Cpus,
     waits: WaitTable,
@@ -379,12 +388,14 @@ impl SimPlatform {
         let direct_end = config.lowmem_limit.map_or(size, |l| l.min(size));
         let mut seed = config.seed;
         let unbound_seed = splitmix64(&mut seed);
+        let id = new_instance_id();
         Ok(SimPlatform {
-            id: new_instance_id(),
+            id,
             nr_cpus: config.nr_cpus,
             map: config.map,
             phys,
             direct_end,
+            fault: fault::register(id, vmap.range()),
             vmap,
             cpus: Cpus::new(config.nr_cpus, config.seed),
             waits: WaitTable::new(),
