@@ -26,6 +26,10 @@
 //!   caught and printed as Linux's page fault oops, with what the core's
 //!   describer says of the address, and ends the process (`fault`
 //!   module: [`SimPlatform::set_fault_describer`]).
+//! * **Devices** ([`SimConfig::devices`], [`DeviceConfig`]) are reserved
+//!   ranges of the memory map backed by a memfd each and served by a host
+//!   thread; `map_kernel_range` of a device address maps its memory, so a
+//!   driver test can `ioremap` a device's registers and talk to it.
 //! * **CPUs are threads.** A thread becomes CPU `n` with
 //!   [`SimPlatform::bind`]; at most one thread is bound to a CPU at a time,
 //!   which is what makes a CPU-local section exclusive (promise 1 of the
@@ -77,6 +81,7 @@ compile_error!("kmem-sim needs 64-bit Linux (memfd_create and a large address sp
 
 mod cpu;
 mod dcache;
+mod device;
 mod fault;
 mod kswapd;
 mod machine;
@@ -87,6 +92,7 @@ mod wait;
 
 pub use cpu::CpuBinding;
 pub use dcache::Dcache;
+pub use device::{echo, DeviceConfig, DeviceKind, SimDevice, DEFAULT_DEVICE_BASE};
 pub use fault::FaultDescriber;
 pub use kswapd::with_kswapd;
 pub use machine::{
@@ -142,6 +148,10 @@ pub struct SimConfig {
     /// (valgrind refuses a 64 GiB reservation) need a smaller one; it is
     /// rounded up to whole pages.
     pub vmap_size: usize,
+    /// Devices with memory-mapped registers ([`DeviceConfig`]); their
+    /// ranges join the memory map as reserved ranges. None by default
+    /// with [`SimConfig::new`].
+    pub devices: Vec<DeviceConfig>,
 }
 
 impl SimConfig {
@@ -155,14 +165,18 @@ impl SimConfig {
             echo_reports: false,
             seed: 0,
             vmap_size: VMAP_SIZE,
+            devices: Vec::new(),
         }
     }
 }
 
 impl Default for SimConfig {
-    /// One CPU and a PC with 128 MiB of RAM ([`pc_memory_map`]).
+    /// One CPU and a PC with 128 MiB of RAM ([`pc_memory_map`]) and a
+    /// `kmem-echo` device at [`DEFAULT_DEVICE_BASE`].
     fn default() -> Self {
-        SimConfig::new(1, pc_memory_map(128 << 20))
+        let mut c = SimConfig::new(1, pc_memory_map(128 << 20));
+        c.devices = vec![DeviceConfig::default()];
+        c
     }
 }
 
@@ -197,6 +211,13 @@ pub enum SimError {
         /// What is wrong with it.
         why: &'static str,
     },
+    /// A device could not be read (see [`DeviceConfig::parse`]).
+    BadDevice {
+        /// The text given.
+        text: String,
+        /// What is wrong with it.
+        why: String,
+    },
 }
 
 impl SimError {
@@ -218,6 +239,10 @@ impl fmt::Display for SimError {
                 write!(f, "memory map line {line}: {reason}: `{text}`")
             }
             SimError::BadSize { text, why } => write!(f, "bad size `{text}`: {why}"),
+            SimError::BadDevice { text, why } => write!(
+                f,
+                "bad device `{text}`: {why} (expected KIND@ADDRESS[,SIZE], such as echo@0xfe000000)"
+            ),
         }
     }
 }
@@ -283,6 +308,8 @@ pub struct SimPlatform {
     /// (unregistered) before `vmap` is unmapped.
     fault: fault::Registration,
     vmap: VmapArea,
+    /// Devices, stopped before the vmap area that may map them goes.
+    devices: Vec<SimDevice>,
     cpus: Cpus,
     waits: WaitTable,
     reports: Mutex<Vec<(Level, String)>>,
@@ -347,7 +374,11 @@ impl SimPlatform {
     /// The memory map is checked with [`kmem::memory_map::validate`] first;
     /// a refused map gives [`SimError::InvalidMap`] with the report text.
     /// There must be at least one CPU and one usable range, and a
-    /// `lowmem_limit` must be page aligned.
+    /// `lowmem_limit` must be page aligned. Each device's range must be
+    /// page aligned and overlap neither usable RAM nor another device
+    /// ([`SimError::Config`]); the parts not covered by the map's
+    /// non-usable ranges are added to [`memory_map`](Self::memory_map) as
+    /// reserved ranges.
     pub fn new(config: SimConfig) -> Result<SimPlatform, SimError> {
         let checker = MapChecker {
             lines: RefCell::new(Vec::new()),
@@ -386,17 +417,25 @@ impl SimPlatform {
         }
         let vmap = VmapArea::new(config.vmap_size.next_multiple_of(PAGE_SIZE))?;
         let direct_end = config.lowmem_limit.map_or(size, |l| l.min(size));
+        let mut map = config.map;
+        device::add_to_map(&mut map, &config.devices)?;
+        let devices = config
+            .devices
+            .into_iter()
+            .map(SimDevice::start)
+            .collect::<Result<Vec<_>, _>>()?;
         let mut seed = config.seed;
         let unbound_seed = splitmix64(&mut seed);
         let id = new_instance_id();
         Ok(SimPlatform {
             id,
             nr_cpus: config.nr_cpus,
-            map: config.map,
+            map,
             phys,
             direct_end,
             fault: fault::register(id, vmap.range()),
             vmap,
+            devices,
             cpus: Cpus::new(config.nr_cpus, config.seed),
             waits: WaitTable::new(),
             reports: Mutex::new(Vec::new()),
@@ -407,9 +446,15 @@ impl SimPlatform {
         })
     }
 
-    /// The memory map the machine was built from.
+    /// The memory map the machine was built from, with its devices'
+    /// ranges reserved.
     pub fn memory_map(&self) -> &[MemRegion] {
         &self.map
+    }
+
+    /// The machine's devices, in the order of [`SimConfig::devices`].
+    pub fn devices(&self) -> &[SimDevice] {
+        &self.devices
     }
 
     /// Bytes of physical memory (the memfd size: the highest end of a
@@ -853,27 +898,35 @@ unsafe impl Platform for SimPlatform {
         prot: PgProt,
         _page_shift: u32,
     ) -> kmem::Result<()> {
-        let pages_ok = pa
-            .checked_add(size as u64)
-            .is_some_and(|end| end <= self.phys.size());
+        let device = device::find(&self.devices, pa, size as u64);
+        let pages_ok = matches!(device, Ok(Some(_)))
+            || (device.is_ok()
+                && pa
+                    .checked_add(size as u64)
+                    .is_some_and(|end| end <= self.phys.size()));
         if !self.vmap.contains_range(va, size) || !pages_ok || pa % PAGE_SIZE as u64 != 0 {
             kmem::report!(
                 self,
                 Level::Err,
-                "kmem-sim: map_kernel_range({va:#x}, {pa:#x}, {size:#x}): outside the vmap area or physical memory"
+                "kmem-sim: map_kernel_range({va:#x}, {pa:#x}, {size:#x}): outside the vmap area, or not inside physical memory or one device"
             );
             return Err(kmem::Error::InvalidArgument);
         }
-        self.vmap
-            .map(&self.phys, va, pa, size, prot.writable())
-            .map_err(|e| {
-                kmem::report!(
-                    self,
-                    Level::Err,
-                    "kmem-sim: map_kernel_range({va:#x}, {pa:#x}, {size:#x}): {e}"
-                );
-                kmem::Error::NoMemory
-            })
+        match device {
+            Ok(Some((d, off))) => self
+                .vmap
+                .map_file(d.fd(), off, va, size, prot.writable())
+                .map(|()| d.activate()),
+            _ => self.vmap.map(&self.phys, va, pa, size, prot.writable()),
+        }
+        .map_err(|e| {
+            kmem::report!(
+                self,
+                Level::Err,
+                "kmem-sim: map_kernel_range({va:#x}, {pa:#x}, {size:#x}): {e}"
+            );
+            kmem::Error::NoMemory
+        })
     }
 
     fn unmap_kernel_range(&self, va: usize, size: usize) {

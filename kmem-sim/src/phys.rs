@@ -12,7 +12,7 @@ use crate::SimError;
 use core::ffi::c_void;
 use core::ptr;
 use kmem::PAGE_SIZE;
-use rustix::fd::OwnedFd;
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
 use rustix::mm::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
 
@@ -176,25 +176,41 @@ impl VmapArea {
         len: usize,
         writable: bool,
     ) -> rustix::io::Result<()> {
-        assert!(self.contains_range(va, len) && pa + len as u64 <= phys.size());
+        assert!(pa + len as u64 <= phys.size());
+        self.map_file(phys.fd.as_fd(), pa, va, len, writable)
+    }
+
+    /// Map `len` bytes of the memory file `fd` (RAM or a device's
+    /// memory) from offset `off` at `va`, as [`map`](Self::map) does. The
+    /// range must satisfy [`contains_range`](Self::contains_range); the
+    /// caller checks that the file is that long.
+    pub(crate) fn map_file(
+        &self,
+        fd: BorrowedFd<'_>,
+        off: u64,
+        va: usize,
+        len: usize,
+        writable: bool,
+    ) -> rustix::io::Result<()> {
+        assert!(self.contains_range(va, len));
         let prot = if writable {
             ProtFlags::READ | ProtFlags::WRITE
         } else {
             ProtFlags::READ
         };
         // SAFETY: `[va, va + len)` is inside the range this value reserved
-        // at creation; nothing but `map`/`unmap` ever maps there and no
-        // Rust object lives there, so replacing those pages (MAP_FIXED)
+        // at creation; nothing but `map_file`/`unmap` ever maps there and
+        // no Rust object lives there, so replacing those pages (MAP_FIXED)
         // cannot invalidate memory anything else in the process relies
-        // on. The file range is inside the memfd.
+        // on.
         unsafe {
             mmap(
                 ptr::with_exposed_provenance_mut::<c_void>(va),
                 len,
                 prot,
                 MapFlags::SHARED | MapFlags::FIXED | MapFlags::POPULATE,
-                &phys.fd,
-                pa,
+                fd,
+                off,
             )
         }
         .map(|_| ())
@@ -205,8 +221,8 @@ impl VmapArea {
     /// area reserved: a later access faults.
     pub(crate) fn unmap(&self, va: usize, len: usize) -> rustix::io::Result<()> {
         assert!(self.contains_range(va, len));
-        // SAFETY: as in `map`: the pages are inside our reservation and
-        // only ever hold mappings made by `map`/`unmap`.
+        // SAFETY: as in `map_file`: the pages are inside our reservation
+        // and only ever hold mappings made by `map_file`/`unmap`.
         unsafe {
             mmap_anonymous(
                 ptr::with_exposed_provenance_mut::<c_void>(va),

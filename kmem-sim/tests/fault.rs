@@ -351,3 +351,34 @@ fn rusts_stack_overflow_report_still_works() {
     assert_eq!(c.signal, Some(SIGABRT), "{}", c.stderr);
     assert!(!c.stderr.contains("BUG: unable to handle"), "{}", c.stderr);
 }
+
+#[test]
+fn a_write_to_a_read_only_device_mapping_faults() {
+    let Some(c) = run_child("a_write_to_a_read_only_device_mapping_faults") else {
+        let mut cfg = SimConfig::new(1, pc_memory_map(16 << 20));
+        cfg.devices = vec![kmem_sim::DeviceConfig::default()];
+        let p = SimPlatform::new(cfg).unwrap();
+        let va = p.vmap_range().unwrap().0 + 9 * PAGE_SIZE;
+        p.map_kernel_range(
+            va,
+            kmem_sim::DEFAULT_DEVICE_BASE,
+            PAGE_SIZE,
+            PgProt::KernelRo,
+            PAGE_SHIFT,
+        )
+        .unwrap();
+        // SAFETY: the register page is mapped read-only: reads work.
+        let id = unsafe { ((va + kmem_sim::echo::ID) as *const u32).read_volatile() };
+        assert_eq!(id, kmem_sim::echo::ID_VALUE);
+        let _cpu = p.bind(0);
+        write_at(va + kmem_sim::echo::DOORBELL);
+    };
+    assert_eq!(c.signal, Some(SIGSEGV), "{}", c.stderr);
+    c.assert_has(&format!(
+        "BUG: unable to handle page fault for address: {}\n",
+        c.address()
+    ));
+    if cfg!(target_arch = "x86_64") {
+        c.assert_has("\n#PF: error_code(0x0003) - permissions violation\n");
+    }
+}
