@@ -91,9 +91,10 @@ use std::sync::Once;
 /// It runs inside a signal handler, on the thread that faulted, possibly
 /// in the middle of any code of the core: it must be async-signal-safe.
 /// It must not allocate, must take no lock that the faulting thread could
-/// hold (a `try_lock` that gives up is fine) and must not block. What it
-/// writes is cut into lines at `\n`; a line longer than 512 bytes is
-/// truncated.
+/// hold (a `try_lock` that gives up is fine) and must not block, and it
+/// should keep its stack frame small: it may run on the thread's
+/// alternate signal stack, which can be as small as 8 KiB. What it writes
+/// is cut into lines at `\n`; a line longer than 511 bytes is truncated.
 pub type FaultDescriber = fn(ctx: usize, addr: usize, out: &mut dyn fmt::Write);
 
 /// How many platforms can have their windows registered at once. A

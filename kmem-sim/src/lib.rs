@@ -777,6 +777,11 @@ impl fmt::Debug for SimPlatform {
 //    is caught by the runner and re-raised by the caller only then), so the
 //    lifetime-erased pointer in the mailbox never outlives `f`. An unusable
 //    CPU refuses the call without running it. SimPlatform is Sync.
+// 5. `map_kernel_range` maps, inside the vmap area this value reserved,
+//    the RAM memfd at offset `pa` or the memfd of the device whose range
+//    holds `[pa, pa + size)` (shared, so the pages are those of the direct
+//    map or the device's), read/write or read-only as `prot` says, and
+//    nothing else is ever mapped there; unmapped pages are PROT_NONE.
 unsafe impl Platform for SimPlatform {
     #[inline]
     fn nr_cpu_ids(&self) -> usize {
@@ -908,7 +913,7 @@ unsafe impl Platform for SimPlatform {
             kmem::report!(
                 self,
                 Level::Err,
-                "kmem-sim: map_kernel_range({va:#x}, {pa:#x}, {size:#x}): outside the vmap area, or not inside physical memory or one device"
+                "kmem-sim: map_kernel_range({va:#x}, {pa:#x}, {size:#x}: outside the vmap area, physical memory or a device"
             );
             return Err(kmem::Error::InvalidArgument);
         }
