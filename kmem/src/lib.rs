@@ -24,6 +24,7 @@
 //! | [`kmalloc`] | `include/linux/slab.h`, `mm/slab_common.c` | kmalloc, kfree, krealloc, ksize; the kmalloc caches |
 //! | [`mempool`] | `mm/mempool.c` | memory pools: reserved elements for allocations that must make progress |
 //! | [`fault_inject`] | `lib/fault-inject.c` | the fault attribute that failslab and fail_page_alloc share |
+//! | [`resource`] | `kernel/resource.c` | the iomem resource tree, `request_mem_region`, `/proc/iomem` |
 //! | [`proc`] | `mm/vmstat.c`, `fs/proc/meminfo.c`, `mm/slab_common.c` | `/proc` reports in Linux's text formats |
 //! | [`init`] | `init/main.c`, `mm/mm_init.c` | the machine and its boot sequence |
 //! | [`alloc`] | Rust-for-Linux `rust/kernel/alloc*` | the typed API: `Allocator`, `KBox`, `KVec`, typed slab caches, typed mempools |
@@ -66,6 +67,7 @@ pub mod page;
 pub mod page_alloc;
 pub mod platform;
 pub mod proc;
+pub mod resource;
 pub mod sched;
 pub mod show_mem;
 pub mod shrinker;

@@ -20,6 +20,8 @@
 //!   text and for tools such as `kmem slabtop`).
 //! - `/proc/vmstat`: the counters kmem keeps, in Linux's names and order
 //!   (see [`vmstat`]).
+//! - `/proc/iomem`: complete, as `r_show()` in `kernel/resource.c` prints
+//!   the tree of [`crate::resource`] (see [`iomem`]).
 
 use crate::mmzone::{MigrateType, Zone, ZoneType, MIGRATE_TYPES};
 use crate::platform::Platform;
@@ -241,6 +243,38 @@ pub fn meminfo<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result {
     meminfo_line(w, "Slab", kb(rec + unrec))?;
     meminfo_line(w, "SReclaimable", kb(rec))?;
     meminfo_line(w, "SUnreclaim", kb(unrec))
+}
+
+/// `/proc/iomem`: one line per resource of the iomem tree, in address
+/// order with parents before their children, as `r_show()` prints them:
+/// two spaces per level of nesting (at most
+/// [`MAX_IORES_LEVEL`](crate::resource::MAX_IORES_LEVEL) levels), then
+/// `%0*llx-%0*llx : name` with the width 4 when the root ends below
+/// `0x10000` and 8 otherwise (always 8 for iomem, whose root ends at
+/// `u64::MAX`; addresses above 4 GiB print all their digits). Addresses
+/// are shown as to `root` (`CAP_SYS_ADMIN`), not zeroed.
+///
+/// ```
+/// # let mut mem = vec![0u8; 16 << 20];
+/// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
+/// let mut s = String::new();
+/// kmem::proc::iomem(&k, &mut s).unwrap();
+/// assert!(s.lines().any(|l| l.ends_with(" : System RAM")));
+/// ```
+pub fn iomem<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result {
+    let width = if k.iomem_resource().end < 0x10000 {
+        4
+    } else {
+        8
+    };
+    k.walk_iomem(|depth, r| {
+        let indent = 2 * depth.min(crate::resource::MAX_IORES_LEVEL);
+        writeln!(
+            w,
+            "{:indent$}{:0width$x}-{:0width$x} : {}",
+            "", r.start, r.end, r.name
+        )
+    })
 }
 
 /// One cache's numbers as `/proc/slabinfo` shows them (SLUB's

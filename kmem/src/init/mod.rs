@@ -22,7 +22,11 @@
 //! 6. `init_per_zone_wmark_min()`: `min_free_kbytes` (raised as khugepaged
 //!    does when transparent huge pages are on), the watermarks,
 //!    `lowmem_reserve` and the per-CPU list sizes;
-//! 7. `kmem_cache_init()`: the slab allocator and the kmalloc caches.
+//! 7. `kmem_cache_init()`: the slab allocator and the kmalloc caches;
+//! 8. `e820__reserve_resources_late()`'s report of the "RAM buffer"
+//!    ranges: the memory map's ranges went into the iomem resource tree
+//!    ([`crate::resource`]) after step 3, with nodes from memblock, as
+//!    `setup_arch()` runs `e820__reserve_resources()`.
 //!
 //! Nothing is taken from a host heap: after boot the core's state lives in
 //! the simulated physical memory, as in a kernel.
@@ -172,6 +176,8 @@ pub struct Kmem<P: Platform> {
     pub(crate) failslab_attr: crate::slab::failslab::FailSlabAttr,
     /// fail_page_alloc's ([`crate::page_alloc::fail_page_alloc`]).
     pub(crate) fail_page_alloc_attr: crate::page_alloc::fail_page_alloc::FailPageAllocAttr,
+    /// The iomem resource tree ([`crate::resource`]).
+    pub(crate) iomem: crate::resource::Iomem,
 }
 
 // SAFETY: the raw pointers lead to memblock memory owned by the platform for
@@ -247,6 +253,10 @@ impl<P: Platform> Kmem<P> {
 
         let limits = mm_init::zone_sizes_init(p, &mb, params, nr_nodes);
         let fa = mm_init::free_area_init(p, &mut mb, &dm, &limits, nr_cpus, nr_nodes)?;
+        let iomem = crate::resource::Iomem::new();
+        iomem.e820_reserve_resources(map, |size| {
+            EarlyMem { p, mb: &mut mb, dm }.memblock_alloc(size, SMP_CACHE_BYTES)
+        })?;
         let mut kmem = Kmem {
             dm,
             mem_map: fa.mem_map,
@@ -279,6 +289,7 @@ impl<P: Platform> Kmem<P> {
             debug_atomic_sleep: params.debug_atomic_sleep,
             failslab_attr,
             fail_page_alloc_attr,
+            iomem,
             p: platform,
         };
         kmem.build_all_zonelists();
@@ -291,6 +302,7 @@ impl<P: Platform> Kmem<P> {
         kmem.mem_init_print_info(&mb, freed);
         kmem.memblock = mb;
         kmem.kmem_cache_init()?;
+        kmem.report_ram_buffers(map);
         kmem.boot_ns = kmem.p.now_ns().saturating_sub(t0);
         Ok(kmem)
     }
