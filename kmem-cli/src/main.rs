@@ -85,9 +85,9 @@ struct BootArgs {
     #[arg(long)]
     memblock_debug: bool,
     /// Which reports to print after the boot log (comma separated:
-    /// buddyinfo, pagetypeinfo, zoneinfo, slabinfo, meminfo, fault_inject,
-    /// all, none). fault_inject is also printed whenever a fault option is
-    /// given.
+    /// buddyinfo, pagetypeinfo, zoneinfo, slabinfo, meminfo, iomem,
+    /// fault_inject, all, none). fault_inject is also printed whenever a
+    /// fault option is given.
     #[arg(long, default_value = "all")]
     show: String,
     /// After boot (and the reports), put the machine under memory pressure
@@ -255,12 +255,13 @@ fn memory_map(args: &BootArgs) -> Result<Vec<MemRegion>, Failure> {
 }
 
 /// The reports boot may print, each checked by name.
-const REPORTS: [&str; 8] = [
+const REPORTS: [&str; 9] = [
     "buddyinfo",
     "slabinfo",
     "pagetypeinfo",
     "zoneinfo",
     "meminfo",
+    "iomem",
     "fault_inject",
     "all",
     "none",
@@ -412,6 +413,7 @@ fn boot(args: &BootArgs) -> Result<(), Failure> {
     section("zoneinfo", &|o| kmem::proc::zoneinfo(&k, o));
     section("slabinfo", &|o| kmem::proc::slabinfo(&k, o));
     section("meminfo", &|o| kmem::proc::meminfo(&k, o));
+    section("iomem", &|o| kmem::proc::iomem(&k, o));
     if args.fault.any() || want("fault_inject") {
         out.push_str(
             "\n# fault injection: the debugfs knobs kmem models, and the failures it injected\n",

@@ -121,7 +121,7 @@ fn bad_values_are_refused_before_boot_with_what_to_change() {
         (
             &["--show", "meminfo,slabs"],
             "--show meminfo,slabs: unknown report \"slabs\"; give a comma-separated list of \
-             buddyinfo, slabinfo, pagetypeinfo, zoneinfo, meminfo, fault_inject, all, none",
+             buddyinfo, slabinfo, pagetypeinfo, zoneinfo, meminfo, iomem, fault_inject, all, none",
         ),
         (
             &["--mem", "256M", "--fault", "failslab/colour=red"],
@@ -327,4 +327,34 @@ fn a_machine_of_1024_cpus_and_64_nodes_boots() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(log.contains("Built 64 zonelists"), "{log}");
     assert!(log.contains("Initmem setup node 63 "), "{log}");
+}
+
+#[test]
+fn show_iomem_prints_the_resource_tree_as_proc_iomem() {
+    // The default machine: a 4 GiB PC, whose map has RAM below 640 KiB,
+    // the legacy area, RAM to 3 GiB, the PCI hole and RAM above 4 GiB.
+    let out = kmem(&["boot", "--show", "iomem"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    let (log, iomem) = stdout
+        .split_once("\n$ cat /proc/iomem\n")
+        .expect("an iomem section");
+    // Reserved below 1 MiB is busy, so the padding of the first RAM range
+    // to 64 KiB finds no room; the rest of the RAM ends on 64 MiB.
+    assert!(
+        log.lines()
+            .any(|l| l == "e820: reserve RAM buffer [mem 0x0009fc00-0x0009ffff]"),
+        "{log}"
+    );
+    assert_eq!(
+        iomem,
+        "00000000-00000fff : Reserved\n\
+         00001000-0009fbff : System RAM\n\
+         0009fc00-000fffff : Reserved\n\
+         00100000-bfffffff : System RAM\n\
+         c0000000-ffffffff : Reserved\n\
+         100000000-13fffffff : System RAM\n"
+    );
+    // Only the report asked for.
+    assert!(!stdout.contains("$ cat /proc/meminfo"));
 }
