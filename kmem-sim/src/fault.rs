@@ -604,3 +604,34 @@ fn oops(sig: c_int, addr: usize, w: &Window, uctx: *mut c_void) {
     );
     DIE_LOCK.store(false, Ordering::Release);
 }
+
+/// Installs a booted machine's [`Kmem::describe_vmalloc_addr`] as the
+/// platform's fault describer, so an oops names the vmalloc area it hit
+/// and its caller; removes it when dropped (before the machine goes).
+///
+/// [`Kmem::describe_vmalloc_addr`]: kmem::Kmem::describe_vmalloc_addr
+pub struct VmallocOopsGuard<'a> {
+    sim: &'a SimPlatform,
+}
+
+impl<'a> VmallocOopsGuard<'a> {
+    /// Describe faults in `sim`'s vmap area with `k`'s vmalloc areas for as
+    /// long as the guard lives. `k` must be booted on `sim`.
+    pub fn new<P: kmem::Platform>(sim: &'a SimPlatform, k: &'a kmem::Kmem<P>) -> Self {
+        fn describe<P: kmem::Platform>(ctx: usize, addr: usize, out: &mut dyn core::fmt::Write) {
+            // SAFETY: `ctx` is the `&Kmem<P>` the guard was made with; the
+            // guard borrows it and clears the describer before the borrow
+            // ends, so the machine is alive whenever this runs.
+            let k = unsafe { &*(ctx as *const kmem::Kmem<P>) };
+            let _ = k.describe_vmalloc_addr(addr, out);
+        }
+        sim.set_fault_describer(describe::<P>, k as *const kmem::Kmem<P> as usize);
+        VmallocOopsGuard { sim }
+    }
+}
+
+impl Drop for VmallocOopsGuard<'_> {
+    fn drop(&mut self) {
+        self.sim.clear_fault_describer();
+    }
+}

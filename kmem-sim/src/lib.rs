@@ -93,7 +93,7 @@ mod wait;
 pub use cpu::CpuBinding;
 pub use dcache::Dcache;
 pub use device::{echo, DeviceConfig, DeviceKind, SimDevice, DEFAULT_DEVICE_BASE};
-pub use fault::FaultDescriber;
+pub use fault::{FaultDescriber, VmallocOopsGuard};
 pub use kswapd::with_kswapd;
 pub use machine::{
     parse_memory_map, parse_size, pc_memory_map, pc_memory_map_numa, read_memory_map,

@@ -458,7 +458,7 @@ impl<P: Platform> Kmem<P> {
     /// [`kmalloc_slow`](Self::kmalloc_slow).
     #[inline(always)]
     #[track_caller]
-    fn kmalloc_node_caller(
+    pub(crate) fn kmalloc_node_caller(
         &self,
         size: usize,
         gfp: Gfp,

@@ -22,6 +22,9 @@
 //! | [`oom_kill`] | `mm/oom_kill.c` | when the allocator calls the OOM hook |
 //! | [`slab`] | `mm/slub.c`, `mm/slab_common.c`, `include/linux/slab.h` | SLUB: caches, sheaves, slabs, debugging, failslab |
 //! | [`kmalloc`] | `include/linux/slab.h`, `mm/slab_common.c` | kmalloc, kfree, krealloc, ksize; the kmalloc caches |
+//! | [`vmalloc`] | `mm/vmalloc.c` | vmalloc, vmap, `vm_map_ram`: the vmap_area allocator, lazy freeing, the vmalloc family |
+//! | [`util`] | `mm/util.c` (`mm/slub.c` since 6.16) | kvmalloc: kmalloc, then vmalloc |
+//! | [`ioremap`] | `arch/x86/mm/ioremap.c`, `asm-generic/io.h` | device memory mapped into the vmalloc space; `readl`/`writel` |
 //! | [`mempool`] | `mm/mempool.c` | memory pools: reserved elements for allocations that must make progress |
 //! | [`fault_inject`] | `lib/fault-inject.c` | the fault attribute that failslab and fail_page_alloc share |
 //! | [`resource`] | `kernel/resource.c` | the iomem resource tree, `request_mem_region`, `/proc/iomem` |
@@ -56,6 +59,7 @@ pub mod error;
 pub mod fault_inject;
 pub mod gfp;
 pub mod init;
+pub mod ioremap;
 pub mod kmalloc;
 pub mod memblock;
 pub mod memory_map;
@@ -72,6 +76,8 @@ pub mod sched;
 pub mod show_mem;
 pub mod shrinker;
 pub mod slab;
+pub mod util;
+pub mod vmalloc;
 pub mod vmscan;
 
 pub use error::{Error, Result};

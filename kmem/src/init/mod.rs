@@ -176,6 +176,8 @@ pub struct Kmem<P: Platform> {
     pub(crate) failslab_attr: crate::slab::failslab::FailSlabAttr,
     /// fail_page_alloc's ([`crate::page_alloc::fail_page_alloc`]).
     pub(crate) fail_page_alloc_attr: crate::page_alloc::fail_page_alloc::FailPageAllocAttr,
+    /// vmalloc, vmap and ioremap ([`crate::vmalloc`]).
+    pub(crate) vmalloc: crate::vmalloc::VmallocState,
     /// The iomem resource tree ([`crate::resource`]).
     pub(crate) iomem: crate::resource::Iomem,
 }
@@ -253,6 +255,16 @@ impl<P: Platform> Kmem<P> {
 
         let limits = mm_init::zone_sizes_init(p, &mb, params, nr_nodes);
         let fa = mm_init::free_area_init(p, &mut mb, &dm, &limits, nr_cpus, nr_nodes)?;
+        // The platform's vmap range: kmap's window at its top, the vmalloc
+        // space below. A platform without page tables (the arena) still
+        // gets x86_64's vmalloc space as numbers, so the vmap_area
+        // allocator runs there; vmalloc itself is refused.
+        let kmap = p.vmap_range().and_then(|(s, e)| Kmap::new(s, e));
+        let (vmalloc_start, vmalloc_end) = match (p.vmap_range(), &kmap) {
+            (Some((s, _)), Some(km)) => (s, km.base),
+            (Some((s, e)), None) => (s, e),
+            (None, _) => crate::vmalloc::NUMBERED_VMALLOC_SPACE,
+        };
         let iomem = crate::resource::Iomem::new();
         iomem.e820_reserve_resources(map, |size| {
             EarlyMem { p, mb: &mut mb, dm }.memblock_alloc(size, SMP_CACHE_BYTES)
@@ -280,7 +292,7 @@ impl<P: Platform> Kmem<P> {
                 percpu_pagelist_high_fraction: params.percpu_pagelist_high_fraction,
             }),
             memblock: Memblock::new(),
-            kmap: p.vmap_range().and_then(|(s, e)| Kmap::new(s, e)),
+            kmap,
             totalram_pages: AtomicU64::new(0),
             boot_ns: 0,
             slab: crate::slab::cache::SlabState::new(params.slab),
@@ -290,6 +302,11 @@ impl<P: Platform> Kmem<P> {
             failslab_attr,
             fail_page_alloc_attr,
             iomem,
+            vmalloc: crate::vmalloc::VmallocState::new(
+                vmalloc_start,
+                vmalloc_end,
+                p.vmap_range().is_some(),
+            ),
             p: platform,
         };
         kmem.build_all_zonelists();
@@ -302,6 +319,7 @@ impl<P: Platform> Kmem<P> {
         kmem.mem_init_print_info(&mb, freed);
         kmem.memblock = mb;
         kmem.kmem_cache_init()?;
+        kmem.vmalloc_init()?;
         kmem.report_ram_buffers(map);
         kmem.boot_ns = kmem.p.now_ns().saturating_sub(t0);
         Ok(kmem)
