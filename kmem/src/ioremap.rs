@@ -19,14 +19,18 @@
 //! mode with each mapping ([`PgProt`]) and enforces what it can.
 //!
 //! The accessors (`readl()`, `writel()`, `memcpy_fromio()`...) are
-//! volatile accesses of the width they name; [`IoMem`] wraps a mapping
-//! with bounds-checked, safe ones.
+//! volatile accesses of the width they name, ordered as Linux's are: a
+//! write is preceded by a write barrier (`__io_bw()`, so a buffer filled
+//! before a doorbell write is seen first) and a read followed by a read
+//! barrier (`__io_ar()`); [`IoMem`] wraps a mapping with bounds-checked,
+//! safe ones.
 
 use crate::platform::{Level, PgProt, Platform};
 use crate::vmalloc::VM_IOREMAP;
 use crate::{report, Error, Kmem, Result, PAGE_SIZE};
 use core::panic::Location;
 use core::ptr::NonNull;
+use core::sync::atomic::{fence, Ordering::Acquire, Ordering::Release};
 
 impl<P: Platform> Kmem<P> {
     /// `__ioremap_caller()`.
@@ -37,8 +41,11 @@ impl<P: Platform> Kmem<P> {
         prot: PgProt,
         caller: &'static Location<'static>,
     ) -> Result<NonNull<u8>> {
-        let last = phys_addr.checked_add(size as u64 - 1);
-        let Some(last) = last.filter(|_| size > 0) else {
+        // No zero size, no wrap-around.
+        let last = (size as u64)
+            .checked_sub(1)
+            .and_then(|n| phys_addr.checked_add(n));
+        let Some(last) = last else {
             return Err(Error::InvalidArgument);
         };
         if self
@@ -170,7 +177,9 @@ impl<P: Platform> Kmem<P> {
 /// `addr` is inside a live `ioremap` mapping (or other valid memory).
 pub unsafe fn readb(addr: *const u8) -> u8 {
     // SAFETY: the caller's promise.
-    unsafe { addr.read_volatile() }
+    let v = unsafe { addr.read_volatile() };
+    fence(Acquire);
+    v
 }
 
 /// `readw()`: a 16-bit MMIO read (little-endian device order on x86).
@@ -180,7 +189,9 @@ pub unsafe fn readb(addr: *const u8) -> u8 {
 /// As [`readb`], and `addr` is 2-byte aligned.
 pub unsafe fn readw(addr: *const u8) -> u16 {
     // SAFETY: the caller's promise.
-    u16::from_le(unsafe { addr.cast::<u16>().read_volatile() })
+    let v = u16::from_le(unsafe { addr.cast::<u16>().read_volatile() });
+    fence(Acquire);
+    v
 }
 
 /// `readl()`: a 32-bit MMIO read.
@@ -190,7 +201,9 @@ pub unsafe fn readw(addr: *const u8) -> u16 {
 /// As [`readb`], and `addr` is 4-byte aligned.
 pub unsafe fn readl(addr: *const u8) -> u32 {
     // SAFETY: the caller's promise.
-    u32::from_le(unsafe { addr.cast::<u32>().read_volatile() })
+    let v = u32::from_le(unsafe { addr.cast::<u32>().read_volatile() });
+    fence(Acquire);
+    v
 }
 
 /// `readq()`: a 64-bit MMIO read.
@@ -200,7 +213,9 @@ pub unsafe fn readl(addr: *const u8) -> u32 {
 /// As [`readb`], and `addr` is 8-byte aligned.
 pub unsafe fn readq(addr: *const u8) -> u64 {
     // SAFETY: the caller's promise.
-    u64::from_le(unsafe { addr.cast::<u64>().read_volatile() })
+    let v = u64::from_le(unsafe { addr.cast::<u64>().read_volatile() });
+    fence(Acquire);
+    v
 }
 
 /// `writeb()`.
@@ -209,6 +224,7 @@ pub unsafe fn readq(addr: *const u8) -> u64 {
 ///
 /// As [`readb`], for writing.
 pub unsafe fn writeb(v: u8, addr: *mut u8) {
+    fence(Release);
     // SAFETY: the caller's promise.
     unsafe { addr.write_volatile(v) }
 }
@@ -219,6 +235,7 @@ pub unsafe fn writeb(v: u8, addr: *mut u8) {
 ///
 /// As [`readw`], for writing.
 pub unsafe fn writew(v: u16, addr: *mut u8) {
+    fence(Release);
     // SAFETY: the caller's promise.
     unsafe { addr.cast::<u16>().write_volatile(v.to_le()) }
 }
@@ -229,6 +246,7 @@ pub unsafe fn writew(v: u16, addr: *mut u8) {
 ///
 /// As [`readl`], for writing.
 pub unsafe fn writel(v: u32, addr: *mut u8) {
+    fence(Release);
     // SAFETY: the caller's promise.
     unsafe { addr.cast::<u32>().write_volatile(v.to_le()) }
 }
@@ -239,6 +257,7 @@ pub unsafe fn writel(v: u32, addr: *mut u8) {
 ///
 /// As [`readq`], for writing.
 pub unsafe fn writeq(v: u64, addr: *mut u8) {
+    fence(Release);
     // SAFETY: the caller's promise.
     unsafe { addr.cast::<u64>().write_volatile(v.to_le()) }
 }

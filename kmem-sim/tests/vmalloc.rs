@@ -1,0 +1,630 @@
+//! vmalloc on a simulated machine: real mappings over the memfd, lazy
+//! freeing and purges, `/proc/vmallocinfo`, and every bad-input case the
+//! vmalloc issue names, each with Linux's wording, an error value and
+//! nothing leaked.
+
+use kmem::gfp::*;
+use kmem::ioremap::IoMem;
+use kmem::platform::PgProt;
+use kmem::{BootParams, Error, Kmem, Platform, PAGE_SIZE};
+use kmem_sim::{echo, pc_memory_map, DeviceConfig, SimConfig, SimPlatform, VmallocOopsGuard};
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+
+const MB: u64 = 1 << 20;
+
+fn sim(cpus: usize, mem: u64) -> SimPlatform {
+    SimPlatform::new(SimConfig::new(cpus, pc_memory_map(mem))).expect("machine")
+}
+
+fn boot(s: &SimPlatform) -> Kmem<&SimPlatform> {
+    let _cpu = s.bind(0);
+    Kmem::boot(s, s.memory_map(), &BootParams::default()).expect("boot")
+}
+
+fn vmallocinfo(k: &Kmem<&SimPlatform>) -> String {
+    let mut s = String::new();
+    kmem::proc::vmallocinfo(k, &mut s).unwrap();
+    s
+}
+
+#[test]
+fn vmalloc_is_virtually_contiguous_over_the_pages_it_maps() {
+    let s = sim(1, 64 * MB);
+    let k = boot(&s);
+    let _cpu = s.bind(0);
+    // Fragment the page allocator so the pages are scattered.
+    let hold: Vec<_> = (0..64).map(|_| k.alloc_page(GFP_KERNEL).unwrap()).collect();
+    for p in hold.iter().step_by(2) {
+        k.__free_pages(p, 0).unwrap();
+    }
+    let size = 40 * PAGE_SIZE;
+    let a = k.vmalloc(size).unwrap();
+    assert!(k.is_vmalloc_addr(a.as_ptr()));
+    // SAFETY: `size` bytes mapped read/write.
+    let buf = unsafe { std::slice::from_raw_parts_mut(a.as_ptr(), size) };
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = (i * 7 % 251) as u8;
+    }
+    let mut pfns = Vec::new();
+    for pg in 0..40 {
+        let va = unsafe { a.as_ptr().add(pg * PAGE_SIZE) };
+        let page = k.vmalloc_to_page(va).expect("a mapped page");
+        pfns.push(k.vmalloc_to_pfn(va).unwrap());
+        let direct = k.page_address(page).unwrap();
+        // SAFETY: the page's direct-map alias, one page long.
+        let d = unsafe { std::slice::from_raw_parts(direct.as_ptr(), PAGE_SIZE) };
+        assert_eq!(d, &buf[pg * PAGE_SIZE..(pg + 1) * PAGE_SIZE], "page {pg}");
+    }
+    pfns.sort();
+    assert!(
+        pfns.windows(2).any(|w| w[1] != w[0] + 1),
+        "pages are scattered: {pfns:x?}"
+    );
+    let vm = k.find_vm_area(a.as_ptr()).unwrap();
+    assert_eq!(vm.size(), size + PAGE_SIZE, "one guard page");
+    assert_eq!(vm.nr_pages(), 40);
+    let info = vmallocinfo(&k);
+    let line = info
+        .lines()
+        .find(|l| l.contains("kmem-sim/tests/vmalloc.rs"))
+        .expect(&info);
+    assert!(
+        line.contains(&format!(
+            "0x{:016x}-0x{:016x}  167936 ",
+            a.as_ptr() as usize,
+            a.as_ptr() as usize + size + PAGE_SIZE
+        )),
+        "{line}"
+    );
+    assert!(line.ends_with(" pages=40 vmalloc N0=40"), "{line}");
+    let used = k.vmalloc_info().used_pages;
+    assert_eq!(used, 40);
+    unsafe { k.vfree(a.as_ptr()) }.unwrap();
+    assert_eq!(k.vmalloc_info().used_pages, 0);
+    assert!(vmallocinfo(&k).contains("unpurged vm_area"));
+    assert_eq!(k.vmap_lazy_nr(), 41);
+    let ev = k.purge_vmap_area_lazy();
+    assert_eq!(ev.num_purged, 1);
+    assert_eq!(k.vmap_lazy_nr(), 0);
+    assert!(!vmallocinfo(&k).contains("unpurged"));
+    assert!(
+        s.reports().iter().all(|(_, m)| !m.contains("WARNING")),
+        "{:?}",
+        s.reports()
+    );
+}
+
+fn warned(s: &SimPlatform, needle: &str) -> bool {
+    s.reports().iter().any(|(_, m)| m.contains(needle))
+}
+
+#[test]
+fn vfree_of_a_bad_address_is_refused_in_linux_words() {
+    let s = sim(1, 64 * MB);
+    let k = boot(&s);
+    let _cpu = s.bind(0);
+    let a = k.vmalloc(3 * PAGE_SIZE).unwrap();
+    // Not the start of an area.
+    let inner = unsafe { a.as_ptr().add(PAGE_SIZE) };
+    assert_eq!(unsafe { k.vfree(inner) }, Err(Error::BadAddress));
+    assert!(warned(&s, "Trying to vfree() nonexistent vm area"));
+    // Not page aligned.
+    s.clear_reports();
+    assert_eq!(
+        unsafe { k.vfree(a.as_ptr().add(8)) },
+        Err(Error::BadAddress)
+    );
+    assert!(warned(&s, "Trying to vfree() bad address"));
+    // Not vmalloc memory at all.
+    s.clear_reports();
+    let km = k.kmalloc(64, GFP_KERNEL).unwrap();
+    assert_eq!(unsafe { k.vfree(km.as_ptr()) }, Err(Error::BadAddress));
+    assert!(warned(&s, "Trying to vfree() "));
+    unsafe { k.kfree(km.as_ptr()) }.unwrap();
+    // The area survived all of that; a double free is caught.
+    assert_eq!(k.vmalloc_info().used_pages, 3);
+    unsafe { k.vfree(a.as_ptr()) }.unwrap();
+    s.clear_reports();
+    assert_eq!(unsafe { k.vfree(a.as_ptr()) }, Err(Error::BadAddress));
+    assert!(warned(&s, "Trying to vfree() nonexistent vm area"));
+    assert_eq!(k.vmalloc_info().used_pages, 0);
+    // vfree(NULL) does nothing.
+    assert_eq!(unsafe { k.vfree(std::ptr::null_mut()) }, Ok(()));
+}
+
+#[test]
+fn vmalloc_of_zero_or_absurd_sizes_fails_with_a_report() {
+    let s = sim(1, 64 * MB);
+    let k = boot(&s);
+    let _cpu = s.bind(0);
+    assert_eq!(k.vmalloc(0), Err(Error::InvalidArgument));
+    assert!(warned(&s, "__vmalloc_node_range_noprof: vmalloc(0)"));
+    s.clear_reports();
+    assert_eq!(k.vmalloc(usize::MAX), Err(Error::NoMemory));
+    assert!(warned(
+        &s,
+        "vmalloc error: size 18446744073709551615, exceeds total pages"
+    ));
+    assert_eq!(k.vmalloc_array(usize::MAX / 2, 4), Err(Error::NoMemory));
+    assert_eq!(k.vcalloc(1 << 40, 1 << 40), Err(Error::NoMemory));
+    assert_eq!(
+        k.kvmalloc_array(usize::MAX, 2, GFP_KERNEL),
+        Err(Error::NoMemory)
+    );
+    // Just below a page short of overflow: the guard page would overflow.
+    s.clear_reports();
+    assert!(k
+        .__vmalloc_node(usize::MAX - 100, 1, GFP_KERNEL | __GFP_NOWARN, -1)
+        .is_err());
+    assert_eq!(k.vmalloc_info().used_pages, 0);
+}
+
+#[test]
+fn vmalloc_that_may_sleep_in_atomic_context_is_refused() {
+    let s = sim(1, 64 * MB);
+    let k = boot(&s);
+    let _cpu = s.bind(0);
+    let r = s.spin_locked(|| k.vmalloc(PAGE_SIZE));
+    assert_eq!(r, Err(Error::InvalidArgument));
+    assert!(warned(
+        &s,
+        "BUG: sleeping function called from invalid context"
+    ));
+    // GFP_ATOMIC is served there (Linux 6.18 supports non-blocking vmalloc).
+    let a = s
+        .spin_locked(|| k.__vmalloc(2 * PAGE_SIZE, GFP_ATOMIC))
+        .unwrap();
+    // vfree from an interrupt is deferred, then done by the next vfree.
+    s.irq(|| unsafe { k.vfree(a.as_ptr()) }).unwrap();
+    assert_eq!(k.vmalloc_info().used_pages, 2, "deferred");
+    k.vfree_deferred_drain();
+    assert_eq!(k.vmalloc_info().used_pages, 0);
+    assert_eq!(k.vmalloc_info().used_pages, 0);
+}
+
+#[test]
+fn running_out_of_vmalloc_space_reports_and_leaks_nothing() {
+    let mut cfg = SimConfig::new(1, pc_memory_map(64 * MB));
+    // A small window: the kmap slots take 4 MiB at its top, vmalloc 4 MiB.
+    cfg.vmap_size = 8 << 20;
+    let s = SimPlatform::new(cfg).unwrap();
+    let k = boot(&s);
+    let _cpu = s.bind(0);
+    let free0 = k.nr_free_pages();
+    let a = k.vmalloc(3 << 20).unwrap();
+    let r = k.vmalloc(2 << 20);
+    assert_eq!(r, Err(Error::NoMemory));
+    assert!(warned(
+        &s,
+        "vmap allocation for size 2101248 failed: use vmalloc=<size> to increase size"
+    ));
+    assert!(warned(
+        &s,
+        "vmalloc error: size 2097152, vm_struct allocation failed"
+    ));
+    unsafe { k.vfree(a.as_ptr()) }.unwrap();
+    // The freed space is lazily held; a new allocation purges and succeeds.
+    let b = k.vmalloc(3 << 20).unwrap();
+    unsafe { k.vfree(b.as_ptr()) }.unwrap();
+    k.purge_vmap_area_lazy();
+    k.drain_all_pages();
+    assert_eq!(k.vmap_free_areas().0, 1, "the space is one free area again");
+    assert!(
+        k.nr_free_pages() + 8 >= free0,
+        "{} vs {free0}",
+        k.nr_free_pages()
+    );
+}
+
+#[test]
+fn page_allocator_failing_midway_gives_everything_back() {
+    let s = sim(1, 64 * MB);
+    let k = boot(&s);
+    let _cpu = s.bind(0);
+    k.drain_all_pages();
+    let free0 = k.nr_free_pages();
+    let (areas0, _) = k.vmap_free_areas();
+    // More than is free but less than RAM: pages run out midway.
+    let size = (free0 as usize + 512) * PAGE_SIZE;
+    let r = k.vmalloc(size);
+    assert_eq!(r, Err(Error::NoMemory));
+    assert!(warned(&s, "vmalloc error: size"), "{:?}", s.reports());
+    assert_eq!(k.vmalloc_info().used_pages, 0);
+    k.purge_vmap_area_lazy();
+    k.drain_all_pages();
+    assert_eq!(k.vmap_free_areas().0, areas0);
+    assert!(
+        k.nr_free_pages() + 4 >= free0,
+        "{} vs {free0}",
+        k.nr_free_pages()
+    );
+}
+
+#[test]
+fn lazy_frees_purge_once_past_lazy_max_pages() {
+    let s = sim(2, 256 * MB);
+    let k = boot(&s);
+    let _cpu = s.bind(0);
+    assert_eq!(k.lazy_max_pages(), 16384);
+    // 16 KiB stacks with their guard page, as the bundled trace shows.
+    let mut purges = 0;
+    for i in 0..4000 {
+        let a = k
+            .__vmalloc_node(4 * PAGE_SIZE, 4 * PAGE_SIZE, GFP_KERNEL, -1)
+            .unwrap();
+        assert_eq!(a.as_ptr() as usize % (4 * PAGE_SIZE), 0);
+        let before = k.vmap_area_stats().3;
+        unsafe { k.vfree(a.as_ptr()) }.unwrap();
+        if k.vmap_area_stats().3 > before {
+            purges += 1;
+            // The free that pushed the count past the limit purged.
+            assert_eq!(k.vmap_lazy_nr(), 0, "at free {i}");
+        } else {
+            assert!(k.vmap_lazy_nr() <= 16384);
+        }
+    }
+    // 5 pages a free: a purge every 3277 frees (16385 / 5 rounded up).
+    assert_eq!(purges, 1);
+    let ev = k.last_vmap_purge().unwrap();
+    assert_eq!(ev.num_purged, 3277);
+    assert!(ev.end > ev.start);
+}
+
+#[test]
+fn vmallocinfo_and_meminfo_show_each_kind() {
+    let mut cfg = SimConfig::new(1, pc_memory_map(64 * MB));
+    cfg.devices = vec![DeviceConfig::echo(kmem_sim::DEFAULT_DEVICE_BASE)];
+    let s = SimPlatform::new(cfg).unwrap();
+    let k = boot(&s);
+    let _cpu = s.bind(0);
+    let v = k.vzalloc(5000).unwrap();
+    let u = k.vmalloc_user(PAGE_SIZE).unwrap();
+    let pages: Vec<_> = (0..3).map(|_| k.alloc_page(GFP_KERNEL).unwrap()).collect();
+    let refs: Vec<&kmem::page::Page> = pages.to_vec();
+    let m = k.vmap(&refs, 0, PgProt::Kernel).unwrap();
+    let io = k.ioremap(kmem_sim::DEFAULT_DEVICE_BASE + 0x10, 8).unwrap();
+    let big = k.vmalloc(3 << 20).unwrap();
+    let text = vmallocinfo(&k);
+    let line = |addr: *mut u8| -> &str {
+        let start = format!("0x{:016x}-", addr as usize & !(PAGE_SIZE - 1));
+        text.lines()
+            .find(|l| l.starts_with(&start))
+            .unwrap_or_else(|| panic!("{start} in\n{text}"))
+    };
+    assert!(line(v.as_ptr()).ends_with("pages=2 vmalloc N0=2"), "{text}");
+    assert!(
+        line(u.as_ptr()).ends_with("pages=1 vmalloc user N0=1"),
+        "{text}"
+    );
+    assert!(line(m.as_ptr()).ends_with(" vmap"), "{text}");
+    assert!(line(m.as_ptr()).contains("   16384 "), "{text}");
+    assert!(
+        line(io.as_ptr()).ends_with("phys=0x00000000fe000000 ioremap"),
+        "{text}"
+    );
+    assert!(
+        line(big.as_ptr()).ends_with("pages=768 vmalloc vpages N0=768"),
+        "{text}"
+    );
+    assert_eq!(io.as_ptr() as usize % PAGE_SIZE, 0x10, "the offset is kept");
+    let mut mi = String::new();
+    kmem::proc::meminfo(&k, &mut mi).unwrap();
+    let (start, end) = k.vmalloc_range().unwrap();
+    assert!(
+        mi.contains(&format!("VmallocTotal:   {:>8} kB", (end - start) >> 10)),
+        "{mi}"
+    );
+    assert!(
+        mi.contains(&format!("VmallocUsed:    {:>8} kB", (2 + 1 + 768 + 2) * 4)),
+        "{mi}"
+    );
+    assert!(mi.contains("VmallocChunk:          0 kB"), "{mi}");
+    unsafe {
+        k.vfree(v.as_ptr()).unwrap();
+        k.vfree(u.as_ptr()).unwrap();
+        k.vunmap(m.as_ptr()).unwrap();
+        k.iounmap(io.as_ptr()).unwrap();
+        k.vfree(big.as_ptr()).unwrap();
+    }
+    for p in pages {
+        k.__free_pages(p, 0).unwrap();
+    }
+    assert_eq!(k.vmalloc_info().used_pages, 0);
+    assert!(vmallocinfo(&k)
+        .lines()
+        .all(|l| l.ends_with("unpurged vm_area")));
+}
+
+#[test]
+fn a_driver_talks_to_the_echo_device_through_ioremap() {
+    let mut cfg = SimConfig::new(1, pc_memory_map(64 * MB));
+    cfg.devices = vec![DeviceConfig::echo(kmem_sim::DEFAULT_DEVICE_BASE)];
+    let s = SimPlatform::new(cfg).unwrap();
+    let k = boot(&s);
+    let _cpu = s.bind(0);
+    let base = kmem_sim::DEFAULT_DEVICE_BASE;
+    let _region = k.request_mem_region(base, echo::SIZE, "kmem-echo").unwrap();
+    // A second driver for the same registers is refused.
+    assert_eq!(
+        k.request_mem_region(base, 4096, "other").map(|_| ()),
+        Err(Error::Busy)
+    );
+    let regs = k.ioremap(base, PAGE_SIZE).unwrap();
+    let buf = k.ioremap_wc(base + PAGE_SIZE as u64, PAGE_SIZE).unwrap();
+    // SAFETY: both are live ioremap mappings of one page each.
+    let (r, b) = unsafe { (IoMem::new(regs, PAGE_SIZE), IoMem::new(buf, PAGE_SIZE)) };
+    assert_eq!(r.readl(echo::ID).unwrap(), echo::ID_VALUE);
+    let msg = b"hello, device";
+    b.memcpy_toio(0, msg).unwrap();
+    r.writel(msg.len() as u32, echo::LENGTH).unwrap();
+    r.writel(echo::RING, echo::DOORBELL).unwrap();
+    let t0 = std::time::Instant::now();
+    while r.readl(echo::DOORBELL).unwrap() != 0 {
+        assert!(t0.elapsed().as_secs() < 10, "the device never answered");
+        std::thread::yield_now();
+    }
+    assert_eq!(r.readl(echo::STATUS).unwrap(), echo::STATUS_DONE);
+    let mut out = [0u8; 13];
+    b.memcpy_fromio(&mut out, 0).unwrap();
+    let want: Vec<u8> = msg.iter().map(|c| c ^ 0xff).collect();
+    assert_eq!(&out[..], &want[..]);
+    assert_eq!(r.readl(echo::CHECKSUM).unwrap(), echo::checksum(&want));
+    assert_eq!(
+        r.readl(0x1000),
+        Err(Error::InvalidArgument),
+        "bounds are checked"
+    );
+    unsafe {
+        k.iounmap(regs.as_ptr()).unwrap();
+        k.iounmap(buf.as_ptr()).unwrap();
+    }
+    k.release_mem_region(base, echo::SIZE).unwrap();
+}
+
+#[test]
+fn ioremap_of_ram_and_iounmap_of_a_bad_address_are_refused() {
+    let s = sim(1, 64 * MB);
+    let k = boot(&s);
+    let _cpu = s.bind(0);
+    assert_eq!(k.ioremap(0x200000, PAGE_SIZE), Err(Error::InvalidArgument));
+    assert!(warned(
+        &s,
+        "ioremap on RAM at 0x0000000000200000 - 0x0000000000200fff"
+    ));
+    assert_eq!(k.ioremap(0xfe00_0000, 0), Err(Error::InvalidArgument));
+    let v = k.vmalloc(PAGE_SIZE).unwrap();
+    assert_eq!(unsafe { k.iounmap(v.as_ptr()) }, Err(Error::BadAddress));
+    assert!(warned(&s, "iounmap: bad address"));
+    let (start, _) = k.vmalloc_range().unwrap();
+    assert_eq!(
+        unsafe { k.iounmap((start + (1 << 30)) as *mut u8) },
+        Err(Error::BadAddress)
+    );
+    // A direct-map address is ignored, as x86 ignores low addresses.
+    let km = k.kmalloc(64, GFP_KERNEL).unwrap();
+    assert_eq!(unsafe { k.iounmap(km.as_ptr()) }, Ok(()));
+    unsafe {
+        k.kfree(km.as_ptr()).unwrap();
+        k.vfree(v.as_ptr()).unwrap();
+    }
+    assert_eq!(k.vmalloc_info().used_pages, 0);
+}
+
+#[test]
+fn kvmalloc_uses_kmalloc_first_and_vmalloc_beyond() {
+    let s = sim(1, 64 * MB);
+    let k = boot(&s);
+    let _cpu = s.bind(0);
+    let small = k.kvmalloc(2048, GFP_KERNEL).unwrap();
+    assert!(!k.is_vmalloc_addr(small.as_ptr()));
+    let mid = k.kvzalloc(64 << 10, GFP_KERNEL).unwrap();
+    assert!(
+        !k.is_vmalloc_addr(mid.as_ptr()),
+        "kmalloc_large serves 64 KiB"
+    );
+    // Above KMALLOC_MAX_SIZE kmalloc cannot serve it: vmalloc does.
+    let big = k.kvzalloc(8 << 20, GFP_KERNEL).unwrap();
+    assert!(k.is_vmalloc_addr(big.as_ptr()));
+    // SAFETY: 8 MiB mapped and zeroed.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(big.as_ptr(), 8 << 20) };
+    assert!(bytes.iter().all(|b| *b == 0));
+    bytes[(8 << 20) - 1] = 7;
+    // kvrealloc moves a kmalloc object to vmalloc when it has to.
+    unsafe { small.as_ptr().write_bytes(0xab, 2048) };
+    let grown = unsafe { k.kvrealloc(small.as_ptr(), 6 << 20, GFP_KERNEL) }.unwrap();
+    assert!(k.is_vmalloc_addr(grown.as_ptr()));
+    assert_eq!(unsafe { *grown.as_ptr().add(2047) }, 0xab);
+    unsafe {
+        k.kvfree_sensitive(mid.as_ptr(), 64 << 10).unwrap();
+        k.kvfree(big.as_ptr()).unwrap();
+        k.kvfree(grown.as_ptr()).unwrap();
+        k.kvfree(std::ptr::null_mut()).unwrap();
+    }
+    assert_eq!(k.vmalloc_info().used_pages, 0);
+}
+
+#[test]
+fn vmap_vrealloc_vread_and_vm_map_ram() {
+    let s = sim(1, 64 * MB);
+    let k = boot(&s);
+    let _cpu = s.bind(0);
+    // vmap of the caller's pages: writes land in them.
+    let pages: Vec<_> = (0..4)
+        .map(|_| k.alloc_page(GFP_KERNEL | __GFP_ZERO).unwrap())
+        .collect();
+    let refs: Vec<&kmem::page::Page> = pages.to_vec();
+    let m = k.vmap(&refs, 0, PgProt::Kernel).unwrap();
+    unsafe { m.as_ptr().add(3 * PAGE_SIZE + 5).write(42) };
+    let d = k.page_address(pages[3]).unwrap();
+    assert_eq!(unsafe { *d.as_ptr().add(5) }, 42);
+    assert!(std::ptr::eq(
+        k.vmalloc_to_page(unsafe { m.as_ptr().add(PAGE_SIZE) })
+            .unwrap(),
+        pages[1]
+    ));
+    // vread copies through the direct map and reads guard pages as zero.
+    let mut buf = vec![0xffu8; 5 * PAGE_SIZE];
+    assert_eq!(k.vread(&mut buf, m.as_ptr() as usize), 5 * PAGE_SIZE);
+    assert_eq!(buf[3 * PAGE_SIZE + 5], 42);
+    assert!(buf[4 * PAGE_SIZE..].iter().all(|b| *b == 0));
+    unsafe { k.vunmap(m.as_ptr()) }.unwrap();
+    assert_eq!(unsafe { k.vunmap(m.as_ptr()) }, Err(Error::BadAddress));
+    assert!(warned(&s, "Trying to vunmap() nonexistent vm area"));
+    // vm_map_ram: small maps share a per-CPU block.
+    let a = k.vm_map_ram(&refs[..2], -1).unwrap();
+    let b = k.vm_map_ram(&refs[2..], -1).unwrap();
+    assert_eq!(b.as_ptr() as usize - a.as_ptr() as usize, 2 * PAGE_SIZE);
+    assert_eq!(unsafe { *b.as_ptr().add(PAGE_SIZE + 5) }, 42);
+    assert!(vmallocinfo(&k).contains(" 4194304 vm_map_ram"));
+    k.vm_unmap_ram(a.as_ptr(), 2).unwrap();
+    assert_eq!(k.vm_unmap_ram(a.as_ptr(), 2), Err(Error::BadAddress));
+    k.vm_unmap_ram(b.as_ptr(), 2).unwrap();
+    k.vm_unmap_aliases();
+    assert!(
+        !vmallocinfo(&k).contains("vm_map_ram"),
+        "the unused block went back"
+    );
+    for p in pages {
+        k.__free_pages(p, 0).unwrap();
+    }
+    // vrealloc: shrink and grow in place, then move.
+    let v = k.vmalloc(3 * PAGE_SIZE).unwrap();
+    unsafe { v.as_ptr().write_bytes(9, 3 * PAGE_SIZE) };
+    let v2 = unsafe { k.vrealloc(Some(v), 100, GFP_KERNEL) }
+        .unwrap()
+        .unwrap();
+    assert_eq!(v2, v);
+    assert_eq!(
+        unsafe { *v.as_ptr().add(100) },
+        0,
+        "the shrunk tail is zeroed"
+    );
+    let v3 = unsafe { k.vrealloc(Some(v2), 3 * PAGE_SIZE, GFP_KERNEL) }
+        .unwrap()
+        .unwrap();
+    assert_eq!(v3, v);
+    let v4 = unsafe { k.vrealloc(Some(v3), 10 * PAGE_SIZE, GFP_KERNEL) }
+        .unwrap()
+        .unwrap();
+    assert_ne!(v4, v3);
+    assert_eq!(unsafe { *v4.as_ptr().add(99) }, 9);
+    assert_eq!(unsafe { k.vrealloc(Some(v4), 0, GFP_KERNEL) }, Ok(None));
+    assert_eq!(k.vmalloc_info().used_pages, 0);
+}
+
+#[test]
+fn vmalloc_huge_maps_pmd_aligned_areas() {
+    let s = sim(1, 64 * MB);
+    let k = boot(&s);
+    let _cpu = s.bind(0);
+    let h = k.vmalloc_huge(4 << 20, GFP_KERNEL).unwrap();
+    assert_eq!(h.as_ptr() as usize % (2 << 20), 0);
+    let vm = k.find_vm_area(h.as_ptr()).unwrap();
+    assert_eq!(vm.nr_pages(), 1024);
+    unsafe { h.as_ptr().add((4 << 20) - 1).write(1) };
+    unsafe { k.vfree(h.as_ptr()) }.unwrap();
+    // Unknown flags are reported and dropped, as vmalloc_fix_flags() does.
+    let v = k.__vmalloc(PAGE_SIZE, GFP_KERNEL | __GFP_COMP).unwrap();
+    assert!(warned(&s, "Unexpected gfp: 0x40000 (__GFP_COMP). Fixing up to gfp: 0xcc0 (GFP_KERNEL). Fix your code!"), "{:?}", s.reports());
+    unsafe { k.vfree(v.as_ptr()) }.unwrap();
+}
+
+#[test]
+fn two_cpus_vmalloc_and_vfree_in_parallel() {
+    let s = sim(2, 256 * MB);
+    let k = boot(&s);
+    s.run_on_cpus(|cpu| {
+        for i in 0..500 {
+            let n = 1 + (i * 7 + cpu) % 9;
+            let a = k.vmalloc(n * PAGE_SIZE).unwrap();
+            unsafe { a.as_ptr().write_bytes(cpu as u8, n * PAGE_SIZE) };
+            assert_eq!(unsafe { *a.as_ptr().add(n * PAGE_SIZE - 1) }, cpu as u8);
+            unsafe { k.vfree(a.as_ptr()) }.unwrap();
+        }
+    });
+    let _cpu = s.bind(0);
+    assert_eq!(k.vmalloc_info().used_pages, 0);
+    k.purge_vmap_area_lazy();
+    assert_eq!(k.vmap_free_areas().0, 1);
+}
+
+/// Run this test again as a child told to fault; `None` in the child.
+fn child(name: &str) -> Option<(String, Option<i32>)> {
+    const CHILD: &str = "KMEM_VMALLOC_FAULT_CHILD";
+    if std::env::var(CHILD).as_deref() == Ok(name) {
+        return None;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(CHILD, name)
+        .output()
+        .unwrap();
+    Some((
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.signal(),
+    ))
+}
+
+#[test]
+fn a_guard_page_overrun_is_an_oops_naming_the_area() {
+    let Some((err, sig)) = child("a_guard_page_overrun_is_an_oops_naming_the_area") else {
+        let s = sim(1, 64 * MB);
+        let k = boot(&s);
+        let _oops = VmallocOopsGuard::new(&s, &k);
+        let _cpu = s.bind(0);
+        let a = k.vmalloc(2 * PAGE_SIZE).unwrap();
+        eprintln!("area at {:#x}", a.as_ptr() as usize);
+        // SAFETY: none: the write one past the end hits the guard page.
+        unsafe { a.as_ptr().add(2 * PAGE_SIZE).write_volatile(1) };
+        unreachable!("the guard page did not fault");
+    };
+    assert_eq!(sig, Some(11), "{err}");
+    let area = err
+        .lines()
+        .find_map(|l| l.strip_prefix("area at 0x"))
+        .expect(&err);
+    let addr = usize::from_str_radix(area, 16).unwrap() + 2 * PAGE_SIZE;
+    assert!(
+        err.contains(&format!(
+            "BUG: unable to handle page fault for address: {addr:016x}"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("#PF: supervisor write access in kernel mode"),
+        "{err}"
+    );
+    assert!(
+        err.contains("is the guard page of the vmalloc area"),
+        "{err}"
+    );
+    assert!(
+        err.contains("kmem-sim/tests/vmalloc.rs"),
+        "the caller is named: {err}"
+    );
+}
+
+#[test]
+fn a_use_after_vfree_is_an_oops() {
+    let Some((err, sig)) = child("a_use_after_vfree_is_an_oops") else {
+        let s = sim(1, 64 * MB);
+        let k = boot(&s);
+        let _oops = VmallocOopsGuard::new(&s, &k);
+        let _cpu = s.bind(0);
+        let a = k.vmalloc(PAGE_SIZE).unwrap();
+        unsafe { k.vfree(a.as_ptr()) }.unwrap();
+        // SAFETY: none: the area is unmapped, so this read faults.
+        let v = unsafe { a.as_ptr().read_volatile() };
+        unreachable!("read {v} after vfree");
+    };
+    assert_eq!(sig, Some(11), "{err}");
+    assert!(
+        err.contains("#PF: supervisor read access in kernel mode"),
+        "{err}"
+    );
+    assert!(
+        err.contains("freed (vfree()d or unmapped) and not yet purged: a use after free"),
+        "{err}"
+    );
+}
