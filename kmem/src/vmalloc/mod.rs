@@ -48,6 +48,9 @@ pub(crate) mod free;
 pub(crate) mod tree;
 pub(crate) mod vmap_block;
 
+#[cfg(test)]
+mod tests;
+
 pub use alloc::{GFP_VMALLOC32, GFP_VMALLOC_SUPPORTED};
 pub use area::LazyFree;
 pub use vmap_block::{VMAP_BBMAP_BITS, VMAP_BLOCK_SIZE, VMAP_MAX_ALLOC};

@@ -60,6 +60,10 @@ pub(crate) struct VmapArea {
     /// The `vm_struct` of a busy vmalloc/ioremap area, or null (free areas,
     /// `vm_map_ram` areas).
     pub(crate) vm: *mut super::VmStruct,
+    /// The `vmap_block` a busy `VMAP_BLOCK` area backs, or null (Linux
+    /// finds it through its `vmap_blocks` xarray; the busy tree's lookup
+    /// does that here).
+    pub(crate) vb: *mut super::vmap_block::VmapBlock,
     /// `VMAP_RAM` and friends for busy areas.
     pub(crate) flags: usize,
 }
@@ -77,6 +81,7 @@ impl VmapArea {
             subtree_max_size: 0,
             list_next: core::ptr::null_mut(),
             vm: core::ptr::null_mut(),
+            vb: core::ptr::null_mut(),
             flags: 0,
         }
     }
