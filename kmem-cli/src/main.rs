@@ -85,8 +85,8 @@ struct BootArgs {
     #[arg(long)]
     memblock_debug: bool,
     /// Which reports to print after the boot log (comma separated:
-    /// buddyinfo, pagetypeinfo, zoneinfo, slabinfo, meminfo, iomem,
-    /// fault_inject, all, none). fault_inject is also printed whenever a
+    /// buddyinfo, pagetypeinfo, zoneinfo, slabinfo, meminfo, vmallocinfo,
+    /// iomem, fault_inject, all, none). fault_inject is also printed whenever a
     /// fault option is given.
     #[arg(long, default_value = "all")]
     show: String,
@@ -96,6 +96,12 @@ struct BootArgs {
     /// Sized to the machine's RAM; a small one (--mem 128M) reads best.
     #[arg(long)]
     pressure: bool,
+    /// A simulated device with MMIO registers, as KIND@ADDRESS[,SIZE]
+    /// (repeatable; KIND is echo). The firmware map reserves its range and
+    /// a driver probes it after boot: request_mem_region() and ioremap(),
+    /// which /proc/iomem and /proc/vmallocinfo then show.
+    #[arg(long, value_name = "KIND@ADDRESS")]
+    device: Vec<String>,
     #[command(flatten)]
     fault: fault::FaultArgs,
 }
@@ -114,6 +120,7 @@ impl Default for BootArgs {
             memblock_debug: false,
             show: "all".into(),
             pressure: false,
+            device: Vec::new(),
             fault: fault::FaultArgs::default(),
         }
     }
@@ -255,12 +262,13 @@ fn memory_map(args: &BootArgs) -> Result<Vec<MemRegion>, Failure> {
 }
 
 /// The reports boot may print, each checked by name.
-const REPORTS: [&str; 9] = [
+const REPORTS: [&str; 10] = [
     "buddyinfo",
     "slabinfo",
     "pagetypeinfo",
     "zoneinfo",
     "meminfo",
+    "vmallocinfo",
     "iomem",
     "fault_inject",
     "all",
@@ -362,6 +370,14 @@ fn boot(args: &BootArgs) -> Result<(), Failure> {
     let map = memory_map(args)?;
     let mut cfg = SimConfig::new(args.cpus, map.clone());
     cfg.lowmem_limit = lowmem;
+    for d in &args.device {
+        let dev = kmem_sim::DeviceConfig::parse(d).map_err(|e| {
+            Failure::usage(format!(
+                "--device {d}: {e}; give KIND@ADDRESS[,SIZE], such as echo@0xfe000000"
+            ))
+        })?;
+        cfg.devices.push(dev);
+    }
     let source = match &args.memmap {
         Some(p) => format!("--memmap {}", p.display()),
         None => format!("--mem {}", args.mem),
@@ -375,6 +391,8 @@ fn boot(args: &BootArgs) -> Result<(), Failure> {
     let want = |r: &str| shows.contains(&"all") || shows.contains(&r);
     let sim = std::sync::Arc::new(sim);
     let cpu = sim.bind(0);
+    // The platform's map has the devices' reserved ranges added.
+    let map = sim.memory_map().to_vec();
     let k = Kmem::boot(&*sim, &map, &params);
     let mut log = sim.take_reports();
     let k = match k {
@@ -400,6 +418,7 @@ fn boot(args: &BootArgs) -> Result<(), Failure> {
     for (_, line) in &log {
         println!("{line}");
     }
+    let _mappings = probe_devices(&k, &sim)?;
     println!("kmem: booted in {:.3} ms", k.boot_time_ns() as f64 / 1e6);
     let mut out = String::new();
     let mut section = |name: &str, f: &dyn Fn(&mut String) -> std::fmt::Result| {
@@ -413,6 +432,7 @@ fn boot(args: &BootArgs) -> Result<(), Failure> {
     section("zoneinfo", &|o| kmem::proc::zoneinfo(&k, o));
     section("slabinfo", &|o| kmem::proc::slabinfo(&k, o));
     section("meminfo", &|o| kmem::proc::meminfo(&k, o));
+    section("vmallocinfo", &|o| kmem::proc::vmallocinfo(&k, o));
     section("iomem", &|o| kmem::proc::iomem(&k, o));
     if args.fault.any() || want("fault_inject") {
         out.push_str(
@@ -429,6 +449,44 @@ fn boot(args: &BootArgs) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// What a driver does at probe time for each simulated device: claim its
+/// registers (`request_mem_region()`), map them (`ioremap()`) and read the
+/// device's id register, printing what it found as a driver's `dev_info()`
+/// line. The mappings stay for the machine's life, as a bound driver's do.
+fn probe_devices(
+    k: &Kmem<&SimPlatform>,
+    sim: &SimPlatform,
+) -> Result<Vec<std::ptr::NonNull<u8>>, Failure> {
+    let mut maps = Vec::new();
+    for dev in sim.devices() {
+        let c = dev.config();
+        let name: &'static str = match c.kind {
+            kmem_sim::DeviceKind::Echo => "kmem-echo",
+        };
+        let fail = |what: &str, e: Error| {
+            Failure::runtime(format!(
+                "{name} {:#x}: {what} failed: {e}; give the device a range of its own with --device",
+                c.base
+            ))
+        };
+        k.request_mem_region(c.base, c.size, name)
+            .map_err(|e| fail("request_mem_region", e))?;
+        let regs = k
+            .ioremap(c.base, kmem::PAGE_SIZE)
+            .map_err(|e| fail("ioremap", e))?;
+        // SAFETY: a live ioremap of the device's first page.
+        let id = unsafe { kmem::ioremap::readl(regs.as_ptr().add(kmem_sim::echo::ID)) };
+        println!(
+            "{name} {:#x}: device id {:?}, registers mapped at {:p}",
+            c.base,
+            String::from_utf8_lossy(&id.to_be_bytes()),
+            regs
+        );
+        maps.push(regs);
+    }
+    Ok(maps)
 }
 
 fn main() -> ExitCode {

@@ -121,7 +121,7 @@ fn bad_values_are_refused_before_boot_with_what_to_change() {
         (
             &["--show", "meminfo,slabs"],
             "--show meminfo,slabs: unknown report \"slabs\"; give a comma-separated list of \
-             buddyinfo, slabinfo, pagetypeinfo, zoneinfo, meminfo, iomem, fault_inject, all, none",
+             buddyinfo, slabinfo, pagetypeinfo, zoneinfo, meminfo, vmallocinfo, iomem, fault_inject, all, none",
         ),
         (
             &["--mem", "256M", "--fault", "failslab/colour=red"],
@@ -357,4 +357,75 @@ fn show_iomem_prints_the_resource_tree_as_proc_iomem() {
     );
     // Only the report asked for.
     assert!(!stdout.contains("$ cat /proc/meminfo"));
+}
+
+#[test]
+fn a_device_is_probed_and_shown_in_vmallocinfo_and_iomem() {
+    let out = kmem(&[
+        "boot",
+        "--mem",
+        "512M",
+        "--device",
+        "echo@0xfe000000",
+        "--show",
+        "meminfo,vmallocinfo,iomem",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("kmem-echo 0xfe000000: device id \"ECHO\""),
+        "{stdout}"
+    );
+    let vmallocinfo = stdout
+        .split_once("\n$ cat /proc/vmallocinfo\n")
+        .unwrap()
+        .1
+        .split("\n\n")
+        .next()
+        .unwrap();
+    let line = vmallocinfo.lines().next().expect("one area");
+    // 0x<start>-0x<end>    8192 <caller> phys=0x00000000fe000000 ioremap
+    let (range, rest) = line.split_once(' ').unwrap();
+    let (a, b) = range.split_once('-').unwrap();
+    let (a, b) = (
+        u64::from_str_radix(&a[2..], 16).unwrap(),
+        u64::from_str_radix(&b[2..], 16).unwrap(),
+    );
+    assert_eq!(b - a, 8192, "a page and its guard page: {line}");
+    assert!(
+        rest.trim_start().starts_with("8192 kmem-cli/src/main.rs:"),
+        "{line}"
+    );
+    assert!(line.ends_with(" phys=0x00000000fe000000 ioremap"), "{line}");
+    assert!(
+        stdout.contains("fe000000-fe001fff : Reserved\n  fe000000-fe001fff : kmem-echo\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("VmallocTotal:"), "{stdout}");
+}
+
+#[test]
+fn a_bad_device_is_refused_with_what_to_give() {
+    let args = ["boot", "--device", "echo@0xfe000001"];
+    let out = kmem(&args);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("kmem: --device echo@0xfe000001: "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with("give KIND@ADDRESS[,SIZE], such as echo@0xfe000000\n"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    // A device over RAM is refused too.
+    let out = kmem(&["boot", "--mem", "512M", "--device", "echo@0x1000000"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stderr).lines().count(),
+        1,
+        "{}",
+        text(&out.stderr)
+    );
 }
