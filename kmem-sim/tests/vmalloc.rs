@@ -628,3 +628,91 @@ fn a_use_after_vfree_is_an_oops() {
         "{err}"
     );
 }
+
+/// A simulator that records `current->flags` each time the core maps
+/// pages: what the platform's page-table allocations would run under.
+struct ScopeSeen<'a> {
+    sim: &'a SimPlatform,
+    seen: std::sync::Mutex<Vec<u32>>,
+}
+
+// SAFETY: every promise is the simulator's: all calls are delegated
+// unchanged, `map_kernel_range` after recording the task's flags.
+unsafe impl Platform for ScopeSeen<'_> {
+    kmem::forward_platform!(p => p.sim;
+        nr_cpu_ids, smp_processor_id, local_enter, local_exit, local_enter_leaf, local_exit_leaf,
+        in_atomic, in_interrupt, direct_map, memory_is_zeroed,
+        vmap_range, unmap_kernel_range, flush_tlb_kernel_range, wait_event, wake_up,
+        others_can_run, smp_call_function_single, on_each_cpu,
+        report, current, now_ns, random_u64, task_flags, set_task_flags, out_of_memory
+    );
+    fn map_kernel_range(
+        &self,
+        va: usize,
+        pa: u64,
+        size: usize,
+        prot: PgProt,
+        shift: u32,
+    ) -> kmem::Result<()> {
+        self.seen.lock().unwrap().push(self.sim.task_flags());
+        self.sim.map_kernel_range(va, pa, size, prot, shift)
+    }
+}
+
+#[test]
+fn gfp_nofs_and_noio_reach_the_page_tables_through_memalloc_scopes() {
+    use kmem::sched::{PF_MEMALLOC, PF_MEMALLOC_NOFS, PF_MEMALLOC_NOIO};
+    let s = sim(1, 64 * MB);
+    let p = ScopeSeen {
+        sim: &s,
+        seen: Default::default(),
+    };
+    let k = {
+        let _cpu = s.bind(0);
+        Kmem::boot(p, s.memory_map(), &BootParams::default()).unwrap()
+    };
+    let _cpu = s.bind(0);
+    let mut last = |gfp| {
+        let a = k.__vmalloc(PAGE_SIZE, gfp).unwrap();
+        unsafe { k.vfree(a.as_ptr()) }.unwrap();
+        let f = *k.platform().seen.lock().unwrap().last().unwrap();
+        assert_eq!(k.platform().task_flags(), 0, "the scope ends after mapping");
+        f
+    };
+    assert_eq!(last(GFP_KERNEL), 0);
+    assert_eq!(last(GFP_NOFS), PF_MEMALLOC_NOFS);
+    assert_eq!(last(GFP_NOIO), PF_MEMALLOC_NOIO);
+    assert_eq!(last(GFP_NOWAIT), PF_MEMALLOC);
+    assert_eq!(last(GFP_KERNEL | __GFP_NORETRY), PF_MEMALLOC);
+}
+
+#[test]
+fn vmap_pfn_maps_raw_frames_as_ioremap() {
+    let s = sim(1, 64 * MB);
+    let k = boot(&s);
+    let _cpu = s.bind(0);
+    let pages: Vec<_> = (0..2)
+        .map(|_| k.alloc_page(GFP_KERNEL | __GFP_ZERO).unwrap())
+        .collect();
+    let pfns: Vec<u64> = pages
+        .iter()
+        .map(|p| k.mem_map().page_to_pfn(p).unwrap())
+        .collect();
+    let a = k.vmap_pfn(&[pfns[1], pfns[0]], PgProt::Kernel).unwrap();
+    unsafe { a.as_ptr().write(5) };
+    assert_eq!(unsafe { *k.page_address(pages[1]).unwrap().as_ptr() }, 5);
+    let line = vmallocinfo(&k);
+    assert!(
+        line.lines()
+            .any(|l| l.contains(" 12288 ") && l.ends_with(" ioremap")),
+        "{line}"
+    );
+    assert!(
+        k.vmalloc_to_page(a.as_ptr()).is_none(),
+        "no struct page array"
+    );
+    unsafe { k.vunmap(a.as_ptr()) }.unwrap();
+    for p in pages {
+        k.__free_pages(p, 0).unwrap();
+    }
+}
