@@ -30,7 +30,7 @@
 //! | [`resource`] | `kernel/resource.c` | the iomem resource tree, `request_mem_region`, `/proc/iomem` |
 //! | [`proc`] | `mm/vmstat.c`, `fs/proc/meminfo.c`, `mm/slab_common.c` | `/proc` reports in Linux's text formats |
 //! | [`init`] | `init/main.c`, `mm/mm_init.c` | the machine and its boot sequence |
-//! | [`alloc`] | Rust-for-Linux `rust/kernel/alloc*` | the typed API: `Allocator`, `KBox`, `KVec`, typed slab caches, typed mempools |
+//! | [`alloc`] | Rust-for-Linux `rust/kernel/alloc*` | the typed API: `Allocator` (`Kmalloc`, `Vmalloc`, `KVmalloc`), `KBox`, `KVec` (and `VBox`, `KVBox`, `VVec`, `KVVec`), typed slab caches, typed mempools |
 //!
 //! The table goes from the bottom layer up: a module imports only from
 //! those above it in the table, except that `page_alloc` and `vmscan` call

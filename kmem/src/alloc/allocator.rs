@@ -1,8 +1,9 @@
-//! The concrete allocators of a machine: [`Kmalloc`] (Rust-for-Linux's
-//! `allocator::Kmalloc`) and [`SlabCache`], a `kmem_cache` as an
-//! [`ObjectCache`] for the typed [`Cache`].
+//! The concrete allocators of a machine: [`Kmalloc`], [`Vmalloc`] and
+//! [`KVmalloc`] (Rust-for-Linux's `allocator::Kmalloc`, `Vmalloc` and
+//! `KVmalloc`), and [`SlabCache`], a `kmem_cache` as an [`ObjectCache`]
+//! for the typed [`Cache`].
 //!
-//! Both are `Copy` handles borrowing one [`Kmem`]: kmem has no global
+//! All are `Copy` handles borrowing one [`Kmem`]: kmem has no global
 //! allocator, so a `KBox` or `KVec` carries its machine with it.
 //!
 //! ```
@@ -15,13 +16,22 @@
 //! v.push(*b, GFP_KERNEL).unwrap();
 //! assert_eq!(v[0], 42);
 //! ```
+//!
+//! # Alignment
+//!
+//! [`Kmalloc`] honours any alignment by asking for a power-of-two size,
+//! which kmalloc aligns naturally. [`Vmalloc`] and [`KVmalloc`] honour
+//! alignments up to [`PAGE_SIZE`] (a vmalloc area starts on a page) and,
+//! as Rust-for-Linux's do, refuse larger ones with a warning and
+//! [`AllocError`].
 
 use super::{dangling, AllocError, Allocator, Cache, Flags, ObjectCache};
 use crate::gfp::__GFP_ZERO;
 use crate::kmalloc::ARCH_KMALLOC_MINALIGN;
-use crate::platform::Platform;
+use crate::memblock::NUMA_NO_NODE;
+use crate::platform::{Level, Platform};
 use crate::slab::{KmemCache, SlabFlags};
-use crate::{Kmem, Result};
+use crate::{report, Kmem, Result, PAGE_SIZE};
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
@@ -42,18 +52,54 @@ impl<'a, P: Platform> Kmalloc<'a, P> {
     pub fn new(k: &'a Kmem<P>) -> Self {
         Kmalloc { k }
     }
+}
 
-    /// The size to ask kmalloc for so that `layout`'s alignment holds:
-    /// kmalloc aligns power-of-two sizes naturally and everything to at
-    /// least `ARCH_KMALLOC_MINALIGN` (as RfL's `Kmalloc::aligned_size`).
-    fn aligned_size(layout: Layout) -> usize {
-        let l = layout.pad_to_align();
-        if l.align() > ARCH_KMALLOC_MINALIGN {
-            l.size().next_power_of_two()
-        } else {
-            l.size()
-        }
+/// The size to ask kmalloc for so that `layout`'s alignment holds: kmalloc
+/// aligns power-of-two sizes naturally and everything to at least
+/// `ARCH_KMALLOC_MINALIGN` (as RfL's `Kmalloc::aligned_size`).
+fn kmalloc_aligned_size(layout: Layout) -> usize {
+    let l = layout.pad_to_align();
+    if l.align() > ARCH_KMALLOC_MINALIGN {
+        l.size().next_power_of_two()
+    } else {
+        l.size()
     }
+}
+
+/// Zeroes bytes `old_size..new_size` of the block at `q` under
+/// [`__GFP_ZERO`]: RfL's contract is that a grown block's new bytes are
+/// zero, whatever the block's history.
+///
+/// # Safety
+///
+/// `q` is valid for writes of `new_size` bytes.
+unsafe fn zero_new_tail(q: NonNull<u8>, old_size: usize, new_size: usize, flags: Flags) {
+    if flags.contains(__GFP_ZERO) && new_size > old_size {
+        // SAFETY: bytes `old_size..new_size` of a block of `new_size`
+        // bytes (the caller's promise).
+        unsafe { q.as_ptr().add(old_size).write_bytes(0, new_size - old_size) };
+    }
+}
+
+/// Refuses (with a warning, as RfL's `pr_warn!`) an alignment above
+/// [`PAGE_SIZE`], which a vmalloc area does not give.
+fn check_page_align<P: Platform>(
+    k: &Kmem<P>,
+    who: &str,
+    layout: Layout,
+) -> core::result::Result<(), AllocError> {
+    if layout.align() <= PAGE_SIZE {
+        return Ok(());
+    }
+    report!(
+        &k.p,
+        Level::Warning,
+        "{}: alignment {} is larger than PAGE_SIZE ({}): not supported",
+        who,
+        layout.align(),
+        PAGE_SIZE
+    );
+    Err(AllocError)
 }
 
 // SAFETY: blocks come from kmalloc with at least the layout's size and
@@ -74,26 +120,197 @@ unsafe impl<P: Platform> Allocator for Kmalloc<'_, P> {
             }
             return Ok(NonNull::slice_from_raw_parts(dangling(layout), 0));
         }
-        let size = Self::aligned_size(layout);
+        let size = kmalloc_aligned_size(layout);
         let q = match ptr {
             None => self.k.kmalloc(size, flags).map_err(|_| AllocError)?,
             Some(p) => {
                 // SAFETY: the caller's block, replaced by the result.
                 let q =
                     unsafe { self.k.krealloc(p.as_ptr(), size, flags) }.map_err(|_| AllocError)?;
-                if flags.contains(__GFP_ZERO) && layout.size() > old_layout.size() {
-                    // RfL's contract: new bytes are zero, whatever the
-                    // block's history.
-                    // SAFETY: bytes old..new of the (re)allocated block.
-                    unsafe {
-                        q.as_ptr()
-                            .add(old_layout.size())
-                            .write_bytes(0, layout.size() - old_layout.size())
-                    };
-                }
+                // SAFETY: the block at `q` has at least `layout.size()` bytes.
+                unsafe { zero_new_tail(q, old_layout.size(), layout.size(), flags) };
                 q
             }
         };
+        Ok(NonNull::slice_from_raw_parts(q, layout.size()))
+    }
+}
+
+/// vmalloc as an [`Allocator`]: Rust-for-Linux's `Vmalloc`.
+///
+/// Blocks are virtually contiguous over pages that need not be physically
+/// contiguous: [`__vmalloc_node`](Kmem::__vmalloc_node) allocates,
+/// [`vrealloc`](Kmem::vrealloc) resizes (in place while the area's pages
+/// suffice, and always in place when shrinking), [`vfree`](Kmem::vfree)
+/// frees. Every block takes at least a page (plus the guard page of its
+/// virtual area), so this is for large buffers; alignments up to
+/// [`PAGE_SIZE`] are honoured and larger ones refused.
+///
+/// vmalloc needs page tables: on a platform without them (the arena) every
+/// allocation fails with [`AllocError`], after vmalloc's report. A
+/// function generic over the platform works on any machine that has them
+/// (`kmem-sim/tests/alloc_vmalloc.rs` runs these types on the simulator):
+///
+/// ```
+/// use kmem::alloc::{flags::GFP_KERNEL, AllocError, VVec, Vmalloc};
+/// use kmem::{Kmem, Platform};
+///
+/// /// A table of `n` zeroes, too big for kmalloc to be a good idea.
+/// fn table<P: Platform>(k: &Kmem<P>, n: usize) -> Result<VVec<'_, u64, P>, AllocError> {
+///     let mut v = VVec::new(Vmalloc::new(k));
+///     v.resize(n, 0, GFP_KERNEL)?;
+///     Ok(v)
+/// }
+///
+/// # let mut mem = vec![0u8; 16 << 20];
+/// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
+/// // The arena has no page tables, hence no vmalloc space.
+/// assert_eq!(table(&k, 1 << 20).err(), Some(AllocError));
+/// ```
+pub struct Vmalloc<'a, P: Platform> {
+    k: &'a Kmem<P>,
+}
+
+impl<P: Platform> Clone for Vmalloc<'_, P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<P: Platform> Copy for Vmalloc<'_, P> {}
+
+impl<'a, P: Platform> Vmalloc<'a, P> {
+    /// The vmalloc allocator of machine `k`.
+    pub fn new(k: &'a Kmem<P>) -> Self {
+        Vmalloc { k }
+    }
+}
+
+// SAFETY: blocks come from vmalloc with at least the layout's size, page
+// aligned (alignments above a page are refused), stay valid until freed
+// through this handle's machine, and realloc keeps contents up to the
+// smaller size (vrealloc copies when it moves, and leaves the block
+// untouched when it fails).
+unsafe impl<P: Platform> Allocator for Vmalloc<'_, P> {
+    unsafe fn realloc(
+        &self,
+        ptr: Option<NonNull<u8>>,
+        layout: Layout,
+        old_layout: Layout,
+        flags: Flags,
+    ) -> core::result::Result<NonNull<[u8]>, AllocError> {
+        // A pointer with a zero-sized old layout is no block at all.
+        let old = ptr.filter(|_| old_layout.size() != 0);
+        if layout.size() == 0 {
+            if let Some(p) = old {
+                // SAFETY: the caller gives back a live block of ours.
+                unsafe { self.k.vfree(p.as_ptr()) }.map_err(|_| AllocError)?;
+            }
+            return Ok(NonNull::slice_from_raw_parts(dangling(layout), 0));
+        }
+        check_page_align(self.k, "Vmalloc", layout)?;
+        let q = match old {
+            None => self
+                .k
+                .__vmalloc_node(layout.size(), layout.align(), flags, NUMA_NO_NODE)
+                .map_err(|_| AllocError)?,
+            Some(p) => {
+                // SAFETY: the caller's live block, replaced by the result
+                // (which for a non-zero size is always `Some`).
+                let q = unsafe { self.k.vrealloc(Some(p), layout.size(), flags) }
+                    .map_err(|_| AllocError)?
+                    .ok_or(AllocError)?;
+                // SAFETY: the block at `q` has at least `layout.size()` bytes.
+                unsafe { zero_new_tail(q, old_layout.size(), layout.size(), flags) };
+                q
+            }
+        };
+        debug_assert_eq!(q.as_ptr().addr() & (layout.align() - 1), 0);
+        Ok(NonNull::slice_from_raw_parts(q, layout.size()))
+    }
+}
+
+/// kvmalloc as an [`Allocator`]: Rust-for-Linux's `KVmalloc`.
+///
+/// Tries kmalloc first and falls back to vmalloc for sizes above a page
+/// that kmalloc cannot serve ([`kvmalloc_node`](Kmem::kvmalloc_node));
+/// resizes with [`kvrealloc`](Kmem::kvrealloc), which may move a kmalloc
+/// block to vmalloc as it grows; frees with [`kvfree`](Kmem::kvfree).
+/// Sizes are rounded as for [`Kmalloc`] so that the kmalloc path honours
+/// the alignment; alignments above [`PAGE_SIZE`] are refused, as
+/// Rust-for-Linux refuses them.
+///
+/// On a platform without page tables (the arena) only the kmalloc path
+/// exists, so it serves what kmalloc serves:
+///
+/// ```
+/// use kmem::alloc::{flags::GFP_KERNEL, KVBox, KVVec, KVmalloc};
+/// # let mut mem = vec![0u8; 16 << 20];
+/// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
+/// let kv = KVmalloc::new(&k);
+/// let b: KVBox<'_, u64, _> = KVBox::new(7, kv, GFP_KERNEL).unwrap();
+/// let mut v: KVVec<'_, u8, _> = KVVec::new(kv);
+/// v.resize(16 << 10, 1, GFP_KERNEL).unwrap(); // 16 KiB: kmalloc's pages
+/// assert!(!k.is_vmalloc_addr(v.as_ptr()));
+/// assert_eq!(*b + u64::from(v[0]), 8);
+/// ```
+pub struct KVmalloc<'a, P: Platform> {
+    k: &'a Kmem<P>,
+}
+
+impl<P: Platform> Clone for KVmalloc<'_, P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<P: Platform> Copy for KVmalloc<'_, P> {}
+
+impl<'a, P: Platform> KVmalloc<'a, P> {
+    /// The kvmalloc allocator of machine `k`.
+    pub fn new(k: &'a Kmem<P>) -> Self {
+        KVmalloc { k }
+    }
+}
+
+// SAFETY: blocks come from kmalloc with a size that makes it honour the
+// alignment (as `Kmalloc`'s), or from vmalloc, page aligned (alignments
+// above a page are refused); they stay valid until freed through this
+// handle's machine (kvfree tells the two apart by address), and
+// kvrealloc keeps contents up to the smaller size and leaves the block
+// untouched when it fails.
+unsafe impl<P: Platform> Allocator for KVmalloc<'_, P> {
+    unsafe fn realloc(
+        &self,
+        ptr: Option<NonNull<u8>>,
+        layout: Layout,
+        old_layout: Layout,
+        flags: Flags,
+    ) -> core::result::Result<NonNull<[u8]>, AllocError> {
+        // A pointer with a zero-sized old layout is no block at all.
+        let old = ptr.filter(|_| old_layout.size() != 0);
+        if layout.size() == 0 {
+            if let Some(p) = old {
+                // SAFETY: the caller gives back a live block of ours.
+                unsafe { self.k.kvfree(p.as_ptr()) }.map_err(|_| AllocError)?;
+            }
+            return Ok(NonNull::slice_from_raw_parts(dangling(layout), 0));
+        }
+        check_page_align(self.k, "KVmalloc", layout)?;
+        let size = kmalloc_aligned_size(layout);
+        let q = match old {
+            None => self
+                .k
+                .kvmalloc_node(size, flags, NUMA_NO_NODE)
+                .map_err(|_| AllocError)?,
+            Some(p) => {
+                // SAFETY: the caller's live block, replaced by the result.
+                let q =
+                    unsafe { self.k.kvrealloc(p.as_ptr(), size, flags) }.map_err(|_| AllocError)?;
+                // SAFETY: the block at `q` has at least `layout.size()` bytes.
+                unsafe { zero_new_tail(q, old_layout.size(), layout.size(), flags) };
+                q
+            }
+        };
+        debug_assert_eq!(q.as_ptr().addr() & (layout.align() - 1), 0);
         Ok(NonNull::slice_from_raw_parts(q, layout.size()))
     }
 }

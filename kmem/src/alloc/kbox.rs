@@ -8,12 +8,14 @@ use core::ops::{Deref, DerefMut};
 use core::pin::Pin;
 use core::ptr::{self, NonNull};
 
-use super::{AllocError, Allocator, Flags};
+use super::{AllocError, Allocator, Flags, KVmalloc, Vmalloc};
 
 /// An owned `T` in memory from the allocator `A`: the kernel's `Box`.
 ///
 /// Like Rust-for-Linux's `Box<T, A>` (aliased `KBox<T>` there), allocation
 /// takes GFP [`Flags`] and fails with [`AllocError`] rather than aborting.
+/// Its `VBox<T>` and `KVBox<T>` are the aliases [`VBox`] and [`KVBox`] here
+/// (`KBox<T, Vmalloc<'a, P>>`, `KBox<T, KVmalloc<'a, P>>`).
 /// Unlike it, the box stores its allocator handle `alloc: A`, because a kmem
 /// allocator is a handle to one machine rather than a global; `A` is
 /// typically a `Copy` reference-like type.
@@ -50,6 +52,47 @@ pub struct KBox<T: ?Sized, A: Allocator> {
     alloc: A,
     _owns: PhantomData<T>,
 }
+
+/// A [`KBox`] in vmalloc memory: Rust-for-Linux's `VBox<T>`
+/// (`Box<T, Vmalloc>`), here with the [`Vmalloc`] handle's lifetime and
+/// platform as parameters.
+///
+/// For large values: the block is virtually contiguous, takes whole pages
+/// and needs a platform with page tables (on the arena every allocation
+/// fails). A value that large should not pass through the stack: allocate
+/// it with [`new_uninit`](KBox::new_uninit) and
+/// [`__GFP_ZERO`](super::flags::__GFP_ZERO) and fill it in place.
+///
+/// ```
+/// use kmem::alloc::{flags::{GFP_KERNEL, __GFP_ZERO}, AllocError, VBox, Vmalloc};
+/// use kmem::{Kmem, Platform};
+///
+/// /// A zeroed 1 MiB buffer, built in place.
+/// fn buffer<P: Platform>(k: &Kmem<P>) -> Result<VBox<'_, [u8; 1 << 20], P>, AllocError> {
+///     let b = VBox::new_uninit(Vmalloc::new(k), GFP_KERNEL | __GFP_ZERO)?;
+///     // SAFETY: `__GFP_ZERO` zeroed the block; all-zero is a valid `[u8; N]`.
+///     Ok(unsafe { b.assume_init() })
+/// }
+///
+/// # let mut mem = vec![0u8; 16 << 20];
+/// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
+/// assert_eq!(buffer(&k).err(), Some(AllocError)); // the arena has no vmalloc
+/// ```
+pub type VBox<'a, T, P> = KBox<T, Vmalloc<'a, P>>;
+
+/// A [`KBox`] from kvmalloc: Rust-for-Linux's `KVBox<T>`
+/// (`Box<T, KVmalloc>`): kmalloc memory when kmalloc can serve it, vmalloc
+/// memory otherwise (see [`KVmalloc`]).
+///
+/// ```
+/// use kmem::alloc::{flags::GFP_KERNEL, KVBox, KVmalloc};
+/// # let mut mem = vec![0u8; 16 << 20];
+/// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
+/// let b: KVBox<'_, [u32; 4], _> = KVBox::new([1, 2, 3, 4], KVmalloc::new(&k), GFP_KERNEL).unwrap();
+/// assert!(!k.is_vmalloc_addr((&*b as *const [u32; 4]).cast()));
+/// assert_eq!(b[3], 4);
+/// ```
+pub type KVBox<'a, T, P> = KBox<T, KVmalloc<'a, P>>;
 
 // SAFETY: the box owns its `T` exclusively (moving the box moves the value)
 // and its allocator handle; sending both is sound when each may be sent.

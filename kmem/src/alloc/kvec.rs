@@ -8,13 +8,15 @@ use core::ops::{Deref, DerefMut};
 use core::ptr::{self, NonNull};
 use core::slice;
 
-use super::{AllocError, Allocator, Flags};
+use super::{AllocError, Allocator, Flags, KVmalloc, Vmalloc};
 
 /// A growable array in memory from the allocator `A`: the kernel's `Vec`.
 ///
 /// Like Rust-for-Linux's `Vec<T, A>` (aliased `KVec<T>` there), every call
 /// that may allocate takes GFP [`Flags`] and returns
 /// `Result<_, AllocError>`; the vector is left unchanged when it fails.
+/// Its `VVec<T>` and `KVVec<T>` are the aliases [`VVec`] and [`KVVec`] here
+/// (`KVec<T, Vmalloc<'a, P>>`, `KVec<T, KVmalloc<'a, P>>`).
 /// Unlike it, the vector stores its allocator handle (see
 /// [the module docs](super)).
 ///
@@ -53,6 +55,40 @@ pub struct KVec<T, A: Allocator> {
     alloc: A,
     _owns: PhantomData<T>,
 }
+
+/// A [`KVec`] in vmalloc memory: Rust-for-Linux's `VVec<T>`
+/// (`Vec<T, Vmalloc>`), here with the [`Vmalloc`] handle's lifetime and
+/// platform as parameters.
+///
+/// For large arrays: the buffer is virtually contiguous and takes whole
+/// pages, so growth within the pages it has keeps the buffer in place
+/// ([`vrealloc`](crate::Kmem::vrealloc)), and shrinking always does. It
+/// needs a platform with page tables: on the arena every allocation fails.
+///
+/// ```
+/// use kmem::alloc::{flags::GFP_KERNEL, AllocError, VVec, Vmalloc};
+/// # let mut mem = vec![0u8; 16 << 20];
+/// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
+/// let mut v: VVec<'_, u64, _> = VVec::new(Vmalloc::new(&k));
+/// assert_eq!(v.push(1, GFP_KERNEL), Err(AllocError)); // the arena has no vmalloc
+/// ```
+pub type VVec<'a, T, P> = KVec<T, Vmalloc<'a, P>>;
+
+/// A [`KVec`] from kvmalloc: Rust-for-Linux's `KVVec<T>`
+/// (`Vec<T, KVmalloc>`). The buffer is kmalloc memory while kmalloc can
+/// serve it and moves to vmalloc memory when it grows beyond (see
+/// [`KVmalloc`]).
+///
+/// ```
+/// use kmem::alloc::{flags::GFP_KERNEL, KVVec, KVmalloc};
+/// # let mut mem = vec![0u8; 16 << 20];
+/// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
+/// let mut v: KVVec<'_, u16, _> = KVVec::new(KVmalloc::new(&k));
+/// v.extend_from_slice(&[1, 2, 3], GFP_KERNEL).unwrap();
+/// assert!(!k.is_vmalloc_addr(v.as_ptr().cast()));
+/// assert_eq!(v, [1, 2, 3]);
+/// ```
+pub type KVVec<'a, T, P> = KVec<T, KVmalloc<'a, P>>;
 
 // SAFETY: the vector owns its elements and its allocator handle.
 unsafe impl<T: Send, A: Allocator + Send> Send for KVec<T, A> {}

@@ -1,6 +1,7 @@
-//! The typed allocation API: [`Allocator`], [`KBox`], [`KVec`], typed
-//! slab caches ([`Cache`], [`CacheBox`]) and typed memory pools
-//! ([`Mempool`], [`MempoolBox`]).
+//! The typed allocation API: [`Allocator`] with the machine's [`Kmalloc`],
+//! [`Vmalloc`] and [`KVmalloc`], [`KBox`], [`KVec`] and their vmalloc
+//! and kvmalloc aliases, typed slab caches ([`Cache`], [`CacheBox`]) and
+//! typed memory pools ([`Mempool`], [`MempoolBox`]).
 //!
 //! This module follows the shape of Rust-for-Linux's `kernel::alloc`
 //! (`rust/kernel/alloc.rs`, `alloc/kbox.rs`, `alloc/kvec.rs`): every
@@ -22,6 +23,29 @@
 //! Because the allocator is an argument rather than a type, the generic
 //! containers carry the `K` names themselves ([`KBox<T, A>`],
 //! [`KVec<T, A>`]) instead of `Box<T, A>`/`Vec<T, A>` plus `KBox<T>` aliases.
+//! The vmalloc and kvmalloc aliases exist, with the handle's lifetime and
+//! the machine's platform as parameters: [`VBox<'a, T, P>`](VBox) is
+//! `KBox<T, Vmalloc<'a, P>>`.
+//!
+//! | Rust-for-Linux | kmem | handle from |
+//! |---|---|---|
+//! | `Kmalloc` | [`Kmalloc<'a, P>`](Kmalloc) | [`Kmalloc::new(&k)`](Kmalloc::new) |
+//! | `Vmalloc` | [`Vmalloc<'a, P>`](Vmalloc) | [`Vmalloc::new(&k)`](Vmalloc::new) |
+//! | `KVmalloc` | [`KVmalloc<'a, P>`](KVmalloc) | [`KVmalloc::new(&k)`](KVmalloc::new) |
+//! | `Box<T, A>` | [`KBox<T, A>`](KBox) | any [`Allocator`] |
+//! | `KBox<T>` | `KBox<T, Kmalloc<'a, P>>` | |
+//! | `VBox<T>` | [`VBox<'a, T, P>`](VBox) = `KBox<T, Vmalloc<'a, P>>` | |
+//! | `KVBox<T>` | [`KVBox<'a, T, P>`](KVBox) = `KBox<T, KVmalloc<'a, P>>` | |
+//! | `Vec<T, A>` | [`KVec<T, A>`](KVec) | any [`Allocator`] |
+//! | `KVec<T>` | `KVec<T, Kmalloc<'a, P>>` | |
+//! | `VVec<T>` | [`VVec<'a, T, P>`](VVec) = `KVec<T, Vmalloc<'a, P>>` | |
+//! | `KVVec<T>` | [`KVVec<'a, T, P>`](KVVec) = `KVec<T, KVmalloc<'a, P>>` | |
+//!
+//! As in Rust-for-Linux, [`Vmalloc`] and [`KVmalloc`] honour alignments up
+//! to [`PAGE_SIZE`](crate::PAGE_SIZE) and refuse larger ones with
+//! [`AllocError`] (and a warning). vmalloc needs page tables, which the
+//! arena platform does not have: there [`Vmalloc`] always fails and
+//! [`KVmalloc`] serves only what kmalloc serves.
 //!
 //! `&dyn Allocator` is a valid handle too (the trait is dyn-compatible), for
 //! code that does not want to be generic over the allocator.
@@ -100,10 +124,10 @@ mod mempool;
 #[cfg(test)]
 mod tests;
 
-pub use allocator::{Kmalloc, SlabCache};
+pub use allocator::{KVmalloc, Kmalloc, SlabCache, Vmalloc};
 pub use cache::{Cache, CacheBox, ObjectCache};
-pub use kbox::KBox;
-pub use kvec::{IntoIter, KVec, PushError, RemoveError};
+pub use kbox::{KBox, KVBox, VBox};
+pub use kvec::{IntoIter, KVVec, KVec, PushError, RemoveError, VVec};
 pub use mempool::{Mempool, MempoolBox};
 
 /// GFP flags, as taken by every allocating call of this module.

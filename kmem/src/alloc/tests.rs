@@ -712,3 +712,104 @@ fn dyn_allocator_handle() {
     drop((v, b));
     assert_eq!(a.live(), 0);
 }
+
+// The machine's `Vmalloc` and `KVmalloc` on the arena, which has no page
+// tables: vmalloc always fails, kvmalloc serves what kmalloc serves.
+// (kmem-sim/tests/alloc_vmalloc.rs runs them on a machine with vmalloc.)
+
+/// A value whose alignment is two pages.
+#[repr(align(8192))]
+struct TwoPageAligned(#[allow(dead_code)] u8);
+
+/// A value aligned to a page, smaller than one.
+#[repr(align(4096))]
+struct PageAligned([u8; 100]);
+
+#[test]
+fn vmalloc_on_the_arena_fails_with_alloc_error() {
+    let mut mem = std::vec![0u8; 16 << 20];
+    let k = crate::Kmem::boot_arena(&mut mem, 1).unwrap();
+    let vm = Vmalloc::new(&k);
+    assert_eq!(VBox::new(1u64, vm, GFP_KERNEL).err(), Some(AllocError));
+    assert!(k.platform().reported("no page tables"));
+    let mut v: VVec<'_, u8, _> = VVec::new(vm);
+    assert_eq!(v.push(1, GFP_KERNEL), Err(AllocError));
+    assert_eq!((v.len(), v.capacity()), (0, 0));
+    // Zero-sized values and freeing nothing need no vmalloc.
+    let z = VBox::new((), vm, GFP_KERNEL).unwrap();
+    drop(z);
+    // SAFETY: a zero-sized old layout: the dangling pointer is no block.
+    let r = unsafe {
+        vm.realloc(
+            Some(dangling(Layout::new::<u64>())),
+            Layout::new::<()>(),
+            Layout::new::<[u64; 0]>(),
+            GFP_KERNEL,
+        )
+    };
+    assert!(r.is_ok());
+}
+
+#[test]
+fn vmalloc_and_kvmalloc_refuse_alignments_above_a_page() {
+    let mut mem = std::vec![0u8; 16 << 20];
+    let k = crate::Kmem::boot_arena(&mut mem, 1).unwrap();
+    let p = k.platform();
+    assert!(VBox::new(TwoPageAligned(1), Vmalloc::new(&k), GFP_KERNEL).is_err());
+    assert!(p.reported("Vmalloc: alignment 8192 is larger than PAGE_SIZE (4096): not supported"));
+    p.clear_reports();
+    assert!(KVBox::new(TwoPageAligned(1), KVmalloc::new(&k), GFP_KERNEL).is_err());
+    assert!(p.reported("KVmalloc: alignment 8192 is larger than PAGE_SIZE (4096): not supported"));
+    // A page's alignment is honoured (here by kmalloc's page-sized object).
+    p.clear_reports();
+    let b = KVBox::new(PageAligned([7; 100]), KVmalloc::new(&k), GFP_KERNEL).unwrap();
+    assert_eq!((&*b as *const PageAligned).addr() % crate::PAGE_SIZE, 0);
+    assert_eq!(b.0[99], 7);
+    assert!(!p.reported("alignment"));
+}
+
+#[test]
+fn kvmalloc_on_the_arena_serves_what_kmalloc_serves() {
+    let mut mem = std::vec![0u8; 32 << 20];
+    let k = crate::Kmem::boot_arena(&mut mem, 1).unwrap();
+    let kv = KVmalloc::new(&k);
+    let mut v: KVVec<'_, u32, _> = KVVec::new(kv);
+    for i in 0..(64 << 10) / 4 {
+        v.push(i, GFP_KERNEL).unwrap();
+    }
+    // 64 KiB: kmalloc's pages, not vmalloc.
+    assert!(!k.is_vmalloc_addr(v.as_ptr().cast()));
+    assert!(v.iter().enumerate().all(|(i, &x)| x as usize == i));
+    let at = v.as_ptr();
+    v.truncate(10);
+    v.shrink_to_fit(GFP_KERNEL).unwrap();
+    assert_eq!((v.capacity(), &v[..3]), (10, &[0, 1, 2][..]));
+    // krealloc shrinks in place, as Linux's does: no memory goes back.
+    assert_eq!((v.as_ptr(), k.ksize(at.cast())), (at, 64 << 10));
+    // Beyond KMALLOC_MAX_SIZE only vmalloc could serve it.
+    let big = KVBox::<[u8; crate::kmalloc::KMALLOC_MAX_SIZE + 1], _>::new_uninit(kv, GFP_KERNEL);
+    assert_eq!(big.err(), Some(AllocError));
+}
+
+#[test]
+fn kvmalloc_realloc_zeroes_the_new_tail_under_gfp_zero() {
+    let mut mem = std::vec![0u8; 16 << 20];
+    let k = crate::Kmem::boot_arena(&mut mem, 1).unwrap();
+    let kv = KVmalloc::new(&k);
+    let small = Layout::from_size_align(40, 8).unwrap();
+    let grown = Layout::from_size_align(60, 8).unwrap();
+    let p = kv.alloc(small, GFP_KERNEL).unwrap().cast::<u8>();
+    // SAFETY: a fresh block of 40 bytes, in kmalloc-64.
+    unsafe { p.as_ptr().write_bytes(0xa5, 40) };
+    // Dirty the slack kmalloc gave beyond the 40 bytes asked for.
+    // SAFETY: kmalloc-64's object has 64 bytes.
+    unsafe { p.as_ptr().add(40).write_bytes(0x5a, 24) };
+    // SAFETY: `p` is the block of `small`, given up for the result.
+    let q = unsafe { kv.realloc(Some(p), grown, small, GFP_KERNEL | __GFP_ZERO) }.unwrap();
+    assert_eq!(q.cast::<u8>(), p, "grown in place within kmalloc-64");
+    // SAFETY: the block has 60 bytes.
+    let bytes = unsafe { core::slice::from_raw_parts(q.cast::<u8>().as_ptr(), 60) };
+    assert!(bytes[..40].iter().all(|&b| b == 0xa5) && bytes[40..].iter().all(|&b| b == 0));
+    // SAFETY: the block of `grown`.
+    unsafe { kv.free(q.cast(), grown) };
+}
