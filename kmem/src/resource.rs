@@ -235,16 +235,17 @@ const _: () = assert!(
 );
 
 /// The tree behind the lock. Invariant: `root` is null (before boot builds
-/// the tree) or a live node from kmalloc; every node reachable from it is
-/// a live kmalloc'd node that only the tree refers to, its links
-/// consistent, its children disjoint, in address order and inside it.
+/// the tree) or a live node; every node reachable from it is a live node
+/// (memblock memory from boot, or a kmalloc object) that only the tree
+/// refers to, its links consistent, its children disjoint, in address
+/// order and inside it.
 struct Tree {
     root: *mut Node,
 }
 
-// SAFETY: the nodes are kmalloc memory owned by the machine, reached only
-// through the tree, which the spin lock guards; moving the tree to another
-// thread moves that ownership with it.
+// SAFETY: the nodes are the machine's memory (memblock or kmalloc), reached
+// only through the tree, which the spin lock guards; moving the tree to
+// another thread moves that ownership with it.
 unsafe impl Send for Tree {}
 
 /// The iomem resource tree of a machine (Linux's `iomem_resource` and
@@ -617,7 +618,8 @@ impl<P: Platform> Kmem<P> {
     /// [`Error::Busy`] and the report the module docs give. `n == 0` or a
     /// range past the end of the address space is
     /// [`Error::InvalidArgument`]; a failed allocation of the node,
-    /// [`Error::NoMemory`].
+    /// [`Error::NoMemory`]. The node comes from kmalloc with `GFP_KERNEL`,
+    /// so the call may sleep, as Linux's.
     ///
     /// ```
     /// # let mut mem = vec![0u8; 16 << 20];
