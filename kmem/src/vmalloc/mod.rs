@@ -483,7 +483,8 @@ impl<P: Platform> Kmem<P> {
                 None => writeln!(out, "vmalloc: {addr:#x} is in the vmap area {s:#x}-{e:#x}"),
             };
         }
-        let below = busy.0.find_le(addr);
+        // SAFETY: a busy node read under the lock.
+        let below = busy.0.find_le(addr).map(|b| unsafe { b.as_ref().va_start });
         drop(busy);
         if let Some(purge) = v.purge.try_lock() {
             let mut p = purge.head;
@@ -501,12 +502,9 @@ impl<P: Platform> Kmem<P> {
             }
         }
         match below {
-            // SAFETY: read without the lock: the node may have changed, which
-            // only makes this hint stale; nodes are never unmapped memory.
             Some(b) => writeln!(
                 out,
-                "vmalloc: {addr:#x} is in free vmalloc space, above the area starting at {:#x}",
-                unsafe { core::ptr::addr_of!((*b.as_ptr()).va_start).read_volatile() }
+                "vmalloc: {addr:#x} is in free vmalloc space, above the area starting at {b:#x}"
             ),
             None => writeln!(out, "vmalloc: {addr:#x} is in free vmalloc space"),
         }
