@@ -468,6 +468,90 @@ pub fn vmstat<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result {
     writeln!(w, "oom_kill {}", ev.oom_kill)
 }
 
+/// `/proc/vmallocinfo` (`vmalloc_info_show()`): one line per busy area in
+/// address order, `0x<start>-0x<end> <size> <caller> pages=N phys=...
+/// <kind> N<node>=<pages>`, where kind is `ioremap`, `vmalloc`, `vmap`,
+/// `user`, `vpages` (the page array came from vmalloc); `vm_map_ram`
+/// areas and blocks; then the lazily freed areas as `unpurged vm_area`.
+/// The caller is the Rust source location that asked (Linux prints the
+/// calling function's symbol).
+pub fn vmallocinfo<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result {
+    use crate::vmalloc::{VM_ALLOC, VM_IOREMAP, VM_MAP, VM_MAP_PUT_PAGES, VM_USERMAP};
+    let mut res = Ok(());
+    k.for_each_busy_area(|start, end, va_flags, vm| {
+        if res.is_err() {
+            return;
+        }
+        res = (|| {
+            let Some(vm) = vm else {
+                if va_flags & crate::vmalloc::VMAP_RAM != 0 {
+                    writeln!(
+                        w,
+                        "0x{start:016x}-0x{end:016x} {:>7} vm_map_ram",
+                        end - start
+                    )?;
+                }
+                return Ok(());
+            };
+            let addr = vm.addr() as usize;
+            write!(
+                w,
+                "0x{addr:016x}-0x{:016x} {:>7} {}",
+                addr + vm.size(),
+                vm.size(),
+                vm.caller()
+            )?;
+            let flags = vm.flags();
+            let has_pages = flags & VM_ALLOC != 0 || flags & VM_MAP_PUT_PAGES != 0;
+            if has_pages && vm.nr_pages() > 0 {
+                write!(w, " pages={}", vm.nr_pages())?;
+            }
+            if vm.phys_addr() != 0 {
+                write!(w, " phys=0x{:016x}", vm.phys_addr())?;
+            }
+            for (bit, name) in [
+                (VM_IOREMAP, " ioremap"),
+                (VM_ALLOC, " vmalloc"),
+                (VM_MAP, " vmap"),
+                (VM_USERMAP, " user"),
+            ] {
+                if flags & bit != 0 {
+                    w.write_str(name)?;
+                }
+            }
+            if has_pages && k.is_vmalloc_addr(vm.pages_ptr()) {
+                w.write_str(" vpages")?;
+            }
+            if has_pages {
+                let mut per_node = [0usize; crate::mmzone::MAX_NUMNODES];
+                for i in 0..vm.nr_pages() {
+                    if let Some(p) = vm.page(i) {
+                        per_node[p.nid()] += 1;
+                    }
+                }
+                for (nid, n) in per_node.iter().enumerate().take(k.nr_nodes()) {
+                    if *n > 0 {
+                        write!(w, " N{nid}={n}")?;
+                    }
+                }
+            }
+            writeln!(w)
+        })();
+    });
+    res?;
+    let mut res = Ok(());
+    k.for_each_lazy_area(|start, end| {
+        if res.is_ok() {
+            res = writeln!(
+                w,
+                "0x{start:016x}-0x{end:016x} {:>7} unpurged vm_area",
+                end - start
+            );
+        }
+    });
+    res
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -673,88 +757,4 @@ mod tests {
         assert_eq!(value(&after, "pgsteal_direct"), ev.pgsteal_direct);
         assert_eq!(value(&after, "slabs_scanned"), ev.slabs_scanned);
     }
-}
-
-/// `/proc/vmallocinfo` (`vmalloc_info_show()`): one line per busy area in
-/// address order, `0x<start>-0x<end> <size> <caller> pages=N phys=...
-/// <kind> N<node>=<pages>`, where kind is `ioremap`, `vmalloc`, `vmap`,
-/// `user`, `vpages` (the page array came from vmalloc); `vm_map_ram`
-/// areas and blocks; then the lazily freed areas as `unpurged vm_area`.
-/// The caller is the Rust source location that asked (Linux prints the
-/// calling function's symbol).
-pub fn vmallocinfo<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result {
-    use crate::vmalloc::{VM_ALLOC, VM_IOREMAP, VM_MAP, VM_MAP_PUT_PAGES, VM_USERMAP};
-    let mut res = Ok(());
-    k.for_each_busy_area(|start, end, va_flags, vm| {
-        if res.is_err() {
-            return;
-        }
-        res = (|| {
-            let Some(vm) = vm else {
-                if va_flags & crate::vmalloc::VMAP_RAM != 0 {
-                    writeln!(
-                        w,
-                        "0x{start:016x}-0x{end:016x} {:>7} vm_map_ram",
-                        end - start
-                    )?;
-                }
-                return Ok(());
-            };
-            let addr = vm.addr() as usize;
-            write!(
-                w,
-                "0x{addr:016x}-0x{:016x} {:>7} {}",
-                addr + vm.size(),
-                vm.size(),
-                vm.caller()
-            )?;
-            let flags = vm.flags();
-            let has_pages = flags & VM_ALLOC != 0 || flags & VM_MAP_PUT_PAGES != 0;
-            if has_pages && vm.nr_pages() > 0 {
-                write!(w, " pages={}", vm.nr_pages())?;
-            }
-            if vm.phys_addr() != 0 {
-                write!(w, " phys=0x{:016x}", vm.phys_addr())?;
-            }
-            for (bit, name) in [
-                (VM_IOREMAP, " ioremap"),
-                (VM_ALLOC, " vmalloc"),
-                (VM_MAP, " vmap"),
-                (VM_USERMAP, " user"),
-            ] {
-                if flags & bit != 0 {
-                    w.write_str(name)?;
-                }
-            }
-            if has_pages && k.is_vmalloc_addr(vm.pages_ptr()) {
-                w.write_str(" vpages")?;
-            }
-            if has_pages {
-                let mut per_node = [0usize; crate::mmzone::MAX_NUMNODES];
-                for i in 0..vm.nr_pages() {
-                    if let Some(p) = vm.page(i) {
-                        per_node[p.nid()] += 1;
-                    }
-                }
-                for (nid, n) in per_node.iter().enumerate().take(k.nr_nodes()) {
-                    if *n > 0 {
-                        write!(w, " N{nid}={n}")?;
-                    }
-                }
-            }
-            writeln!(w)
-        })();
-    });
-    res?;
-    let mut res = Ok(());
-    k.for_each_lazy_area(|start, end| {
-        if res.is_ok() {
-            res = writeln!(
-                w,
-                "0x{start:016x}-0x{end:016x} {:>7} unpurged vm_area",
-                end - start
-            );
-        }
-    });
-    res
 }

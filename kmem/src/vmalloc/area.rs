@@ -114,22 +114,25 @@ impl<P: Platform> Kmem<P> {
             return None;
         }
         // adjust_va_to_fit_type(): the four ways the block sits in `fva`.
-        // SAFETY (all four): `fva` is a node of the free tree under its
-        // lock; shrinking it from one end keeps its place in the address
-        // order, and update_augment() restores subtree_max_size.
+        // In each, `fva` is a node of the free tree under its lock;
+        // shrinking it from one end keeps its place in the address order,
+        // and update_augment() restores subtree_max_size.
         match (nva_start == fs, nva_end == fe) {
             // FL_FIT_TYPE: the whole free area.
+            // SAFETY: as above; once removed, `fva` is ours to drop.
             (true, true) => unsafe {
                 free.0.remove(fva);
                 drop(free);
                 self.vmap_area_drop(fva);
             },
             // LE_FIT_TYPE: from its left edge.
+            // SAFETY: as above.
             (true, false) => unsafe {
                 (*fva.as_ptr()).va_start = nva_end;
                 free.0.update_augment(fva);
             },
             // RE_FIT_TYPE: up to its right edge.
+            // SAFETY: as above.
             (false, true) => unsafe {
                 (*fva.as_ptr()).va_end = nva_start;
                 free.0.update_augment(fva);
@@ -160,6 +163,7 @@ impl<P: Platform> Kmem<P> {
     /// allocation for size N failed: use vmalloc=<size> to increase size"
     /// (unless `__GFP_NOWARN`) and fails with [`Error::Busy`], as Linux
     /// returns `-EBUSY`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn alloc_vmap_area_node(
         &self,
         size: usize,
