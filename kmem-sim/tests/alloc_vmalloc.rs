@@ -1,0 +1,306 @@
+//! Rust-for-Linux's vmalloc-backed types on a simulated machine, which has
+//! the page tables the arena lacks: `Vmalloc` and `KVmalloc` as
+//! allocators, `VBox`/`VVec`/`KVBox`/`KVVec` on them. Each test checks
+//! where the memory comes from (`is_vmalloc_addr`, `find_vm_area`), that
+//! contents survive every reallocation, and that dropping gives every
+//! vmalloc page back (`VmallocUsed` returns to where it started).
+
+use kmem::alloc::flags::{__GFP_NOWARN, __GFP_ZERO, GFP_KERNEL};
+use kmem::alloc::{AllocError, KVBox, KVVec, KVmalloc, VBox, VVec, Vmalloc};
+use kmem::kmalloc::KMALLOC_MAX_SIZE;
+use kmem::vmalloc::VM_ALLOC;
+use kmem::{BootParams, Kmem, PAGE_SIZE};
+use kmem_sim::{pc_memory_map, SimConfig, SimPlatform};
+
+const MB: usize = 1 << 20;
+
+fn sim(cpus: usize) -> SimPlatform {
+    SimPlatform::new(SimConfig::new(cpus, pc_memory_map(64 << 20))).expect("machine")
+}
+
+fn boot(s: &SimPlatform) -> Kmem<&SimPlatform> {
+    let _cpu = s.bind(0);
+    Kmem::boot(s, s.memory_map(), &BootParams::default()).expect("boot")
+}
+
+/// Pages vmalloc holds (`VmallocUsed`).
+fn vmalloc_used(k: &Kmem<&SimPlatform>) -> usize {
+    k.vmalloc_info().used_pages
+}
+
+fn assert_no_warnings(s: &SimPlatform) {
+    let reports = s.reports();
+    assert!(
+        reports
+            .iter()
+            .all(|(_, m)| !m.contains("WARNING") && !m.contains("error")),
+        "{reports:?}"
+    );
+}
+
+#[test]
+fn vbox_of_a_large_array_is_vmalloc_memory_built_in_place() {
+    let s = sim(1);
+    let k = boot(&s);
+    let _cpu = s.bind(0);
+    let used = vmalloc_used(&k);
+    // 1 MiB never passes through the stack: allocated zeroed, then used.
+    let b = VBox::<[u8; MB], _>::new_uninit(Vmalloc::new(&k), GFP_KERNEL | __GFP_ZERO).unwrap();
+    // SAFETY: `__GFP_ZERO` zeroed the block; all-zero is a valid `[u8; N]`.
+    let mut b = unsafe { b.assume_init() };
+    let p = b.as_ptr();
+    assert!(k.is_vmalloc_addr(p));
+    assert_eq!(p.addr() % PAGE_SIZE, 0);
+    assert!(b.iter().all(|&x| x == 0));
+    b[0] = 1;
+    b[MB - 1] = 2;
+    let vm = k.find_vm_area(p).expect("a vmalloc area");
+    assert_eq!(vm.addr().cast_const(), p);
+    assert_eq!((vm.requested_size(), vm.nr_pages()), (MB, MB / PAGE_SIZE));
+    assert_eq!(vm.size(), MB + PAGE_SIZE, "one guard page");
+    assert_ne!(vm.flags() & VM_ALLOC, 0);
+    // The last byte, seen through its page's direct-map alias.
+    // SAFETY: inside the 1 MiB block.
+    let last = k.vmalloc_to_page(unsafe { p.add(MB - 1) }).unwrap();
+    let direct = k.page_address(last).unwrap();
+    // SAFETY: the page's direct-map alias is one page long.
+    assert_eq!(unsafe { *direct.as_ptr().add(PAGE_SIZE - 1) }, 2);
+    assert_eq!(vmalloc_used(&k), used + MB / PAGE_SIZE);
+    // /proc/vmallocinfo names the allocator as the caller, as Linux names
+    // the Rust allocator's function.
+    let mut info = String::new();
+    kmem::proc::vmallocinfo(&k, &mut info).unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.starts_with(&format!("0x{:016x}-", p.addr())))
+        .expect(&info);
+    assert!(line.contains("kmem/src/alloc/allocator.rs"), "{line}");
+    assert!(line.contains(" pages=256 vmalloc"), "{line}");
+    drop(b);
+    assert_eq!(vmalloc_used(&k), used);
+    assert!(k.find_vm_area(p).is_none());
+    assert_no_warnings(&s);
+}
+
+#[test]
+fn vvec_grows_in_place_within_its_pages_and_moves_beyond() {
+    let s = sim(1);
+    let k = boot(&s);
+    let _cpu = s.bind(0);
+    let used = vmalloc_used(&k);
+    let mut v: VVec<'_, u64, _> = VVec::new(Vmalloc::new(&k));
+    let n = 5 * PAGE_SIZE / 8; // past five pages
+    let (mut in_place, mut moved) = (0, 0);
+    // The buffer and the bytes its area has (without the guard page).
+    let mut area: Option<(*const u64, usize)> = None;
+    for i in 0..n as u64 {
+        let cap = v.capacity();
+        v.push(i, GFP_KERNEL).unwrap();
+        if v.capacity() == cap {
+            continue;
+        }
+        let p = v.as_ptr();
+        assert!(k.is_vmalloc_addr(p.cast()));
+        let vm = k.find_vm_area(p.cast()).unwrap();
+        assert_eq!(vm.requested_size(), v.capacity() * 8);
+        if let Some((q, room)) = area {
+            // vrealloc keeps the address while the area's pages suffice.
+            let fits = v.capacity() * 8 <= room;
+            assert_eq!(p == q, fits, "capacity {}", v.capacity());
+            if fits {
+                in_place += 1;
+            } else {
+                moved += 1;
+            }
+        }
+        assert!(v.iter().enumerate().all(|(j, &x)| x == j as u64));
+        area = Some((p, vm.usable_size()));
+    }
+    // Capacities 2..=512 fit the first page; 1024, 2048 and 4096
+    // elements each need a bigger area.
+    assert_eq!((in_place, moved), (9, 3));
+    assert_eq!(v.len(), n);
+    assert_eq!(vmalloc_used(&k), used + 4096 * 8 / PAGE_SIZE);
+    drop(v);
+    assert_eq!(vmalloc_used(&k), used);
+    assert_no_warnings(&s);
+}
+
+#[test]
+fn vvec_shrinks_in_place_and_grows_back_zeroed() {
+    let s = sim(1);
+    let k = boot(&s);
+    let _cpu = s.bind(0);
+    let used = vmalloc_used(&k);
+    let mut v: VVec<'_, u8, _> =
+        VVec::with_capacity(4 * PAGE_SIZE, Vmalloc::new(&k), GFP_KERNEL).unwrap();
+    v.resize(4 * PAGE_SIZE, 0xab, GFP_KERNEL).unwrap();
+    let p = v.as_ptr();
+    v.truncate(100);
+    v.shrink_to_fit(GFP_KERNEL).unwrap();
+    assert_eq!((v.as_ptr(), v.capacity()), (p, 100));
+    assert!(v.iter().all(|&x| x == 0xab));
+    // vrealloc shrinks in place and keeps the pages, as Linux's does.
+    let vm = k.find_vm_area(p).unwrap();
+    assert_eq!((vm.requested_size(), vm.nr_pages()), (100, 4));
+    assert_eq!(vmalloc_used(&k), used + 4);
+    // Growing back within those pages keeps the address; the new bytes
+    // are zero under __GFP_ZERO, not the 0xab they held.
+    v.reserve(3 * PAGE_SIZE, GFP_KERNEL | __GFP_ZERO).unwrap();
+    assert_eq!(v.as_ptr(), p);
+    assert_eq!(v.capacity(), 100 + 3 * PAGE_SIZE);
+    let spare = v.spare_capacity_mut();
+    // SAFETY: the allocator zeroed the spare capacity (`__GFP_ZERO`), so
+    // its bytes are initialised.
+    let spare = unsafe { &*(spare as *const [core::mem::MaybeUninit<u8>] as *const [u8]) };
+    assert!(spare.iter().all(|&b| b == 0));
+    assert!(v.iter().all(|&x| x == 0xab));
+    // A growth vmalloc cannot serve fails and leaves the vector as it was.
+    assert_eq!(
+        v.reserve(1 << 30, GFP_KERNEL | __GFP_NOWARN),
+        Err(AllocError)
+    );
+    assert_eq!(
+        (v.as_ptr(), v.len(), v.capacity()),
+        (p, 100, 100 + 3 * PAGE_SIZE)
+    );
+    assert!(v.iter().all(|&x| x == 0xab));
+    // Shrinking an empty vector frees its buffer.
+    v.clear();
+    v.shrink_to_fit(GFP_KERNEL).unwrap();
+    assert_eq!(v.capacity(), 0);
+    assert!(k.find_vm_area(p).is_none());
+    assert_eq!(vmalloc_used(&k), used);
+    assert_no_warnings(&s);
+}
+
+#[test]
+fn kvvec_stays_in_kmalloc_while_kmalloc_serves_it_then_moves_to_vmalloc() {
+    let s = sim(1);
+    let k = boot(&s);
+    let _cpu = s.bind(0);
+    let used = vmalloc_used(&k);
+    let mut v: KVVec<'_, u64, _> = KVVec::new(KVmalloc::new(&k));
+    v.extend_from_slice(&[0, 1, 2], GFP_KERNEL).unwrap();
+    assert!(!k.is_vmalloc_addr(v.as_ptr().cast()));
+    assert_eq!(k.ksize(v.as_ptr().cast()), 32, "kmalloc-32");
+    let n = KMALLOC_MAX_SIZE / 8 + 1; // one element past kmalloc's largest
+    let mut first_vmalloc_cap = None;
+    for i in 3..n as u64 {
+        let cap = v.capacity();
+        v.push(i, GFP_KERNEL).unwrap();
+        if v.capacity() == cap {
+            continue;
+        }
+        let vmalloc = k.is_vmalloc_addr(v.as_ptr().cast());
+        if v.capacity() * 8 <= KMALLOC_MAX_SIZE {
+            assert!(!vmalloc, "capacity {}: kmalloc serves it", v.capacity());
+        } else {
+            assert!(vmalloc, "capacity {}: beyond kmalloc", v.capacity());
+            first_vmalloc_cap.get_or_insert(v.capacity());
+        }
+        assert!(v.iter().enumerate().all(|(j, &x)| x == j as u64));
+    }
+    // The first capacity beyond kmalloc's largest went to vmalloc.
+    let cap = first_vmalloc_cap.expect("moved to vmalloc");
+    assert!(cap * 8 > KMALLOC_MAX_SIZE && cap / 2 * 8 <= KMALLOC_MAX_SIZE);
+    let vm = k.find_vm_area(v.as_ptr().cast()).unwrap();
+    assert_eq!(vm.requested_size(), v.capacity() * 8);
+    assert!(vmalloc_used(&k) >= used + v.capacity() * 8 / PAGE_SIZE);
+    drop(v);
+    assert_eq!(vmalloc_used(&k), used);
+    assert_no_warnings(&s);
+}
+
+#[test]
+fn kvbox_is_kmalloc_when_small_and_vmalloc_when_big() {
+    let s = sim(1);
+    let k = boot(&s);
+    let _cpu = s.bind(0);
+    let kv = KVmalloc::new(&k);
+    let used = vmalloc_used(&k);
+    let small = KVBox::new([7u64; 8], kv, GFP_KERNEL).unwrap();
+    assert!(!k.is_vmalloc_addr(small.as_ptr().cast()));
+    assert_eq!(k.ksize(small.as_ptr().cast()), 64);
+    // 2 MiB: kmalloc's pages still.
+    let mid = KVBox::<[u8; 2 * MB], _>::new_uninit(kv, GFP_KERNEL).unwrap();
+    assert!(!k.is_vmalloc_addr(mid.as_ptr().cast()));
+    // 8 MiB: beyond kmalloc, so vmalloc, zeroed.
+    let big = KVBox::<[u8; 8 * MB], _>::new_uninit(kv, GFP_KERNEL | __GFP_ZERO).unwrap();
+    // SAFETY: `__GFP_ZERO` zeroed the block; all-zero is a valid `[u8; N]`.
+    let big = unsafe { big.assume_init() };
+    assert!(k.is_vmalloc_addr(big.as_ptr()));
+    assert!(big.iter().all(|&x| x == 0));
+    assert!(vmalloc_used(&k) >= used + 8 * MB / PAGE_SIZE);
+    assert_eq!(small.iter().sum::<u64>(), 56);
+    drop((small, mid, big));
+    assert_eq!(vmalloc_used(&k), used);
+    assert_no_warnings(&s);
+}
+
+/// Two pages' alignment: more than a vmalloc area gives.
+#[repr(align(8192))]
+struct TwoPageAligned(#[allow(dead_code)] [u8; 64]);
+
+/// One page's alignment.
+#[repr(align(4096))]
+struct PageAligned([u8; 64]);
+
+#[test]
+fn alignments_above_a_page_are_refused_a_page_is_honoured() {
+    let s = sim(1);
+    let k = boot(&s);
+    let _cpu = s.bind(0);
+    let (vm, kv) = (Vmalloc::new(&k), KVmalloc::new(&k));
+    let used = vmalloc_used(&k);
+    assert_eq!(
+        VBox::new(TwoPageAligned([1; 64]), vm, GFP_KERNEL).err(),
+        Some(AllocError)
+    );
+    assert_eq!(
+        KVBox::new(TwoPageAligned([1; 64]), kv, GFP_KERNEL).err(),
+        Some(AllocError)
+    );
+    let mut v: VVec<'_, TwoPageAligned, _> = VVec::new(vm);
+    assert_eq!(v.reserve(4, GFP_KERNEL), Err(AllocError));
+    let warned = |who: &str| {
+        let msg = format!("{who}: alignment 8192 is larger than PAGE_SIZE (4096): not supported");
+        s.reports()
+            .iter()
+            .filter(|(_, m)| m.starts_with(&msg))
+            .count()
+    };
+    assert_eq!((warned("Vmalloc"), warned("KVmalloc")), (2, 1));
+    // A page's alignment holds, from either allocator.
+    let a = VBox::new(PageAligned([2; 64]), vm, GFP_KERNEL).unwrap();
+    let b = KVBox::new(PageAligned([3; 64]), kv, GFP_KERNEL).unwrap();
+    for p in [&*a as *const PageAligned, &*b as *const PageAligned] {
+        assert_eq!(p.addr() % PAGE_SIZE, 0);
+    }
+    assert_eq!((a.0[63], b.0[63]), (2, 3));
+    assert!(k.is_vmalloc_addr((&*a as *const PageAligned).cast()));
+    drop((a, b));
+    assert_eq!(vmalloc_used(&k), used);
+}
+
+#[test]
+fn a_vvec_filled_on_one_cpu_is_freed_on_another() {
+    let s = sim(2);
+    let k = boot(&s);
+    let used = vmalloc_used(&k);
+    let v = {
+        let _cpu = s.bind(0);
+        let mut v: VVec<'_, u32, _> = VVec::new(Vmalloc::new(&k));
+        v.resize(3 * PAGE_SIZE, 9, GFP_KERNEL).unwrap();
+        v
+    };
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            let _cpu = s.bind(1);
+            assert!(v.iter().all(|&x| x == 9));
+            drop(v);
+        });
+    });
+    assert_eq!(vmalloc_used(&k), used);
+    assert_no_warnings(&s);
+}
