@@ -113,6 +113,9 @@ unsafe impl<P: Platform> Allocator for Kmalloc<'_, P> {
         old_layout: Layout,
         flags: Flags,
     ) -> core::result::Result<NonNull<[u8]>, AllocError> {
+        // A pointer with a zero-sized old layout is no block at all (it may
+        // be a dangling pointer that kfree would take for an object).
+        let ptr = ptr.filter(|_| old_layout.size() != 0);
         if layout.size() == 0 {
             if let Some(p) = ptr {
                 // SAFETY: the caller gives back a live block of ours.

@@ -813,3 +813,23 @@ fn kvmalloc_realloc_zeroes_the_new_tail_under_gfp_zero() {
     // SAFETY: the block of `grown`.
     unsafe { kv.free(q.cast(), grown) };
 }
+
+#[test]
+fn kmalloc_treats_a_pointer_with_a_zero_sized_old_layout_as_no_block() {
+    let mut mem = std::vec![0u8; 16 << 20];
+    let k = crate::Kmem::boot_arena(&mut mem, 1).unwrap();
+    k.platform().clear_reports(); // the boot log
+    let km = Kmalloc::new(&k);
+    let zst = Layout::from_size_align(0, 4096).unwrap();
+    // SAFETY: a zero-sized old layout: the dangling pointer is no block.
+    let freed = unsafe { km.realloc(Some(dangling(zst)), Layout::new::<()>(), zst, GFP_KERNEL) };
+    assert!(freed.is_ok());
+    let l = Layout::new::<u64>();
+    // SAFETY: as above; this allocates a new block.
+    let b = unsafe { km.realloc(Some(dangling(zst)), l, zst, GFP_KERNEL) }.unwrap();
+    // SAFETY: the block just allocated with `l`.
+    unsafe { km.free(b.cast(), l) };
+    let mut bad = std::string::String::new();
+    k.platform().for_each_report(|_, m| bad.push_str(m));
+    assert!(bad.is_empty(), "{bad}");
+}
