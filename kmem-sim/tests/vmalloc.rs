@@ -48,6 +48,7 @@ fn vmalloc_is_virtually_contiguous_over_the_pages_it_maps() {
     }
     let mut pfns = Vec::new();
     for pg in 0..40 {
+        // SAFETY: the access is inside a live mapping or allocation of this machine.
         let va = unsafe { a.as_ptr().add(pg * PAGE_SIZE) };
         let page = k.vmalloc_to_page(va).expect("a mapped page");
         pfns.push(k.vmalloc_to_pfn(va).unwrap());
@@ -80,6 +81,7 @@ fn vmalloc_is_virtually_contiguous_over_the_pages_it_maps() {
     assert!(line.ends_with(" pages=40 vmalloc N0=40"), "{line}");
     let used = k.vmalloc_info().used_pages;
     assert_eq!(used, 40);
+    // SAFETY: the address came from this machine and nothing uses it after this call.
     unsafe { k.vfree(a.as_ptr()) }.unwrap();
     assert_eq!(k.vmalloc_info().used_pages, 0);
     assert!(vmallocinfo(&k).contains("unpurged vm_area"));
@@ -106,12 +108,15 @@ fn vfree_of_a_bad_address_is_refused_in_linux_words() {
     let _cpu = s.bind(0);
     let a = k.vmalloc(3 * PAGE_SIZE).unwrap();
     // Not the start of an area.
+    // SAFETY: the access is inside a live mapping or allocation of this machine.
     let inner = unsafe { a.as_ptr().add(PAGE_SIZE) };
+    // SAFETY: a bad address on purpose: the call refuses it before touching any memory.
     assert_eq!(unsafe { k.vfree(inner) }, Err(Error::BadAddress));
     assert!(warned(&s, "Trying to vfree() nonexistent vm area"));
     // Not page aligned.
     s.clear_reports();
     assert_eq!(
+        // SAFETY: a bad address on purpose: the call refuses it before touching any memory.
         unsafe { k.vfree(a.as_ptr().add(8)) },
         Err(Error::BadAddress)
     );
@@ -119,17 +124,22 @@ fn vfree_of_a_bad_address_is_refused_in_linux_words() {
     // Not vmalloc memory at all.
     s.clear_reports();
     let km = k.kmalloc(64, GFP_KERNEL).unwrap();
+    // SAFETY: a bad address on purpose: the call refuses it before touching any memory.
     assert_eq!(unsafe { k.vfree(km.as_ptr()) }, Err(Error::BadAddress));
     assert!(warned(&s, "Trying to vfree() "));
+    // SAFETY: the address came from this machine and nothing uses it after this call.
     unsafe { k.kfree(km.as_ptr()) }.unwrap();
     // The area survived all of that; a double free is caught.
     assert_eq!(k.vmalloc_info().used_pages, 3);
+    // SAFETY: the address came from this machine and nothing uses it after this call.
     unsafe { k.vfree(a.as_ptr()) }.unwrap();
     s.clear_reports();
+    // SAFETY: a bad address on purpose: the call refuses it before touching any memory.
     assert_eq!(unsafe { k.vfree(a.as_ptr()) }, Err(Error::BadAddress));
     assert!(warned(&s, "Trying to vfree() nonexistent vm area"));
     assert_eq!(k.vmalloc_info().used_pages, 0);
     // vfree(NULL) does nothing.
+    // SAFETY: the address came from this machine and nothing uses it after this call.
     assert_eq!(unsafe { k.vfree(std::ptr::null_mut()) }, Ok(()));
 }
 
@@ -176,6 +186,7 @@ fn vmalloc_that_may_sleep_in_atomic_context_is_refused() {
         .spin_locked(|| k.__vmalloc(2 * PAGE_SIZE, GFP_ATOMIC))
         .unwrap();
     // vfree from an interrupt is deferred, then done by the next vfree.
+    // SAFETY: the address came from this machine and nothing uses it after this call.
     s.irq(|| unsafe { k.vfree(a.as_ptr()) }).unwrap();
     assert_eq!(k.vmalloc_info().used_pages, 2, "deferred");
     k.vfree_deferred_drain();
@@ -203,9 +214,11 @@ fn running_out_of_vmalloc_space_reports_and_leaks_nothing() {
         &s,
         "vmalloc error: size 2097152, vm_struct allocation failed"
     ));
+    // SAFETY: the address came from this machine and nothing uses it after this call.
     unsafe { k.vfree(a.as_ptr()) }.unwrap();
     // The freed space is lazily held; a new allocation purges and succeeds.
     let b = k.vmalloc(3 << 20).unwrap();
+    // SAFETY: the address came from this machine and nothing uses it after this call.
     unsafe { k.vfree(b.as_ptr()) }.unwrap();
     k.purge_vmap_area_lazy();
     k.drain_all_pages();
@@ -255,6 +268,7 @@ fn lazy_frees_purge_once_past_lazy_max_pages() {
             .unwrap();
         assert_eq!(a.as_ptr() as usize % (4 * PAGE_SIZE), 0);
         let before = k.vmap_area_stats().3;
+        // SAFETY: the address came from this machine and nothing uses it after this call.
         unsafe { k.vfree(a.as_ptr()) }.unwrap();
         if k.vmap_area_stats().3 > before {
             purges += 1;
@@ -320,6 +334,7 @@ fn vmallocinfo_and_meminfo_show_each_kind() {
         "{mi}"
     );
     assert!(mi.contains("VmallocChunk:          0 kB"), "{mi}");
+    // SAFETY: the access is inside a live mapping or allocation of this machine.
     unsafe {
         k.vfree(v.as_ptr()).unwrap();
         k.vfree(u.as_ptr()).unwrap();
@@ -375,6 +390,7 @@ fn a_driver_talks_to_the_echo_device_through_ioremap() {
         Err(Error::InvalidArgument),
         "bounds are checked"
     );
+    // SAFETY: the access is inside a live mapping or allocation of this machine.
     unsafe {
         k.iounmap(regs.as_ptr()).unwrap();
         k.iounmap(buf.as_ptr()).unwrap();
@@ -394,16 +410,20 @@ fn ioremap_of_ram_and_iounmap_of_a_bad_address_are_refused() {
     ));
     assert_eq!(k.ioremap(0xfe00_0000, 0), Err(Error::InvalidArgument));
     let v = k.vmalloc(PAGE_SIZE).unwrap();
+    // SAFETY: a bad address on purpose: the call refuses it before touching any memory.
     assert_eq!(unsafe { k.iounmap(v.as_ptr()) }, Err(Error::BadAddress));
     assert!(warned(&s, "iounmap: bad address"));
     let (start, _) = k.vmalloc_range().unwrap();
     assert_eq!(
+        // SAFETY: a bad address on purpose: the call refuses it before touching any memory.
         unsafe { k.iounmap((start + (1 << 30)) as *mut u8) },
         Err(Error::BadAddress)
     );
     // A direct-map address is ignored, as x86 ignores low addresses.
     let km = k.kmalloc(64, GFP_KERNEL).unwrap();
+    // SAFETY: a direct-map address, which iounmap ignores.
     assert_eq!(unsafe { k.iounmap(km.as_ptr()) }, Ok(()));
+    // SAFETY: the access is inside a live mapping or allocation of this machine.
     unsafe {
         k.kfree(km.as_ptr()).unwrap();
         k.vfree(v.as_ptr()).unwrap();
@@ -431,10 +451,14 @@ fn kvmalloc_uses_kmalloc_first_and_vmalloc_beyond() {
     assert!(bytes.iter().all(|b| *b == 0));
     bytes[(8 << 20) - 1] = 7;
     // kvrealloc moves a kmalloc object to vmalloc when it has to.
+    // SAFETY: the access is inside a live mapping or allocation of this machine.
     unsafe { small.as_ptr().write_bytes(0xab, 2048) };
+    // SAFETY: the address came from this machine and nothing uses it after this call.
     let grown = unsafe { k.kvrealloc(small.as_ptr(), 6 << 20, GFP_KERNEL) }.unwrap();
     assert!(k.is_vmalloc_addr(grown.as_ptr()));
+    // SAFETY: the access is inside a live mapping or allocation of this machine.
     assert_eq!(unsafe { *grown.as_ptr().add(2047) }, 0xab);
+    // SAFETY: the access is inside a live mapping or allocation of this machine.
     unsafe {
         k.kvfree_sensitive(mid.as_ptr(), 64 << 10).unwrap();
         k.kvfree(big.as_ptr()).unwrap();
@@ -455,10 +479,13 @@ fn vmap_vrealloc_vread_and_vm_map_ram() {
         .collect();
     let refs: Vec<&kmem::page::Page> = pages.to_vec();
     let m = k.vmap(&refs, 0, PgProt::Kernel).unwrap();
+    // SAFETY: the access is inside a live mapping or allocation of this machine.
     unsafe { m.as_ptr().add(3 * PAGE_SIZE + 5).write(42) };
     let d = k.page_address(pages[3]).unwrap();
+    // SAFETY: the access is inside a live mapping or allocation of this machine.
     assert_eq!(unsafe { *d.as_ptr().add(5) }, 42);
     assert!(std::ptr::eq(
+        // SAFETY: the access is inside a live mapping or allocation of this machine.
         k.vmalloc_to_page(unsafe { m.as_ptr().add(PAGE_SIZE) })
             .unwrap(),
         pages[1]
@@ -468,13 +495,16 @@ fn vmap_vrealloc_vread_and_vm_map_ram() {
     assert_eq!(k.vread(&mut buf, m.as_ptr() as usize), 5 * PAGE_SIZE);
     assert_eq!(buf[3 * PAGE_SIZE + 5], 42);
     assert!(buf[4 * PAGE_SIZE..].iter().all(|b| *b == 0));
+    // SAFETY: the address came from this machine and nothing uses it after this call.
     unsafe { k.vunmap(m.as_ptr()) }.unwrap();
+    // SAFETY: a bad address on purpose: the call refuses it before touching any memory.
     assert_eq!(unsafe { k.vunmap(m.as_ptr()) }, Err(Error::BadAddress));
     assert!(warned(&s, "Trying to vunmap() nonexistent vm area"));
     // vm_map_ram: small maps share a per-CPU block.
     let a = k.vm_map_ram(&refs[..2], -1).unwrap();
     let b = k.vm_map_ram(&refs[2..], -1).unwrap();
     assert_eq!(b.as_ptr() as usize - a.as_ptr() as usize, 2 * PAGE_SIZE);
+    // SAFETY: the access is inside a live mapping or allocation of this machine.
     assert_eq!(unsafe { *b.as_ptr().add(PAGE_SIZE + 5) }, 42);
     assert!(vmallocinfo(&k).contains(" 4194304 vm_map_ram"));
     k.vm_unmap_ram(a.as_ptr(), 2).unwrap();
@@ -490,25 +520,32 @@ fn vmap_vrealloc_vread_and_vm_map_ram() {
     }
     // vrealloc: shrink and grow in place, then move.
     let v = k.vmalloc(3 * PAGE_SIZE).unwrap();
+    // SAFETY: the access is inside a live mapping or allocation of this machine.
     unsafe { v.as_ptr().write_bytes(9, 3 * PAGE_SIZE) };
+    // SAFETY: a live vmalloc area of this machine; the old address is not used once another is returned.
     let v2 = unsafe { k.vrealloc(Some(v), 100, GFP_KERNEL) }
         .unwrap()
         .unwrap();
     assert_eq!(v2, v);
     assert_eq!(
+        // SAFETY: the access is inside a live mapping or allocation of this machine.
         unsafe { *v.as_ptr().add(100) },
         0,
         "the shrunk tail is zeroed"
     );
+    // SAFETY: a live vmalloc area of this machine; the old address is not used once another is returned.
     let v3 = unsafe { k.vrealloc(Some(v2), 3 * PAGE_SIZE, GFP_KERNEL) }
         .unwrap()
         .unwrap();
     assert_eq!(v3, v);
+    // SAFETY: the address came from this machine and nothing uses it after this call.
     let v4 = unsafe { k.vrealloc(Some(v3), 10 * PAGE_SIZE, GFP_KERNEL) }
         .unwrap()
         .unwrap();
     assert_ne!(v4, v3);
+    // SAFETY: the access is inside a live mapping or allocation of this machine.
     assert_eq!(unsafe { *v4.as_ptr().add(99) }, 9);
+    // SAFETY: the address came from this machine and nothing uses it after this call.
     assert_eq!(unsafe { k.vrealloc(Some(v4), 0, GFP_KERNEL) }, Ok(None));
     assert_eq!(k.vmalloc_info().used_pages, 0);
 }
@@ -522,11 +559,14 @@ fn vmalloc_huge_maps_pmd_aligned_areas() {
     assert_eq!(h.as_ptr() as usize % (2 << 20), 0);
     let vm = k.find_vm_area(h.as_ptr()).unwrap();
     assert_eq!(vm.nr_pages(), 1024);
+    // SAFETY: the access is inside a live mapping or allocation of this machine.
     unsafe { h.as_ptr().add((4 << 20) - 1).write(1) };
+    // SAFETY: the address came from this machine and nothing uses it after this call.
     unsafe { k.vfree(h.as_ptr()) }.unwrap();
     // Unknown flags are reported and dropped, as vmalloc_fix_flags() does.
     let v = k.__vmalloc(PAGE_SIZE, GFP_KERNEL | __GFP_COMP).unwrap();
     assert!(warned(&s, "Unexpected gfp: 0x40000 (__GFP_COMP). Fixing up to gfp: 0xcc0 (GFP_KERNEL). Fix your code!"), "{:?}", s.reports());
+    // SAFETY: the address came from this machine and nothing uses it after this call.
     unsafe { k.vfree(v.as_ptr()) }.unwrap();
 }
 
@@ -538,8 +578,11 @@ fn two_cpus_vmalloc_and_vfree_in_parallel() {
         for i in 0..500 {
             let n = 1 + (i * 7 + cpu) % 9;
             let a = k.vmalloc(n * PAGE_SIZE).unwrap();
+            // SAFETY: the access is inside a live mapping or allocation of this machine.
             unsafe { a.as_ptr().write_bytes(cpu as u8, n * PAGE_SIZE) };
+            // SAFETY: the access is inside a live mapping or allocation of this machine.
             assert_eq!(unsafe { *a.as_ptr().add(n * PAGE_SIZE - 1) }, cpu as u8);
+            // SAFETY: the address came from this machine and nothing uses it after this call.
             unsafe { k.vfree(a.as_ptr()) }.unwrap();
         }
     });
@@ -613,6 +656,7 @@ fn a_use_after_vfree_is_an_oops() {
         let _oops = VmallocOopsGuard::new(&s, &k);
         let _cpu = s.bind(0);
         let a = k.vmalloc(PAGE_SIZE).unwrap();
+        // SAFETY: the address came from this machine and nothing uses it after this call.
         unsafe { k.vfree(a.as_ptr()) }.unwrap();
         // SAFETY: none: the area is unmapped, so this read faults.
         let v = unsafe { a.as_ptr().read_volatile() };
@@ -672,8 +716,9 @@ fn gfp_nofs_and_noio_reach_the_page_tables_through_memalloc_scopes() {
         Kmem::boot(p, s.memory_map(), &BootParams::default()).unwrap()
     };
     let _cpu = s.bind(0);
-    let mut last = |gfp| {
+    let last = |gfp| {
         let a = k.__vmalloc(PAGE_SIZE, gfp).unwrap();
+        // SAFETY: the address came from this machine and nothing uses it after this call.
         unsafe { k.vfree(a.as_ptr()) }.unwrap();
         let f = *k.platform().seen.lock().unwrap().last().unwrap();
         assert_eq!(k.platform().task_flags(), 0, "the scope ends after mapping");
@@ -699,7 +744,9 @@ fn vmap_pfn_maps_raw_frames_as_ioremap() {
         .map(|p| k.mem_map().page_to_pfn(p).unwrap())
         .collect();
     let a = k.vmap_pfn(&[pfns[1], pfns[0]], PgProt::Kernel).unwrap();
+    // SAFETY: the access is inside a live mapping or allocation of this machine.
     unsafe { a.as_ptr().write(5) };
+    // SAFETY: the access is inside a live mapping or allocation of this machine.
     assert_eq!(unsafe { *k.page_address(pages[1]).unwrap().as_ptr() }, 5);
     let line = vmallocinfo(&k);
     assert!(
@@ -711,6 +758,7 @@ fn vmap_pfn_maps_raw_frames_as_ioremap() {
         k.vmalloc_to_page(a.as_ptr()).is_none(),
         "no struct page array"
     );
+    // SAFETY: the address came from this machine and nothing uses it after this call.
     unsafe { k.vunmap(a.as_ptr()) }.unwrap();
     for p in pages {
         k.__free_pages(p, 0).unwrap();
