@@ -786,10 +786,14 @@ impl<P: Platform> Kmem<P> {
         )?;
         if let Some(p) = p {
             // SAFETY: both areas are live and at least `old_size` long; they
-            // are distinct areas, so they do not overlap.
+            // are distinct areas, so they do not overlap. If the old area is
+            // refused, the caller keeps it and the new one goes back.
             unsafe {
                 core::ptr::copy_nonoverlapping(p.as_ptr(), n.as_ptr(), old_size);
-                self.vfree(p.as_ptr())?;
+                if let Err(e) = self.vfree(p.as_ptr()) {
+                    let _ = self.vfree(n.as_ptr());
+                    return Err(e);
+                }
             }
         }
         Ok(Some(n))
