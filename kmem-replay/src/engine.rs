@@ -66,6 +66,16 @@
 //!   Linux does (with `CONFIG_SLAB_FREELIST_HARDENED`, the distributions'
 //!   setting). Checked for objects of the caches the replay created (a
 //!   kmalloc object's cache is kmem's choice, not the trace's).
+//! * **vmap areas.** `vmalloc:alloc_vmap_area` allocates an area of the
+//!   traced size and alignment ([`Target::alloc_vmap_area`]) keyed by the
+//!   traced `va_start`, `vmalloc:free_vmap_area_noflush` frees it lazily,
+//!   and a `vmalloc:purge_vmap_area_lazy` that purged something purges
+//!   kmem's lazily freed areas: kmem purges where Linux did. Failed tries
+//!   (`failed=1`) and purges of nothing are counted, not replayed; an
+//!   allocation at a `va_start` the map still holds frees the old area at
+//!   once (an implicit free, as for objects). What is compared with Linux
+//!   (`nr_lazy`, `nr_lazy_max`, `num_purged`, when a purge is due) and how
+//!   is in [`crate::vmap`]; the counts are [`Outcome::vmalloc`].
 
 use crate::input::TraceInput;
 use crate::ops::{Batch, Op, OpKind, Parser, BATCH_DEPTH};
@@ -73,6 +83,7 @@ use crate::parse::EventKind;
 use crate::reclaim::{Evidence, ReclaimSource, SlabPageTracker};
 use crate::series::{Point, Series};
 use crate::target::{CacheSpec, MemSample, Target};
+use crate::vmap::{Free, LazyCheck, VmallocOutcome};
 use kmem::gfp::{
     Gfp, __GFP_ACCOUNT, __GFP_COMP, __GFP_HIGHMEM, __GFP_MOVABLE, __GFP_NORETRY, __GFP_NOWARN,
     __GFP_RECLAIMABLE,
@@ -150,7 +161,7 @@ impl Fidelity {
         (self.compared > 0).then(|| self.matched as f64 / self.compared as f64)
     }
 
-    fn count(&mut self, ok: bool) {
+    pub(crate) fn count(&mut self, ok: bool) {
         self.compared += 1;
         self.matched += ok as u64;
     }
@@ -295,6 +306,8 @@ pub struct Outcome {
     pub page_fidelity: Fidelity,
     /// The caches created.
     pub caches: Vec<CacheReport>,
+    /// The vmalloc events: what was compared with Linux ([`crate::vmap`]).
+    pub vmalloc: VmallocOutcome,
     /// Live requested bytes (objects' `bytes_req`, replayed pages) at the
     /// end and at their peak.
     pub live_bytes: u64,
@@ -556,6 +569,11 @@ pub struct Engine<T: Target> {
     tid: u32,
     objs: Map<u64, Obj>,
     pages: Map<u64, PageRec>,
+    /// vmap areas by the traced `va_start`: the target's address
+    /// ([`FAILED`] when the target failed the allocation).
+    vmaps: Map<u64, usize>,
+    /// The `nr_lazy` and purge comparisons.
+    lazy: LazyCheck,
     /// The parser's interned strings, by id.
     strings: Vec<Box<str>>,
     /// Caches by (name id, object size).
@@ -594,6 +612,8 @@ impl<T: Target> Engine<T> {
             tid: u32::MAX,
             objs: Map::new(),
             pages: Map::new(),
+            vmaps: Map::new(),
+            lazy: LazyCheck::new(opts.max_errors),
             strings: Vec::new(),
             caches: Map::new(),
             target_caches: Map::new(),
@@ -628,6 +648,7 @@ impl<T: Target> Engine<T> {
                 kmem_cache_fidelity: Fidelity::default(),
                 page_fidelity: Fidelity::default(),
                 caches: Vec::new(),
+                vmalloc: VmallocOutcome::default(),
                 live_bytes: 0,
                 peak_live_bytes: 0,
                 live_object_bytes: 0,
@@ -758,6 +779,7 @@ impl<T: Target> Engine<T> {
                 .filter(|p| p.kind == PageKind::Replayed)
                 .count()) as u64;
         self.out.series = self.series.points();
+        self.out.vmalloc = self.lazy.finish();
         (self.target, self.out)
     }
 
@@ -799,6 +821,9 @@ impl<T: Target> Engine<T> {
             OpKind::PageAlloc => EventKind::PageAlloc,
             OpKind::PageFree => EventKind::PageFree,
             OpKind::PageFreeBatched => EventKind::PageFreeBatched,
+            OpKind::VmapAlloc => EventKind::VmapAlloc,
+            OpKind::VmapFree => EventKind::VmapFree,
+            OpKind::VmapPurge => EventKind::VmapPurge,
             OpKind::NotModelled(k) => k,
         };
         self.out.events += 1;
@@ -850,8 +875,126 @@ impl<T: Target> Engine<T> {
                     op.kind == OpKind::PageFreeBatched,
                 )
             }
+            OpKind::VmapAlloc => self.vmap_alloc(op),
+            OpKind::VmapFree => self.vmap_free(op),
+            OpKind::VmapPurge => self.vmap_purge(op),
             OpKind::NotModelled(_) | OpKind::Unknown | OpKind::Malformed => {}
         }
+    }
+
+    /// `vmalloc:alloc_vmap_area` (see [`crate::vmap`]).
+    #[cold]
+    fn vmap_alloc(&mut self, op: &Op) {
+        const K: EventKind = EventKind::VmapAlloc;
+        let (va_start, size, align) = (op.a, op.b, op.c);
+        if !self.target.has_vmap_areas() {
+            self.stats(K).skipped += 1;
+            return;
+        }
+        if va_start == 0 {
+            // failed=1: Linux purges and tries again (another event).
+            self.out.notes.linux_failed_allocs += 1;
+            self.lazy.out.linux_failed_allocs += 1;
+            self.stats(K).skipped += 1;
+            return;
+        }
+        let addr = match self.target.alloc_vmap_area(size as usize, align as usize) {
+            Ok(addr) => {
+                self.stats(K).replayed += 1;
+                self.lazy
+                    .out
+                    .aligned
+                    .count(align != 0 && addr as u64 % align == 0);
+                addr
+            }
+            Err(e) => {
+                self.failed(op, K, format_args!("of {size} B aligned to {align}"), e);
+                FAILED
+            }
+        };
+        if let Some(old) = self.vmaps.insert(va_start, addr) {
+            // Linux freed it where the trace could not see it.
+            self.out.notes.implicit_frees += 1;
+            if old != FAILED && self.target.free_vmap_area(old).is_err() {
+                self.stats(K).failures += 1;
+            }
+        }
+    }
+
+    /// `vmalloc:free_vmap_area_noflush`: free lazily and compare the
+    /// counts with Linux's (see [`crate::vmap`]).
+    #[cold]
+    fn vmap_free(&mut self, op: &Op) {
+        const K: EventKind = EventKind::VmapFree;
+        let (va_start, nr_lazy, nr_lazy_max) = (op.a, op.b, op.c);
+        if !self.target.has_vmap_areas() {
+            self.stats(K).skipped += 1;
+            return;
+        }
+        let kmem_max = self.target.lazy_max_pages() as u64;
+        self.lazy.out.lazy_max_pages = kmem_max;
+        self.lazy.out.nr_lazy_max.count(nr_lazy_max == kmem_max);
+        if nr_lazy_max != kmem_max {
+            self.lazy.mismatch(|| {
+                format!(
+                    "line {}: free_vmap_area_noflush: nr_lazy_max={nr_lazy_max}, kmem's \
+                     lazy_max_pages() is {kmem_max}",
+                    op.line
+                )
+            });
+        }
+        let kmem = match self.vmaps.remove(&va_start) {
+            None => {
+                self.stats(K).unmatched_frees += 1;
+                None
+            }
+            Some(FAILED) => {
+                self.out.notes.frees_of_failed_allocs += 1;
+                self.stats(K).skipped += 1;
+                None
+            }
+            Some(addr) => {
+                let before = self.target.vmap_lazy_nr();
+                match self.target.free_vmap_area_noflush(addr) {
+                    Ok(lf) => {
+                        self.stats(K).replayed += 1;
+                        let pages = lf.nr_lazy.saturating_sub(before) as u64;
+                        Some((pages, lf.purge_due()))
+                    }
+                    Err(_) => {
+                        self.stats(K).failures += 1;
+                        None
+                    }
+                }
+            }
+        };
+        self.lazy.free(Free {
+            line: op.line,
+            nr_lazy,
+            kmem,
+            kmem_lazy: self.target.vmap_lazy_nr() as u64,
+            kmem_max,
+        });
+    }
+
+    /// `vmalloc:purge_vmap_area_lazy`: purge where Linux purged something
+    /// (see [`crate::vmap`]).
+    #[cold]
+    fn vmap_purge(&mut self, op: &Op) {
+        const K: EventKind = EventKind::VmapPurge;
+        let num_purged = op.c;
+        if !self.target.has_vmap_areas() {
+            self.stats(K).skipped += 1;
+            return;
+        }
+        if num_purged == 0 {
+            self.lazy.out.empty_purges += 1;
+            self.stats(K).skipped += 1;
+            return;
+        }
+        let ev = self.target.purge_vmap_area_lazy();
+        self.stats(K).replayed += 1;
+        self.lazy.purge(op.line, num_purged, ev.num_purged as u64);
     }
 
     fn unknown(&mut self, name: u32) {

@@ -26,6 +26,8 @@
 //!   [`SimPlatform`], each event run as its CPU and task) or
 //!   [`SystemTarget`] (the host's `malloc`/`free`, for comparison: same
 //!   parser, same maps).
+//! * [`vmap`]: what the vmalloc events' replay compares with Linux
+//!   (`nr_lazy`, `nr_lazy_max`, purges), and how.
 //! * [`series`]: the bounded footprint time series.
 //! * [`report`]: the text report, the JSON (`serde`) and the SVG plot.
 //!
@@ -92,8 +94,13 @@
 //!   them so ([`reclaim`]), and never merged.
 //! * GFP flags are parsed with [`kmem::gfp`] and passed through unchanged;
 //!   `kmalloc` with a node uses `kmalloc_node`.
-//! * `percpu:*` and `vmalloc:*` events are counted and listed as not
-//!   replayed: kmem has neither allocator yet.
+//! * `vmalloc:*` events are replayed on kmem's vmap_area allocator:
+//!   areas of the traced size and alignment (address ranges, no pages
+//!   mapped), freed lazily as traced, purged where the trace shows Linux
+//!   purging; the report compares `nr_lazy`, `nr_lazy_max` and
+//!   `num_purged` with the trace's ([`vmap`]).
+//! * `percpu:*` events are counted and listed as not replayed: kmem has
+//!   no percpu allocator yet.
 
 #![warn(missing_docs)]
 
@@ -108,6 +115,7 @@ pub mod series;
 pub mod spread;
 pub mod svg;
 pub mod target;
+pub mod vmap;
 
 pub use engine::{Engine, Outcome, Progress, ReplayOptions};
 pub use input::TraceInput;

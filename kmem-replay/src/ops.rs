@@ -57,7 +57,15 @@ pub enum OpKind {
     PageFree,
     /// `kmem:mm_page_free_batched`: `a` pfn, `b` order.
     PageFreeBatched,
-    /// A percpu or vmalloc event: counted only.
+    /// `vmalloc:alloc_vmap_area`: `a` va_start (0: Linux's try failed,
+    /// `failed=1`), `b` size, `c` align.
+    VmapAlloc,
+    /// `vmalloc:free_vmap_area_noflush`: `a` va_start, `b` nr_lazy, `c`
+    /// nr_lazy_max.
+    VmapFree,
+    /// `vmalloc:purge_vmap_area_lazy`: `a` start, `b` end, `c` num_purged.
+    VmapPurge,
+    /// A percpu event: counted only.
     NotModelled(EventKind),
     /// An event outside the input format: `name` its name.
     Unknown,
@@ -75,11 +83,11 @@ pub struct Op {
     pub line: u64,
     /// Timestamp, nanoseconds.
     pub time_ns: u64,
-    /// Pointer or page frame number.
+    /// Pointer, page frame number or vmap area address (see [`OpKind`]).
     pub a: u64,
-    /// bytes_req or order.
+    /// bytes_req, order, or a vmalloc event's second number.
     pub b: u64,
-    /// bytes_alloc.
+    /// bytes_alloc, or a vmalloc event's third number.
     pub c: u64,
     /// The CPU the event runs on: `traced_cpu`, or `traced_cpu % nr_cpus`
     /// when the machine lacks it.
@@ -283,6 +291,32 @@ impl Parser {
                     OpKind::PageFree
                 };
                 (op.a, op.b) = (pfn, order as u64);
+            }
+            Event::VmapAlloc {
+                va_start,
+                size,
+                align,
+                failed,
+                ..
+            } => {
+                op.kind = OpKind::VmapAlloc;
+                (op.a, op.b, op.c) = (if failed { 0 } else { va_start }, size, align);
+            }
+            Event::VmapFree {
+                va_start,
+                nr_lazy,
+                nr_lazy_max,
+            } => {
+                op.kind = OpKind::VmapFree;
+                (op.a, op.b, op.c) = (va_start, nr_lazy, nr_lazy_max);
+            }
+            Event::VmapPurge {
+                start,
+                end,
+                num_purged,
+            } => {
+                op.kind = OpKind::VmapPurge;
+                (op.a, op.b, op.c) = (start, end, num_purged);
             }
             Event::NotModelled(k) => op.kind = OpKind::NotModelled(k),
             Event::Unknown(name) => {

@@ -32,7 +32,23 @@
 //! | `kmem:kmem_cache_free` | `ptr`, `name` |
 //! | `kmem:mm_page_alloc` | `pfn`, `order`, `gfp_flags` |
 //! | `kmem:mm_page_free`, `kmem:mm_page_free_batched` | `pfn`, `order` (batched: always 0) |
-//! | `percpu:*`, `vmalloc:*` | none: counted only, kmem has no such allocator yet |
+//! | `vmalloc:alloc_vmap_area` | `va_start:` (decimal, after a colon), `size`, `align`, `vstart`, `vend`, `failed` |
+//! | `vmalloc:free_vmap_area_noflush` | `va_start` (hex), `nr_lazy`, `nr_lazy_max` |
+//! | `vmalloc:purge_vmap_area_lazy` | `start`, `end`, `num_purged` |
+//! | `percpu:*` | none: counted only, kmem has no percpu allocator yet |
+//!
+//! The vmalloc events are Linux 6.18's `include/trace/events/vmalloc.h`.
+//! `alloc_vmap_area` prints `va_start: %lu` (a colon and a decimal, unlike
+//! every other field) and fires on every try, so a failed try (`failed=1`,
+//! whose `va_start` is an error value) may be followed by a successful one
+//! once Linux has purged; its `size` is what `alloc_vmap_area()` was asked
+//! for, which for a vmalloc area already includes the guard page
+//! (`__get_vm_area_node()` adds `PAGE_SIZE` unless `VM_NO_GUARD`): a 16 KiB
+//! thread stack shows `size=20480 align=16384`. `free_vmap_area_noflush`
+//! prints `vmap_lazy_nr` just after adding the area's pages (guard page
+//! included) and `lazy_max_pages()`. `purge_vmap_area_lazy` prints the
+//! range flushed and the areas purged; a purge that found nothing prints
+//! `start=0xffffffffffffffff end=0x0 num_purged=0`.
 //!
 //! Any other event name parses as [`Event::Unknown`]. A pointer printed as
 //! `(nil)` reads as 0; a failed page allocation (`page=(nil)`, whose `pfn`
@@ -65,11 +81,13 @@ pub enum EventKind {
     VmapAlloc,
     /// `vmalloc:free_vmap_area_noflush`.
     VmapFree,
+    /// `vmalloc:purge_vmap_area_lazy`.
+    VmapPurge,
 }
 
 impl EventKind {
     /// Every kind, in report order.
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::Kmalloc,
         EventKind::Kfree,
         EventKind::KmemCacheAlloc,
@@ -81,6 +99,7 @@ impl EventKind {
         EventKind::PercpuFree,
         EventKind::VmapAlloc,
         EventKind::VmapFree,
+        EventKind::VmapPurge,
     ];
 
     /// The tracepoint's name as perf prints it (`kmem:kmalloc`).
@@ -97,6 +116,7 @@ impl EventKind {
             EventKind::PercpuFree => "percpu:percpu_free_percpu",
             EventKind::VmapAlloc => "vmalloc:alloc_vmap_area",
             EventKind::VmapFree => "vmalloc:free_vmap_area_noflush",
+            EventKind::VmapPurge => "vmalloc:purge_vmap_area_lazy",
         }
     }
 
@@ -112,16 +132,10 @@ impl EventKind {
             .find(|k| k.name().as_bytes() == name)
     }
 
-    /// Whether kmem replays this kind (percpu and vmalloc: not yet, kmem
-    /// has neither allocator).
+    /// Whether kmem replays this kind (percpu: not yet, kmem has no
+    /// percpu allocator).
     pub const fn is_replayed(self) -> bool {
-        !matches!(
-            self,
-            EventKind::PercpuAlloc
-                | EventKind::PercpuFree
-                | EventKind::VmapAlloc
-                | EventKind::VmapFree
-        )
+        !matches!(self, EventKind::PercpuAlloc | EventKind::PercpuFree)
     }
 }
 
@@ -213,7 +227,40 @@ pub enum Event<'a> {
         /// Whether it was `mm_page_free_batched`.
         batched: bool,
     },
-    /// A percpu or vmalloc event: counted, not replayed.
+    /// `vmalloc:alloc_vmap_area`: one try of `alloc_vmap_area()`.
+    VmapAlloc {
+        /// The area's first address (an error value when `failed`).
+        va_start: u64,
+        /// Bytes asked for, guard page included.
+        size: u64,
+        /// Alignment asked for.
+        align: u64,
+        /// The range the area had to lie in: first address...
+        vstart: u64,
+        /// ...and end (Linux prints `VMALLOC_END`, the last address).
+        vend: u64,
+        /// `failed=1`: no room (Linux purges and tries again).
+        failed: bool,
+    },
+    /// `vmalloc:free_vmap_area_noflush`.
+    VmapFree {
+        /// The area's first address.
+        va_start: u64,
+        /// `vmap_lazy_nr` after adding the area's pages.
+        nr_lazy: u64,
+        /// `lazy_max_pages()`.
+        nr_lazy_max: u64,
+    },
+    /// `vmalloc:purge_vmap_area_lazy`.
+    VmapPurge {
+        /// Lowest address flushed (`u64::MAX` when nothing was purged).
+        start: u64,
+        /// End of the range flushed (0 when nothing was purged).
+        end: u64,
+        /// Areas purged.
+        num_purged: u64,
+    },
+    /// A percpu event: counted, not replayed.
     NotModelled(EventKind),
     /// An event name outside the input format.
     Unknown(&'a [u8]),
@@ -230,6 +277,9 @@ impl Event<'_> {
             Event::PageAlloc { .. } => EventKind::PageAlloc,
             Event::PageFree { batched: false, .. } => EventKind::PageFree,
             Event::PageFree { batched: true, .. } => EventKind::PageFreeBatched,
+            Event::VmapAlloc { .. } => EventKind::VmapAlloc,
+            Event::VmapFree { .. } => EventKind::VmapFree,
+            Event::VmapPurge { .. } => EventKind::VmapPurge,
             Event::NotModelled(k) => *k,
             Event::Unknown(_) => return None,
         })
@@ -255,10 +305,26 @@ pub enum ParseError {
     NoTimestamp,
     /// No `system:event:` name after the timestamp.
     NoEventName,
-    /// A field the event needs is not on the line.
+    /// A field the event needs is not on the line. The key is given
+    /// without its `=`; a key printed with a colon instead
+    /// (`alloc_vmap_area`'s `va_start:`) is given with it.
     MissingField(&'static str),
-    /// A field's value is not what the format prints.
+    /// A field's value is not what the format prints (key as in
+    /// [`MissingField`](Self::MissingField)).
     BadValue(&'static str),
+}
+
+/// `key=`, or `key:` as given for a key printed with a colon.
+struct Key(&'static str);
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.ends_with(':') {
+            write!(f, "`{}`", self.0)
+        } else {
+            write!(f, "`{}=`", self.0)
+        }
+    }
 }
 
 impl fmt::Display for ParseError {
@@ -274,8 +340,8 @@ impl fmt::Display for ParseError {
             ParseError::NoEventName => {
                 f.write_str("expected an event name `system:event:` after the timestamp")
             }
-            ParseError::MissingField(k) => write!(f, "missing field `{k}=`"),
-            ParseError::BadValue(k) => write!(f, "bad value for `{k}=`"),
+            ParseError::MissingField(k) => write!(f, "missing field {}", Key(k)),
+            ParseError::BadValue(k) => write!(f, "bad value for {}", Key(k)),
         }
     }
 }
@@ -858,12 +924,59 @@ fn parse_event<'a>(name: &'a [u8], fields: &'a [u8]) -> Result<Event<'a>, ParseE
                 batched,
             }
         }
+        b"vmalloc:alloc_vmap_area" => {
+            let f = Fields::new(fields);
+            let failed = match f.need("failed")? {
+                b"0" => false,
+                b"1" => true,
+                _ => return Err(ParseError::BadValue("failed")),
+            };
+            Event::VmapAlloc {
+                va_start: colon_dec(fields, "va_start:")?,
+                size: f.dec("size")?,
+                align: f.dec("align")?,
+                vstart: f.ptr("vstart")?,
+                vend: f.ptr("vend")?,
+                failed,
+            }
+        }
+        b"vmalloc:free_vmap_area_noflush" => {
+            let f = Fields::new(fields);
+            Event::VmapFree {
+                va_start: f.ptr("va_start")?,
+                nr_lazy: f.dec("nr_lazy")?,
+                nr_lazy_max: f.dec("nr_lazy_max")?,
+            }
+        }
+        b"vmalloc:purge_vmap_area_lazy" => {
+            let f = Fields::new(fields);
+            Event::VmapPurge {
+                start: f.ptr("start")?,
+                end: f.ptr("end")?,
+                num_purged: f.dec("num_purged")?,
+            }
+        }
         _ => match EventKind::from_name(name) {
             Some(k) => Event::NotModelled(k),
             None => Event::Unknown(name),
         },
     };
     Ok(ev)
+}
+
+/// The decimal value after `key` (which ends with a colon), printed as
+/// `key value` rather than `key=value`: `alloc_vmap_area`'s `va_start: %lu`.
+fn colon_dec(fields: &[u8], key: &'static str) -> Result<u64, ParseError> {
+    let mut tokens = fields.split(|&b| b == b' ').filter(|t| !t.is_empty());
+    while let Some(t) = tokens.next() {
+        if t == key.as_bytes() {
+            return tokens
+                .next()
+                .and_then(parse_dec)
+                .ok_or(ParseError::BadValue(key));
+        }
+    }
+    Err(ParseError::MissingField(key))
 }
 
 #[inline]
@@ -1045,11 +1158,97 @@ mod tests {
     }
 
     #[test]
-    fn other_events() {
-        let l = b"bash 24576 [001]  1055.879237:        vmalloc:alloc_vmap_area: va_start: 18446683600723673088 size=20480";
+    fn vmalloc_lines() {
+        let l = b"            bash  6318 [000]  3679.842964:        vmalloc:alloc_vmap_area: va_start: 18446683600716513280 size=20480 align=16384 vstart=0xffffc90000000000 vend=0xffffe8ffffffffff failed=0";
+        let r = parse_line(l).unwrap().unwrap();
+        assert_eq!((r.header.tid, r.header.cpu), (6318, 0));
+        assert_eq!(
+            r.event,
+            Event::VmapAlloc {
+                va_start: 0xffffc90008bb4000,
+                size: 20480,
+                align: 16384,
+                vstart: 0xffffc90000000000,
+                vend: 0xffffe8ffffffffff,
+                failed: false
+            }
+        );
+        assert_eq!(r.event.kind(), Some(EventKind::VmapAlloc));
+        let l = b" kworker/1:1-eve  3546 [001]  3679.877564: vmalloc:free_vmap_area_noflush: va_start=0xffffc90008b6c000 nr_lazy=16295 nr_lazy_max=16384";
+        let r = parse_line(l).unwrap().unwrap();
+        assert_eq!(r.header.comm, b"kworker/1:1-eve");
+        assert_eq!(
+            r.event,
+            Event::VmapFree {
+                va_start: 0xffffc90008b6c000,
+                nr_lazy: 16295,
+                nr_lazy_max: 16384
+            }
+        );
+        let l = b" kworker/1:1-eve  3546 [001]  3679.902145:   vmalloc:purge_vmap_area_lazy: start=0xffffc90000158000 end=0xffffc9000bdb1000 num_purged=3277";
         assert_eq!(
             parse_line(l).unwrap().unwrap().event,
-            Event::NotModelled(EventKind::VmapAlloc)
+            Event::VmapPurge {
+                start: 0xffffc90000158000,
+                end: 0xffffc9000bdb1000,
+                num_purged: 3277
+            }
+        );
+        // A purge that found nothing.
+        let l = b" kworker/1:1-eve  3546 [001]  3686.598425:   vmalloc:purge_vmap_area_lazy: start=0xffffffffffffffff end=0x0 num_purged=0";
+        assert_eq!(
+            parse_line(l).unwrap().unwrap().event,
+            Event::VmapPurge {
+                start: u64::MAX,
+                end: 0,
+                num_purged: 0
+            }
+        );
+        // A failed try: va_start is an error value (-ERANGE here).
+        let l = b"bash 1 [000] 1.0: vmalloc:alloc_vmap_area: va_start: 18446744073709551582 size=8192 align=4096 vstart=0xffffc90000000000 vend=0xffffe8ffffffffff failed=1";
+        assert!(matches!(
+            parse_line(l).unwrap().unwrap().event,
+            Event::VmapAlloc {
+                failed: true,
+                va_start: 18446744073709551582,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn malformed_vmalloc_lines() {
+        let alloc = |fields: &str| {
+            let l = format!("bash 1 [000] 1.0: vmalloc:alloc_vmap_area: {fields}");
+            parse_line(l.as_bytes()).map(|r| r.map(|r| r.event.kind()))
+        };
+        const GOOD: &str = "va_start: 4096 size=8192 align=4096 vstart=0x0 vend=0xffff failed=0";
+        assert_eq!(alloc(GOOD), Ok(Some(Some(EventKind::VmapAlloc))));
+        let e = alloc("size=8192 align=4096 vstart=0x0 vend=0xffff failed=0").unwrap_err();
+        assert_eq!(e, ParseError::MissingField("va_start:"));
+        assert_eq!(e.to_string(), "missing field `va_start:`");
+        let e = alloc("va_start: x size=8192 align=4096 vstart=0x0 vend=0xffff failed=0");
+        assert_eq!(e, Err(ParseError::BadValue("va_start:")));
+        let e = alloc("va_start: 4096 size=8192 align=4096 vstart=0x0 vend=0xffff failed=2");
+        assert_eq!(e, Err(ParseError::BadValue("failed")));
+        let e = alloc("va_start: 4096 size=8192 vstart=0x0 vend=0xffff failed=0").unwrap_err();
+        assert_eq!(e.to_string(), "missing field `align=`");
+        assert_eq!(
+            parse_line(b"k 1 [001] 1.0: vmalloc:free_vmap_area_noflush: va_start=0x1000 nr_lazy=5"),
+            Err(ParseError::MissingField("nr_lazy_max"))
+        );
+        assert_eq!(
+            parse_line(b"k 1 [001] 1.0: vmalloc:purge_vmap_area_lazy: start=0x1000 end=0x2000 num_purged=-1"),
+            Err(ParseError::BadValue("num_purged"))
+        );
+    }
+
+    #[test]
+    fn other_events() {
+        let l = b"bash 24576 [001]  1055.879237:  percpu:percpu_free_percpu: base_addr=0xffffe8ffffc00000 off=29928 ptr=0x60795bafe4e8";
+        assert_eq!(
+            parse_line(l).unwrap().unwrap().event,
+            Event::NotModelled(EventKind::PercpuFree)
         );
         let l = b"bash 24576 [001]  1055.879237: sched:sched_switch: prev_comm=bash";
         assert_eq!(

@@ -9,6 +9,7 @@
 
 use kmem::gfp::{Gfp, __GFP_ZERO};
 use kmem::slab::{KmemCache, KmemCacheArgs, SlabFlags};
+use kmem::vmalloc::{LazyFree, PurgeEvent};
 use kmem::{Error, Kmem, PAGE_SIZE};
 use kmem_sim::{CpuBinding, SimPlatform};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -70,6 +71,46 @@ pub trait Target {
     /// The target's memory use now, if it can tell. Called every few
     /// thousand events, so a target may also tidy up here.
     fn sample(&mut self) -> Option<MemSample>;
+
+    /// Whether the target has a vmap_area allocator: the `vmalloc:*`
+    /// events are replayed on it through the methods below, else counted
+    /// and skipped (the default).
+    fn has_vmap_areas(&self) -> bool {
+        false
+    }
+    /// `alloc_vmap_area(size, align)` in the vmalloc space: the area's
+    /// first address.
+    fn alloc_vmap_area(&mut self, _size: usize, _align: usize) -> Result<usize, Error> {
+        Err(Error::NotSupported)
+    }
+    /// `free_vmap_area()`: give an area back at once, without a lazy
+    /// round (an area Linux freed where the trace could not see it).
+    fn free_vmap_area(&mut self, _addr: usize) -> Result<(), Error> {
+        Err(Error::NotSupported)
+    }
+    /// `free_vmap_area_noflush()`: free an area lazily; what
+    /// `vmap_lazy_nr` and `lazy_max_pages()` are then.
+    fn free_vmap_area_noflush(&mut self, _addr: usize) -> Result<LazyFree, Error> {
+        Err(Error::NotSupported)
+    }
+    /// `purge_vmap_area_lazy()`: return every lazily freed area to the
+    /// free space; what the `vmalloc:purge_vmap_area_lazy` event would
+    /// show.
+    fn purge_vmap_area_lazy(&mut self) -> PurgeEvent {
+        PurgeEvent {
+            start: usize::MAX,
+            end: 0,
+            num_purged: 0,
+        }
+    }
+    /// `vmap_lazy_nr`: pages freed lazily and not yet purged.
+    fn vmap_lazy_nr(&self) -> usize {
+        0
+    }
+    /// `lazy_max_pages()`.
+    fn lazy_max_pages(&self) -> usize {
+        0
+    }
 }
 
 /// kmem on a simulated machine: each event runs on the replaying thread
@@ -229,6 +270,37 @@ impl<'k> Target for KmemTarget<'k, '_> {
             free_pages: self.k.nr_free_pages(),
             pcp_pages: self.k.nr_pcp_pages(),
         })
+    }
+
+    fn has_vmap_areas(&self) -> bool {
+        true
+    }
+
+    fn alloc_vmap_area(&mut self, size: usize, align: usize) -> Result<usize, Error> {
+        // The event has no GFP flags. Only their reclaim bits matter here
+        // (for the area's node), and GFP_KERNEL's are those of the usual
+        // callers (a thread stack's are GFP_KERNEL_ACCOUNT's).
+        self.k.alloc_vmap_area(size, align, kmem::gfp::GFP_KERNEL)
+    }
+
+    fn free_vmap_area(&mut self, addr: usize) -> Result<(), Error> {
+        self.k.free_vmap_area(addr)
+    }
+
+    fn free_vmap_area_noflush(&mut self, addr: usize) -> Result<LazyFree, Error> {
+        self.k.free_vmap_area_noflush(addr)
+    }
+
+    fn purge_vmap_area_lazy(&mut self) -> PurgeEvent {
+        self.k.purge_vmap_area_lazy()
+    }
+
+    fn vmap_lazy_nr(&self) -> usize {
+        self.k.vmap_lazy_nr()
+    }
+
+    fn lazy_max_pages(&self) -> usize {
+        self.k.lazy_max_pages()
     }
 }
 
