@@ -7,13 +7,16 @@
 //! `events`, `events_per_sec`, `by_type` (event counts per type),
 //! `unmatched_frees`, `failures`, `kmalloc_fidelity` (0..1, `null` when no
 //! kmalloc was replayed), `peak_footprint_bytes`, `peak_live_bytes` and
-//! `fragmentation` are the stable interface; the rest is detail. [`Report::write_text`] prints the
-//! human form; [`crate::svg::plot`] draws the footprint series.
+//! `fragmentation` are the stable interface; the rest is detail (the
+//! vmalloc events' comparisons are under `vmalloc`, [`VmallocOutcome`]).
+//! [`Report::write_text`] prints the human form; [`crate::svg::plot`]
+//! draws the footprint series.
 
 use crate::engine::{CacheReport, Fidelity, Notes, Outcome, TypeStats};
 use crate::parse::EventKind;
 use crate::reclaim::ReclaimSource;
 use crate::series::Point;
+use crate::vmap::{VmallocOutcome, REORDER_WINDOW};
 use crate::{KmemRun, Machine};
 use kmem::Kmem;
 use kmem_sim::SimPlatform;
@@ -159,6 +162,8 @@ pub struct Report {
     pub fidelity: FidelityReport,
     /// Caches created for the trace.
     pub caches: Vec<CacheReport>,
+    /// The vmalloc events: what was compared with Linux and how it went.
+    pub vmalloc: VmallocOutcome,
     /// Peak footprint sampled: slab + kmalloc_large + replayed pages.
     pub peak_footprint_bytes: u64,
     /// Peak live requested bytes.
@@ -190,6 +195,14 @@ pub struct Report {
     pub input_error: Option<String>,
     /// The final `/proc` reports.
     pub proc: ProcReport,
+}
+
+/// `matched/compared = ratio%`, or `n/a (none ...)`.
+fn fid(f: &Fidelity, none: &str) -> String {
+    match f.ratio() {
+        Some(r) => format!("{}/{} = {:.2}%", f.matched, f.compared, r * 100.0),
+        None => format!("n/a ({none})"),
+    }
 }
 
 /// A `--mem` for a trace that holds `peak` bytes live on a machine of
@@ -306,6 +319,7 @@ impl Report {
                 page_order: o.page_fidelity,
             },
             caches: o.caches.clone(),
+            vmalloc: o.vmalloc.clone(),
             peak_footprint_bytes: o.peak_footprint_bytes,
             peak_live_bytes: o.peak_live_bytes,
             fragmentation: o.fragmentation(),
@@ -331,6 +345,116 @@ impl Report {
     /// The report as pretty-printed JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a report serialises")
+    }
+
+    /// The vmalloc section of the text report (nothing when the trace has
+    /// no vmalloc event).
+    fn write_vmalloc<W: Write>(&self, w: &mut W) -> fmt::Result {
+        let stats = |k: EventKind| {
+            self.types
+                .iter()
+                .find(|t| t.name == k.name())
+                .map(|t| t.stats)
+                .unwrap_or_default()
+        };
+        let (alloc, free, purge) = (
+            stats(EventKind::VmapAlloc),
+            stats(EventKind::VmapFree),
+            stats(EventKind::VmapPurge),
+        );
+        if alloc.events + free.events + purge.events == 0 {
+            return Ok(());
+        }
+        let v = &self.vmalloc;
+        writeln!(w)?;
+        writeln!(
+            w,
+            "vmalloc (kmem's vmap_area allocator; areas are address ranges, no pages are mapped):"
+        )?;
+        writeln!(
+            w,
+            "  alloc_vmap_area: {} replayed, {} failed on kmem, {} failed in Linux (failed=1, not replayed)",
+            alloc.replayed, alloc.failures, v.linux_failed_allocs
+        )?;
+        if free.events > 0 {
+            writeln!(
+                w,
+                "  free_vmap_area_noflush: {} replayed, {} unmatched (allocated before the trace began), \
+                 {} failed on kmem",
+                free.replayed, free.unmatched_frees, free.failures
+            )?;
+        }
+        if purge.events > 0 {
+            writeln!(
+                w,
+                "  purge_vmap_area_lazy: {} that purged, replayed; {} of nothing (num_purged=0), not replayed",
+                v.purges, v.empty_purges
+            )?;
+        }
+        writeln!(w, "fidelity of vmalloc to Linux:")?;
+        let row = |w: &mut W, label: &str, value: String| writeln!(w, "  {label:<48}{value}");
+        row(
+            w,
+            "area aligned as traced:",
+            fid(&v.aligned, "none replayed"),
+        )?;
+        if free.events + purge.events == 0 {
+            return Ok(());
+        }
+        row(
+            w,
+            &format!(
+                "nr_lazy_max equals lazy_max_pages() ({}):",
+                v.lazy_max_pages
+            ),
+            fid(&v.nr_lazy_max, "no free"),
+        )?;
+        let mut rise = fid(&v.nr_lazy_rise, "none compared");
+        if v.nr_lazy_not_compared > 0 {
+            rise += &format!(
+                " ({} not compared: no lower nr_lazy before)",
+                v.nr_lazy_not_compared
+            );
+        }
+        row(w, "nr_lazy rises by kmem's pages for the area:", rise)?;
+        let mut purged = fid(&v.num_purged, "none compared");
+        if v.num_purged_not_compared > 0 {
+            purged += &format!(
+                " ({} not compared: the trace's first purge also purges areas freed before it)",
+                v.num_purged_not_compared
+            );
+        }
+        row(w, "num_purged equals kmem's (+ areas not kmem's):", purged)?;
+        let mut due = fid(&v.purges_due, "no purge traced");
+        if v.purges_due.compared > 0 {
+            due += &format!(" ({} on kmem's count alone)", v.purges_due_on_own_count);
+        }
+        row(w, "Linux's purges kmem found due:", due)?;
+        let hint = if v.kmem_only_purges > 0 && purge.events == 0 {
+            " (the trace has no vmalloc:purge_vmap_area_lazy event: record it, see docs/replay.md)"
+        } else {
+            ""
+        };
+        row(
+            w,
+            "purges kmem would make that Linux did not:",
+            format!("{}{hint}", v.kmem_only_purges),
+        )?;
+        writeln!(
+            w,
+            "  how: a free's rise is over the next lower nr_lazy of its purge epoch within {REORDER_WINDOW} frees\n  \
+             (two CPUs' frees may be traced out of order); the {} pages Linux freed lazily that kmem never\n  \
+             held (before the trace, or of areas allocated before it) count toward a purge due, their areas\n  \
+             toward num_purged",
+            v.unseen_lazy_pages
+        )?;
+        if !v.mismatches.is_empty() {
+            writeln!(w, "  first disagreements with Linux:")?;
+            for m in &v.mismatches {
+                writeln!(w, "    {m}")?;
+            }
+        }
+        Ok(())
     }
 
     /// The human-readable report.
@@ -541,10 +665,7 @@ impl Report {
 
         writeln!(w)?;
         writeln!(w, "fidelity to Linux:")?;
-        let fid = |f: &Fidelity| match f.ratio() {
-            Some(r) => format!("{}/{} = {:.2}%", f.matched, f.compared, r * 100.0),
-            None => "n/a (none replayed)".to_string(),
-        };
+        let fid = |f: &Fidelity| fid(f, "none replayed");
         writeln!(
             w,
             "  kmalloc, allocated size equals bytes_alloc:     {}",
@@ -614,6 +735,8 @@ impl Report {
                 c.linux_slab_pages.reclaimable + c.linux_slab_pages.unreclaimable
             )?;
         }
+
+        self.write_vmalloc(w)?;
 
         writeln!(w)?;
         writeln!(
