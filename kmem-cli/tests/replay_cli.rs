@@ -328,3 +328,36 @@ fn replay_mem_too_small_or_too_large_is_one_line_naming_mem() {
     assert_eq!(status, 0, "{err}");
     assert!(out.contains("simulated machine: 1 CPU,"), "{out}");
 }
+
+#[test]
+fn replay_of_the_bundled_vm_percpu_trace_reports_its_vmalloc_fidelity() {
+    let dir = scratch("vm-percpu");
+    let json = dir.join("r.json");
+    let trace = concat!(env!("CARGO_MANIFEST_DIR"), "/traces/vm-percpu.trace.xz");
+    let out = kmem()
+        .args(["replay", trace, "--no-progress", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "vmalloc:alloc_vmap_area               3410      3410         0          0         0",
+        "vmalloc:free_vmap_area_noflush        3405      3400         0          5         0",
+        "vmalloc:purge_vmap_area_lazy             3         2         0          0         1",
+        "  nr_lazy rises by kmem's pages for the area:     3399/3399 = 100.00%",
+        "  Linux's purges kmem found due:                  2/2 = 100.00%",
+    ] {
+        assert!(stdout.contains(want), "{want}\n{stdout}");
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["vmalloc"]["nr_lazy_max"]["matched"], 3405);
+    assert_eq!(v["vmalloc"]["lazy_max_pages"], 16384);
+    assert_eq!(v["vmalloc"]["mismatches"], serde_json::json!([]));
+    let _ = std::fs::remove_dir_all(&dir);
+}
