@@ -227,16 +227,19 @@ impl LazyCheck {
             // The trace's first free: what Linux had before it is unseen.
             (Some((pages, _)), None) => {
                 self.out.nr_lazy_not_compared += 1;
-                self.epoch.unseen += f.nr_lazy.saturating_sub(pages);
+                self.epoch.unseen = self
+                    .epoch
+                    .unseen
+                    .saturating_add(f.nr_lazy.saturating_sub(pages));
             }
-            (None, Some(p)) => self.epoch.unseen += f.nr_lazy - p,
-            (None, None) => self.epoch.unseen += f.nr_lazy,
+            (None, Some(p)) => self.epoch.unseen = self.epoch.unseen.saturating_add(f.nr_lazy - p),
+            (None, None) => self.epoch.unseen = self.epoch.unseen.saturating_add(f.nr_lazy),
         }
         if f.kmem.is_none() {
             self.epoch.not_held += 1;
         }
         let e = &mut self.epoch;
-        let adjusted = f.kmem_lazy + e.unseen;
+        let adjusted = f.kmem_lazy.saturating_add(e.unseen);
         let lf = LazyFree {
             nr_lazy: (adjusted - e.purged_at.min(adjusted)) as usize,
             nr_lazy_max: f.kmem_max as usize,
@@ -286,10 +289,12 @@ impl LazyCheck {
         if e.due == 0 {
             self.mismatch(|| {
                 format!(
-                    "line {line}: purge_vmap_area_lazy: Linux purged {traced} areas, but kmem had \
-                     not found a purge due (vmap_lazy_nr with the pages it never held: {} of \
+                    "line {line}: purge_vmap_area_lazy: Linux purged {traced} area{}, but kmem \
+                     had not found a purge due (vmap_lazy_nr with the pages it never held: {} of \
                      lazy_max_pages {})",
-                    e.last.0, e.last.1
+                    if traced == 1 { "" } else { "s" },
+                    e.last.0,
+                    e.last.1
                 )
             });
         }
@@ -303,7 +308,7 @@ impl LazyCheck {
         }
         self.out.kmem_only_purges += e.due.saturating_sub(1);
         self.out.purges_due_on_own_count += e.own_due as u64;
-        self.out.unseen_lazy_pages += e.unseen;
+        self.out.unseen_lazy_pages = self.out.unseen_lazy_pages.saturating_add(e.unseen);
         self.epoch.from_purge = true;
         self.recent.clear();
         self.base = Some(0);
@@ -324,7 +329,7 @@ impl LazyCheck {
             });
         }
         self.out.kmem_only_purges += e.due;
-        self.out.unseen_lazy_pages += e.unseen;
+        self.out.unseen_lazy_pages = self.out.unseen_lazy_pages.saturating_add(e.unseen);
         std::mem::take(&mut self.out)
     }
 }

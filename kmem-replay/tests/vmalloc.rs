@@ -419,3 +419,42 @@ fn vmalloc_events_run_as_their_cpu_and_task() {
     sim.on_cpu(0, || ());
     sim.on_cpu(1, || ());
 }
+
+#[test]
+fn absurd_sizes_alignments_and_counts_are_failures_and_mismatches_not_panics() {
+    let text = [
+        alloc(0, A1, 8192, 1 << 63),
+        alloc(0, A2, u64::MAX - 4095, 4096),
+        alloc(0, A3, 0, 0),
+        alloc(0, A4, 4097, 3),
+        free(0, 0x1000, u64::MAX, 0),
+        free(0, 0x2000, u64::MAX, 0),
+        purge(u64::MAX),
+        alloc(0, A1, 8192, 4096), // A1's failed allocation is gone with it
+        free(0, A1, u64::MAX, 0),
+        purge(1),
+    ]
+    .concat();
+    let (run, out) = replay(&text, 1);
+    let o = &run.outcome;
+    let a = o.stats(EventKind::VmapAlloc);
+    assert_eq!((a.replayed, a.failures), (1, 4));
+    assert_eq!(
+        o.failed[..4],
+        [
+            "line 1: vmalloc:alloc_vmap_area of 8192 B aligned to 9223372036854775808: in use (EBUSY)",
+            "line 2: vmalloc:alloc_vmap_area of 18446744073709547520 B aligned to 4096: in use (EBUSY)",
+            "line 3: vmalloc:alloc_vmap_area of 0 B aligned to 0: invalid argument (EINVAL)",
+            "line 4: vmalloc:alloc_vmap_area of 4097 B aligned to 3: invalid argument (EINVAL)",
+        ]
+    );
+    assert_eq!(o.notes.implicit_frees, 1);
+    let v = &o.vmalloc;
+    assert_eq!((v.nr_lazy_max.compared, v.nr_lazy_max.matched), (3, 0));
+    assert_eq!((v.nr_lazy_rise.compared, v.nr_lazy_rise.matched), (1, 0));
+    assert_eq!(v.unseen_lazy_pages, u64::MAX);
+    assert!(
+        out.contains("  area aligned as traced:                         1/1 = 100.00%"),
+        "{out}"
+    );
+}
