@@ -95,7 +95,10 @@ fn map_kernel_range_rejects_bad_arguments() {
     let (start, end) = p.vmap_range().unwrap();
     let pages = p.phys_size() / PAGE_SIZE as u64;
     assert_eq!(map(&p, start + 1, 0, 1), Err(Error::InvalidArgument));
-    assert_eq!(map(&p, start - PAGE_SIZE, 0, 1), Err(Error::InvalidArgument));
+    assert_eq!(
+        map(&p, start - PAGE_SIZE, 0, 1),
+        Err(Error::InvalidArgument)
+    );
     assert_eq!(map(&p, end, 0, 1), Err(Error::InvalidArgument));
     assert_eq!(map(&p, end - PAGE_SIZE, 0, 2), Err(Error::InvalidArgument));
     assert_eq!(map(&p, start, pages, 1), Err(Error::InvalidArgument));
