@@ -197,12 +197,14 @@ impl<P: Platform> Kmem<P> {
             if let Some(a) = addr {
                 break a;
             }
-            // overflow: purge the lazily freed areas once and retry.
+            // overflow: purge the lazily freed areas once and retry, as
+            // reclaim_and_purge_vmap_areas() does. The retry does not depend
+            // on this purge finding areas: it waits behind a purge running
+            // on another CPU (the purge mutex), whose areas are back by then.
             if !purged && may_block {
                 purged = true;
-                if self.purge_vmap_area_lazy().num_purged > 0 {
-                    continue;
-                }
+                self.purge_vmap_area_lazy();
+                continue;
             }
             self.vmalloc.stats.alloc_failures.fetch_add(1, Relaxed);
             if !gfp.contains(gfp::__GFP_NOWARN) {

@@ -275,11 +275,14 @@ impl<P: Platform> Kmem<P> {
             st.dirty_min = st.dirty_min.min(off);
             st.dirty_max = st.dirty_max.max(off + need);
             st.dirty += need;
-            let all = st.dirty == VMAP_BBMAP_BITS;
-            if all {
+            // Whoever takes `queued` from true to false under the block's
+            // lock frees the block: here, or vm_unmap_aliases() if it took
+            // the block first.
+            let mine = st.dirty == VMAP_BBMAP_BITS && st.queued;
+            if mine {
                 st.queued = false;
             }
-            all
+            mine
         };
         if all_dirty {
             self.vb_dequeue(vb);
@@ -400,7 +403,12 @@ impl<P: Platform> Kmem<P> {
                             flush = true;
                         }
                         let unused = st.used.iter().all(|w| *w == 0);
-                        if unused && st.free + st.dirty == VMAP_BBMAP_BITS && st.dirty > 0 {
+                        // purge_fragmented_block(): nothing in use, some dirty, and not
+                        // all dirty (that block is vb_free()'s to free).
+                        let fragmented = st.free + st.dirty == VMAP_BBMAP_BITS
+                            && st.dirty > 0
+                            && st.dirty != VMAP_BBMAP_BITS;
+                        if st.queued && unused && fragmented {
                             st.queued = false;
                             drop(st);
                             *link = b.next;
