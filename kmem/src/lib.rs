@@ -69,6 +69,7 @@ pub mod mmzone;
 pub mod oom_kill;
 pub mod page;
 pub mod page_alloc;
+pub mod percpu;
 pub mod platform;
 pub mod proc;
 pub mod resource;

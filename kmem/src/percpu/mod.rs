@@ -1,0 +1,3 @@
+//! per-CPU allocator (mm/percpu.c); being written.
+
+pub(crate) mod area;
