@@ -60,7 +60,7 @@ fn settled(k: &Kmem<&SimPlatform>, s: &SimPlatform) {
     });
     assert_eq!(
         k.check_free_counts().expect("counters match lists"),
-        k.totalram_pages() - k.slab_meta_pages()
+        k.totalram_pages() - k.slab_meta_pages() - k.boot_pages()
     );
 }
 

@@ -246,7 +246,8 @@ pub fn meminfo<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result {
     let v = k.vmalloc_info();
     meminfo_line(w, "VmallocTotal", (v.total >> 10) as u64)?;
     meminfo_line(w, "VmallocUsed", kb(v.used_pages as u64))?;
-    meminfo_line(w, "VmallocChunk", (v.chunk >> 10) as u64)
+    meminfo_line(w, "VmallocChunk", (v.chunk >> 10) as u64)?;
+    meminfo_line(w, "Percpu", kb(k.pcpu_nr_pages() as u64))
 }
 
 /// `/proc/iomem`: one line per resource of the iomem tree, in address
@@ -548,6 +549,75 @@ pub fn vmallocinfo<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result 
                 end - start
             );
         }
+    });
+    res
+}
+
+/// `/sys/kernel/debug/percpu_stats` (`mm/percpu-stats.c`): the first
+/// chunk's layout, the global counters, then each chunk (the reserved
+/// chunk first, then by slot) with its figures as `chunk_map_stats()`
+/// computes them.
+pub fn percpu_stats<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result {
+    fn line(w: &mut impl Write, name: &str, v: u64) -> fmt::Result {
+        writeln!(w, "  {name:<20}: {v:>12}")
+    }
+    let ai = k.pcpu_alloc_info();
+    w.write_str(
+        "Percpu Memory Statistics\nAllocation Info:\n----------------------------------------\n",
+    )?;
+    for (n, v) in [
+        ("unit_size", ai.unit_size),
+        ("static_size", ai.static_size),
+        ("reserved_size", ai.reserved_size),
+        ("dyn_size", ai.dyn_size),
+        ("atom_size", ai.atom_size),
+        ("alloc_size", ai.alloc_size),
+    ] {
+        line(w, n, v as u64)?;
+    }
+    let g = k.pcpu_global_stats();
+    w.write_str("\nGlobal Stats:\n----------------------------------------\n")?;
+    for (n, v) in [
+        ("nr_alloc", g.nr_alloc),
+        ("nr_dealloc", g.nr_dealloc),
+        ("nr_cur_alloc", g.nr_cur_alloc),
+        ("nr_max_alloc", g.nr_max_alloc),
+        ("nr_chunks", g.nr_chunks),
+        ("nr_max_chunks", g.nr_max_chunks),
+        ("min_alloc_size", g.min_alloc_size),
+        ("max_alloc_size", g.max_alloc_size),
+        ("empty_pop_pages", g.empty_pop_pages),
+    ] {
+        line(w, n, v)?;
+    }
+    w.write_str("\nPer Chunk Stats:\n----------------------------------------\n")?;
+    let mut res = Ok(());
+    k.pcpu_chunks(|c| {
+        if res.is_err() {
+            return;
+        }
+        res = (|| {
+            match c.label {
+                "" => w.write_str("Chunk:\n")?,
+                l => writeln!(w, "Chunk: <- {l}")?,
+            }
+            for (n, v) in [
+                ("nr_alloc", c.nr_alloc),
+                ("max_alloc_size", c.max_alloc_size),
+                ("empty_pop_pages", c.empty_pop_pages),
+                ("first_bit", c.first_bit),
+                ("free_bytes", c.free_bytes),
+                ("contig_bytes", c.contig_bytes),
+                ("sum_frag", c.sum_frag),
+                ("max_frag", c.max_frag),
+                ("cur_min_alloc", c.cur_alloc.0),
+                ("cur_med_alloc", c.cur_alloc.1),
+                ("cur_max_alloc", c.cur_alloc.2),
+            ] {
+                line(w, n, v as u64)?;
+            }
+            w.write_char('\n')
+        })();
     });
     res
 }

@@ -93,6 +93,16 @@ pub struct BootParams {
     /// `fail_page_alloc=<interval>,<probability>,<space>,<times>`, as
     /// [`failslab`](Self::failslab).
     pub fail_page_alloc: Option<crate::fault_inject::FaultBootArg>,
+    /// `CONFIG_DEBUG_PREEMPT`: `smp_processor_id()` and the `__this_cpu_*`
+    /// operations from preemptible context are reported as Linux reports
+    /// them (and the `__this_cpu_*` ones refused). Off, as in production
+    /// kernels.
+    pub debug_preempt: bool,
+    /// memcg kmem accounting on (Linux's default, `cgroup.memory=nokmem`
+    /// turns it off): per-CPU objects cost an `obj_cgroup` pointer per 4
+    /// bytes besides their copies ([`crate::percpu::pcpu_obj_full_size`]).
+    /// kmem charges nothing to cgroups; this is size accounting only.
+    pub memcg_kmem: bool,
 }
 
 impl Default for BootParams {
@@ -112,6 +122,8 @@ impl Default for BootParams {
             debug_atomic_sleep: false,
             failslab: None,
             fail_page_alloc: None,
+            debug_preempt: false,
+            memcg_kmem: true,
         }
     }
 }
@@ -164,6 +176,9 @@ pub struct Kmem<P: Platform> {
     pub(crate) totalram_pages: AtomicU64,
     /// How long boot took.
     pub(crate) boot_ns: u64,
+    /// Pages boot's own objects hold besides slab metadata (see
+    /// [`Kmem::boot_pages`]).
+    pub(crate) boot_pages: u64,
     /// Slab caches and kmalloc's tables ([`crate::slab`]).
     pub(crate) slab: crate::slab::cache::SlabState,
     /// The kmalloc caches and large allocations ([`crate::kmalloc`]).
@@ -176,6 +191,8 @@ pub struct Kmem<P: Platform> {
     pub(crate) failslab_attr: crate::slab::failslab::FailSlabAttr,
     /// fail_page_alloc's ([`crate::page_alloc::fail_page_alloc`]).
     pub(crate) fail_page_alloc_attr: crate::page_alloc::fail_page_alloc::FailPageAllocAttr,
+    /// The per-CPU allocator ([`crate::percpu`]).
+    pub(crate) percpu: crate::percpu::PcpuState,
     /// vmalloc, vmap and ioremap ([`crate::vmalloc`]).
     pub(crate) vmalloc: crate::vmalloc::VmallocState,
     /// The iomem resource tree ([`crate::resource`]).
@@ -255,16 +272,29 @@ impl<P: Platform> Kmem<P> {
 
         let limits = mm_init::zone_sizes_init(p, &mb, params, nr_nodes);
         let fa = mm_init::free_area_init(p, &mut mb, &dm, &limits, nr_cpus, nr_nodes)?;
-        // The platform's vmap range: kmap's window at its top, the vmalloc
-        // space below. A platform without page tables (the arena) still
-        // gets x86_64's vmalloc space as numbers, so the vmap_area
-        // allocator runs there; vmalloc itself is refused.
+        // The vmap range: kmap's window at its top, the vmalloc space
+        // below. A platform without page tables (the arena) still gets
+        // x86_64's vmalloc space as numbers, so the vmap_area allocator
+        // runs there; vmalloc itself is refused.
         let kmap = p.vmap_range().and_then(|(s, e)| Kmap::new(s, e));
         let (vmalloc_start, vmalloc_end) = match (p.vmap_range(), &kmap) {
             (Some((s, _)), Some(km)) => (s, km.base),
             (Some((s, e)), None) => (s, e),
             (None, _) => crate::vmalloc::NUMBERED_VMALLOC_SPACE,
         };
+        // setup_per_cpu_areas(): the first chunk, from memblock.
+        // SAFETY: free_area_init() wrote `nr_cpus` entries there, never freed.
+        let cpu_to_node = unsafe { core::slice::from_raw_parts(fa.cpu_to_node.as_ptr(), nr_cpus) };
+        let percpu = crate::percpu::setup_per_cpu_areas(
+            p,
+            &mut mb,
+            &dm,
+            nr_cpus,
+            cpu_to_node,
+            vmalloc_end - vmalloc_start,
+            params.memcg_kmem,
+            params.debug_preempt,
+        )?;
         let iomem = crate::resource::Iomem::new();
         iomem.e820_reserve_resources(map, |size| {
             EarlyMem { p, mb: &mut mb, dm }.memblock_alloc(size, SMP_CACHE_BYTES)
@@ -295,6 +325,7 @@ impl<P: Platform> Kmem<P> {
             kmap,
             totalram_pages: AtomicU64::new(0),
             boot_ns: 0,
+            boot_pages: 0,
             slab: crate::slab::cache::SlabState::new(params.slab),
             kmalloc: crate::kmalloc::KmallocCaches::new(),
             reclaim: crate::vmscan::Reclaim::new(),
@@ -302,6 +333,7 @@ impl<P: Platform> Kmem<P> {
             failslab_attr,
             fail_page_alloc_attr,
             iomem,
+            percpu,
             vmalloc: crate::vmalloc::VmallocState::new(
                 vmalloc_start,
                 vmalloc_end,
@@ -320,6 +352,10 @@ impl<P: Platform> Kmem<P> {
         kmem.memblock = mb;
         kmem.kmem_cache_init()?;
         kmem.vmalloc_init()?;
+        kmem.boot_pages = kmem.totalram_pages()
+            - kmem.nr_free_pages()
+            - kmem.nr_pcp_pages()
+            - kmem.slab_meta_pages();
         kmem.report_ram_buffers(map);
         kmem.boot_ns = kmem.p.now_ns().saturating_sub(t0);
         Ok(kmem)
@@ -360,6 +396,17 @@ impl<P: Platform> Kmem<P> {
     /// How long boot took, by the platform's clock.
     pub fn boot_time_ns(&self) -> u64 {
         self.boot_ns
+    }
+
+    /// Pages that boot's own objects hold once it is done, besides the
+    /// slab caches' metadata ([`slab_meta_pages`](Self::slab_meta_pages)):
+    /// the first slabs of the caches vmalloc allocates from at
+    /// `vmalloc_init()` (its `vmap_area` cache and the per-CPU block
+    /// queues). With them, every other page of RAM is free after boot:
+    /// `nr_free_pages() + nr_pcp_pages() == totalram_pages() -
+    /// slab_meta_pages() - boot_pages()`.
+    pub fn boot_pages(&self) -> u64 {
+        self.boot_pages
     }
 
     /// `totalram_pages()`: pages given to the buddy allocator.

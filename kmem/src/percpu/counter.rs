@@ -1,0 +1,154 @@
+//! `percpu_counter` (`lib/percpu_counter.c`): a count kept as a central
+//! value plus a small per-CPU delta, so adding touches only the CPU's own
+//! cache line until the delta reaches the batch.
+//!
+//! ```text
+//! true value = count + Σ over CPUs of counters[cpu]
+//! |counters[cpu]| < batch            (after every add on that CPU)
+//! |read() - true value| < batch · nr_cpus
+//! ```
+
+use super::ops::PcpuPtr;
+use crate::gfp::Gfp;
+use crate::platform::Platform;
+use crate::{Kmem, Result};
+use core::cmp::Ordering;
+use core::sync::atomic::{AtomicI32, AtomicI64, Ordering::Relaxed};
+
+/// `percpu_counter_batch` for `nr_cpus` CPUs: `max(32, 2 · nr_cpus)`
+/// (`compute_batch_value()`).
+///
+/// ```
+/// assert_eq!(kmem::percpu::counter::percpu_counter_batch(2), 32);
+/// assert_eq!(kmem::percpu::counter::percpu_counter_batch(64), 128);
+/// ```
+pub const fn percpu_counter_batch(nr_cpus: usize) -> i32 {
+    let b = 2 * nr_cpus;
+    if b > 32 {
+        b as i32
+    } else {
+        32
+    }
+}
+
+/// `struct percpu_counter`.
+pub struct PercpuCounter<'k, P: Platform> {
+    k: &'k Kmem<P>,
+    /// `fbc->lock`: serialises folding deltas into `count` and sums.
+    lock: spin::Mutex<()>,
+    /// `fbc->count`.
+    count: AtomicI64,
+    /// `fbc->counters`: each CPU's delta.
+    counters: PcpuPtr<AtomicI32>,
+}
+
+impl<'k, P: Platform> PercpuCounter<'k, P> {
+    /// `percpu_counter_init(fbc, amount, gfp)`.
+    #[track_caller]
+    pub fn new(k: &'k Kmem<P>, amount: i64, gfp: Gfp) -> Result<Self> {
+        let counters = k.alloc_percpu_gfp::<AtomicI32>(gfp)?;
+        Ok(PercpuCounter {
+            k,
+            lock: spin::Mutex::new(()),
+            count: AtomicI64::new(amount),
+            counters,
+        })
+    }
+
+    /// `percpu_counter_add_batch(fbc, amount, batch)`: add to this CPU's
+    /// delta; fold it into the count once it reaches `batch`.
+    pub fn add_batch(&self, amount: i64, batch: i32) {
+        let g = self.k.get_cpu();
+        let mine = self.k.this_cpu_ptr(&g, &self.counters);
+        let count = i64::from(mine.load(Relaxed)) + amount;
+        if count.abs() >= i64::from(batch) {
+            let _l = self.lock.lock();
+            self.count.fetch_add(count, Relaxed);
+            // The CPU is pinned: only it writes its delta.
+            mine.store(mine.load(Relaxed) - (count - amount) as i32, Relaxed);
+        } else {
+            mine.store(count as i32, Relaxed);
+        }
+        drop(g);
+    }
+
+    /// `percpu_counter_add(fbc, amount)`, with `percpu_counter_batch`.
+    pub fn add(&self, amount: i64) {
+        self.add_batch(amount, percpu_counter_batch(self.k.nr_cpus()))
+    }
+
+    /// `percpu_counter_inc()`.
+    pub fn inc(&self) {
+        self.add(1)
+    }
+
+    /// `percpu_counter_dec()`.
+    pub fn dec(&self) {
+        self.add(-1)
+    }
+
+    /// `percpu_counter_read()`: the central count, off by less than
+    /// `batch · nr_cpus`.
+    pub fn read(&self) -> i64 {
+        self.count.load(Relaxed)
+    }
+
+    /// `percpu_counter_read_positive()`: `read()`, or 0 when negative.
+    pub fn read_positive(&self) -> i64 {
+        self.read().max(0)
+    }
+
+    /// `percpu_counter_sum()`: the count plus every CPU's delta, exact when
+    /// no add runs meanwhile.
+    pub fn sum(&self) -> i64 {
+        let _l = self.lock.lock();
+        let mut ret = self.count.load(Relaxed);
+        for cpu in self.k.for_each_possible_cpu() {
+            if let Ok(d) = self.k.per_cpu(&self.counters, cpu) {
+                ret += i64::from(d.load(Relaxed));
+            }
+        }
+        ret
+    }
+
+    /// `percpu_counter_sum_positive()`.
+    pub fn sum_positive(&self) -> i64 {
+        self.sum().max(0)
+    }
+
+    /// `percpu_counter_set(fbc, amount)`: every delta to 0, the count to
+    /// `amount`.
+    pub fn set(&self, amount: i64) {
+        let _l = self.lock.lock();
+        for cpu in self.k.for_each_possible_cpu() {
+            if let Ok(d) = self.k.per_cpu(&self.counters, cpu) {
+                d.store(0, Relaxed);
+            }
+        }
+        self.count.store(amount, Relaxed);
+    }
+
+    /// `__percpu_counter_compare(fbc, rhs, batch)`: the rough count when it
+    /// is far enough from `rhs` to decide, else the exact sum.
+    pub fn compare_batch(&self, rhs: i64, batch: i32) -> Ordering {
+        let count = self.read();
+        let slack = i64::from(batch) * self.k.nr_cpus() as i64;
+        if (count - rhs).abs() > slack {
+            return count.cmp(&rhs);
+        }
+        self.sum().cmp(&rhs)
+    }
+
+    /// `percpu_counter_compare(fbc, rhs)`.
+    pub fn compare(&self, rhs: i64) -> Ordering {
+        self.compare_batch(rhs, percpu_counter_batch(self.k.nr_cpus()))
+    }
+}
+
+impl<P: Platform> Drop for PercpuCounter<'_, P> {
+    /// `percpu_counter_destroy()`.
+    fn drop(&mut self) {
+        let r = self.k.free_percpu(self.counters);
+        debug_assert!(r.is_ok());
+    }
+}

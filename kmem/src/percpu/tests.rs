@@ -1,0 +1,84 @@
+//! The per-CPU allocator on the arena (first chunk only: the arena has no
+//! page tables for vmalloc chunks), small enough for Miri.
+
+use super::counter::PercpuCounter;
+use super::*;
+use crate::gfp::GFP_KERNEL;
+use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::vec;
+use std::vec::Vec;
+
+crate::define_per_cpu! {
+    static TICKS: AtomicU32;
+}
+
+fn with_machine(cpus: usize, f: impl FnOnce(&Kmem<crate::arena::ArenaPlatform<'_>>)) {
+    let mut mem = vec![0u8; 8 << 20];
+    let k = Kmem::boot_arena(&mut mem, cpus).unwrap();
+    f(&k);
+}
+
+#[test]
+fn the_first_chunk_serves_until_full_and_frees_merge_back() {
+    with_machine(2, |k| {
+        assert!(k
+            .platform()
+            .reported("percpu: Embedded 13 pages/cpu s16384 r8192 d28672 u1048576"));
+        let ai = k.pcpu_alloc_info();
+        // 28 KiB of dynamic space: seven 4 KiB areas, then no chunk to grow
+        // into (the arena cannot map one).
+        let v: Vec<PcpuPtr<u8>> = (0..7)
+            .map(|_| k.__alloc_percpu(4096, 4096).unwrap())
+            .collect();
+        assert_eq!(k.__alloc_percpu(4096, 8), Err(Error::NoMemory));
+        assert!(k.platform().reported(
+            "percpu: allocation failed, size=4096 align=8 atomic=0, failed to allocate new chunk"
+        ));
+        for (i, p) in v.iter().enumerate() {
+            assert_eq!(p.addr() % 4096, 0);
+            let a = k.per_cpu_ptr(*p, 1).unwrap().as_ptr() as usize;
+            assert_eq!(
+                a - p.addr(),
+                k.per_cpu_ptr(*p, 0).map(|c| c.as_ptr() as usize).unwrap() - p.addr()
+                    + ai.unit_size,
+                "area {i}"
+            );
+        }
+        for p in v {
+            k.free_percpu(p).unwrap();
+        }
+        let g = k.pcpu_global_stats();
+        assert_eq!(
+            (g.nr_alloc, g.nr_cur_alloc, g.nr_max_alloc, g.nr_chunks),
+            (7, 0, 7, 1)
+        );
+        // The space merged back: one allocation of all of it fits.
+        let all = k.__alloc_percpu(ai.dyn_size, 4).unwrap();
+        k.free_percpu(all).unwrap();
+        assert_eq!(k.free_percpu(all), Err(Error::InvalidArgument));
+    });
+}
+
+#[test]
+fn static_and_dynamic_variables_count_per_cpu() {
+    with_machine(2, |k| {
+        let c = k.alloc_percpu::<AtomicU32>().unwrap();
+        for cpu in 0..2 {
+            k.platform().set_cpu(cpu);
+            for _ in 0..=cpu {
+                k.this_cpu_inc(&TICKS);
+                k.this_cpu_add(&c, 10);
+            }
+        }
+        let sum = |v: &dyn Fn(usize) -> u32| (0..2).map(v).sum::<u32>();
+        assert_eq!(sum(&|cpu| k.per_cpu(&TICKS, cpu).unwrap().load(Relaxed)), 3);
+        assert_eq!(sum(&|cpu| k.per_cpu(&c, cpu).unwrap().load(Relaxed)), 30);
+        k.free_percpu(c).unwrap();
+        let n = PercpuCounter::new(k, 5, GFP_KERNEL).unwrap();
+        n.add(3);
+        k.platform().set_cpu(0);
+        n.add(-1);
+        assert_eq!(n.sum(), 7);
+        assert_eq!(n.read(), 5, "the deltas stay per CPU below the batch");
+    });
+}
