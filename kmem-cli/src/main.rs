@@ -86,7 +86,8 @@ struct BootArgs {
     memblock_debug: bool,
     /// Which reports to print after the boot log (comma separated:
     /// buddyinfo, pagetypeinfo, zoneinfo, slabinfo, meminfo, vmallocinfo,
-    /// iomem, fault_inject, all, none). fault_inject is also printed whenever a
+    /// iomem, percpu (/sys/kernel/debug/percpu_stats), fault_inject, all,
+    /// none). fault_inject is also printed whenever a
     /// fault option is given.
     #[arg(long, default_value = "all")]
     show: String,
@@ -262,7 +263,7 @@ fn memory_map(args: &BootArgs) -> Result<Vec<MemRegion>, Failure> {
 }
 
 /// The reports boot may print, each checked by name.
-const REPORTS: [&str; 10] = [
+const REPORTS: [&str; 11] = [
     "buddyinfo",
     "slabinfo",
     "pagetypeinfo",
@@ -270,6 +271,7 @@ const REPORTS: [&str; 10] = [
     "meminfo",
     "vmallocinfo",
     "iomem",
+    "percpu",
     "fault_inject",
     "all",
     "none",
@@ -434,6 +436,10 @@ fn boot(args: &BootArgs) -> Result<(), Failure> {
     section("meminfo", &|o| kmem::proc::meminfo(&k, o));
     section("vmallocinfo", &|o| kmem::proc::vmallocinfo(&k, o));
     section("iomem", &|o| kmem::proc::iomem(&k, o));
+    if want("percpu") {
+        out.push_str("\n$ cat /sys/kernel/debug/percpu_stats\n");
+        kmem::proc::percpu_stats(&k, &mut out).expect("formatting into a String");
+    }
     if args.fault.any() || want("fault_inject") {
         out.push_str(
             "\n# fault injection: the debugfs knobs kmem models, and the failures it injected\n",

@@ -121,7 +121,7 @@ fn bad_values_are_refused_before_boot_with_what_to_change() {
         (
             &["--show", "meminfo,slabs"],
             "--show meminfo,slabs: unknown report \"slabs\"; give a comma-separated list of \
-             buddyinfo, slabinfo, pagetypeinfo, zoneinfo, meminfo, vmallocinfo, iomem, fault_inject, all, none",
+             buddyinfo, slabinfo, pagetypeinfo, zoneinfo, meminfo, vmallocinfo, iomem, percpu, fault_inject, all, none",
         ),
         (
             &["--mem", "256M", "--fault", "failslab/colour=red"],
