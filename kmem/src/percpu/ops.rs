@@ -382,6 +382,16 @@ impl<P: Platform> Kmem<P> {
         }
     }
 
+    /// `put_cpu_var(var)`: unpin (dropping the guard does the same).
+    pub fn put_cpu_var<T>(&self, var: CpuVar<'_, T, P>) {
+        drop(var)
+    }
+
+    /// `put_cpu_ptr(var)`: unpin (dropping the guard does the same).
+    pub fn put_cpu_ptr<T>(&self, var: CpuVar<'_, T, P>) {
+        drop(var)
+    }
+
     /// `get_cpu_ptr(var)`: as [`get_cpu_var`](Self::get_cpu_var).
     pub fn get_cpu_ptr<'a, T>(&'a self, var: &impl AsPcpuPtr<T>) -> CpuVar<'a, T, P> {
         self.get_cpu_var(var)
