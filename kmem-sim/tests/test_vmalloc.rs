@@ -10,8 +10,8 @@
 //! no vmalloc page is in use, and once the lazily freed areas are purged
 //! the free vmap space is one area again, as it was after boot.
 //!
-//! Left out: `pcpu_alloc_test` (kmem has no percpu allocator yet) and the
-//! two `kvfree_rcu` tests (kmem models no RCU grace periods). The loop
+//! Left out: the two `kvfree_rcu` tests (kmem models no RCU grace
+//! periods). The loop
 //! counts are far below the module's million, to keep each test short;
 //! they still cross `lazy_max_pages()` several times, so the lazy purges
 //! run under both CPUs' feet.
@@ -609,6 +609,99 @@ fn align_shift_alloc() {
         .collect();
     assert_eq!(unexpected, Vec::<String>::new());
     check_nothing_leaked(&s, &k, boot_free);
+}
+
+/// `pcpu_alloc_test`: 35000 per-CPU areas per CPU, of 1 B to a quarter
+/// page, aligned to 2 B .. 2 KiB at random, all held, then freed (the
+/// percpu allocator takes its chunks beyond the first from vmalloc). Each
+/// CPU's copy of every area is aligned and keeps its own contents until the
+/// end. At the end the balance step keeps one free chunk, as Linux's does:
+/// the only vmalloc area left.
+///
+/// Ignored until the core is fixed: the balance step counts a destroyed
+/// chunk's empty populated pages off the global count twice (when
+/// `take_spare_free_chunk()` takes it, and again through `with_map()` as
+/// `pcpu_destroy_chunk()` depopulates it), so the count wraps: "attempt to
+/// subtract with overflow" at `percpu/chunk.rs` `with_map()` in a debug
+/// build, `empty_pop_pages` near 2^64 in a release build.
+#[test]
+#[ignore = "core bug: percpu's balance step subtracts a destroyed chunk's empty pages twice"]
+fn pcpu_alloc() {
+    const N: usize = 35_000;
+    let s = machine();
+    let k = boot(&s);
+    let boot_free = k.vmap_free_areas();
+    let r = Rendezvous::new(&s);
+    s.run_on_cpus(|cpu| {
+        r.guard(|| {
+            let mut rng = Rng::new(cpu);
+            let mut held = Vec::with_capacity(N);
+            for i in 0..N {
+                let size = rng.range(1, PAGE_SIZE / 4);
+                let align = 1usize << rng.range(1, 11);
+                let p = k.__alloc_percpu(size, align).unwrap_or_else(|e| {
+                    panic!("CPU {cpu}, {i}: {size} bytes aligned {align}: {e:?}")
+                });
+                for unit in 0..2 {
+                    let c = k.per_cpu_ptr(p, unit).expect("per_cpu_ptr");
+                    assert_eq!(c.as_ptr() as usize % align, 0, "{c:p} aligned to {align}");
+                    // SAFETY: `size` bytes of this unit's copy of a live area
+                    // this CPU owns; the first byte and the last.
+                    unsafe {
+                        c.as_ptr().write(i as u8 ^ unit as u8);
+                        c.as_ptr().add(size - 1).write(!(i as u8));
+                    }
+                }
+                held.push((p, size));
+            }
+            let mut round = 0;
+            r.wait(&mut round);
+            for (i, &(p, size)) in held.iter().enumerate() {
+                for unit in 0..2 {
+                    let c = k.per_cpu_ptr(p, unit).expect("per_cpu_ptr");
+                    // SAFETY: as above.
+                    let (first, last) =
+                        unsafe { (c.as_ptr().read(), c.as_ptr().add(size - 1).read()) };
+                    if size > 1 {
+                        assert_eq!(
+                            first,
+                            i as u8 ^ unit as u8,
+                            "CPU {cpu}, area {i}, unit {unit}"
+                        );
+                    }
+                    assert_eq!(last, !(i as u8), "CPU {cpu}, area {i}, unit {unit}");
+                }
+            }
+            for (p, _) in held {
+                k.free_percpu(p).expect("free_percpu");
+            }
+        })
+    });
+    assert_eq!(warnings(&s), Vec::<String>::new());
+    let _cpu = s.bind(0);
+    k.pcpu_balance_workfn();
+    let g = k.pcpu_global_stats();
+    assert_eq!(g.nr_cur_alloc, 0, "{g:?}");
+    assert!(g.nr_max_chunks > 2, "vmalloc chunks were made: {g:?}");
+    // Two chunks are left (the first and a spare): their empty populated
+    // pages are few.
+    assert!(g.empty_pop_pages < 4096, "{g:?}");
+    assert_eq!(k.vmalloc_info().used_pages, 0);
+    k.vm_unmap_aliases();
+    k.purge_vmap_area_lazy();
+    let mut info = String::new();
+    kmem::proc::vmallocinfo(&k, &mut info).unwrap();
+    let chunks: Vec<&str> = info.lines().filter(|l| !l.is_empty()).collect();
+    assert!(
+        chunks.len() <= 1 && chunks.iter().all(|l| l.contains("kmem/src/percpu/")),
+        "{info}"
+    );
+    // The spare chunk's area splits the free space at most in two.
+    let (free, largest) = k.vmap_free_areas();
+    assert!(free <= boot_free.0 + chunks.len(), "{free} free areas");
+    if chunks.is_empty() {
+        assert_eq!((free, largest), boot_free);
+    }
 }
 
 /// Map `pages` with `vm_map_ram()`, write each page's tag through the
