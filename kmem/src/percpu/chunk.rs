@@ -518,9 +518,9 @@ impl Chunks {
         while let Some(c) = NonNull::new(p) {
             p = self.chunk(c).next;
             if !empty_only || self.chunk(c).map.nr_empty_pop_pages() == 0 {
+                // Its empty pages leave the global count as the destroy
+                // step depopulates them (`depopulated()`).
                 self.unlink(c);
-                let empties = self.chunk(c).map.nr_empty_pop_pages();
-                self.nr_empty_pop_pages -= empties;
                 self.stats.nr_chunks -= 1;
                 return Some(c);
             }

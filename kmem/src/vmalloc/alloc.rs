@@ -361,6 +361,13 @@ impl<P: Platform> Kmem<P> {
             self.remove_and_free_vm(vm, PagesToFree::Allocated);
             return Err(Error::NoMemory);
         }
+        // In frame order, the area is as few physically contiguous runs as
+        // its pages allow, and the platform maps each run in one call (the
+        // per-CPU lists hand pages out in no useful order). Which page backs
+        // which address is free for vmalloc to choose; Linux maps them in
+        // allocation order, page by page.
+        let mm = self.mem_map();
+        pages.sort_unstable_by_key(|&p| mm.index_of_ptr(p));
         let scope = self.apply_gfp_scope(gfp);
         let mapped = self.vmap_pages_range(area.addr, pages, prot, page_shift);
         if let Some((bit, saved)) = scope {

@@ -4,9 +4,8 @@
 //!
 //! Every path unlinks the busy area, unmaps its whole range at once (an
 //! access after this faults), frees the range lazily
-//! ([`lazy_free_node`](Kmem::lazy_free_node)), then gives back the pages
-//! (in reverse order: see the module doc of [`super`]), the page array
-//! and the `vm_struct`. `vfree()` from interrupt context cannot do that
+//! ([`lazy_free_node`](Kmem::lazy_free_node)), then gives back the pages,
+//! the page array and the `vm_struct`. `vfree()` from interrupt context cannot do that
 //! (it may sleep), so, as Linux does, it pushes the address on a lock-free
 //! list threaded through the freed memory itself; the next `vfree()` or
 //! vmalloc from a context that may sleep drains it.

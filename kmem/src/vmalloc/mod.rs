@@ -27,9 +27,9 @@
 //!   which case the next free or allocation that may sleep does.
 //! - **Mapping** goes through the platform's page-table door
 //!   ([`Platform::map_kernel_range`]), one call per physically contiguous
-//!   run of pages (vmalloc frees its pages in reverse order so that the
-//!   per-CPU page lists hand a re-allocated area ascending, contiguous
-//!   pages).
+//!   run of pages: vmalloc maps its pages in frame order, so an area takes
+//!   as few calls as its pages allow (on the simulator each call is an
+//!   `mmap`).
 //!
 //! Locking, as Linux's: `free` is `free_vmap_area_lock`, `busy` is
 //! `vmap_area_lock`, `purge` is `purge_vmap_area_lock`; none is taken
