@@ -618,14 +618,10 @@ fn align_shift_alloc() {
 /// end. At the end the balance step keeps one free chunk, as Linux's does:
 /// the only vmalloc area left.
 ///
-/// Ignored until the core is fixed: the balance step counts a destroyed
-/// chunk's empty populated pages off the global count twice (when
-/// `take_spare_free_chunk()` takes it, and again through `with_map()` as
-/// `pcpu_destroy_chunk()` depopulates it), so the count wraps: "attempt to
-/// subtract with overflow" at `percpu/chunk.rs` `with_map()` in a debug
-/// build, `empty_pop_pages` near 2^64 in a release build.
+/// It found a core bug (fixed in 175709f): the balance step counted a
+/// destroyed chunk's empty populated pages off the global count twice, so
+/// the count wrapped.
 #[test]
-#[ignore = "core bug: percpu's balance step subtracts a destroyed chunk's empty pages twice"]
 fn pcpu_alloc() {
     const N: usize = 35_000;
     let s = machine();
