@@ -76,17 +76,28 @@
 //!   once (an implicit free, as for objects). What is compared with Linux
 //!   (`nr_lazy`, `nr_lazy_max`, `num_purged`, when a purge is due) and how
 //!   is in [`crate::vmap`]; the counts are [`Outcome::vmalloc`].
+//! * **Per-CPU allocations.** `percpu:percpu_alloc_percpu` allocates the
+//!   traced size and alignment with the traced GFP flags
+//!   ([`Target::alloc_percpu`]; from the reserved chunk for `reserved=1`)
+//!   keyed by the traced `ptr`, and `percpu:percpu_free_percpu` frees it;
+//!   unmatched frees, implicit frees and kmem's failures are handled as
+//!   for objects. Linux's failures (`percpu_alloc_percpu_fail`) and chunk
+//!   events are counted only. Each replayed allocation's full size is
+//!   compared with the traced `bytes_alloc` ([`crate::percpu`]; the counts
+//!   are [`Outcome::percpu`]). Per-CPU memory is reported in its own
+//!   section, not in the footprint and live bytes above.
 
 use crate::input::TraceInput;
 use crate::ops::{Batch, Op, OpKind, Parser, BATCH_DEPTH};
 use crate::parse::EventKind;
+use crate::percpu::PercpuOutcome;
 use crate::reclaim::{Evidence, ReclaimSource, SlabPageTracker};
 use crate::series::{Point, Series};
 use crate::target::{CacheSpec, MemSample, Target};
 use crate::vmap::{Free, LazyCheck, VmallocOutcome};
 use kmem::gfp::{
-    Gfp, __GFP_ACCOUNT, __GFP_COMP, __GFP_HIGHMEM, __GFP_MOVABLE, __GFP_NORETRY, __GFP_NOWARN,
-    __GFP_RECLAIMABLE,
+    Gfp, __GFP_ACCOUNT, __GFP_COMP, __GFP_DIRECT_RECLAIM, __GFP_HIGHMEM, __GFP_MOVABLE,
+    __GFP_NORETRY, __GFP_NOWARN, __GFP_RECLAIMABLE, GFP_KERNEL,
 };
 use kmem::kmalloc::KMALLOC_MAX_CACHE_SIZE;
 use kmem::slab::{
@@ -308,6 +319,9 @@ pub struct Outcome {
     pub caches: Vec<CacheReport>,
     /// The vmalloc events: what was compared with Linux ([`crate::vmap`]).
     pub vmalloc: VmallocOutcome,
+    /// The percpu events: what was compared with Linux
+    /// ([`crate::percpu`]).
+    pub percpu: PercpuOutcome,
     /// Live requested bytes (objects' `bytes_req`, replayed pages) at the
     /// end and at their peak.
     pub live_bytes: u64,
@@ -551,6 +565,16 @@ struct CacheRec {
     id: Option<(u32, usize)>,
 }
 
+/// A per-CPU allocation of the trace on the target.
+#[derive(Clone, Copy)]
+struct PcpuRec {
+    /// The target's per-CPU pointer ([`FAILED`] when it failed the
+    /// allocation).
+    handle: usize,
+    /// Its full size on the target (`pcpu_obj_full_size()`).
+    full: u64,
+}
+
 /// The last event, when it was a replayed page allocation (for folding a
 /// kmalloc_large).
 #[derive(Clone, Copy)]
@@ -574,6 +598,8 @@ pub struct Engine<T: Target> {
     vmaps: Map<u64, usize>,
     /// The `nr_lazy` and purge comparisons.
     lazy: LazyCheck,
+    /// Per-CPU allocations by the traced `ptr`.
+    pcpus: Map<u64, PcpuRec>,
     /// The parser's interned strings, by id.
     strings: Vec<Box<str>>,
     /// Caches by (name id, object size).
@@ -614,6 +640,7 @@ impl<T: Target> Engine<T> {
             pages: Map::new(),
             vmaps: Map::new(),
             lazy: LazyCheck::new(opts.max_errors),
+            pcpus: Map::new(),
             strings: Vec::new(),
             caches: Map::new(),
             target_caches: Map::new(),
@@ -649,6 +676,7 @@ impl<T: Target> Engine<T> {
                 page_fidelity: Fidelity::default(),
                 caches: Vec::new(),
                 vmalloc: VmallocOutcome::default(),
+                percpu: PercpuOutcome::default(),
                 live_bytes: 0,
                 peak_live_bytes: 0,
                 live_object_bytes: 0,
@@ -780,6 +808,9 @@ impl<T: Target> Engine<T> {
                 .count()) as u64;
         self.out.series = self.series.points();
         self.out.vmalloc = self.lazy.finish();
+        if self.target.has_percpu() {
+            self.out.percpu.kmem_at_end = self.target.percpu_usage();
+        }
         (self.target, self.out)
     }
 
@@ -788,7 +819,11 @@ impl<T: Target> Engine<T> {
     pub fn finish_releasing_all(self) -> (T, Outcome) {
         let objs: Vec<Obj> = self.objs.values().copied().collect();
         let pages: Vec<PageRec> = self.pages.values().copied().collect();
+        let pcpus: Vec<PcpuRec> = self.pcpus.values().copied().collect();
         let (mut t, out) = self.finish();
+        for p in pcpus.into_iter().filter(|p| p.handle != FAILED) {
+            let _ = t.free_percpu(p.handle);
+        }
         for o in objs.into_iter().filter(|o| o.handle != FAILED) {
             let _ = if o.cache == KMALLOC {
                 t.kfree(o.handle, o.size as usize)
@@ -824,7 +859,11 @@ impl<T: Target> Engine<T> {
             OpKind::VmapAlloc => EventKind::VmapAlloc,
             OpKind::VmapFree => EventKind::VmapFree,
             OpKind::VmapPurge => EventKind::VmapPurge,
-            OpKind::NotModelled(k) => k,
+            OpKind::PercpuAlloc { .. } => EventKind::PercpuAlloc,
+            OpKind::PercpuFree => EventKind::PercpuFree,
+            OpKind::PercpuAllocFail { .. } => EventKind::PercpuAllocFail,
+            OpKind::PercpuChunk { destroy: false } => EventKind::PercpuCreateChunk,
+            OpKind::PercpuChunk { destroy: true } => EventKind::PercpuDestroyChunk,
         };
         self.out.events += 1;
         self.last_time_ns = op.time_ns;
@@ -878,7 +917,156 @@ impl<T: Target> Engine<T> {
             OpKind::VmapAlloc => self.vmap_alloc(op),
             OpKind::VmapFree => self.vmap_free(op),
             OpKind::VmapPurge => self.vmap_purge(op),
-            OpKind::NotModelled(_) | OpKind::Unknown | OpKind::Malformed => {}
+            OpKind::PercpuAlloc {
+                reserved,
+                is_atomic,
+                gfp_traced,
+                bytes_alloc_traced,
+            } => self.percpu_alloc(op, reserved, is_atomic, gfp_traced, bytes_alloc_traced),
+            OpKind::PercpuFree => self.percpu_free(op),
+            OpKind::PercpuAllocFail { .. } => {
+                // Linux failed it: nothing to replay.
+                self.out.notes.linux_failed_allocs += 1;
+                self.out.percpu.linux_failed_allocs += 1;
+                self.stats(kind).skipped += 1;
+            }
+            OpKind::PercpuChunk { destroy } => {
+                // kmem's allocator makes and drops its own chunks.
+                if destroy {
+                    self.out.percpu.linux_chunks_destroyed += 1;
+                } else {
+                    self.out.percpu.linux_chunks_created += 1;
+                }
+                self.stats(kind).skipped += 1;
+            }
+            OpKind::Unknown | OpKind::Malformed => {}
+        }
+    }
+
+    /// `percpu:percpu_alloc_percpu` (see [`crate::percpu`]).
+    #[cold]
+    fn percpu_alloc(
+        &mut self,
+        op: &Op,
+        reserved: bool,
+        is_atomic: bool,
+        gfp_traced: bool,
+        bytes_alloc_traced: bool,
+    ) {
+        const K: EventKind = EventKind::PercpuAlloc;
+        let (ptr, size, align, bytes_alloc, gfp) = (op.a, op.b, op.c, op.d, op.gfp);
+        if !self.target.has_percpu() {
+            self.stats(K).skipped += 1;
+            return;
+        }
+        if ptr == 0 {
+            // Not a pointer pcpu_alloc() returns.
+            self.out.notes.linux_failed_allocs += 1;
+            self.stats(K).skipped += 1;
+            return;
+        }
+        let max = self.max_warnings;
+        let out = &mut self.out.percpu;
+        if gfp_traced {
+            let atomic_by_gfp = !gfp.contains(__GFP_DIRECT_RECLAIM);
+            out.is_atomic.count(atomic_by_gfp == is_atomic);
+            if atomic_by_gfp != is_atomic {
+                out.mismatch(max, || {
+                    format!(
+                        "line {}: percpu_alloc_percpu: is_atomic={}, but gfp_flags={gfp} {} \
+                         __GFP_DIRECT_RECLAIM",
+                        op.line,
+                        u8::from(is_atomic),
+                        if atomic_by_gfp { "lack" } else { "have" }
+                    )
+                });
+            }
+        } else {
+            out.gfp_not_traced += 1;
+        }
+        let rec = match self
+            .target
+            .alloc_percpu(size as usize, align as usize, reserved, gfp)
+        {
+            Ok(handle) => {
+                self.stats(K).replayed += 1;
+                let full = self.target.pcpu_obj_full_size(size as usize) as u64;
+                let out = &mut self.out.percpu;
+                if out.nr_possible_cpus == 0 {
+                    out.nr_possible_cpus = self.nr_cpus as u64;
+                    out.memcg = self.target.pcpu_obj_full_size(4) > 4 * self.nr_cpus as usize;
+                }
+                if reserved {
+                    out.reserved += 1;
+                    out.reserved_other_gfp += u64::from(gfp != GFP_KERNEL);
+                }
+                out.atomic += u64::from(!gfp.contains(__GFP_DIRECT_RECLAIM));
+                out.aligned.count(align != 0 && handle as u64 % align == 0);
+                if bytes_alloc_traced {
+                    out.full_size.count(full == bytes_alloc);
+                    if full != bytes_alloc {
+                        let formula = out.full_size_formula();
+                        out.mismatch(max, || {
+                            format!(
+                                "line {}: percpu_alloc_percpu: size={size} bytes_alloc={bytes_alloc}, \
+                                 kmem's pcpu_obj_full_size() is {full} ({formula})",
+                                op.line
+                            )
+                        });
+                    }
+                } else {
+                    out.full_size_not_compared += 1;
+                }
+                out.add_live(full);
+                PcpuRec { handle, full }
+            }
+            Err(e) => {
+                let what = if reserved {
+                    format_args!("of {size} B aligned to {align} from the reserved chunk")
+                } else {
+                    format_args!("of {size} B aligned to {align} ({gfp})")
+                };
+                self.failed(op, K, what, e);
+                PcpuRec {
+                    handle: FAILED,
+                    full: 0,
+                }
+            }
+        };
+        if let Some(old) = self.pcpus.insert(ptr, rec) {
+            // Linux freed it where the trace could not see it.
+            self.out.notes.implicit_frees += 1;
+            self.out.percpu.implicit_frees += 1;
+            if old.handle != FAILED {
+                self.out.percpu.sub_live(old.full);
+                if self.target.free_percpu(old.handle).is_err() {
+                    self.stats(K).failures += 1;
+                }
+            }
+        }
+    }
+
+    /// `percpu:percpu_free_percpu`.
+    #[cold]
+    fn percpu_free(&mut self, op: &Op) {
+        const K: EventKind = EventKind::PercpuFree;
+        if !self.target.has_percpu() {
+            self.stats(K).skipped += 1;
+            return;
+        }
+        match self.pcpus.remove(&op.a) {
+            None => self.stats(K).unmatched_frees += 1,
+            Some(PcpuRec { handle: FAILED, .. }) => {
+                self.out.notes.frees_of_failed_allocs += 1;
+                self.stats(K).skipped += 1;
+            }
+            Some(rec) => {
+                self.out.percpu.sub_live(rec.full);
+                match self.target.free_percpu(rec.handle) {
+                    Ok(()) => self.stats(K).replayed += 1,
+                    Err(_) => self.stats(K).failures += 1,
+                }
+            }
         }
     }
 

@@ -28,6 +28,8 @@
 //!   parser, same maps).
 //! * [`vmap`]: what the vmalloc events' replay compares with Linux
 //!   (`nr_lazy`, `nr_lazy_max`, purges), and how.
+//! * [`percpu`]: how the percpu events are replayed and what is compared
+//!   with Linux (the full size `bytes_alloc`, `is_atomic`, alignment).
 //! * [`series`]: the bounded footprint time series.
 //! * [`report`]: the text report, the JSON (`serde`) and the SVG plot.
 //!
@@ -99,8 +101,13 @@
 //!   mapped), freed lazily as traced, purged where the trace shows Linux
 //!   purging; the report compares `nr_lazy`, `nr_lazy_max` and
 //!   `num_purged` with the trace's ([`vmap`]).
-//! * `percpu:*` events are counted and listed as not replayed: kmem has
-//!   no percpu allocator yet.
+//! * `percpu:*` events are replayed on kmem's per-CPU allocator:
+//!   allocations of the traced size, alignment and GFP flags (from the
+//!   reserved chunk where the trace says so) keyed by the traced `ptr`,
+//!   freed as traced; each one's full size (`pcpu_obj_full_size()`, memcg's
+//!   overhead included) is compared with the trace's `bytes_alloc`, which
+//!   matches when the machine has the traced machine's possible CPUs.
+//!   Linux's failures and chunk events are counted ([`percpu`]).
 
 #![warn(missing_docs)]
 
@@ -108,6 +115,7 @@ pub mod engine;
 pub mod input;
 pub mod ops;
 pub mod parse;
+pub mod percpu;
 pub mod reclaim;
 pub mod report;
 pub mod scan;

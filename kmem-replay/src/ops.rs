@@ -27,7 +27,7 @@
 //! report. A CPU id at or above kmem's `NR_CPUS` (1024) is a malformed line.
 
 use crate::input::{Chunk, TraceInput, CHUNK_SIZE};
-use crate::parse::{parse_line, printable, Event, EventKind};
+use crate::parse::{parse_line, printable, Event};
 use kmem::gfp::Gfp;
 use kmem::mmzone::NR_CPUS;
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -65,8 +65,34 @@ pub enum OpKind {
     VmapFree,
     /// `vmalloc:purge_vmap_area_lazy`: `a` start, `b` end, `c` num_purged.
     VmapPurge,
-    /// A percpu event: counted only.
-    NotModelled(EventKind),
+    /// `percpu:percpu_alloc_percpu`: `a` ptr, `b` size, `c` align, `d`
+    /// bytes_alloc; `gfp` the flags (derived from `is_atomic` when the
+    /// trace has none, before Linux 6.0).
+    PercpuAlloc {
+        /// `reserved=1`.
+        reserved: bool,
+        /// `is_atomic=1`.
+        is_atomic: bool,
+        /// The trace printed `gfp_flags` (else `gfp` was derived).
+        gfp_traced: bool,
+        /// The trace printed `bytes_alloc` (else `d` is 0).
+        bytes_alloc_traced: bool,
+    },
+    /// `percpu:percpu_free_percpu`: `a` ptr.
+    PercpuFree,
+    /// `percpu:percpu_alloc_percpu_fail`: `b` size, `c` align.
+    PercpuAllocFail {
+        /// `reserved=1`.
+        reserved: bool,
+        /// `is_atomic=1`.
+        is_atomic: bool,
+    },
+    /// `percpu:percpu_create_chunk` (`destroy: false`) or
+    /// `percpu:percpu_destroy_chunk`: `a` base_addr.
+    PercpuChunk {
+        /// `percpu_destroy_chunk`.
+        destroy: bool,
+    },
     /// An event outside the input format: `name` its name.
     Unknown,
     /// A line that could not be replayed as written (its message, if kept,
@@ -83,12 +109,15 @@ pub struct Op {
     pub line: u64,
     /// Timestamp, nanoseconds.
     pub time_ns: u64,
-    /// Pointer, page frame number or vmap area address (see [`OpKind`]).
+    /// Pointer, page frame number, vmap area address, per-CPU pointer or
+    /// chunk address (see [`OpKind`]).
     pub a: u64,
-    /// bytes_req, order, or a vmalloc event's second number.
+    /// bytes_req, order, or a vmalloc or percpu event's second number.
     pub b: u64,
-    /// bytes_alloc, or a vmalloc event's third number.
+    /// bytes_alloc, or a vmalloc or percpu event's third number.
     pub c: u64,
+    /// A percpu allocation's bytes_alloc.
+    pub d: u64,
     /// The CPU the event runs on: `traced_cpu`, or `traced_cpu % nr_cpus`
     /// when the machine lacks it.
     pub cpu: u32,
@@ -237,7 +266,8 @@ impl Parser {
         let gfp = match rec.event {
             Event::Kmalloc { gfp, .. }
             | Event::KmemCacheAlloc { gfp, .. }
-            | Event::PageAlloc { gfp, .. } => Some(gfp),
+            | Event::PageAlloc { gfp, .. }
+            | Event::PercpuAlloc { gfp: Some(gfp), .. } => Some(gfp),
             _ => None,
         };
         if let Some(g) = gfp {
@@ -318,7 +348,48 @@ impl Parser {
                 op.kind = OpKind::VmapPurge;
                 (op.a, op.b, op.c) = (start, end, num_purged);
             }
-            Event::NotModelled(k) => op.kind = OpKind::NotModelled(k),
+            Event::PercpuAlloc {
+                reserved,
+                is_atomic,
+                size,
+                align,
+                ptr,
+                bytes_alloc,
+                gfp,
+            } => {
+                op.kind = OpKind::PercpuAlloc {
+                    reserved,
+                    is_atomic,
+                    gfp_traced: gfp.is_some(),
+                    bytes_alloc_traced: bytes_alloc.is_some(),
+                };
+                (op.a, op.b, op.c, op.d) = (ptr, size, align, bytes_alloc.unwrap_or(0));
+                if gfp.is_none() {
+                    // What pcpu_alloc() was given before Linux 6.0 told
+                    // atomic from not: GFP_KERNEL, or less.
+                    op.gfp = if is_atomic {
+                        kmem::gfp::GFP_NOWAIT
+                    } else {
+                        kmem::gfp::GFP_KERNEL
+                    };
+                }
+            }
+            Event::PercpuFree { ptr } => (op.kind, op.a) = (OpKind::PercpuFree, ptr),
+            Event::PercpuAllocFail {
+                reserved,
+                is_atomic,
+                size,
+                align,
+            } => {
+                op.kind = OpKind::PercpuAllocFail {
+                    reserved,
+                    is_atomic,
+                };
+                (op.b, op.c) = (size, align);
+            }
+            Event::PercpuChunk { base_addr, destroy } => {
+                (op.kind, op.a) = (OpKind::PercpuChunk { destroy }, base_addr);
+            }
             Event::Unknown(name) => {
                 op.kind = OpKind::Unknown;
                 op.name = self.intern(name, batch);
@@ -406,6 +477,7 @@ const BLANK: Op = Op {
     a: 0,
     b: 0,
     c: 0,
+    d: 0,
     cpu: 0,
     traced_cpu: 0,
     tid: 0,
@@ -460,6 +532,74 @@ mod tests {
         // Only the first message is kept.
         assert_eq!(b.errors.len(), 1);
         assert!(b.errors[0].starts_with("line 5: expected `COMM TID [CPU]"));
+    }
+
+    #[test]
+    fn percpu_lines_become_ops_with_their_flags() {
+        let mut p = Parser::new(2, 10);
+        let mut b = Batch::default();
+        p.line(b"bash 7 [001] 1.0: percpu:percpu_alloc_percpu: call_site=f reserved=0 is_atomic=1 size=16 align=8 base_addr=0xffffe8ffffc00000 off=8 ptr=0x60795baffc70 bytes_alloc=64 gfp_flags=GFP_NOWAIT", &mut b);
+        // Before Linux 6.0: no gfp_flags, no bytes_alloc.
+        p.line(b"bash 7 [001] 1.0: percpu:percpu_alloc_percpu: reserved=1 is_atomic=0 size=8 align=8 base_addr=0x0 off=8 ptr=0x10", &mut b);
+        p.line(
+            b"bash 7 [000] 1.0: percpu:percpu_free_percpu: base_addr=0x0 off=8 ptr=0x10",
+            &mut b,
+        );
+        p.line(b"bash 7 [000] 1.0: percpu:percpu_alloc_percpu_fail: reserved=0 is_atomic=1 size=32 align=16", &mut b);
+        p.line(
+            b"kworker/0:1 9 [000] 1.0: percpu:percpu_destroy_chunk: base_addr=0xffffc8ffffe00000",
+            &mut b,
+        );
+        p.line(b"bash 7 [000] 1.0: percpu:percpu_alloc_percpu: call_site=f reserved=0 is_atomic=0 size=16 align=8 base_addr=0x0 off=8 ptr=0x10 bytes_alloc=64 gfp_flags=GFP_BOGUS", &mut b);
+        let o = b.ops[0];
+        assert_eq!(
+            o.kind,
+            OpKind::PercpuAlloc {
+                reserved: false,
+                is_atomic: true,
+                gfp_traced: true,
+                bytes_alloc_traced: true
+            }
+        );
+        assert_eq!((o.a, o.b, o.c, o.d, o.cpu), (0x60795baffc70, 16, 8, 64, 1));
+        assert_eq!(o.gfp, kmem::gfp::GFP_NOWAIT);
+        let o = b.ops[1];
+        assert_eq!(
+            o.kind,
+            OpKind::PercpuAlloc {
+                reserved: true,
+                is_atomic: false,
+                gfp_traced: false,
+                bytes_alloc_traced: false
+            }
+        );
+        assert_eq!((o.a, o.b, o.c, o.d), (0x10, 8, 8, 0));
+        assert_eq!(o.gfp, kmem::gfp::GFP_KERNEL);
+        assert_eq!((b.ops[2].kind, b.ops[2].a), (OpKind::PercpuFree, 0x10));
+        let o = b.ops[3];
+        assert_eq!(
+            (o.kind, o.b, o.c),
+            (
+                OpKind::PercpuAllocFail {
+                    reserved: false,
+                    is_atomic: true
+                },
+                32,
+                16
+            )
+        );
+        assert_eq!(
+            (b.ops[4].kind, b.ops[4].a),
+            (OpKind::PercpuChunk { destroy: true }, 0xffffc8ffffe00000)
+        );
+        // GFP flags are parsed as for the kmem events: bad ones are a
+        // malformed line.
+        assert_eq!(b.ops[5].kind, OpKind::Malformed);
+        assert!(
+            b.errors[0].starts_with("line 6: bad gfp_flags `GFP_BOGUS`"),
+            "{:?}",
+            b.errors
+        );
     }
 
     #[test]

@@ -35,7 +35,10 @@
 //! | `vmalloc:alloc_vmap_area` | `va_start:` (decimal, after a colon), `size`, `align`, `vstart`, `vend`, `failed` |
 //! | `vmalloc:free_vmap_area_noflush` | `va_start` (hex), `nr_lazy`, `nr_lazy_max` |
 //! | `vmalloc:purge_vmap_area_lazy` | `start`, `end`, `num_purged` |
-//! | `percpu:*` | none: counted only, kmem has no percpu allocator yet |
+//! | `percpu:percpu_alloc_percpu` | `reserved`, `is_atomic`, `size`, `align`, `ptr`, `bytes_alloc`, `gfp_flags` |
+//! | `percpu:percpu_free_percpu` | `ptr` |
+//! | `percpu:percpu_alloc_percpu_fail` | `reserved`, `is_atomic`, `size`, `align` |
+//! | `percpu:percpu_create_chunk`, `percpu:percpu_destroy_chunk` | `base_addr` |
 //!
 //! The vmalloc events are Linux 6.18's `include/trace/events/vmalloc.h`.
 //! `alloc_vmap_area` prints `va_start: %lu` (a colon and a decimal, unlike
@@ -49,6 +52,20 @@
 //! included) and `lazy_max_pages()`. `purge_vmap_area_lazy` prints the
 //! range flushed and the areas purged; a purge that found nothing prints
 //! `start=0xffffffffffffffff end=0x0 num_purged=0`.
+//!
+//! The percpu events are Linux 6.18's `include/trace/events/percpu.h`.
+//! `percpu_alloc_percpu` fires once `pcpu_alloc()` has its area: `size` is
+//! already rounded up to `PCPU_MIN_ALLOC_SIZE` (4), `gfp_flags` are the
+//! caller's after `current_gfp_context()`, `ptr` is the per-CPU pointer
+//! (the area's address `base_addr + off` as a `__percpu` pointer) that the
+//! matching `percpu_free_percpu` prints again, and `bytes_alloc` is
+//! `pcpu_obj_full_size(size)`. `bytes_alloc` and `gfp_flags` came with
+//! Linux 6.0: without them the allocation's flags are what `is_atomic`
+//! meant before (`GFP_KERNEL`, or `GFP_NOWAIT` when atomic) and there is
+//! no full size to compare ([`Event::PercpuAlloc`]). A
+//! `percpu_alloc_percpu_fail` is Linux's failure (any `do_warn=` and
+//! `warn_limit=` a later kernel adds are ignored); the chunk events print
+//! the chunk's base address only.
 //!
 //! Any other event name parses as [`Event::Unknown`]. A pointer printed as
 //! `(nil)` reads as 0; a failed page allocation (`page=(nil)`, whose `pfn`
@@ -77,6 +94,12 @@ pub enum EventKind {
     PercpuAlloc,
     /// `percpu:percpu_free_percpu`.
     PercpuFree,
+    /// `percpu:percpu_alloc_percpu_fail`.
+    PercpuAllocFail,
+    /// `percpu:percpu_create_chunk`.
+    PercpuCreateChunk,
+    /// `percpu:percpu_destroy_chunk`.
+    PercpuDestroyChunk,
     /// `vmalloc:alloc_vmap_area`.
     VmapAlloc,
     /// `vmalloc:free_vmap_area_noflush`.
@@ -87,7 +110,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in report order.
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::Kmalloc,
         EventKind::Kfree,
         EventKind::KmemCacheAlloc,
@@ -97,6 +120,9 @@ impl EventKind {
         EventKind::PageFreeBatched,
         EventKind::PercpuAlloc,
         EventKind::PercpuFree,
+        EventKind::PercpuAllocFail,
+        EventKind::PercpuCreateChunk,
+        EventKind::PercpuDestroyChunk,
         EventKind::VmapAlloc,
         EventKind::VmapFree,
         EventKind::VmapPurge,
@@ -114,6 +140,9 @@ impl EventKind {
             EventKind::PageFreeBatched => "kmem:mm_page_free_batched",
             EventKind::PercpuAlloc => "percpu:percpu_alloc_percpu",
             EventKind::PercpuFree => "percpu:percpu_free_percpu",
+            EventKind::PercpuAllocFail => "percpu:percpu_alloc_percpu_fail",
+            EventKind::PercpuCreateChunk => "percpu:percpu_create_chunk",
+            EventKind::PercpuDestroyChunk => "percpu:percpu_destroy_chunk",
             EventKind::VmapAlloc => "vmalloc:alloc_vmap_area",
             EventKind::VmapFree => "vmalloc:free_vmap_area_noflush",
             EventKind::VmapPurge => "vmalloc:purge_vmap_area_lazy",
@@ -132,10 +161,26 @@ impl EventKind {
             .find(|k| k.name().as_bytes() == name)
     }
 
-    /// Whether kmem replays this kind (percpu: not yet, kmem has no
-    /// percpu allocator).
+    /// Whether kmem replays this kind: every kind of the input format has
+    /// its allocator in kmem now (a kind kmem has no allocator for would
+    /// be counted and listed as not replayed). Some are counted rather
+    /// than executed: see [`counted_only`](Self::counted_only).
     pub const fn is_replayed(self) -> bool {
-        !matches!(self, EventKind::PercpuAlloc | EventKind::PercpuFree)
+        true
+    }
+
+    /// Why events of this kind are counted rather than executed on kmem,
+    /// if they are: Linux's failures, and the chunks Linux's per-CPU
+    /// allocator made and dropped (kmem's makes its own). The report lists
+    /// these kinds only when a trace has them.
+    pub const fn counted_only(self) -> Option<&'static str> {
+        match self {
+            EventKind::PercpuAllocFail => Some("counted: Linux's failures"),
+            EventKind::PercpuCreateChunk | EventKind::PercpuDestroyChunk => {
+                Some("counted: kmem's chunks are its own")
+            }
+            _ => None,
+        }
     }
 }
 
@@ -260,8 +305,48 @@ pub enum Event<'a> {
         /// Areas purged.
         num_purged: u64,
     },
-    /// A percpu event: counted, not replayed.
-    NotModelled(EventKind),
+    /// `percpu:percpu_alloc_percpu`: an allocation `pcpu_alloc()` made.
+    PercpuAlloc {
+        /// From the reserved chunk (`__alloc_reserved_percpu()`).
+        reserved: bool,
+        /// Linux took it as atomic (its GFP flags lack
+        /// `__GFP_DIRECT_RECLAIM`): only populated pages could serve it.
+        is_atomic: bool,
+        /// Bytes per CPU, rounded up to `PCPU_MIN_ALLOC_SIZE`.
+        size: u64,
+        /// Alignment asked for.
+        align: u64,
+        /// The per-CPU pointer (`void __percpu *`) the caller got.
+        ptr: u64,
+        /// `pcpu_obj_full_size(size)`: every possible CPU's copy and memcg's
+        /// `obj_cgroup` pointers (`None`: before Linux 6.0, not printed).
+        bytes_alloc: Option<u64>,
+        /// `gfp_flags` as printed (`None`: before Linux 6.0, not printed).
+        gfp: Option<&'a [u8]>,
+    },
+    /// `percpu:percpu_free_percpu`.
+    PercpuFree {
+        /// The per-CPU pointer freed.
+        ptr: u64,
+    },
+    /// `percpu:percpu_alloc_percpu_fail`: an allocation Linux failed.
+    PercpuAllocFail {
+        /// From the reserved chunk.
+        reserved: bool,
+        /// Atomic.
+        is_atomic: bool,
+        /// Bytes per CPU asked for.
+        size: u64,
+        /// Alignment asked for.
+        align: u64,
+    },
+    /// `percpu:percpu_create_chunk` and `percpu:percpu_destroy_chunk`.
+    PercpuChunk {
+        /// The chunk's base address.
+        base_addr: u64,
+        /// Whether it was `percpu_destroy_chunk`.
+        destroy: bool,
+    },
     /// An event name outside the input format.
     Unknown(&'a [u8]),
 }
@@ -280,7 +365,11 @@ impl Event<'_> {
             Event::VmapAlloc { .. } => EventKind::VmapAlloc,
             Event::VmapFree { .. } => EventKind::VmapFree,
             Event::VmapPurge { .. } => EventKind::VmapPurge,
-            Event::NotModelled(k) => *k,
+            Event::PercpuAlloc { .. } => EventKind::PercpuAlloc,
+            Event::PercpuFree { .. } => EventKind::PercpuFree,
+            Event::PercpuAllocFail { .. } => EventKind::PercpuAllocFail,
+            Event::PercpuChunk { destroy: false, .. } => EventKind::PercpuCreateChunk,
+            Event::PercpuChunk { destroy: true, .. } => EventKind::PercpuDestroyChunk,
             Event::Unknown(_) => return None,
         })
     }
@@ -616,9 +705,50 @@ fn fast_event<'a>(name: &'a [u8], fields: &'a [u8]) -> Option<Event<'a>> {
                 batched: name.len() == 25,
             }
         }
+        26 if is(name, b"percpu:percpu_alloc_percpu") => {
+            c.next(b"call_site")?;
+            let reserved = flag(c.next(b"reserved")?)?;
+            let is_atomic = flag(c.next(b"is_atomic")?)?;
+            let size = c.dec(b"size")?;
+            let align = c.dec(b"align")?;
+            c.next(b"base_addr")?;
+            c.next(b"off")?;
+            let ptr = c.ptr(b"ptr")?;
+            let bytes_alloc = c.dec(b"bytes_alloc")?;
+            let gfp = c.next(b"gfp_flags")?;
+            if gfp.is_empty() {
+                return None;
+            }
+            Event::PercpuAlloc {
+                reserved,
+                is_atomic,
+                size,
+                align,
+                ptr,
+                bytes_alloc: Some(bytes_alloc),
+                gfp: Some(gfp),
+            }
+        }
+        25 if is(name, b"percpu:percpu_free_percpu") => {
+            c.next(b"base_addr")?;
+            c.next(b"off")?;
+            Event::PercpuFree {
+                ptr: c.ptr(b"ptr")?,
+            }
+        }
         _ => return None,
     };
     Some(ev)
+}
+
+/// A `%d` of a `bool` field: `0` or `1`.
+#[inline]
+fn flag(v: &[u8]) -> Option<bool> {
+    match v {
+        b"0" => Some(false),
+        b"1" => Some(true),
+        _ => None,
+    }
 }
 
 /// `bytes` as text that is safe to print on a terminal: UTF-8 as it is,
@@ -852,6 +982,11 @@ impl<'a> Fields<'a> {
         Ok(o as u32)
     }
 
+    /// A `bool` printed with `%d`.
+    fn flag(&self, key: &'static str) -> Result<bool, ParseError> {
+        flag(self.need(key)?).ok_or(ParseError::BadValue(key))
+    }
+
     fn gfp(&self) -> Result<&'a [u8], ParseError> {
         let g = self.need("gfp_flags")?;
         if g.is_empty() {
@@ -956,10 +1091,42 @@ fn parse_event<'a>(name: &'a [u8], fields: &'a [u8]) -> Result<Event<'a>, ParseE
                 num_purged: f.dec("num_purged")?,
             }
         }
-        _ => match EventKind::from_name(name) {
-            Some(k) => Event::NotModelled(k),
-            None => Event::Unknown(name),
+        b"percpu:percpu_alloc_percpu" => {
+            let f = Fields::new(fields);
+            Event::PercpuAlloc {
+                reserved: f.flag("reserved")?,
+                is_atomic: f.flag("is_atomic")?,
+                size: f.dec("size")?,
+                align: f.dec("align")?,
+                ptr: f.ptr("ptr")?,
+                // Both came with Linux 6.0.
+                bytes_alloc: match f.get("bytes_alloc") {
+                    None => None,
+                    Some(_) => Some(f.dec("bytes_alloc")?),
+                },
+                gfp: match f.get("gfp_flags") {
+                    None => None,
+                    Some(_) => Some(f.gfp()?),
+                },
+            }
+        }
+        b"percpu:percpu_free_percpu" => Event::PercpuFree {
+            ptr: Fields::new(fields).ptr("ptr")?,
         },
+        b"percpu:percpu_alloc_percpu_fail" => {
+            let f = Fields::new(fields);
+            Event::PercpuAllocFail {
+                reserved: f.flag("reserved")?,
+                is_atomic: f.flag("is_atomic")?,
+                size: f.dec("size")?,
+                align: f.dec("align")?,
+            }
+        }
+        b"percpu:percpu_create_chunk" | b"percpu:percpu_destroy_chunk" => Event::PercpuChunk {
+            base_addr: Fields::new(fields).ptr("base_addr")?,
+            destroy: name == b"percpu:percpu_destroy_chunk",
+        },
+        _ => Event::Unknown(name),
     };
     Ok(ev)
 }
@@ -1243,13 +1410,149 @@ mod tests {
         );
     }
 
+    const PCPU_ALLOC: &[u8] = b"       perf-exec  6318 [000]  3679.839357:     percpu:percpu_alloc_percpu: call_site=mm_init+0x2e7 reserved=0 is_atomic=0 size=16 align=8 base_addr=0xffffe8ffffc00000 off=35952 ptr=0x60795baffc70 bytes_alloc=64 gfp_flags=GFP_KERNEL";
+
     #[test]
-    fn other_events() {
+    fn percpu_lines() {
+        let r = parse_line(PCPU_ALLOC).unwrap().unwrap();
+        assert_eq!(
+            (r.header.comm, r.header.tid, r.header.cpu),
+            (&b"perf-exec"[..], 6318, 0)
+        );
+        let want = Event::PercpuAlloc {
+            reserved: false,
+            is_atomic: false,
+            size: 16,
+            align: 8,
+            ptr: 0x60795baffc70,
+            bytes_alloc: Some(64),
+            gfp: Some(b"GFP_KERNEL"),
+        };
+        assert_eq!(r.event, want);
+        assert_eq!(r.event.kind(), Some(EventKind::PercpuAlloc));
+        // Linux's field order takes the fast path; the general one agrees.
+        let (_, rest) = parse_header(PCPU_ALLOC).unwrap();
+        let (name, fields) = split_event(rest).unwrap();
+        assert_eq!(fast_event(name, fields), Some(want));
+        assert_eq!(parse_event(name, fields), Ok(want));
         let l = b"bash 24576 [001]  1055.879237:  percpu:percpu_free_percpu: base_addr=0xffffe8ffffc00000 off=29928 ptr=0x60795bafe4e8";
         assert_eq!(
             parse_line(l).unwrap().unwrap().event,
-            Event::NotModelled(EventKind::PercpuFree)
+            Event::PercpuFree {
+                ptr: 0x60795bafe4e8
+            }
         );
+        let (_, rest) = parse_header(l).unwrap();
+        let (name, fields) = split_event(rest).unwrap();
+        assert!(fast_event(name, fields).is_some());
+        // Reserved, atomic, GFP_NOWAIT.
+        let l = b"insmod 7 [001] 2.0: percpu:percpu_alloc_percpu: call_site=load_module+0x1 reserved=1 is_atomic=1 size=4096 align=4096 base_addr=0xffff888100000000 off=0 ptr=0x1000 bytes_alloc=16384 gfp_flags=GFP_NOWAIT";
+        assert!(matches!(
+            parse_line(l).unwrap().unwrap().event,
+            Event::PercpuAlloc {
+                reserved: true,
+                is_atomic: true,
+                size: 4096,
+                align: 4096,
+                gfp: Some(b"GFP_NOWAIT"),
+                ..
+            }
+        ));
+        // Before Linux 6.0: no call_site, bytes_alloc, gfp_flags.
+        let l = b"bash 1 [000] 1.0: percpu:percpu_alloc_percpu: reserved=0 is_atomic=1 size=8 align=8 base_addr=0xffff888100000000 off=8 ptr=0x8";
+        assert!(matches!(
+            parse_line(l).unwrap().unwrap().event,
+            Event::PercpuAlloc {
+                is_atomic: true,
+                bytes_alloc: None,
+                gfp: None,
+                ptr: 8,
+                ..
+            }
+        ));
+        let l = b"bash 1 [000] 1.0: percpu:percpu_alloc_percpu_fail: reserved=0 is_atomic=1 size=32 align=8";
+        assert_eq!(
+            parse_line(l).unwrap().unwrap().event,
+            Event::PercpuAllocFail {
+                reserved: false,
+                is_atomic: true,
+                size: 32,
+                align: 8
+            }
+        );
+        for (name, destroy, kind) in [
+            ("create", false, EventKind::PercpuCreateChunk),
+            ("destroy", true, EventKind::PercpuDestroyChunk),
+        ] {
+            let l = format!(
+                "kworker/0:1 9 [000] 1.0: percpu:percpu_{name}_chunk: base_addr=0xffffc8ffffe00000"
+            );
+            let ev = parse_line(l.as_bytes()).unwrap().unwrap().event;
+            assert_eq!(
+                ev,
+                Event::PercpuChunk {
+                    base_addr: 0xffffc8ffffe00000,
+                    destroy
+                }
+            );
+            assert_eq!(ev.kind(), Some(kind));
+        }
+    }
+
+    #[test]
+    fn malformed_percpu_lines() {
+        let alloc = |fields: &str| {
+            let l = format!("bash 1 [000] 1.0: percpu:percpu_alloc_percpu: {fields}");
+            parse_line(l.as_bytes()).map(|r| r.map(|r| r.event.kind()))
+        };
+        const GOOD: &str = "call_site=f reserved=0 is_atomic=0 size=16 align=8 base_addr=0x0 off=0 ptr=0x10 bytes_alloc=64 gfp_flags=GFP_KERNEL";
+        assert_eq!(alloc(GOOD), Ok(Some(Some(EventKind::PercpuAlloc))));
+        for (bad, err) in [
+            (
+                GOOD.replace("reserved=0", "reserved=2"),
+                ParseError::BadValue("reserved"),
+            ),
+            (
+                GOOD.replace("is_atomic=0 ", ""),
+                ParseError::MissingField("is_atomic"),
+            ),
+            (
+                GOOD.replace("size=16", "size=-16"),
+                ParseError::BadValue("size"),
+            ),
+            (
+                GOOD.replace("ptr=0x10", "ptr=16"),
+                ParseError::BadValue("ptr"),
+            ),
+            (
+                GOOD.replace("bytes_alloc=64", "bytes_alloc=lots"),
+                ParseError::BadValue("bytes_alloc"),
+            ),
+            (
+                GOOD.replace("gfp_flags=GFP_KERNEL", "gfp_flags="),
+                ParseError::BadValue("gfp_flags"),
+            ),
+        ] {
+            assert_eq!(alloc(&bad), Err(err), "{bad}");
+        }
+        assert_eq!(
+            parse_line(b"k 1 [001] 1.0: percpu:percpu_free_percpu: base_addr=0x1000 off=0"),
+            Err(ParseError::MissingField("ptr"))
+        );
+        assert_eq!(
+            parse_line(
+                b"k 1 [001] 1.0: percpu:percpu_alloc_percpu_fail: reserved=0 is_atomic=0 size=8"
+            ),
+            Err(ParseError::MissingField("align"))
+        );
+        assert_eq!(
+            parse_line(b"k 1 [001] 1.0: percpu:percpu_create_chunk: base_addr=nowhere"),
+            Err(ParseError::BadValue("base_addr"))
+        );
+    }
+
+    #[test]
+    fn other_events() {
         let l = b"bash 24576 [001]  1055.879237: sched:sched_switch: prev_comm=bash";
         assert_eq!(
             parse_line(l).unwrap().unwrap().event,

@@ -7,7 +7,9 @@
 //! therefore run the very same parser and maps, and their times compare
 //! the allocators.
 
+use crate::percpu::PercpuUsage;
 use kmem::gfp::{Gfp, __GFP_ZERO};
+use kmem::percpu::PcpuPtr;
 use kmem::slab::{KmemCache, KmemCacheArgs, SlabFlags};
 use kmem::vmalloc::{LazyFree, PurgeEvent};
 use kmem::{Error, Kmem, PAGE_SIZE};
@@ -110,6 +112,39 @@ pub trait Target {
     /// `lazy_max_pages()`.
     fn lazy_max_pages(&self) -> usize {
         0
+    }
+
+    /// Whether the target has a per-CPU allocator: the `percpu:*` events
+    /// are replayed on it through the methods below, else counted and
+    /// skipped (the default).
+    fn has_percpu(&self) -> bool {
+        false
+    }
+    /// `__alloc_percpu_gfp(size, align, gfp)`, or
+    /// `__alloc_reserved_percpu(size, align)` when `reserved` (which takes
+    /// no GFP flags: Linux's passes `GFP_KERNEL`): the per-CPU pointer.
+    fn alloc_percpu(
+        &mut self,
+        _size: usize,
+        _align: usize,
+        _reserved: bool,
+        _gfp: Gfp,
+    ) -> Result<usize, Error> {
+        Err(Error::NotSupported)
+    }
+    /// `free_percpu()` of a pointer [`alloc_percpu`](Self::alloc_percpu)
+    /// returned.
+    fn free_percpu(&mut self, _ptr: usize) -> Result<(), Error> {
+        Err(Error::NotSupported)
+    }
+    /// `pcpu_obj_full_size(size)` for a size the allocator took: what the
+    /// object costs over every possible CPU, memcg's overhead included.
+    fn pcpu_obj_full_size(&self, _size: usize) -> usize {
+        0
+    }
+    /// The per-CPU allocator's chunks and pages now, if it can tell.
+    fn percpu_usage(&self) -> Option<PercpuUsage> {
+        None
     }
 }
 
@@ -301,6 +336,50 @@ impl<'k> Target for KmemTarget<'k, '_> {
 
     fn lazy_max_pages(&self) -> usize {
         self.k.lazy_max_pages()
+    }
+
+    fn has_percpu(&self) -> bool {
+        true
+    }
+
+    fn alloc_percpu(
+        &mut self,
+        size: usize,
+        align: usize,
+        reserved: bool,
+        gfp: Gfp,
+    ) -> Result<usize, Error> {
+        let p = if reserved {
+            self.k.__alloc_reserved_percpu(size, align)?
+        } else {
+            self.k.__alloc_percpu_gfp(size, align, gfp)?
+        };
+        Ok(p.addr())
+    }
+
+    fn free_percpu(&mut self, ptr: usize) -> Result<(), Error> {
+        // The pointer `alloc_percpu` returned, rebuilt from its address
+        // (kmem checks it names a live allocation).
+        let p = PcpuPtr::<u8>::NULL.byte_add(ptr);
+        // SAFETY: nothing here reads or writes per-CPU copies: the replay
+        // only allocates and frees. The allocation came from
+        // `__alloc_percpu_gfp`/`__alloc_reserved_percpu`, not a `PerCpu`,
+        // and the engine removed it from its map before calling, so it is
+        // freed once.
+        unsafe { self.k.free_percpu(p) }
+    }
+
+    fn pcpu_obj_full_size(&self, size: usize) -> usize {
+        self.k.pcpu_obj_full_size(size)
+    }
+
+    fn percpu_usage(&self) -> Option<PercpuUsage> {
+        let s = self.k.pcpu_global_stats();
+        Some(PercpuUsage {
+            chunks: s.nr_chunks,
+            max_chunks: s.nr_max_chunks,
+            pages: self.k.pcpu_nr_pages() as u64,
+        })
     }
 }
 
