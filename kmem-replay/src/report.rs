@@ -8,12 +8,14 @@
 //! `unmatched_frees`, `failures`, `kmalloc_fidelity` (0..1, `null` when no
 //! kmalloc was replayed), `peak_footprint_bytes`, `peak_live_bytes` and
 //! `fragmentation` are the stable interface; the rest is detail (the
-//! vmalloc events' comparisons are under `vmalloc`, [`VmallocOutcome`]).
+//! vmalloc events' comparisons are under `vmalloc`, [`VmallocOutcome`];
+//! the percpu events' under `percpu`, [`PercpuOutcome`]).
 //! [`Report::write_text`] prints the human form; [`crate::svg::plot`]
 //! draws the footprint series.
 
 use crate::engine::{CacheReport, Fidelity, Notes, Outcome, TypeStats};
 use crate::parse::EventKind;
+use crate::percpu::PercpuOutcome;
 use crate::reclaim::ReclaimSource;
 use crate::series::Point;
 use crate::vmap::{VmallocOutcome, REORDER_WINDOW};
@@ -164,6 +166,8 @@ pub struct Report {
     pub caches: Vec<CacheReport>,
     /// The vmalloc events: what was compared with Linux and how it went.
     pub vmalloc: VmallocOutcome,
+    /// The percpu events: what was compared with Linux and how it went.
+    pub percpu: PercpuOutcome,
     /// Peak footprint sampled: slab + kmalloc_large + replayed pages.
     pub peak_footprint_bytes: u64,
     /// Peak live requested bytes.
@@ -320,6 +324,7 @@ impl Report {
             },
             caches: o.caches.clone(),
             vmalloc: o.vmalloc.clone(),
+            percpu: o.percpu.clone(),
             peak_footprint_bytes: o.peak_footprint_bytes,
             peak_live_bytes: o.peak_live_bytes,
             fragmentation: o.fragmentation(),
@@ -457,6 +462,123 @@ impl Report {
         Ok(())
     }
 
+    /// The percpu section of the text report (nothing when the trace has
+    /// no percpu event).
+    fn write_percpu<W: Write>(&self, w: &mut W) -> fmt::Result {
+        let stats = |k: EventKind| {
+            self.types
+                .iter()
+                .find(|t| t.name == k.name())
+                .map(|t| t.stats)
+                .unwrap_or_default()
+        };
+        let (alloc, free, fail, create, destroy) = (
+            stats(EventKind::PercpuAlloc),
+            stats(EventKind::PercpuFree),
+            stats(EventKind::PercpuAllocFail),
+            stats(EventKind::PercpuCreateChunk),
+            stats(EventKind::PercpuDestroyChunk),
+        );
+        if alloc.events + free.events + fail.events + create.events + destroy.events == 0 {
+            return Ok(());
+        }
+        let p = &self.percpu;
+        let kib = |b: u64| b as f64 / 1024.0;
+        writeln!(w)?;
+        writeln!(
+            w,
+            "percpu (kmem's per-CPU allocator; memcg's overhead is in the full size, nothing is charged):"
+        )?;
+        let mut kinds = format!("{} reserved, {} atomic", p.reserved, p.atomic);
+        if p.reserved_other_gfp > 0 {
+            kinds += &format!(
+                "; {} reserved with other GFP flags than GFP_KERNEL, replayed with it",
+                p.reserved_other_gfp
+            );
+        }
+        writeln!(
+            w,
+            "  percpu_alloc_percpu: {} replayed ({kinds}), {} failed on kmem, {} failed in Linux \
+             (percpu_alloc_percpu_fail, not replayed)",
+            alloc.replayed, alloc.failures, p.linux_failed_allocs
+        )?;
+        if p.gfp_not_traced > 0 {
+            writeln!(
+                w,
+                "    {} without gfp_flags (a kernel before 6.0): replayed with GFP_KERNEL, or GFP_NOWAIT when is_atomic=1",
+                p.gfp_not_traced
+            )?;
+        }
+        writeln!(
+            w,
+            "  percpu_free_percpu: {} replayed, {} unmatched (allocated before the trace began), \
+             {} failed on kmem; {} implicit frees (Linux reused the ptr unseen)",
+            free.replayed, free.unmatched_frees, free.failures, p.implicit_frees
+        )?;
+        if let Some(u) = p.kmem_at_end {
+            writeln!(
+                w,
+                "  kmem's chunks: {} at the end, {} at most; its per-CPU memory at the end: {} pages \
+                 (Percpu: {} kB in /proc/meminfo)",
+                u.chunks,
+                u.max_chunks,
+                u.pages,
+                u.pages * kmem::PAGE_SIZE as u64 / 1024
+            )?;
+        }
+        if create.events + destroy.events > 0 {
+            writeln!(
+                w,
+                "  Linux's chunks: {} created, {} destroyed (percpu_create_chunk, \
+                 percpu_destroy_chunk: counted, not replayed)",
+                p.linux_chunks_created, p.linux_chunks_destroyed
+            )?;
+        }
+        writeln!(
+            w,
+            "  live on kmem: {} allocations at the end ({:.1} KiB full size), {} at most ({:.1} KiB at most)",
+            p.live,
+            kib(p.live_bytes),
+            p.peak_live,
+            kib(p.peak_live_bytes)
+        )?;
+        writeln!(w, "fidelity of percpu to Linux:")?;
+        let row = |w: &mut W, label: &str, value: String| writeln!(w, "  {label:<48}{value}");
+        let mut full = fid(&p.full_size, "none compared");
+        if p.full_size.compared > 0 {
+            full += &format!(
+                " ({}: {} possible CPUs, memcg {})",
+                p.full_size_formula(),
+                p.nr_possible_cpus,
+                if p.memcg { "on" } else { "off" }
+            );
+        }
+        if p.full_size_not_compared > 0 {
+            full += &format!(
+                " ({} not compared: no bytes_alloc in the trace, a kernel before 6.0)",
+                p.full_size_not_compared
+            );
+        }
+        row(w, "pcpu_obj_full_size() equals bytes_alloc:", full)?;
+        row(
+            w,
+            "is_atomic agrees with the GFP flags:",
+            fid(&p.is_atomic, "no gfp_flags traced"),
+        )?;
+        row(
+            w,
+            "area aligned as traced:",
+            fid(&p.aligned, "none replayed"),
+        )?;
+        if !p.mismatches.is_empty() {
+            writeln!(w, "  first disagreements with Linux:")?;
+            for m in &p.mismatches {
+                writeln!(w, "    {m}")?;
+            }
+        }
+        Ok(())
+    }
+
     /// The human-readable report.
     pub fn write_text(&self, w: &mut impl Write) -> fmt::Result {
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
@@ -527,12 +649,20 @@ impl Report {
         let mut total = TypeStats::default();
         for t in &self.types {
             let s = t.stats;
+            let counted_only =
+                EventKind::from_name(t.name.as_bytes()).and_then(|k| k.counted_only());
+            if counted_only.is_some() && s.events == 0 {
+                // Rare kinds: listed when the trace has them.
+                continue;
+            }
             write!(
                 w,
                 "{:<32} {:>9} {:>9} {:>9} {:>10} {:>9}",
                 t.name, s.events, s.replayed, s.failures, s.unmatched_frees, s.skipped
             )?;
-            if !t.replayed_by_kmem {
+            if let Some(why) = counted_only {
+                write!(w, "  {why}")?;
+            } else if !t.replayed_by_kmem {
                 write!(
                     w,
                     "  not replayed: kmem has no {} yet",
@@ -737,6 +867,7 @@ impl Report {
         }
 
         self.write_vmalloc(w)?;
+        self.write_percpu(w)?;
 
         writeln!(w)?;
         writeln!(
