@@ -136,7 +136,15 @@ fn kmem_without_arguments_replays_the_bundled_trace() {
         "{stdout}"
     );
     assert!(stdout.contains("system allocator (malloc/free"));
-    assert!(stdout.contains("not replayed: kmem has no percpu yet"));
+    // Its percpu events are replayed, every full size Linux's.
+    assert!(!stdout.contains("not replayed: kmem has no"), "{stdout}");
+    for want in [
+        "percpu:percpu_alloc_percpu             144       144         0          0         0\n",
+        "percpu:percpu_free_percpu               90        88         0          2         0\n",
+        "  pcpu_obj_full_size() equals bytes_alloc:        144/144 = 100.00%",
+    ] {
+        assert!(stdout.contains(want), "{want}\n{stdout}");
+    }
     let total = stdout.lines().find(|l| l.starts_with("total ")).unwrap();
     let failures: u64 = total.split_whitespace().nth(3).unwrap().parse().unwrap();
     assert_eq!(failures, 0, "{total}");
@@ -359,5 +367,46 @@ fn replay_of_the_bundled_vm_percpu_trace_reports_its_vmalloc_fidelity() {
     assert_eq!(v["vmalloc"]["nr_lazy_max"]["matched"], 3405);
     assert_eq!(v["vmalloc"]["lazy_max_pages"], 16384);
     assert_eq!(v["vmalloc"]["mismatches"], serde_json::json!([]));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn replay_of_the_bundled_vm_percpu_trace_reports_its_percpu_fidelity() {
+    let dir = scratch("vm-percpu-pcpu");
+    let json = dir.join("r.json");
+    let trace = concat!(env!("CARGO_MANIFEST_DIR"), "/traces/vm-percpu.trace.xz");
+    let out = kmem()
+        .args(["replay", trace, "--no-progress", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "percpu:percpu_alloc_percpu           22083     22083         0          0         0\n",
+        "percpu:percpu_free_percpu            21829     21824         0          5         0\n",
+        "  percpu_alloc_percpu: 22083 replayed (0 reserved, 0 atomic), 0 failed on kmem, 0 failed in Linux",
+        "  percpu_free_percpu: 21824 replayed, 5 unmatched (allocated before the trace began), 0 failed on kmem; 4 implicit frees",
+        "  pcpu_obj_full_size() equals bytes_alloc:        22083/22083 = 100.00% (size × 2 + size / 4 × 8: 2 possible CPUs, memcg on)",
+        "  is_atomic agrees with the GFP flags:            22083/22083 = 100.00%",
+    ] {
+        assert!(stdout.contains(want), "{want}\n{stdout}");
+    }
+    let total = stdout.lines().find(|l| l.starts_with("total ")).unwrap();
+    let failures: u64 = total.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert_eq!(failures, 0, "{total}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["not_replayed"], serde_json::json!([]));
+    assert_eq!(v["percpu"]["full_size"]["compared"], 22083);
+    assert_eq!(v["percpu"]["full_size"]["matched"], 22083);
+    assert_eq!(v["percpu"]["implicit_frees"], 4);
+    assert_eq!(v["percpu"]["live"], 255);
+    assert_eq!(v["percpu"]["mismatches"], serde_json::json!([]));
+    assert_eq!(v["by_type"]["percpu:percpu_free_percpu"], 21829);
     let _ = std::fs::remove_dir_all(&dir);
 }
