@@ -669,7 +669,8 @@ fn pcpu_alloc() {
                 }
             }
             for (p, _) in held {
-                k.free_percpu(p).expect("free_percpu");
+                // SAFETY: the mapping or allocation is this test's own, unmapped or freed once, and not used after.
+                unsafe { k.free_percpu(p) }.expect("free_percpu");
             }
         })
     });
@@ -748,13 +749,15 @@ fn vm_map_ram_alloc() {
                     );
                 }
                 prev = Some(a);
-                k.vm_unmap_ram(p.as_ptr(), 1).expect("vm_unmap_ram");
+                // SAFETY: the mapping or allocation is this test's own, unmapped or freed once, and not used after.
+                unsafe { k.vm_unmap_ram(p.as_ptr(), 1) }.expect("vm_unmap_ram");
             }
             let mut ring: [Option<(NonNull<u8>, usize)>; 8] = [None; 8];
             for i in 0..LOOPS {
                 let slot = i % ring.len();
                 if let Some((p, n)) = ring[slot].take() {
-                    k.vm_unmap_ram(p.as_ptr(), n).expect("vm_unmap_ram");
+                    // SAFETY: the mapping or allocation is this test's own, unmapped or freed once, and not used after.
+                    unsafe { k.vm_unmap_ram(p.as_ptr(), n) }.expect("vm_unmap_ram");
                 }
                 let n = COUNTS[i % COUNTS.len()];
                 let p = map_and_check(k, &pages[..n], owner(cpu, LOOPS + i));
@@ -767,7 +770,8 @@ fn vm_map_ram_alloc() {
                 ring[slot] = Some((p, n));
             }
             for (p, n) in ring.into_iter().flatten() {
-                k.vm_unmap_ram(p.as_ptr(), n).expect("vm_unmap_ram");
+                // SAFETY: the mapping or allocation is this test's own, unmapped or freed once, and not used after.
+                unsafe { k.vm_unmap_ram(p.as_ptr(), n) }.expect("vm_unmap_ram");
             }
             for page in pages {
                 k.__free_pages(page, 0).expect("__free_pages");
@@ -807,10 +811,12 @@ fn vm_unmap_aliases_races_the_last_vm_unmap_ram_of_a_block() {
             let mut prev = k.vm_map_ram(&[page], -1).expect("vm_map_ram");
             for _ in 0..64 * 1024 {
                 let p = k.vm_map_ram(&[page], -1).expect("vm_map_ram");
-                k.vm_unmap_ram(prev.as_ptr(), 1).expect("vm_unmap_ram");
+                // SAFETY: the mapping or allocation is this test's own, unmapped or freed once, and not used after.
+                unsafe { k.vm_unmap_ram(prev.as_ptr(), 1) }.expect("vm_unmap_ram");
                 prev = p;
             }
-            k.vm_unmap_ram(prev.as_ptr(), 1).expect("vm_unmap_ram");
+            // SAFETY: the mapping or allocation is this test's own, unmapped or freed once, and not used after.
+            unsafe { k.vm_unmap_ram(prev.as_ptr(), 1) }.expect("vm_unmap_ram");
             k.__free_pages(page, 0).expect("__free_pages");
             done.store(true, SeqCst);
         } else {

@@ -507,9 +507,16 @@ fn vmap_vrealloc_vread_and_vm_map_ram() {
     // SAFETY: the access is inside a live mapping or allocation of this machine.
     assert_eq!(unsafe { *b.as_ptr().add(PAGE_SIZE + 5) }, 42);
     assert!(vmallocinfo(&k).contains(" 4194304 vm_map_ram"));
-    k.vm_unmap_ram(a.as_ptr(), 2).unwrap();
-    assert_eq!(k.vm_unmap_ram(a.as_ptr(), 2), Err(Error::BadAddress));
-    k.vm_unmap_ram(b.as_ptr(), 2).unwrap();
+    // SAFETY: the mapping or allocation is this test's own, unmapped or freed once, and not used after.
+    unsafe { k.vm_unmap_ram(a.as_ptr(), 2) }.unwrap();
+    assert_eq!(
+        // SAFETY: a second unmap on purpose: refused before any memory is
+        // touched (the contract is broken to test the check).
+        unsafe { k.vm_unmap_ram(a.as_ptr(), 2) },
+        Err(Error::BadAddress)
+    );
+    // SAFETY: the mapping or allocation is this test's own, unmapped or freed once, and not used after.
+    unsafe { k.vm_unmap_ram(b.as_ptr(), 2) }.unwrap();
     k.vm_unmap_aliases();
     assert!(
         !vmallocinfo(&k).contains("vm_map_ram"),

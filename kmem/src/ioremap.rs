@@ -335,7 +335,10 @@ impl IoMem {
     }
 
     fn at(&self, off: usize, width: usize) -> Result<*mut u8> {
-        if off % width != 0 || off.checked_add(width).is_none_or(|e| e > self.len) {
+        // The address, not only the offset, must be aligned: an unaligned
+        // ioremap returns base + offset.
+        let misaligned = (self.addr.as_ptr() as usize).wrapping_add(off) % width != 0;
+        if misaligned || off.checked_add(width).is_none_or(|e| e > self.len) {
             return Err(Error::InvalidArgument);
         }
         // SAFETY: inside the mapping (checked above).

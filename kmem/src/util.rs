@@ -64,6 +64,12 @@ impl<P: Platform> Kmem<P> {
             return Err(Error::NoMemory);
         }
         let (start, end) = self.vmalloc_range().ok_or(Error::NoMemory)?;
+        // Huge mappings only for callers that may block, as 6.18 does.
+        let huge = if gfp.contains(gfp::__GFP_DIRECT_RECLAIM) {
+            VM_ALLOW_HUGE_VMAP
+        } else {
+            0
+        };
         self.vmalloc_node_range(
             size,
             1,
@@ -71,7 +77,7 @@ impl<P: Platform> Kmem<P> {
             end,
             gfp,
             crate::platform::PgProt::Kernel,
-            VM_ALLOW_HUGE_VMAP,
+            huge,
             node,
             caller,
         )
@@ -184,7 +190,11 @@ impl<P: Platform> Kmem<P> {
             // bytes and `n` a fresh, distinct allocation of `size`.
             unsafe {
                 core::ptr::copy_nonoverlapping(p, n.as_ptr(), old);
-                self.kfree(p)?;
+                if let Err(e) = self.kfree(p) {
+                    // The caller keeps `p`; the copy goes back.
+                    let _ = self.kvfree(n.as_ptr());
+                    return Err(e);
+                }
             }
         }
         Ok(n)

@@ -44,8 +44,8 @@ pub const GFP_VMALLOC_SUPPORTED: Gfp = gfp::GFP_KERNEL
 pub const GFP_VMALLOC32: Gfp = gfp::GFP_KERNEL.union(gfp::__GFP_DMA32);
 
 /// `IOREMAP_MAX_ORDER`: the largest alignment an ioremap area gets
-/// (`7 + PAGE_SHIFT`, Linux's generic value).
-const IOREMAP_MAX_ORDER: u32 = 7 + PAGE_SHIFT;
+/// (`PUD_SHIFT` on x86_64, which has huge vmap).
+const IOREMAP_MAX_ORDER: u32 = 30;
 
 impl<P: Platform> Kmem<P> {
     /// `warn_alloc()` with vmalloc's message: "comm: vmalloc error: ...,
@@ -123,8 +123,9 @@ impl<P: Platform> Kmem<P> {
             return Err(Error::InvalidArgument);
         }
         if flags & VM_IOREMAP != 0 {
-            let fls = usize::BITS - size.leading_zeros();
-            align = 1 << fls.clamp(PAGE_SHIFT, IOREMAP_MAX_ORDER);
+            // get_count_order_long(size): the order of the next power of two.
+            let order = usize::BITS - (size - 1).leading_zeros();
+            align = 1 << order.clamp(PAGE_SHIFT, IOREMAP_MAX_ORDER);
         }
         if flags & VM_NO_GUARD == 0 {
             size = size.checked_add(PAGE_SIZE).ok_or(Error::NoMemory)?;
@@ -166,6 +167,8 @@ impl<P: Platform> Kmem<P> {
     #[track_caller]
     pub fn get_vm_area(&self, size: usize, flags: u32) -> Result<&VmStruct> {
         let (start, end) = self.vmalloc_space("get_vm_area")?;
+        // Flags that say what the area holds are vmalloc's to set.
+        let flags = flags & (VM_IOREMAP | VM_USERMAP | VM_NO_GUARD);
         let vm = self.get_vm_area_node(
             size,
             1,
@@ -195,9 +198,12 @@ impl<P: Platform> Kmem<P> {
         let mut i = 0;
         while i < pages.len() {
             // SAFETY: the caller's array holds live descriptors.
-            let pfn = mm
-                .page_to_pfn(unsafe { &*pages[i] })
-                .ok_or(Error::BadAddress)?;
+            let Some(pfn) = mm.page_to_pfn(unsafe { &*pages[i] }) else {
+                if i > 0 {
+                    self.p.unmap_kernel_range(addr, i << PAGE_SHIFT);
+                }
+                return Err(Error::BadAddress);
+            };
             let mut n = 1;
             while i + n < pages.len()
                 // SAFETY: as above.
@@ -407,6 +413,9 @@ impl<P: Platform> Kmem<P> {
         caller: &'static Location<'static>,
     ) -> Result<NonNull<u8>> {
         self.vmalloc_space("vmalloc")?;
+        if start >= end {
+            return Err(Error::InvalidArgument);
+        }
         if size == 0 {
             report!(
                 &self.p,
@@ -615,8 +624,8 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `vmap()`: map `pages` (live page descriptors of this machine)
-    /// virtually contiguously. With `VM_MAP_PUT_PAGES` in `flags`,
-    /// [`vunmap`](Self::vunmap)/`vfree` puts (frees) them. kmem keeps a
+    /// virtually contiguously. With `VM_MAP_PUT_PAGES` in `flags`, `vfree`
+    /// puts (frees) them; [`vunmap`](Self::vunmap) never does. kmem keeps a
     /// copy of the page array for [`vmalloc_to_page`](Self::vmalloc_to_page),
     /// where Linux walks the page tables.
     #[track_caller]
@@ -630,6 +639,7 @@ impl<P: Platform> Kmem<P> {
         {
             return Err(Error::InvalidArgument);
         }
+        let flags = flags & (VM_MAP_PUT_PAGES | VM_USERMAP);
         let count = pages.len();
         let size = count.checked_mul(PAGE_SIZE).ok_or(Error::NoMemory)?;
         let vm = self.get_vm_area_node(
@@ -744,7 +754,7 @@ impl<P: Platform> Kmem<P> {
         }
         let mut old_size = 0;
         if let Some(p) = p {
-            let Some(vm) = self.find_vm_area(p.as_ptr()) else {
+            let Some(vm) = self.find_vm_struct(p.as_ptr()) else {
                 report!(
                     &self.p,
                     Level::Warning,
@@ -775,7 +785,9 @@ impl<P: Platform> Kmem<P> {
                     // caller's live area.
                     unsafe { core::ptr::write_bytes(p.as_ptr().add(size), 0, old_size - size) };
                 }
-                // SAFETY: the caller owns the area; only it changes this field.
+                let _busy = self.vmalloc.busy.lock();
+                // SAFETY: the caller owns the area; readers copy this field
+                // under the busy lock, held here too.
                 unsafe { (*vm).requested_size = size };
                 return Ok(Some(p));
             }
@@ -809,8 +821,10 @@ impl<P: Platform> Kmem<P> {
     /// `vread_iter()`: copy `buf.len()` bytes of the vmalloc space from
     /// `addr` into `buf`, through the direct map of each page, so a
     /// concurrent `vfree` cannot fault the reader. Bytes in no vmalloc or
-    /// vmap page (guard pages, holes, ioremap and `vm_map_ram` areas) read
-    /// as zero, as Linux fills them. Returns the bytes copied (all of
+    /// vmap page (guard pages, holes, ioremap areas) read as zero, as
+    /// Linux fills them; so do `vm_map_ram` areas, which Linux reads
+    /// through its page tables and kmem cannot (it keeps no page array
+    /// for them, and the platform has no page-table walk). Returns the bytes copied (all of
     /// `buf`, or fewer when `addr + len` leaves the space).
     pub fn vread(&self, buf: &mut [u8], addr: usize) -> usize {
         let (start, end) = (self.vmalloc.start, self.vmalloc.end);

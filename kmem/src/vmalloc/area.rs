@@ -175,7 +175,7 @@ impl<P: Platform> Kmem<P> {
         va_flags: usize,
         vm: Option<NonNull<VmStruct>>,
     ) -> Result<NonNull<VmapArea>> {
-        if size == 0 || size % PAGE_SIZE != 0 || !align.is_power_of_two() {
+        if size == 0 || size % PAGE_SIZE != 0 || !align.is_power_of_two() || vstart >= vend {
             return Err(Error::InvalidArgument);
         }
         if self.vmalloc.cache.load(Relaxed).is_null() {
@@ -256,7 +256,8 @@ impl<P: Platform> Kmem<P> {
     /// ```
     pub fn alloc_vmap_area(&self, size: usize, align: usize, gfp: Gfp) -> Result<usize> {
         let (start, end) = (self.vmalloc.start, self.vmalloc.end);
-        let va = self.alloc_vmap_area_node(size, align, start, end, -1, gfp, 0, None)?;
+        let va =
+            self.alloc_vmap_area_node(size, align, start, end, -1, gfp, super::VMAP_PLAIN, None)?;
         // SAFETY: `va` is in the busy tree; its range does not change while busy.
         Ok(unsafe { va.as_ref().va_start })
     }
@@ -272,6 +273,23 @@ impl<P: Platform> Kmem<P> {
         }
         // SAFETY: as above; after removal the node is ours.
         unsafe { busy.0.remove(va) };
+        Some(va)
+    }
+
+    /// Unlink the busy area at `addr` if [`alloc_vmap_area`](Self::alloc_vmap_area)
+    /// made it: the public frees must not take a vmalloc, ioremap, per-CPU
+    /// chunk or `vm_map_ram` area from its owner.
+    fn unlink_plain_area(&self, addr: usize) -> Option<NonNull<VmapArea>> {
+        let mut busy = self.vmalloc.busy.lock();
+        let va = busy.0.find(addr)?;
+        // SAFETY: a node of the busy tree under its lock; removed, it is ours.
+        unsafe {
+            let v = va.as_ref();
+            if v.va_start != addr || v.flags & super::VMAP_PLAIN == 0 {
+                return None;
+            }
+            busy.0.remove(va);
+        }
         Some(va)
     }
 
@@ -332,7 +350,7 @@ impl<P: Platform> Kmem<P> {
     /// mapped (or whose mapping was never used), merging it into the free
     /// tree without a lazy round.
     pub fn free_vmap_area(&self, addr: usize) -> Result<()> {
-        let va = self.find_unlink_vmap_area(addr).ok_or(Error::BadAddress)?;
+        let va = self.unlink_plain_area(addr).ok_or(Error::BadAddress)?;
         // SAFETY: unlinked above, so ours; the caller promises nothing maps it.
         unsafe { self.merge_or_add_vmap_area(va) };
         Ok(())
@@ -365,7 +383,7 @@ impl<P: Platform> Kmem<P> {
     /// answer says whether Linux would now schedule the purge, so the
     /// trace replay can purge where Linux did.
     pub fn free_vmap_area_noflush(&self, addr: usize) -> Result<LazyFree> {
-        let va = self.find_unlink_vmap_area(addr).ok_or(Error::BadAddress)?;
+        let va = self.unlink_plain_area(addr).ok_or(Error::BadAddress)?;
         Ok(self.lazy_free_node(va))
     }
 

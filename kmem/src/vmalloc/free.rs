@@ -246,8 +246,13 @@ impl<P: Platform> Kmem<P> {
     /// `free_vm_area()`: give back an area from
     /// [`get_vm_area`](Self::get_vm_area) (whatever was mapped there is
     /// unmapped; no pages are freed).
+    ///
+    /// # Safety
+    ///
+    /// `area` came from this machine's `get_vm_area()`, is not freed yet,
+    /// and neither it nor its addresses are used afterwards.
     #[track_caller]
-    pub fn free_vm_area(&self, area: &VmStruct) -> Result<()> {
+    pub unsafe fn free_vm_area(&self, area: &VmStruct) -> Result<()> {
         let addr = area.addr;
         let Some((vm, va)) = self.unlink_vm_area(addr) else {
             self.warn_bad_free(

@@ -24,7 +24,8 @@
 //!   returns them to the free tree. Linux does the purge from a workqueue
 //!   (`drain_vmap_work`); kmem's core has no workqueues, so the free that
 //!   crosses the threshold purges, unless it runs in atomic context, in
-//!   which case the next free or allocation that may sleep does.
+//!   which case the next free that may sleep does (and an allocation that
+//!   finds the space full purges in any case).
 //! - **Mapping** goes through the platform's page-table door
 //!   ([`Platform::map_kernel_range`]), one call per physically contiguous
 //!   run of pages: vmalloc maps its pages in frame order, so an area takes
@@ -92,6 +93,9 @@ pub const VM_ALLOW_HUGE_VMAP: u32 = 0x0000_0400;
 pub(crate) const VMAP_RAM: usize = 0x1;
 /// `VMAP_BLOCK`: the area is a per-CPU vmap block.
 pub(crate) const VMAP_BLOCK: usize = 0x2;
+/// A busy area from the public [`Kmem::alloc_vmap_area`]: only
+/// [`Kmem::free_vmap_area`] and [`Kmem::free_vmap_area_noflush`] may free it.
+pub(crate) const VMAP_PLAIN: usize = 0x4;
 
 /// `PMD_SHIFT` on x86_64: the huge page size vmalloc may map with.
 pub const PMD_SHIFT: u32 = 21;
@@ -200,6 +204,64 @@ impl VmStruct {
         // left VM_UNINITIALIZED), and descriptors live as long as the
         // machine.
         Some(unsafe { &**self.pages.add(i) })
+    }
+}
+
+/// A copy of an area's `vm_struct` ([`Kmem::find_vm_area`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmAreaInfo {
+    addr: usize,
+    size: usize,
+    flags: u32,
+    nr_pages: usize,
+    phys_addr: u64,
+    caller: &'static Location<'static>,
+    requested_size: usize,
+}
+
+impl VmAreaInfo {
+    /// The area's first address.
+    pub fn addr(&self) -> *mut u8 {
+        self.addr as *mut u8
+    }
+
+    /// Bytes of the area, guard page included.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// `get_vm_area_size()`: bytes without the guard page.
+    pub fn usable_size(&self) -> usize {
+        if self.flags & VM_NO_GUARD != 0 {
+            self.size
+        } else {
+            self.size - PAGE_SIZE
+        }
+    }
+
+    /// The `VM_*` flags.
+    pub fn flags(&self) -> u32 {
+        self.flags
+    }
+
+    /// Pages mapped.
+    pub fn nr_pages(&self) -> usize {
+        self.nr_pages
+    }
+
+    /// The physical address of an ioremap area (0 otherwise).
+    pub fn phys_addr(&self) -> u64 {
+        self.phys_addr
+    }
+
+    /// The caller that made the area.
+    pub fn caller(&self) -> &'static Location<'static> {
+        self.caller
+    }
+
+    /// Bytes the caller asked for.
+    pub fn requested_size(&self) -> usize {
+        self.requested_size
     }
 }
 
@@ -363,22 +425,49 @@ impl<P: Platform> Kmem<P> {
         a >= self.vmalloc.start && a < self.vmalloc.end
     }
 
-    /// `find_vm_area()`: the area that starts at or contains `addr`
-    /// (vmalloc, vmap or ioremap), if any. The reference is valid until
-    /// the area is freed.
-    pub fn find_vm_area(&self, addr: *const u8) -> Option<&VmStruct> {
+    /// The `vm_struct` of the area holding `addr`, for callers that own
+    /// the area (it must not be freed while the reference is used).
+    pub(crate) fn find_vm_struct(&self, addr: *const u8) -> Option<&VmStruct> {
         let busy = self.vmalloc.busy.lock();
         let va = busy.0.find(addr as usize)?;
         // SAFETY: a node in the busy tree, read under its lock; `vm` is null
-        // or a live VmStruct owned by the area, which lives until vfree().
+        // or a live VmStruct owned by the area, which the caller keeps alive.
         unsafe { va.as_ref().vm.as_ref() }
     }
 
+    /// `find_vm_area()`: what the area that starts at or contains `addr`
+    /// (vmalloc, vmap or ioremap) was when looked up, copied out under the
+    /// lock, so it stays valid whatever another CPU frees meanwhile.
+    pub fn find_vm_area(&self, addr: *const u8) -> Option<VmAreaInfo> {
+        let busy = self.vmalloc.busy.lock();
+        let va = busy.0.find(addr as usize)?;
+        // SAFETY: as find_vm_struct, read under the busy lock.
+        let vm = unsafe { va.as_ref().vm.as_ref() }?;
+        Some(VmAreaInfo {
+            addr: vm.addr,
+            size: vm.size,
+            flags: vm.flags,
+            nr_pages: vm.nr_pages,
+            phys_addr: vm.phys_addr,
+            caller: vm.caller,
+            requested_size: vm.requested_size,
+        })
+    }
+
     /// `vmalloc_to_page()`: the page mapped at `addr` in a vmalloc or vmap
-    /// area.
+    /// area (page descriptors live as long as the machine).
     pub fn vmalloc_to_page(&self, addr: *const u8) -> Option<&Page> {
-        let vm = self.find_vm_area(addr)?;
-        vm.page((addr as usize - vm.addr) >> PAGE_SHIFT)
+        let busy = self.vmalloc.busy.lock();
+        let va = busy.0.find(addr as usize)?;
+        // SAFETY: a busy node and its VmStruct and page array, read under
+        // the busy lock; the descriptor itself is permanent.
+        let vm = unsafe { va.as_ref().vm.as_ref() }?;
+        if vm.flags & VM_UNINITIALIZED != 0 {
+            return None;
+        }
+        let page = vm.page((addr as usize - vm.addr) >> PAGE_SHIFT)?;
+        // SAFETY: descriptors live in mem_map for the machine's life.
+        Some(unsafe { &*(page as *const Page) })
     }
 
     /// `vmalloc_to_pfn()`.

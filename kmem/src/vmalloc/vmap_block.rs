@@ -332,24 +332,31 @@ impl<P: Platform> Kmem<P> {
             unsafe { core::slice::from_raw_parts(pages.as_ptr().cast::<*const Page>(), count) };
         let mapped = self.vmap_pages_range(addr, ptrs, PgProt::Kernel, PAGE_SHIFT);
         if let Err(e) = mapped {
-            let _ = self.vm_unmap_ram(addr as *mut u8, count);
+            // SAFETY: the mapping just made, never handed out.
+            let _ = unsafe { self.vm_unmap_ram(addr as *mut u8, count) };
             return Err(e);
         }
         Ok(NonNull::new(addr as *mut u8).expect("vmalloc space is not at 0"))
     }
 
     /// `vm_unmap_ram()`: undo [`vm_map_ram`](Self::vm_map_ram) of `count`
-    /// pages at `mem`. A wrong address or count is refused with Linux's
-    /// warning.
+    /// pages at `mem`. An address that no `vm_map_ram()` of that many pages
+    /// returned is refused with a warning, where it can be told.
+    ///
+    /// # Safety
+    ///
+    /// `mem` and `count` are a live `vm_map_ram()` mapping of this machine
+    /// (a block's runs cannot all be told from a stray address), unmapped
+    /// once, and not used afterwards.
     #[track_caller]
-    pub fn vm_unmap_ram(&self, mem: *mut u8, count: usize) -> Result<()> {
+    pub unsafe fn vm_unmap_ram(&self, mem: *mut u8, count: usize) -> Result<()> {
         let addr = mem as usize;
         let r = if count == 0 || !self.is_vmalloc_addr(mem) {
             Err(Error::BadAddress)
         } else if count <= VMAP_MAX_ALLOC {
             self.vb_free(addr, count)
         } else {
-            match self.find_unlink_vmap_area(addr) {
+            match self.unlink_vm_map_ram_area(addr, count) {
                 Some(va) => {
                     // SAFETY: unlinked, so ours.
                     let (s, e) = unsafe { (va.as_ref().va_start, va.as_ref().va_end) };
@@ -373,6 +380,23 @@ impl<P: Platform> Kmem<P> {
             );
         }
         r
+    }
+
+    /// Unlink the busy area at `addr` if it is a `vm_map_ram()` area of its
+    /// own (not a block, no `vm_struct`) of `count` pages.
+    fn unlink_vm_map_ram_area(&self, addr: usize, count: usize) -> Option<NonNull<VmapArea>> {
+        let mut busy = self.vmalloc.busy.lock();
+        let va = busy.0.find(addr)?;
+        // SAFETY: a node of the busy tree under its lock; removed, it is ours.
+        unsafe {
+            let v = va.as_ref();
+            let own = v.flags & VMAP_RAM != 0 && v.flags & VMAP_BLOCK == 0 && v.vm.is_null();
+            if v.va_start != addr || !own || v.size() != count << PAGE_SHIFT {
+                return None;
+            }
+            busy.0.remove(va);
+        }
+        Some(va)
     }
 
     /// `vm_unmap_aliases()`: flush every lazily kept translation: the dirty
