@@ -74,17 +74,19 @@ fn each_cpu_has_its_own_zeroed_copy() {
         assert!(bytes.iter().all(|x| *x == 0));
         bytes.fill(0xa5);
     }
-    k.free_percpu(p).unwrap();
+    // SAFETY: the mapping or allocation is this test's own, unmapped or freed once, and not used after.
+    unsafe { k.free_percpu(p) }.unwrap();
     // The area is zeroed again when handed out next.
     let q = k.__alloc_percpu(64, 8).unwrap();
     assert_eq!(q, p, "the same area comes back");
-    // SAFETY: as above.
     assert!(
+        // SAFETY: 64 bytes of a live per-CPU area in CPU 1's unit.
         unsafe { std::slice::from_raw_parts(k.per_cpu_ptr(q, 1).unwrap().as_ptr(), 64) }
             .iter()
             .all(|x| *x == 0)
     );
-    k.free_percpu(q).unwrap();
+    // SAFETY: the mapping or allocation is this test's own, unmapped or freed once, and not used after.
+    unsafe { k.free_percpu(q) }.unwrap();
     let g = k.pcpu_global_stats();
     assert_eq!((g.nr_alloc, g.nr_dealloc, g.nr_cur_alloc), (2, 2, 0));
 }
@@ -120,7 +122,8 @@ fn a_full_first_chunk_grows_into_vmalloc_chunks_populated_on_demand() {
         }
     }
     for p in v {
-        k.free_percpu(p).unwrap();
+        // SAFETY: the mapping or allocation is this test's own, unmapped or freed once, and not used after.
+        unsafe { k.free_percpu(p) }.unwrap();
     }
     // The balance step keeps one free chunk, and the pages it needs.
     k.pcpu_balance_workfn();
@@ -173,7 +176,8 @@ fn atomic_allocations_take_only_populated_pages_and_the_balance_step_refills() {
         .expect("populated by the balance step");
     held.push(a);
     for p in held {
-        k.free_percpu(p).unwrap();
+        // SAFETY: the mapping or allocation is this test's own, unmapped or freed once, and not used after.
+        unsafe { k.free_percpu(p) }.unwrap();
     }
 }
 
@@ -197,8 +201,10 @@ fn reserved_allocations_come_from_the_reserved_chunk() {
         reserved.starts_with("  nr_alloc            :            2\n"),
         "{stats}"
     );
-    k.free_percpu(r).unwrap();
-    k.free_percpu(r2).unwrap();
+    // SAFETY: the mapping or allocation is this test's own, unmapped or freed once, and not used after.
+    unsafe { k.free_percpu(r) }.unwrap();
+    // SAFETY: the mapping or allocation is this test's own, unmapped or freed once, and not used after.
+    unsafe { k.free_percpu(r2) }.unwrap();
 }
 
 #[test]
@@ -237,18 +243,32 @@ fn bad_input_is_refused_in_linux_words_and_nothing_changes() {
     // free_percpu of something else, and twice.
     let p = k.__alloc_percpu(16, 8).unwrap();
     let before = k.pcpu_global_stats();
-    assert_eq!(k.free_percpu(PcpuPtr::<u8>::NULL), Ok(()));
+    // SAFETY: a bad pointer on purpose: refused before any memory is
+    // touched (the contract is broken to test the check).
+    assert_eq!(unsafe { k.free_percpu(PcpuPtr::<u8>::NULL) }, Ok(()));
     let km = k.kmalloc(16, GFP_KERNEL).unwrap();
     // A kmalloc address is no per-CPU pointer.
     let not_percpu = PcpuPtr::<u8>::NULL.byte_add(km.as_ptr() as usize);
-    assert_eq!(k.free_percpu(not_percpu), Err(Error::InvalidArgument));
+    assert_eq!(
+        // SAFETY: a bad pointer on purpose: refused before any memory is
+        // touched (the contract is broken to test the check).
+        unsafe { k.free_percpu(not_percpu) },
+        Err(Error::InvalidArgument)
+    );
     // An address inside an area, not its start.
-    assert_eq!(k.free_percpu(p.byte_add(4)), Err(Error::InvalidArgument));
+    assert_eq!(
+        // SAFETY: as above.
+        unsafe { k.free_percpu(p.byte_add(4)) },
+        Err(Error::InvalidArgument)
+    );
     assert!(warned(&s, "is not a live per-CPU allocation"));
     assert_eq!(k.pcpu_global_stats(), before, "nothing changed");
-    k.free_percpu(p).unwrap();
+    // SAFETY: the mapping or allocation is this test's own, unmapped or freed once, and not used after.
+    unsafe { k.free_percpu(p) }.unwrap();
     s.clear_reports();
-    assert_eq!(k.free_percpu(p), Err(Error::InvalidArgument));
+    // SAFETY: a bad pointer on purpose: refused before any memory is
+    // touched (the contract is broken to test the check).
+    assert_eq!(unsafe { k.free_percpu(p) }, Err(Error::InvalidArgument));
     assert!(warned(&s, "is not a live per-CPU allocation"));
     // SAFETY: a live kmalloc object.
     unsafe { k.kfree(km.as_ptr()) }.unwrap();
@@ -259,8 +279,12 @@ fn bad_input_is_refused_in_linux_words_and_nothing_changes() {
         &s,
         "per_cpu_ptr: CPU 2 is not possible (nr_cpu_ids 2)"
     ));
-    assert_eq!(k.per_cpu(&q, 7).map(|_| ()), Err(Error::InvalidArgument));
-    k.free_percpu(q).unwrap();
+    let typed: PerCpu<'_, AtomicU64, _> = PerCpu::new(&k).unwrap();
+    assert_eq!(typed.per_cpu(7).map(|_| ()), Err(Error::InvalidArgument));
+    assert_eq!(k.per_cpu(&HITS, 2).map(|_| ()), Err(Error::InvalidArgument));
+    drop(typed);
+    // SAFETY: the mapping or allocation is this test's own, unmapped or freed once, and not used after.
+    unsafe { k.free_percpu(q) }.unwrap();
     // A blocking allocation in atomic context.
     s.clear_reports();
     assert_eq!(
@@ -447,11 +471,11 @@ fn a_typed_per_cpu_value_is_built_iterated_and_dropped() {
         assert_eq!(mine.name, format!("cpu{}", mine.cpu()));
     }
     for (cpu, st) in v.iter_mut() {
-        st.name.push_str("!");
+        st.name.push('!');
         assert!(st.name.starts_with(&format!("cpu{cpu}")));
     }
     let total: usize = v.iter().map(|(_, st)| st.hits.load(Relaxed)).sum();
-    assert_eq!(total, 0 + 1 + 10);
+    assert_eq!(total, 1 + 10, "CPU 1's 1, the pinned CPU's 10");
     assert_eq!(v.per_cpu(1).unwrap().name, "cpu1!");
     drop(v);
     assert_eq!(k.pcpu_global_stats().nr_cur_alloc, used, "freed on drop");

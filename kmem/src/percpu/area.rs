@@ -958,7 +958,7 @@ mod tests {
                     let off = live.copied().unwrap_or(x % (n + 2));
                     let bits = m.1.remove(&off);
                     prop_assert_eq!(c.free_area(off).ok(), bits.map(|b| b * UNIT));
-                    m.0[off..off + bits.unwrap_or(0)].fill(false);
+                    m.0[off.min(n)..off.min(n) + bits.unwrap_or(0)].fill(false);
                 }
                 _ => {
                     let (a, b, on) = (x % (pages + 1), y % (pages + 1), x / 8 % 2 == 1);

@@ -66,6 +66,26 @@ pub(crate) struct PcpuChunk {
     pub(crate) max_alloc_size: usize,
     /// The allocation holding the maps (kvmalloc for a vmalloc chunk).
     maps_mem: *mut u8,
+    /// Pages per unit, fixed at creation (read without the lock).
+    nr_pages: usize,
+}
+
+/// A chunk's fields fixed at creation, `(base_addr, pages, nr_pages)`, read
+/// through the raw pointer: populate and depopulate run without
+/// `pcpu_lock`, while another CPU may hold the chunk's map mutably under
+/// it, so no reference to the chunk may be made here.
+fn fixed_fields(c: ChunkRef) -> (usize, *mut *const Page, usize) {
+    let p = c.as_ptr();
+    // SAFETY: `c` is a live chunk (every caller's contract); these fields
+    // are written once at creation and never after, so reading them races
+    // with nothing.
+    unsafe {
+        (
+            ptr::addr_of!((*p).base_addr).read(),
+            ptr::addr_of!((*p).pages).read(),
+            ptr::addr_of!((*p).nr_pages).read(),
+        )
+    }
 }
 
 /// A chunk as `/sys/kernel/debug/percpu_stats` shows it.
@@ -107,6 +127,7 @@ impl PcpuChunk {
         pages: *mut *const Page,
         maps_mem: *mut u8,
     ) -> Self {
+        let nr_pages = map.nr_pages();
         PcpuChunk {
             map,
             base_addr,
@@ -118,6 +139,7 @@ impl PcpuChunk {
             nr_alloc: 0,
             max_alloc_size: 0,
             maps_mem,
+            nr_pages,
         }
     }
 
@@ -340,14 +362,13 @@ impl Chunks {
         ch.next = ptr::null_mut();
     }
 
-    /// `pcpu_chunk_move()`: to the head of `slot` (or the tail, when it
-    /// moves up, as Linux's `list_move_tail()` keeps the fuller chunks
-    /// first).
-    fn move_to(&mut self, c: ChunkRef, slot: usize) {
-        let old = self.chunk(c).slot;
+    /// `__pcpu_chunk_move()`: to the head of `slot` when it moves up
+    /// (`pcpu_chunk_relocate()`'s `oslot < nslot`) or is new, to the tail
+    /// when it moves down (fuller chunks are found last in their slot).
+    fn move_to(&mut self, c: ChunkRef, slot: usize, front: bool) {
         self.unlink(c);
         let head = self.slots[slot];
-        if old != usize::MAX && old < slot && !head.is_null() {
+        if !front && !head.is_null() {
             // Append at the tail.
             let mut t = head;
             // SAFETY: linked chunks are live under the lock.
@@ -380,7 +401,8 @@ impl Chunks {
         }
         let slot = self.slot_of(c);
         if self.chunk(c).slot != slot {
-            self.move_to(c, slot);
+            let old = self.chunk(c).slot;
+            self.move_to(c, slot, old < slot);
         }
     }
 
@@ -392,7 +414,7 @@ impl Chunks {
             let empties = self.chunk(c).map.nr_empty_pop_pages();
             self.nr_empty_pop_pages += empties;
         }
-        self.move_to(c, self.slot_of(c));
+        self.move_to(c, self.slot_of(c), true);
     }
 
     /// Run `op` on a chunk's map, keeping the global empty page count.
@@ -450,7 +472,7 @@ impl Chunks {
                 p = self.chunk(c).next;
                 let Some(start) = self.chunk(c).map.find_block_fit(bits, align, atomic) else {
                     if slot < PCPU_SLOT_FAIL_THRESHOLD {
-                        self.move_to(c, 0);
+                        self.move_to(c, 0, true);
                     }
                     continue;
                 };
@@ -660,7 +682,7 @@ impl<P: Platform> Kmem<P> {
         let base_addr = unsafe { vm.as_ref().addr() } as usize;
         let cleanup_vm = |k: &Self| {
             // SAFETY: the area is ours and maps nothing.
-            let _ = k.free_vm_area(unsafe { vm.as_ref() });
+            let _ = unsafe { k.free_vm_area(vm.as_ref()) };
         };
         let maps = match self.kvzalloc(maps_bytes(nr_pages), gfp) {
             Ok(m) => m,
@@ -724,42 +746,43 @@ impl<P: Platform> Kmem<P> {
         re: usize,
         gfp: Gfp,
     ) -> Result<()> {
-        // SAFETY: the caller's promise; only fields fixed at creation and
-        // the page table, which only populate/depopulate touch, are used.
-        let (base, pages, nr_pages) = unsafe {
-            (
-                c.as_ref().base_addr,
-                c.as_ref().pages,
-                c.as_ref().map.nr_pages(),
-            )
-        };
+        let (base, pages, nr_pages) = fixed_fields(c);
         let gfp = gfp | gfp::__GFP_HIGHMEM;
+        // Every CPU's pages first, then the mappings, as Linux's
+        // pcpu_populate_chunk() does: a failed allocation has mapped nothing.
         for cpu in 0..self.nr_cpus {
             let row = cpu * nr_pages;
             for page in rs..re {
                 let p = match self.alloc_pages_node(self.cpu_to_node(cpu) as i32, gfp, 0) {
                     Ok(p) => p,
                     Err(e) => {
-                        // SAFETY: undo this call's work: the pages it put in.
+                        // SAFETY: undo this call's work: the pages it put
+                        // in, none of them mapped yet.
                         unsafe { self.pcpu_free_pages(c, rs, re, cpu, page) };
                         return Err(e);
                     }
                 };
-                // SAFETY: the table has nr_units * nr_pages slots; ours.
+                // SAFETY: the table has nr_units * nr_pages slots; these are
+                // ours (the caller holds pcpu_alloc_mutex).
                 unsafe { *pages.add(row + page) = p as *const Page };
             }
+        }
+        for cpu in 0..self.nr_cpus {
+            let row = cpu * nr_pages;
             let va = base + self.pcpu_unit_offset(cpu) + (rs << PAGE_SHIFT);
-            // SAFETY: the slots just filled.
+            // SAFETY: the slots filled above.
             let run = unsafe { core::slice::from_raw_parts(pages.add(row + rs), re - rs) };
             if let Err(e) = self.vmap_pages_range(va, run, PgProt::Kernel, PAGE_SHIFT) {
-                // SAFETY: unmap the units mapped so far, free every page.
-                unsafe {
-                    for done in 0..cpu {
-                        let va = base + self.pcpu_unit_offset(done) + (rs << PAGE_SHIFT);
-                        self.p.unmap_kernel_range(va, (re - rs) << PAGE_SHIFT);
-                    }
-                    self.pcpu_free_pages(c, rs, re, cpu + 1, 0);
+                // vmap_pages_range() undid its own part; unmap the units
+                // mapped before, flush, then free every page.
+                for done in 0..cpu {
+                    let va = base + self.pcpu_unit_offset(done) + (rs << PAGE_SHIFT);
+                    self.p.unmap_kernel_range(va, (re - rs) << PAGE_SHIFT);
                 }
+                self.p
+                    .flush_tlb_kernel_range(base, base + self.percpu.layout.span);
+                // SAFETY: nothing maps the pages any more.
+                unsafe { self.pcpu_free_pages(c, rs, re, self.nr_cpus, 0) };
                 return Err(e);
             }
         }
@@ -774,8 +797,7 @@ impl<P: Platform> Kmem<P> {
     /// As [`pcpu_populate_chunk`](Self::pcpu_populate_chunk); the pages are
     /// unmapped or were never mapped.
     unsafe fn pcpu_free_pages(&self, c: ChunkRef, rs: usize, re: usize, cpus: usize, upto: usize) {
-        // SAFETY: the caller's promise.
-        let (pages, nr_pages) = unsafe { (c.as_ref().pages, c.as_ref().map.nr_pages()) };
+        let (_, pages, nr_pages) = fixed_fields(c);
         for cpu in 0..=cpus.min(self.nr_cpus - 1) {
             let end = if cpu == cpus { upto } else { re };
             for page in rs..end.max(rs) {
@@ -799,8 +821,7 @@ impl<P: Platform> Kmem<P> {
     /// As [`pcpu_populate_chunk`](Self::pcpu_populate_chunk), with the
     /// range populated and holding no live area.
     pub(crate) unsafe fn pcpu_depopulate_chunk(&self, c: ChunkRef, rs: usize, re: usize) {
-        // SAFETY: the caller's promise.
-        let base = unsafe { c.as_ref().base_addr };
+        let (base, _, _) = fixed_fields(c);
         for cpu in 0..self.nr_cpus {
             let va = base + self.pcpu_unit_offset(cpu) + (rs << PAGE_SHIFT);
             self.p.unmap_kernel_range(va, (re - rs) << PAGE_SHIFT);
@@ -842,7 +863,7 @@ impl<P: Platform> Kmem<P> {
         // where it came from.
         unsafe {
             let base = c.as_ref().base_addr;
-            if let Some(vm) = self.find_vm_area(base as *const u8) {
+            if let Some(vm) = self.find_vm_struct(base as *const u8) {
                 let _ = self.free_vm_area(vm);
             }
             let _ = self.kvfree(c.as_ref().pages.cast());

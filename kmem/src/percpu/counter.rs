@@ -8,7 +8,7 @@
 //! |read() - true value| < batch · nr_cpus
 //! ```
 
-use super::ops::PcpuPtr;
+use super::ops::{Owned, PcpuPtr};
 use crate::gfp::Gfp;
 use crate::platform::Platform;
 use crate::{Kmem, Result};
@@ -59,7 +59,8 @@ impl<'k, P: Platform> PercpuCounter<'k, P> {
     /// delta; fold it into the count once it reaches `batch`.
     pub fn add_batch(&self, amount: i64, batch: i32) {
         let g = self.k.get_cpu();
-        let mine = self.k.this_cpu_ptr(&g, &self.counters);
+        let counters = Owned(self.counters);
+        let mine = self.k.this_cpu_ptr(&g, &counters);
         let count = i64::from(mine.load(Relaxed)) + amount;
         if count.abs() >= i64::from(batch) {
             let _l = self.lock.lock();
@@ -103,8 +104,9 @@ impl<'k, P: Platform> PercpuCounter<'k, P> {
     pub fn sum(&self) -> i64 {
         let _l = self.lock.lock();
         let mut ret = self.count.load(Relaxed);
+        let counters = Owned(self.counters);
         for cpu in self.k.for_each_possible_cpu() {
-            if let Ok(d) = self.k.per_cpu(&self.counters, cpu) {
+            if let Ok(d) = self.k.per_cpu(&counters, cpu) {
                 ret += i64::from(d.load(Relaxed));
             }
         }
@@ -120,8 +122,9 @@ impl<'k, P: Platform> PercpuCounter<'k, P> {
     /// `amount`.
     pub fn set(&self, amount: i64) {
         let _l = self.lock.lock();
+        let counters = Owned(self.counters);
         for cpu in self.k.for_each_possible_cpu() {
-            if let Ok(d) = self.k.per_cpu(&self.counters, cpu) {
+            if let Ok(d) = self.k.per_cpu(&counters, cpu) {
                 d.store(0, Relaxed);
             }
         }
@@ -148,7 +151,8 @@ impl<'k, P: Platform> PercpuCounter<'k, P> {
 impl<P: Platform> Drop for PercpuCounter<'_, P> {
     /// `percpu_counter_destroy()`.
     fn drop(&mut self) {
-        let r = self.k.free_percpu(self.counters);
+        // SAFETY: the counter owns its deltas; nothing uses them after.
+        let r = unsafe { self.k.free_percpu(self.counters) };
         debug_assert!(r.is_ok());
     }
 }

@@ -257,7 +257,7 @@ pub(crate) fn setup_per_cpu_areas<P: Platform>(
             page_fallback: fallback,
         },
         lock: spin::Mutex::new(chunks),
-        alloc_mutex: spin::Mutex::new(()),
+        alloc_mutex: super::SleepMutex::new(),
         atomic_alloc_failed: core::sync::atomic::AtomicBool::new(false),
         balance_pending: core::sync::atomic::AtomicBool::new(false),
         memcg: input.memcg,

@@ -34,7 +34,8 @@
 //!   that may ([`Kmem::pcpu_balance_workfn`] runs it on demand).
 //!
 //! Locking, as Linux's: `lock` is `pcpu_lock` (the slot lists and every
-//! chunk's maps); `alloc_mutex` is `pcpu_alloc_mutex`, held by allocations
+//! chunk's maps); `alloc_mutex` is `pcpu_alloc_mutex` (a sleeping lock, so
+//! a CPU waiting for it still takes cross-CPU calls), held by allocations
 //! that may sleep and by the balance step while they populate or create
 //! chunks. Neither is held across a call into another subsystem but page,
 //! vmalloc and kmalloc allocations under `alloc_mutex`, as in Linux.
@@ -62,7 +63,10 @@ use crate::{report, Error, Kmem, Result};
 use area::PCPU_MIN_ALLOC_SIZE;
 use chunk::Chunks;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use core::sync::atomic::{
+    AtomicBool,
+    Ordering::{Acquire, Relaxed, Release},
+};
 
 /// Bytes of kmem's static per-CPU section, where [`define_per_cpu!`]
 /// variables live (Linux's is the kernel image's `.data..percpu`).
@@ -93,6 +97,51 @@ pub const fn pcpu_obj_full_size(size: usize, nr_possible_cpus: usize, memcg: boo
     size * nr_possible_cpus + extra
 }
 
+/// `pcpu_alloc_mutex`: a lock whose waiters sleep through
+/// [`Platform::wait_event`] (Linux's mutex), so a CPU waiting for it still
+/// serves cross-CPU calls such as `drain_all_pages()`'s, which the holder
+/// may be waiting for while it allocates pages.
+pub(crate) struct SleepMutex {
+    locked: AtomicBool,
+}
+
+/// Holds a [`SleepMutex`] until dropped.
+pub(crate) struct SleepGuard<'a, P: Platform> {
+    m: &'a SleepMutex,
+    p: &'a P,
+}
+
+impl SleepMutex {
+    pub(crate) const fn new() -> Self {
+        SleepMutex {
+            locked: AtomicBool::new(false),
+        }
+    }
+
+    /// Take the lock, sleeping while another context holds it. Not for
+    /// atomic context.
+    pub(crate) fn lock<'a, P: Platform>(&'a self, p: &'a P) -> SleepGuard<'a, P> {
+        let chan = self as *const SleepMutex as usize;
+        while self
+            .locked
+            .compare_exchange(false, true, Acquire, Relaxed)
+            .is_err()
+        {
+            // A timeout bounds the cost of a wake-up missed between the
+            // failed attempt and the sleep.
+            p.wait_event(chan, &mut || !self.locked.load(Relaxed), Some(1_000_000));
+        }
+        SleepGuard { m: self, p }
+    }
+}
+
+impl<P: Platform> Drop for SleepGuard<'_, P> {
+    fn drop(&mut self) {
+        self.m.locked.store(false, Release);
+        self.p.wake_up(self.m as *const SleepMutex as usize);
+    }
+}
+
 /// The first chunk's layout, fixed at boot (`pcpu_setup_first_chunk()`'s
 /// globals).
 pub(crate) struct Layout {
@@ -119,7 +168,7 @@ pub(crate) struct PcpuState {
     /// `pcpu_lock`: the slot lists and the chunks' maps.
     pub(crate) lock: spin::Mutex<Chunks>,
     /// `pcpu_alloc_mutex`.
-    pub(crate) alloc_mutex: spin::Mutex<()>,
+    pub(crate) alloc_mutex: SleepMutex,
     /// `pcpu_atomic_alloc_failed`.
     pub(crate) atomic_alloc_failed: AtomicBool,
     /// `pcpu_schedule_balance_work()` was asked for.
@@ -243,7 +292,7 @@ impl<P: Platform> Kmem<P> {
     ) -> core::result::Result<usize, &'static str> {
         let bits = size / PCPU_MIN_ALLOC_SIZE;
         let bit_align = align / PCPU_MIN_ALLOC_SIZE;
-        let _mutex = (!is_atomic).then(|| self.percpu.alloc_mutex.lock());
+        let _mutex = (!is_atomic).then(|| self.percpu.alloc_mutex.lock(&self.p));
         let mut chunks = self.percpu.lock.lock();
         if reserved {
             let Some(c) = chunks.reserved() else {
@@ -325,7 +374,8 @@ impl<P: Platform> Kmem<P> {
     /// use kmem::gfp::GFP_KERNEL;
     /// let p = k.__alloc_percpu_gfp(16, 8, GFP_KERNEL).unwrap();
     /// assert_ne!(k.per_cpu_ptr(p, 0).unwrap(), k.per_cpu_ptr(p, 1).unwrap());
-    /// k.free_percpu(p).unwrap();
+    /// // SAFETY: `p` is ours and not used after.
+    /// unsafe { k.free_percpu(p) }.unwrap();
     /// ```
     #[track_caller]
     pub fn __alloc_percpu_gfp(&self, size: usize, align: usize, gfp: Gfp) -> Result<PcpuPtr<u8>> {
@@ -368,8 +418,13 @@ impl<P: Platform> Kmem<P> {
     /// context. Something that is not a live per-CPU allocation (or a
     /// second free) is reported and refused with [`Error::InvalidArgument`];
     /// nothing changes.
+    ///
+    /// # Safety
+    ///
+    /// Nothing uses the copies afterwards, and the allocation is not owned
+    /// by a [`PerCpu`] (which frees it itself).
     #[track_caller]
-    pub fn free_percpu<T>(&self, ptr: PcpuPtr<T>) -> Result<()> {
+    pub unsafe fn free_percpu<T>(&self, ptr: PcpuPtr<T>) -> Result<()> {
         let addr = ptr.addr();
         if addr == 0 {
             return Ok(());
@@ -392,10 +447,12 @@ impl<P: Platform> Kmem<P> {
             return Err(Error::InvalidArgument);
         };
         if chunks.should_balance_after_free(c) {
+            // Linux schedules the balance work; kmem runs it at the next
+            // allocation that may sleep (never from here, where the caller
+            // may hold locks an allocation would need).
             self.percpu.balance_pending.store(true, Relaxed);
         }
         drop(chunks);
-        self.pcpu_maybe_balance();
         Ok(())
     }
 
@@ -454,7 +511,7 @@ impl<P: Platform> Kmem<P> {
         }
         self.percpu.balance_pending.store(false, Relaxed);
         let _noio = self.memalloc_noio_scope();
-        let _mutex = self.percpu.alloc_mutex.lock();
+        let _mutex = self.percpu.alloc_mutex.lock(&self.p);
         self.pcpu_balance_free(false);
         self.pcpu_balance_populated();
         self.pcpu_balance_free(true);

@@ -267,16 +267,22 @@ macro_rules! declare_per_cpu {
     };
 }
 
-/// Whatever names per-CPU memory: a [`PcpuPtr`], a [`StaticPerCpu`], a
-/// [`PerCpu`].
+/// What names live per-CPU memory of a known type: a [`StaticPerCpu`] or a
+/// [`PerCpu`] (a bare [`PcpuPtr`] is reached only through
+/// [`Kmem::per_cpu_ptr`] and raw pointers).
 pub trait AsPcpuPtr<T> {
     /// The per-CPU pointer on machine `k`.
     fn pcpu_ptr<P: Platform>(&self, k: &Kmem<P>) -> PcpuPtr<T>;
 }
 
-impl<T> AsPcpuPtr<T> for PcpuPtr<T> {
+/// A raw per-CPU pointer the core itself vouches for (a counter's own
+/// allocation): the safe operations never take a bare [`PcpuPtr`], which
+/// anyone can forge or keep past `free_percpu()`.
+pub(crate) struct Owned<T>(pub(crate) PcpuPtr<T>);
+
+impl<T> AsPcpuPtr<T> for Owned<T> {
     fn pcpu_ptr<P: Platform>(&self, _: &Kmem<P>) -> PcpuPtr<T> {
-        *self
+        self.0
     }
 }
 
@@ -344,7 +350,7 @@ impl<P: Platform> Kmem<P> {
     /// `per_cpu(var, cpu)`: CPU `cpu`'s copy. A CPU that is not possible
     /// is reported and refused.
     #[track_caller]
-    pub fn per_cpu<T: Sync>(&self, var: &impl AsPcpuPtr<T>, cpu: usize) -> Result<&T> {
+    pub fn per_cpu<'a, T: Sync>(&'a self, var: &'a impl AsPcpuPtr<T>, cpu: usize) -> Result<&'a T> {
         let p = self.per_cpu_ptr(var.pcpu_ptr(self), cpu)?;
         // SAFETY: a live per-CPU allocation or static (the caller holds it
         // for at least this borrow), and T: Sync allows shared access from
@@ -356,7 +362,7 @@ impl<P: Platform> Kmem<P> {
     pub fn this_cpu_ptr<'g, T>(
         &self,
         guard: &'g CpuGuard<'_, P>,
-        var: &impl AsPcpuPtr<T>,
+        var: &'g impl AsPcpuPtr<T>,
     ) -> &'g T {
         let a = self.pcpu_addr(var.pcpu_ptr(self).addr(), guard.cpu());
         // SAFETY: the pinned CPU's copy of live per-CPU memory; only shared
@@ -373,7 +379,7 @@ impl<P: Platform> Kmem<P> {
 
     /// `get_cpu_var(var)`: pin the CPU and hand its copy; dropping the
     /// guard is `put_cpu_var()`.
-    pub fn get_cpu_var<'a, T>(&'a self, var: &impl AsPcpuPtr<T>) -> CpuVar<'a, T, P> {
+    pub fn get_cpu_var<'a, T>(&'a self, var: &'a impl AsPcpuPtr<T>) -> CpuVar<'a, T, P> {
         let guard = self.get_cpu();
         let a = self.pcpu_addr(var.pcpu_ptr(self).addr(), guard.cpu());
         CpuVar {
@@ -393,7 +399,7 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `get_cpu_ptr(var)`: as [`get_cpu_var`](Self::get_cpu_var).
-    pub fn get_cpu_ptr<'a, T>(&'a self, var: &impl AsPcpuPtr<T>) -> CpuVar<'a, T, P> {
+    pub fn get_cpu_ptr<'a, T>(&'a self, var: &'a impl AsPcpuPtr<T>) -> CpuVar<'a, T, P> {
         self.get_cpu_var(var)
     }
 
@@ -665,7 +671,7 @@ impl<'k, T, P: Platform> PerCpu<'k, T, P> {
 
     /// Pin the CPU and borrow its copy (`get_cpu_ptr()`).
     pub fn get_cpu(&self) -> CpuVar<'_, T, P> {
-        self.k.get_cpu_var(&self.ptr)
+        self.k.get_cpu_var(self)
     }
 
     /// CPU `cpu`'s copy (`per_cpu_ptr()`).
@@ -674,7 +680,7 @@ impl<'k, T, P: Platform> PerCpu<'k, T, P> {
     where
         T: Sync,
     {
-        self.k.per_cpu(&self.ptr, cpu)
+        self.k.per_cpu(self, cpu)
     }
 
     /// Every CPU's copy with its CPU.
@@ -716,7 +722,8 @@ impl<T, P: Platform> Drop for PerCpu<'_, T, P> {
             // SAFETY: each copy is a live T, dropped once, then freed.
             unsafe { core::ptr::drop_in_place(v) };
         }
-        let r = self.k.free_percpu(self.ptr);
+        // SAFETY: the value owned the allocation; nothing uses it after.
+        let r = unsafe { self.k.free_percpu(self.ptr) };
         debug_assert!(r.is_ok());
     }
 }

@@ -45,7 +45,8 @@ fn the_first_chunk_serves_until_full_and_frees_merge_back() {
             );
         }
         for p in v {
-            k.free_percpu(p).unwrap();
+            // SAFETY: the mapping or allocation is this test's own, unmapped or freed once, and not used after.
+            unsafe { k.free_percpu(p) }.unwrap();
         }
         let g = k.pcpu_global_stats();
         assert_eq!(
@@ -54,15 +55,17 @@ fn the_first_chunk_serves_until_full_and_frees_merge_back() {
         );
         // The space merged back: one allocation of all of it fits.
         let all = k.__alloc_percpu(ai.dyn_size, 4).unwrap();
-        k.free_percpu(all).unwrap();
-        assert_eq!(k.free_percpu(all), Err(Error::InvalidArgument));
+        // SAFETY: the mapping or allocation is this test's own, unmapped or freed once, and not used after.
+        unsafe { k.free_percpu(all) }.unwrap();
+        // SAFETY: the mapping or allocation is this test's own, unmapped or freed once, and not used after.
+        assert_eq!(unsafe { k.free_percpu(all) }, Err(Error::InvalidArgument));
     });
 }
 
 #[test]
 fn static_and_dynamic_variables_count_per_cpu() {
     with_machine(2, |k| {
-        let c = k.alloc_percpu::<AtomicU32>().unwrap();
+        let c = PerCpu::<AtomicU32, _>::new(k).unwrap();
         for cpu in 0..2 {
             k.platform().set_cpu(cpu);
             for _ in 0..=cpu {
@@ -73,7 +76,7 @@ fn static_and_dynamic_variables_count_per_cpu() {
         let sum = |v: &dyn Fn(usize) -> u32| (0..2).map(v).sum::<u32>();
         assert_eq!(sum(&|cpu| k.per_cpu(&TICKS, cpu).unwrap().load(Relaxed)), 3);
         assert_eq!(sum(&|cpu| k.per_cpu(&c, cpu).unwrap().load(Relaxed)), 30);
-        k.free_percpu(c).unwrap();
+        drop(c);
         let n = PercpuCounter::new(k, 5, GFP_KERNEL).unwrap();
         n.add(3);
         k.platform().set_cpu(0);

@@ -404,6 +404,9 @@ pub struct LocalGuard<'a, P: Platform + ?Sized> {
     platform: &'a P,
     state: LocalState,
     cpu: usize,
+    /// A section belongs to the thread that entered it: the guard is
+    /// neither `Send` nor `Sync`.
+    _thread: core::marker::PhantomData<*const ()>,
 }
 
 impl<'a, P: Platform + ?Sized> LocalGuard<'a, P> {
@@ -415,6 +418,7 @@ impl<'a, P: Platform + ?Sized> LocalGuard<'a, P> {
             platform,
             state,
             cpu: state.cpu,
+            _thread: core::marker::PhantomData,
         }
     }
 
