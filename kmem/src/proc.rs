@@ -494,21 +494,22 @@ pub fn vmallocinfo<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result 
                 }
                 return Ok(());
             };
-            let addr = vm.addr() as usize;
+            let info = vm.info();
+            let addr = info.addr() as usize;
             write!(
                 w,
                 "0x{addr:016x}-0x{:016x} {:>7} {}",
-                addr + vm.size(),
-                vm.size(),
-                vm.caller()
+                addr + info.size(),
+                info.size(),
+                info.caller()
             )?;
-            let flags = vm.flags();
+            let flags = info.flags();
             let has_pages = flags & VM_ALLOC != 0 || flags & VM_MAP_PUT_PAGES != 0;
-            if has_pages && vm.nr_pages() > 0 {
-                write!(w, " pages={}", vm.nr_pages())?;
+            if has_pages && info.nr_pages() > 0 {
+                write!(w, " pages={}", info.nr_pages())?;
             }
-            if vm.phys_addr() != 0 {
-                write!(w, " phys=0x{:016x}", vm.phys_addr())?;
+            if info.phys_addr() != 0 {
+                write!(w, " phys=0x{:016x}", info.phys_addr())?;
             }
             for (bit, name) in [
                 (VM_IOREMAP, " ioremap"),
@@ -525,7 +526,7 @@ pub fn vmallocinfo<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result 
             }
             if has_pages {
                 let mut per_node = [0usize; crate::mmzone::MAX_NUMNODES];
-                for i in 0..vm.nr_pages() {
+                for i in 0..info.nr_pages() {
                     if let Some(p) = vm.page(i) {
                         per_node[p.nid()] += 1;
                     }

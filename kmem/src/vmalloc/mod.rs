@@ -149,44 +149,22 @@ impl VmStruct {
         self.addr as *mut u8
     }
 
-    /// Bytes of the area, guard page included (as `/proc/vmallocinfo`
-    /// shows it).
-    pub fn size(&self) -> usize {
-        self.size
-    }
-
     /// `get_vm_area_size()`: bytes without the guard page.
     pub fn usable_size(&self) -> usize {
-        if self.flags & VM_NO_GUARD != 0 {
-            self.size
-        } else {
-            self.size - PAGE_SIZE
+        self.info().usable_size()
+    }
+
+    /// The area's figures (size, flags, pages, caller...), copied.
+    pub fn info(&self) -> VmAreaInfo {
+        VmAreaInfo {
+            addr: self.addr,
+            size: self.size,
+            flags: self.flags,
+            nr_pages: self.nr_pages,
+            phys_addr: self.phys_addr,
+            caller: self.caller,
+            requested_size: self.requested_size,
         }
-    }
-
-    /// The `VM_*` flags.
-    pub fn flags(&self) -> u32 {
-        self.flags
-    }
-
-    /// Pages mapped (`nr_pages`).
-    pub fn nr_pages(&self) -> usize {
-        self.nr_pages
-    }
-
-    /// The physical address of an ioremap area (0 otherwise).
-    pub fn phys_addr(&self) -> u64 {
-        self.phys_addr
-    }
-
-    /// The caller that made the area.
-    pub fn caller(&self) -> &'static Location<'static> {
-        self.caller
-    }
-
-    /// Bytes the caller asked for.
-    pub fn requested_size(&self) -> usize {
-        self.requested_size
     }
 
     /// The page array's address (for `vpages`).
@@ -443,15 +421,7 @@ impl<P: Platform> Kmem<P> {
         let va = busy.0.find(addr as usize)?;
         // SAFETY: as find_vm_struct, read under the busy lock.
         let vm = unsafe { va.as_ref().vm.as_ref() }?;
-        Some(VmAreaInfo {
-            addr: vm.addr,
-            size: vm.size,
-            flags: vm.flags,
-            nr_pages: vm.nr_pages,
-            phys_addr: vm.phys_addr,
-            caller: vm.caller,
-            requested_size: vm.requested_size,
-        })
+        Some(vm.info())
     }
 
     /// `vmalloc_to_page()`: the page mapped at `addr` in a vmalloc or vmap
