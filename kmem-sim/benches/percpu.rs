@@ -12,17 +12,25 @@
 //!   the counter and load everything it reaches it through (the machine's
 //!   tables, the CPU binding) afresh, as a single call in real code would:
 //!   nothing is hoisted out of the loop and no two increments are merged.
+//!   `thread_local_cell_indexed` is the thread-local increment at an address
+//!   formed from two loaded values (base + index), as a per-CPU address is:
+//!   back-to-back increments of one counter wait for the previous store, and
+//!   the CPU forwards it faster when the address register does not change.
 //! - `percpu_counter/<variant>`: two worker threads, on CPUs 0 and 1, each
 //!   adding 1 the same number of times: `PercpuCounter::add(1)` on one
 //!   counter, and `AtomicU64::fetch_add(1)` on one shared atomic. Sampling is
 //!   flat: every sample (round) runs the same number of iterations per
 //!   thread, and its time is the wall time from the common start line until
 //!   the last thread has finished, as in `scaling.rs`; the throughput line
-//!   counts both threads' operations. `percpu_counter/reference/<threads>`
-//!   is register-only work on 1 and on 2 threads: its 2-thread/1-thread
-//!   throughput ratio says whether the host really ran both threads at once
-//!   (if it did not, the shared atomic is not contended and the comparison
-//!   means nothing).
+//!   counts both threads' operations; `percpu_counter_add/1` is one thread,
+//!   for scale. Two references on 1 and on 2 threads say whether the host
+//!   really gave both threads a core of their own: register-only work
+//!   (`reference`), and a thread-local increment (`reference_mem`, again at
+//!   the end as `reference_mem_end`), which also notices two vCPUs sharing a
+//!   core's load and store resources. A two-thread row counts only when both
+//!   2-thread/1-thread throughput ratios are near 2 (if they are not, the
+//!   shared atomic is not contended as across cores, and the comparison
+//!   means little).
 //! - `percpu_alloc/<size>`: `__alloc_percpu(size, 8)` (GFP_KERNEL) +
 //!   `free_percpu`, per pair, for 8, 64 and 256 bytes, beside a kmalloc +
 //!   kfree of the same size for scale (`kmalloc/<size>`).
