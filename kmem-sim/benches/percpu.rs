@@ -409,9 +409,7 @@ fn percpu_alloc(c: &mut Criterion) {
             || {
                 let p = k.__alloc_percpu(black_box(size), 8).unwrap();
                 // SAFETY: `p` was just allocated here and is freed once; nothing uses its
-                // copies. (`free_percpu` is becoming an `unsafe fn`: the allow keeps this
-                // building on both sides of that change.)
-                #[allow(unused_unsafe)]
+                // copies.
                 let r = unsafe { k.free_percpu(black_box(p)) };
                 r.unwrap();
             },

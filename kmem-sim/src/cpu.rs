@@ -79,6 +79,9 @@ pub(crate) struct Local {
     /// The CPUs of the machine it is bound to, null while unbound. Valid
     /// while bound, as `mail`: the IPI handler finds the mailbox this way.
     pub(crate) cpus: Cell<*const Cpus>,
+    /// The `key` of the per-CPU offsets its `%gs` base holds, 0 for none
+    /// ([`crate::percpu_base`]); cleared whenever its CPU changes.
+    pub(crate) gs_key: Cell<u64>,
 }
 
 impl Local {
@@ -107,6 +110,7 @@ thread_local! {
             pflags: Cell::new(0),
             mail: Cell::new(&NO_MAIL),
             cpus: Cell::new(core::ptr::null()),
+            gs_key: Cell::new(0),
         }
     };
 }
@@ -487,6 +491,7 @@ impl CpuBinding<'_> {
         let rng = self.cpus.acquire(cpu, self.token);
         LOCAL.with(|l| {
             l.cpu.set(cpu);
+            l.gs_key.set(0);
             l.rng.set(rng);
             // The new CPU's IPIs are the ones to notice at section exits.
             l.mail.set(self.cpus.mail_flag(cpu));
@@ -515,6 +520,7 @@ impl Drop for CpuBinding<'_> {
         self.cpus.attached.fetch_sub(1, Ordering::SeqCst);
         LOCAL.with(|l| {
             l.id.set(0);
+            l.gs_key.set(0);
             l.mail.set(&NO_MAIL);
             l.cpus.set(core::ptr::null());
             l.depth.set(0);

@@ -87,6 +87,7 @@ mod kswapd;
 mod machine;
 mod oom;
 mod pagecache;
+mod percpu_base;
 mod phys;
 mod wait;
 
@@ -311,6 +312,8 @@ pub struct SimPlatform {
     /// Devices, stopped before the vmap area that may map them goes.
     devices: Vec<SimDevice>,
     cpus: Cpus,
+    /// The CPUs' per-CPU offsets, for the `%gs` base.
+    percpu_base: percpu_base::PercpuBase,
     waits: WaitTable,
     reports: Mutex<Vec<(Level, String)>>,
     echo: bool,
@@ -437,6 +440,7 @@ impl SimPlatform {
             vmap,
             devices,
             cpus: Cpus::new(config.nr_cpus, config.seed),
+            percpu_base: percpu_base::PercpuBase::new(config.nr_cpus),
             waits: WaitTable::new(),
             reports: Mutex::new(Vec::new()),
             echo: config.echo_reports,
@@ -525,6 +529,7 @@ impl SimPlatform {
         LOCAL.with(|l| {
             l.id.set(self.id);
             l.cpu.set(cpu);
+            l.gs_key.set(0);
             l.token.set(token);
             l.depth.set(0);
             l.irq.set(0);
@@ -865,6 +870,17 @@ unsafe impl Platform for SimPlatform {
         if unsafe { (*mail).load(Ordering::Relaxed) } {
             ipi_interrupt();
         }
+    }
+
+    fn set_per_cpu_offset(&self, cpu: usize, offset: usize) {
+        self.percpu_base.set(cpu, offset);
+    }
+
+    #[inline]
+    unsafe fn this_cpu_add(&self, ptr: usize, val: u64, size: usize) -> bool {
+        // SAFETY: the caller's guarantee is `PercpuBase::add`'s; the offsets
+        // are the ones this machine gave (promise 6).
+        unsafe { self.percpu_base.add(self.id, ptr, val, size) }
     }
 
     #[inline]

@@ -480,3 +480,71 @@ fn a_typed_per_cpu_value_is_built_iterated_and_dropped() {
     drop(v);
     assert_eq!(k.pcpu_global_stats().nr_cur_alloc, used, "freed on drop");
 }
+
+/// The `%gs` path of `this_cpu_add` ([`kmem::Platform::this_cpu_add`])
+/// follows the thread: to another CPU, to a machine rebooted on the same
+/// platform, to another platform; every width, and `dec`/`sub` as adds of
+/// the negation.
+#[test]
+fn this_cpu_add_follows_the_cpu_the_machine_and_the_width() {
+    use std::sync::atomic::{AtomicI8, AtomicU16, AtomicU32};
+    let s = sim(2);
+    let k = boot(&s);
+    let mut cpu = s.bind(0);
+    let (b, h, w, q) = (
+        PerCpu::<AtomicI8, _>::new(&k).unwrap(),
+        PerCpu::<AtomicU16, _>::new(&k).unwrap(),
+        PerCpu::<AtomicU32, _>::new(&k).unwrap(),
+        PerCpu::<AtomicU64, _>::new(&k).unwrap(),
+    );
+    k.this_cpu_add(&b, 100);
+    k.this_cpu_add(&b, 100); // wraps, as an i8 add does
+    k.this_cpu_dec(&h); // 0 - 1
+    k.this_cpu_add(&w, 7);
+    k.this_cpu_sub(&w, 2);
+    k.this_cpu_inc(&q);
+    // On x86-64 the platform itself did it, with `%gs`.
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `q` is a live per-CPU u64 of this machine.
+    assert!(unsafe { kmem::Platform::this_cpu_add(&s, q.ptr().addr(), 1, 8) });
+    cpu.switch_to(1);
+    k.this_cpu_add(&q, 10);
+    k.this_cpu_inc(&HITS);
+    assert_eq!(b.per_cpu(0).unwrap().load(Relaxed), -56);
+    assert_eq!(h.per_cpu(0).unwrap().load(Relaxed), u16::MAX);
+    assert_eq!(w.per_cpu(0).unwrap().load(Relaxed), 5);
+    let q_on = |c| q.per_cpu(c).unwrap().load(Relaxed);
+    assert_eq!(
+        (q_on(0), q_on(1)),
+        (1 + cfg!(target_arch = "x86_64") as u64, 10),
+        "the add after switch_to went to CPU 1"
+    );
+    // Nothing else in either unit moved.
+    assert_eq!(b.per_cpu(1).unwrap().load(Relaxed), 0);
+    assert_eq!(w.per_cpu(1).unwrap().load(Relaxed), 0);
+    drop((b, h, w, q));
+    drop(cpu);
+    // A machine booted again on the same platform, by a thread bound
+    // throughout: its adds reach the new machine's copies.
+    drop(k);
+    let cpu = s.bind(1);
+    let k = Kmem::boot(&s, s.memory_map(), &BootParams::default()).expect("boot");
+    let q = PerCpu::<AtomicU64, _>::new(&k).unwrap();
+    k.this_cpu_add(&q, 3);
+    assert_eq!(
+        (
+            q.per_cpu(0).unwrap().load(Relaxed),
+            q.per_cpu(1).unwrap().load(Relaxed)
+        ),
+        (0, 3)
+    );
+    drop(q);
+    drop(cpu);
+    // Another platform on the same thread.
+    let s2 = sim(2);
+    let k2 = boot(&s2);
+    let _cpu = s2.bind(1);
+    let q2 = PerCpu::<AtomicU64, _>::new(&k2).unwrap();
+    k2.this_cpu_inc(&q2);
+    assert_eq!(q2.per_cpu(1).unwrap().load(Relaxed), 1);
+}

@@ -33,13 +33,23 @@ pub const fn percpu_counter_batch(nr_cpus: usize) -> i32 {
 
 /// `struct percpu_counter`.
 pub struct PercpuCounter<'k, P: Platform> {
+    /// The machine (read by every add).
     k: &'k Kmem<P>,
+    /// `fbc->counters`: each CPU's delta (read by every add).
+    counters: PcpuPtr<AtomicI32>,
+    /// `fbc->lock` and `fbc->count`, written by every fold.
+    central: Central,
+}
+
+/// What folds write, on a cache line of its own: were it beside `k` and
+/// `counters`, which every add on every CPU reads, each fold would take
+/// that line away from the other CPUs and adds would stop scaling.
+#[repr(align(64))]
+struct Central {
     /// `fbc->lock`: serialises folding deltas into `count` and sums.
     lock: spin::Mutex<()>,
     /// `fbc->count`.
     count: AtomicI64,
-    /// `fbc->counters`: each CPU's delta.
-    counters: PcpuPtr<AtomicI32>,
 }
 
 impl<'k, P: Platform> PercpuCounter<'k, P> {
@@ -49,27 +59,41 @@ impl<'k, P: Platform> PercpuCounter<'k, P> {
         let counters = k.alloc_percpu_gfp::<AtomicI32>(gfp)?;
         Ok(PercpuCounter {
             k,
-            lock: spin::Mutex::new(()),
-            count: AtomicI64::new(amount),
             counters,
+            central: Central {
+                lock: spin::Mutex::new(()),
+                count: AtomicI64::new(amount),
+            },
         })
     }
 
     /// `percpu_counter_add_batch(fbc, amount, batch)`: add to this CPU's
     /// delta; fold it into the count once it reaches `batch`.
+    ///
+    /// The common case is one `this_cpu` read-modify-write of the delta,
+    /// inside the platform's leaf section (Linux: `this_cpu_try_cmpxchg`);
+    /// only a fold pins the CPU and takes the lock.
     pub fn add_batch(&self, amount: i64, batch: i32) {
-        let g = self.k.get_cpu();
         let counters = Owned(self.counters);
-        let mine = self.k.this_cpu_ptr(&g, &counters);
-        let count = i64::from(mine.load(Relaxed)) + amount;
-        if count.abs() >= i64::from(batch) {
-            let _l = self.lock.lock();
-            self.count.fetch_add(count, Relaxed);
-            // The CPU is pinned: only it writes its delta.
-            mine.store(mine.load(Relaxed) - (count - amount) as i32, Relaxed);
-        } else {
-            mine.store(count as i32, Relaxed);
+        let added = self.k.this_cpu_op(&counters, |mine| {
+            let count = i64::from(mine.load(Relaxed)) + amount;
+            let fits = count.abs() < i64::from(batch);
+            if fits {
+                mine.store(count as i32, Relaxed);
+            }
+            fits
+        });
+        if added {
+            return;
         }
+        let g = self.k.get_cpu();
+        let mine = self.k.this_cpu_ptr(&g, &counters);
+        let _l = self.central.lock.lock();
+        // The CPU is pinned now, maybe another than the one above: fold
+        // its delta with the amount, as Linux does after taking the lock.
+        let count = i64::from(mine.load(Relaxed));
+        self.central.count.fetch_add(count + amount, Relaxed);
+        mine.store(0, Relaxed);
         drop(g);
     }
 
@@ -91,7 +115,7 @@ impl<'k, P: Platform> PercpuCounter<'k, P> {
     /// `percpu_counter_read()`: the central count, off by less than
     /// `batch · nr_cpus`.
     pub fn read(&self) -> i64 {
-        self.count.load(Relaxed)
+        self.central.count.load(Relaxed)
     }
 
     /// `percpu_counter_read_positive()`: `read()`, or 0 when negative.
@@ -102,8 +126,8 @@ impl<'k, P: Platform> PercpuCounter<'k, P> {
     /// `percpu_counter_sum()`: the count plus every CPU's delta, exact when
     /// no add runs meanwhile.
     pub fn sum(&self) -> i64 {
-        let _l = self.lock.lock();
-        let mut ret = self.count.load(Relaxed);
+        let _l = self.central.lock.lock();
+        let mut ret = self.central.count.load(Relaxed);
         let counters = Owned(self.counters);
         for cpu in self.k.for_each_possible_cpu() {
             if let Ok(d) = self.k.per_cpu(&counters, cpu) {
@@ -121,14 +145,14 @@ impl<'k, P: Platform> PercpuCounter<'k, P> {
     /// `percpu_counter_set(fbc, amount)`: every delta to 0, the count to
     /// `amount`.
     pub fn set(&self, amount: i64) {
-        let _l = self.lock.lock();
+        let _l = self.central.lock.lock();
         let counters = Owned(self.counters);
         for cpu in self.k.for_each_possible_cpu() {
             if let Ok(d) = self.k.per_cpu(&counters, cpu) {
                 d.store(0, Relaxed);
             }
         }
-        self.count.store(amount, Relaxed);
+        self.central.count.store(amount, Relaxed);
     }
 
     /// `__percpu_counter_compare(fbc, rhs, batch)`: the rough count when it

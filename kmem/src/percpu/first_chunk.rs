@@ -246,6 +246,11 @@ pub(crate) fn setup_per_cpu_areas<P: Platform>(
             ai.size_sum() / PAGE_SIZE,
         )
     };
+    // `setup_per_cpu_areas()`: each CPU's offset for its base register.
+    for cpu in 0..nr_cpus {
+        // SAFETY: `nr_cpus` entries, every one written above.
+        p.set_per_cpu_offset(cpu, unsafe { *unit_offsets.as_ptr().add(cpu) });
+    }
     Ok(PcpuState {
         layout: Layout {
             ai,

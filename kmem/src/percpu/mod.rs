@@ -64,7 +64,7 @@ use area::PCPU_MIN_ALLOC_SIZE;
 use chunk::Chunks;
 use core::ptr::NonNull;
 use core::sync::atomic::{
-    AtomicBool,
+    AtomicBool, AtomicU8,
     Ordering::{Acquire, Relaxed, Release},
 };
 
@@ -101,9 +101,19 @@ pub const fn pcpu_obj_full_size(size: usize, nr_possible_cpus: usize, memcg: boo
 /// [`Platform::wait_event`] (Linux's mutex), so a CPU waiting for it still
 /// serves cross-CPU calls such as `drain_all_pages()`'s, which the holder
 /// may be waiting for while it allocates pages.
+///
+/// Three states, as a futex mutex (Drepper, "Futexes Are Tricky"):
+/// `UNLOCKED`, `LOCKED` (no one sleeps), `CONTENDED` (someone may sleep).
+/// Only an unlock that finds `CONTENDED` wakes the channel, so the
+/// uncontended pair costs two atomics and no call into the platform
+/// (Linux's mutex fast path is one `cmpxchg` each way too).
 pub(crate) struct SleepMutex {
-    locked: AtomicBool,
+    state: AtomicU8,
 }
+
+const UNLOCKED: u8 = 0;
+const LOCKED: u8 = 1;
+const CONTENDED: u8 = 2;
 
 /// Holds a [`SleepMutex`] until dropped.
 pub(crate) struct SleepGuard<'a, P: Platform> {
@@ -114,31 +124,47 @@ pub(crate) struct SleepGuard<'a, P: Platform> {
 impl SleepMutex {
     pub(crate) const fn new() -> Self {
         SleepMutex {
-            locked: AtomicBool::new(false),
+            state: AtomicU8::new(UNLOCKED),
         }
     }
 
     /// Take the lock, sleeping while another context holds it. Not for
     /// atomic context.
     pub(crate) fn lock<'a, P: Platform>(&'a self, p: &'a P) -> SleepGuard<'a, P> {
-        let chan = self as *const SleepMutex as usize;
-        while self
-            .locked
-            .compare_exchange(false, true, Acquire, Relaxed)
+        if self
+            .state
+            .compare_exchange(UNLOCKED, LOCKED, Acquire, Relaxed)
             .is_err()
         {
-            // A timeout bounds the cost of a wake-up missed between the
-            // failed attempt and the sleep.
-            p.wait_event(chan, &mut || !self.locked.load(Relaxed), Some(1_000_000));
+            self.lock_contended(p);
         }
         SleepGuard { m: self, p }
+    }
+
+    #[cold]
+    fn lock_contended<P: Platform>(&self, p: &P) {
+        let chan = self as *const SleepMutex as usize;
+        // Mark the lock contended before sleeping, so its holder's unlock
+        // wakes us; taking it this way leaves it marked, which costs at
+        // most one spurious wake-up.
+        while self.state.swap(CONTENDED, Acquire) != UNLOCKED {
+            // The platform checks the condition under its wait-queue lock,
+            // so an unlock between the swap and the sleep is not missed;
+            // the timeout only bounds the cost if a platform's is.
+            p.wait_event(
+                chan,
+                &mut || self.state.load(Relaxed) != CONTENDED,
+                Some(1_000_000),
+            );
+        }
     }
 }
 
 impl<P: Platform> Drop for SleepGuard<'_, P> {
     fn drop(&mut self) {
-        self.m.locked.store(false, Release);
-        self.p.wake_up(self.m as *const SleepMutex as usize);
+        if self.m.state.swap(UNLOCKED, Release) == CONTENDED {
+            self.p.wake_up(self.m as *const SleepMutex as usize);
+        }
     }
 }
 

@@ -128,8 +128,15 @@ zeroable!(
 // SAFETY: an array of zeroable values is zeroable.
 unsafe impl<T: PcpuZeroable, const N: usize> PcpuZeroable for [T; N] {}
 
-/// The integer cells the `this_cpu_*` operations work on.
-pub trait PcpuAtomic: PcpuZeroable + Sync {
+mod sealed {
+    /// Only the integer atomics are [`super::PcpuAtomic`]: the platform's
+    /// one-instruction add writes their bytes as an integer.
+    pub trait Sealed {}
+}
+
+/// The integer cells the `this_cpu_*` operations work on (the atomic
+/// integers of `core`; sealed).
+pub trait PcpuAtomic: PcpuZeroable + Sync + sealed::Sealed {
     /// The integer held.
     type Val: Copy + Eq + core::fmt::Debug;
     /// A relaxed load.
@@ -142,10 +149,13 @@ pub trait PcpuAtomic: PcpuZeroable + Sync {
     fn wrapping_sub(a: Self::Val, b: Self::Val) -> Self::Val;
     /// One.
     fn one() -> Self::Val;
+    /// `v`'s bits, sign-extended, for [`Platform::this_cpu_add`].
+    fn to_bits(v: Self::Val) -> u64;
 }
 
 macro_rules! pcpu_atomic {
     ($($a:ty => $v:ty),*) => { $(
+        impl sealed::Sealed for $a {}
         impl PcpuAtomic for $a {
             type Val = $v;
             #[inline(always)]
@@ -158,6 +168,8 @@ macro_rules! pcpu_atomic {
             fn wrapping_sub(a: $v, b: $v) -> $v { a.wrapping_sub(b) }
             #[inline(always)]
             fn one() -> $v { 1 }
+            #[inline(always)]
+            fn to_bits(v: $v) -> u64 { v as u64 }
         }
     )* };
 }
@@ -404,7 +416,7 @@ impl<P: Platform> Kmem<P> {
     }
 
     #[inline(always)]
-    fn this_cpu_op<A: PcpuAtomic, R>(
+    pub(crate) fn this_cpu_op<A: PcpuAtomic, R>(
         &self,
         var: &impl AsPcpuPtr<A>,
         op: impl FnOnce(&A) -> R,
@@ -430,14 +442,29 @@ impl<P: Platform> Kmem<P> {
         self.this_cpu_op(var, |a| a.set(v))
     }
 
-    /// `this_cpu_add(var, v)`.
+    /// `this_cpu_add(var, v)`: one instruction where the platform has a
+    /// per-CPU base register ([`Platform::this_cpu_add`]), else a leaf
+    /// section.
+    #[inline]
     pub fn this_cpu_add<A: PcpuAtomic>(&self, var: &impl AsPcpuPtr<A>, v: A::Val) {
+        let ptr = var.pcpu_ptr(self).addr();
+        // SAFETY: `var` vouches for a live per-CPU pointer of this machine,
+        // whose copy on every CPU is an aligned `A`, an atomic integer of
+        // `size_of::<A>()` bytes (sealed), of the offsets this machine gave
+        // the platform at boot (promise 6).
+        if unsafe {
+            self.p
+                .this_cpu_add(ptr, A::to_bits(v), core::mem::size_of::<A>())
+        } {
+            return;
+        }
         self.this_cpu_op(var, |a| a.set(A::wrapping_add(a.get(), v)))
     }
 
-    /// `this_cpu_sub(var, v)`.
+    /// `this_cpu_sub(var, v)`: `this_cpu_add` of `-v`.
+    #[inline]
     pub fn this_cpu_sub<A: PcpuAtomic>(&self, var: &impl AsPcpuPtr<A>, v: A::Val) {
-        self.this_cpu_op(var, |a| a.set(A::wrapping_sub(a.get(), v)))
+        self.this_cpu_add(var, A::wrapping_sub(A::wrapping_sub(v, v), v))
     }
 
     /// `this_cpu_inc(var)`.

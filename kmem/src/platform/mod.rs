@@ -166,6 +166,13 @@ impl PgProt {
 ///    device's registers (for MMIO). Nothing else maps into
 ///    [`vmap_range`](Self::vmap_range); an address there that the core has
 ///    not mapped never reaches memory (it faults).
+/// 6. **The per-CPU base register adds in place.** When
+///    [`this_cpu_add(ptr, val, size)`](Self::this_cpu_add) answers `true`,
+///    it has added `val` to the `size`-byte integer at `ptr + offset`, where
+///    `offset` is what [`set_per_cpu_offset`](Self::set_per_cpu_offset) last
+///    gave for the CPU the caller ran on at that instant, as one step no
+///    other context on that CPU could interleave with; it touched nothing
+///    else. When it answers `false` it touched nothing.
 pub unsafe trait Platform {
     /// Number of possible CPUs (`nr_cpu_ids`). Constant for the platform's life.
     fn nr_cpu_ids(&self) -> usize;
@@ -205,6 +212,38 @@ pub unsafe trait Platform {
     #[inline]
     fn local_exit_leaf(&self, state: LocalState) {
         self.local_exit(state)
+    }
+
+    /// `per_cpu_offset(cpu) = offset`: the per-CPU allocator tells the
+    /// platform, once its first chunk is set up, where CPU `cpu`'s unit
+    /// lies: its copy of a per-CPU pointer `ptr` is at `ptr + offset`. A
+    /// platform with a per-CPU base register (x86's `%gs` base, which
+    /// `setup_per_cpu_areas()` loads with `per_cpu_offset(cpu)`; arm64's
+    /// `TPIDR_EL1`) loads it, so that [`this_cpu_add`](Self::this_cpu_add)
+    /// reaches the copy in one instruction. The default ignores it.
+    fn set_per_cpu_offset(&self, cpu: usize, offset: usize) {
+        let _ = (cpu, offset);
+    }
+
+    /// `this_cpu_add(*ptr, val)` as x86 does it: one instruction
+    /// (`add %gs:ptr, val`) on the calling CPU's copy, which no interrupt
+    /// or preemption can split, so no section is entered. `val` is added to
+    /// the `size`-byte integer (1, 2, 4 or 8, wrapping; `val`'s low bytes).
+    /// Answers `false`, touching nothing, when the platform has no such
+    /// register for the caller; the core then does the add in a leaf
+    /// section, as Linux's generic `this_cpu_generic_to_op()` does with
+    /// interrupts off. The default answers `false`. See promise 6.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is a per-CPU pointer of the machine that called
+    /// [`set_per_cpu_offset`](Self::set_per_cpu_offset): for every CPU,
+    /// `ptr + offset(cpu)` is valid for reads and writes of an aligned
+    /// `size`-byte integer.
+    #[inline]
+    unsafe fn this_cpu_add(&self, ptr: usize, val: u64, size: usize) -> bool {
+        let _ = (ptr, val, size);
+        false
     }
 
     /// `in_atomic() || irqs_disabled()`: the caller may not sleep (inside a
@@ -491,7 +530,7 @@ macro_rules! report {
 #[macro_export]
 macro_rules! forward_platform {
     ($s:ident => $to:expr; all) => {
-        $crate::forward_platform!($s => $to; nr_cpu_ids, smp_processor_id, local_enter, local_exit, local_enter_leaf, local_exit_leaf, in_atomic, in_interrupt, direct_map, memory_is_zeroed, vmap_range, map_kernel_range, unmap_kernel_range, flush_tlb_kernel_range, wait_event, wake_up, others_can_run, smp_call_function_single, on_each_cpu, report, current, now_ns, random_u64, task_flags, set_task_flags, out_of_memory);
+        $crate::forward_platform!($s => $to; nr_cpu_ids, smp_processor_id, local_enter, local_exit, local_enter_leaf, local_exit_leaf, set_per_cpu_offset, this_cpu_add, in_atomic, in_interrupt, direct_map, memory_is_zeroed, vmap_range, map_kernel_range, unmap_kernel_range, flush_tlb_kernel_range, wait_event, wake_up, others_can_run, smp_call_function_single, on_each_cpu, report, current, now_ns, random_u64, task_flags, set_task_flags, out_of_memory);
     };
     ($s:ident => $to:expr; $($m:ident),+ $(,)?) => {
         $( $crate::forward_platform!(@one $s => $to; $m); )+
@@ -536,6 +575,21 @@ macro_rules! forward_platform {
         fn local_exit_leaf(&self, state: $crate::platform::LocalState) -> () {
             let $s = self;
             $crate::platform::Platform::local_exit_leaf($to, state)
+        }
+    };
+    (@one $s:ident => $to:expr; set_per_cpu_offset) => {
+        #[inline]
+        fn set_per_cpu_offset(&self, cpu: usize, offset: usize) -> () {
+            let $s = self;
+            $crate::platform::Platform::set_per_cpu_offset($to, cpu, offset)
+        }
+    };
+    (@one $s:ident => $to:expr; this_cpu_add) => {
+        #[inline]
+        unsafe fn this_cpu_add(&self, ptr: usize, val: u64, size: usize) -> bool {
+            let $s = self;
+            // SAFETY: the caller's guarantee, passed on unchanged.
+            unsafe { $crate::platform::Platform::this_cpu_add($to, ptr, val, size) }
         }
     };
     (@one $s:ident => $to:expr; in_atomic) => {
