@@ -725,6 +725,13 @@ fn kvec_shrink_to_keeps_the_larger_of_len_and_min() {
     assert_eq!(v.capacity(), 5);
     v.shrink_to(1, GFP_KERNEL).unwrap();
     assert_eq!((v.capacity(), &v[..]), (3, &[1, 2, 3][..]));
+    // Fewer pages: moved to a new buffer (one allocation, one free).
+    let mut w = KVec::with_capacity(3 * crate::PAGE_SIZE, &a, GFP_KERNEL).unwrap();
+    w.extend_from_slice(&[7u8; 10], GFP_KERNEL).unwrap();
+    let calls = a.calls.get();
+    w.shrink_to(0, GFP_KERNEL).unwrap();
+    assert_eq!((w.capacity(), &w[..], a.live()), (10, &[7; 10][..], 2));
+    assert_eq!(a.calls.get(), calls + 2);
 }
 
 #[test]

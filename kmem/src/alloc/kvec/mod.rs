@@ -548,10 +548,12 @@ impl<T, A: Allocator> KVec<T, A> {
     /// elements; does nothing if the capacity is not above that. Fails,
     /// leaving the vector unchanged, if the allocator does.
     ///
-    /// Rust-for-Linux has it for `KVVec` only; here it is for every
-    /// allocator, which decides whether shrinking gives memory back: kmalloc
-    /// may keep the block when the smaller size fits the same cache, vmalloc
-    /// keeps the buffer in place (see [`Allocator::realloc`]).
+    /// When the smaller buffer needs fewer pages, the elements move to a
+    /// new buffer and the old one is freed, because resizing in place gives
+    /// no pages back (neither kmem's `vrealloc` nor its `krealloc` does, as
+    /// in Linux); otherwise the allocator's `realloc` resizes it. This is
+    /// what Rust-for-Linux's `KVVec::shrink_to` does for vmalloc memory;
+    /// there it exists for `KVVec` only, here for every allocator.
     ///
     /// ```
     /// # use kmem::alloc::doc_alloc::Heap;
@@ -575,7 +577,29 @@ impl<T, A: Allocator> KVec<T, A> {
         if Self::IS_ZST || self.cap <= target {
             return Ok(());
         }
-        self.realloc_to(target, flags)
+        // `cap * size_of::<T>()` fits in `isize::MAX` (the invariant), and
+        // so does the product for the smaller `target`.
+        let pages = |cap: usize| (cap * mem::size_of::<T>()).div_ceil(crate::PAGE_SIZE);
+        if target == 0 || pages(target) == pages(self.cap) {
+            return self.realloc_to(target, flags);
+        }
+        // SAFETY: `T` is not zero-sized, and `cap == 0` asks for a new
+        // buffer (the current one is not touched).
+        let new = unsafe { Self::realloc_buffer(&self.alloc, self.ptr, 0, target, flags)? };
+        // SAFETY: the `len` elements are initialised, and the new buffer,
+        // disjoint from the old, has room for `target >= len` of them.
+        unsafe { ptr::copy_nonoverlapping(self.ptr.as_ptr(), new.as_ptr(), self.len) };
+        // SAFETY: by the invariant the old buffer (`cap > target > 0`) is a
+        // block of `buffer_layout(cap)` from `alloc`; its elements were
+        // moved out just above.
+        unsafe {
+            self.alloc
+                .free(self.ptr.cast(), Self::buffer_layout(self.cap))
+        };
+        // INVARIANT: the new buffer holds the `len` elements.
+        self.ptr = new;
+        self.cap = target;
+        Ok(())
     }
 
     /// Appends `x`, growing if needed. On failure `x` is dropped.
