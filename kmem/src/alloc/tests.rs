@@ -714,6 +714,16 @@ fn kvec_raw_parts_and_boxed_arrays_round_trip() {
 }
 
 #[test]
+fn kvec_zeroed_is_one_zeroed_block() {
+    let a = Counting::new();
+    let v = KVec::<u32, _>::zeroed(5, &a, GFP_KERNEL).unwrap();
+    assert_eq!((v.capacity(), &v[..], a.calls.get()), (5, &[0; 5][..], 1));
+    let z = KVec::<(), _>::zeroed(7, &a, GFP_KERNEL).unwrap();
+    assert_eq!((z.len(), a.calls.get()), (7, 1));
+    assert!(KVec::<u8, _>::zeroed(0, &a, GFP_KERNEL).unwrap().is_empty());
+}
+
+#[test]
 fn kvec_shrink_to_keeps_the_larger_of_len_and_min() {
     let a = Counting::new();
     let mut v = KVec::with_capacity(16, &a, GFP_KERNEL).unwrap();

@@ -30,6 +30,9 @@ use core::ops::{Deref, DerefMut, Index, IndexMut};
 use core::ptr::{self, NonNull};
 use core::slice::{self, SliceIndex};
 
+use pinned_init::Zeroable;
+
+use super::flags::__GFP_ZERO;
 use super::{AllocError, Allocator, Flags, KBox, KVmalloc, Vmalloc};
 
 mod errors;
@@ -217,6 +220,35 @@ impl<T, A: Allocator> KVec<T, A> {
     pub fn with_capacity(capacity: usize, alloc: A, flags: Flags) -> Result<Self, AllocError> {
         let mut v = Self::new(alloc);
         v.reserve(capacity, flags)?;
+        Ok(v)
+    }
+
+    /// A vector of `len` zeroed elements on `alloc`, with a buffer of
+    /// exactly `len` elements, zeroed by the allocator
+    /// ([`__GFP_ZERO`] is added to
+    /// `flags`) rather than written element by element: for types valid at
+    /// all-zeroes ([`Zeroable`], the `pinned-init` trait Rust-for-Linux
+    /// uses), as `KBox::zeroed` is for one value.
+    ///
+    /// ```
+    /// # use kmem::alloc::doc_alloc::Heap;
+    /// use kmem::alloc::{flags::GFP_KERNEL, KVec};
+    ///
+    /// # let heap = Heap::new();
+    /// let v = KVec::<u64, _>::zeroed(100, &heap, GFP_KERNEL)?;
+    /// assert_eq!((v.len(), v.capacity()), (100, 100));
+    /// assert!(v.iter().all(|&x| x == 0));
+    /// # Ok::<(), kmem::Error>(())
+    /// ```
+    pub fn zeroed(len: usize, alloc: A, flags: Flags) -> Result<Self, AllocError>
+    where
+        T: Zeroable,
+    {
+        let mut v = Self::with_capacity(len, alloc, flags | __GFP_ZERO)?;
+        // SAFETY: an empty vector's `reserve(len)` allocates exactly `len`
+        // elements (or none, for a zero-sized `T`) as one new block, which
+        // `__GFP_ZERO` zeroed; all-zero is a valid `T` (`T: Zeroable`).
+        unsafe { v.inc_len(len) };
         Ok(v)
     }
 
