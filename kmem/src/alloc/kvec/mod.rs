@@ -145,8 +145,9 @@ pub struct KVec<T, A: Allocator> {
 ///
 /// For large arrays: the buffer is virtually contiguous and takes whole
 /// pages, so growth within the pages it has keeps the buffer in place
-/// ([`vrealloc`](crate::Kmem::vrealloc)), and shrinking always does. It
-/// needs a platform with page tables: on the arena every allocation fails.
+/// ([`vrealloc`](crate::Kmem::vrealloc)); [`shrink_to`](KVec::shrink_to)
+/// moves the elements to a smaller area when that frees pages. It needs a
+/// platform with page tables: on the arena every allocation fails.
 ///
 /// ```
 /// use kmem::alloc::{flags::GFP_KERNEL, AllocError, VVec, Vmalloc};
@@ -570,8 +571,8 @@ impl<T, A: Allocator> KVec<T, A> {
         }
     }
 
-    /// Shrinks the buffer to the length (frees it when empty). Fails, leaving
-    /// the vector unchanged, if the allocator does.
+    /// Shrinks the buffer to the length (frees it when empty): `shrink_to(0,
+    /// flags)`. Fails, leaving the vector unchanged, if the allocator does.
     pub fn shrink_to_fit(&mut self, flags: Flags) -> Result<(), AllocError> {
         self.shrink_to(0, flags)
     }
