@@ -119,7 +119,7 @@ mod cache;
 #[doc(hidden)]
 pub mod doc_alloc;
 mod kbox;
-mod kvec;
+pub mod kvec;
 mod mempool;
 #[cfg(test)]
 mod tests;

@@ -19,6 +19,12 @@ struct Counting {
     limit: Cell<usize>,
 }
 
+impl Default for Counting {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Counting {
     fn new() -> Self {
         Counting {
@@ -593,6 +599,173 @@ fn kvec_into_iter_drops_the_rest_and_frees() {
     assert_eq!(a.live(), 0);
 }
 
+#[test]
+fn kvec_retain_keeps_order_and_drops_the_rest_once() {
+    let a = Counting::new();
+    let drops = Cell::new(0);
+    let mut v = KVec::new(&a);
+    for i in 0..6 {
+        v.push(counted(&drops, i), GFP_KERNEL).unwrap();
+    }
+    let cap = v.capacity();
+    let mut seen = std::vec::Vec::new();
+    v.retain(|c| {
+        seen.push(c.id);
+        c.id % 2 == 0
+    });
+    assert_eq!(seen, [0, 1, 2, 3, 4, 5]);
+    assert!(v.iter().map(|c| c.id).eq([0, 2, 4]));
+    assert_eq!((drops.get(), v.capacity()), (3, cap));
+    v.retain(|_| false);
+    assert_eq!((drops.get(), v.len()), (6, 0));
+}
+
+#[test]
+fn kvec_drain_all_owns_the_elements_not_the_buffer() {
+    let a = Counting::new();
+    let drops = Cell::new(0);
+    let mut v = KVec::new(&a);
+    for i in 0..5 {
+        v.push(counted(&drops, i), GFP_KERNEL).unwrap();
+    }
+    let mut d = v.drain_all();
+    assert_eq!(d.len(), 5);
+    assert_eq!(d.next().map(|c| c.id), Some(0));
+    assert_eq!(d.next_back().map(|c| c.id), Some(4));
+    assert_eq!(drops.get(), 2);
+    drop(d);
+    assert_eq!(drops.get(), 5);
+    assert!(v.is_empty() && v.capacity() >= 5 && a.live() == 1);
+    // A leaked iterator leaks its elements; the vector stays empty.
+    v.push(counted(&drops, 9), GFP_KERNEL).unwrap();
+    core::mem::forget(v.drain_all());
+    drop(v);
+    assert_eq!((drops.get(), a.live()), (5, 0));
+}
+
+#[test]
+fn kvec_into_iter_collect_reuses_the_buffer() {
+    let a = Counting::new();
+    let drops = Cell::new(0);
+    let mut v = KVec::with_capacity(5, &a, GFP_KERNEL).unwrap();
+    for i in 0..5 {
+        v.push(counted(&drops, i), GFP_KERNEL).unwrap();
+    }
+    let mut it = v.into_iter();
+    drop(it.next());
+    drop(it.next_back());
+    let v = it.collect(GFP_KERNEL);
+    // Advanced from the front: moved down and shrunk to fit.
+    assert!(v.iter().map(|c| c.id).eq([1, 2, 3]));
+    assert_eq!((v.capacity(), drops.get(), a.live()), (3, 2, 1));
+    let mut it = v.into_iter();
+    drop(it.next_back());
+    let v = it.collect(GFP_KERNEL);
+    // Only the back was taken: the buffer is kept as it is.
+    assert!(v.iter().map(|c| c.id).eq([1, 2]));
+    assert_eq!(v.capacity(), 3);
+    let mut it = v.into_iter();
+    drop((it.next(), it.next()));
+    let v = it.collect(GFP_KERNEL);
+    assert_eq!((v.len(), v.capacity(), a.live(), drops.get()), (0, 0, 0, 5));
+    let z = KVec::from_elem((), 3, &a, GFP_KERNEL).unwrap().into_iter();
+    assert_eq!(z.skip(1).collect::<std::vec::Vec<()>>().len(), 2);
+}
+
+#[test]
+fn kvec_insert_within_capacity_hands_the_value_back() {
+    let a = Counting::new();
+    let drops = Cell::new(0);
+    let mut v = KVec::with_capacity(2, &a, GFP_KERNEL).unwrap();
+    v.insert_within_capacity(0, counted(&drops, 1)).unwrap();
+    v.insert_within_capacity(1, counted(&drops, 2)).unwrap();
+    let e = v.insert_within_capacity(3, counted(&drops, 3)).unwrap_err();
+    assert!(matches!(&e, kvec::InsertError::IndexOutOfBounds(c) if c.id == 3));
+    let e = v.insert_within_capacity(1, e.into_inner()).unwrap_err();
+    assert!(matches!(&e, kvec::InsertError::OutOfCapacity(c) if c.id == 3));
+    assert_eq!(drops.get(), 0);
+    drop(e);
+    assert_eq!(
+        Error::from(kvec::InsertError::OutOfCapacity(())),
+        Error::InvalidArgument
+    );
+    assert!(v.iter().map(|c| c.id).eq([1, 2]));
+}
+
+#[test]
+fn kvec_raw_parts_and_boxed_arrays_round_trip() {
+    let a = Counting::new();
+    let v = crate::kvec![in &a; 1u32, 2, 3].unwrap();
+    assert_eq!((v.capacity(), a.live()), (3, 1));
+    let (p, len, cap, h) = v.into_raw_parts_with_alloc();
+    // SAFETY: the parts and handle `into_raw_parts_with_alloc` gave.
+    let v = unsafe { KVec::from_raw_parts(p, len, cap, h) };
+    assert_eq!(v, [1, 2, 3]);
+    let z: KVec<(), _> = KVec::from(KBox::new([(); 4], &a, GFP_KERNEL).unwrap());
+    assert_eq!((z.len(), z.capacity()), (4, usize::MAX));
+    let (p, len, cap) = z.into_raw_parts();
+    // SAFETY: as above; a zero-sized element needs no block.
+    let z = unsafe { KVec::from_raw_parts(p, len, cap, &a) };
+    assert_eq!(z.len(), 4);
+    let e: KVec<u8, _> = KVec::from(KBox::new([], &a, GFP_KERNEL).unwrap());
+    assert_eq!((e.capacity(), crate::kvec![in &a; 0u8; 0].unwrap()), (0, e));
+    drop(v);
+    assert_eq!(a.live(), 0);
+}
+
+#[test]
+fn kvec_zeroed_is_one_zeroed_block() {
+    let a = Counting::new();
+    let v = KVec::<u32, _>::zeroed(5, &a, GFP_KERNEL).unwrap();
+    assert_eq!((v.capacity(), &v[..], a.calls.get()), (5, &[0; 5][..], 1));
+    let z = KVec::<(), _>::zeroed(7, &a, GFP_KERNEL).unwrap();
+    assert_eq!((z.len(), a.calls.get()), (7, 1));
+    assert!(KVec::<u8, _>::zeroed(0, &a, GFP_KERNEL).unwrap().is_empty());
+}
+
+#[test]
+fn kvec_shrink_to_keeps_the_larger_of_len_and_min() {
+    let a = Counting::new();
+    let mut v = KVec::with_capacity(16, &a, GFP_KERNEL).unwrap();
+    v.extend_from_slice(&[1u64, 2, 3], GFP_KERNEL).unwrap();
+    let calls = a.calls.get();
+    v.shrink_to(32, GFP_KERNEL).unwrap();
+    assert_eq!((v.capacity(), a.calls.get()), (16, calls));
+    v.shrink_to(5, GFP_KERNEL).unwrap();
+    assert_eq!(v.capacity(), 5);
+    v.shrink_to(1, GFP_KERNEL).unwrap();
+    assert_eq!((v.capacity(), &v[..]), (3, &[1, 2, 3][..]));
+    // Fewer pages: moved to a new buffer (one allocation, one free).
+    let mut w = KVec::with_capacity(3 * crate::PAGE_SIZE, &a, GFP_KERNEL).unwrap();
+    w.extend_from_slice(&[7u8; 10], GFP_KERNEL).unwrap();
+    let calls = a.calls.get();
+    w.shrink_to(0, GFP_KERNEL).unwrap();
+    assert_eq!((w.capacity(), &w[..], a.live()), (10, &[7; 10][..], 2));
+    assert_eq!(a.calls.get(), calls + 2);
+}
+
+#[test]
+fn kvec_equalities_in_every_direction() {
+    let a = Counting::new();
+    let mut v = crate::kvec![in &a; 1u8, 2].unwrap();
+    let w = crate::kvec![in &a; 1u8, 2].unwrap();
+    let mut arr = [1u8, 2];
+    // Each line uses one of the impls (`assert_eq!` compares `*l == *r`).
+    assert_eq!(v, w);
+    assert_eq!(v, arr);
+    assert_eq!(v, &arr);
+    assert_eq!(v, arr[..]);
+    assert_eq!(v, &arr[..]);
+    assert_eq!(v, &mut arr[..]);
+    assert_eq!(arr[..], v);
+    assert_eq!(&arr[..], v);
+    assert_eq!(&mut arr[..], v);
+    v[1] = 3;
+    assert!(v != w && v[..1] == [1] && v != arr);
+    let d: KVec<u8, Counting> = KVec::default();
+    assert!(d.is_empty() && d.allocator().live() == 0);
+}
+
 // ---------------------------------------------------------------------------
 // Cache
 // ---------------------------------------------------------------------------
@@ -782,10 +955,13 @@ fn kvmalloc_on_the_arena_serves_what_kmalloc_serves() {
     assert!(v.iter().enumerate().all(|(i, &x)| x as usize == i));
     let at = v.as_ptr();
     v.truncate(10);
+    // krealloc shrinks in place, as Linux's does: no memory goes back...
+    v.shrink_to(v.capacity() - 1, GFP_KERNEL).unwrap();
+    assert_eq!((v.as_ptr(), k.ksize(at.cast())), (at, 64 << 10));
+    // ...so a shrink that frees pages moves the elements to a smaller block.
     v.shrink_to_fit(GFP_KERNEL).unwrap();
     assert_eq!((v.capacity(), &v[..3]), (10, &[0, 1, 2][..]));
-    // krealloc shrinks in place, as Linux's does: no memory goes back.
-    assert_eq!((v.as_ptr(), k.ksize(at.cast())), (at, 64 << 10));
+    assert_eq!(k.ksize(v.as_ptr().cast()), 64);
     // Beyond KMALLOC_MAX_SIZE only vmalloc could serve it.
     let big = KVBox::<[u8; crate::kmalloc::KMALLOC_MAX_SIZE + 1], _>::new_uninit(kv, GFP_KERNEL);
     assert_eq!(big.err(), Some(AllocError));
