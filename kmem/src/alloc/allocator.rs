@@ -25,10 +25,9 @@
 //! as Rust-for-Linux's do, refuse larger ones with a warning and
 //! [`AllocError`].
 
-use super::{dangling, AllocError, Allocator, Cache, Flags, ObjectCache};
+use super::{dangling, AllocError, Allocator, Cache, Flags, NumaNode, ObjectCache};
 use crate::gfp::__GFP_ZERO;
 use crate::kmalloc::ARCH_KMALLOC_MINALIGN;
-use crate::memblock::NUMA_NO_NODE;
 use crate::platform::{Level, Platform};
 use crate::slab::{KmemCache, SlabFlags};
 use crate::{report, Kmem, Result, PAGE_SIZE};
@@ -81,6 +80,39 @@ unsafe fn zero_new_tail(q: NonNull<u8>, old_size: usize, new_size: usize, flags:
     }
 }
 
+/// Reallocation onto a given node, which the core's `krealloc`,
+/// `vrealloc` and `kvrealloc` do not take: a new block from `alloc` (on
+/// the node), the preserved prefix copied, the new tail zeroed under
+/// [`__GFP_ZERO`], the old block freed with `free`. Linux's
+/// `*realloc_node_align` move a block that is not on the asked node too.
+///
+/// # Safety
+///
+/// `p` is a live block of `old_layout.size()` bytes that `free` frees; on
+/// success it is freed and must not be used again, on failure it is
+/// untouched.
+unsafe fn move_to_node(
+    p: NonNull<u8>,
+    layout: Layout,
+    old_layout: Layout,
+    flags: Flags,
+    alloc: impl FnOnce(Flags) -> Result<NonNull<u8>>,
+    free: impl FnOnce(NonNull<u8>) -> Result<()>,
+) -> core::result::Result<NonNull<u8>, AllocError> {
+    let q = alloc(flags).map_err(|_| AllocError)?;
+    let n = layout.size().min(old_layout.size());
+    // SAFETY: `p` holds `old_layout.size()` bytes (the caller's promise),
+    // `q` is a fresh block of at least `layout.size()`, so both hold `n`
+    // and they do not overlap.
+    unsafe { core::ptr::copy_nonoverlapping(p.as_ptr(), q.as_ptr(), n) };
+    // SAFETY: `q` has `layout.size()` bytes.
+    unsafe { zero_new_tail(q, old_layout.size(), layout.size(), flags) };
+    // A failed free was reported by the core; the copy is what the caller
+    // keeps either way.
+    let _ = free(p);
+    Ok(q)
+}
+
 /// Refuses (with a warning, as RfL's `pr_warn!`) an alignment above
 /// [`PAGE_SIZE`], which a vmalloc area does not give.
 fn check_page_align<P: Platform>(
@@ -106,12 +138,16 @@ fn check_page_align<P: Platform>(
 // alignment (aligned_size), stay valid until freed through this handle's
 // machine, and realloc keeps contents up to the smaller size (krealloc).
 unsafe impl<P: Platform> Allocator for Kmalloc<'_, P> {
+    /// kmalloc aligns every object to at least `ARCH_KMALLOC_MINALIGN`.
+    const MIN_ALIGN: usize = ARCH_KMALLOC_MINALIGN;
+
     unsafe fn realloc(
         &self,
         ptr: Option<NonNull<u8>>,
         layout: Layout,
         old_layout: Layout,
         flags: Flags,
+        nid: NumaNode,
     ) -> core::result::Result<NonNull<[u8]>, AllocError> {
         // A pointer with a zero-sized old layout is no block at all (it may
         // be a dangling pointer that kfree would take for an object).
@@ -125,7 +161,24 @@ unsafe impl<P: Platform> Allocator for Kmalloc<'_, P> {
         }
         let size = kmalloc_aligned_size(layout);
         let q = match ptr {
-            None => self.k.kmalloc(size, flags).map_err(|_| AllocError)?,
+            None => self
+                .k
+                .kmalloc_node(size, flags, nid.id())
+                .map_err(|_| AllocError)?,
+            Some(p) if nid != NumaNode::NO_NODE => {
+                // SAFETY: the caller's live block of `old_layout`, freed by
+                // `move_to_node` once copied.
+                unsafe {
+                    move_to_node(
+                        p,
+                        layout,
+                        old_layout,
+                        flags,
+                        |f| self.k.kmalloc_node(size, f, nid.id()),
+                        |old| self.k.kfree(old.as_ptr()),
+                    )
+                }?
+            }
             Some(p) => {
                 // SAFETY: the caller's block, replaced by the result.
                 let q =
@@ -194,12 +247,16 @@ impl<'a, P: Platform> Vmalloc<'a, P> {
 // smaller size (vrealloc copies when it moves, and leaves the block
 // untouched when it fails).
 unsafe impl<P: Platform> Allocator for Vmalloc<'_, P> {
+    /// A vmalloc area starts on a page.
+    const MIN_ALIGN: usize = PAGE_SIZE;
+
     unsafe fn realloc(
         &self,
         ptr: Option<NonNull<u8>>,
         layout: Layout,
         old_layout: Layout,
         flags: Flags,
+        nid: NumaNode,
     ) -> core::result::Result<NonNull<[u8]>, AllocError> {
         // A pointer with a zero-sized old layout is no block at all.
         let old = ptr.filter(|_| old_layout.size() != 0);
@@ -214,8 +271,25 @@ unsafe impl<P: Platform> Allocator for Vmalloc<'_, P> {
         let q = match old {
             None => self
                 .k
-                .__vmalloc_node(layout.size(), layout.align(), flags, NUMA_NO_NODE)
+                .__vmalloc_node(layout.size(), layout.align(), flags, nid.id())
                 .map_err(|_| AllocError)?,
+            Some(p) if nid != NumaNode::NO_NODE => {
+                // SAFETY: the caller's live block of `old_layout`, freed by
+                // `move_to_node` once copied.
+                unsafe {
+                    move_to_node(
+                        p,
+                        layout,
+                        old_layout,
+                        flags,
+                        |f| {
+                            self.k
+                                .__vmalloc_node(layout.size(), layout.align(), f, nid.id())
+                        },
+                        |old| self.k.vfree(old.as_ptr()),
+                    )
+                }?
+            }
             Some(p) => {
                 // SAFETY: the caller's live block, replaced by the result
                 // (which for a non-zero size is always `Some`).
@@ -281,12 +355,16 @@ impl<'a, P: Platform> KVmalloc<'a, P> {
 // kvrealloc keeps contents up to the smaller size and leaves the block
 // untouched when it fails.
 unsafe impl<P: Platform> Allocator for KVmalloc<'_, P> {
+    /// The kmalloc path's, the smaller of the two.
+    const MIN_ALIGN: usize = ARCH_KMALLOC_MINALIGN;
+
     unsafe fn realloc(
         &self,
         ptr: Option<NonNull<u8>>,
         layout: Layout,
         old_layout: Layout,
         flags: Flags,
+        nid: NumaNode,
     ) -> core::result::Result<NonNull<[u8]>, AllocError> {
         // A pointer with a zero-sized old layout is no block at all.
         let old = ptr.filter(|_| old_layout.size() != 0);
@@ -302,8 +380,22 @@ unsafe impl<P: Platform> Allocator for KVmalloc<'_, P> {
         let q = match old {
             None => self
                 .k
-                .kvmalloc_node(size, flags, NUMA_NO_NODE)
+                .kvmalloc_node(size, flags, nid.id())
                 .map_err(|_| AllocError)?,
+            Some(p) if nid != NumaNode::NO_NODE => {
+                // SAFETY: the caller's live block of `old_layout`, freed by
+                // `move_to_node` once copied.
+                unsafe {
+                    move_to_node(
+                        p,
+                        layout,
+                        old_layout,
+                        flags,
+                        |f| self.k.kvmalloc_node(size, f, nid.id()),
+                        |old| self.k.kvfree(old.as_ptr()),
+                    )
+                }?
+            }
             Some(p) => {
                 // SAFETY: the caller's live block, replaced by the result.
                 let q =

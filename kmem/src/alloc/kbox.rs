@@ -8,7 +8,7 @@ use core::ops::{Deref, DerefMut};
 use core::pin::Pin;
 use core::ptr::{self, NonNull};
 
-use super::{AllocError, Allocator, Flags, KVmalloc, Vmalloc};
+use super::{AllocError, Allocator, Flags, KVmalloc, NumaNode, Vmalloc};
 
 /// An owned `T` in memory from the allocator `A`: the kernel's `Box`.
 ///
@@ -131,7 +131,7 @@ impl<T, A: Allocator> KBox<T, A> {
         let ptr = if layout.size() == 0 {
             NonNull::dangling()
         } else {
-            let block = alloc.alloc(layout, flags)?;
+            let block = alloc.alloc(layout, flags, NumaNode::NO_NODE)?;
             debug_assert!(block.len() >= layout.size());
             block.cast::<MaybeUninit<T>>()
         };

@@ -295,7 +295,10 @@ impl<T, A: Allocator> KVec<T, A> {
         // SAFETY: by the invariant `old` is `None` or a block from `alloc`
         // with `old_layout`. The first `len` elements are preserved by
         // `realloc`'s guarantee; on failure the old block is untouched.
-        let block = unsafe { self.alloc.realloc(old, layout, old_layout, flags)? };
+        let block = unsafe {
+            self.alloc
+                .realloc(old, layout, old_layout, flags, super::NumaNode::NO_NODE)?
+        };
         // INVARIANT: `block` is a block of `layout` (or dangling when
         // `new_cap == 0`), aligned for `T`, holding the first `len`
         // elements.

@@ -38,12 +38,15 @@ impl Counting {
 // `realloc` copies the preserved prefix into a zeroed new block under
 // `__GFP_ZERO`.
 unsafe impl Allocator for Counting {
+    const MIN_ALIGN: usize = 1;
+
     unsafe fn realloc(
         &self,
         ptr: Option<NonNull<u8>>,
         layout: Layout,
         old_layout: Layout,
         flags: Flags,
+        _nid: NumaNode,
     ) -> Result<NonNull<[u8]>, AllocError> {
         self.calls.set(self.calls.get() + 1);
         let old = ptr.filter(|_| old_layout.size() != 0);
@@ -178,11 +181,12 @@ fn flags_reexports() {
 fn realloc_zero_size_frees_and_dangles() {
     let a = Counting::new();
     let layout = Layout::from_size_align(24, 8).unwrap();
-    let p = a.alloc(layout, GFP_KERNEL).unwrap();
+    let p = a.alloc(layout, GFP_KERNEL, NumaNode::NO_NODE).unwrap();
     assert_eq!(a.live(), 1);
     let new = Layout::from_size_align(0, 16).unwrap();
     // SAFETY: `p` is a live block of `layout`.
-    let d = unsafe { a.realloc(Some(p.cast()), new, layout, GFP_KERNEL) }.unwrap();
+    let d =
+        unsafe { a.realloc(Some(p.cast()), new, layout, GFP_KERNEL, NumaNode::NO_NODE) }.unwrap();
     assert_eq!(a.live(), 0);
     assert_eq!(d.len(), 0);
     assert_eq!(d.cast::<u8>().as_ptr() as usize % 16, 0);
@@ -192,20 +196,32 @@ fn realloc_zero_size_frees_and_dangles() {
 fn realloc_shrink_and_grow_keep_contents_and_zero_tail() {
     let a = Counting::new();
     let l16 = Layout::from_size_align(16, 4).unwrap();
-    let p = a.alloc(l16, GFP_KERNEL).unwrap().cast::<u8>();
+    let p = a
+        .alloc(l16, GFP_KERNEL, NumaNode::NO_NODE)
+        .unwrap()
+        .cast::<u8>();
     // SAFETY: the block is 16 bytes.
     unsafe { ptr::copy_nonoverlapping([7u8; 16].as_ptr(), p.as_ptr(), 16) };
 
     let l4 = Layout::from_size_align(4, 4).unwrap();
     // SAFETY: `p` is a live block of `l16`.
-    let p = unsafe { a.realloc(Some(p), l4, l16, GFP_KERNEL) }.unwrap();
+    let p = unsafe { a.realloc(Some(p), l4, l16, GFP_KERNEL, NumaNode::NO_NODE) }.unwrap();
     assert_eq!(p.len(), 4);
     // SAFETY: 4 bytes, preserved from the old block.
     assert_eq!(unsafe { p.as_ref() }, &[7u8; 4]);
 
     let l32 = Layout::from_size_align(32, 4).unwrap();
     // SAFETY: `p` is a live block of `l4`.
-    let p = unsafe { a.realloc(Some(p.cast()), l32, l4, GFP_KERNEL | __GFP_ZERO) }.unwrap();
+    let p = unsafe {
+        a.realloc(
+            Some(p.cast()),
+            l32,
+            l4,
+            GFP_KERNEL | __GFP_ZERO,
+            NumaNode::NO_NODE,
+        )
+    }
+    .unwrap();
     // SAFETY: 32 initialised bytes (4 kept, 28 zeroed).
     let bytes = unsafe { p.as_ref() };
     assert_eq!(&bytes[..4], &[7u8; 4]);
@@ -220,13 +236,16 @@ fn realloc_shrink_and_grow_keep_contents_and_zero_tail() {
 fn realloc_failure_keeps_old_block() {
     let a = Counting::new();
     let l8 = Layout::new::<u64>();
-    let p = a.alloc(l8, GFP_KERNEL).unwrap().cast::<u64>();
+    let p = a
+        .alloc(l8, GFP_KERNEL, NumaNode::NO_NODE)
+        .unwrap()
+        .cast::<u64>();
     // SAFETY: a live, aligned `u64` block.
     unsafe { p.as_ptr().write(0xdead_beef) };
     a.limit.set(8);
     let l64 = Layout::from_size_align(64, 8).unwrap();
     // SAFETY: `p` is a live block of `l8`.
-    assert!(unsafe { a.realloc(Some(p.cast()), l64, l8, GFP_KERNEL) }.is_err());
+    assert!(unsafe { a.realloc(Some(p.cast()), l64, l8, GFP_KERNEL, NumaNode::NO_NODE) }.is_err());
     // SAFETY: still live and untouched.
     assert_eq!(unsafe { p.as_ptr().read() }, 0xdead_beef);
     // SAFETY: `p` is a live block of `l8`.
@@ -704,7 +723,7 @@ fn doc_heap_counts() {
 #[test]
 fn dyn_allocator_handle() {
     let a = Counting::new();
-    let h: &dyn Allocator = &a;
+    let h: &dyn DynAllocator = &a;
     let mut v = KVec::new(h);
     v.extend_from_slice(b"kmem", GFP_KERNEL).unwrap();
     let b = KBox::new(7u32, h, GFP_KERNEL).unwrap();
@@ -745,6 +764,7 @@ fn vmalloc_on_the_arena_fails_with_alloc_error() {
             Layout::new::<()>(),
             Layout::new::<[u64; 0]>(),
             GFP_KERNEL,
+            NumaNode::NO_NODE,
         )
     };
     assert!(r.is_ok());
@@ -798,14 +818,26 @@ fn kvmalloc_realloc_zeroes_the_new_tail_under_gfp_zero() {
     let kv = KVmalloc::new(&k);
     let small = Layout::from_size_align(40, 8).unwrap();
     let grown = Layout::from_size_align(60, 8).unwrap();
-    let p = kv.alloc(small, GFP_KERNEL).unwrap().cast::<u8>();
+    let p = kv
+        .alloc(small, GFP_KERNEL, NumaNode::NO_NODE)
+        .unwrap()
+        .cast::<u8>();
     // SAFETY: a fresh block of 40 bytes, in kmalloc-64.
     unsafe { p.as_ptr().write_bytes(0xa5, 40) };
     // Dirty the slack kmalloc gave beyond the 40 bytes asked for.
     // SAFETY: kmalloc-64's object has 64 bytes.
     unsafe { p.as_ptr().add(40).write_bytes(0x5a, 24) };
     // SAFETY: `p` is the block of `small`, given up for the result.
-    let q = unsafe { kv.realloc(Some(p), grown, small, GFP_KERNEL | __GFP_ZERO) }.unwrap();
+    let q = unsafe {
+        kv.realloc(
+            Some(p),
+            grown,
+            small,
+            GFP_KERNEL | __GFP_ZERO,
+            NumaNode::NO_NODE,
+        )
+    }
+    .unwrap();
     assert_eq!(q.cast::<u8>(), p, "grown in place within kmalloc-64");
     // SAFETY: the block has 60 bytes.
     let bytes = unsafe { core::slice::from_raw_parts(q.cast::<u8>().as_ptr(), 60) };
@@ -822,11 +854,20 @@ fn kmalloc_treats_a_pointer_with_a_zero_sized_old_layout_as_no_block() {
     let km = Kmalloc::new(&k);
     let zst = Layout::from_size_align(0, 4096).unwrap();
     // SAFETY: a zero-sized old layout: the dangling pointer is no block.
-    let freed = unsafe { km.realloc(Some(dangling(zst)), Layout::new::<()>(), zst, GFP_KERNEL) };
+    let freed = unsafe {
+        km.realloc(
+            Some(dangling(zst)),
+            Layout::new::<()>(),
+            zst,
+            GFP_KERNEL,
+            NumaNode::NO_NODE,
+        )
+    };
     assert!(freed.is_ok());
     let l = Layout::new::<u64>();
     // SAFETY: as above; this allocates a new block.
-    let b = unsafe { km.realloc(Some(dangling(zst)), l, zst, GFP_KERNEL) }.unwrap();
+    let b =
+        unsafe { km.realloc(Some(dangling(zst)), l, zst, GFP_KERNEL, NumaNode::NO_NODE) }.unwrap();
     // SAFETY: the block just allocated with `l`.
     unsafe { km.free(b.cast(), l) };
     let mut bad = std::string::String::new();
