@@ -122,6 +122,8 @@ pub mod allocator;
 mod cache;
 #[doc(hidden)]
 pub mod doc_alloc;
+mod foreign;
+pub mod init;
 mod kbox;
 mod kvec;
 mod mempool;
@@ -130,6 +132,8 @@ mod tests;
 
 pub use allocator::{KVmalloc, Kmalloc, SlabCache, Vmalloc};
 pub use cache::{Cache, CacheBox, ObjectCache};
+pub use foreign::ForeignOwnable;
+pub use init::InPlaceInit;
 pub use kbox::{KBox, KVBox, VBox};
 pub use kvec::{IntoIter, KVVec, KVec, PushError, RemoveError, VVec};
 pub use mempool::{Mempool, MempoolBox};

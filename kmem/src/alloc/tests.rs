@@ -874,3 +874,153 @@ fn kmalloc_treats_a_pointer_with_a_zero_sized_old_layout_as_no_block() {
     k.platform().for_each_report(|_, m| bad.push_str(m));
     assert!(bad.is_empty(), "{bad}");
 }
+
+// ---------------------------------------------------------------------------
+// Rust-for-Linux parity: KBox extras, in-place init, ForeignOwnable
+// ---------------------------------------------------------------------------
+
+std::thread_local! {
+    /// Blocks of `StdAlloc` live on this thread.
+    static STD_LIVE: Cell<usize> = const { Cell::new(0) };
+}
+
+/// A zero-sized, hence `'static`, handle over std's allocator (as
+/// Rust-for-Linux's allocators are), for the pinning APIs; every block is
+/// aligned to at least 16 bytes, its `MIN_ALIGN`.
+#[derive(Clone, Copy)]
+struct StdAlloc;
+
+impl StdAlloc {
+    fn live() -> usize {
+        STD_LIVE.with(Cell::get)
+    }
+
+    fn padded(l: Layout) -> Layout {
+        l.align_to(Self::MIN_ALIGN).unwrap()
+    }
+}
+
+// SAFETY: blocks come from std's allocator with the layout raised to
+// `MIN_ALIGN`, and are freed with the same raised layout; `realloc` copies
+// the preserved prefix.
+unsafe impl Allocator for StdAlloc {
+    const MIN_ALIGN: usize = 16;
+
+    unsafe fn realloc(
+        &self,
+        ptr: Option<NonNull<u8>>,
+        layout: Layout,
+        old_layout: Layout,
+        flags: Flags,
+        _nid: NumaNode,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        let old = ptr.filter(|_| old_layout.size() != 0);
+        let new = if layout.size() == 0 {
+            dangling(layout)
+        } else {
+            let l = Self::padded(layout);
+            // SAFETY: `l` has a non-zero size.
+            let p = unsafe {
+                if flags.contains(__GFP_ZERO) {
+                    sys::alloc_zeroed(l)
+                } else {
+                    sys::alloc(l)
+                }
+            };
+            STD_LIVE.with(|c| c.set(c.get() + 1));
+            NonNull::new(p).ok_or(AllocError)?
+        };
+        if let Some(old) = old {
+            let n = old_layout.size().min(layout.size());
+            // SAFETY: `old` is a live block of `old_layout` from us (the
+            // caller's promise); the new block is fresh and disjoint.
+            unsafe {
+                ptr::copy_nonoverlapping(old.as_ptr(), new.as_ptr(), n);
+                sys::dealloc(old.as_ptr(), Self::padded(old_layout));
+            }
+            STD_LIVE.with(|c| c.set(c.get() - 1));
+        }
+        Ok(NonNull::slice_from_raw_parts(new, layout.size()))
+    }
+}
+
+#[test]
+fn pin_slice_drops_what_it_built_when_an_initialiser_fails() {
+    let drops = Cell::new(0);
+    let r = KBox::pin_slice(
+        |i| {
+            if i == 2 {
+                Err(AllocError)
+            } else {
+                Ok(counted(&drops, i as u32))
+            }
+        },
+        4,
+        StdAlloc,
+        GFP_KERNEL,
+    );
+    assert_eq!(r.err(), Some(AllocError));
+    assert_eq!((drops.get(), StdAlloc::live()), (2, 0));
+    let s = KBox::<Counted<'_>, _>::pin_slice(
+        |i| Ok::<_, AllocError>(counted(&drops, i as u32)),
+        3,
+        StdAlloc,
+        GFP_KERNEL,
+    )
+    .unwrap();
+    assert_eq!((s[2].id, StdAlloc::live()), (2, 1));
+    drop(s);
+    assert_eq!((drops.get(), StdAlloc::live()), (5, 0));
+}
+
+#[test]
+fn drop_contents_keeps_the_block_and_unsize_keeps_the_value() {
+    let a = Counting::new();
+    let drops = Cell::new(0);
+    let b = KBox::drop_contents(KBox::new(counted(&drops, 1), &a, GFP_KERNEL).unwrap());
+    assert_eq!((drops.get(), a.live()), (1, 1));
+    let b = KBox::write(b, counted(&drops, 2));
+    let d: KBox<dyn core::any::Any, _> =
+        crate::kbox_unsize!(KBox::new(5u8, &a, GFP_KERNEL).unwrap(), dyn core::any::Any);
+    assert_eq!(d.downcast_ref::<u8>(), Some(&5));
+    assert_eq!(a.live(), 2);
+    drop((b, d));
+    assert_eq!((drops.get(), a.live()), (2, 0));
+}
+
+#[test]
+fn try_init_failure_frees_the_block() {
+    use super::init::{init_zeroed, InPlaceInit};
+    let fail = |_: *mut u64| Err(AllocError);
+    // SAFETY: the closure writes nothing and fails.
+    let bad = unsafe { pinned_init::init_from_closure(fail) };
+    assert_eq!(
+        KBox::try_init(bad, StdAlloc, GFP_KERNEL).err(),
+        Some(AllocError)
+    );
+    assert_eq!(StdAlloc::live(), 0);
+    let z: KBox<[u32; 4], _> = KBox::init(init_zeroed(), StdAlloc, GFP_KERNEL).unwrap();
+    assert_eq!((*z, StdAlloc::live()), ([0; 4], 1));
+}
+
+#[test]
+fn foreign_pointers_round_trip_and_are_aligned() {
+    let p = KBox::new(7u8, StdAlloc, GFP_KERNEL).unwrap().into_foreign();
+    assert_eq!(<KBox<u8, StdAlloc> as ForeignOwnable>::FOREIGN_ALIGN, 16);
+    assert_eq!(p.addr() % 16, 0);
+    // SAFETY: `p` is a live foreign `KBox<u8, StdAlloc>`, reclaimed once.
+    let b = unsafe { <KBox<u8, _>>::from_foreign(p, StdAlloc) };
+    assert_eq!(*b, 7);
+    drop(b);
+    // A zero-sized value still gets a pointer aligned to FOREIGN_ALIGN.
+    let z = KBox::pin((), StdAlloc, GFP_KERNEL).unwrap().into_foreign();
+    assert_eq!(z.addr() % 16, 0);
+    // SAFETY: `z` is a live foreign pinned box, borrowed then reclaimed.
+    unsafe {
+        let _: core::pin::Pin<&()> = <core::pin::Pin<KBox<(), StdAlloc>>>::borrow(z);
+        drop(<core::pin::Pin<KBox<(), StdAlloc>>>::from_foreign(
+            z, StdAlloc,
+        ));
+    }
+    assert_eq!(StdAlloc::live(), 0);
+}
