@@ -25,9 +25,10 @@
 //! as Rust-for-Linux's do, refuse larger ones with a warning and
 //! [`AllocError`].
 
-use super::{dangling, AllocError, Allocator, Cache, Flags, NumaNode, ObjectCache};
+use super::{dangling, AllocError, Allocator, Cache, Flags, KBox, KVec, NumaNode, ObjectCache};
 use crate::gfp::__GFP_ZERO;
 use crate::kmalloc::ARCH_KMALLOC_MINALIGN;
+use crate::page::Page;
 use crate::platform::{Level, Platform};
 use crate::slab::{KmemCache, SlabFlags};
 use crate::{report, Kmem, Result, PAGE_SIZE};
@@ -303,6 +304,121 @@ unsafe impl<P: Platform> Allocator for Vmalloc<'_, P> {
         };
         debug_assert_eq!(q.as_ptr().addr() & (layout.align() - 1), 0);
         Ok(NonNull::slice_from_raw_parts(q, layout.size()))
+    }
+}
+
+impl<'a, P: Platform> Vmalloc<'a, P> {
+    /// The page mapped at `ptr`, an address inside a vmalloc (or vmap)
+    /// area of this machine: Rust-for-Linux's `Vmalloc::to_page`, the
+    /// kernel's `vmalloc_to_page()`.
+    ///
+    /// Unlike Rust-for-Linux's, it is safe and returns `None` for an address
+    /// that no live area maps: kmem looks the area up under its lock rather
+    /// than trusting the caller. Page descriptors live as long as the
+    /// machine; what the page holds belongs to the area's owner.
+    pub fn to_page(&self, ptr: NonNull<u8>) -> Option<&'a Page> {
+        self.k.vmalloc_to_page(ptr.as_ptr())
+    }
+}
+
+/// An iterator over the pages of a vmalloc allocation, in the order they
+/// are mapped: Rust-for-Linux's `VmallocPageIter`.
+///
+/// Got from [`AsPageIter::page_iter`] of a [`VBox`](super::VBox) or
+/// [`VVec`](super::VVec), which borrows the container for as long as the
+/// iterator lives. Items are kmem's page descriptors ([`Page`]), where
+/// Rust-for-Linux yields `BorrowedPage`s; the machine gives their
+/// direct-map address ([`Kmem::page_address`]), frame number and so on.
+pub struct VmallocPageIter<'b, P: Platform> {
+    k: &'b Kmem<P>,
+    buf: NonNull<u8>,
+    size: usize,
+    index: usize,
+}
+
+impl<'b, P: Platform> VmallocPageIter<'b, P> {
+    /// The pages of the `size` bytes at `buf`, the start of a vmalloc
+    /// allocation of `vmalloc`'s machine.
+    ///
+    /// Safe, unlike Rust-for-Linux's: a page is looked up when it is
+    /// reached, and iteration stops at the first address no area maps.
+    pub fn new(vmalloc: Vmalloc<'b, P>, buf: NonNull<u8>, size: usize) -> Self {
+        VmallocPageIter {
+            k: vmalloc.k,
+            buf,
+            size,
+            index: 0,
+        }
+    }
+
+    /// The number of bytes the iterator covers.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The number of pages the iterator covers in all.
+    pub fn page_count(&self) -> usize {
+        self.size.div_ceil(PAGE_SIZE)
+    }
+}
+
+impl<'b, P: Platform> Iterator for VmallocPageIter<'b, P> {
+    type Item = &'b Page;
+
+    fn next(&mut self) -> Option<&'b Page> {
+        if self.index >= self.page_count() {
+            return None;
+        }
+        let addr = self.buf.as_ptr().wrapping_add(self.index * PAGE_SIZE);
+        self.index += 1;
+        self.k.vmalloc_to_page(addr)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.page_count() - self.index))
+    }
+}
+
+/// A container whose memory can be walked page by page: Rust-for-Linux's
+/// `page::AsPageIter`, here for [`VBox`](super::VBox) and
+/// [`VVec`](super::VVec).
+pub trait AsPageIter {
+    /// The iterator, which borrows the container.
+    type Iter<'b>: Iterator<Item = &'b Page>
+    where
+        Self: 'b;
+
+    /// The pages of the container's memory, in address order.
+    fn page_iter(&mut self) -> Self::Iter<'_>;
+}
+
+/// A `VBox`'s pages: those of its block (none for a zero-sized value).
+impl<'a, T: ?Sized, P: Platform> AsPageIter for KBox<T, Vmalloc<'a, P>> {
+    type Iter<'b>
+        = VmallocPageIter<'b, P>
+    where
+        Self: 'b;
+
+    fn page_iter(&mut self) -> VmallocPageIter<'_, P> {
+        let size = core::mem::size_of_val::<T>(self);
+        let buf = NonNull::from(&mut **self).cast::<u8>();
+        VmallocPageIter::new(*KBox::allocator(self), buf, size)
+    }
+}
+
+/// A `VVec`'s pages: those of its whole buffer, capacity included.
+impl<'a, T, P: Platform> AsPageIter for KVec<T, Vmalloc<'a, P>> {
+    type Iter<'b>
+        = VmallocPageIter<'b, P>
+    where
+        Self: 'b;
+
+    fn page_iter(&mut self) -> VmallocPageIter<'_, P> {
+        let size = self.capacity() * core::mem::size_of::<T>();
+        // SAFETY: a vector's buffer pointer is never null (dangling when
+        // it has no buffer).
+        let buf = unsafe { NonNull::new_unchecked(self.as_mut_ptr()) }.cast::<u8>();
+        VmallocPageIter::new(*self.allocator(), buf, size)
     }
 }
 

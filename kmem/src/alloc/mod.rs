@@ -130,7 +130,7 @@ mod mempool;
 #[cfg(test)]
 mod tests;
 
-pub use allocator::{KVmalloc, Kmalloc, SlabCache, Vmalloc};
+pub use allocator::{AsPageIter, KVmalloc, Kmalloc, SlabCache, Vmalloc, VmallocPageIter};
 pub use cache::{Cache, CacheBox, ObjectCache};
 pub use foreign::ForeignOwnable;
 pub use init::InPlaceInit;
