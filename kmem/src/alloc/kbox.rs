@@ -25,6 +25,82 @@ use super::{AllocError, Allocator, Flags, KVmalloc, NumaNode, Vmalloc};
 /// Dropping the box drops the value and frees the block. Zero-sized values
 /// (`KBox<()>`, `KBox<[T; 0]>`...) allocate nothing.
 ///
+/// # On kmalloc
+///
+/// Rust-for-Linux's examples for `Box` and `KBox`, with kmem's mechanical
+/// differences: a machine `k`, and its [`Kmalloc`](super::Kmalloc) handle
+/// passed before the flags.
+///
+/// ```
+/// use kmem::alloc::{flags::GFP_KERNEL, KBox, Kmalloc};
+/// # let mut mem = vec![0u8; 16 << 20];
+/// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
+/// let b = KBox::<u64, _>::new(24_u64, Kmalloc::new(&k), GFP_KERNEL)?;
+/// assert_eq!(*b, 24_u64);
+/// # Ok::<(), kmem::alloc::AllocError>(())
+/// ```
+///
+/// A value above kmalloc's largest size cannot be a `KBox` (a
+/// [`KVBox`] can):
+///
+/// ```
+/// use kmem::alloc::{flags::{GFP_KERNEL, __GFP_NOWARN}, KBox, Kmalloc};
+/// use kmem::kmalloc::KMALLOC_MAX_SIZE;
+/// # let mut mem = vec![0u8; 16 << 20];
+/// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
+/// const SIZE: usize = KMALLOC_MAX_SIZE + 1;
+/// struct Huge([u8; SIZE]);
+///
+/// assert!(KBox::<Huge, _>::new_uninit(Kmalloc::new(&k), GFP_KERNEL | __GFP_NOWARN).is_err());
+/// ```
+///
+/// A trait object, through [`kbox_unsize!`](crate::kbox_unsize) where
+/// Rust-for-Linux writes `as KBox<dyn FooTrait>`:
+///
+/// ```
+/// use kmem::alloc::{flags::GFP_KERNEL, KBox, Kmalloc};
+/// # let mut mem = vec![0u8; 16 << 20];
+/// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
+/// trait FooTrait {}
+///
+/// struct FooStruct;
+/// impl FooTrait for FooStruct {}
+///
+/// let _ = kmem::kbox_unsize!(KBox::new(FooStruct, Kmalloc::new(&k), GFP_KERNEL)?, dyn FooTrait);
+/// # Ok::<(), kmem::alloc::AllocError>(())
+/// ```
+///
+/// To a raw pointer and back:
+///
+/// ```
+/// use kmem::alloc::{flags::GFP_KERNEL, KBox, Kmalloc};
+/// # let mut mem = vec![0u8; 16 << 20];
+/// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
+/// let km = Kmalloc::new(&k);
+/// let x = KBox::new(24, km, GFP_KERNEL)?;
+/// let ptr = KBox::into_raw(x);
+/// // SAFETY: `ptr` comes from `KBox::into_raw` of a box on `km`.
+/// let x = unsafe { KBox::from_raw(ptr, km) };
+/// assert_eq!(*x, 24);
+/// # Ok::<(), kmem::alloc::AllocError>(())
+/// ```
+///
+/// Uninitialised, then written; and zeroed:
+///
+/// ```
+/// use kmem::alloc::{flags::GFP_KERNEL, KBox, Kmalloc};
+/// # let mut mem = vec![0u8; 16 << 20];
+/// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
+/// let km = Kmalloc::new(&k);
+/// let b = KBox::<u64, _>::new_uninit(km, GFP_KERNEL)?;
+/// let b = KBox::write(b, 24);
+/// assert_eq!(*b, 24_u64);
+///
+/// let z = KBox::<[u8; 128], _>::zeroed(km, GFP_KERNEL)?;
+/// assert_eq!(*z, [0; 128]);
+/// # Ok::<(), kmem::alloc::AllocError>(())
+/// ```
+///
 /// # Unsized contents
 ///
 /// Rust-for-Linux's `Box` derives `CoercePointee`, so `b as KBox<dyn
