@@ -20,18 +20,20 @@
 //! # Alignment
 //!
 //! [`Kmalloc`] honours any alignment by asking for a power-of-two size,
-//! which kmalloc aligns naturally. [`Vmalloc`] and [`KVmalloc`] honour
-//! alignments up to [`PAGE_SIZE`] (a vmalloc area starts on a page) and,
-//! as Rust-for-Linux's do, refuse larger ones with a warning and
-//! [`AllocError`].
+//! which kmalloc aligns naturally. [`Vmalloc`] honours any alignment too
+//! (a vmalloc area is placed at it), and so does [`KVmalloc`] (kmalloc's
+//! power-of-two size, or a vmalloc area placed at it), as
+//! Rust-for-Linux's do since vmalloc and kvmalloc take an alignment
+//! (`vrealloc_node_align`, `kvrealloc_node_align`). A block aligned above
+//! a page is moved, not grown in place, when reallocated.
 
 use super::{dangling, AllocError, Allocator, Cache, Flags, KBox, KVec, NumaNode, ObjectCache};
 use crate::gfp::__GFP_ZERO;
 use crate::kmalloc::ARCH_KMALLOC_MINALIGN;
 use crate::page::Page;
-use crate::platform::{Level, Platform};
+use crate::platform::Platform;
 use crate::slab::{KmemCache, SlabFlags};
-use crate::{report, Kmem, Result, PAGE_SIZE};
+use crate::{Kmem, Result, PAGE_SIZE};
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
@@ -114,27 +116,6 @@ unsafe fn move_to_node(
     Ok(q)
 }
 
-/// Refuses (with a warning, as RfL's `pr_warn!`) an alignment above
-/// [`PAGE_SIZE`], which a vmalloc area does not give.
-fn check_page_align<P: Platform>(
-    k: &Kmem<P>,
-    who: &str,
-    layout: Layout,
-) -> core::result::Result<(), AllocError> {
-    if layout.align() <= PAGE_SIZE {
-        return Ok(());
-    }
-    report!(
-        &k.p,
-        Level::Warning,
-        "{}: alignment {} is larger than PAGE_SIZE ({}): not supported",
-        who,
-        layout.align(),
-        PAGE_SIZE
-    );
-    Err(AllocError)
-}
-
 // SAFETY: blocks come from kmalloc with at least the layout's size and
 // alignment (aligned_size), stay valid until freed through this handle's
 // machine, and realloc keeps contents up to the smaller size (krealloc).
@@ -200,8 +181,9 @@ unsafe impl<P: Platform> Allocator for Kmalloc<'_, P> {
 /// [`vrealloc`](Kmem::vrealloc) resizes (in place while the area's pages
 /// suffice, and always in place when shrinking), [`vfree`](Kmem::vfree)
 /// frees. Every block takes at least a page (plus the guard page of its
-/// virtual area), so this is for large buffers; alignments up to
-/// [`PAGE_SIZE`] are honoured and larger ones refused.
+/// virtual area), so this is for large buffers. Every alignment is
+/// honoured; a block aligned above a page is moved (a new area at that
+/// alignment, the contents copied) rather than resized in place.
 ///
 /// vmalloc needs page tables: on a platform without them (the arena) every
 /// allocation fails with [`AllocError`], after vmalloc's report. A
@@ -243,10 +225,11 @@ impl<'a, P: Platform> Vmalloc<'a, P> {
 }
 
 // SAFETY: blocks come from vmalloc with at least the layout's size, page
-// aligned (alignments above a page are refused), stay valid until freed
-// through this handle's machine, and realloc keeps contents up to the
-// smaller size (vrealloc copies when it moves, and leaves the block
-// untouched when it fails).
+// aligned and placed at the layout's alignment (vrealloc, which only
+// page-aligns a block it moves, is not used above a page: the block is
+// moved by hand), stay valid until freed through this handle's machine,
+// and realloc keeps contents up to the smaller size (vrealloc and the
+// move copy, and leave the block untouched when they fail).
 unsafe impl<P: Platform> Allocator for Vmalloc<'_, P> {
     /// A vmalloc area starts on a page.
     const MIN_ALIGN: usize = PAGE_SIZE;
@@ -268,13 +251,14 @@ unsafe impl<P: Platform> Allocator for Vmalloc<'_, P> {
             }
             return Ok(NonNull::slice_from_raw_parts(dangling(layout), 0));
         }
-        check_page_align(self.k, "Vmalloc", layout)?;
         let q = match old {
             None => self
                 .k
                 .__vmalloc_node(layout.size(), layout.align(), flags, nid.id())
                 .map_err(|_| AllocError)?,
-            Some(p) if nid != NumaNode::NO_NODE => {
+            // vrealloc neither takes a node nor keeps an alignment above a
+            // page when it moves the block.
+            Some(p) if nid != NumaNode::NO_NODE || layout.align() > PAGE_SIZE => {
                 // SAFETY: the caller's live block of `old_layout`, freed by
                 // `move_to_node` once copied.
                 unsafe {
@@ -429,8 +413,9 @@ impl<'a, T, P: Platform> AsPageIter for KVec<T, Vmalloc<'a, P>> {
 /// resizes with [`kvrealloc`](Kmem::kvrealloc), which may move a kmalloc
 /// block to vmalloc as it grows; frees with [`kvfree`](Kmem::kvfree).
 /// Sizes are rounded as for [`Kmalloc`] so that the kmalloc path honours
-/// the alignment; alignments above [`PAGE_SIZE`] are refused, as
-/// Rust-for-Linux refuses them.
+/// the alignment; above a page, the vmalloc fallback places its area at
+/// the alignment (Linux's `kvmalloc_node_align`), and reallocation moves
+/// the block.
 ///
 /// On a platform without page tables (the arena) only the kmalloc path
 /// exists, so it serves what kmalloc serves:
@@ -462,14 +447,38 @@ impl<'a, P: Platform> KVmalloc<'a, P> {
     pub fn new(k: &'a Kmem<P>) -> Self {
         KVmalloc { k }
     }
+
+    /// A new block of `size` bytes (`layout`'s size rounded by
+    /// [`kmalloc_aligned_size`]) aligned to `layout`: `kvmalloc_node_align`.
+    /// The core's `kvmalloc_node` falls back to a page-aligned vmalloc
+    /// area, so above a page this tries kmalloc (the power-of-two size is
+    /// naturally aligned) and then vmalloc at the alignment.
+    fn kvmalloc_aligned(
+        &self,
+        layout: Layout,
+        size: usize,
+        flags: Flags,
+        nid: NumaNode,
+    ) -> Result<NonNull<u8>> {
+        if layout.align() <= PAGE_SIZE {
+            return self.k.kvmalloc_node(size, flags, nid.id());
+        }
+        let kflags = crate::util::kmalloc_gfp_adjust(flags, size);
+        if let Ok(p) = self.k.kmalloc_node(size, kflags, nid.id()) {
+            return Ok(p);
+        }
+        self.k
+            .__vmalloc_node(layout.size(), layout.align(), flags, nid.id())
+    }
 }
 
 // SAFETY: blocks come from kmalloc with a size that makes it honour the
-// alignment (as `Kmalloc`'s), or from vmalloc, page aligned (alignments
-// above a page are refused); they stay valid until freed through this
-// handle's machine (kvfree tells the two apart by address), and
-// kvrealloc keeps contents up to the smaller size and leaves the block
-// untouched when it fails.
+// alignment (as `Kmalloc`'s), or from vmalloc, page aligned and, above a
+// page, placed at the alignment (`kvmalloc_aligned`; kvrealloc is not
+// used then); they stay valid until freed through this handle's machine
+// (kvfree tells the two apart by address), and kvrealloc and the move
+// keep contents up to the smaller size and leave the block untouched
+// when they fail.
 unsafe impl<P: Platform> Allocator for KVmalloc<'_, P> {
     /// The kmalloc path's, the smaller of the two.
     const MIN_ALIGN: usize = ARCH_KMALLOC_MINALIGN;
@@ -491,14 +500,14 @@ unsafe impl<P: Platform> Allocator for KVmalloc<'_, P> {
             }
             return Ok(NonNull::slice_from_raw_parts(dangling(layout), 0));
         }
-        check_page_align(self.k, "KVmalloc", layout)?;
         let size = kmalloc_aligned_size(layout);
         let q = match old {
             None => self
-                .k
-                .kvmalloc_node(size, flags, nid.id())
+                .kvmalloc_aligned(layout, size, flags, nid)
                 .map_err(|_| AllocError)?,
-            Some(p) if nid != NumaNode::NO_NODE => {
+            // kvrealloc neither takes a node nor keeps an alignment above a
+            // page when it moves the block to vmalloc.
+            Some(p) if nid != NumaNode::NO_NODE || layout.align() > PAGE_SIZE => {
                 // SAFETY: the caller's live block of `old_layout`, freed by
                 // `move_to_node` once copied.
                 unsafe {
@@ -507,7 +516,7 @@ unsafe impl<P: Platform> Allocator for KVmalloc<'_, P> {
                         layout,
                         old_layout,
                         flags,
-                        |f| self.k.kvmalloc_node(size, f, nid.id()),
+                        |f| self.kvmalloc_aligned(layout, size, f, nid),
                         |old| self.k.kvfree(old.as_ptr()),
                     )
                 }?

@@ -41,9 +41,9 @@
 //! | `VVec<T>` | [`VVec<'a, T, P>`](VVec) = `KVec<T, Vmalloc<'a, P>>` | |
 //! | `KVVec<T>` | [`KVVec<'a, T, P>`](KVVec) = `KVec<T, KVmalloc<'a, P>>` | |
 //!
-//! As in Rust-for-Linux, [`Vmalloc`] and [`KVmalloc`] honour alignments up
-//! to [`PAGE_SIZE`](crate::PAGE_SIZE) and refuse larger ones with
-//! [`AllocError`] (and a warning). vmalloc needs page tables, which the
+//! As in Rust-for-Linux, every allocator honours every alignment (above a
+//! page, [`Vmalloc`] and [`KVmalloc`] place a vmalloc area at it, and move
+//! the block when they reallocate it). vmalloc needs page tables, which the
 //! arena platform does not have: there [`Vmalloc`] always fails and
 //! [`KVmalloc`] serves only what kmalloc serves.
 //!
