@@ -238,51 +238,6 @@ fn kvbox_is_kmalloc_when_small_and_vmalloc_when_big() {
     assert_no_warnings(&s);
 }
 
-/// Two pages' alignment: more than a vmalloc area gives.
-#[repr(align(8192))]
-struct TwoPageAligned(#[allow(dead_code)] [u8; 64]);
-
-/// One page's alignment.
-#[repr(align(4096))]
-struct PageAligned([u8; 64]);
-
-#[test]
-fn alignments_above_a_page_are_refused_a_page_is_honoured() {
-    let s = sim(1);
-    let k = boot(&s);
-    let _cpu = s.bind(0);
-    let (vm, kv) = (Vmalloc::new(&k), KVmalloc::new(&k));
-    let used = vmalloc_used(&k);
-    assert_eq!(
-        VBox::new(TwoPageAligned([1; 64]), vm, GFP_KERNEL).err(),
-        Some(AllocError)
-    );
-    assert_eq!(
-        KVBox::new(TwoPageAligned([1; 64]), kv, GFP_KERNEL).err(),
-        Some(AllocError)
-    );
-    let mut v: VVec<'_, TwoPageAligned, _> = VVec::new(vm);
-    assert_eq!(v.reserve(4, GFP_KERNEL), Err(AllocError));
-    let warned = |who: &str| {
-        let msg = format!("{who}: alignment 8192 is larger than PAGE_SIZE (4096): not supported");
-        s.reports()
-            .iter()
-            .filter(|(_, m)| m.starts_with(&msg))
-            .count()
-    };
-    assert_eq!((warned("Vmalloc"), warned("KVmalloc")), (2, 1));
-    // A page's alignment holds, from either allocator.
-    let a = VBox::new(PageAligned([2; 64]), vm, GFP_KERNEL).unwrap();
-    let b = KVBox::new(PageAligned([3; 64]), kv, GFP_KERNEL).unwrap();
-    for p in [&*a as *const PageAligned, &*b as *const PageAligned] {
-        assert_eq!(p.addr() % PAGE_SIZE, 0);
-    }
-    assert_eq!((a.0[63], b.0[63]), (2, 3));
-    assert!(k.is_vmalloc_addr((&*a as *const PageAligned).cast()));
-    drop((a, b));
-    assert_eq!(vmalloc_used(&k), used);
-}
-
 #[test]
 fn a_vvec_filled_on_one_cpu_is_freed_on_another() {
     let s = sim(2);

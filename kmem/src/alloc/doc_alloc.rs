@@ -8,7 +8,7 @@ use core::alloc::Layout;
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};
 
-use super::{dangling, AllocError, Allocator, Flags, ObjectCache};
+use super::{dangling, AllocError, Allocator, Flags, NumaNode, ObjectCache};
 use crate::gfp::__GFP_ZERO;
 
 const HEAP_WORDS: usize = 2048;
@@ -47,12 +47,15 @@ impl Default for Heap {
 // prefix and zeroes under `__GFP_ZERO`; zero-sized requests get a dangling
 // pointer.
 unsafe impl Allocator for Heap {
+    const MIN_ALIGN: usize = 1;
+
     unsafe fn realloc(
         &self,
         ptr: Option<NonNull<u8>>,
         layout: Layout,
         old_layout: Layout,
         flags: Flags,
+        _nid: NumaNode,
     ) -> Result<NonNull<[u8]>, AllocError> {
         let old = ptr.filter(|_| old_layout.size() != 0);
         let new = if layout.size() == 0 {
@@ -114,7 +117,10 @@ unsafe impl ObjectCache for Objects<'_> {
     }
 
     fn alloc_obj(&self, flags: Flags) -> Result<NonNull<u8>, AllocError> {
-        Ok(self.heap.alloc(self.layout, flags)?.cast())
+        Ok(self
+            .heap
+            .alloc(self.layout, flags, NumaNode::NO_NODE)?
+            .cast())
     }
 
     unsafe fn free_obj(&self, ptr: NonNull<u8>) {

@@ -1,6 +1,7 @@
 //! [`KBox`], an owned value in a block of an [`Allocator`].
 
 use core::alloc::Layout;
+use core::borrow::{Borrow, BorrowMut};
 use core::fmt;
 use core::marker::PhantomData;
 use core::mem::{ManuallyDrop, MaybeUninit};
@@ -8,7 +9,8 @@ use core::ops::{Deref, DerefMut};
 use core::pin::Pin;
 use core::ptr::{self, NonNull};
 
-use super::{AllocError, Allocator, Flags, KVmalloc, Vmalloc};
+use super::init::{InPlaceInit, InPlaceWrite, Init, PinInit, Zeroable};
+use super::{AllocError, Allocator, Flags, KVmalloc, NumaNode, Vmalloc};
 
 /// An owned `T` in memory from the allocator `A`: the kernel's `Box`.
 ///
@@ -23,10 +25,139 @@ use super::{AllocError, Allocator, Flags, KVmalloc, Vmalloc};
 /// Dropping the box drops the value and frees the block. Zero-sized values
 /// (`KBox<()>`, `KBox<[T; 0]>`...) allocate nothing.
 ///
-/// Unsized contents are supported for dropping and freeing: a `KBox<[T], A>`
-/// comes from [`KBox::into_slice`], a `KBox<dyn Trait, A>` from
-/// [`KBox::from_raw`] with an unsized raw pointer (there is no unsizing
-/// coercion, `CoerceUnsized` being unstable).
+/// # On kmalloc
+///
+/// Rust-for-Linux's examples for `Box` and `KBox`, with kmem's mechanical
+/// differences: a machine `k`, and its [`Kmalloc`](super::Kmalloc) handle
+/// passed before the flags.
+///
+/// ```
+/// use kmem::alloc::{flags::GFP_KERNEL, KBox, Kmalloc};
+/// # let mut mem = vec![0u8; 16 << 20];
+/// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
+/// let b = KBox::<u64, _>::new(24_u64, Kmalloc::new(&k), GFP_KERNEL)?;
+/// assert_eq!(*b, 24_u64);
+/// # Ok::<(), kmem::alloc::AllocError>(())
+/// ```
+///
+/// A value above kmalloc's largest size cannot be a `KBox` (a
+/// [`KVBox`] can):
+///
+/// ```
+/// use kmem::alloc::{flags::{GFP_KERNEL, __GFP_NOWARN}, KBox, Kmalloc};
+/// use kmem::kmalloc::KMALLOC_MAX_SIZE;
+/// # let mut mem = vec![0u8; 16 << 20];
+/// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
+/// const SIZE: usize = KMALLOC_MAX_SIZE + 1;
+/// struct Huge([u8; SIZE]);
+///
+/// assert!(KBox::<Huge, _>::new_uninit(Kmalloc::new(&k), GFP_KERNEL | __GFP_NOWARN).is_err());
+/// ```
+///
+/// A trait object, through [`kbox_unsize!`](crate::kbox_unsize) where
+/// Rust-for-Linux writes `as KBox<dyn FooTrait>`:
+///
+/// ```
+/// use kmem::alloc::{flags::GFP_KERNEL, KBox, Kmalloc};
+/// # let mut mem = vec![0u8; 16 << 20];
+/// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
+/// trait FooTrait {}
+///
+/// struct FooStruct;
+/// impl FooTrait for FooStruct {}
+///
+/// let _ = kmem::kbox_unsize!(KBox::new(FooStruct, Kmalloc::new(&k), GFP_KERNEL)?, dyn FooTrait);
+/// # Ok::<(), kmem::alloc::AllocError>(())
+/// ```
+///
+/// To a raw pointer and back:
+///
+/// ```
+/// use kmem::alloc::{flags::GFP_KERNEL, KBox, Kmalloc};
+/// # let mut mem = vec![0u8; 16 << 20];
+/// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
+/// let km = Kmalloc::new(&k);
+/// let x = KBox::new(24, km, GFP_KERNEL)?;
+/// let ptr = KBox::into_raw(x);
+/// // SAFETY: `ptr` comes from `KBox::into_raw` of a box on `km`.
+/// let x = unsafe { KBox::from_raw(ptr, km) };
+/// assert_eq!(*x, 24);
+/// # Ok::<(), kmem::alloc::AllocError>(())
+/// ```
+///
+/// Uninitialised, then written; and zeroed:
+///
+/// ```
+/// use kmem::alloc::{flags::GFP_KERNEL, KBox, Kmalloc};
+/// # let mut mem = vec![0u8; 16 << 20];
+/// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
+/// let km = Kmalloc::new(&k);
+/// let b = KBox::<u64, _>::new_uninit(km, GFP_KERNEL)?;
+/// let b = KBox::write(b, 24);
+/// assert_eq!(*b, 24_u64);
+///
+/// let z = KBox::<[u8; 128], _>::zeroed(km, GFP_KERNEL)?;
+/// assert_eq!(*z, [0; 128]);
+/// # Ok::<(), kmem::alloc::AllocError>(())
+/// ```
+///
+/// # Unsized contents
+///
+/// Rust-for-Linux's `Box` derives `CoercePointee`, so `b as KBox<dyn
+/// Trait>` and `KBox<[T; N]>` to `KBox<[T]>` are coercions there. That
+/// derive (and `CoerceUnsized`) is unstable; on stable Rust the
+/// [`kbox_unsize!`](crate::kbox_unsize) macro does the same unsizing, through
+/// a raw-pointer coercion, which only compiles for a real unsizing
+/// (or an upcast between trait objects):
+///
+/// ```
+/// # use kmem::alloc::doc_alloc::Heap;
+/// use kmem::alloc::{flags::GFP_KERNEL, KBox};
+/// use kmem::kbox_unsize;
+///
+/// trait Shape { fn area(&self) -> u32; }
+/// struct Square(u32);
+/// impl Shape for Square { fn area(&self) -> u32 { self.0 * self.0 } }
+///
+/// let heap = Heap::new();
+/// // Rust-for-Linux: `KBox::new(Square(3), GFP_KERNEL)? as KBox<dyn Shape>`
+/// let s: KBox<dyn Shape, _> = kbox_unsize!(KBox::new(Square(3), &heap, GFP_KERNEL)?, dyn Shape);
+/// assert_eq!(s.area(), 9);
+/// let a: KBox<[u8], _> = kbox_unsize!(KBox::new([1u8, 2, 3], &heap, GFP_KERNEL)?, [u8]);
+/// assert_eq!(a.len(), 3);
+/// drop((s, a));
+/// assert_eq!(heap.live(), 0);
+/// # Ok::<(), kmem::alloc::AllocError>(())
+/// ```
+///
+/// # Pinning
+///
+/// [`pin`](KBox::pin), [`into_pin`](KBox::into_pin),
+/// [`pin_slice`](KBox::pin_slice) and [`pin_init`](InPlaceInit::pin_init)
+/// require `A: 'static`, as Rust-for-Linux's (and `std`'s `Box::pin_in`).
+/// `Pin` promises that a pinned value's memory is not reused before its
+/// destructor runs, even if the box is leaked with `mem::forget`; a box
+/// that borrows its machine (`Kmalloc<'a, P>`) cannot keep that promise,
+/// since once the leaked box's borrow ends the machine, and the memory under
+/// it, may be dropped and reused while something (an intrusive list, say)
+/// still points at the never-dropped value. A handle is `'static` when the
+/// machine lives for the program (a `static`, or a leaked `Kmem`): that is
+/// Rust-for-Linux's situation, where the allocator is a global.
+///
+/// The examples build a `'static` handle by leaking a toy heap:
+///
+/// ```
+/// # use kmem::alloc::doc_alloc::Heap;
+/// use core::marker::PhantomPinned;
+/// use kmem::alloc::{flags::GFP_KERNEL, KBox};
+///
+/// struct Node { next: *const Node, _pin: PhantomPinned }
+///
+/// let heap: &'static Heap = Box::leak(Box::new(Heap::new()));
+/// let n = KBox::pin(Node { next: core::ptr::null(), _pin: PhantomPinned }, heap, GFP_KERNEL)?;
+/// assert!(n.next.is_null());
+/// # Ok::<(), kmem::alloc::AllocError>(())
+/// ```
 ///
 /// ```
 /// # use kmem::alloc::doc_alloc::Heap;
@@ -131,7 +262,7 @@ impl<T, A: Allocator> KBox<T, A> {
         let ptr = if layout.size() == 0 {
             NonNull::dangling()
         } else {
-            let block = alloc.alloc(layout, flags)?;
+            let block = alloc.alloc(layout, flags, NumaNode::NO_NODE)?;
             debug_assert!(block.len() >= layout.size());
             block.cast::<MaybeUninit<T>>()
         };
@@ -148,15 +279,160 @@ impl<T, A: Allocator> KBox<T, A> {
 
     /// Allocates and pins `x`: it will not move until it is dropped.
     ///
-    /// Requires `A: 'static` like `Box::pin_in` in `std`: with a borrowed
-    /// allocator one could `mem::forget` the box and then destroy the
-    /// allocator, reusing the memory without `x` being dropped, which
-    /// `Pin` forbids.
+    /// Requires `A: 'static`, like Rust-for-Linux's and `std`'s
+    /// `Box::pin_in`: see [Pinning](KBox#pinning).
     pub fn pin(x: T, alloc: A, flags: Flags) -> Result<Pin<Self>, AllocError>
     where
         A: 'static,
     {
         Ok(Self::into_pin(Self::new(x, alloc, flags)?))
+    }
+
+    /// Allocates a zeroed `T` (with [`__GFP_ZERO`](super::flags::__GFP_ZERO)),
+    /// for a type valid at all-zeroes ([`Zeroable`]).
+    ///
+    /// ```
+    /// # use kmem::alloc::doc_alloc::Heap;
+    /// use kmem::alloc::{flags::GFP_KERNEL, KBox};
+    /// let heap = Heap::new();
+    /// let b = KBox::<[u8; 128], _>::zeroed(&heap, GFP_KERNEL)?;
+    /// assert_eq!(*b, [0; 128]);
+    /// # Ok::<(), kmem::alloc::AllocError>(())
+    /// ```
+    pub fn zeroed(alloc: A, flags: Flags) -> Result<Self, AllocError>
+    where
+        T: Zeroable,
+    {
+        let b = Self::new_uninit(alloc, flags | super::flags::__GFP_ZERO)?;
+        // SAFETY: the allocator zeroed the block (`__GFP_ZERO`) and
+        // `T: Zeroable` makes all-zeroes a valid `T`; a zero-sized `T` has
+        // no bytes to zero.
+        Ok(unsafe { b.assume_init() })
+    }
+
+    /// Allocates a slice of `len` values pinned in place, the `i`-th built by
+    /// the initialiser `init(i)`, and returns it pinned.
+    ///
+    /// If an initialiser fails, the values already built are dropped, the
+    /// block is freed and its error returned; a failed allocation is
+    /// `E::from(AllocError)`. Requires `A: 'static` (see
+    /// [Pinning](KBox#pinning)).
+    ///
+    /// ```
+    /// # use kmem::alloc::doc_alloc::Heap;
+    /// use core::marker::PhantomPinned;
+    /// use kmem::alloc::{flags::GFP_KERNEL, init::{pin_data, try_pin_init, PinInit}, AllocError, KBox};
+    ///
+    /// #[pin_data]
+    /// struct Slot { id: usize, #[pin] _pin: PhantomPinned }
+    ///
+    /// impl Slot {
+    ///     fn new(id: usize) -> impl PinInit<Self, AllocError> {
+    ///         try_pin_init!(Self { id, _pin: PhantomPinned }? AllocError)
+    ///     }
+    /// }
+    ///
+    /// let heap: &'static Heap = Box::leak(Box::new(Heap::new()));
+    /// let s = KBox::pin_slice(
+    ///     |i| Slot::new(i * 10),
+    ///     4,
+    ///     heap,
+    ///     GFP_KERNEL,
+    /// )?;
+    /// assert_eq!((s.len(), s[3].id), (4, 30));
+    /// # Ok::<(), AllocError>(())
+    /// ```
+    pub fn pin_slice<Func, Item, E>(
+        mut init: Func,
+        len: usize,
+        alloc: A,
+        flags: Flags,
+    ) -> Result<Pin<KBox<[T], A>>, E>
+    where
+        Func: FnMut(usize) -> Item,
+        Item: PinInit<T, E>,
+        E: From<AllocError>,
+        A: 'static,
+    {
+        /// The block and how many of its slots are built: dropping it drops
+        /// those and frees the block (an initialiser failed or panicked).
+        struct Partial<T, A: Allocator> {
+            base: NonNull<T>,
+            layout: Layout,
+            done: usize,
+            alloc: A,
+        }
+
+        impl<T, A: Allocator> Drop for Partial<T, A> {
+            fn drop(&mut self) {
+                let built = ptr::slice_from_raw_parts_mut(self.base.as_ptr(), self.done);
+                // SAFETY: the first `done` slots hold values built in place
+                // that nothing else owns; they are dropped once, here.
+                unsafe { ptr::drop_in_place(built) };
+                if self.layout.size() != 0 {
+                    // SAFETY: the block came from `alloc` with `layout`.
+                    unsafe { self.alloc.free(self.base.cast(), self.layout) };
+                }
+            }
+        }
+
+        let layout = Layout::array::<T>(len).map_err(|_| AllocError)?;
+        let base = if layout.size() == 0 {
+            NonNull::dangling()
+        } else {
+            alloc.alloc(layout, flags, NumaNode::NO_NODE)?.cast::<T>()
+        };
+        let mut part = Partial {
+            base,
+            layout,
+            done: 0,
+            alloc,
+        };
+        while part.done < len {
+            // SAFETY: slot `done` lies in the block (`done < len`), is
+            // uninitialised, is only freed (never read) if `init` fails,
+            // and does not move once built: the block becomes the pinned box.
+            unsafe { init(part.done).__pinned_init(part.base.as_ptr().add(part.done))? };
+            part.done += 1;
+        }
+        let part = ManuallyDrop::new(part);
+        // SAFETY: `part` is never used or dropped again; the handle is moved
+        // out once.
+        let alloc = unsafe { ptr::read(&part.alloc) };
+        let slice = ptr::slice_from_raw_parts_mut(part.base.as_ptr(), len);
+        // SAFETY: `len` values are built in a block of `Layout::array::<T>(len)`
+        // (that is `Layout::for_value` of the slice) from `alloc`, or the
+        // slice is zero-sized and dangling.
+        Ok(KBox::into_pin(unsafe { KBox::from_raw(slice, alloc) }))
+    }
+
+    /// Keeps the block but forgets the value, without dropping it.
+    fn forget_contents(b: Self) -> KBox<MaybeUninit<T>, A> {
+        let (raw, alloc) = Self::into_raw_with_allocator(b);
+        // SAFETY: `MaybeUninit<T>` has `T`'s layout, so the block (or the
+        // dangling pointer) is one for it; any contents are a valid
+        // `MaybeUninit<T>`.
+        unsafe { KBox::from_raw(raw.cast(), alloc) }
+    }
+
+    /// Drops the value but keeps the block, for writing a new value into
+    /// it.
+    ///
+    /// ```
+    /// # use kmem::alloc::doc_alloc::Heap;
+    /// use kmem::alloc::{flags::GFP_KERNEL, KBox};
+    /// let heap = Heap::new();
+    /// let b = KBox::new([0u32; 32], &heap, GFP_KERNEL)?;
+    /// let b = KBox::drop_contents(b);
+    /// let b = KBox::write(b, [1; 32]); // the same block, reused
+    /// assert_eq!((*b, heap.live()), ([1; 32], 1));
+    /// # Ok::<(), kmem::alloc::AllocError>(())
+    /// ```
+    pub fn drop_contents(b: Self) -> KBox<MaybeUninit<T>, A> {
+        // SAFETY: by the invariant the box holds a valid `T`, which is
+        // dropped once here and then only treated as uninitialised memory.
+        unsafe { ptr::drop_in_place(b.ptr.as_ptr()) };
+        Self::forget_contents(b)
     }
 
     /// Moves the value out and frees the block.
@@ -284,7 +560,7 @@ impl<T: ?Sized, A: Allocator> KBox<T, A> {
         unsafe { &mut *Self::into_raw(b) }
     }
 
-    /// Pins the box's contents (see [`pin`](KBox::pin) for `A: 'static`).
+    /// Pins the box's contents; `A: 'static`, see [Pinning](KBox#pinning).
     pub fn into_pin(b: Self) -> Pin<Self>
     where
         A: 'static,
@@ -341,6 +617,96 @@ impl<T: ?Sized, A: Allocator> Drop for KBox<T, A> {
     }
 }
 
+/// Code generic over [`Borrow`] takes a box like the value itself.
+///
+/// ```
+/// # use kmem::alloc::doc_alloc::Heap;
+/// use core::borrow::Borrow;
+/// use kmem::alloc::{flags::GFP_KERNEL, KBox};
+///
+/// struct Holder<B: Borrow<u32>>(B);
+/// let heap = Heap::new();
+/// let owned = Holder(1);
+/// let boxed = Holder(KBox::new(1, &heap, GFP_KERNEL)?);
+/// let i = 1;
+/// let borrowed = Holder(&i);
+/// assert_eq!((*owned.0.borrow(), *boxed.0.borrow(), *borrowed.0.borrow()), (1, 1, 1));
+/// # Ok::<(), kmem::alloc::AllocError>(())
+/// ```
+impl<T: ?Sized, A: Allocator> Borrow<T> for KBox<T, A> {
+    fn borrow(&self) -> &T {
+        self
+    }
+}
+
+/// As [`Borrow`], mutably.
+///
+/// ```
+/// # use kmem::alloc::doc_alloc::Heap;
+/// use core::borrow::BorrowMut;
+/// use kmem::alloc::{flags::GFP_KERNEL, KBox};
+///
+/// struct Holder<B: BorrowMut<u32>>(B);
+/// impl<B: BorrowMut<u32>> Holder<B> {
+///     fn bump(&mut self) { *self.0.borrow_mut() += 1; }
+/// }
+/// let heap = Heap::new();
+/// let mut boxed = Holder(KBox::new(1, &heap, GFP_KERNEL)?);
+/// let mut i = 1;
+/// let mut borrowed = Holder(&mut i);
+/// boxed.bump();
+/// borrowed.bump();
+/// assert_eq!((*boxed.0, i), (2, 2));
+/// # Ok::<(), kmem::alloc::AllocError>(())
+/// ```
+impl<T: ?Sized, A: Allocator> BorrowMut<T> for KBox<T, A> {
+    fn borrow_mut(&mut self) -> &mut T {
+        self
+    }
+}
+
+impl<T, A: Allocator + 'static> InPlaceWrite<T> for KBox<MaybeUninit<T>, A> {
+    type Initialized = KBox<T, A>;
+
+    fn write_init<E>(mut self, init: impl Init<T, E>) -> Result<KBox<T, A>, E> {
+        let slot = self.as_mut_ptr();
+        // SAFETY: `slot` is the box's uninitialised block (or a dangling
+        // pointer for a zero-sized `T`); on failure it is only freed, as a
+        // `MaybeUninit`, when `self` drops.
+        unsafe { init.__init(slot)? };
+        // SAFETY: the initialiser succeeded, so the value is built.
+        Ok(unsafe { self.assume_init() })
+    }
+
+    fn write_pin_init<E>(mut self, init: impl PinInit<T, E>) -> Result<Pin<KBox<T, A>>, E> {
+        let slot = self.as_mut_ptr();
+        // SAFETY: as in `write_init`; the value is pinned right after, and
+        // the block does not move before (only the box does).
+        unsafe { init.__pinned_init(slot)? };
+        // SAFETY: the initialiser succeeded, so the value is built.
+        Ok(KBox::into_pin(unsafe { self.assume_init() }))
+    }
+}
+
+impl<T, A: Allocator + 'static> InPlaceInit<T> for KBox<T, A> {
+    type Allocator = A;
+    type PinnedSelf = Pin<Self>;
+
+    fn try_pin_init<E>(init: impl PinInit<T, E>, alloc: A, flags: Flags) -> Result<Pin<Self>, E>
+    where
+        E: From<AllocError>,
+    {
+        KBox::new_uninit(alloc, flags)?.write_pin_init(init)
+    }
+
+    fn try_init<E>(init: impl Init<T, E>, alloc: A, flags: Flags) -> Result<Self, E>
+    where
+        E: From<AllocError>,
+    {
+        KBox::new_uninit(alloc, flags)?.write_init(init)
+    }
+}
+
 impl<T: ?Sized + fmt::Debug, A: Allocator> fmt::Debug for KBox<T, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&**self, f)
@@ -360,3 +726,24 @@ impl<T: ?Sized + PartialEq, A: Allocator> PartialEq for KBox<T, A> {
 }
 
 impl<T: ?Sized + Eq, A: Allocator> Eq for KBox<T, A> {}
+
+/// Unsizes a [`KBox`]: `kbox_unsize!(b, dyn Trait)` turns a `KBox<T, A>`
+/// into a `KBox<dyn Trait, A>`, `kbox_unsize!(b, [T])` a `KBox<[T; N], A>`
+/// into a `KBox<[T], A>`, without moving the value.
+///
+/// kmem's stable-Rust stand-in for the coercion Rust-for-Linux's
+/// `CoercePointee` derive gives (`b as KBox<dyn Trait>`), which is
+/// unstable. The target is written as a type because the conversion is a
+/// raw-pointer coercion to it: only an unsizing (or a trait-object upcast)
+/// compiles, never a cast between unrelated types. See [`KBox`].
+#[macro_export]
+macro_rules! kbox_unsize {
+    ($b:expr, $t:ty $(,)?) => {{
+        let (raw, alloc) = $crate::alloc::KBox::into_raw_with_allocator($b);
+        let raw: *mut $t = raw;
+        // SAFETY: `raw` comes from `into_raw_with_allocator` and was only
+        // coerced: same address, same value, hence the same
+        // `Layout::for_value`, in the block of the same allocator.
+        unsafe { $crate::alloc::KBox::from_raw(raw, alloc) }
+    }};
+}

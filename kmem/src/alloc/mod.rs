@@ -41,14 +41,15 @@
 //! | `VVec<T>` | [`VVec<'a, T, P>`](VVec) = `KVec<T, Vmalloc<'a, P>>` | |
 //! | `KVVec<T>` | [`KVVec<'a, T, P>`](KVVec) = `KVec<T, KVmalloc<'a, P>>` | |
 //!
-//! As in Rust-for-Linux, [`Vmalloc`] and [`KVmalloc`] honour alignments up
-//! to [`PAGE_SIZE`](crate::PAGE_SIZE) and refuse larger ones with
-//! [`AllocError`] (and a warning). vmalloc needs page tables, which the
+//! As in Rust-for-Linux, every allocator honours every alignment (above a
+//! page, [`Vmalloc`] and [`KVmalloc`] place a vmalloc area at it, and move
+//! the block when they reallocate it). vmalloc needs page tables, which the
 //! arena platform does not have: there [`Vmalloc`] always fails and
 //! [`KVmalloc`] serves only what kmalloc serves.
 //!
-//! `&dyn Allocator` is a valid handle too (the trait is dyn-compatible), for
-//! code that does not want to be generic over the allocator.
+//! `&dyn DynAllocator` is a valid handle too, for code that does not want
+//! to be generic over the allocator ([`Allocator`] itself is not
+//! dyn-compatible, having [`MIN_ALIGN`](Allocator::MIN_ALIGN)).
 //!
 //! The examples of the containers use `Heap`, a toy bump allocator over a
 //! fixed buffer that counts live blocks, kept out of the documented API.
@@ -58,7 +59,7 @@
 //! ```
 //! use core::alloc::Layout;
 //! use core::ptr::NonNull;
-//! use kmem::alloc::{flags::GFP_KERNEL, AllocError, Allocator, Flags, KBox, KVec};
+//! use kmem::alloc::{flags::GFP_KERNEL, AllocError, Allocator, Flags, KBox, KVec, NumaNode};
 //!
 //! /// A toy bump allocator over a fixed buffer: it never frees.
 //! struct Bump {
@@ -70,12 +71,15 @@
 //! // layout, stay valid as long as `self`, and grown blocks keep their
 //! // contents (realloc copies).
 //! unsafe impl Allocator for Bump {
+//!     const MIN_ALIGN: usize = 1;
+//!
 //!     unsafe fn realloc(
 //!         &self,
 //!         ptr: Option<NonNull<u8>>,
 //!         layout: Layout,
 //!         old_layout: Layout,
 //!         _flags: Flags,
+//!         _nid: NumaNode,
 //!     ) -> Result<NonNull<[u8]>, AllocError> {
 //!         if layout.size() == 0 {
 //!             return Ok(NonNull::slice_from_raw_parts(kmem::alloc::dangling(layout), 0));
@@ -118,14 +122,18 @@ pub mod allocator;
 mod cache;
 #[doc(hidden)]
 pub mod doc_alloc;
+mod foreign;
+pub mod init;
 mod kbox;
 pub mod kvec;
 mod mempool;
 #[cfg(test)]
 mod tests;
 
-pub use allocator::{KVmalloc, Kmalloc, SlabCache, Vmalloc};
+pub use allocator::{AsPageIter, KVmalloc, Kmalloc, SlabCache, Vmalloc, VmallocPageIter};
 pub use cache::{Cache, CacheBox, ObjectCache};
+pub use foreign::ForeignOwnable;
+pub use init::InPlaceInit;
 pub use kbox::{KBox, KVBox, VBox};
 pub use kvec::{IntoIter, KVVec, KVec, PushError, RemoveError, VVec};
 pub use mempool::{Mempool, MempoolBox};
@@ -174,14 +182,61 @@ impl From<AllocError> for crate::Error {
     }
 }
 
+/// A NUMA node to allocate on, or [`NumaNode::NO_NODE`] for "any, the local
+/// one first": Rust-for-Linux's `NumaNode`.
+///
+/// Built with [`NumaNode::new`], which refuses a node that cannot exist
+/// (negative, or not below [`MAX_NUMNODES`](crate::mmzone::MAX_NUMNODES)).
+/// A node that can exist but has no memory is the allocator's business: as
+/// in Linux, it falls back along the zonelist.
+///
+/// ```
+/// use kmem::alloc::{NumaNode, NUMA_NO_NODE};
+/// assert_eq!(NumaNode::new(0).unwrap().id(), 0);
+/// assert_eq!(NumaNode::new(-1).err(), Some(kmem::Error::InvalidArgument));
+/// assert_eq!(NumaNode::new(kmem::mmzone::MAX_NUMNODES as i32).err(), Some(kmem::Error::InvalidArgument));
+/// assert_eq!(NumaNode::NO_NODE.id(), NUMA_NO_NODE);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NumaNode(i32);
+
+impl NumaNode {
+    /// No preference: the allocator picks (the local node first).
+    pub const NO_NODE: NumaNode = NumaNode(NUMA_NO_NODE);
+
+    /// Node `node`, if it can exist: `0 <= node < MAX_NUMNODES`, else
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) (Linux's
+    /// `-EINVAL`).
+    pub fn new(node: i32) -> crate::Result<Self> {
+        match usize::try_from(node) {
+            Ok(n) if n < crate::mmzone::MAX_NUMNODES => Ok(NumaNode(node)),
+            _ => Err(crate::Error::InvalidArgument),
+        }
+    }
+
+    /// The node number as the core's `*_node` functions take it
+    /// ([`NUMA_NO_NODE`] for [`NO_NODE`](NumaNode::NO_NODE)).
+    pub const fn id(self) -> i32 {
+        self.0
+    }
+}
+
+/// The node number of "no node": Linux's `NUMA_NO_NODE` (`-1`).
+pub use crate::memblock::NUMA_NO_NODE;
+
 /// A memory allocator: allocates, resizes and frees buffers described by a
-/// [`Layout`], honouring GFP [`Flags`].
+/// [`Layout`], honouring GFP [`Flags`] and a [`NumaNode`].
 ///
 /// Unlike Rust-for-Linux's trait, whose implementors are zero-sized types
 /// with associated functions, the methods take `&self`: an allocator is a
 /// handle to one kmem machine (see the [module docs](self)). Only
-/// [`realloc`](Allocator::realloc) must be implemented; [`alloc`](Allocator::alloc)
-/// and [`free`](Allocator::free) are expressed through it.
+/// [`realloc`](Allocator::realloc) and [`MIN_ALIGN`](Allocator::MIN_ALIGN)
+/// must be provided; [`alloc`](Allocator::alloc) and
+/// [`free`](Allocator::free) are expressed through `realloc`.
+///
+/// The associated constant makes the trait not dyn-compatible (as
+/// Rust-for-Linux's); for a type-erased handle use `&dyn`
+/// [`DynAllocator`], which every allocator is.
 ///
 /// # Safety
 ///
@@ -193,9 +248,17 @@ impl From<AllocError> for crate::Error {
 ///   this handle: containers store a handle and free through it);
 /// - a pointer to a valid block may be passed to any method of that
 ///   allocator;
+/// - every non-zero-sized block is aligned to at least
+///   [`MIN_ALIGN`](Allocator::MIN_ALIGN);
 /// - every method keeps the promises of its `# Guarantees` section.
 pub unsafe trait Allocator {
-    /// Allocates a block for `layout`.
+    /// The alignment every non-zero-sized block has at least, whatever the
+    /// layout asked for (Rust-for-Linux's `MIN_ALIGN`): a foreign owner may
+    /// use the low bits of such a pointer.
+    const MIN_ALIGN: usize;
+
+    /// Allocates a block for `layout`, from node `nid` if it is not
+    /// [`NumaNode::NO_NODE`].
     ///
     /// Equivalent to [`realloc`](Allocator::realloc) with `ptr == None`. A
     /// zero-sized `layout` returns a dangling, well-aligned pointer that
@@ -208,13 +271,20 @@ pub unsafe trait Allocator {
     /// reallocated. With [`__GFP_ZERO`](flags::__GFP_ZERO) those bytes are
     /// zero. The other flags are honoured as the GFP documentation says
     /// (may the call sleep, reclaim, dip into reserves...).
-    fn alloc(&self, layout: Layout, flags: Flags) -> Result<NonNull<[u8]>, AllocError> {
+    fn alloc(
+        &self,
+        layout: Layout,
+        flags: Flags,
+        nid: NumaNode,
+    ) -> Result<NonNull<[u8]>, AllocError> {
         // SAFETY: `None` asks for a new block; `old_layout` is then ignored.
-        unsafe { self.realloc(None, layout, Layout::new::<()>(), flags) }
+        unsafe { self.realloc(None, layout, Layout::new::<()>(), flags, nid) }
     }
 
     /// Resizes the block at `ptr` to `layout`, or allocates a new one when
-    /// `ptr` is `None`, or frees it when `layout.size()` is zero.
+    /// `ptr` is `None`, or frees it when `layout.size()` is zero; a new or
+    /// moved block comes from node `nid` unless it is
+    /// [`NumaNode::NO_NODE`].
     ///
     /// A grown block may be moved; its first `old_layout.size()` bytes are
     /// preserved, and with [`__GFP_ZERO`](flags::__GFP_ZERO) the new tail is
@@ -242,6 +312,7 @@ pub unsafe trait Allocator {
         layout: Layout,
         old_layout: Layout,
         flags: Flags,
+        nid: NumaNode,
     ) -> Result<NonNull<[u8]>, AllocError>;
 
     /// Frees the block at `ptr`, allocated with `layout`.
@@ -255,16 +326,31 @@ pub unsafe trait Allocator {
         // SAFETY: the caller guarantees `ptr` is a block of `layout` from
         // this allocator; a zero-sized new layout with the smallest
         // alignment asks `realloc` to free it.
-        let _ = unsafe { self.realloc(Some(ptr), Layout::new::<()>(), layout, Flags::NONE) };
+        let _ = unsafe {
+            self.realloc(
+                Some(ptr),
+                Layout::new::<()>(),
+                layout,
+                Flags::NONE,
+                NumaNode::NO_NODE,
+            )
+        };
     }
 }
 
 // SAFETY: forwards every call to `A`, so `A`'s guarantees carry over; all
 // copies of the reference reach the same allocator.
 unsafe impl<A: Allocator + ?Sized> Allocator for &A {
+    const MIN_ALIGN: usize = A::MIN_ALIGN;
+
     #[inline]
-    fn alloc(&self, layout: Layout, flags: Flags) -> Result<NonNull<[u8]>, AllocError> {
-        (**self).alloc(layout, flags)
+    fn alloc(
+        &self,
+        layout: Layout,
+        flags: Flags,
+        nid: NumaNode,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        (**self).alloc(layout, flags, nid)
     }
 
     #[inline]
@@ -274,15 +360,89 @@ unsafe impl<A: Allocator + ?Sized> Allocator for &A {
         layout: Layout,
         old_layout: Layout,
         flags: Flags,
+        nid: NumaNode,
     ) -> Result<NonNull<[u8]>, AllocError> {
         // SAFETY: the caller upholds `realloc`'s contract, which is `A`'s.
-        unsafe { (**self).realloc(ptr, layout, old_layout, flags) }
+        unsafe { (**self).realloc(ptr, layout, old_layout, flags, nid) }
     }
 
     #[inline]
     unsafe fn free(&self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: the caller upholds `free`'s contract, which is `A`'s.
         unsafe { (**self).free(ptr, layout) }
+    }
+}
+
+/// The dyn-compatible face of an [`Allocator`]: `&dyn DynAllocator` is an
+/// allocator handle for code that does not want to be generic over the
+/// allocator (kmem only; Rust-for-Linux's allocators are types).
+///
+/// Every [`Allocator`] is one; its [`MIN_ALIGN`](Allocator::MIN_ALIGN)
+/// becomes 1, the only bound true of every allocator behind it.
+///
+/// ```
+/// # use kmem::alloc::doc_alloc::Heap;
+/// use kmem::alloc::{flags::GFP_KERNEL, DynAllocator, KBox, KVec};
+///
+/// let heap = Heap::new();
+/// let h: &dyn DynAllocator = &heap;
+/// let b = KBox::new(7u32, h, GFP_KERNEL)?;
+/// let mut v = KVec::new(h);
+/// v.push(*b, GFP_KERNEL)?;
+/// assert_eq!(heap.live(), 2);
+/// # Ok::<(), kmem::alloc::AllocError>(())
+/// ```
+///
+/// # Safety
+///
+/// As [`Allocator`]'s, for [`realloc_dyn`](DynAllocator::realloc_dyn)
+/// standing for [`realloc`](Allocator::realloc).
+pub unsafe trait DynAllocator {
+    /// [`Allocator::realloc`] of the allocator behind.
+    ///
+    /// # Safety
+    ///
+    /// As [`Allocator::realloc`].
+    unsafe fn realloc_dyn(
+        &self,
+        ptr: Option<NonNull<u8>>,
+        layout: Layout,
+        old_layout: Layout,
+        flags: Flags,
+        nid: NumaNode,
+    ) -> Result<NonNull<[u8]>, AllocError>;
+}
+
+// SAFETY: forwards to `A`'s `realloc`, whose guarantees are the same.
+unsafe impl<A: Allocator> DynAllocator for A {
+    unsafe fn realloc_dyn(
+        &self,
+        ptr: Option<NonNull<u8>>,
+        layout: Layout,
+        old_layout: Layout,
+        flags: Flags,
+        nid: NumaNode,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: the caller upholds `realloc`'s contract.
+        unsafe { self.realloc(ptr, layout, old_layout, flags, nid) }
+    }
+}
+
+// SAFETY: forwards to the allocator behind, whose blocks are aligned to at
+// least 1 and which keeps every other promise of `Allocator`.
+unsafe impl Allocator for dyn DynAllocator + '_ {
+    const MIN_ALIGN: usize = 1;
+
+    unsafe fn realloc(
+        &self,
+        ptr: Option<NonNull<u8>>,
+        layout: Layout,
+        old_layout: Layout,
+        flags: Flags,
+        nid: NumaNode,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: the caller upholds `realloc`'s contract.
+        unsafe { self.realloc_dyn(ptr, layout, old_layout, flags, nid) }
     }
 }
 
