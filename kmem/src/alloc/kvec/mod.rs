@@ -22,21 +22,23 @@
 //! | `Default for Vec<T, A>` | `Default` where the handle `A: Default` |
 
 use core::alloc::Layout;
-use core::borrow::{Borrow, BorrowMut};
-use core::fmt;
 use core::marker::PhantomData;
 use core::mem::{self, ManuallyDrop, MaybeUninit};
-use core::ops::{Deref, DerefMut, Index, IndexMut};
 use core::ptr::{self, NonNull};
-use core::slice::{self, SliceIndex};
+use core::slice;
 
 use pinned_init::Zeroable;
 
 use super::flags::__GFP_ZERO;
-use super::{AllocError, Allocator, Flags, KBox, KVmalloc, Vmalloc};
+use super::{AllocError, Allocator, Flags, KVmalloc, Vmalloc};
 
 mod errors;
+mod extend;
 mod iter;
+mod traits;
+
+#[cfg(test)]
+mod tests;
 
 pub use errors::{InsertError, PushError, RemoveError};
 pub use iter::{DrainAll, IntoIter};
@@ -551,7 +553,15 @@ impl<T, A: Allocator> KVec<T, A> {
         // SAFETY: `old` is `None` or a block from `alloc` with
         // `buffer_layout(cap)` (the caller guarantees it); `realloc` keeps
         // its prefix, and leaves it untouched on failure.
-        let block = unsafe { alloc.realloc(old, layout, Self::buffer_layout(cap), flags)? };
+        let block = unsafe {
+            alloc.realloc(
+                old,
+                layout,
+                Self::buffer_layout(cap),
+                flags,
+                super::NumaNode::NO_NODE,
+            )?
+        };
         debug_assert!(block.len() >= layout.size());
         if new_cap == 0 {
             return Ok(NonNull::dangling());
@@ -897,92 +907,6 @@ impl<T, A: Allocator> KVec<T, A> {
     }
 }
 
-impl<T: Clone, A: Allocator> KVec<T, A> {
-    /// Appends clones of `other`'s elements.
-    ///
-    /// ```
-    /// # use kmem::alloc::doc_alloc::Heap;
-    /// use kmem::alloc::{flags::GFP_KERNEL, KVec};
-    ///
-    /// # let heap = Heap::new();
-    /// let mut v = KVec::new(&heap);
-    /// v.push(1, GFP_KERNEL)?;
-    ///
-    /// v.extend_from_slice(&[20, 30, 40], GFP_KERNEL)?;
-    /// assert_eq!(&v, &[1, 20, 30, 40]);
-    ///
-    /// v.extend_from_slice(&[50, 60], GFP_KERNEL)?;
-    /// assert_eq!(&v, &[1, 20, 30, 40, 50, 60]);
-    /// # Ok::<(), kmem::Error>(())
-    /// ```
-    pub fn extend_from_slice(&mut self, other: &[T], flags: Flags) -> Result<(), AllocError> {
-        self.reserve(other.len(), flags)?;
-        for x in other {
-            // SAFETY: `reserve` made room for all of `other`.
-            unsafe { self.push_unchecked(x.clone()) };
-        }
-        Ok(())
-    }
-
-    /// Appends `n` clones of `value`.
-    pub fn extend_with(&mut self, n: usize, value: T, flags: Flags) -> Result<(), AllocError> {
-        self.reserve(n, flags)?;
-        for _ in 1..n {
-            // SAFETY: `reserve` made room for `n` elements.
-            unsafe { self.push_unchecked(value.clone()) };
-        }
-        if n > 0 {
-            // SAFETY: as above, the last of the `n`.
-            unsafe { self.push_unchecked(value) };
-        }
-        Ok(())
-    }
-
-    /// A vector of `n` clones of `value` on `alloc`, with a buffer of
-    /// exactly `n` elements: what [`kvec![in alloc; value; n]`](crate::kvec)
-    /// builds.
-    ///
-    /// ```
-    /// # use kmem::alloc::doc_alloc::Heap;
-    /// use kmem::alloc::{flags::GFP_KERNEL, KVec};
-    ///
-    /// # let heap = Heap::new();
-    /// let v = KVec::from_elem(7u8, 3, &heap, GFP_KERNEL)?;
-    /// assert_eq!((v.capacity(), &v[..]), (3, &[7, 7, 7][..]));
-    /// # Ok::<(), kmem::Error>(())
-    /// ```
-    pub fn from_elem(value: T, n: usize, alloc: A, flags: Flags) -> Result<Self, AllocError> {
-        let mut v = Self::with_capacity(n, alloc, flags)?;
-        v.extend_with(n, value, flags)?;
-        Ok(v)
-    }
-
-    /// Truncates to `new_len`, or extends with clones of `value` up to it.
-    ///
-    /// ```
-    /// # use kmem::alloc::doc_alloc::Heap;
-    /// use kmem::alloc::flags::GFP_KERNEL;
-    ///
-    /// # let heap = Heap::new();
-    /// let mut v = kmem::kvec![in &heap; 1, 2, 3]?;
-    /// v.resize(1, 42, GFP_KERNEL)?;
-    /// assert_eq!(&v, &[1]);
-    ///
-    /// v.resize(3, 42, GFP_KERNEL)?;
-    /// assert_eq!(&v, &[1, 42, 42]);
-    /// # Ok::<(), kmem::Error>(())
-    /// ```
-    pub fn resize(&mut self, new_len: usize, value: T, flags: Flags) -> Result<(), AllocError> {
-        match new_len.checked_sub(self.len) {
-            Some(n) => self.extend_with(n, value, flags),
-            None => {
-                self.truncate(new_len);
-                Ok(())
-            }
-        }
-    }
-}
-
 impl<T, A: Allocator> Drop for KVec<T, A> {
     fn drop(&mut self) {
         // SAFETY: the first `len` elements are initialised and owned.
@@ -995,183 +919,5 @@ impl<T, A: Allocator> Drop for KVec<T, A> {
                     .free(self.ptr.cast(), Self::buffer_layout(self.cap))
             };
         }
-    }
-}
-
-impl<T, A: Allocator, const N: usize> From<KBox<[T; N], A>> for KVec<T, A> {
-    /// Takes over the box's block as the vector's buffer, without copying:
-    /// length and capacity `N`.
-    ///
-    /// ```
-    /// # use kmem::alloc::doc_alloc::Heap;
-    /// use kmem::alloc::{flags::GFP_KERNEL, KBox, KVec};
-    ///
-    /// # let heap = Heap::new();
-    /// let b = KBox::new([1u16, 2, 3], &heap, GFP_KERNEL)?;
-    /// let v = KVec::from(b);
-    /// assert_eq!((v.len(), v.capacity()), (3, 3));
-    /// assert_eq!(v, [1, 2, 3]);
-    /// # Ok::<(), kmem::Error>(())
-    /// ```
-    fn from(b: KBox<[T; N], A>) -> Self {
-        let (raw, alloc) = KBox::into_raw_with_allocator(b);
-        // SAFETY: the box owned `N` initialised `T`s at `raw`, aligned for
-        // `[T; N]` hence for `T`; its block, if any, was allocated by `alloc`
-        // with `Layout::new::<[T; N]>()`, which is `Layout::array::<T>(N)`;
-        // for a zero-sized array it is dangling, which `from_raw_parts`
-        // accepts for a zero-sized `T` or `N == 0`.
-        unsafe { KVec::from_raw_parts(raw.cast::<T>(), N, N, alloc) }
-    }
-}
-
-impl<T, A: Allocator + Default> Default for KVec<T, A> {
-    /// An empty vector on the default handle of `A` (for handles that have
-    /// one; Rust-for-Linux's allocators all do, being types).
-    fn default() -> Self {
-        Self::new(A::default())
-    }
-}
-
-impl<T, A: Allocator> Deref for KVec<T, A> {
-    type Target = [T];
-
-    #[inline]
-    fn deref(&self) -> &[T] {
-        // SAFETY: `ptr` is aligned and non-null, and the first `len`
-        // elements are initialised.
-        unsafe { slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl<T, A: Allocator> DerefMut for KVec<T, A> {
-    #[inline]
-    fn deref_mut(&mut self) -> &mut [T] {
-        // SAFETY: as in `deref`, and `&mut self` makes the access unique.
-        unsafe { slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-/// A vector can stand where a borrowed slice is expected.
-///
-/// ```
-/// # use kmem::alloc::doc_alloc::Heap;
-/// use core::borrow::Borrow;
-/// use kmem::alloc::{flags::GFP_KERNEL, KVec};
-///
-/// struct Foo<B: Borrow<[u32]>>(B);
-///
-/// # let heap = Heap::new();
-/// // An owned array.
-/// let owned_array = Foo([1, 2, 3]);
-/// // An owned vector.
-/// let owned_vec = Foo(KVec::from_elem(0, 3, &heap, GFP_KERNEL)?);
-/// // A slice borrowed from an array.
-/// let arr = [1, 2, 3];
-/// let borrowed_slice = Foo(&arr[..]);
-/// # let s: &[u32] = owned_vec.0.borrow();
-/// # assert_eq!(s, &[0, 0, 0]);
-/// # let _ = (owned_array, borrowed_slice);
-/// # Ok::<(), kmem::Error>(())
-/// ```
-impl<T, A: Allocator> Borrow<[T]> for KVec<T, A> {
-    fn borrow(&self) -> &[T] {
-        self
-    }
-}
-
-/// A vector can stand where a mutably borrowed slice is expected.
-///
-/// ```
-/// # use kmem::alloc::doc_alloc::Heap;
-/// use core::borrow::BorrowMut;
-/// use kmem::alloc::{flags::GFP_KERNEL, KVec};
-///
-/// struct Foo<B: BorrowMut<[u32]>>(B);
-///
-/// # let heap = Heap::new();
-/// // An owned array.
-/// let owned_array = Foo([1, 2, 3]);
-/// // An owned vector.
-/// let mut owned_vec = Foo(KVec::from_elem(0, 3, &heap, GFP_KERNEL)?);
-/// // A slice mutably borrowed from an array.
-/// let mut arr = [1, 2, 3];
-/// let borrowed_slice = Foo(&mut arr[..]);
-/// # let s: &mut [u32] = owned_vec.0.borrow_mut();
-/// # s[1] = 5;
-/// # assert_eq!(owned_vec.0, [0, 5, 0]);
-/// # let _ = (owned_array, borrowed_slice);
-/// # Ok::<(), kmem::Error>(())
-/// ```
-impl<T, A: Allocator> BorrowMut<[T]> for KVec<T, A> {
-    fn borrow_mut(&mut self) -> &mut [T] {
-        self
-    }
-}
-
-impl<T, I: SliceIndex<[T]>, A: Allocator> Index<I> for KVec<T, A> {
-    type Output = I::Output;
-
-    #[inline]
-    fn index(&self, index: I) -> &I::Output {
-        Index::index(&**self, index)
-    }
-}
-
-impl<T, I: SliceIndex<[T]>, A: Allocator> IndexMut<I> for KVec<T, A> {
-    #[inline]
-    fn index_mut(&mut self, index: I) -> &mut I::Output {
-        IndexMut::index_mut(&mut **self, index)
-    }
-}
-
-impl<T: fmt::Debug, A: Allocator> fmt::Debug for KVec<T, A> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&**self, f)
-    }
-}
-
-impl<T: Eq, A: Allocator> Eq for KVec<T, A> {}
-
-/// `PartialEq` between a vector and a vector, slice or array, in the
-/// directions Rust-for-Linux's `Vec` (and std's) have: the elements are
-/// compared in order.
-macro_rules! slice_eq {
-    ($([$($g:tt)*] $lhs:ty => $rhs:ty;)*) => {$(
-        impl<T: PartialEq<U>, U, $($g)*> PartialEq<$rhs> for $lhs {
-            #[inline]
-            fn eq(&self, other: &$rhs) -> bool {
-                self[..] == other[..]
-            }
-        }
-    )*};
-}
-
-slice_eq! {
-    [A: Allocator, B: Allocator] KVec<T, A> => KVec<U, B>;
-    [A: Allocator] KVec<T, A> => [U];
-    [A: Allocator] KVec<T, A> => &[U];
-    [A: Allocator] KVec<T, A> => &mut [U];
-    [A: Allocator] [T] => KVec<U, A>;
-    [A: Allocator] &[T] => KVec<U, A>;
-    [A: Allocator] &mut [T] => KVec<U, A>;
-    [A: Allocator, const N: usize] KVec<T, A> => [U; N];
-    [A: Allocator, const N: usize] KVec<T, A> => &[U; N];
-}
-
-impl<'a, T, A: Allocator> IntoIterator for &'a KVec<T, A> {
-    type Item = &'a T;
-    type IntoIter = slice::Iter<'a, T>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
-    }
-}
-
-impl<'a, T, A: Allocator> IntoIterator for &'a mut KVec<T, A> {
-    type Item = &'a mut T;
-    type IntoIter = slice::IterMut<'a, T>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter_mut()
     }
 }
