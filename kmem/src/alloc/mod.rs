@@ -41,6 +41,9 @@
 //! | `VVec<T>` | [`VVec<'a, T, P>`](VVec) = `KVec<T, Vmalloc<'a, P>>` | |
 //! | `KVVec<T>` | [`KVVec<'a, T, P>`](KVVec) = `KVec<T, KVmalloc<'a, P>>` | |
 //!
+//! `docs/rust-api.md` in the repository maps every item of Rust-for-Linux's
+//! `kernel::alloc` to kmem's, with the reason for each difference.
+//!
 //! As in Rust-for-Linux, every allocator honours every alignment (above a
 //! page, [`Vmalloc`] and [`KVmalloc`] place a vmalloc area at it, and move
 //! the block when they reallocate it). vmalloc needs page tables, which the
