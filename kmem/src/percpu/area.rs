@@ -707,7 +707,8 @@ fn find_zero_area(map: &[usize], size: usize, start: usize, nr: usize, mask: usi
     }
 }
 
-#[cfg(test)]
+// No `unsafe` here, so Miri would only repeat the native run (slowly).
+#[cfg(all(test, not(miri)))]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -715,8 +716,8 @@ mod tests {
     use std::{format, vec, vec::Vec};
 
     type TestResult = Result<(), TestCaseError>;
-    /// Operations per proptest case: few under Miri.
-    const OPS: usize = if cfg!(miri) { 16 } else { 200 };
+    /// Operations per proptest case.
+    const OPS: usize = 200;
     const INVAL: Option<Error> = Some(Error::InvalidArgument);
 
     /// Caller-owned maps, full of garbage that `init` must clear.
@@ -980,7 +981,7 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig {
-            cases: if cfg!(miri) { 4 } else { 128 },
+            cases: 128,
             failure_persistence: None,
             ..ProptestConfig::default()
         })]
@@ -988,7 +989,7 @@ mod tests {
         /// Random operations against the model; every hint checked after each.
         #[test]
         fn random_operations_keep_the_hints_and_match_the_model(
-            pages in if cfg!(miri) { 1..=2usize } else { 1..=5usize },
+            pages in 1..=5usize,
             start in prop_oneof![Just(0usize), 0..1024usize],
             end in prop_oneof![Just(0usize), 0..1024usize],
             ops in prop::collection::vec((0..6u8, any::<usize>(), any::<usize>()), 1..OPS),
