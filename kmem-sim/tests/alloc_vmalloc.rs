@@ -5,8 +5,9 @@
 //! contents survive every reallocation, and that dropping gives every
 //! vmalloc page back (`VmallocUsed` returns to where it started).
 
+use core::alloc::Layout;
 use kmem::alloc::flags::{__GFP_NOWARN, __GFP_ZERO, GFP_KERNEL};
-use kmem::alloc::{AllocError, KVBox, KVVec, KVmalloc, VBox, VVec, Vmalloc};
+use kmem::alloc::{AllocError, Allocator, KVBox, KVVec, KVmalloc, NumaNode, VBox, VVec, Vmalloc};
 use kmem::kmalloc::KMALLOC_MAX_SIZE;
 use kmem::vmalloc::VM_ALLOC;
 use kmem::{BootParams, Kmem, PAGE_SIZE};
@@ -127,45 +128,55 @@ fn vvec_grows_in_place_within_its_pages_and_moves_beyond() {
 }
 
 #[test]
-fn vvec_shrinks_in_place_and_grows_back_zeroed() {
+fn vrealloc_shrinks_in_place_and_grows_back_zeroed_and_vvec_gives_pages_back() {
     let s = sim(1);
     let k = boot(&s);
     let _cpu = s.bind(0);
     let used = vmalloc_used(&k);
-    let mut v: VVec<'_, u8, _> =
-        VVec::with_capacity(4 * PAGE_SIZE, Vmalloc::new(&k), GFP_KERNEL).unwrap();
-    v.resize(4 * PAGE_SIZE, 0xab, GFP_KERNEL).unwrap();
-    let p = v.as_ptr();
-    v.truncate(100);
-    v.shrink_to_fit(GFP_KERNEL).unwrap();
-    assert_eq!((v.as_ptr(), v.capacity()), (p, 100));
-    assert!(v.iter().all(|&x| x == 0xab));
+    let vm = Vmalloc::new(&k);
+    let no_node = NumaNode::NO_NODE;
+    let big = Layout::array::<u8>(4 * PAGE_SIZE).unwrap();
+    let small = Layout::array::<u8>(100).unwrap();
+    let grown = Layout::array::<u8>(100 + 3 * PAGE_SIZE).unwrap();
+    let p = vm.alloc(big, GFP_KERNEL, no_node).unwrap().cast::<u8>();
+    // SAFETY: a fresh block of `big.size()` bytes.
+    unsafe { p.as_ptr().write_bytes(0xab, big.size()) };
     // vrealloc shrinks in place and keeps the pages, as Linux's does.
-    let vm = k.find_vm_area(p).unwrap();
-    assert_eq!((vm.requested_size(), vm.nr_pages()), (100, 4));
+    // SAFETY: `p` is the block of `big`.
+    let q = unsafe { vm.realloc(Some(p), small, big, GFP_KERNEL, no_node) }.unwrap();
+    assert_eq!(q.cast::<u8>(), p);
+    let info = k.find_vm_area(p.as_ptr()).unwrap();
+    assert_eq!((info.requested_size(), info.nr_pages()), (100, 4));
     assert_eq!(vmalloc_used(&k), used + 4);
     // Growing back within those pages keeps the address; the new bytes
     // are zero under __GFP_ZERO, not the 0xab they held.
-    v.reserve(3 * PAGE_SIZE, GFP_KERNEL | __GFP_ZERO).unwrap();
-    assert_eq!(v.as_ptr(), p);
-    assert_eq!(v.capacity(), 100 + 3 * PAGE_SIZE);
-    let spare = v.spare_capacity_mut();
-    // SAFETY: the allocator zeroed the spare capacity (`__GFP_ZERO`), so
-    // its bytes are initialised.
-    let spare = unsafe { &*(spare as *const [core::mem::MaybeUninit<u8>] as *const [u8]) };
-    assert!(spare.iter().all(|&b| b == 0));
+    // SAFETY: `p` is now the block of `small`.
+    let q = unsafe { vm.realloc(Some(p), grown, small, GFP_KERNEL | __GFP_ZERO, no_node) };
+    assert_eq!(q.unwrap().cast::<u8>(), p);
+    // SAFETY: the block has `grown.size()` initialised bytes.
+    let bytes = unsafe { core::slice::from_raw_parts(p.as_ptr(), grown.size()) };
+    assert!(bytes[..100].iter().all(|&x| x == 0xab));
+    assert!(bytes[100..].iter().all(|&x| x == 0));
+    // A growth vmalloc cannot serve fails and leaves the block as it was.
+    let huge = Layout::array::<u8>(1 << 30).unwrap();
+    // SAFETY: `p` is the block of `grown`; on failure it stays so.
+    let r = unsafe { vm.realloc(Some(p), huge, grown, GFP_KERNEL | __GFP_NOWARN, no_node) };
+    assert_eq!(r.err(), Some(AllocError));
+    assert_eq!(k.find_vm_area(p.as_ptr()).unwrap().nr_pages(), 4);
+    // SAFETY: `p` is the block of `grown`, not used again.
+    unsafe { vm.free(p, grown) };
+    assert_eq!(vmalloc_used(&k), used);
+    // A VVec's shrink_to_fit moves to a smaller area when that gives pages
+    // back (vrealloc alone would keep them).
+    let mut v: VVec<'_, u8, _> = VVec::with_capacity(4 * PAGE_SIZE, vm, GFP_KERNEL).unwrap();
+    v.resize(4 * PAGE_SIZE, 0xab, GFP_KERNEL).unwrap();
+    v.truncate(100);
+    v.shrink_to_fit(GFP_KERNEL).unwrap();
+    assert_eq!(v.capacity(), 100);
     assert!(v.iter().all(|&x| x == 0xab));
-    // A growth vmalloc cannot serve fails and leaves the vector as it was.
-    assert_eq!(
-        v.reserve(1 << 30, GFP_KERNEL | __GFP_NOWARN),
-        Err(AllocError)
-    );
-    assert_eq!(
-        (v.as_ptr(), v.len(), v.capacity()),
-        (p, 100, 100 + 3 * PAGE_SIZE)
-    );
-    assert!(v.iter().all(|&x| x == 0xab));
+    assert_eq!(vmalloc_used(&k), used + 1);
     // Shrinking an empty vector frees its buffer.
+    let p = v.as_ptr();
     v.clear();
     v.shrink_to_fit(GFP_KERNEL).unwrap();
     assert_eq!(v.capacity(), 0);
