@@ -429,10 +429,14 @@ impl<T, A: Allocator> KBox<T, A> {
     /// # Ok::<(), kmem::alloc::AllocError>(())
     /// ```
     pub fn drop_contents(b: Self) -> KBox<MaybeUninit<T>, A> {
-        // SAFETY: by the invariant the box holds a valid `T`, which is
-        // dropped once here and then only treated as uninitialised memory.
-        unsafe { ptr::drop_in_place(b.ptr.as_ptr()) };
-        Self::forget_contents(b)
+        // The box forgets the value before it is dropped: if its destructor
+        // panics, unwinding frees the block without dropping it again.
+        let mut b = Self::forget_contents(b);
+        // SAFETY: the block holds the valid `T` the box held, which nothing
+        // else owns; it is dropped once here and from now on only treated as
+        // uninitialised memory.
+        unsafe { ptr::drop_in_place(b.as_mut_ptr()) };
+        b
     }
 
     /// Moves the value out and frees the block.
