@@ -210,3 +210,55 @@ fn kvec_shrink_to_on_kmalloc() {
         assert_eq!(v.capacity(), 0);
     });
 }
+
+/// `Allocator::realloc` to a stricter alignment on kmalloc and kvmalloc:
+/// `krealloc` keeps an object that is big enough where it is, whatever its
+/// alignment (a kmalloc-96 object is only 32-byte aligned), so the
+/// allocator must move a block that does not meet the new layout's
+/// alignment, as Linux's `krealloc_node_align` does.
+#[test]
+fn realloc_to_a_stricter_alignment_moves_a_misaligned_block() {
+    use core::alloc::Layout;
+    use kmem::alloc::{Allocator, KVmalloc, NumaNode};
+
+    fn check(a: impl Allocator) {
+        let old = Layout::from_size_align(96, 8).unwrap();
+        let new = Layout::from_size_align(64, 64).unwrap();
+        // kmalloc-96 objects sit 96 bytes apart: among a few, one is not
+        // 64-byte aligned.
+        let mut blocks = Vec::new();
+        let p = loop {
+            let p = a
+                .alloc(old, GFP_KERNEL, NumaNode::NO_NODE)
+                .unwrap()
+                .cast::<u8>();
+            if p.as_ptr().addr() % 64 != 0 {
+                break p;
+            }
+            blocks.push(p);
+            assert!(blocks.len() < 8, "no misaligned kmalloc-96 object");
+        };
+        // SAFETY: `p` is a live block of 96 bytes.
+        unsafe { p.as_ptr().write_bytes(0x5a, 96) };
+        // SAFETY: `p` is a live block of `old` from `a`, replaced by the result.
+        let q = unsafe { a.realloc(Some(p), new, old, GFP_KERNEL, NumaNode::NO_NODE) }.unwrap();
+        let q = q.cast::<u8>();
+        assert_eq!(q.as_ptr().addr() % 64, 0);
+        // SAFETY: `q` is a live block of at least 64 bytes.
+        assert!(unsafe { core::slice::from_raw_parts(q.as_ptr(), 64) }
+            .iter()
+            .all(|&b| b == 0x5a));
+        // SAFETY: every block is live and of its layout.
+        unsafe {
+            a.free(q, new);
+            for b in blocks {
+                a.free(b, old);
+            }
+        }
+    }
+
+    with_machine(|k| {
+        check(Kmalloc::new(k));
+        check(KVmalloc::new(k));
+    });
+}

@@ -83,6 +83,11 @@ unsafe fn zero_new_tail(q: NonNull<u8>, old_size: usize, new_size: usize, flags:
     }
 }
 
+/// Whether `p` meets `layout`'s alignment.
+fn is_aligned(p: NonNull<u8>, layout: Layout) -> bool {
+    p.as_ptr().addr() & (layout.align() - 1) == 0
+}
+
 /// Reallocation onto a given node, which the core's `krealloc`,
 /// `vrealloc` and `kvrealloc` do not take: a new block from `alloc` (on
 /// the node), the preserved prefix copied, the new tail zeroed under
@@ -117,7 +122,8 @@ unsafe fn move_to_node(
 }
 
 // SAFETY: blocks come from kmalloc with at least the layout's size and
-// alignment (aligned_size), stay valid until freed through this handle's
+// alignment (aligned_size; a block krealloc would keep short of a stricter
+// alignment is moved instead), stay valid until freed through this handle's
 // machine, and realloc keeps contents up to the smaller size (krealloc).
 unsafe impl<P: Platform> Allocator for Kmalloc<'_, P> {
     /// kmalloc aligns every object to at least `ARCH_KMALLOC_MINALIGN`.
@@ -147,7 +153,11 @@ unsafe impl<P: Platform> Allocator for Kmalloc<'_, P> {
                 .k
                 .kmalloc_node(size, flags, nid.id())
                 .map_err(|_| AllocError)?,
-            Some(p) if nid != NumaNode::NO_NODE => {
+            // krealloc keeps an object that is big enough in place,
+            // whatever its alignment (a kmalloc-96 object is only 32-byte
+            // aligned): a block short of a stricter alignment moves, to an
+            // object `size` aligns, as in Linux's `krealloc_node_align`.
+            Some(p) if nid != NumaNode::NO_NODE || !is_aligned(p, layout) => {
                 // SAFETY: the caller's live block of `old_layout`, freed by
                 // `move_to_node` once copied.
                 unsafe {
@@ -506,8 +516,13 @@ unsafe impl<P: Platform> Allocator for KVmalloc<'_, P> {
                 .kvmalloc_aligned(layout, size, flags, nid)
                 .map_err(|_| AllocError)?,
             // kvrealloc neither takes a node nor keeps an alignment above a
-            // page when it moves the block to vmalloc.
-            Some(p) if nid != NumaNode::NO_NODE || layout.align() > PAGE_SIZE => {
+            // page when it moves the block to vmalloc, and its krealloc keeps
+            // a big enough object in place, aligned or not (see `Kmalloc`).
+            Some(p)
+                if nid != NumaNode::NO_NODE
+                    || layout.align() > PAGE_SIZE
+                    || !is_aligned(p, layout) =>
+            {
                 // SAFETY: the caller's live block of `old_layout`, freed by
                 // `move_to_node` once copied.
                 unsafe {

@@ -14,6 +14,16 @@ use crate::gfp::__GFP_ZERO;
 const HEAP_WORDS: usize = 2048;
 
 /// A bump allocator over a 16 KiB buffer that counts live blocks.
+///
+/// The handle is `&Heap`: the buffer is inside the `Heap`, so a `Heap`
+/// moved into a container would leave the container's block behind, and
+/// [`Allocator`] is not implemented for it.
+///
+/// ```compile_fail
+/// # use kmem::alloc::doc_alloc::Heap;
+/// use kmem::alloc::{flags::GFP_KERNEL, KBox};
+/// let b = KBox::new(1u64, Heap::new(), GFP_KERNEL);
+/// ```
 pub struct Heap {
     buf: UnsafeCell<[u64; HEAP_WORDS]>,
     next: Cell<usize>,
@@ -42,11 +52,12 @@ impl Default for Heap {
     }
 }
 
-// SAFETY: blocks are carved from `buf` without overlap and never reused, so
-// they stay valid as long as the heap; `realloc` copies the preserved
-// prefix and zeroes under `__GFP_ZERO`; zero-sized requests get a dangling
-// pointer.
-unsafe impl Allocator for Heap {
+// SAFETY: the handle is a reference, so moving, copying or dropping it
+// leaves `buf` where it is; blocks are carved from `buf` without overlap and
+// never reused, so they stay valid as long as the heap, which the handle's
+// lifetime bounds; `realloc` copies the preserved prefix and zeroes under
+// `__GFP_ZERO`; zero-sized requests get a dangling pointer.
+unsafe impl Allocator for &Heap {
     const MIN_ALIGN: usize = 1;
 
     unsafe fn realloc(

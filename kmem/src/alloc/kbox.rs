@@ -342,6 +342,38 @@ impl<T, A: Allocator> KBox<T, A> {
     /// assert_eq!((s.len(), s[3].id), (4, 30));
     /// # Ok::<(), AllocError>(())
     /// ```
+    ///
+    /// Rust-for-Linux's example: a slice of structures that each hold a
+    /// lock, every one built in place. kmem has no pin-initialised kernel
+    /// `SpinLock`, so the `spin` crate's lock stands in for it:
+    ///
+    /// ```
+    /// # use kmem::alloc::doc_alloc::Heap;
+    /// use kmem::alloc::{flags::GFP_KERNEL, init::{pin_data, try_pin_init, PinInit}, KBox};
+    /// use spin::mutex::SpinMutex;
+    ///
+    /// struct Counters { hits: u32, misses: u32 }
+    ///
+    /// #[pin_data]
+    /// struct Bucket { limit: u32, #[pin] stats: SpinMutex<Counters> }
+    ///
+    /// impl Bucket {
+    ///     fn new() -> impl PinInit<Self, kmem::Error> {
+    ///         try_pin_init!(Self {
+    ///             limit: 10,
+    ///             stats: SpinMutex::new(Counters { hits: 20, misses: 30 }),
+    ///         }? kmem::Error)
+    ///     }
+    /// }
+    ///
+    /// let heap: &'static Heap = Box::leak(Box::new(Heap::new()));
+    /// // Ten buckets in one block.
+    /// let s = KBox::pin_slice(|_| Bucket::new(), 10, heap, GFP_KERNEL)?;
+    /// assert_eq!(s[5].limit, 10);
+    /// assert_eq!(s[3].stats.lock().hits, 20);
+    /// # assert_eq!(s[3].stats.lock().misses, 30);
+    /// # Ok::<(), kmem::Error>(())
+    /// ```
     pub fn pin_slice<Func, Item, E>(
         mut init: Func,
         len: usize,
@@ -429,10 +461,14 @@ impl<T, A: Allocator> KBox<T, A> {
     /// # Ok::<(), kmem::alloc::AllocError>(())
     /// ```
     pub fn drop_contents(b: Self) -> KBox<MaybeUninit<T>, A> {
-        // SAFETY: by the invariant the box holds a valid `T`, which is
-        // dropped once here and then only treated as uninitialised memory.
-        unsafe { ptr::drop_in_place(b.ptr.as_ptr()) };
-        Self::forget_contents(b)
+        // The box forgets the value before it is dropped: if its destructor
+        // panics, unwinding frees the block without dropping it again.
+        let mut b = Self::forget_contents(b);
+        // SAFETY: the block holds the valid `T` the box held, which nothing
+        // else owns; it is dropped once here and from now on only treated as
+        // uninitialised memory.
+        unsafe { ptr::drop_in_place(b.as_mut_ptr()) };
+        b
     }
 
     /// Moves the value out and frees the block.

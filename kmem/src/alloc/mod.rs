@@ -70,10 +70,13 @@
 //!     next: core::cell::Cell<usize>,
 //! }
 //!
-//! // SAFETY: blocks are carved from `buf` without overlap, aligned to the
-//! // layout, stay valid as long as `self`, and grown blocks keep their
-//! // contents (realloc copies).
-//! unsafe impl Allocator for Bump {
+//! // SAFETY: the handle is a reference, so moving or dropping it leaves
+//! // `buf` in place (a `Bump` by value could not be a handle: its blocks
+//! // would move with it); blocks are carved from `buf` without overlap,
+//! // aligned to the layout, stay valid as long as the `Bump`, which the
+//! // handle's lifetime bounds, and grown blocks keep their contents
+//! // (realloc copies).
+//! unsafe impl Allocator for &Bump {
 //!     const MIN_ALIGN: usize = 1;
 //!
 //!     unsafe fn realloc(
@@ -248,7 +251,14 @@ pub use crate::memblock::NUMA_NO_NODE;
 /// - a block returned by an allocator stays valid until it is passed to
 ///   [`free`](Allocator::free) or [`realloc`](Allocator::realloc) of the same
 ///   allocator, or of a handle to the same allocator (for example a copy of
-///   this handle: containers store a handle and free through it);
+///   this handle: containers store a handle and free through it), or until
+///   a lifetime the handle's type carries ends (`'a` of
+///   [`Kmalloc<'a, P>`](Kmalloc)), whichever comes first;
+/// - in particular, moving, copying or dropping a handle does not
+///   invalidate its blocks (a container moves its handle with it, and
+///   [`KBox::into_raw`] and [`KBox::leak`] drop it): an allocator whose
+///   memory is inside the handle value (a buffer field) must be used
+///   through a reference, by implementing this trait for `&Self` only;
 /// - a pointer to a valid block may be passed to any method of that
 ///   allocator;
 /// - every non-zero-sized block is aligned to at least
@@ -388,7 +398,7 @@ unsafe impl<A: Allocator + ?Sized> Allocator for &A {
 /// use kmem::alloc::{flags::GFP_KERNEL, DynAllocator, KBox, KVec};
 ///
 /// let heap = Heap::new();
-/// let h: &dyn DynAllocator = &heap;
+/// let h: &dyn DynAllocator = &&heap; // `&Heap` is the allocator
 /// let b = KBox::new(7u32, h, GFP_KERNEL)?;
 /// let mut v = KVec::new(h);
 /// v.push(*b, GFP_KERNEL)?;

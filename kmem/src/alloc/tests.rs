@@ -774,6 +774,24 @@ fn drop_contents_keeps_the_block_and_unsize_keeps_the_value() {
 }
 
 #[test]
+fn drop_contents_drops_once_when_the_destructor_panics() {
+    struct Bomb<'a>(&'a Cell<usize>);
+    impl Drop for Bomb<'_> {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+            // Only the first drop panics, so a second one is counted
+            // rather than aborting the test.
+            assert!(self.0.get() > 1, "boom");
+        }
+    }
+    let (a, drops) = (Counting::new(), Cell::new(0));
+    let b = KBox::new(Bomb(&drops), &a, GFP_KERNEL).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| KBox::drop_contents(b)));
+    assert!(r.is_err());
+    assert_eq!((drops.get(), a.live()), (1, 0));
+}
+
+#[test]
 fn try_init_failure_frees_the_block() {
     use super::init::{init_zeroed, InPlaceInit};
     let fail = |_: *mut u64| Err(AllocError);

@@ -55,9 +55,12 @@ pub use iter::{DrainAll, IntoIter};
 ///
 /// The `in alloc;` prefix names the allocator handle, which kmem needs
 /// where Rust-for-Linux's `KVec<T>` names `Kmalloc` by its type (the same
-/// prefix as `bumpalo`'s `vec!`). `alloc` is evaluated once, before the
-/// elements. The list form allocates a block for exactly its elements,
-/// as Rust-for-Linux's does (through a [`KBox`] of the array).
+/// prefix as `bumpalo`'s `vec!`). `alloc` is evaluated once: in the list
+/// form before the elements (the block is allocated first, as in
+/// Rust-for-Linux), in the `x; n` form after `x` and `n` (the order of
+/// [`KVec::from_elem`]'s arguments). The list form allocates a block for
+/// exactly its elements, as Rust-for-Linux's does (through a [`KBox`] of
+/// the array).
 ///
 /// ```
 /// # use kmem::alloc::doc_alloc::Heap;

@@ -256,6 +256,28 @@ fn kvec_retain_keeps_order_and_drops_the_rest_once() {
 }
 
 #[test]
+fn kvec_retain_keeps_every_element_once_when_the_predicate_panics() {
+    let a = Counting::new();
+    let drops = Cell::new(0);
+    let mut v = KVec::new(&a);
+    for i in 0..4 {
+        v.push(counted(&drops, i), GFP_KERNEL).unwrap();
+    }
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        v.retain(|c| {
+            assert!(c.id != 2, "predicate panics");
+            c.id != 1
+        })
+    }));
+    assert!(r.is_err());
+    let mut ids: std::vec::Vec<u32> = v.iter().map(|c| c.id).collect();
+    ids.sort();
+    assert_eq!((ids, drops.get()), (std::vec![0, 1, 2, 3], 0));
+    drop(v);
+    assert_eq!((drops.get(), a.live()), (4, 0));
+}
+
+#[test]
 fn kvec_drain_all_owns_the_elements_not_the_buffer() {
     let a = Counting::new();
     let drops = Cell::new(0);
