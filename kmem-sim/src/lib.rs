@@ -337,7 +337,7 @@ fn mismatched_exit() -> ! {
 /// platform at hand.
 #[cold]
 #[inline(never)]
-fn ipi_interrupt() {
+pub(crate) fn ipi_interrupt() {
     let (cpus, cpu) = LOCAL.with(|l| {
         let cpus = if l.interruptible() {
             l.cpus.get()
@@ -872,7 +872,7 @@ unsafe impl Platform for SimPlatform {
         }
     }
 
-    fn set_per_cpu_offset(&self, cpu: usize, offset: usize) {
+    unsafe fn set_per_cpu_offset(&self, cpu: usize, offset: usize) {
         self.percpu_base.set(cpu, offset);
     }
 

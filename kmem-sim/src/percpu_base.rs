@@ -25,8 +25,12 @@
 //! refuses `ARCH_SET_GS`, as Valgrind does) the add answers `false` and the
 //! core takes its leaf section instead.
 
-use crate::cpu::{new_instance_id, LOCAL};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::cpu::new_instance_id;
+#[cfg(target_arch = "x86_64")]
+use crate::cpu::LOCAL;
+#[cfg(target_arch = "x86_64")]
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// `add %gs:[ptr], val` of one width, as x86's `percpu_add_op()`: `inc`
 /// for 1 and `dec` for -1 (after inlining the test folds away), which
@@ -50,6 +54,7 @@ macro_rules! gs_op {
 const UNSET: usize = usize::MAX;
 
 /// The host refused `ARCH_SET_GS` once: do not ask again.
+#[cfg(target_arch = "x86_64")]
 static GS_REFUSED: AtomicBool = AtomicBool::new(false);
 
 /// Each simulated CPU's `per_cpu_offset`, and the key of the current set.
@@ -109,6 +114,15 @@ impl PercpuBase {
                     _ => return false,
                 }
             }
+            // An interrupt point, as the end of a leaf section is: a
+            // cross-CPU call posted to this CPU runs now, not only at the
+            // thread's next section (a loop of adds must not starve it).
+            let mail = LOCAL.with(|l| l.mail.get());
+            // SAFETY: a bound thread's `mail` points at its CPU's flag,
+            // valid while it is bound (it is: the key matched).
+            if unsafe { (*mail).load(Ordering::Relaxed) } {
+                crate::ipi_interrupt();
+            }
             true
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -147,5 +161,72 @@ impl PercpuBase {
         }
         LOCAL.with(|l| l.gs_key.set(key));
         true
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// Bind this test thread, as `SimPlatform::install` would, to `cpu` of
+    /// the platform `id` (only the fields the add reads).
+    fn bind(id: u64, cpu: usize) {
+        LOCAL.with(|l| {
+            l.id.set(id);
+            l.cpu.set(cpu);
+            l.gs_key.set(0);
+        });
+    }
+
+    #[test]
+    fn an_add_follows_a_new_offset_and_refuses_another_platform() {
+        let (a, b) = (AtomicU64::new(0), AtomicU64::new(0));
+        let base = PercpuBase::new(2);
+        let id = new_instance_id();
+        bind(id, 1);
+        let add = |base: &PercpuBase, id: u64, v: u64| {
+            // SAFETY: the only offsets ever given are the addresses of `a`
+            // and `b`, so `0 + offset` is an aligned, live u64.
+            unsafe { base.add(id, 0, v, 8) }
+        };
+        assert!(!add(&base, id, 1), "no offset for CPU 1 yet");
+        base.set(1, &a as *const AtomicU64 as usize);
+        assert!(add(&base, id, 5));
+        // A new offset while the thread stays bound: the next add reloads.
+        base.set(1, &b as *const AtomicU64 as usize);
+        assert!(add(&base, id, 1));
+        assert!(add(&base, id, u64::MAX)); // dec
+        assert!(add(&base, id, 7));
+        // Another platform's add refuses, touching nothing: the thread is
+        // bound to the first one.
+        let other = PercpuBase::new(2);
+        other.set(1, &a as *const AtomicU64 as usize);
+        assert!(!add(&other, new_instance_id(), 100));
+        // Bound again (to CPU 0, no offset): refused, not CPU 1's base.
+        bind(id, 0);
+        assert!(!add(&base, id, 100));
+        bind(0, 0);
+        assert_eq!(
+            (a.load(Ordering::Relaxed), b.load(Ordering::Relaxed)),
+            (5, 7)
+        );
+    }
+
+    #[test]
+    fn narrow_adds_stay_in_their_bytes() {
+        let cell = AtomicU64::new(0x00ff_ff00_00ff);
+        let base = PercpuBase::new(1);
+        let id = new_instance_id();
+        bind(id, 0);
+        base.set(0, &cell as *const AtomicU64 as usize);
+        // SAFETY: offsets 0..8 of `cell` hold aligned integers of each width
+        // used (byte 0, word at 2, dword at 4).
+        unsafe {
+            assert!(base.add(id, 0, 1, 1)); // 0xff + 1 wraps in its byte
+            assert!(base.add(id, 2, 0xffff, 2)); // word at 2: 0x00ff - 1
+            assert!(base.add(id, 4, 3, 4)); // dword at 4: 0xff + 3
+        }
+        bind(0, 0);
+        assert_eq!(cell.load(Ordering::Relaxed), 0x0102_feff_0000);
     }
 }

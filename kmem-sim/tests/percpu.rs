@@ -524,8 +524,9 @@ fn this_cpu_add_follows_the_cpu_the_machine_and_the_width() {
     assert_eq!(w.per_cpu(1).unwrap().load(Relaxed), 0);
     drop((b, h, w, q));
     drop(cpu);
-    // A machine booted again on the same platform, by a thread bound
-    // throughout: its adds reach the new machine's copies.
+    // A machine booted again on the same platform: its adds reach the new
+    // machine's copies (percpu_base.rs's unit test changes an offset under
+    // a thread that stays bound).
     drop(k);
     let cpu = s.bind(1);
     let k = Kmem::boot(&s, s.memory_map(), &BootParams::default()).expect("boot");
@@ -547,4 +548,69 @@ fn this_cpu_add_follows_the_cpu_the_machine_and_the_width() {
     let q2 = PerCpu::<AtomicU64, _>::new(&k2).unwrap();
     k2.this_cpu_inc(&q2);
     assert_eq!(q2.per_cpu(1).unwrap().load(Relaxed), 1);
+}
+
+/// A fold holds the counter's lock only while its CPU is pinned: a
+/// cross-CPU call that adds to the same counter, run when the fold unpins,
+/// finds the lock free (it would spin forever on its own thread's lock
+/// otherwise). Every add here folds (`amount == batch`).
+#[test]
+fn a_cross_cpu_call_may_fold_into_the_counter_a_fold_just_left() {
+    use kmem::Platform;
+    use std::sync::atomic::AtomicBool;
+    let s = sim(2);
+    let k = boot(&s);
+    let counter = {
+        let _cpu = s.bind(0);
+        PercpuCounter::new(&k, 0, GFP_KERNEL).unwrap()
+    };
+    let (done, calls_done) = (AtomicBool::new(false), AtomicBool::new(false));
+    let folds = AtomicUsize::new(0);
+    std::thread::scope(|t| {
+        t.spawn(|| {
+            // A watchdog: a deadlock would hang the test run (a panic here
+            // would wait for the deadlocked threads).
+            let start = std::time::Instant::now();
+            while !done.load(Relaxed) {
+                if start.elapsed().as_secs() >= 120 {
+                    eprintln!("deadlock: a fold still holds the counter's lock");
+                    std::process::abort();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        });
+        let _cpu0 = s.bind(0);
+        let caller = t.spawn(|| {
+            let _cpu = s.bind(1);
+            for _ in 0..2_000 {
+                s.smp_call_function_single(0, &mut || counter.add_batch(8, 8))
+                    .unwrap();
+            }
+            calls_done.store(true, Relaxed);
+        });
+        // CPU 0 folds until every call has run on it, between folds or
+        // as a fold unpins.
+        while !calls_done.load(Relaxed) {
+            counter.add_batch(8, 8);
+            folds.fetch_add(1, Relaxed);
+        }
+        caller.join().unwrap();
+        done.store(true, Relaxed);
+    });
+    let _cpu = s.bind(0);
+    assert_eq!(counter.sum(), 8 * (2_000 + folds.load(Relaxed) as i64));
+}
+
+#[test]
+#[should_panic(expected = "a PerCpu used with a machine other than its own")]
+fn a_per_cpu_value_of_one_machine_is_refused_by_another() {
+    let (s1, s2) = (sim(2), sim(1));
+    let (k1, k2) = (boot(&s1), boot(&s2));
+    let v = {
+        let _cpu = s1.bind(0);
+        PerCpu::<AtomicU64, _>::new(&k1).unwrap()
+    };
+    let _cpu = s2.bind(0);
+    // k2's offsets would place CPU 0's copy where k1 keeps nothing of v.
+    k2.this_cpu_inc(&v);
 }

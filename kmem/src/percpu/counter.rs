@@ -94,6 +94,10 @@ impl<'k, P: Platform> PercpuCounter<'k, P> {
         let count = i64::from(mine.load(Relaxed));
         self.central.count.fetch_add(count + amount, Relaxed);
         mine.store(0, Relaxed);
+        // Unlock before unpinning, as Linux's unlock precedes its
+        // irqrestore: the unpin may run this CPU's pending cross-CPU
+        // calls, and one of them may add to this counter.
+        drop(_l);
         drop(g);
     }
 

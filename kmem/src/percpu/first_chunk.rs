@@ -248,8 +248,10 @@ pub(crate) fn setup_per_cpu_areas<P: Platform>(
     };
     // `setup_per_cpu_areas()`: each CPU's offset for its base register.
     for cpu in 0..nr_cpus {
-        // SAFETY: `nr_cpus` entries, every one written above.
-        p.set_per_cpu_offset(cpu, unsafe { *unit_offsets.as_ptr().add(cpu) });
+        // SAFETY: `nr_cpus` entries, every one written above; each is the
+        // unit offset of this machine's CPU `cpu`, the machine that will
+        // call `this_cpu_add` on this platform (boot is its only caller).
+        unsafe { p.set_per_cpu_offset(cpu, *unit_offsets.as_ptr().add(cpu)) };
     }
     Ok(PcpuState {
         layout: Layout {

@@ -132,6 +132,11 @@ mod sealed {
     /// Only the integer atomics are [`super::PcpuAtomic`]: the platform's
     /// one-instruction add writes their bytes as an integer.
     pub trait Sealed {}
+
+    /// Only kmem's own names of per-CPU memory are
+    /// [`super::AsPcpuPtr`]: the operations write through what they give,
+    /// so a forged pointer must not reach them.
+    pub trait SealedPtr {}
 }
 
 /// The integer cells the `this_cpu_*` operations work on (the atomic
@@ -281,9 +286,11 @@ macro_rules! declare_per_cpu {
 
 /// What names live per-CPU memory of a known type: a [`StaticPerCpu`] or a
 /// [`PerCpu`] (a bare [`PcpuPtr`] is reached only through
-/// [`Kmem::per_cpu_ptr`] and raw pointers).
-pub trait AsPcpuPtr<T> {
-    /// The per-CPU pointer on machine `k`.
+/// [`Kmem::per_cpu_ptr`] and raw pointers). Sealed: the safe operations
+/// write through the pointer it gives.
+pub trait AsPcpuPtr<T>: sealed::SealedPtr {
+    /// The per-CPU pointer on machine `k`; panics when the value belongs
+    /// to another machine.
     fn pcpu_ptr<P: Platform>(&self, k: &Kmem<P>) -> PcpuPtr<T>;
 }
 
@@ -292,12 +299,15 @@ pub trait AsPcpuPtr<T> {
 /// anyone can forge or keep past `free_percpu()`.
 pub(crate) struct Owned<T>(pub(crate) PcpuPtr<T>);
 
+impl<T> sealed::SealedPtr for Owned<T> {}
 impl<T> AsPcpuPtr<T> for Owned<T> {
     fn pcpu_ptr<P: Platform>(&self, _: &Kmem<P>) -> PcpuPtr<T> {
         self.0
     }
 }
 
+impl<T> sealed::SealedPtr for StaticPerCpu<T> {}
+// Every machine has the static section: the offset is valid on any.
 impl<T: PcpuZeroable> AsPcpuPtr<T> for StaticPerCpu<T> {
     fn pcpu_ptr<P: Platform>(&self, k: &Kmem<P>) -> PcpuPtr<T> {
         PcpuPtr::from_addr(k.percpu.layout.base + self.offset())
@@ -448,10 +458,12 @@ impl<P: Platform> Kmem<P> {
     #[inline]
     pub fn this_cpu_add<A: PcpuAtomic>(&self, var: &impl AsPcpuPtr<A>, v: A::Val) {
         let ptr = var.pcpu_ptr(self).addr();
-        // SAFETY: `var` vouches for a live per-CPU pointer of this machine,
-        // whose copy on every CPU is an aligned `A`, an atomic integer of
-        // `size_of::<A>()` bytes (sealed), of the offsets this machine gave
-        // the platform at boot (promise 6).
+        // SAFETY: `var` (sealed: a static, a live `PerCpu` checked to be
+        // this machine's, or a counter's own allocation) gives a live
+        // per-CPU pointer of this machine, whose copy on every CPU is an
+        // aligned `A`, an atomic integer of `size_of::<A>()` bytes (sealed);
+        // the platform's offsets are this machine's, given at boot, the only
+        // caller of the unsafe `set_per_cpu_offset` (promise 6).
         if unsafe {
             self.p
                 .this_cpu_add(ptr, A::to_bits(v), core::mem::size_of::<A>())
@@ -737,8 +749,16 @@ impl<'k, T, P: Platform> PerCpu<'k, T, P> {
     }
 }
 
+impl<T, P: Platform> sealed::SealedPtr for PerCpu<'_, T, P> {}
 impl<T, P: Platform> AsPcpuPtr<T> for PerCpu<'_, T, P> {
-    fn pcpu_ptr<Q: Platform>(&self, _: &Kmem<Q>) -> PcpuPtr<T> {
+    #[inline]
+    fn pcpu_ptr<Q: Platform>(&self, k: &Kmem<Q>) -> PcpuPtr<T> {
+        // Another machine's units lie elsewhere (and it may have other
+        // CPUs): its offsets would reach memory this value does not own.
+        assert!(
+            core::ptr::addr_eq(self.k as *const Kmem<P>, k as *const Kmem<Q>),
+            "percpu: a PerCpu used with a machine other than its own"
+        );
         self.ptr
     }
 }

@@ -221,7 +221,14 @@ pub unsafe trait Platform {
     /// `setup_per_cpu_areas()` loads with `per_cpu_offset(cpu)`; arm64's
     /// `TPIDR_EL1`) loads it, so that [`this_cpu_add`](Self::this_cpu_add)
     /// reaches the copy in one instruction. The default ignores it.
-    fn set_per_cpu_offset(&self, cpu: usize, offset: usize) {
+    ///
+    /// # Safety
+    ///
+    /// `offset` is CPU `cpu`'s unit offset of the one machine that calls
+    /// [`this_cpu_add`](Self::this_cpu_add) on this platform, so that its
+    /// per-CPU pointers plus `offset` are its CPU's copies (boot calls it
+    /// once per CPU; nothing else may).
+    unsafe fn set_per_cpu_offset(&self, cpu: usize, offset: usize) {
         let _ = (cpu, offset);
     }
 
@@ -498,7 +505,9 @@ macro_rules! report {
 /// EXPR; m1, m2, ...)` defines the methods named as `EXPR.m(args)`, where
 /// `EXPR` (written with `self`) yields a reference to the platform that
 /// does the work; `all` names every method. Methods not named keep the
-/// trait's defaults or are written by hand beside the macro.
+/// trait's defaults or are written by hand beside the macro. Forward
+/// `set_per_cpu_offset` and `this_cpu_add` together or not at all: the add
+/// uses the offsets the same platform was given.
 ///
 /// ```
 /// use kmem::arena::ArenaPlatform;
@@ -579,9 +588,10 @@ macro_rules! forward_platform {
     };
     (@one $s:ident => $to:expr; set_per_cpu_offset) => {
         #[inline]
-        fn set_per_cpu_offset(&self, cpu: usize, offset: usize) -> () {
+        unsafe fn set_per_cpu_offset(&self, cpu: usize, offset: usize) -> () {
             let $s = self;
-            $crate::platform::Platform::set_per_cpu_offset($to, cpu, offset)
+            // SAFETY: the caller's guarantee, passed on unchanged.
+            unsafe { $crate::platform::Platform::set_per_cpu_offset($to, cpu, offset) }
         }
     };
     (@one $s:ident => $to:expr; this_cpu_add) => {
