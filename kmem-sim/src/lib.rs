@@ -337,7 +337,7 @@ fn mismatched_exit() -> ! {
 /// platform at hand.
 #[cold]
 #[inline(never)]
-pub(crate) fn ipi_interrupt() {
+fn ipi_interrupt() {
     let (cpus, cpu) = LOCAL.with(|l| {
         let cpus = if l.interruptible() {
             l.cpus.get()

@@ -21,7 +21,9 @@
 //!
 //! Binding, switching CPU and unbinding clear `gs_key`; a new offset
 //! changes `key`. Keys are never reused, so a key loaded for one machine
-//! never matches another's. Elsewhere (other architectures, or a host that
+//! never matches another's. Like Linux's `%gs` add, the add is not an
+//! interrupt point: a cross-CPU call posted to the CPU runs at its thread's
+//! next section exit (a check here measurably slowed the add). Elsewhere (other architectures, or a host that
 //! refuses `ARCH_SET_GS`, as Valgrind does) the add answers `false` and the
 //! core takes its leaf section instead.
 
@@ -113,15 +115,6 @@ impl PercpuBase {
                     1 => gs_op!("byte", ptr, val, u8, in(reg_byte)),
                     _ => return false,
                 }
-            }
-            // An interrupt point, as the end of a leaf section is: a
-            // cross-CPU call posted to this CPU runs now, not only at the
-            // thread's next section (a loop of adds must not starve it).
-            let mail = LOCAL.with(|l| l.mail.get());
-            // SAFETY: a bound thread's `mail` points at its CPU's flag,
-            // valid while it is bound (it is: the key matched).
-            if unsafe { (*mail).load(Ordering::Relaxed) } {
-                crate::ipi_interrupt();
             }
             true
         }
