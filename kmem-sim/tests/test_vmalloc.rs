@@ -364,6 +364,9 @@ fn full_fit_alloc() {
     const LOOPS: usize = 1_500;
     let holes = AtomicUsize::new(0);
     let pairs = AtomicUsize::new(0);
+    // The highest busy area of both CPUs: the holes interleave between the
+    // CPUs, and one CPU may take a hole above its own highest area.
+    let top_all = AtomicUsize::new(0);
     run(
         |k, cpu, r| {
             let mut round = 0;
@@ -382,12 +385,14 @@ fn full_fit_alloc() {
             for i in 0..n {
                 vfree(k, junk.get(i));
             }
+            top_all.fetch_max(top, SeqCst);
             r.wait(&mut round);
             if cpu == 0 {
                 assert!(k.purge_vmap_area_lazy().num_purged >= 2 * n);
                 holes.store(k.vmap_free_areas().0, SeqCst);
             }
             r.wait(&mut round);
+            let top = top_all.load(SeqCst);
             // 2 x 1500 allocations fit in the 2 x 2048 holes: none reaches
             // the free space above the busy areas.
             for i in 0..LOOPS {
