@@ -1,0 +1,561 @@
+//! kmem as a user-space malloc: the kmem core, not a second allocator,
+//! running on a machine made of the process's own address space.
+//!
+//! The first allocation boots a machine ([`machine`]): its physical memory
+//! is one private anonymous mapping (`KMEM_MALLOC_MEM` bytes, 4 GiB by
+//! default, costing nothing until touched), its CPUs are slots that
+//! threads take and give back ([`platform`]). Then:
+//!
+//! | request | served by |
+//! |---|---|
+//! | up to `KMALLOC_MAX_CACHE_SIZE` (8 KiB) | SLUB, through `kmalloc()`'s size classes and the per-CPU sheaves |
+//! | up to `KMALLOC_MAX_SIZE` (4 MiB) | `kmalloc_large()`: buddy pages through the per-CPU lists |
+//! | above | a mapping of its own ([`large`]), as `kvmalloc()` falls back to vmalloc |
+//!
+//! Every size is at least 16 bytes, so every block is aligned for
+//! `max_align_t` as glibc's are. An alignment up to 4 MiB comes from
+//! kmalloc's guarantee that power-of-two sizes are naturally aligned.
+//!
+//! Frees are checked as kmem's `kfree()` checks them, always: a pointer
+//! that is not the start of a live object (a double free at the head of
+//! the CPU's sheaf, an interior pointer, a pointer kmem never handed out)
+//! is reported in SLUB's words and the process aborts, as glibc's
+//! `free(): invalid pointer` does. `KMEM_SLAB_DEBUG` takes the letters of
+//! Linux's `slab_debug=` (`F`, `Z`, `P`, `U`; empty for all of them) for
+//! red zones, poisoning and caller tracking on every cache, which catch a
+//! double free anywhere and overruns at free time. `KMEM_MALLOC_STATS=1`
+//! prints `/proc/slabinfo` and meminfo at exit.
+//!
+//! The C functions (`malloc`, `free` ...) are exported by the
+//! `kmem-preload` crate's shared library, for `LD_PRELOAD`; a Rust program
+//! uses [`KmemMalloc`] as its `#[global_allocator]`:
+//!
+//! ```no_run
+//! #[global_allocator]
+//! static GLOBAL: kmem_malloc::KmemMalloc = kmem_malloc::KmemMalloc;
+//!
+//! let v: Vec<u64> = (0..1000).collect();
+//! assert_eq!(v.iter().sum::<u64>(), 499_500);
+//! ```
+//!
+//! docs/malloc.md has the design, the choices and what is not done.
+
+pub mod large;
+pub mod platform;
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr;
+use kmem::gfp::{Gfp, __GFP_NOWARN, __GFP_ZERO, GFP_KERNEL};
+use kmem::kmalloc::KMALLOC_MAX_SIZE;
+use kmem::memory_map::MemRegion;
+use kmem::{BootParams, Kmem};
+use platform::{stderr_line, MallocPlatform};
+use std::sync::OnceLock;
+
+/// The machine malloc runs on.
+pub type Machine = Kmem<MallocPlatform>;
+
+/// The process's machine, booted by the first allocation.
+pub(crate) static MACHINE: OnceLock<Machine> = OnceLock::new();
+
+/// The page size (`valloc`, `pvalloc`).
+pub use kmem::PAGE_SIZE;
+
+/// Every block is at least this big and this aligned (`max_align_t`).
+pub const MIN_ALIGN: usize = 16;
+
+/// Physical memory when `KMEM_MALLOC_MEM` is not set.
+pub const DEFAULT_MEM: u64 = 4 << 30;
+
+/// What malloc asks the core: it may block (it never waits for other
+/// threads, see [`platform`]), and a failure is `NULL` with `ENOMEM`, not
+/// a warning.
+const GFP: Gfp = GFP_KERNEL.union(__GFP_NOWARN);
+
+/// An environment variable as text, without allocating.
+fn env(name: &core::ffi::CStr) -> Option<&'static str> {
+    // SAFETY: `getenv` returns null or a NUL-terminated string that lives
+    // as long as the environment is not changed; it is read at boot only.
+    let p = unsafe { libc::getenv(name.as_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-null from getenv: a valid C string.
+    unsafe { core::ffi::CStr::from_ptr(p) }.to_str().ok()
+}
+
+/// `4G`, `512M`, `65536`: a size with an optional K, M, G or T suffix.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, shift) = match s.as_bytes().last()?.to_ascii_uppercase() {
+        b'K' => (&s[..s.len() - 1], 10),
+        b'M' => (&s[..s.len() - 1], 20),
+        b'G' => (&s[..s.len() - 1], 30),
+        b'T' => (&s[..s.len() - 1], 40),
+        _ => (s, 0),
+    };
+    num.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+/// Refuse a bad setting: one line that says what to change, exit 2.
+fn refuse(msg: core::fmt::Arguments<'_>) -> ! {
+    stderr_line(msg);
+    // SAFETY: `_exit` ends the process; nothing runs after it.
+    unsafe { libc::_exit(2) }
+}
+
+/// The boot settings, from the environment.
+struct Settings {
+    mem: u64,
+    params: BootParams,
+    verbose: bool,
+    stats: bool,
+}
+
+fn settings() -> Settings {
+    let mem = match env(c"KMEM_MALLOC_MEM") {
+        None => DEFAULT_MEM,
+        Some(s) => match parse_size(s) {
+            Some(m) if (64 << 20..=1 << 46).contains(&m) => m & !(PAGE_SIZE as u64 - 1),
+            _ => refuse(format_args!(
+                "kmem-malloc: KMEM_MALLOC_MEM={s}: give a size from 64M to 64T, such as 4G"
+            )),
+        },
+    };
+    let mut params = BootParams {
+        reserve_low: 0,
+        ..BootParams::default()
+    };
+    if let Some(s) = env(c"KMEM_SLAB_DEBUG") {
+        // Bare `slab_debug` turns on every check, as Linux's does.
+        let letters = if s.is_empty() { "FZPU" } else { s };
+        match kmem::slab::cache::parse_slab_debug(letters) {
+            Ok(f) => params.slab.debug = f,
+            Err(_) => refuse(format_args!(
+                "kmem-malloc: KMEM_SLAB_DEBUG={s}: give slab_debug= letters (F, Z, P, U), such as FZPU; per-cache lists are not supported"
+            )),
+        }
+    }
+    Settings {
+        mem,
+        params,
+        verbose: env(c"KMEM_MALLOC_VERBOSE") == Some("1"),
+        stats: env(c"KMEM_MALLOC_STATS") == Some("1"),
+    }
+}
+
+/// The CPUs of the host, for the number of slots.
+fn host_cpus() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    (n.max(1) as usize).min(256)
+}
+
+fn boot() -> Machine {
+    let s = settings();
+    let cpus = host_cpus();
+    // Four exclusive slots per host CPU (at least 8), one shared per CPU.
+    let p = match MallocPlatform::new(s.mem, (4 * cpus).max(8), cpus, s.verbose) {
+        Ok(p) => p,
+        Err(e) => refuse(format_args!("{e}")),
+    };
+    let map = [MemRegion::usable(0, s.mem)];
+    let k = match Kmem::boot(p, &map, &s.params) {
+        Ok(k) => k,
+        Err(e) => refuse(format_args!("kmem-malloc: boot failed: {e:?}")),
+    };
+    k.platform().set_on_exit(drain_exiting_thread);
+    if s.stats {
+        platform::keep_stderr();
+        // SAFETY: `print_stats` is an `extern "C" fn()`.
+        unsafe { libc::atexit(print_stats) };
+    }
+    // SAFETY: the handler is an `extern "C" fn()`.
+    unsafe { libc::pthread_atfork(None, None, Some(after_fork_child)) };
+    k
+}
+
+/// The process's machine, booting it at the first call.
+#[inline]
+pub fn machine() -> &'static Machine {
+    MACHINE.get_or_init(boot)
+}
+
+/// Thread exit: give the page lists of its slot back to the buddy
+/// allocator (its sheaves stay, for the next thread that takes the slot).
+fn drain_exiting_thread() {
+    if let Some(k) = MACHINE.get() {
+        k.drain_local_pages();
+    }
+}
+
+extern "C" fn after_fork_child() {
+    if let Some(k) = MACHINE.get() {
+        // SAFETY: called as the atfork child handler only.
+        unsafe { k.platform().after_fork_in_child() };
+    }
+}
+
+extern "C" fn print_stats() {
+    if let Some(k) = MACHINE.get() {
+        print_report(k);
+    }
+}
+
+/// Writes a report to standard error line by line.
+struct Lines {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl core::fmt::Write for Lines {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for &b in s.as_bytes() {
+            if b == b'\n' || self.len == self.buf.len() {
+                let line = core::str::from_utf8(&self.buf[..self.len]).unwrap_or("");
+                stderr_line(format_args!("{line}"));
+                self.len = 0;
+                if b == b'\n' {
+                    continue;
+                }
+            }
+            self.buf[self.len] = b;
+            self.len += 1;
+        }
+        Ok(())
+    }
+}
+
+/// `/proc/slabinfo`, meminfo and the large blocks, on standard error.
+pub fn print_report(k: &Machine) {
+    let mut w = Lines {
+        buf: [0; 256],
+        len: 0,
+    };
+    let _ = kmem::proc::slabinfo(k, &mut w);
+    let _ = kmem::proc::meminfo(k, &mut w);
+    let (n, bytes) = large::stats();
+    let _ = core::fmt::Write::write_fmt(
+        &mut w,
+        format_args!("Large blocks:   {n} mapping(s), {} kB\n", bytes / 1024),
+    );
+}
+
+fn set_errno(e: i32) {
+    // SAFETY: `__errno_location` returns the calling thread's errno.
+    unsafe { *libc::__errno_location() = e };
+}
+
+/// Report a bad free or size query and abort, as glibc does.
+#[cold]
+fn abort_bad(what: &str, p: *const u8) -> ! {
+    let in_map = MACHINE
+        .get()
+        .is_some_and(|k| k.platform().in_direct_map(p as usize));
+    if in_map {
+        // The core's report (SLUB's words) came first.
+        stderr_line(format_args!(
+            "kmem-malloc: {what}(): {p:p} refused: aborting"
+        ));
+    } else {
+        stderr_line(format_args!(
+            "kmem-malloc: {what}(): invalid pointer {p:p} (not a block kmem handed out, or one freed already): aborting"
+        ));
+    }
+    // SAFETY: `abort` ends the process.
+    unsafe { libc::abort() }
+}
+
+/// `malloc(size)`: null with `ENOMEM` when there is no memory.
+#[inline]
+pub fn malloc(size: usize) -> *mut u8 {
+    alloc_gfp(size, GFP)
+}
+
+#[inline]
+fn alloc_gfp(size: usize, gfp: Gfp) -> *mut u8 {
+    let k = machine();
+    if size <= KMALLOC_MAX_SIZE {
+        if let Ok(p) = k.kmalloc(size.max(MIN_ALIGN), gfp) {
+            return p.as_ptr();
+        }
+    } else if let Some(p) = large::alloc(k, size, PAGE_SIZE) {
+        // A fresh mapping reads as zero: __GFP_ZERO holds.
+        return p;
+    }
+    set_errno(libc::ENOMEM);
+    ptr::null_mut()
+}
+
+/// `calloc(n, size)`: zeroed; an overflowing product is `ENOMEM`.
+pub fn calloc(n: usize, size: usize) -> *mut u8 {
+    match n.checked_mul(size) {
+        Some(bytes) => alloc_gfp(bytes, GFP | __GFP_ZERO),
+        None => {
+            set_errno(libc::ENOMEM);
+            ptr::null_mut()
+        }
+    }
+}
+
+/// `free(p)`. A pointer kmem did not hand out, or one already freed that
+/// kmem can tell, is reported and the process aborts.
+///
+/// # Safety
+///
+/// `p` is null or a live block of this allocator, not used afterwards.
+pub unsafe fn free(p: *mut u8) {
+    if p.is_null() {
+        return;
+    }
+    let Some(k) = MACHINE.get() else {
+        abort_bad("free", p)
+    };
+    if k.platform().in_direct_map(p as usize) {
+        // SAFETY: the caller gives the block up.
+        if unsafe { k.kfree(p) }.is_err() {
+            abort_bad("free", p);
+        }
+    } else if !large::free(k, p) {
+        abort_bad("free", p);
+    }
+}
+
+/// `free_sized(p, size)` (C23): `size` must be the size asked for, which
+/// cannot exceed the block's usable size; a larger one is reported.
+///
+/// # Safety
+///
+/// As [`free`].
+pub unsafe fn free_sized(p: *mut u8, size: usize) {
+    if !p.is_null() && size > usable_size(p) {
+        stderr_line(format_args!(
+            "kmem-malloc: free_sized(): size {size} is larger than the block at {p:p}"
+        ));
+        abort_bad("free_sized", p);
+    }
+    // SAFETY: the caller's contract.
+    unsafe { free(p) }
+}
+
+/// `malloc_usable_size(p)`: the bytes the block really has (0 for null).
+/// A pointer kmem did not hand out is reported and the process aborts.
+pub fn usable_size(p: *const u8) -> usize {
+    if p.is_null() {
+        return 0;
+    }
+    let Some(k) = MACHINE.get() else {
+        abort_bad("malloc_usable_size", p)
+    };
+    if k.platform().in_direct_map(p as usize) {
+        match k.ksize(p) {
+            0 => abort_bad("malloc_usable_size", p),
+            n => n,
+        }
+    } else {
+        large::usable_size(p).unwrap_or_else(|| abort_bad("malloc_usable_size", p))
+    }
+}
+
+/// `realloc(p, size)`: glibc's rules (null `p` is malloc, size 0 frees and
+/// returns null); in place while the new size fits and uses at least half
+/// the block; large blocks move with `mremap`.
+///
+/// # Safety
+///
+/// `p` is null or a live block of this allocator; on success only the
+/// returned pointer may be used.
+pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
+    if p.is_null() {
+        return malloc(size);
+    }
+    if size == 0 {
+        // SAFETY: the caller's contract.
+        unsafe { free(p) };
+        return ptr::null_mut();
+    }
+    let old = usable_size(p);
+    let k = machine();
+    if size <= old && size.max(MIN_ALIGN) >= old / 2 {
+        return p;
+    }
+    if !k.platform().in_direct_map(p as usize) && size > KMALLOC_MAX_SIZE {
+        if let Some(q) = large::realloc(p, size) {
+            return q;
+        }
+    }
+    let q = malloc(size);
+    if !q.is_null() {
+        // SAFETY: both blocks are live and distinct; `old` and `size`
+        // bound their usable bytes.
+        unsafe {
+            ptr::copy_nonoverlapping(p, q, old.min(size));
+            free(p);
+        }
+    }
+    q
+}
+
+/// `aligned_alloc(align, size)`: `align` a power of two (anything else is
+/// `EINVAL` and null).
+pub fn aligned_alloc(align: usize, size: usize) -> *mut u8 {
+    if !align.is_power_of_two() {
+        set_errno(libc::EINVAL);
+        return ptr::null_mut();
+    }
+    if align <= MIN_ALIGN {
+        return malloc(size);
+    }
+    let k = machine();
+    let want = size.max(align);
+    if want <= KMALLOC_MAX_SIZE {
+        // A size that is a multiple of the alignment usually lands in a
+        // class whose objects are aligned (kmalloc-96 for 32); else the
+        // power of two, which kmalloc aligns naturally.
+        let round = want.next_multiple_of(align);
+        for size in [round, round.next_power_of_two()] {
+            if let Ok(p) = k.kmalloc(size, GFP) {
+                if p.as_ptr() as usize % align == 0 {
+                    return p.as_ptr();
+                }
+                // SAFETY: just allocated, not handed out.
+                let _ = unsafe { k.kfree(p.as_ptr()) };
+            }
+        }
+    }
+    match large::alloc(k, want, align) {
+        Some(p) => p,
+        None => {
+            set_errno(libc::ENOMEM);
+            ptr::null_mut()
+        }
+    }
+}
+
+/// `posix_memalign(&p, align, size)`: `EINVAL` unless `align` is a power
+/// of two multiple of `sizeof(void *)`, `ENOMEM` without memory; `errno`
+/// is left alone, as POSIX asks.
+pub fn posix_memalign(align: usize, size: usize) -> Result<*mut u8, i32> {
+    if !align.is_power_of_two() || align % size_of::<usize>() != 0 {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: `__errno_location` returns the calling thread's errno.
+    let saved = unsafe { *libc::__errno_location() };
+    let p = aligned_alloc(align, size);
+    set_errno(saved);
+    if p.is_null() {
+        Err(libc::ENOMEM)
+    } else {
+        Ok(p)
+    }
+}
+
+/// `memalign(align, size)`: as glibc, an alignment that is not a power of
+/// two is rounded up to one.
+pub fn memalign(align: usize, size: usize) -> *mut u8 {
+    match align.checked_next_power_of_two() {
+        Some(a) => aligned_alloc(a, size),
+        None => {
+            set_errno(libc::EINVAL);
+            ptr::null_mut()
+        }
+    }
+}
+
+/// `pvalloc(size)`: page aligned, rounded up to whole pages (one at least).
+pub fn pvalloc(size: usize) -> *mut u8 {
+    match size.max(1).checked_next_multiple_of(PAGE_SIZE) {
+        Some(s) => aligned_alloc(PAGE_SIZE, s),
+        None => {
+            set_errno(libc::ENOMEM);
+            ptr::null_mut()
+        }
+    }
+}
+
+/// `reallocarray(p, n, size)`: an overflowing product is `ENOMEM` and
+/// leaves `p` alone.
+///
+/// # Safety
+///
+/// As [`realloc`].
+pub unsafe fn reallocarray(p: *mut u8, n: usize, size: usize) -> *mut u8 {
+    match n.checked_mul(size) {
+        // SAFETY: the caller's contract.
+        Some(bytes) => unsafe { realloc(p, bytes) },
+        None => {
+            set_errno(libc::ENOMEM);
+            ptr::null_mut()
+        }
+    }
+}
+
+/// kmem as a Rust program's `#[global_allocator]`.
+pub struct KmemMalloc;
+
+// SAFETY: blocks come from the kmem machine, are at least `layout.size()`
+// bytes with `layout.align()` alignment (aligned_alloc for anything above
+// MIN_ALIGN), and are freed once through the same machine.
+unsafe impl GlobalAlloc for KmemMalloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.align() <= MIN_ALIGN {
+            malloc(layout.size())
+        } else {
+            aligned_alloc(layout.align(), layout.size())
+        }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+        // SAFETY: GlobalAlloc's contract: `ptr` is a live block of ours.
+        unsafe { free(ptr) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if layout.align() <= MIN_ALIGN {
+            calloc(1, layout.size())
+        } else {
+            let p = aligned_alloc(layout.align(), layout.size());
+            if !p.is_null() {
+                // SAFETY: `p` has `layout.size()` bytes, ours.
+                unsafe { ptr::write_bytes(p, 0, layout.size()) };
+            }
+            p
+        }
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if layout.align() <= MIN_ALIGN {
+            // SAFETY: GlobalAlloc's contract; `new_size` is non-zero.
+            unsafe { realloc(p, new_size) }
+        } else {
+            let q = aligned_alloc(layout.align(), new_size);
+            if !q.is_null() {
+                // SAFETY: both live, distinct; the old block has
+                // `layout.size()` bytes.
+                unsafe {
+                    ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
+                    free(p);
+                }
+            }
+            q
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_suffixes() {
+        assert_eq!(parse_size("4G"), Some(4 << 30));
+        assert_eq!(parse_size("512m"), Some(512 << 20));
+        assert_eq!(parse_size("65536"), Some(65536));
+        assert_eq!(parse_size("1T"), Some(1 << 40));
+        assert_eq!(parse_size("G"), None);
+        assert_eq!(parse_size("x1"), None);
+        assert_eq!(parse_size("99999999999999T"), None);
+    }
+}

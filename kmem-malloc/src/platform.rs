@@ -1,0 +1,617 @@
+//! The platform a process gives the kmem core when kmem is its malloc.
+//!
+//! - **Physical memory** is one private anonymous mapping of the process
+//!   (`MAP_NORESERVE`, so it costs nothing until touched), its start aligned
+//!   to a max-order block so that buddy blocks are aligned virtually as they
+//!   are physically. It is the direct map: physical address `pa` is at
+//!   `base + pa`. Private, so a `fork()`ed child gets a copy, as it does of
+//!   glibc's heap.
+//! - **CPUs are slots, one per thread**, as mimalloc gives each thread a
+//!   heap: a thread takes a free slot at its first allocation and gives it
+//!   back when it exits (a `pthread` key destructor), so the core's per-CPU
+//!   fast paths stay lockless: a slot has one thread, and a CPU-local
+//!   section only counts its depth. The slots past the exclusive ones are
+//!   shared: a thread that finds no free exclusive slot (more threads alive
+//!   than slots) takes a shared one and holds its lock inside each section,
+//!   which is what promise 1 of [`Platform`] asks. docs/malloc.md says why
+//!   slots and not the real CPU with `rseq`.
+//! - **Cross-CPU calls** run only on the caller's own slot or on a slot no
+//!   thread holds (the caller borrows it for the call); a slot another
+//!   thread holds cannot be interrupted, and the call answers
+//!   `NotSupported`, so the core falls back as it does for a CPU that is
+//!   offline.
+//! - **Reports** go to standard error, one `write` per line, warnings and
+//!   worse only unless `KMEM_MALLOC_VERBOSE=1`.
+//! - **Waiting** is a futex per wait channel hash; the page allocator never
+//!   sleeps for another thread's frees (`others_can_run` is false), so an
+//!   allocation that finds no memory fails with `ENOMEM` at once, as
+//!   glibc's malloc does.
+//!
+//! Nothing here calls `malloc`: every system call goes through rustix's raw
+//! Linux backend, and thread-local state is `const`-initialised without a
+//! destructor (plain ELF TLS).
+
+use core::cell::Cell;
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use kmem::platform::{DirectMap, Level, LocalState, Platform, Task};
+use kmem::Error;
+use rustix::thread::futex;
+
+/// The most slots a machine may have (the core's `NR_CPUS`).
+pub const MAX_SLOTS: usize = kmem::mmzone::NR_CPUS;
+
+/// No slot taken yet.
+const NO_SLOT: u32 = u32::MAX;
+/// The thread is exiting: it uses a shared slot from now on, so that an
+/// allocation from a later destructor does not take an exclusive slot that
+/// nobody would give back.
+const EXITING: u32 = u32::MAX - 1;
+/// Set in a thread's slot number when the slot is shared (locked).
+const SHARED: u32 = 1 << 31;
+
+/// Slot states.
+const FREE: u32 = 0;
+const OWNED: u32 = 1;
+const BORROWED: u32 = 2;
+
+thread_local! {
+    /// This thread's slot, [`SHARED`] set when it is a shared one.
+    static SLOT: Cell<u32> = const { Cell::new(NO_SLOT) };
+    /// Depth of CPU-local sections (full ones) this thread is in.
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// `current->flags` (the memalloc scope bits).
+    static FLAGS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// One CPU slot, on its own cache line.
+#[repr(align(64))]
+struct Slot {
+    /// [`FREE`], [`OWNED`] (by a live thread) or [`BORROWED`] (by a
+    /// cross-CPU call). Exclusive slots only.
+    state: AtomicU32,
+    /// The lock of a shared slot: 0 free, 1 held, 2 held with waiters.
+    lock: AtomicU32,
+}
+
+impl Slot {
+    fn lock(&self) {
+        if self.lock.compare_exchange(0, 1, Acquire, Relaxed).is_ok() {
+            return;
+        }
+        while self.lock.swap(2, Acquire) != 0 {
+            // Woken by `unlock`, or EAGAIN when the lock moved meanwhile.
+            let _ = futex::wait(&self.lock, futex::Flags::PRIVATE, 2, None);
+        }
+    }
+
+    fn unlock(&self) {
+        if self.lock.swap(0, Release) == 2 {
+            let _ = futex::wake(&self.lock, futex::Flags::PRIVATE, 1);
+        }
+    }
+}
+
+/// Wait channels are hashed onto this many futex words.
+const WAIT_WORDS: usize = 64;
+
+/// The only platform instance of the process (thread-local slots are
+/// process-wide, so two would share them).
+static INSTANCE: AtomicBool = AtomicBool::new(false);
+/// The slots, static so that the platform stays small (the machine is
+/// booted on whatever stack the first `malloc` runs on).
+static SLOTS: [Slot; MAX_SLOTS] = [const {
+    Slot {
+        state: AtomicU32::new(FREE),
+        lock: AtomicU32::new(0),
+    }
+}; MAX_SLOTS];
+/// The wait channels' futex words.
+static WAIT: [AtomicU32; WAIT_WORDS] = [const { AtomicU32::new(0) }; WAIT_WORDS];
+
+/// Physical memory in the process's own address space, threads as CPUs.
+pub struct MallocPlatform {
+    /// Virtual address of physical address 0.
+    base: usize,
+    /// Bytes of physical memory.
+    mem: u64,
+    /// Slots `0..exclusive` are taken by one thread each.
+    exclusive: usize,
+    /// `nr_cpu_ids`: exclusive slots plus shared ones.
+    nr_cpus: usize,
+    /// The CPU slots (process-wide, as the thread-local slot numbers are).
+    slots: &'static [Slot; MAX_SLOTS],
+    /// Futex words of the wait channels.
+    wait: &'static [AtomicU32; WAIT_WORDS],
+    /// Threads holding an exclusive slot now (for reports and tests).
+    live: AtomicUsize,
+    /// splitmix64 state for `get_random_u64()`, seeded from the kernel.
+    rng: AtomicU64,
+    /// Report info-level lines too.
+    verbose: bool,
+    /// The `pthread` key whose destructor gives a thread's slot back.
+    key: libc::pthread_key_t,
+    /// Called with the slot of an exiting thread, inside a section of it,
+    /// before the slot is given back (the machine drains its page lists).
+    on_exit: AtomicUsize,
+}
+
+/// What [`MallocPlatform::new`] can fail on.
+#[derive(Debug)]
+pub enum SetupError {
+    /// A second platform in the process.
+    Twice,
+    /// The address space reservation failed.
+    Reserve(usize),
+    /// `pthread_key_create` failed.
+    Key,
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::Twice => write!(f, "kmem-malloc: a second machine in one process"),
+            SetupError::Reserve(n) => write!(
+                f,
+                "kmem-malloc: cannot reserve {n} bytes of address space for physical memory: set KMEM_MALLOC_MEM to less"
+            ),
+            SetupError::Key => write!(f, "kmem-malloc: pthread_key_create failed"),
+        }
+    }
+}
+
+/// Alignment of physical address 0: a max-order block.
+const BASE_ALIGN: usize = kmem::PAGE_SIZE << kmem::MAX_PAGE_ORDER;
+
+impl MallocPlatform {
+    /// Reserve `mem` bytes of physical memory and `exclusive + shared`
+    /// CPU slots. Fails when another platform exists in the process or the
+    /// address space is not there.
+    pub fn new(
+        mem: u64,
+        exclusive: usize,
+        shared: usize,
+        verbose: bool,
+    ) -> Result<Self, SetupError> {
+        if INSTANCE.swap(true, AcqRel) {
+            return Err(SetupError::Twice);
+        }
+        let len = mem as usize + BASE_ALIGN;
+        // SAFETY: a fresh private anonymous mapping at an address the kernel
+        // picks aliases nothing; it is never unmapped (promise 2: physical
+        // memory lives as long as the platform, which lives as long as the
+        // process).
+        let p = unsafe {
+            rustix::mm::mmap_anonymous(
+                core::ptr::null_mut(),
+                len,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::PRIVATE | rustix::mm::MapFlags::NORESERVE,
+            )
+        }
+        .map_err(|_| SetupError::Reserve(len))?;
+        let base = (p as usize).next_multiple_of(BASE_ALIGN);
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: `key` is a valid out-pointer; the destructor is an
+        // `extern "C" fn(*mut c_void)`.
+        if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } != 0 {
+            return Err(SetupError::Key);
+        }
+        // At least one shared slot, for the threads past the exclusive ones.
+        let shared = shared.clamp(1, MAX_SLOTS);
+        let exclusive = exclusive.min(MAX_SLOTS - shared);
+        let nr_cpus = exclusive + shared;
+        let mut seed = [0u8; 8];
+        let _ = rustix::rand::getrandom(&mut seed, rustix::rand::GetRandomFlags::empty());
+        Ok(MallocPlatform {
+            base,
+            mem,
+            exclusive,
+            nr_cpus,
+            slots: &SLOTS,
+            wait: &WAIT,
+            live: AtomicUsize::new(0),
+            rng: AtomicU64::new(u64::from_ne_bytes(seed)),
+            verbose,
+            key,
+            on_exit: AtomicUsize::new(0),
+        })
+    }
+
+    /// Bytes of physical memory.
+    pub fn mem(&self) -> u64 {
+        self.mem
+    }
+
+    /// Whether `p` lies in physical memory's direct map.
+    #[inline]
+    pub fn in_direct_map(&self, p: usize) -> bool {
+        p.wrapping_sub(self.base) < self.mem as usize
+    }
+
+    /// Threads that hold an exclusive slot now.
+    pub fn live_threads(&self) -> usize {
+        self.live.load(Relaxed)
+    }
+
+    /// Slots taken by one thread each; the rest are shared.
+    pub fn exclusive_slots(&self) -> usize {
+        self.exclusive
+    }
+
+    /// The slot of the calling thread, without taking one.
+    pub fn current_slot(&self) -> Option<usize> {
+        let s = SLOT.get();
+        (s != NO_SLOT && s != EXITING).then_some((s & !SHARED) as usize)
+    }
+
+    /// Call `f` (a `fn()` as `usize`) from an exiting thread's destructor,
+    /// inside a section of its slot, before the slot is given back.
+    pub fn set_on_exit(&self, f: fn()) {
+        self.on_exit.store(f as usize, Release);
+    }
+
+    /// After `fork()`, in the child: only the calling thread survived, so
+    /// every other exclusive slot is free again (its sheaves and lists keep
+    /// their objects for the next thread that takes it) and no shared lock
+    /// is held by a thread that exists.
+    ///
+    /// # Safety
+    ///
+    /// Only from a `pthread_atfork` child handler, before the child runs
+    /// anything else.
+    pub unsafe fn after_fork_in_child(&self) {
+        let mine = self.current_slot();
+        let mut live = 0;
+        for (i, s) in self.slots[..self.nr_cpus].iter().enumerate() {
+            s.lock.store(0, Relaxed);
+            if Some(i) == mine && i < self.exclusive {
+                s.state.store(OWNED, Relaxed);
+                live += 1;
+            } else {
+                s.state.store(FREE, Relaxed);
+            }
+        }
+        self.live.store(live, Relaxed);
+        DEPTH.set(0);
+    }
+
+    /// The calling thread's slot, taking one at its first call.
+    #[inline(always)]
+    fn slot(&self) -> u32 {
+        let s = SLOT.get();
+        if s < EXITING {
+            return s;
+        }
+        self.take_slot(s)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn take_slot(&self, s: u32) -> u32 {
+        if s == NO_SLOT {
+            for (i, slot) in self.slots[..self.exclusive].iter().enumerate() {
+                if slot.state.load(Relaxed) == FREE
+                    && slot
+                        .state
+                        .compare_exchange(FREE, OWNED, Acquire, Relaxed)
+                        .is_ok()
+                {
+                    self.live.fetch_add(1, Relaxed);
+                    // The destructor runs only for a non-null value.
+                    // SAFETY: the key was created by `new`; the value is
+                    // never dereferenced.
+                    unsafe {
+                        libc::pthread_setspecific(self.key, core::ptr::dangling::<libc::c_void>())
+                    };
+                    SLOT.set(i as u32);
+                    return i as u32;
+                }
+            }
+        }
+        // No exclusive slot free, or the thread is exiting: a shared slot,
+        // picked by thread id so that threads spread over them.
+        let shared = self.nr_cpus - self.exclusive;
+        let i = self.exclusive + rustix::thread::gettid().as_raw_nonzero().get() as usize % shared;
+        let v = i as u32 | SHARED;
+        if s == NO_SLOT {
+            SLOT.set(v);
+        }
+        v
+    }
+
+    /// Give the calling thread's exclusive slot back (thread exit).
+    fn release_slot(&self) {
+        let s = SLOT.get();
+        SLOT.set(EXITING);
+        if s < EXITING && s & SHARED == 0 {
+            let f = self.on_exit.load(Acquire);
+            if f != 0 {
+                // Run on the slot it still owns, as the thread's last work.
+                SLOT.set(s);
+                // SAFETY: `on_exit` only ever holds a `fn()` (set_on_exit).
+                let f: fn() = unsafe { core::mem::transmute::<usize, fn()>(f) };
+                f();
+                SLOT.set(EXITING);
+            }
+            self.live.fetch_sub(1, Relaxed);
+            self.slots[s as usize].state.store(FREE, Release);
+        }
+    }
+
+    fn wait_word(&self, channel: usize) -> &AtomicU32 {
+        &self.wait[(channel >> 4) % WAIT_WORDS]
+    }
+}
+
+/// The `pthread` key destructor: the exiting thread gives its slot back.
+extern "C" fn thread_exit(_: *mut libc::c_void) {
+    if let Some(m) = crate::MACHINE.get() {
+        m.platform().release_slot();
+    }
+}
+
+/// A line buffer for one report, written with one `write(2)`.
+struct Line {
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl Write for Line {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let n = s.len().min(self.buf.len() - 1 - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+/// The descriptor reports go to: standard error, or a copy of it taken at
+/// boot for the exit statistics (programs such as coreutils close standard
+/// error in their own exit handlers, which run first).
+static REPORT_FD: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(2);
+
+/// Send reports to a copy of standard error from now on.
+pub(crate) fn keep_stderr() {
+    // SAFETY: `dup` has no memory-safety preconditions.
+    let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
+    if fd >= 0 {
+        REPORT_FD.store(fd, Relaxed);
+    }
+}
+
+/// Write `msg` and a newline to standard error in one call.
+pub(crate) fn stderr_line(msg: fmt::Arguments<'_>) {
+    let mut line = Line {
+        buf: [0; 512],
+        len: 0,
+    };
+    let _ = line.write_fmt(msg);
+    line.buf[line.len] = b'\n';
+    // SAFETY: the descriptor is standard error or kmem's own copy of it,
+    // open for as long as this call runs, or the write fails harmlessly.
+    let fd = unsafe { rustix::fd::BorrowedFd::borrow_raw(REPORT_FD.load(Relaxed)) };
+    let _ = rustix::io::write(fd, &line.buf[..line.len + 1]);
+}
+
+// SAFETY:
+// 1. A CPU-local section of slot `n` is entered only by the thread holding
+//    `n`: an exclusive slot has one owner (taken by compare-exchange,
+//    given back at thread exit, or borrowed for a cross-CPU call only while
+//    free), and a shared slot's sections hold its lock. A thread's slot
+//    never changes inside a section (it changes only at the outermost
+//    level of a borrowed call, or at thread exit, outside any section).
+// 2. Physical memory is the private anonymous mapping made in `new`, never
+//    unmapped or touched by this crate except through the core.
+// 3. Slots are below `nr_cpus`.
+// 4. Cross-CPU calls run `f` only in a section of a slot the caller then
+//    holds (its own or a free one it borrowed), else return an error
+//    without running it.
+// 5. No page tables: `vmap_range` is `None`.
+// 6. No per-CPU base register: `this_cpu_add` answers `false`.
+unsafe impl Platform for MallocPlatform {
+    fn nr_cpu_ids(&self) -> usize {
+        self.nr_cpus
+    }
+
+    #[inline]
+    fn smp_processor_id(&self) -> usize {
+        (self.slot() & !SHARED) as usize
+    }
+
+    #[inline]
+    fn local_enter(&self) -> LocalState {
+        let s = self.slot();
+        let d = DEPTH.get();
+        let mut saved = 0;
+        if d == 0 && s & SHARED != 0 {
+            self.slots[(s & !SHARED) as usize].lock();
+            saved = 1;
+        }
+        DEPTH.set(d + 1);
+        LocalState {
+            cpu: (s & !SHARED) as usize,
+            saved,
+        }
+    }
+
+    #[inline]
+    fn local_exit(&self, state: LocalState) {
+        DEPTH.set(DEPTH.get() - 1);
+        if state.saved != 0 {
+            self.slots[state.cpu].unlock();
+        }
+    }
+
+    /// A leaf section on an exclusive slot is a load of the thread's slot:
+    /// nothing else runs on it, and nothing inside asks `in_atomic`. On a
+    /// shared slot outside any section it takes the slot's lock.
+    #[inline(always)]
+    fn local_enter_leaf(&self) -> LocalState {
+        let s = self.slot();
+        let mut saved = 0;
+        if s & SHARED != 0 && DEPTH.get() == 0 {
+            self.slots[(s & !SHARED) as usize].lock();
+            saved = 1;
+        }
+        LocalState {
+            cpu: (s & !SHARED) as usize,
+            saved,
+        }
+    }
+
+    #[inline(always)]
+    fn local_exit_leaf(&self, state: LocalState) {
+        if state.saved != 0 {
+            self.slots[state.cpu].unlock();
+        }
+    }
+
+    fn in_atomic(&self) -> bool {
+        DEPTH.get() != 0
+    }
+
+    fn direct_map(&self) -> DirectMap {
+        DirectMap {
+            base: self.base,
+            end: self.mem,
+        }
+    }
+
+    fn memory_is_zeroed(&self) -> bool {
+        true
+    }
+
+    fn wait_event(
+        &self,
+        channel: usize,
+        cond: &mut dyn FnMut() -> bool,
+        timeout_ns: Option<u64>,
+    ) -> bool {
+        let w = self.wait_word(channel);
+        let deadline = timeout_ns.map(|t| self.now_ns().saturating_add(t));
+        loop {
+            let seq = w.load(Acquire);
+            if cond() {
+                return true;
+            }
+            let left = match deadline {
+                Some(d) => {
+                    let now = self.now_ns();
+                    if now >= d {
+                        return cond();
+                    }
+                    Some(d - now)
+                }
+                None => None,
+            };
+            let ts = left.map(|ns| rustix::time::Timespec {
+                tv_sec: (ns / 1_000_000_000) as i64,
+                tv_nsec: (ns % 1_000_000_000) as i64,
+            });
+            let _ = futex::wait(w, futex::Flags::PRIVATE, seq, ts.as_ref());
+        }
+    }
+
+    fn others_can_run(&self) -> bool {
+        false
+    }
+
+    fn wake_up(&self, channel: usize) {
+        let w = self.wait_word(channel);
+        w.fetch_add(1, Release);
+        let _ = futex::wake(w, futex::Flags::PRIVATE, i32::MAX as u32);
+    }
+
+    fn smp_call_function_single(
+        &self,
+        cpu: usize,
+        f: &mut (dyn FnMut() + Send),
+    ) -> kmem::Result<()> {
+        if cpu >= self.nr_cpus {
+            return Err(Error::InvalidArgument);
+        }
+        let mine = self.slot();
+        if (mine & !SHARED) as usize == cpu {
+            let st = self.local_enter();
+            f();
+            self.local_exit(st);
+            return Ok(());
+        }
+        if DEPTH.get() != 0 {
+            // Borrowing changes the thread's slot, which a section forbids.
+            return Err(Error::Busy);
+        }
+        let target = if cpu < self.exclusive {
+            if self.slots[cpu]
+                .state
+                .compare_exchange(FREE, BORROWED, Acquire, Relaxed)
+                .is_err()
+            {
+                // A live thread holds it: it cannot be interrupted.
+                return Err(Error::NotSupported);
+            }
+            cpu as u32
+        } else {
+            cpu as u32 | SHARED
+        };
+        SLOT.set(target);
+        let st = self.local_enter();
+        f();
+        self.local_exit(st);
+        SLOT.set(mine);
+        if cpu < self.exclusive {
+            self.slots[cpu].state.store(FREE, Release);
+        }
+        Ok(())
+    }
+
+    fn report(&self, level: Level, msg: fmt::Arguments<'_>) {
+        if level <= Level::Warning || self.verbose {
+            stderr_line(msg);
+        }
+    }
+
+    fn current(&self) -> Task {
+        let mut comm = [0u8; 16];
+        // SAFETY: PR_GET_NAME writes at most 16 bytes, NUL included, into
+        // the buffer it is given.
+        unsafe { libc::prctl(libc::PR_GET_NAME, comm.as_mut_ptr()) };
+        let n = comm.iter().position(|&b| b == 0).unwrap_or(15);
+        Task::new(
+            rustix::thread::gettid().as_raw_nonzero().get() as u32,
+            core::str::from_utf8(&comm[..n]).unwrap_or("?"),
+        )
+    }
+
+    fn now_ns(&self) -> u64 {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+    }
+
+    fn random_u64(&self) -> u64 {
+        // splitmix64.
+        let mut z = self
+            .rng
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Relaxed)
+            .wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn task_flags(&self) -> u32 {
+        FLAGS.get()
+    }
+
+    fn set_task_flags(&self, flags: u32) -> bool {
+        FLAGS.set(flags);
+        true
+    }
+
+    /// No process to kill: the allocation fails and malloc returns `NULL`
+    /// with `ENOMEM`, quietly, as glibc's does.
+    fn out_of_memory(&self, _: &kmem::platform::oom::OomControl<'_>) -> bool {
+        false
+    }
+}

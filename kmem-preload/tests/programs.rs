@@ -1,0 +1,301 @@
+//! Real programs under `LD_PRELOAD` of `libkmem_preload.so`, each compared
+//! with the same run under glibc's malloc: `sort`, Python, `git`, `xz -T2`,
+//! a threaded C program, a C++ program, and the C functions' corners. Bad
+//! frees are reported and abort; bad settings exit with a reason.
+//!
+//! The programs are Debian's (coreutils, python3, git, xz-utils, gcc,
+//! g++); `.ci/run` installs them. A missing one fails its test, saying
+//! which.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// `target/<profile>/libkmem_preload.so`, brought up to date once: cargo
+/// does not build a `cdylib` for its own package's tests.
+fn lib() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            let dir = exe.parent().unwrap().parent().unwrap();
+            let mut cargo = Command::new(env!("CARGO"));
+            cargo.args(["build", "-p", "kmem-preload", "--quiet"]);
+            if dir.file_name().unwrap() == "release" {
+                cargo.arg("--release");
+            }
+            let target = dir.parent().unwrap();
+            let st = cargo.env("CARGO_TARGET_DIR", target).status().unwrap();
+            assert!(st.success(), "cargo build -p kmem-preload failed");
+            let so = dir.join("libkmem_preload.so");
+            assert!(so.exists(), "{} not built", so.display());
+            so
+        })
+        .clone()
+}
+
+/// A scratch directory of this test.
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("kmem-preload-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn programs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs")
+}
+
+/// Run `cmd`, under kmem when `kmem`, with `env` added.
+fn run(cmd: &mut Command, kmem: bool, env: &[(&str, &str)]) -> Output {
+    if kmem {
+        cmd.env("LD_PRELOAD", lib());
+    } else {
+        cmd.env_remove("LD_PRELOAD");
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let what = format!("{cmd:?}");
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e} (install it: see .ci/run)"))
+}
+
+/// Run the command both ways; their output and status must match.
+fn same_under_kmem(mut make: impl FnMut() -> Command) -> Output {
+    let glibc = run(&mut make(), false, &[]);
+    let kmem = run(&mut make(), true, &[]);
+    assert!(glibc.status.success(), "under glibc: {glibc:?}");
+    assert_eq!(
+        kmem.status.code(),
+        glibc.status.code(),
+        "status under kmem, stderr: {}",
+        String::from_utf8_lossy(&kmem.stderr)
+    );
+    assert!(kmem.stdout == glibc.stdout, "output differs under kmem");
+    kmem
+}
+
+/// Compile `src` from tests/programs with `compiler` into `dir`.
+fn compile(compiler: &str, src: &str, dir: &Path) -> PathBuf {
+    let out = dir.join(src.split('.').next().unwrap());
+    let st = Command::new(compiler)
+        .args(["-O2", "-pthread", "-Wno-free-nonheap-object", "-o"])
+        .arg(&out)
+        .arg(programs().join(src))
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {compiler}: {e} (install it: see .ci/run)"));
+    assert!(st.success(), "{compiler} {src} failed");
+    out
+}
+
+#[test]
+fn sort_of_a_million_lines() {
+    let d = scratch("sort");
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut text = String::new();
+    for _ in 0..1_000_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        text.push_str(&format!("{:x} {}\n", x, x % 1000));
+    }
+    let f = d.join("lines.txt");
+    std::fs::write(&f, text).unwrap();
+    let out = same_under_kmem(|| {
+        let mut c = Command::new("sort");
+        c.arg(&f);
+        c
+    });
+    assert_eq!(
+        out.stdout.iter().filter(|&&b| b == b'\n').count(),
+        1_000_000
+    );
+}
+
+#[test]
+fn python_builds_and_serialises_dicts_and_lists() {
+    let out = same_under_kmem(|| {
+        let mut c = Command::new("python3");
+        c.arg(programs().join("dicts.py"));
+        c
+    });
+    assert!(String::from_utf8_lossy(&out.stdout).contains("True"));
+}
+
+#[test]
+fn git_on_a_scratch_repository() {
+    let script = r#"
+        set -e
+        export GIT_AUTHOR_NAME=a GIT_AUTHOR_EMAIL=a@b GIT_COMMITTER_NAME=a GIT_COMMITTER_EMAIL=a@b
+        export GIT_AUTHOR_DATE='2026-01-01T00:00:00Z' GIT_COMMITTER_DATE='2026-01-01T00:00:00Z'
+        export GIT_CONFIG_NOSYSTEM=1 HOME="$PWD"
+        git init -q -b main repo && cd repo
+        for i in 1 2 3 4 5; do
+            seq 1 $((i * 2000)) > f$i; seq $i 3 9000 >> f1
+            git add -A && git commit -qm "commit $i"
+        done
+        git checkout -q -b side HEAD~2 && echo side > s && git add s && git commit -qm side
+        git checkout -q main && git merge -q --no-edit side
+        git gc -q && git fsck --strict 2>&1
+        git log --format='%H %s' && git diff --stat HEAD~3 && git rev-list --count HEAD
+    "#;
+    let d = scratch("git");
+    let mut n = 0;
+    let out = same_under_kmem(|| {
+        n += 1;
+        let w = d.join(format!("run{n}"));
+        std::fs::create_dir_all(&w).unwrap();
+        let mut c = Command::new("sh");
+        c.args(["-c", script]).current_dir(w);
+        c
+    });
+    assert!(String::from_utf8_lossy(&out.stdout).contains("commit 5"));
+}
+
+#[test]
+fn xz_with_two_threads() {
+    let d = scratch("xz");
+    let mut x = 1u64;
+    let mut data = Vec::with_capacity(24 << 20);
+    while data.len() < 24 << 20 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        // Compressible, but not trivially.
+        data.extend_from_slice(format!("{} ", x >> 52).as_bytes());
+    }
+    let f = d.join("data");
+    std::fs::write(&f, &data).unwrap();
+    let out = same_under_kmem(|| {
+        let mut c = Command::new("xz");
+        c.args(["-T2", "--block-size=4MiB", "-c"]).arg(&f);
+        c
+    });
+    assert!(out.stdout.len() > 1000);
+}
+
+#[test]
+fn threads_free_what_others_allocated() {
+    let d = scratch("threads");
+    let exe = compile("cc", "threads.c", &d);
+    let out = same_under_kmem(|| Command::new(&exe));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("threads done"));
+}
+
+#[test]
+fn cpp_maps_and_strings() {
+    let d = scratch("cpp");
+    let exe = compile("c++", "maps.cpp", &d);
+    let out = same_under_kmem(|| Command::new(&exe));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("5000 keys"));
+}
+
+#[test]
+fn the_c_functions_corners_and_fork() {
+    let d = scratch("api");
+    let exe = compile("cc", "api.c", &d);
+    let out = same_under_kmem(|| Command::new(&exe));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "malloc(0): distinct non-null",
+        "huge: null ENOMEM",
+        "calloc overflow: null ENOMEM",
+        "alignments up to 4 MiB: 1",
+        "posix_memalign(3): EINVAL",
+        "fork child: exited 0",
+    ] {
+        assert!(text.contains(line), "{line} not in\n{text}");
+    }
+}
+
+/// Run `api bad <case>` under kmem with `env`: it must abort with
+/// `expect` on standard error.
+fn bad_free(exe: &Path, case: &str, env: &[(&str, &str)], expect: &[&str]) {
+    let out = run(Command::new(exe).args(["bad", case]), true, env);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(libc_sigabrt()), "{case}: {err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("survived"));
+    for e in expect {
+        assert!(err.contains(e), "{case}: {e:?} not in\n{err}");
+    }
+}
+
+fn libc_sigabrt() -> i32 {
+    6
+}
+
+#[test]
+fn bad_frees_are_reported_and_abort() {
+    let d = scratch("bad");
+    let exe = compile("cc", "api.c", &d);
+    bad_free(
+        &exe,
+        "double",
+        &[],
+        &[
+            "BUG kmalloc-128 (Not tainted): Object already free",
+            "refused: aborting",
+        ],
+    );
+    bad_free(
+        &exe,
+        "interior",
+        &[],
+        &[
+            "Invalid object pointer",
+            "is in object",
+            "refused: aborting",
+        ],
+    );
+    bad_free(&exe, "foreign", &[], &["free(): invalid pointer"]);
+    bad_free(&exe, "large-double", &[], &["free(): invalid pointer"]);
+    bad_free(&exe, "sized", &[], &["free_sized(): size 4096 is larger"]);
+    // A double free that is not at the sheaf's head needs slab_debug, as
+    // in Linux; so does an overrun.
+    let debug = [("KMEM_SLAB_DEBUG", "FZPU")];
+    bad_free(
+        &exe,
+        "double-later",
+        &debug,
+        &["Object already free", "freed again"],
+    );
+    bad_free(
+        &exe,
+        "overrun",
+        &debug,
+        &["Right Redzone overwritten", "Allocated in"],
+    );
+}
+
+#[test]
+fn stats_at_exit_and_bad_settings() {
+    // `sort` allocates (`true` would not, and would not boot kmem).
+    let out = run(
+        &mut Command::new("sort"),
+        true,
+        &[("KMEM_MALLOC_STATS", "1")],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success());
+    for e in [
+        "slabinfo - version: 2.1",
+        "kmalloc-64",
+        "MemTotal:",
+        "Large blocks:",
+    ] {
+        assert!(err.contains(e), "{e:?} not in\n{err}");
+    }
+    for (var, val) in [
+        ("KMEM_MALLOC_MEM", "lots"),
+        ("KMEM_MALLOC_MEM", "1M"),
+        ("KMEM_SLAB_DEBUG", "FZQ"),
+    ] {
+        let out = run(&mut Command::new("sort"), true, &[(var, val)]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={val}: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.contains(&format!("{var}={val}: give")), "{err}");
+    }
+}
