@@ -42,6 +42,7 @@ fn over_aligned_layouts() {
     assert!(pages
         .iter()
         .all(|p| p.as_ref() as *const Page as usize % 4096 == 0));
+    assert!(pages.iter().all(|p| p.0[4095] == 1));
     let lines: Vec<Box<Line>> = (0..1000).map(|_| Box::new(Line([2; 24]))).collect();
     assert!(lines
         .iter()
