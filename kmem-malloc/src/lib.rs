@@ -170,8 +170,8 @@ fn boot() -> Machine {
         // SAFETY: `print_stats` is an `extern "C" fn()`.
         unsafe { libc::atexit(print_stats) };
     }
-    // SAFETY: the handler is an `extern "C" fn()`.
-    unsafe { libc::pthread_atfork(None, None, Some(after_fork_child)) };
+    // SAFETY: the handlers are `extern "C" fn()`s.
+    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
     k
 }
 
@@ -189,7 +189,19 @@ fn drain_exiting_thread() {
     }
 }
 
-extern "C" fn after_fork_child() {
+extern "C" fn fork_prepare() {
+    if let Some(k) = MACHINE.get() {
+        k.platform().fork_prepare();
+    }
+}
+
+extern "C" fn fork_parent() {
+    if let Some(k) = MACHINE.get() {
+        k.platform().fork_parent();
+    }
+}
+
+extern "C" fn fork_child() {
     if let Some(k) = MACHINE.get() {
         // SAFETY: called as the atfork child handler only.
         unsafe { k.platform().after_fork_in_child() };
@@ -275,6 +287,7 @@ pub fn malloc(size: usize) -> *mut u8 {
 #[inline]
 fn alloc_gfp(size: usize, gfp: Gfp) -> *mut u8 {
     let k = machine();
+    let _call = k.platform().call();
     if size <= KMALLOC_MAX_SIZE {
         if let Ok(p) = k.kmalloc(size.max(MIN_ALIGN), gfp) {
             return p.as_ptr();
@@ -311,6 +324,7 @@ pub unsafe fn free(p: *mut u8) {
     let Some(k) = MACHINE.get() else {
         abort_bad("free", p)
     };
+    let _call = k.platform().call();
     if k.platform().in_direct_map(p as usize) {
         // SAFETY: the caller gives the block up.
         if unsafe { k.kfree(p) }.is_err() {
@@ -347,6 +361,7 @@ pub fn usable_size(p: *const u8) -> usize {
     let Some(k) = MACHINE.get() else {
         abort_bad("malloc_usable_size", p)
     };
+    let _call = k.platform().call();
     if k.platform().in_direct_map(p as usize) {
         match k.ksize(p) {
             0 => abort_bad("malloc_usable_size", p),
@@ -374,8 +389,9 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
         unsafe { free(p) };
         return ptr::null_mut();
     }
-    let old = usable_size(p);
     let k = machine();
+    let _call = k.platform().call();
+    let old = usable_size(p);
     if size <= old && size.max(MIN_ALIGN) >= old / 2 {
         return p;
     }
@@ -407,6 +423,7 @@ pub fn aligned_alloc(align: usize, size: usize) -> *mut u8 {
         return malloc(size);
     }
     let k = machine();
+    let _call = k.platform().call();
     let want = size.max(align);
     if want <= KMALLOC_MAX_SIZE {
         // A size that is a multiple of the alignment usually lands in a

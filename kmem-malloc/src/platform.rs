@@ -62,7 +62,15 @@ thread_local! {
     static DEPTH: Cell<u32> = const { Cell::new(0) };
     /// `current->flags` (the memalloc scope bits).
     static FLAGS: Cell<u32> = const { Cell::new(0) };
+    /// Depth of malloc calls (realloc calls malloc and free).
+    static CALLS: Cell<u32> = const { Cell::new(0) };
+    /// This thread is the one calling `fork()`: the gate lets it through.
+    static FORKER: Cell<bool> = const { Cell::new(false) };
 }
+
+/// 1 while a `fork()` is between its prepare handler and its parent or
+/// child handler: no malloc call may start (see [`MallocPlatform::call_enter`]).
+static FORKING: AtomicU32 = AtomicU32::new(0);
 
 /// One CPU slot, on its own cache line.
 #[repr(align(64))]
@@ -72,6 +80,9 @@ struct Slot {
     state: AtomicU32,
     /// The lock of a shared slot: 0 free, 1 held, 2 held with waiters.
     lock: AtomicU32,
+    /// Threads of this slot inside a malloc call now (0 or 1 on an
+    /// exclusive slot): `fork()` waits for every slot's to be 0.
+    active: AtomicU32,
 }
 
 impl Slot {
@@ -104,6 +115,7 @@ static SLOTS: [Slot; MAX_SLOTS] = [const {
     Slot {
         state: AtomicU32::new(FREE),
         lock: AtomicU32::new(0),
+        active: AtomicU32::new(0),
     }
 }; MAX_SLOTS];
 /// The wait channels' futex words.
@@ -129,6 +141,9 @@ pub struct MallocPlatform {
     rng: AtomicU64,
     /// Report info-level lines too.
     verbose: bool,
+    /// `membarrier(PRIVATE_EXPEDITED)` is registered: the fork gate's
+    /// callers need only a compiler fence, the forker pays the barrier.
+    membarrier: bool,
     /// The `pthread` key whose destructor gives a thread's slot back.
     key: libc::pthread_key_t,
     /// Called with the slot of an exiting thread, inside a section of it,
@@ -201,6 +216,9 @@ impl MallocPlatform {
         let shared = shared.clamp(1, MAX_SLOTS);
         let exclusive = exclusive.min(MAX_SLOTS - shared);
         let nr_cpus = exclusive + shared;
+        let membarrier =
+            rustix::thread::membarrier(rustix::thread::MembarrierCommand::RegisterPrivateExpedited)
+                .is_ok();
         let mut seed = [0u8; 8];
         let _ = rustix::rand::getrandom(&mut seed, rustix::rand::GetRandomFlags::empty());
         Ok(MallocPlatform {
@@ -213,6 +231,7 @@ impl MallocPlatform {
             live: AtomicUsize::new(0),
             rng: AtomicU64::new(u64::from_ne_bytes(seed)),
             verbose,
+            membarrier,
             key,
             on_exit: AtomicUsize::new(0),
         })
@@ -251,6 +270,109 @@ impl MallocPlatform {
         self.on_exit.store(f as usize, Release);
     }
 
+    /// Enter a malloc call: mark the caller's slot active, unless a
+    /// `fork()` is under way, in which case wait for it to end. Nests.
+    ///
+    /// With the marks, `fork()` ([`fork_prepare`](Self::fork_prepare))
+    /// waits until no thread is inside the allocator, so the child never
+    /// inherits a lock another thread held or a sheaf half pushed, as
+    /// glibc's malloc takes its arena locks around `fork()`. The order is
+    /// Dekker's: the caller stores its mark and then reads `FORKING`; the
+    /// forker stores `FORKING` and then reads the marks. The forker's
+    /// `membarrier()` puts a full barrier on every running thread between
+    /// the two, so the caller's side needs only a compiler fence.
+    #[inline(always)]
+    pub fn call_enter(&self) {
+        let d = CALLS.get();
+        CALLS.set(d + 1);
+        if d == 0 {
+            self.gate_in();
+        }
+    }
+
+    /// [`call_enter`](Self::call_enter), left when the guard drops.
+    #[inline(always)]
+    pub fn call(&self) -> Call<'_> {
+        self.call_enter();
+        Call(self)
+    }
+
+    /// Leave a malloc call entered with [`call_enter`](Self::call_enter).
+    #[inline(always)]
+    pub fn call_exit(&self) {
+        let d = CALLS.get() - 1;
+        CALLS.set(d);
+        if d == 0 {
+            self.mark(false);
+        }
+    }
+
+    #[inline(always)]
+    fn mark(&self, on: bool) {
+        let s = self.slot();
+        let a = &self.slots[(s & !SHARED) as usize].active;
+        if s & SHARED == 0 {
+            // Only the owner writes an exclusive slot's mark.
+            a.store(on as u32, Relaxed);
+        } else if on {
+            a.fetch_add(1, Relaxed);
+        } else {
+            a.fetch_sub(1, Release);
+        }
+    }
+
+    #[inline(always)]
+    fn gate_in(&self) {
+        loop {
+            self.mark(true);
+            if self.membarrier {
+                core::sync::atomic::compiler_fence(SeqCst);
+            } else {
+                core::sync::atomic::fence(SeqCst);
+            }
+            if FORKING.load(Relaxed) == 0 || FORKER.get() {
+                return;
+            }
+            self.gate_wait();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn gate_wait(&self) {
+        self.mark(false);
+        while FORKING.load(Acquire) != 0 {
+            let _ = futex::wait(&FORKING, futex::Flags::PRIVATE, 1, None);
+        }
+    }
+
+    /// The `pthread_atfork` prepare handler: close the gate and wait until
+    /// no other thread is inside a malloc call.
+    pub fn fork_prepare(&self) {
+        FORKER.set(true);
+        FORKING.store(1, SeqCst);
+        if self.membarrier {
+            let _ = rustix::thread::membarrier(rustix::thread::MembarrierCommand::PrivateExpedited);
+        }
+        let me = self.current_slot();
+        let mine = CALLS.get() != 0;
+        for (i, s) in self.slots[..self.nr_cpus].iter().enumerate() {
+            // The forker's own mark, if it forks from inside a call (an
+            // atfork handler that allocates), is one of them.
+            let own = u32::from(mine && Some(i) == me);
+            while s.active.load(Acquire) > own {
+                rustix::thread::sched_yield();
+            }
+        }
+    }
+
+    /// The `pthread_atfork` parent handler: open the gate.
+    pub fn fork_parent(&self) {
+        FORKER.set(false);
+        FORKING.store(0, Release);
+        let _ = futex::wake(&FORKING, futex::Flags::PRIVATE, i32::MAX as u32);
+    }
+
     /// After `fork()`, in the child: only the calling thread survived, so
     /// every other exclusive slot is free again (its sheaves and lists keep
     /// their objects for the next thread that takes it) and no shared lock
@@ -265,6 +387,8 @@ impl MallocPlatform {
         let mut live = 0;
         for (i, s) in self.slots[..self.nr_cpus].iter().enumerate() {
             s.lock.store(0, Relaxed);
+            s.active
+                .store(u32::from(Some(i) == mine && CALLS.get() != 0), Relaxed);
             if Some(i) == mine && i < self.exclusive {
                 s.state.store(OWNED, Relaxed);
                 live += 1;
@@ -274,6 +398,8 @@ impl MallocPlatform {
         }
         self.live.store(live, Relaxed);
         DEPTH.set(0);
+        FORKER.set(false);
+        FORKING.store(0, Relaxed);
     }
 
     /// The calling thread's slot, taking one at its first call.
@@ -323,24 +449,36 @@ impl MallocPlatform {
     /// Give the calling thread's exclusive slot back (thread exit).
     fn release_slot(&self) {
         let s = SLOT.get();
-        SLOT.set(EXITING);
         if s < EXITING && s & SHARED == 0 {
             let f = self.on_exit.load(Acquire);
             if f != 0 {
-                // Run on the slot it still owns, as the thread's last work.
-                SLOT.set(s);
                 // SAFETY: `on_exit` only ever holds a `fn()` (set_on_exit).
                 let f: fn() = unsafe { core::mem::transmute::<usize, fn()>(f) };
+                // The thread's last work, on the slot it still owns, inside
+                // a call so that a fork waits for it.
+                let _call = self.call();
                 f();
-                SLOT.set(EXITING);
             }
+            SLOT.set(EXITING);
             self.live.fetch_sub(1, Relaxed);
             self.slots[s as usize].state.store(FREE, Release);
+        } else {
+            SLOT.set(EXITING);
         }
     }
 
     fn wait_word(&self, channel: usize) -> &AtomicU32 {
         &self.wait[(channel >> 4) % WAIT_WORDS]
+    }
+}
+
+/// A malloc call in progress (see [`MallocPlatform::call_enter`]).
+pub struct Call<'a>(&'a MallocPlatform);
+
+impl Drop for Call<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.0.call_exit();
     }
 }
 

@@ -210,6 +210,23 @@ fn the_c_functions_corners_and_fork() {
     }
 }
 
+#[test]
+fn fork_while_other_threads_allocate() {
+    let d = scratch("forks");
+    let exe = compile("cc", "forks.c", &d);
+    // Without the fork gate a child hangs on a lock its parent's other
+    // threads held (two runs in three did): `timeout` ends such a run.
+    let out = same_under_kmem(|| {
+        let mut c = Command::new("timeout");
+        c.arg("120").arg(&exe);
+        c
+    });
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200 of 200 children exited 0\n"
+    );
+}
+
 /// Run `api bad <case>` under kmem with `env`: it must abort with
 /// `expect` on standard error.
 fn bad_free(exe: &Path, case: &str, env: &[(&str, &str)], expect: &[&str]) {
