@@ -50,19 +50,24 @@ pub const PG_BUDDY: u32 = 1 << 3;
 pub const PG_SLAB: u32 = 1 << 4;
 /// On a per-CPU page list (kmem names the state Linux leaves implicit).
 pub const PG_PCP: u32 = 1 << 5;
+/// `PageReported`: a free buddy block already reported to the platform
+/// ([`crate::page_alloc::page_reporting`]); cleared when it leaves the free
+/// lists.
+pub const PG_REPORTED: u32 = 1 << 6;
 
 const ZONE_SHIFT: u32 = 24;
 const NODE_SHIFT: u32 = 28;
 const FLAG_MASK: u32 = (1 << ZONE_SHIFT) - 1;
 
 /// Flag names in the order `%pGp` prints them.
-const FLAG_NAMES: [(u32, &str); 6] = [
+const FLAG_NAMES: [(u32, &str); 7] = [
     (PG_RESERVED, "reserved"),
     (PG_HEAD, "head"),
     (PG_TAIL, "tail"),
     (PG_BUDDY, "buddy"),
     (PG_SLAB, "slab"),
     (PG_PCP, "pcp"),
+    (PG_REPORTED, "reported"),
 ];
 
 /// A page descriptor (`struct page`).

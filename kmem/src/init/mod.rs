@@ -195,6 +195,8 @@ pub struct Kmem<P: Platform> {
     pub(crate) percpu: crate::percpu::PcpuState,
     /// vmalloc, vmap and ioremap ([`crate::vmalloc`]).
     pub(crate) vmalloc: crate::vmalloc::VmallocState,
+    /// Free page reporting (off until a driver registers).
+    pub(crate) page_reporting: crate::page_alloc::page_reporting::PageReporting,
     /// The iomem resource tree ([`crate::resource`]).
     pub(crate) iomem: crate::resource::Iomem,
 }
@@ -339,6 +341,7 @@ impl<P: Platform> Kmem<P> {
                 vmalloc_end,
                 p.vmap_range().is_some(),
             ),
+            page_reporting: crate::page_alloc::page_reporting::PageReporting::new(),
             p: platform,
         };
         kmem.build_all_zonelists();

@@ -19,9 +19,15 @@
 
 use super::AllocFlags;
 use crate::mmzone::{FreeArea, MigrateType, MIGRATE_PCPTYPES, MIGRATE_TYPES};
-use crate::page::{MemMap, PageList, PG_BUDDY};
+use crate::page::{MemMap, Page, PageList, PG_BUDDY, PG_REPORTED};
 use crate::{MAX_PAGE_ORDER, NR_PAGE_ORDERS, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
 use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
+
+/// The page heads a free block of this zone (`PageBuddy`, reported or not).
+#[inline]
+fn is_free_head(cx: &BuddyCx<'_>, pg: &Page) -> bool {
+    pg.raw_flags() & !PG_REPORTED == cx.links | PG_BUDDY
+}
 
 /// Linux's migratetype fallback table (`fallbacks[]`).
 pub const FALLBACKS: [[MigrateType; 2]; MIGRATE_PCPTYPES] = [
@@ -204,20 +210,22 @@ impl FreeArea {
             return false;
         }
         match cx.mm.pfn_to_page(pfn) {
-            Some(b) => b.raw_flags() == (cx.links | PG_BUDDY) && b.order() == order,
+            Some(b) => is_free_head(cx, b) && b.order() == order,
             None => false,
         }
     }
 
     /// `__free_one_page()`: put the block `pfn`/`order` back, merging with
     /// free buddies. `mt` is the migratetype of the block's pageblock.
+    /// Returns the order of the block it ends up in (for free page
+    /// reporting).
     pub(crate) fn free_one(
         &mut self,
         cx: &BuddyCx<'_>,
         mut pfn: u64,
         mut order: u32,
         mt: MigrateType,
-    ) {
+    ) -> u32 {
         while order < MAX_PAGE_ORDER {
             let buddy = pfn ^ (1 << order);
             if !self.is_buddy(cx, buddy, order) {
@@ -248,6 +256,56 @@ impl FreeArea {
             self.is_buddy(cx, higher, order + 1)
         };
         self.add(cx, cx.mm.idx_of_pfn(pfn), order, mt, to_tail);
+        order
+    }
+
+    /// `page_reporting_cycle()`'s first half: take up to `out.len()`
+    /// free blocks of at least `min_order` that are not reported yet off
+    /// the lists (`__isolate_free_page`), largest first, skipping the
+    /// isolate and high-atomic types as Linux does. Returns how many, each
+    /// as (index, order).
+    pub(crate) fn isolate_unreported(
+        &mut self,
+        cx: &BuddyCx<'_>,
+        min_order: u32,
+        out: &mut [(u32, u32)],
+    ) -> usize {
+        let mut n = 0;
+        for order in (min_order..=MAX_PAGE_ORDER).rev() {
+            for mt in &MigrateType::ALL[..MIGRATE_PCPTYPES] {
+                while n < out.len() {
+                    let l = &self.lists[order as usize][*mt as usize];
+                    let Some(idx) = l
+                        .iter(&cx.mm)
+                        .find(|&i| cx.mm.at(i).raw_flags() & PG_REPORTED == 0)
+                    else {
+                        break;
+                    };
+                    self.del(cx, idx, order, *mt);
+                    out[n] = (idx, order);
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// `page_reporting_drain()`: put a reported block back. It merges
+    /// with a buddy freed meanwhile (the merged block is then unreported,
+    /// as Linux's `__putback_isolated_page` leaves it); otherwise it goes
+    /// to the list's tail marked reported, so that allocations prefer
+    /// blocks whose memory is still there.
+    pub(crate) fn putback_reported(&mut self, cx: &BuddyCx<'_>, idx: u32, order: u32) {
+        let pfn = cx.mm.pfn_of(idx);
+        let mt = cx.pb.get(pfn);
+        if order < MAX_PAGE_ORDER && self.is_buddy(cx, pfn ^ (1 << order), order) {
+            self.free_one(cx, pfn, order, mt);
+        } else {
+            self.add(cx, idx, order, mt, true);
+            cx.mm
+                .at(idx)
+                .set_raw_flags(cx.links | PG_BUDDY | PG_REPORTED);
+        }
     }
 
     /// `expand()`: split a block of `high` taken for an allocation of `low`,
@@ -299,7 +357,7 @@ impl FreeArea {
         let mut p = start;
         while p < end {
             match cx.mm.pfn_to_page(p) {
-                Some(pg) if pg.raw_flags() == (cx.links | PG_BUDDY) => {
+                Some(pg) if is_free_head(cx, pg) => {
                     free += 1u64 << pg.order();
                     p += 1u64 << pg.order();
                 }
@@ -322,7 +380,7 @@ impl FreeArea {
         let mut p = start;
         while p < start + PAGEBLOCK_NR_PAGES {
             match cx.mm.pfn_to_page(p) {
-                Some(pg) if pg.raw_flags() == (cx.links | PG_BUDDY) => {
+                Some(pg) if is_free_head(cx, pg) => {
                     let o = pg.order();
                     let idx = cx.mm.idx_of_pfn(p);
                     self.list_remove(cx, o, from, idx);

@@ -207,9 +207,11 @@ impl<P: Platform> Kmem<P> {
         let pfn = cx.mm.pfn_of(idx);
         let mt = cx.pb.get(pfn);
         let mut area = zone.lock();
-        area.free_one(&cx, pfn, order, mt);
+        let merged = area.free_one(&cx, pfn, order, mt);
         zone.add_free_locked(1 << order);
         Zone::count_locked(&zone.pgfree, 1 << order);
+        drop(area);
+        self.page_reporting_notify_free(merged);
     }
 
     /// `free_unref_page()`: onto this CPU's list, spilling `batch` pages

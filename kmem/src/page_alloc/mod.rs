@@ -57,6 +57,7 @@ pub mod buddy;
 pub mod fail_page_alloc;
 mod free;
 mod get_free_pages;
+pub mod page_reporting;
 pub mod pcp;
 pub mod sysctl;
 pub mod watermark;

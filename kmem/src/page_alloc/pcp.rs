@@ -363,6 +363,7 @@ impl<P: Platform> Kmem<P> {
         let cx = self.buddy_cx(zone);
         let mut area = zone.lock();
         let mut freed = 0u64;
+        let mut merged = 0;
         let mut pindex = NR_PCP_LISTS - 1;
         let mut empty_rounds = 0;
         while freed < u64::from(count) && empty_rounds < NR_PCP_LISTS {
@@ -375,11 +376,12 @@ impl<P: Platform> Kmem<P> {
             let order = pindex_to_order(pindex);
             mm.at(i).clear_flag_owned(PG_PCP);
             let pfn = mm.pfn_of(i);
-            area.free_one(&cx, pfn, order, cx.pb.get(pfn));
+            merged = merged.max(area.free_one(&cx, pfn, order, cx.pb.get(pfn)));
             freed += 1 << order;
         }
         zone.add_free_locked(freed as i64);
         drop(area);
+        self.page_reporting_notify_free(merged);
         pcp.add_count(-(freed as i64));
         freed
     }

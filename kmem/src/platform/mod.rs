@@ -398,6 +398,14 @@ pub unsafe trait Platform {
         first
     }
 
+    /// Free page reporting asks for a round
+    /// ([`Kmem::page_reporting_process`](crate::Kmem::page_reporting_process)):
+    /// a free left a block of the registered order. Called from free paths,
+    /// possibly in a CPU-local section: the platform only schedules the
+    /// round (Linux queues delayed work), it must not run it here. Once per
+    /// round. The default does nothing.
+    fn page_reporting_notify(&self) {}
+
     /// `printk`: one message at `level`, in the kernel's wording. The
     /// message carries no trailing newline; multi-line reports arrive as
     /// several calls.
@@ -539,7 +547,7 @@ macro_rules! report {
 #[macro_export]
 macro_rules! forward_platform {
     ($s:ident => $to:expr; all) => {
-        $crate::forward_platform!($s => $to; nr_cpu_ids, smp_processor_id, local_enter, local_exit, local_enter_leaf, local_exit_leaf, set_per_cpu_offset, this_cpu_add, in_atomic, in_interrupt, direct_map, memory_is_zeroed, vmap_range, map_kernel_range, unmap_kernel_range, flush_tlb_kernel_range, wait_event, wake_up, others_can_run, smp_call_function_single, on_each_cpu, report, current, now_ns, random_u64, task_flags, set_task_flags, out_of_memory);
+        $crate::forward_platform!($s => $to; nr_cpu_ids, smp_processor_id, local_enter, local_exit, local_enter_leaf, local_exit_leaf, set_per_cpu_offset, this_cpu_add, in_atomic, in_interrupt, direct_map, memory_is_zeroed, vmap_range, map_kernel_range, unmap_kernel_range, flush_tlb_kernel_range, wait_event, wake_up, others_can_run, smp_call_function_single, on_each_cpu, page_reporting_notify, report, current, now_ns, random_u64, task_flags, set_task_flags, out_of_memory);
     };
     ($s:ident => $to:expr; $($m:ident),+ $(,)?) => {
         $( $crate::forward_platform!(@one $s => $to; $m); )+
@@ -691,6 +699,13 @@ macro_rules! forward_platform {
         fn on_each_cpu(&self, f: &mut (dyn FnMut(usize) + Send)) -> $crate::Result<()> {
             let $s = self;
             $crate::platform::Platform::on_each_cpu($to, f)
+        }
+    };
+    (@one $s:ident => $to:expr; page_reporting_notify) => {
+        #[inline]
+        fn page_reporting_notify(&self) -> () {
+            let $s = self;
+            $crate::platform::Platform::page_reporting_notify($to)
         }
     };
     (@one $s:ident => $to:expr; report) => {
