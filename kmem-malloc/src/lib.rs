@@ -50,6 +50,7 @@ use kmem::kmalloc::KMALLOC_MAX_SIZE;
 use kmem::memory_map::MemRegion;
 use kmem::{BootParams, Kmem};
 use platform::{stderr_line, MallocPlatform};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 
 /// The machine malloc runs on.
@@ -63,6 +64,10 @@ pub use kmem::PAGE_SIZE;
 
 /// Every block is at least this big and this aligned (`max_align_t`).
 pub const MIN_ALIGN: usize = 16;
+
+/// Free page reporting's delay when `KMEM_MALLOC_DECAY_MS` is not set:
+/// Linux's `PAGE_REPORTING_DELAY` (2 s).
+pub const DEFAULT_DECAY_MS: u64 = 2000;
 
 /// Physical memory when `KMEM_MALLOC_MEM` is not set.
 pub const DEFAULT_MEM: u64 = 4 << 30;
@@ -107,6 +112,8 @@ fn refuse(msg: core::fmt::Arguments<'_>) -> ! {
 /// The boot settings, from the environment.
 struct Settings {
     mem: u64,
+    /// Free page reporting delay (`u64::MAX`: off).
+    decay_ns: u64,
     params: BootParams,
     verbose: bool,
     stats: bool,
@@ -119,6 +126,16 @@ fn settings() -> Settings {
             Some(m) if (64 << 20..=1 << 46).contains(&m) => m & !(PAGE_SIZE as u64 - 1),
             _ => refuse(format_args!(
                 "kmem-malloc: KMEM_MALLOC_MEM={s}: give a size from 64M to 64T, such as 4G"
+            )),
+        },
+    };
+    let decay_ns = match env(c"KMEM_MALLOC_DECAY_MS") {
+        None => DEFAULT_DECAY_MS * 1_000_000,
+        Some("off") => u64::MAX,
+        Some(s) => match s.parse::<u64>() {
+            Ok(ms) if ms <= 3_600_000 => ms * 1_000_000,
+            _ => refuse(format_args!(
+                "kmem-malloc: KMEM_MALLOC_DECAY_MS={s}: give milliseconds from 0 to 3600000, or off"
             )),
         },
     };
@@ -138,6 +155,7 @@ fn settings() -> Settings {
     }
     Settings {
         mem,
+        decay_ns,
         params,
         verbose: env(c"KMEM_MALLOC_VERBOSE") == Some("1"),
         stats: env(c"KMEM_MALLOC_STATS") == Some("1"),
@@ -155,7 +173,7 @@ fn boot() -> Machine {
     let s = settings();
     let cpus = host_cpus();
     // Four exclusive slots per host CPU (at least 8), one shared per CPU.
-    let p = match MallocPlatform::new(s.mem, (4 * cpus).max(8), cpus, s.verbose) {
+    let p = match MallocPlatform::new(s.mem, (4 * cpus).max(8), cpus, s.verbose, s.decay_ns) {
         Ok(p) => p,
         Err(e) => refuse(format_args!("{e}")),
     };
@@ -165,6 +183,14 @@ fn boot() -> Machine {
         Err(e) => refuse(format_args!("kmem-malloc: boot failed: {e:?}")),
     };
     k.platform().set_on_exit(drain_exiting_thread);
+    if s.decay_ns != u64::MAX {
+        k.platform().set_on_report(report_free_pages);
+        // Blocks of pageblock order (2 MiB) and above, Linux's default.
+        k.page_reporting_register(None);
+        // Memory nothing has touched yet is still the host's: a round that
+        // gives nothing back marks every free block reported.
+        k.page_reporting_process(&mut |_, _| {});
+    }
     if s.stats {
         platform::keep_stderr();
         // SAFETY: `print_stats` is an `extern "C" fn()`.
@@ -179,6 +205,36 @@ fn boot() -> Machine {
 #[inline]
 pub fn machine() -> &'static Machine {
     MACHINE.get_or_init(boot)
+}
+
+/// Pages given back to the host by free page reporting so far.
+static REPORTED: AtomicU64 = AtomicU64::new(0);
+
+/// A free page reporting round: every free block of 2 MiB and more that
+/// was not given back yet goes back to the host (`MADV_DONTNEED`: the
+/// process's resident memory falls; the next touch maps a zeroed page).
+fn report_free_pages() {
+    let Some(k) = MACHINE.get() else { return };
+    let base = kmem::platform::Platform::direct_map(k.platform()).base;
+    let pages = k.page_reporting_process(&mut |pfn, order| {
+        let addr = base + ((pfn as usize) << kmem::PAGE_SHIFT);
+        // SAFETY: the block is free and isolated from the free lists for
+        // the length of this call, so no one else reads or writes it; its
+        // contents are not needed.
+        let _ = unsafe {
+            rustix::mm::madvise(
+                addr as *mut _,
+                PAGE_SIZE << order,
+                rustix::mm::Advice::LinuxDontNeed,
+            )
+        };
+    });
+    REPORTED.fetch_add(pages, Relaxed);
+}
+
+/// Pages free page reporting has given back to the host.
+pub fn reported_pages() -> u64 {
+    REPORTED.load(Relaxed)
 }
 
 /// Thread exit: give the page lists of its slot back to the buddy
@@ -249,7 +305,11 @@ pub fn print_report(k: &Machine) {
     let (n, bytes) = large::stats();
     let _ = core::fmt::Write::write_fmt(
         &mut w,
-        format_args!("Large blocks:   {n} mapping(s), {} kB\n", bytes / 1024),
+        format_args!(
+            "Large blocks:   {n} mapping(s), {} kB\nReported:       {} kB\n",
+            bytes / 1024,
+            reported_pages() * (PAGE_SIZE as u64 / 1024)
+        ),
     );
 }
 

@@ -64,6 +64,8 @@ thread_local! {
     static FLAGS: Cell<u32> = const { Cell::new(0) };
     /// Depth of malloc calls (realloc calls malloc and free).
     static CALLS: Cell<u32> = const { Cell::new(0) };
+    /// Calls that found a reporting round pending (see `maybe_report`).
+    static TICK: Cell<u32> = const { Cell::new(0) };
     /// This thread is the one calling `fork()`: the gate lets it through.
     static FORKER: Cell<bool> = const { Cell::new(false) };
 }
@@ -149,6 +151,13 @@ pub struct MallocPlatform {
     /// Called with the slot of an exiting thread, inside a section of it,
     /// before the slot is given back (the machine drains its page lists).
     on_exit: AtomicUsize,
+    /// Runs a free page reporting round (a `fn()` as `usize`, 0: none).
+    on_report: AtomicUsize,
+    /// Delay from a reporting notification to its round, in ns
+    /// (`u64::MAX`: never report).
+    decay_ns: u64,
+    /// When the pending round is due (monotonic ns); 0: none pending.
+    report_due: AtomicU64,
 }
 
 /// What [`MallocPlatform::new`] can fail on.
@@ -181,12 +190,14 @@ const BASE_ALIGN: usize = kmem::PAGE_SIZE << kmem::MAX_PAGE_ORDER;
 impl MallocPlatform {
     /// Reserve `mem` bytes of physical memory and `exclusive + shared`
     /// CPU slots. Fails when another platform exists in the process or the
-    /// address space is not there.
+    /// address space is not there. `decay_ns` is the delay from a free
+    /// page reporting notification to its round (`u64::MAX`: never).
     pub fn new(
         mem: u64,
         exclusive: usize,
         shared: usize,
         verbose: bool,
+        decay_ns: u64,
     ) -> Result<Self, SetupError> {
         if INSTANCE.swap(true, AcqRel) {
             return Err(SetupError::Twice);
@@ -234,6 +245,9 @@ impl MallocPlatform {
             membarrier,
             key,
             on_exit: AtomicUsize::new(0),
+            on_report: AtomicUsize::new(0),
+            decay_ns,
+            report_due: AtomicU64::new(0),
         })
     }
 
@@ -262,6 +276,12 @@ impl MallocPlatform {
     pub fn current_slot(&self) -> Option<usize> {
         let s = SLOT.get();
         (s != NO_SLOT && s != EXITING).then_some((s & !SHARED) as usize)
+    }
+
+    /// Run `f` for each free page reporting round: the first malloc call to
+    /// end `decay_ns` after a notification runs it, before it returns.
+    pub fn set_on_report(&self, f: fn()) {
+        self.on_report.store(f as usize, Release);
     }
 
     /// Call `f` (a `fn()` as `usize`) from an exiting thread's destructor,
@@ -301,9 +321,41 @@ impl MallocPlatform {
     #[inline(always)]
     pub fn call_exit(&self) {
         let d = CALLS.get() - 1;
+        if d == 0 && self.report_due.load(Relaxed) != 0 {
+            self.maybe_report();
+        }
         CALLS.set(d);
         if d == 0 {
             self.mark(false);
+        }
+    }
+
+    /// A reporting round is pending: run it if it is due. The clock is
+    /// read every 64th call of a thread only; the round runs inside the
+    /// call, so a `fork()` waits for it.
+    #[cold]
+    #[inline(never)]
+    fn maybe_report(&self) {
+        let t = TICK.get().wrapping_add(1);
+        TICK.set(t);
+        if t % 64 != 0 {
+            return;
+        }
+        let due = self.report_due.load(Relaxed);
+        if due == 0 || self.now_ns() < due {
+            return;
+        }
+        if self
+            .report_due
+            .compare_exchange(due, 0, Relaxed, Relaxed)
+            .is_ok()
+        {
+            let f = self.on_report.load(Acquire);
+            if f != 0 {
+                // SAFETY: `on_report` only ever holds a `fn()` (set_on_report).
+                let f: fn() = unsafe { core::mem::transmute::<usize, fn()>(f) };
+                f();
+            }
         }
     }
 
@@ -702,6 +754,15 @@ unsafe impl Platform for MallocPlatform {
             self.slots[cpu].state.store(FREE, Release);
         }
         Ok(())
+    }
+
+    /// Schedule the round `decay_ns` from now, as Linux schedules its
+    /// reporting work `PAGE_REPORTING_DELAY` after the first free.
+    fn page_reporting_notify(&self) {
+        if self.decay_ns != u64::MAX {
+            let due = self.now_ns().saturating_add(self.decay_ns).max(1);
+            let _ = self.report_due.compare_exchange(0, due, Relaxed, Relaxed);
+        }
     }
 
     fn report(&self, level: Level, msg: fmt::Arguments<'_>) {

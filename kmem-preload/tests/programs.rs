@@ -227,6 +227,44 @@ fn fork_while_other_threads_allocate() {
     );
 }
 
+/// (peak, after) from rss.c's line.
+fn rss_figures(out: &Output) -> (u64, u64) {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let nums: Vec<u64> = text
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(nums.len(), 2, "{text}");
+    (nums[0], nums[1])
+}
+
+#[test]
+fn resident_memory_falls_after_frees() {
+    let d = scratch("rss");
+    let exe = compile("cc", "rss.c", &d);
+    // Free page reporting gives the freed blocks back to the host.
+    let out = run(
+        &mut Command::new(&exe),
+        true,
+        &[("KMEM_MALLOC_DECAY_MS", "100")],
+    );
+    assert!(out.status.success());
+    let (peak, after) = rss_figures(&out);
+    assert!(peak >= 256, "peak {peak} MiB");
+    assert!(after < peak / 4, "still {after} of {peak} MiB");
+    // Without it the memory stays: reporting is what gave it back.
+    let out = run(
+        Command::new(&exe).arg("0.5"),
+        true,
+        &[("KMEM_MALLOC_DECAY_MS", "off")],
+    );
+    let (peak, after) = rss_figures(&out);
+    assert!(
+        after > peak * 3 / 4,
+        "{after} of {peak} MiB without reporting"
+    );
+}
+
 /// Run `api bad <case>` under kmem with `env`: it must abort with
 /// `expect` on standard error.
 fn bad_free(exe: &Path, case: &str, env: &[(&str, &str)], expect: &[&str]) {
@@ -305,6 +343,7 @@ fn stats_at_exit_and_bad_settings() {
         assert!(err.contains(e), "{e:?} not in\n{err}");
     }
     for (var, val) in [
+        ("KMEM_MALLOC_DECAY_MS", "soon"),
         ("KMEM_MALLOC_MEM", "lots"),
         ("KMEM_MALLOC_MEM", "1M"),
         ("KMEM_SLAB_DEBUG", "FZQ"),
