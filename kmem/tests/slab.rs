@@ -1086,3 +1086,44 @@ fn without_memory_for_sheaves_objects_come_straight_from_the_slabs() {
     // SAFETY: no object of `c` is live.
     unsafe { k.kmem_cache_destroy(c) }.unwrap();
 }
+
+/// `active_objs` of cache `name` in /proc/slabinfo.
+fn active_objs<P: kmem::platform::Platform>(k: &Kmem<P>, name: &str) -> u64 {
+    let mut s = String::new();
+    kmem::proc::slabinfo(k, &mut s).unwrap();
+    let line = s
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("{name} not in slabinfo"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A CPU going offline (`slub_cpu_dead()`, done by the CPU itself with
+/// `flush_cpu_slabs`) gives back the objects its sheaves held: they count
+/// as in use until then, as in Linux's slabinfo.
+#[test]
+fn flush_cpu_slabs_returns_a_cpus_cached_objects() {
+    let mut mem = vec![0u8; MEM];
+    let k = boot_with(&mut mem, 2, SlabParams::default());
+    k.platform().set_cpu(1);
+    let before = active_objs(&k, "kmalloc-96");
+    let objs: Vec<_> = (0..20)
+        .map(|_| k.kmalloc(96, GFP_KERNEL).unwrap())
+        .collect();
+    for o in objs {
+        // SAFETY: not used again.
+        unsafe { k.kfree(o.as_ptr()) }.unwrap();
+    }
+    let cached = active_objs(&k, "kmalloc-96");
+    assert!(
+        cached > before,
+        "the sheaves hold objects: {cached} vs {before}"
+    );
+    // Another CPU's flush leaves CPU 1's sheaves alone.
+    k.platform().set_cpu(0);
+    k.flush_cpu_slabs();
+    assert_eq!(active_objs(&k, "kmalloc-96"), cached);
+    k.platform().set_cpu(1);
+    k.flush_cpu_slabs();
+    assert_eq!(active_objs(&k, "kmalloc-96"), before);
+}

@@ -526,6 +526,24 @@ impl<P: Platform> Kmem<P> {
         self.flush_sheaves_locked(s, sh, self.cpu_to_node(g.cpu()));
     }
 
+    /// What `slub_cpu_dead()` does for a CPU going offline, done by the
+    /// running CPU itself before it goes: flush its sheaves of every cache,
+    /// so that their objects go back to their slabs. A platform whose CPUs
+    /// come and go (kmem-malloc's threads) calls it when one leaves.
+    ///
+    /// ```
+    /// # let mut mem = vec![0u8; 16 << 20];
+    /// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
+    /// use kmem::gfp::GFP_KERNEL;
+    /// let p = k.kmalloc(64, GFP_KERNEL).unwrap();
+    /// // SAFETY: `p` is not used again.
+    /// unsafe { k.kfree(p.as_ptr()) }.unwrap();
+    /// k.flush_cpu_slabs();
+    /// ```
+    pub fn flush_cpu_slabs(&self) {
+        self.for_each_cache(|s| self.flush_cpu_sheaves(s));
+    }
+
     /// `flush_all()`: flush every CPU's sheaves of `s`, on each CPU through
     /// a cross-CPU call; a CPU that cannot be reached (or any, from atomic
     /// context) is asked to flush at its next use of the cache.
