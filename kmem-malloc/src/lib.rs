@@ -237,10 +237,13 @@ pub fn reported_pages() -> u64 {
     REPORTED.load(Relaxed)
 }
 
-/// Thread exit: give the page lists of its slot back to the buddy
-/// allocator (its sheaves stay, for the next thread that takes the slot).
+/// Thread exit, as a CPU going offline: its slot's sheaves go back to
+/// their slabs (`slub_cpu_dead()`) and its page lists to the buddy
+/// allocator (`page_alloc_cpu_dead()`), so that nothing the thread cached
+/// waits for the next thread to take the slot.
 fn drain_exiting_thread() {
     if let Some(k) = MACHINE.get() {
+        k.flush_cpu_slabs();
         k.drain_local_pages();
     }
 }
