@@ -190,6 +190,7 @@ fn boot() -> Machine {
         // Memory nothing has touched yet is still the host's: a round that
         // gives nothing back marks every free block reported.
         k.page_reporting_process(&mut |_, _| {});
+        k.platform().cancel_report();
     }
     if s.stats {
         platform::keep_stderr();

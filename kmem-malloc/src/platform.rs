@@ -55,19 +55,104 @@ const FREE: u32 = 0;
 const OWNED: u32 = 1;
 const BORROWED: u32 = 2;
 
-thread_local! {
-    /// This thread's slot, [`SHARED`] set when it is a shared one.
-    static SLOT: Cell<u32> = const { Cell::new(NO_SLOT) };
+/// A thread's state. All of it is zero in a new thread, so that it can
+/// live in `.tbss` (see [`thread`]).
+struct ThreadState {
+    /// This thread's slot, [`SHARED`] set when it is a shared one, stored
+    /// complemented (zero is [`NO_SLOT`]).
+    slot_not: Cell<u32>,
     /// Depth of CPU-local sections (full ones) this thread is in.
-    static DEPTH: Cell<u32> = const { Cell::new(0) };
+    depth: Cell<u32>,
     /// `current->flags` (the memalloc scope bits).
-    static FLAGS: Cell<u32> = const { Cell::new(0) };
+    flags: Cell<u32>,
     /// Depth of malloc calls (realloc calls malloc and free).
-    static CALLS: Cell<u32> = const { Cell::new(0) };
+    calls: Cell<u32>,
     /// Calls that found a reporting round pending (see `maybe_report`).
-    static TICK: Cell<u32> = const { Cell::new(0) };
+    tick: Cell<u32>,
     /// This thread is the one calling `fork()`: the gate lets it through.
-    static FORKER: Cell<bool> = const { Cell::new(false) };
+    forker: Cell<bool>,
+}
+
+impl ThreadState {
+    #[inline(always)]
+    fn slot(&self) -> u32 {
+        !self.slot_not.get()
+    }
+
+    #[inline(always)]
+    fn set_slot(&self, s: u32) {
+        self.slot_not.set(!s)
+    }
+}
+
+// The calling thread's state, in the initial-exec TLS model: one load of
+// a GOT entry and an `%fs`-relative add, where Rust's `thread_local!` in a
+// shared library calls `__tls_get_addr` for every access (a third of the
+// instructions of a malloc+free pair, measured with callgrind). Stable
+// Rust has no TLS model attribute, so the variable is declared here and
+// reached with `asm!`, as mimalloc declares its own `initial-exec`. A
+// library with initial-exec TLS is loaded at startup (`LD_PRELOAD`) or
+// linked in; `dlopen` of it works while glibc's static TLS surplus lasts.
+#[cfg(target_arch = "x86_64")]
+core::arch::global_asm!(
+    ".section .tbss,\"awT\",@nobits",
+    ".p2align 3",
+    ".globl kmem_malloc_thread_state",
+    ".hidden kmem_malloc_thread_state",
+    ".type kmem_malloc_thread_state, @object",
+    ".size kmem_malloc_thread_state, 32",
+    "kmem_malloc_thread_state:",
+    ".zero 32",
+    ".text",
+);
+
+const _: () = assert!(size_of::<ThreadState>() <= 32);
+
+/// The calling thread's [`ThreadState`]. The reference never leaves the
+/// thread (`ThreadState` is not `Sync`), and the thread's TLS block lives
+/// as long as the thread.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn thread() -> &'static ThreadState {
+    let p: *const ThreadState;
+    // SAFETY: `kmem_malloc_thread_state` is a 32-byte, 8-aligned `.tbss`
+    // object (above); its GOT entry holds its offset from the thread
+    // pointer, and `%fs:0` holds the thread pointer itself (the x86_64
+    // TLS ABI), so `p` is this thread's copy. The asm reads memory only.
+    unsafe {
+        core::arch::asm!(
+            "movq kmem_malloc_thread_state@GOTTPOFF(%rip), {p}",
+            "addq %fs:0, {p}",
+            p = out(reg) p,
+            options(att_syntax, pure, readonly, nostack, preserves_flags)
+        );
+        // SAFETY: zero bytes are a valid `ThreadState` (Cells of integers
+        // and a bool), and only this thread reaches its copy.
+        &*p
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+thread_local! {
+    static THREAD: ThreadState = const {
+        ThreadState {
+            slot_not: Cell::new(0),
+            depth: Cell::new(0),
+            flags: Cell::new(0),
+            calls: Cell::new(0),
+            tick: Cell::new(0),
+            forker: Cell::new(false),
+        }
+    };
+}
+
+/// The calling thread's [`ThreadState`] (see the x86_64 version).
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn thread() -> &'static ThreadState {
+    // SAFETY: the reference stays on this thread (`ThreadState` is not
+    // `Sync`), whose thread-local lives as long as it runs.
+    THREAD.with(|t| unsafe { &*(t as *const ThreadState) })
 }
 
 /// 1 while a `fork()` is between its prepare handler and its parent or
@@ -274,8 +359,13 @@ impl MallocPlatform {
 
     /// The slot of the calling thread, without taking one.
     pub fn current_slot(&self) -> Option<usize> {
-        let s = SLOT.get();
+        let s = thread().slot();
         (s != NO_SLOT && s != EXITING).then_some((s & !SHARED) as usize)
+    }
+
+    /// Forget a pending reporting round (boot runs its own first round).
+    pub fn cancel_report(&self) {
+        self.report_due.store(0, Relaxed);
     }
 
     /// Run `f` for each free page reporting round: the first malloc call to
@@ -303,8 +393,8 @@ impl MallocPlatform {
     /// the two, so the caller's side needs only a compiler fence.
     #[inline(always)]
     pub fn call_enter(&self) {
-        let d = CALLS.get();
-        CALLS.set(d + 1);
+        let d = thread().calls.get();
+        thread().calls.set(d + 1);
         if d == 0 {
             self.gate_in();
         }
@@ -320,11 +410,11 @@ impl MallocPlatform {
     /// Leave a malloc call entered with [`call_enter`](Self::call_enter).
     #[inline(always)]
     pub fn call_exit(&self) {
-        let d = CALLS.get() - 1;
+        let d = thread().calls.get() - 1;
         if d == 0 && self.report_due.load(Relaxed) != 0 {
             self.maybe_report();
         }
-        CALLS.set(d);
+        thread().calls.set(d);
         if d == 0 {
             self.mark(false);
         }
@@ -336,8 +426,8 @@ impl MallocPlatform {
     #[cold]
     #[inline(never)]
     fn maybe_report(&self) {
-        let t = TICK.get().wrapping_add(1);
-        TICK.set(t);
+        let t = thread().tick.get().wrapping_add(1);
+        thread().tick.set(t);
         if t % 64 != 0 {
             return;
         }
@@ -382,7 +472,7 @@ impl MallocPlatform {
             } else {
                 core::sync::atomic::fence(SeqCst);
             }
-            if FORKING.load(Relaxed) == 0 || FORKER.get() {
+            if FORKING.load(Relaxed) == 0 || thread().forker.get() {
                 return;
             }
             self.gate_wait();
@@ -401,13 +491,13 @@ impl MallocPlatform {
     /// The `pthread_atfork` prepare handler: close the gate and wait until
     /// no other thread is inside a malloc call.
     pub fn fork_prepare(&self) {
-        FORKER.set(true);
+        thread().forker.set(true);
         FORKING.store(1, SeqCst);
         if self.membarrier {
             let _ = rustix::thread::membarrier(rustix::thread::MembarrierCommand::PrivateExpedited);
         }
         let me = self.current_slot();
-        let mine = CALLS.get() != 0;
+        let mine = thread().calls.get() != 0;
         for (i, s) in self.slots[..self.nr_cpus].iter().enumerate() {
             // The forker's own mark, if it forks from inside a call (an
             // atfork handler that allocates), is one of them.
@@ -420,7 +510,7 @@ impl MallocPlatform {
 
     /// The `pthread_atfork` parent handler: open the gate.
     pub fn fork_parent(&self) {
-        FORKER.set(false);
+        thread().forker.set(false);
         FORKING.store(0, Release);
         let _ = futex::wake(&FORKING, futex::Flags::PRIVATE, i32::MAX as u32);
     }
@@ -439,8 +529,10 @@ impl MallocPlatform {
         let mut live = 0;
         for (i, s) in self.slots[..self.nr_cpus].iter().enumerate() {
             s.lock.store(0, Relaxed);
-            s.active
-                .store(u32::from(Some(i) == mine && CALLS.get() != 0), Relaxed);
+            s.active.store(
+                u32::from(Some(i) == mine && thread().calls.get() != 0),
+                Relaxed,
+            );
             if Some(i) == mine && i < self.exclusive {
                 s.state.store(OWNED, Relaxed);
                 live += 1;
@@ -449,15 +541,15 @@ impl MallocPlatform {
             }
         }
         self.live.store(live, Relaxed);
-        DEPTH.set(0);
-        FORKER.set(false);
+        thread().depth.set(0);
+        thread().forker.set(false);
         FORKING.store(0, Relaxed);
     }
 
     /// The calling thread's slot, taking one at its first call.
     #[inline(always)]
     fn slot(&self) -> u32 {
-        let s = SLOT.get();
+        let s = thread().slot();
         if s < EXITING {
             return s;
         }
@@ -482,7 +574,7 @@ impl MallocPlatform {
                     unsafe {
                         libc::pthread_setspecific(self.key, core::ptr::dangling::<libc::c_void>())
                     };
-                    SLOT.set(i as u32);
+                    thread().set_slot(i as u32);
                     return i as u32;
                 }
             }
@@ -493,14 +585,14 @@ impl MallocPlatform {
         let i = self.exclusive + rustix::thread::gettid().as_raw_nonzero().get() as usize % shared;
         let v = i as u32 | SHARED;
         if s == NO_SLOT {
-            SLOT.set(v);
+            thread().set_slot(v);
         }
         v
     }
 
     /// Give the calling thread's exclusive slot back (thread exit).
     fn release_slot(&self) {
-        let s = SLOT.get();
+        let s = thread().slot();
         if s < EXITING && s & SHARED == 0 {
             let f = self.on_exit.load(Acquire);
             if f != 0 {
@@ -511,11 +603,11 @@ impl MallocPlatform {
                 let _call = self.call();
                 f();
             }
-            SLOT.set(EXITING);
+            thread().set_slot(EXITING);
             self.live.fetch_sub(1, Relaxed);
             self.slots[s as usize].state.store(FREE, Release);
         } else {
-            SLOT.set(EXITING);
+            thread().set_slot(EXITING);
         }
     }
 
@@ -612,13 +704,13 @@ unsafe impl Platform for MallocPlatform {
     #[inline]
     fn local_enter(&self) -> LocalState {
         let s = self.slot();
-        let d = DEPTH.get();
+        let d = thread().depth.get();
         let mut saved = 0;
         if d == 0 && s & SHARED != 0 {
             self.slots[(s & !SHARED) as usize].lock();
             saved = 1;
         }
-        DEPTH.set(d + 1);
+        thread().depth.set(d + 1);
         LocalState {
             cpu: (s & !SHARED) as usize,
             saved,
@@ -627,7 +719,7 @@ unsafe impl Platform for MallocPlatform {
 
     #[inline]
     fn local_exit(&self, state: LocalState) {
-        DEPTH.set(DEPTH.get() - 1);
+        thread().depth.set(thread().depth.get() - 1);
         if state.saved != 0 {
             self.slots[state.cpu].unlock();
         }
@@ -640,7 +732,7 @@ unsafe impl Platform for MallocPlatform {
     fn local_enter_leaf(&self) -> LocalState {
         let s = self.slot();
         let mut saved = 0;
-        if s & SHARED != 0 && DEPTH.get() == 0 {
+        if s & SHARED != 0 && thread().depth.get() == 0 {
             self.slots[(s & !SHARED) as usize].lock();
             saved = 1;
         }
@@ -658,7 +750,7 @@ unsafe impl Platform for MallocPlatform {
     }
 
     fn in_atomic(&self) -> bool {
-        DEPTH.get() != 0
+        thread().depth.get() != 0
     }
 
     fn direct_map(&self) -> DirectMap {
@@ -728,7 +820,7 @@ unsafe impl Platform for MallocPlatform {
             self.local_exit(st);
             return Ok(());
         }
-        if DEPTH.get() != 0 {
+        if thread().depth.get() != 0 {
             // Borrowing changes the thread's slot, which a section forbids.
             return Err(Error::Busy);
         }
@@ -745,11 +837,11 @@ unsafe impl Platform for MallocPlatform {
         } else {
             cpu as u32 | SHARED
         };
-        SLOT.set(target);
+        thread().set_slot(target);
         let st = self.local_enter();
         f();
         self.local_exit(st);
-        SLOT.set(mine);
+        thread().set_slot(mine);
         if cpu < self.exclusive {
             self.slots[cpu].state.store(FREE, Release);
         }
@@ -783,8 +875,15 @@ unsafe impl Platform for MallocPlatform {
         )
     }
 
+    /// libc's `clock_gettime` (rustix's parses the vDSO itself, which
+    /// valgrind's does not survive).
     fn now_ns(&self) -> u64 {
-        let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `t` is a valid out-pointer; CLOCK_MONOTONIC always exists.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
         t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
     }
 
@@ -800,11 +899,11 @@ unsafe impl Platform for MallocPlatform {
     }
 
     fn task_flags(&self) -> u32 {
-        FLAGS.get()
+        thread().flags.get()
     }
 
     fn set_task_flags(&self, flags: u32) -> bool {
-        FLAGS.set(flags);
+        thread().flags.set(flags);
         true
     }
 
