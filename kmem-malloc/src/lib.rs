@@ -381,6 +381,7 @@ pub fn calloc(n: usize, size: usize) -> *mut u8 {
 /// # Safety
 ///
 /// `p` is null or a live block of this allocator, not used afterwards.
+#[inline]
 pub unsafe fn free(p: *mut u8) {
     if p.is_null() {
         return;

@@ -50,6 +50,15 @@ const EXITING: u32 = u32::MAX - 1;
 /// Set in a thread's slot number when the slot is shared (locked).
 const SHARED: u32 = 1 << 31;
 
+/// The slot index of a thread's slot value: the [`SHARED`] bit masked off
+/// with the bound the slot table has, so that indexing needs no check.
+#[inline(always)]
+const fn index(s: u32) -> usize {
+    s as usize & (MAX_SLOTS - 1)
+}
+
+const _: () = assert!(MAX_SLOTS.is_power_of_two() && MAX_SLOTS <= SHARED as usize);
+
 /// Slot states.
 const FREE: u32 = 0;
 const OWNED: u32 = 1;
@@ -118,13 +127,15 @@ fn thread() -> &'static ThreadState {
     // SAFETY: `kmem_malloc_thread_state` is a 32-byte, 8-aligned `.tbss`
     // object (above); its GOT entry holds its offset from the thread
     // pointer, and `%fs:0` holds the thread pointer itself (the x86_64
-    // TLS ABI), so `p` is this thread's copy. The asm reads memory only.
+    // TLS ABI), so `p` is this thread's copy. The two words it reads never
+    // change while the thread runs, so it is `nomem`: the compiler may
+    // compute the address once per function.
     unsafe {
         core::arch::asm!(
             "movq kmem_malloc_thread_state@GOTTPOFF(%rip), {p}",
             "addq %fs:0, {p}",
             p = out(reg) p,
-            options(att_syntax, pure, readonly, nostack, preserves_flags)
+            options(att_syntax, pure, nomem, nostack, preserves_flags)
         );
         // SAFETY: zero bytes are a valid `ThreadState` (Cells of integers
         // and a bool), and only this thread reaches its copy.
@@ -360,7 +371,7 @@ impl MallocPlatform {
     /// The slot of the calling thread, without taking one.
     pub fn current_slot(&self) -> Option<usize> {
         let s = thread().slot();
-        (s != NO_SLOT && s != EXITING).then_some((s & !SHARED) as usize)
+        (s != NO_SLOT && s != EXITING).then_some(index(s))
     }
 
     /// Forget a pending reporting round (boot runs its own first round).
@@ -452,7 +463,7 @@ impl MallocPlatform {
     #[inline(always)]
     fn mark(&self, on: bool) {
         let s = self.slot();
-        let a = &self.slots[(s & !SHARED) as usize].active;
+        let a = &self.slots[index(s)].active;
         if s & SHARED == 0 {
             // Only the owner writes an exclusive slot's mark.
             a.store(on as u32, Relaxed);
@@ -698,7 +709,7 @@ unsafe impl Platform for MallocPlatform {
 
     #[inline]
     fn smp_processor_id(&self) -> usize {
-        (self.slot() & !SHARED) as usize
+        index(self.slot())
     }
 
     #[inline]
@@ -707,12 +718,12 @@ unsafe impl Platform for MallocPlatform {
         let d = thread().depth.get();
         let mut saved = 0;
         if d == 0 && s & SHARED != 0 {
-            self.slots[(s & !SHARED) as usize].lock();
+            self.slots[index(s)].lock();
             saved = 1;
         }
         thread().depth.set(d + 1);
         LocalState {
-            cpu: (s & !SHARED) as usize,
+            cpu: index(s),
             saved,
         }
     }
@@ -733,11 +744,11 @@ unsafe impl Platform for MallocPlatform {
         let s = self.slot();
         let mut saved = 0;
         if s & SHARED != 0 && thread().depth.get() == 0 {
-            self.slots[(s & !SHARED) as usize].lock();
+            self.slots[index(s)].lock();
             saved = 1;
         }
         LocalState {
-            cpu: (s & !SHARED) as usize,
+            cpu: index(s),
             saved,
         }
     }
@@ -814,7 +825,7 @@ unsafe impl Platform for MallocPlatform {
             return Err(Error::InvalidArgument);
         }
         let mine = self.slot();
-        if (mine & !SHARED) as usize == cpu {
+        if index(mine) == cpu {
             let st = self.local_enter();
             f();
             self.local_exit(st);
