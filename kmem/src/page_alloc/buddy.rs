@@ -273,17 +273,19 @@ impl FreeArea {
         let mut n = 0;
         for order in (min_order..=MAX_PAGE_ORDER).rev() {
             for mt in &MigrateType::ALL[..MIGRATE_PCPTYPES] {
-                while n < out.len() {
-                    let l = &self.lists[order as usize][*mt as usize];
-                    let Some(idx) = l
-                        .iter(&cx.mm)
-                        .find(|&i| cx.mm.at(i).raw_flags() & PG_REPORTED == 0)
-                    else {
+                // One walk of the list picks the blocks, then they come off.
+                let first = n;
+                for idx in self.lists[order as usize][*mt as usize].iter(&cx.mm) {
+                    if n == out.len() {
                         break;
-                    };
+                    }
+                    if cx.mm.at(idx).raw_flags() & PG_REPORTED == 0 {
+                        out[n] = (idx, order);
+                        n += 1;
+                    }
+                }
+                for &(idx, _) in &out[first..n] {
                     self.del(cx, idx, order, *mt);
-                    out[n] = (idx, order);
-                    n += 1;
                 }
             }
         }

@@ -21,6 +21,12 @@
 //! blocks back to the host with `madvise(MADV_DONTNEED)`, so a program's
 //! resident memory falls after it frees.
 //!
+//! A round leaves a zone alone while its free pages are below the low
+//! watermark plus one batch (`PAGE_REPORTING_CAPACITY` blocks of the
+//! reporting order), as `page_reporting_process_zone()` does, so that the
+//! blocks it holds off the lists never make an allocation fail. Linux also
+//! bounds a round by a budget; kmem reports every unreported block.
+//!
 //! Locking: the isolate and putback steps run under the zone lock in a
 //! CPU-local section, as every buddy list change does; the callback runs
 //! with neither.
@@ -80,10 +86,12 @@ impl<P: Platform> Kmem<P> {
     /// ```
     /// # let mut mem = vec![0u8; 16 << 20];
     /// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
-    /// k.page_reporting_register(None);
+    /// // Blocks of 32 pages and more (a small machine: the round keeps the
+    /// // low watermark plus 32 such blocks free).
+    /// k.page_reporting_register(Some(5));
     /// let mut blocks = 0;
     /// let pages = k.page_reporting_process(&mut |_pfn, _order| blocks += 1);
-    /// assert!(blocks > 0 && pages >= 512 * blocks);
+    /// assert!(blocks > 0 && pages >= 32 * blocks);
     /// // Nothing new is free: the next round reports nothing.
     /// assert_eq!(k.page_reporting_process(&mut |_, _| {}), 0);
     /// ```
@@ -102,6 +110,14 @@ impl<P: Platform> Kmem<P> {
                 let n = {
                     let _irq = LocalGuard::new(&self.p);
                     let mut area = zone.lock();
+                    // Linux's guard: leave the low watermark plus a full
+                    // batch free, so that allocations meanwhile do not fail
+                    // for the blocks taken off the lists.
+                    let reserve =
+                        zone.low_wmark() + ((PAGE_REPORTING_CAPACITY as u64) << min_order);
+                    if zone.free_pages() < reserve {
+                        break;
+                    }
                     let n = area.isolate_unreported(&cx, min_order, &mut batch);
                     let isolated: i64 = batch[..n].iter().map(|&(_, o)| 1i64 << o).sum();
                     zone.add_free_locked(-isolated);
@@ -137,9 +153,14 @@ mod tests {
     use crate::arena::ArenaPlatform;
     use crate::gfp::GFP_KERNEL;
     use crate::page::PG_REPORTED;
-    use crate::{Kmem, PAGEBLOCK_ORDER};
+    use crate::Kmem;
     use std::vec;
     use std::vec::Vec;
+
+    /// The reporting order of these tests: on a 16 MiB arena, pageblock
+    /// order's guard (the low watermark plus 32 blocks of 2 MiB) would
+    /// leave nothing to report.
+    const ORDER: u32 = 5;
 
     fn boot(mem: &mut [u8]) -> Kmem<ArenaPlatform<'_>> {
         Kmem::boot_arena(mem, 1).unwrap()
@@ -156,11 +177,11 @@ mod tests {
     fn free_blocks_are_reported_once_and_stay_allocatable() {
         let mut mem = vec![0u8; 16 << 20];
         let k = boot(&mut mem);
-        k.page_reporting_register(None);
+        k.page_reporting_register(Some(ORDER));
         let free0 = k.nr_free_pages();
         let mut seen = Vec::new();
         let pages = k.page_reporting_process(&mut |pfn, order| {
-            assert!(order >= PAGEBLOCK_ORDER);
+            assert!(order >= ORDER);
             assert_eq!(pfn % (1 << order), 0, "blocks are naturally aligned");
             seen.push((pfn, order));
         });
@@ -187,6 +208,38 @@ mod tests {
     }
 
     #[test]
+    fn a_zone_near_its_low_watermark_is_left_alone() {
+        let mut mem = vec![0u8; 16 << 20];
+        let k = boot(&mut mem);
+        k.page_reporting_register(Some(ORDER));
+        k.page_reporting_process(&mut |_, _| {});
+        // An unreported block, freed once memory is short.
+        let block = k.alloc_pages(GFP_KERNEL, ORDER).unwrap();
+        let below = |margin: u64| {
+            k.nodes().flat_map(|n| n.zones()).all(|z| {
+                z.free_pages() + margin
+                    < z.low_wmark() + ((super::PAGE_REPORTING_CAPACITY as u64) << ORDER)
+            })
+        };
+        let mut held = Vec::new();
+        while !below(2 << ORDER) {
+            held.push(k.alloc_pages(GFP_KERNEL, 0).unwrap());
+        }
+        k.__free_pages(block, ORDER).unwrap();
+        assert!(below(0));
+        assert_eq!(
+            k.page_reporting_process(&mut |_, _| panic!("reported below the watermark")),
+            0
+        );
+        // With the memory back, the same block is reported.
+        for p in held {
+            k.__free_pages(p, 0).unwrap();
+        }
+        assert!(k.page_reporting_process(&mut |_, _| {}) >= 1 << ORDER);
+        k.check_free_counts().unwrap();
+    }
+
+    #[test]
     fn a_free_that_leaves_a_big_block_notifies_once() {
         let mut mem = vec![0u8; 16 << 20];
         let k = boot(&mut mem);
@@ -197,7 +250,7 @@ mod tests {
             .page_reporting
             .requested
             .load(core::sync::atomic::Ordering::Relaxed));
-        k.page_reporting_register(None);
+        k.page_reporting_register(Some(ORDER));
         k.page_reporting_process(&mut |_, _| {});
         assert!(!k
             .page_reporting
