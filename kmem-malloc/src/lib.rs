@@ -50,8 +50,8 @@ use kmem::kmalloc::KMALLOC_MAX_SIZE;
 use kmem::memory_map::MemRegion;
 use kmem::{BootParams, Kmem};
 use platform::{stderr_line, MallocPlatform};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Once, OnceLock};
 
 /// The machine malloc runs on.
 pub type Machine = Kmem<MallocPlatform>;
@@ -192,20 +192,49 @@ fn boot() -> Machine {
         k.page_reporting_process(&mut |_, _| {});
         k.platform().cancel_report();
     }
-    if s.stats {
-        platform::keep_stderr();
-        // SAFETY: `print_stats` is an `extern "C" fn()`.
-        unsafe { libc::atexit(print_stats) };
-    }
-    // SAFETY: the handlers are `extern "C" fn()`s.
-    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    STATS.store(s.stats, Relaxed);
     k
+}
+
+/// `KMEM_MALLOC_STATS=1` was given.
+static STATS: AtomicBool = AtomicBool::new(false);
+
+/// What boot leaves to the first call after it: calls that may allocate
+/// (`atexit`, `pthread_atfork` and `pthread_setspecific` may call
+/// `malloc`), which inside boot would wait for the boot they are part of.
+#[cold]
+#[inline(never)]
+fn after_boot(k: &'static Machine) {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if STATS.load(Relaxed) {
+            platform::keep_stderr();
+            // SAFETY: `print_stats` is an `extern "C" fn()`.
+            unsafe { libc::atexit(print_stats) };
+        }
+        // SAFETY: the handlers are `extern "C" fn()`s.
+        unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    });
+    if k.platform().exit_pending() {
+        k.platform().register_exit();
+    }
 }
 
 /// The process's machine, booting it at the first call.
 #[inline]
 pub fn machine() -> &'static Machine {
-    MACHINE.get_or_init(boot)
+    match MACHINE.get() {
+        Some(k) => k,
+        None => boot_now(),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn boot_now() -> &'static Machine {
+    let k = MACHINE.get_or_init(boot);
+    after_boot(k);
+    k
 }
 
 /// Pages given back to the host by free page reporting so far.
@@ -270,6 +299,8 @@ extern "C" fn fork_child() {
 
 extern "C" fn print_stats() {
     if let Some(k) = MACHINE.get() {
+        // Inside a call, so that a fork waits for it.
+        let _call = k.platform().call();
         print_report(k);
     }
 }

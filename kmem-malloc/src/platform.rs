@@ -27,9 +27,12 @@
 //!   allocation that finds no memory fails with `ENOMEM` at once, as
 //!   glibc's malloc does.
 //!
-//! Nothing here calls `malloc`: every system call goes through rustix's raw
-//! Linux backend, and thread-local state is `const`-initialised without a
-//! destructor (plain ELF TLS).
+//! Nothing on the allocation paths calls `malloc`: system calls go through
+//! rustix's raw Linux backend or libc functions that do not allocate
+//! (`clock_gettime`, `prctl`, `sysconf`), and thread-local state is one
+//! zero-initialised initial-exec TLS variable. The libc calls that may
+//! allocate (`pthread_setspecific` for a key past the first 32) run only
+//! once the machine is up.
 
 use core::cell::Cell;
 use core::fmt::{self, Write};
@@ -80,6 +83,8 @@ struct ThreadState {
     tick: Cell<u32>,
     /// This thread is the one calling `fork()`: the gate lets it through.
     forker: Cell<bool>,
+    /// The slot was taken during boot; its exit is not registered yet.
+    key_pending: Cell<bool>,
 }
 
 impl ThreadState {
@@ -104,7 +109,7 @@ impl ThreadState {
 // linked in; `dlopen` of it works while glibc's static TLS surplus lasts.
 #[cfg(target_arch = "x86_64")]
 core::arch::global_asm!(
-    ".section .tbss,\"awT\",@nobits",
+    ".pushsection .tbss,\"awT\",@nobits",
     ".p2align 3",
     ".globl kmem_malloc_thread_state",
     ".hidden kmem_malloc_thread_state",
@@ -112,7 +117,7 @@ core::arch::global_asm!(
     ".size kmem_malloc_thread_state, 32",
     "kmem_malloc_thread_state:",
     ".zero 32",
-    ".text",
+    ".popsection",
 );
 
 const _: () = assert!(size_of::<ThreadState>() <= 32);
@@ -127,15 +132,17 @@ fn thread() -> &'static ThreadState {
     // SAFETY: `kmem_malloc_thread_state` is a 32-byte, 8-aligned `.tbss`
     // object (above); its GOT entry holds its offset from the thread
     // pointer, and `%fs:0` holds the thread pointer itself (the x86_64
-    // TLS ABI), so `p` is this thread's copy. The two words it reads never
-    // change while the thread runs, so it is `nomem`: the compiler may
-    // compute the address once per function.
+    // TLS ABI), so `p` is this thread's copy. The two words it reads (the
+    // GOT entry and the thread pointer) never change while the thread
+    // runs, which is why it may say `nomem` although it reads them: the
+    // compiler may then compute the address once per function. The `add`
+    // changes the flags, so it does not say `preserves_flags`.
     unsafe {
         core::arch::asm!(
             "movq kmem_malloc_thread_state@GOTTPOFF(%rip), {p}",
             "addq %fs:0, {p}",
             p = out(reg) p,
-            options(att_syntax, pure, nomem, nostack, preserves_flags)
+            options(att_syntax, pure, nomem, nostack)
         );
         // SAFETY: zero bytes are a valid `ThreadState` (Cells of integers
         // and a bool), and only this thread reaches its copy.
@@ -153,6 +160,7 @@ thread_local! {
             calls: Cell::new(0),
             tick: Cell::new(0),
             forker: Cell::new(false),
+            key_pending: Cell::new(false),
         }
     };
 }
@@ -465,8 +473,9 @@ impl MallocPlatform {
         let s = self.slot();
         let a = &self.slots[index(s)].active;
         if s & SHARED == 0 {
-            // Only the owner writes an exclusive slot's mark.
-            a.store(on as u32, Relaxed);
+            // Only the owner writes an exclusive slot's mark; clearing it
+            // releases the call's writes to the forker's acquire.
+            a.store(on as u32, if on { Relaxed } else { Release });
         } else if on {
             a.fetch_add(1, Relaxed);
         } else {
@@ -504,8 +513,14 @@ impl MallocPlatform {
     pub fn fork_prepare(&self) {
         thread().forker.set(true);
         FORKING.store(1, SeqCst);
-        if self.membarrier {
-            let _ = rustix::thread::membarrier(rustix::thread::MembarrierCommand::PrivateExpedited);
+        // Dekker's order on the forker's side: a barrier on every running
+        // thread, or (without membarrier, when callers fence themselves)
+        // one here.
+        if !self.membarrier
+            || rustix::thread::membarrier(rustix::thread::MembarrierCommand::PrivateExpedited)
+                .is_err()
+        {
+            core::sync::atomic::fence(SeqCst);
         }
         let me = self.current_slot();
         let mine = thread().calls.get() != 0;
@@ -579,13 +594,17 @@ impl MallocPlatform {
                         .is_ok()
                 {
                     self.live.fetch_add(1, Relaxed);
-                    // The destructor runs only for a non-null value.
-                    // SAFETY: the key was created by `new`; the value is
-                    // never dereferenced.
-                    unsafe {
-                        libc::pthread_setspecific(self.key, core::ptr::dangling::<libc::c_void>())
-                    };
+                    // The slot first: `pthread_setspecific` may call
+                    // `calloc` (a key past glibc's first 32), which then
+                    // runs on this slot instead of taking another.
                     thread().set_slot(i as u32);
+                    if crate::MACHINE.get().is_some() {
+                        self.register_exit();
+                    } else {
+                        // Booting: a nested malloc would wait for the boot
+                        // it is part of. `machine()` registers it after.
+                        thread().key_pending.set(true);
+                    }
                     return i as u32;
                 }
             }
@@ -599,6 +618,21 @@ impl MallocPlatform {
             thread().set_slot(v);
         }
         v
+    }
+
+    /// Arrange for the key destructor to run at this thread's exit (it
+    /// runs only for a non-null value).
+    pub(crate) fn register_exit(&self) {
+        thread().key_pending.set(false);
+        // SAFETY: the key was created by `new`; the value is never
+        // dereferenced.
+        unsafe { libc::pthread_setspecific(self.key, core::ptr::dangling::<libc::c_void>()) };
+    }
+
+    /// Whether the calling thread took its slot while booting and has not
+    /// registered its exit yet.
+    pub(crate) fn exit_pending(&self) -> bool {
+        thread().key_pending.get()
     }
 
     /// Give the calling thread's exclusive slot back (thread exit).

@@ -196,6 +196,23 @@ fn cpp_maps_and_strings() {
 fn the_c_functions_corners_and_fork() {
     let d = scratch("api");
     let exe = compile("cc", "api.c", &d);
+    // With every slab_debug check on too: red zones move objects, and the
+    // alignments must still hold.
+    let debug = run(
+        &mut Command::new(&exe),
+        true,
+        &[("KMEM_SLAB_DEBUG", "FZPU")],
+    );
+    let glibc = run(&mut Command::new(&exe), false, &[]);
+    assert!(
+        debug.status.success(),
+        "{}",
+        String::from_utf8_lossy(&debug.stderr)
+    );
+    assert!(
+        debug.stdout == glibc.stdout,
+        "output differs under slab_debug"
+    );
     let out = same_under_kmem(|| Command::new(&exe));
     let text = String::from_utf8_lossy(&out.stdout);
     for line in [

@@ -60,7 +60,8 @@ int main(int argc, char **argv) {
     for (size_t a = sizeof(void *); a <= (1 << 22); a <<= 1) {
         for (size_t s = 1; s < 3 * a; s += a / 2 + 1) {
             void *p;
-            if (posix_memalign(&p, a, s) || ((uintptr_t)p & (a - 1))) ok = 0;
+            if (posix_memalign(&p, a, s)) { ok = 0; continue; }
+            if ((uintptr_t)p & (a - 1)) ok = 0;
             memset(p, 1, s);
             if (malloc_usable_size(p) < s) ok = 0;
             free(p);

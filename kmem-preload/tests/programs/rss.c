@@ -38,6 +38,17 @@ int main(int argc, char **argv) {
         usleep(1000);
         rss = rss_mib();
     }
+    /* The memory given back is allocated again, whole. */
+    for (int i = 0; i < SMALL; i++) { s[i] = malloc(1024); memset(s[i], (char)i, 1024); }
+    for (int i = 0; i < LARGE; i++) { l[i] = malloc(64 << 10); memset(l[i], (char)i, 64 << 10); }
+    for (int i = 0; i < SMALL; i++) {
+        for (int j = 0; j < 1024; j++) if (((char *)s[i])[j] != (char)i) abort();
+        free(s[i]);
+    }
+    for (int i = 0; i < LARGE; i++) {
+        for (int j = 0; j < 64 << 10; j += 4096) if (((char *)l[i])[j] != (char)i) abort();
+        free(l[i]);
+    }
     printf("peak %ld MiB, after %ld MiB\n", peak, rss);
     return 0;
 }
