@@ -507,6 +507,10 @@ pub(crate) struct FreeArea {
     /// Bit `order * MIGRATE_TYPES + mt` is set while that list is not
     /// empty; published for lock-free watermark checks (see `FreeArea::mask`).
     pub(crate) mask: u64,
+    /// `[start, end)` pfns of free memory whose page descriptors boot has
+    /// not touched yet (deferred struct page init): max-order blocks that
+    /// join the lists when the zone runs short (`deferred_grow_zone()`).
+    pub(crate) deferred: (u64, u64),
 }
 
 /// Lists for orders `0..=PAGE_ALLOC_COSTLY_ORDER`, one per migratetype

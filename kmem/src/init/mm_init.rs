@@ -21,6 +21,10 @@ use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
 /// Pages in a max-order block (`MAX_ORDER_NR_PAGES`).
 pub const MAX_ORDER_NR_PAGES: u64 = 1 << MAX_PAGE_ORDER;
 
+/// `PAGES_PER_SECTION` on x86_64 (`SECTION_SIZE_BITS` 27: 128 MiB), the
+/// unit deferred struct page init keeps at boot and grows a zone by.
+pub const PAGES_PER_SECTION: u64 = 1 << (27 - PAGE_SHIFT);
+
 pub(super) fn zone_layout(params: &BootParams) -> [bool; MAX_NR_ZONE_TYPES] {
     let hm = params.lowmem_limit.is_some();
     [true, !hm, true, hm, true, true]
@@ -492,7 +496,51 @@ impl<P: Platform> Kmem<P> {
 
     /// `__free_pages_core()` over a pfn range of one zone, in naturally
     /// aligned chunks of up to `MAX_PAGE_ORDER`. Returns the pages freed.
-    fn free_range_to_zone(&self, zone: &crate::mmzone::Zone, mut s: u64, e: u64) -> u64 {
+    /// With deferred struct page init, the zone's first range of more than
+    /// two sections keeps one section and defers the max-order blocks
+    /// after it (`defer_init()`).
+    fn free_range_to_zone(&self, zone: &crate::mmzone::Zone, s: u64, e: u64) -> u64 {
+        const BLOCK: u64 = 1 << MAX_PAGE_ORDER;
+        if self.deferred_init && e - s > 2 * PAGES_PER_SECTION && zone.lock().deferred.1 == 0 {
+            let mid = (s + PAGES_PER_SECTION).next_multiple_of(BLOCK);
+            let tail = e & !(BLOCK - 1);
+            if mid < tail {
+                zone.lock().deferred = (mid, tail);
+                return self.free_pfns_to_zone(zone, s, mid)
+                    + self.free_pfns_to_zone(zone, tail, e);
+            }
+        }
+        self.free_pfns_to_zone(zone, s, e)
+    }
+
+    /// `deferred_grow_zone()`: an allocation of `order` found `zone`
+    /// short; add a section's worth (at least the order) of its deferred
+    /// max-order blocks to the lists. Returns whether any were added.
+    pub(crate) fn deferred_grow_zone(&self, zone: &crate::mmzone::Zone, order: u32) -> bool {
+        if !self.deferred_init {
+            return false;
+        }
+        let _irq = crate::platform::LocalGuard::new(&self.p);
+        let (s, e) = {
+            let mut area = zone.lock();
+            let (s, e) = area.deferred;
+            if s >= e {
+                return false;
+            }
+            let n = PAGES_PER_SECTION.max(1 << order).min(e - s);
+            area.deferred.0 = s + n;
+            (s, s + n)
+        };
+        let n = self.free_pfns_to_zone(zone, s, e);
+        self.totalram_pages.fetch_add(n, Relaxed);
+        true
+    }
+
+    /// Free the pfns `[s, e)` of `zone` to its lists and count them.
+    fn free_pfns_to_zone(&self, zone: &crate::mmzone::Zone, mut s: u64, e: u64) -> u64 {
+        if s >= e {
+            return 0;
+        }
         let n = e - s;
         let cx_mm = self.mem_map();
         let pb = self.pageblocks();

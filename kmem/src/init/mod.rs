@@ -98,6 +98,14 @@ pub struct BootParams {
     /// them (and the `__this_cpu_*` ones refused). Off, as in production
     /// kernels.
     pub debug_preempt: bool,
+    /// `CONFIG_DEFERRED_STRUCT_PAGE_INIT`: boot hands each zone's first
+    /// section (128 MiB) to the buddy allocator and leaves the rest of its
+    /// largest free range for later, in max-order blocks added when the
+    /// zone runs short (`deferred_grow_zone()`), so that boot touches the
+    /// page descriptors of that much memory only. `MemTotal` grows as the
+    /// blocks join. Off (the simulator's machines show all memory at
+    /// boot); kmem-malloc turns it on.
+    pub deferred_struct_page_init: bool,
     /// memcg kmem accounting on (Linux's default, `cgroup.memory=nokmem`
     /// turns it off): per-CPU objects cost an `obj_cgroup` pointer per 4
     /// bytes besides their copies ([`crate::percpu::pcpu_obj_full_size`]).
@@ -123,6 +131,7 @@ impl Default for BootParams {
             failslab: None,
             fail_page_alloc: None,
             debug_preempt: false,
+            deferred_struct_page_init: false,
             memcg_kmem: true,
         }
     }
@@ -195,6 +204,8 @@ pub struct Kmem<P: Platform> {
     pub(crate) percpu: crate::percpu::PcpuState,
     /// vmalloc, vmap and ioremap ([`crate::vmalloc`]).
     pub(crate) vmalloc: crate::vmalloc::VmallocState,
+    /// Boot deferred free memory (`BootParams::deferred_struct_page_init`).
+    pub(crate) deferred_init: bool,
     /// Free page reporting (off until a driver registers).
     pub(crate) page_reporting: crate::page_alloc::page_reporting::PageReporting,
     /// The iomem resource tree ([`crate::resource`]).
@@ -342,6 +353,7 @@ impl<P: Platform> Kmem<P> {
                 p.vmap_range().is_some(),
             ),
             page_reporting: crate::page_alloc::page_reporting::PageReporting::new(),
+            deferred_init: params.deferred_struct_page_init,
             p: platform,
         };
         kmem.build_all_zonelists();

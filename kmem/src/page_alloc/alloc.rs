@@ -468,14 +468,24 @@ impl<P: Platform> Kmem<P> {
                     continue;
                 }
                 let zone = self.node(usize::from(zr.node)).zone(usize::from(zr.zone));
-                if !af.contains(AllocFlags::NO_WATERMARKS) {
-                    let mark = zone.wmark((af.0 & AllocFlags::WMARK_MASK.0) as usize);
-                    if !self.zone_watermark_fast(zone, order, mark, high, af) {
-                        continue;
+                // With deferred struct page init, a zone that falls short
+                // grows and is tried again, as Linux's does.
+                loop {
+                    if !af.contains(AllocFlags::NO_WATERMARKS) {
+                        let mark = zone.wmark((af.0 & AllocFlags::WMARK_MASK.0) as usize);
+                        if !self.zone_watermark_fast(zone, order, mark, high, af) {
+                            if self.deferred_grow_zone(zone, order) {
+                                continue;
+                            }
+                            break;
+                        }
                     }
-                }
-                if let Some(idx) = self.rmqueue(zone, order, mt, af) {
-                    return Some(self.prep_new_page(zone, idx, order, gfp));
+                    if let Some(idx) = self.rmqueue(zone, order, mt, af) {
+                        return Some(self.prep_new_page(zone, idx, order, gfp));
+                    }
+                    if !self.deferred_grow_zone(zone, order) {
+                        break;
+                    }
                 }
             }
             if !af.contains(AllocFlags::NOFRAGMENT) {

@@ -142,6 +142,7 @@ impl FreeArea {
             lists: [[PageList::new(); MIGRATE_TYPES]; NR_PAGE_ORDERS],
             nr_free: [0; NR_PAGE_ORDERS],
             mask: 0,
+            deferred: (0, 0),
         }
     }
 

@@ -1,0 +1,72 @@
+//! Deferred struct page init (`BootParams::deferred_struct_page_init`,
+//! Linux's `CONFIG_DEFERRED_STRUCT_PAGE_INIT`): boot frees one section per
+//! zone and the rest joins as allocations need it. Natively only: the
+//! machine is bigger than Miri can walk.
+#![cfg(not(miri))]
+
+use kmem::arena::ArenaPlatform;
+use kmem::gfp::GFP_KERNEL;
+use kmem::memory_map::MemRegion;
+use kmem::{BootParams, Kmem, MAX_PAGE_ORDER, PAGE_SIZE};
+
+fn boot(buf: &mut [u8], deferred: bool) -> Kmem<ArenaPlatform<'_>> {
+    let p = ArenaPlatform::new(buf, 2);
+    let (s, e) = p.usable_range();
+    let params = BootParams {
+        reserve_low: 0,
+        deferred_struct_page_init: deferred,
+        ..BootParams::default()
+    };
+    Kmem::boot(p, &[MemRegion::usable(s, e - s)], &params).expect("boot")
+}
+
+const MEM: usize = 768 << 20;
+
+#[test]
+fn deferred_memory_joins_as_allocations_need_it() {
+    let mut buf = vec![0u8; MEM];
+    // The same buffer both times: where it lies decides the zones' edges.
+    let full = boot(&mut buf, false).totalram_pages();
+    buf.fill(0);
+    let k = boot(&mut buf, true);
+    let at_boot = k.totalram_pages();
+    // One section (128 MiB) and the ends of the range at boot.
+    assert!(at_boot < full / 2, "{at_boot} of {full} pages at boot");
+    k.check_free_counts().unwrap();
+    // Allocate all of it in max-order blocks: the zone grows until every
+    // deferred block has joined, and nothing is lost.
+    let mut held = Vec::new();
+    while let Ok(page) = k.alloc_pages(GFP_KERNEL | kmem::gfp::__GFP_NOWARN, MAX_PAGE_ORDER) {
+        // The block is memory: write its first and last bytes.
+        let p = k.page_address(page).unwrap().as_ptr();
+        // SAFETY: a fresh max-order block, ours, in the direct map.
+        unsafe {
+            p.write(1);
+            p.add((PAGE_SIZE << MAX_PAGE_ORDER) - 1).write(2);
+        }
+        held.push(page);
+    }
+    assert_eq!(k.totalram_pages(), full, "every deferred block joined");
+    assert!(held.len() as u64 * (1 << MAX_PAGE_ORDER) > full / 2);
+    for page in held {
+        k.__free_pages(page, MAX_PAGE_ORDER).unwrap();
+    }
+    k.check_free_counts().unwrap();
+}
+
+#[test]
+fn small_allocations_grow_a_zone_too() {
+    let mut buf = vec![0u8; MEM];
+    let k = boot(&mut buf, true);
+    let at_boot = k.totalram_pages();
+    let mut held = Vec::new();
+    // More order-0 pages than boot freed.
+    for _ in 0..at_boot + 1000 {
+        held.push(k.alloc_pages(GFP_KERNEL, 0).unwrap());
+    }
+    assert!(k.totalram_pages() > at_boot);
+    for page in held {
+        k.__free_pages(page, 0).unwrap();
+    }
+    k.check_free_counts().unwrap();
+}
