@@ -141,6 +141,9 @@ fn settings() -> Settings {
     };
     let mut params = BootParams {
         reserve_low: 0,
+        // Boot touches the page descriptors of one section; the rest of
+        // memory joins as the program needs it.
+        deferred_struct_page_init: true,
         ..BootParams::default()
     };
     if let Some(s) = env(c"KMEM_SLAB_DEBUG") {
