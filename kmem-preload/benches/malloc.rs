@@ -57,24 +57,8 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// The C workloads, compiled once per bench run.
 const C_WORKLOADS: [&str; 5] = ["larson", "xmalloc", "cache-scratch", "churn", "loop"];
 
-/// `target/<profile>/libkmem_preload.so`, brought up to date: cargo does
-/// not build a `cdylib` for its own package's benches (as in
-/// tests/programs.rs).
-fn lib() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo.args(["build", "-p", "kmem-preload", "--quiet"]);
-    if dir.file_name().unwrap() == "release" {
-        cargo.arg("--release");
-    }
-    let target = dir.parent().unwrap();
-    let st = cargo.env("CARGO_TARGET_DIR", target).status().unwrap();
-    assert!(st.success(), "cargo build -p kmem-preload failed");
-    let so = dir.join("libkmem_preload.so");
-    assert!(so.exists(), "{} not built", so.display());
-    so
-}
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 fn workloads_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/workloads")
@@ -539,7 +523,7 @@ fn main() {
         }
     }
 
-    let so = lib();
+    let so = support::build_so();
     let dir = std::env::temp_dir().join(format!("kmem-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

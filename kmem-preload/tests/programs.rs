@@ -11,27 +11,12 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// `target/<profile>/libkmem_preload.so`, brought up to date once: cargo
-/// does not build a `cdylib` for its own package's tests.
+mod support;
+
+/// `libkmem_preload.so`, brought up to date once for all the tests.
 fn lib() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().unwrap();
-            let dir = exe.parent().unwrap().parent().unwrap();
-            let mut cargo = Command::new(env!("CARGO"));
-            cargo.args(["build", "-p", "kmem-preload", "--quiet"]);
-            if dir.file_name().unwrap() == "release" {
-                cargo.arg("--release");
-            }
-            let target = dir.parent().unwrap();
-            let st = cargo.env("CARGO_TARGET_DIR", target).status().unwrap();
-            assert!(st.success(), "cargo build -p kmem-preload failed");
-            let so = dir.join("libkmem_preload.so");
-            assert!(so.exists(), "{} not built", so.display());
-            so
-        })
-        .clone()
+    BUILT.get_or_init(support::build_so).clone()
 }
 
 /// A scratch directory of this test.
