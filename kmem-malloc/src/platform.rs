@@ -470,16 +470,47 @@ impl MallocPlatform {
 
     #[inline(always)]
     fn mark(&self, on: bool) {
-        let s = self.slot();
-        let a = &self.slots[index(s)].active;
+        let s = thread().slot();
         if s & SHARED == 0 {
             // Only the owner writes an exclusive slot's mark; clearing it
             // releases the call's writes to the forker's acquire.
+            let a = &self.slots[index(s)].active;
+            a.store(on as u32, if on { Relaxed } else { Release });
+        } else {
+            self.mark_shared(on);
+        }
+    }
+
+    /// [`mark`](Self::mark) for a thread without an exclusive slot yet or
+    /// on a shared one: several threads count on its mark.
+    #[cold]
+    #[inline(never)]
+    fn mark_shared(&self, on: bool) {
+        let s = self.slot();
+        let a = &self.slots[index(s)].active;
+        if s & SHARED == 0 {
             a.store(on as u32, if on { Relaxed } else { Release });
         } else if on {
             a.fetch_add(1, Relaxed);
         } else {
             a.fetch_sub(1, Release);
+        }
+    }
+
+    /// [`local_enter_leaf`](Platform::local_enter_leaf) for a thread
+    /// without an exclusive slot yet or on a shared one.
+    #[cold]
+    #[inline(never)]
+    fn enter_leaf_shared(&self) -> LocalState {
+        let s = self.slot();
+        let mut saved = 0;
+        if s & SHARED != 0 && thread().depth.get() == 0 {
+            self.slots[index(s)].lock();
+            saved = 1;
+        }
+        LocalState {
+            cpu: index(s),
+            saved,
         }
     }
 
@@ -775,16 +806,17 @@ unsafe impl Platform for MallocPlatform {
     /// shared slot outside any section it takes the slot's lock.
     #[inline(always)]
     fn local_enter_leaf(&self) -> LocalState {
-        let s = self.slot();
-        let mut saved = 0;
-        if s & SHARED != 0 && thread().depth.get() == 0 {
-            self.slots[index(s)].lock();
-            saved = 1;
+        // One test for the common case: [`NO_SLOT`] and [`EXITING`] have
+        // the [`SHARED`] bit too, so an exclusive slot is the only value
+        // without it.
+        let s = thread().slot();
+        if s & SHARED == 0 {
+            return LocalState {
+                cpu: index(s),
+                saved: 0,
+            };
         }
-        LocalState {
-            cpu: index(s),
-            saved,
-        }
+        self.enter_leaf_shared()
     }
 
     #[inline(always)]
