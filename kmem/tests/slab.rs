@@ -1107,7 +1107,10 @@ fn flush_cpu_slabs_returns_a_cpus_cached_objects() {
     let k = boot_with(&mut mem, 2, SlabParams::default());
     k.platform().set_cpu(1);
     let before = active_objs(&k, "kmalloc-96");
-    let objs: Vec<_> = (0..20)
+    // Fewer than a sheaf holds, so that no full sheaf goes to the barn
+    // (whose objects stay in use until the barn is flushed too).
+    let cap = k.kmalloc_slab(96, GFP_KERNEL).unwrap().sheaf_capacity();
+    let objs: Vec<_> = (0..cap / 2)
         .map(|_| k.kmalloc(96, GFP_KERNEL).unwrap())
         .collect();
     for o in objs {
