@@ -208,6 +208,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "thousands of page allocations, minutes under Miri; covered natively, and its unsafe paths run under Miri in the other tests"
+    )]
     fn a_zone_near_its_low_watermark_is_left_alone() {
         let mut mem = vec![0u8; 16 << 20];
         let k = boot(&mut mem);
