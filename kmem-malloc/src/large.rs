@@ -19,10 +19,10 @@ use std::sync::Mutex;
 struct Node {
     /// Next node of the bucket.
     next: *mut Node,
-    /// The address handed out.
+    /// The address handed out, where its mapping starts (the alignment
+    /// slack is unmapped at allocation).
     addr: usize,
-    /// The mapping: `addr` lies in `[map, map + len)`.
-    map: usize,
+    /// Bytes mapped.
     len: usize,
 }
 
@@ -105,7 +105,6 @@ pub fn alloc(k: &Machine, size: usize, align: usize) -> Option<*mut u8> {
         node.write(Node {
             next: t.buckets[b],
             addr,
-            map: addr,
             len,
         })
     };
@@ -116,8 +115,8 @@ pub fn alloc(k: &Machine, size: usize, align: usize) -> Option<*mut u8> {
 }
 
 /// Find the live block at `addr` and, when `unlink`, take it out of the
-/// table. Returns (mapping, its length, the node).
-fn find(t: &mut Table, addr: usize, unlink: bool) -> Option<(usize, usize, *mut Node)> {
+/// table. Returns (its mapped length, the node).
+fn find(t: &mut Table, addr: usize, unlink: bool) -> Option<(usize, *mut Node)> {
     let mut link: *mut *mut Node = &mut t.buckets[bucket(addr)];
     // SAFETY: every node in the table is a live kmalloc'ed `Node`, touched
     // only under the lock the caller holds.
@@ -130,7 +129,7 @@ fn find(t: &mut Table, addr: usize, unlink: bool) -> Option<(usize, usize, *mut 
                     t.count -= 1;
                     t.bytes -= (*n).len;
                 }
-                return Some(((*n).map, (*n).len, n));
+                return Some(((*n).len, n));
             }
             link = &mut (*n).next;
         }
@@ -140,18 +139,18 @@ fn find(t: &mut Table, addr: usize, unlink: bool) -> Option<(usize, usize, *mut 
 
 /// The usable size of the large block at `p`, if it is one.
 pub fn usable_size(p: *const u8) -> Option<usize> {
-    find(&mut table(), p as usize, false).map(|(_, len, _)| len)
+    find(&mut table(), p as usize, false).map(|(len, _)| len)
 }
 
 /// Unmap the large block at `p`. `false`: it is not a live large block.
 pub fn free(k: &Machine, p: *mut u8) -> bool {
-    let Some((map, len, node)) = find(&mut table(), p as usize, true) else {
+    let Some((len, node)) = find(&mut table(), p as usize, true) else {
         return false;
     };
     // SAFETY: the block was mapped by `alloc` and is now out of the table,
     // so nothing hands it out again; the caller gave it up.
     unsafe {
-        let _ = mm::munmap(map as *mut _, len);
+        let _ = mm::munmap(p.cast(), len);
         let _ = k.kfree(node.cast());
     }
     true
@@ -163,20 +162,18 @@ pub fn free(k: &Machine, p: *mut u8) -> bool {
 pub fn realloc(p: *mut u8, size: usize) -> Option<*mut u8> {
     let new_len = size.checked_next_multiple_of(PAGE_SIZE)?;
     let mut t = table();
-    let (map, len, node) = find(&mut t, p as usize, true)?;
-    // SAFETY: the mapping is the block's own (`map == addr` for a block
-    // of page alignment, the only ones realloc'ed here); on failure it is
+    let (len, node) = find(&mut t, p as usize, true)?;
+    // SAFETY: `[p, p + len)` is the block's own mapping; on failure it is
     // untouched.
-    let r = unsafe { mm::mremap(map as *mut _, len, new_len, MremapFlags::MAYMOVE) };
+    let r = unsafe { mm::mremap(p.cast(), len, new_len, MremapFlags::MAYMOVE) };
     let (addr, len) = match r {
         Ok(q) => (q as usize, new_len),
-        Err(_) => (map, len),
+        Err(_) => (p as usize, len),
     };
     // SAFETY: `node` is the block's live node, out of the table under the
     // lock; it goes back in under the new address.
     unsafe {
         (*node).addr = addr;
-        (*node).map = addr;
         (*node).len = len;
         let b = bucket(addr);
         (*node).next = t.buckets[b];
