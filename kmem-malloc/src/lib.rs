@@ -664,6 +664,33 @@ unsafe impl GlobalAlloc for KmemMalloc {
 mod tests {
     use super::*;
 
+    /// Alignments the C functions refuse or round, called directly (this
+    /// test binary's own allocator stays the system's).
+    #[test]
+    fn bad_alignments_are_einval_or_rounded_as_glibc_does() {
+        let errno = || {
+            // SAFETY: `__errno_location` returns the calling thread's errno.
+            unsafe { *libc::__errno_location() }
+        };
+        set_errno(0);
+        assert!(aligned_alloc(48, 8).is_null());
+        assert_eq!(errno(), libc::EINVAL);
+        assert_eq!(posix_memalign(3, 8), Err(libc::EINVAL));
+        assert_eq!(
+            posix_memalign(4, 8),
+            Err(libc::EINVAL),
+            "not a multiple of void *"
+        );
+        let p = memalign(48, 8);
+        assert!(!p.is_null() && p as usize % 64 == 0, "rounded up to 64");
+        // SAFETY: just allocated, not used again.
+        unsafe { free(p) };
+        let p = posix_memalign(4096, 100).unwrap();
+        assert_eq!(p as usize % 4096, 0);
+        // SAFETY: just allocated, not used again.
+        unsafe { free(p) };
+    }
+
     #[test]
     fn sizes_parse_with_suffixes() {
         assert_eq!(parse_size("4G"), Some(4 << 30));
