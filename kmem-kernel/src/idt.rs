@@ -1,0 +1,386 @@
+//! The GDT, the IDT and the trap and interrupt entry code
+//! (`arch/x86/entry/entry_64.S`, `arch/x86/kernel/traps.c`,
+//! `arch/x86/mm/fault.c`).
+//!
+//! Every vector's stub saves all general registers into a [`Frame`] and
+//! calls [`trap`]. A kernel page fault prints Linux's oops ("BUG: unable
+//! to handle page fault for address: ...", the `#PF` lines, what kmem
+//! knows of the address: the vmalloc area and whether it is its guard
+//! page), then dies, unless the faulting instruction has an exception
+//! table entry ([`probe_write`], as Linux's `copy_to_kernel_nofault()`),
+//! which resumes at its fixup.
+
+use crate::apic;
+use crate::smp;
+use core::arch::global_asm;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+/// Kernel code selector (`__KERNEL_CS`).
+pub const KERNEL_CS: u16 = 0x08;
+/// Kernel data selector (`__KERNEL_DS`).
+pub const KERNEL_DS: u16 = 0x10;
+
+/// Null, 64-bit code, data.
+static GDT: [u64; 3] = [0, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
+
+#[repr(C, packed)]
+struct DescPtr {
+    limit: u16,
+    base: u64,
+}
+
+/// The IDT: 256 gates, filled once by the boot CPU.
+static IDT: [AtomicU64; 512] = [const { AtomicU64::new(0) }; 512];
+
+/// The registers a stub saves, in the order they sit on the stack.
+#[repr(C)]
+#[allow(missing_docs)]
+pub struct Frame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+/// The vectors with a stub, in the order of `kmem_isr_table`: the
+/// exceptions, then the APIC's.
+const VECTORS: [u8; 37] = [
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
+    26, 27, 28, 29, 30, 31, 0xec, 0xfb, 0xfc, 0xfd, 0xff,
+];
+
+// One stub per vector: those for which the CPU pushes no error code push
+// a zero in its place, so every frame has the same shape.
+global_asm!(
+    ".irp v, 0,1,2,3,4,5,6,7,9,15,16,18,19,20,22,23,24,25,26,27,28,31,236,251,252,253,255",
+    "kmem_isr_\\v:",
+    "push 0",
+    "push \\v",
+    "jmp kmem_isr_common",
+    ".endr",
+    ".irp v, 8,10,11,12,13,14,17,21,29,30",
+    "kmem_isr_\\v:",
+    "push \\v",
+    "jmp kmem_isr_common",
+    ".endr",
+    ".section .rdata",
+    ".balign 8",
+    ".global kmem_isr_table",
+    "kmem_isr_table:",
+    ".irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,236,251,252,253,255",
+    ".quad kmem_isr_\\v",
+    ".endr",
+    ".text",
+);
+
+extern "C" {
+    /// The stubs' addresses, in the order of [`VECTORS`].
+    static kmem_isr_table: [usize; 37];
+}
+
+// The common tail: save, call `trap` (System V ABI), restore, return.
+global_asm!(
+    "kmem_isr_common:",
+    "push rax",
+    "push rcx",
+    "push rdx",
+    "push rsi",
+    "push rdi",
+    "push r8",
+    "push r9",
+    "push r10",
+    "push r11",
+    "push rbx",
+    "push rbp",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
+    "mov rdi, rsp",
+    "cld",
+    "call {trap}",
+    "pop r15",
+    "pop r14",
+    "pop r13",
+    "pop r12",
+    "pop rbp",
+    "pop rbx",
+    "pop r11",
+    "pop r10",
+    "pop r9",
+    "pop r8",
+    "pop rdi",
+    "pop rsi",
+    "pop rdx",
+    "pop rcx",
+    "pop rax",
+    "add rsp, 16",
+    "iretq",
+    trap = sym trap,
+);
+
+// `probe_write(addr, byte)`: one byte store with an exception table entry.
+// Returns 0, or 1 when the store faulted (the page-fault handler resumed
+// at the fixup). System V ABI: `addr` in rdi, `byte` in sil.
+global_asm!(
+    ".global kmem_probe_write",
+    "kmem_probe_write:",
+    "xor eax, eax",
+    ".global kmem_probe_insn",
+    "kmem_probe_insn:",
+    "mov byte ptr [rdi], sil",
+    "ret",
+    ".global kmem_probe_fixup",
+    "kmem_probe_fixup:",
+    "mov eax, 1",
+    "ret",
+);
+
+extern "sysv64" {
+    fn kmem_probe_write(addr: usize, v: u8) -> u32;
+}
+extern "C" {
+    static kmem_probe_insn: u8;
+    static kmem_probe_fixup: u8;
+}
+
+/// Write `v` at `addr`, surviving a page fault (which is reported as an
+/// oops would be, and counted). Returns whether the write faulted.
+///
+/// # Safety
+///
+/// If `addr` is mapped, writing a byte there is sound.
+pub unsafe fn probe_write(addr: usize, v: u8) -> bool {
+    // SAFETY: the caller's promise; a fault resumes at the fixup.
+    unsafe { kmem_probe_write(addr, v) != 0 }
+}
+
+/// Page faults caught by an exception table entry so far.
+pub static FIXED_FAULTS: AtomicUsize = AtomicUsize::new(0);
+/// Oopses printed so far (`die_counter`).
+static DIE_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Fill the IDT (boot CPU, once).
+pub fn init() {
+    for (i, &v) in VECTORS.iter().enumerate() {
+        // SAFETY: the table the assembly above defines, 37 addresses.
+        let h = unsafe { kmem_isr_table[i] } as u64;
+        let lo = (h & 0xffff)
+            | (u64::from(KERNEL_CS) << 16)
+            | (0x8e << 40) // present, DPL 0, 64-bit interrupt gate
+            | ((h >> 16) & 0xffff) << 48;
+        IDT[2 * v as usize].store(lo, Relaxed);
+        IDT[2 * v as usize + 1].store(h >> 32, Relaxed);
+    }
+}
+
+/// Load this kernel's GDT (and reload every segment register from it)
+/// and the IDT on the calling CPU. FS and GS get the null selector; their
+/// bases are set through MSRs afterwards.
+pub fn load() {
+    let gdt = DescPtr {
+        limit: (core::mem::size_of_val(&GDT) - 1) as u16,
+        base: GDT.as_ptr() as u64,
+    };
+    let idt = DescPtr {
+        limit: (core::mem::size_of_val(&IDT) - 1) as u16,
+        base: IDT.as_ptr() as u64,
+    };
+    // SAFETY: both tables are static and well formed; the far return
+    // reloads CS with the GDT's code segment, the data segments follow.
+    unsafe {
+        core::arch::asm!(
+            "lgdt [{gdt}]",
+            "push {cs}",
+            "lea {t}, [rip + 2f]",
+            "push {t}",
+            "retfq",
+            "2:",
+            "mov {t:e}, {ds}",
+            "mov ds, {t:e}",
+            "mov es, {t:e}",
+            "mov ss, {t:e}",
+            "xor {t:e}, {t:e}",
+            "mov fs, {t:e}",
+            "mov gs, {t:e}",
+            "lidt [{idt}]",
+            gdt = in(reg) &gdt,
+            idt = in(reg) &idt,
+            cs = const KERNEL_CS as u64,
+            ds = const KERNEL_DS as u32,
+            t = out(reg) _,
+        )
+    };
+}
+
+/// Linux's exception names (`arch/x86/kernel/traps.c`).
+fn trap_name(v: u64) -> &'static str {
+    match v {
+        0 => "divide error",
+        1 => "debug",
+        2 => "nmi",
+        3 => "int3",
+        4 => "overflow",
+        5 => "bounds",
+        6 => "invalid opcode",
+        7 => "device not available",
+        8 => "double fault",
+        10 => "invalid TSS",
+        11 => "segment not present",
+        12 => "stack segment",
+        13 => "general protection fault",
+        16 => "coprocessor error",
+        17 => "alignment check",
+        18 => "machine check",
+        19 => "simd exception",
+        _ => "exception",
+    }
+}
+
+/// Every vector's handler.
+extern "sysv64" fn trap(f: &mut Frame) {
+    let v = f.vector;
+    if v >= 32 {
+        let me = smp::this_cpu();
+        me.irq_depth.fetch_add(1, Relaxed);
+        match v as u8 {
+            apic::LOCAL_TIMER_VECTOR => smp::timer_interrupt(),
+            apic::CALL_FUNCTION_SINGLE_VECTOR => smp::call_function_interrupt(),
+            apic::CALL_FUNCTION_VECTOR => smp::flush_tlb_interrupt(),
+            _ => {}
+        }
+        me.irq_depth.fetch_sub(1, Relaxed);
+        if v as u8 != apic::SPURIOUS_APIC_VECTOR {
+            apic::eoi();
+        }
+        return;
+    }
+    if v == 14 {
+        page_fault(f);
+        return;
+    }
+    die(f, trap_name(v));
+}
+
+// Page-fault error code bits (`enum x86_pf_error_code`).
+const X86_PF_PROT: u64 = 1 << 0;
+const X86_PF_WRITE: u64 = 1 << 1;
+const X86_PF_USER: u64 = 1 << 2;
+const X86_PF_RSVD: u64 = 1 << 3;
+const X86_PF_INSTR: u64 = 1 << 4;
+
+fn page_fault(f: &mut Frame) {
+    let addr = crate::arch::read_cr2() as usize;
+    let e = f.error;
+    crate::pr_info!("BUG: unable to handle page fault for address: {addr:016x}");
+    let access = if e & X86_PF_INSTR != 0 {
+        "instruction fetch"
+    } else if e & X86_PF_WRITE != 0 {
+        "write access"
+    } else {
+        "read access"
+    };
+    let mode = if e & X86_PF_USER != 0 {
+        "user"
+    } else {
+        "kernel"
+    };
+    let kind = if e & X86_PF_PROT == 0 {
+        "not-present page"
+    } else if e & X86_PF_RSVD != 0 {
+        "reserved bit violation"
+    } else {
+        "permissions violation"
+    };
+    crate::pr_info!("#PF: supervisor {access} in {mode} mode");
+    crate::pr_info!("#PF: error_code(0x{e:04x}) - {kind}");
+    if let Some(pte) = crate::paging::lookup(addr) {
+        crate::pr_info!("PTE {pte:x}");
+    }
+    // What kmem knows of the address: its vmalloc area, a guard page.
+    if let Some(k) = crate::KMEM.get() {
+        let mut buf = crate::util::Text::<1024>::new();
+        let _ = k.describe_vmalloc_addr(addr, &mut buf);
+        for line in buf.as_str().lines() {
+            crate::pr_info!("{line}");
+        }
+    }
+    let (insn, fixup) = (
+        &raw const kmem_probe_insn as u64,
+        &raw const kmem_probe_fixup as u64,
+    );
+    if f.rip == insn {
+        // Linux's exception table: this instruction may fault; resume at
+        // its fixup instead of dying.
+        crate::pr_info!(
+            "kmem-kernel: fault at {:#x} fixed up (exception table)",
+            f.rip
+        );
+        FIXED_FAULTS.fetch_add(1, Relaxed);
+        f.rip = fixup;
+        return;
+    }
+    die(f, "Oops");
+}
+
+/// `die()`: the oops's header and registers, then the panic that ends the
+/// machine (QEMU exits with a failure status).
+fn die(f: &Frame, what: &str) -> ! {
+    let n = DIE_COUNTER.fetch_add(1, Relaxed) + 1;
+    let cpu = smp::this_cpu().cpu;
+    crate::pr_info!("{what}: {:04x} [#{n}] SMP NOPTI", f.error);
+    crate::pr_info!("CPU: {cpu} UID: 0 PID: 0 Comm: swapper/{cpu} Not tainted kmem-kernel");
+    crate::pr_info!("RIP: {:04x}:{:#018x}", f.cs, f.rip);
+    crate::pr_info!("RSP: {:04x}:{:016x} EFLAGS: {:08x}", f.ss, f.rsp, f.rflags);
+    crate::pr_info!(
+        "RAX: {:016x} RBX: {:016x} RCX: {:016x}",
+        f.rax,
+        f.rbx,
+        f.rcx
+    );
+    crate::pr_info!(
+        "RDX: {:016x} RSI: {:016x} RDI: {:016x}",
+        f.rdx,
+        f.rsi,
+        f.rdi
+    );
+    crate::pr_info!("RBP: {:016x} R08: {:016x} R09: {:016x}", f.rbp, f.r8, f.r9);
+    crate::pr_info!(
+        "R10: {:016x} R11: {:016x} R12: {:016x}",
+        f.r10,
+        f.r11,
+        f.r12
+    );
+    crate::pr_info!(
+        "R13: {:016x} R14: {:016x} R15: {:016x}",
+        f.r13,
+        f.r14,
+        f.r15
+    );
+    crate::pr_info!(
+        "CR2: {:016x} CR3: {:016x}",
+        crate::arch::read_cr2(),
+        crate::arch::read_cr3()
+    );
+    crate::pr_info!("---[ end trace 0000000000000000 ]---");
+    crate::pr_info!("Kernel panic - not syncing: Fatal exception");
+    crate::arch::qemu_exit(crate::EXIT_FAILURE)
+}

@@ -1,0 +1,584 @@
+//! CPUs: this kernel's own per-CPU record, bringing up the other CPUs
+//! (`arch/x86/kernel/smpboot.c`, `arch/x86/realmode/rm/trampoline_64.S`),
+//! and the cross-CPU services kmem's `Platform` needs: calls on another
+//! CPU by IPI (`smp_call_function_single()`), TLB shootdowns
+//! (`flush_tlb_kernel_range()`), wake-ups and work handed to every CPU.
+//!
+//! Each CPU's `FS` base points at its [`CpuLocal`]: the CPU number is one
+//! load (`mov %fs:8`), as Linux reads `cpu_number` through `%gs`. `GS` is
+//! left to kmem's per-CPU areas (`per_cpu_offset(cpu)`, loaded when kmem
+//! sets the offsets), exactly as Linux uses it; the record must exist
+//! before those areas do, so it lives in the kernel image instead.
+//!
+//! There is no scheduler: each CPU runs one flow of control (the boot CPU
+//! the tests, the others an idle loop that runs the work it is given) plus
+//! interrupts. Interrupts are the only other context on a CPU, so turning
+//! them off makes a CPU-local section exclusive (promise 1).
+
+use crate::acpi::NR_CPUS;
+use crate::apic;
+use crate::arch::{self, local_irq_restore, local_irq_save};
+use core::arch::global_asm;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+
+/// What this kernel keeps per CPU.
+#[repr(C)]
+pub struct CpuLocal {
+    /// `%fs:0`: this record's own address.
+    self_ptr: AtomicUsize,
+    /// `%fs:8`: the CPU number (`smp_processor_id()`).
+    pub cpu: usize,
+    /// Interrupt nesting depth (`in_interrupt()` when non-zero).
+    pub irq_depth: AtomicUsize,
+    /// The local APIC id.
+    pub apic_id: AtomicU32,
+    /// Brought up and taking interrupts.
+    pub online: AtomicBool,
+    /// `GS` holds `per_cpu_offset(cpu)`.
+    pub gs_ready: AtomicBool,
+    /// Timer interrupts taken (this CPU's jiffies).
+    pub ticks: AtomicU64,
+    /// Functions run here by `CALL_FUNCTION_SINGLE_VECTOR`.
+    pub calls: AtomicU64,
+    /// The TLB shootdown generation this CPU has flushed up to.
+    tlb_seen: AtomicU64,
+    /// One caller at a time hands this CPU a function.
+    call_lock: spin::Mutex<()>,
+    /// The function (a `*mut dyn FnMut()` as its two words; 0: none).
+    call_fn: [AtomicUsize; 2],
+    /// The function has run.
+    call_done: AtomicBool,
+}
+
+impl CpuLocal {
+    const fn new() -> Self {
+        CpuLocal {
+            self_ptr: AtomicUsize::new(0),
+            cpu: 0,
+            irq_depth: AtomicUsize::new(0),
+            apic_id: AtomicU32::new(0),
+            online: AtomicBool::new(false),
+            gs_ready: AtomicBool::new(false),
+            ticks: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
+            tlb_seen: AtomicU64::new(0),
+            call_lock: spin::Mutex::new(()),
+            call_fn: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            call_done: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Wrapper so the array can hold `cpu` numbers written once at set-up.
+struct Cpus([core::cell::UnsafeCell<CpuLocal>; NR_CPUS]);
+// SAFETY: each record's plain `cpu` field is written once, by the boot
+// CPU, before the CPU it describes runs; everything else is atomic.
+unsafe impl Sync for Cpus {}
+
+static CPUS: Cpus = Cpus([const { core::cell::UnsafeCell::new(CpuLocal::new()) }; NR_CPUS]);
+
+/// CPUs that may come up (`nr_cpu_ids`), set once at boot.
+static NR_POSSIBLE: AtomicUsize = AtomicUsize::new(1);
+
+/// CPU `cpu`'s record.
+pub fn cpu_local(cpu: usize) -> &'static CpuLocal {
+    // SAFETY: shared access to a record; see `Cpus`.
+    unsafe { &*CPUS.0[cpu].get() }
+}
+
+/// The calling CPU's record.
+#[inline]
+pub fn this_cpu() -> &'static CpuLocal {
+    let p: usize;
+    // SAFETY: FS's base is this CPU's record from `setup_cpu` on.
+    unsafe {
+        core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) p, options(nostack, readonly, preserves_flags))
+    };
+    // SAFETY: `self_ptr` is the address of a static record.
+    unsafe { &*(p as *const CpuLocal) }
+}
+
+/// `smp_processor_id()`.
+#[inline]
+pub fn smp_processor_id() -> usize {
+    let c: usize;
+    // SAFETY: as in `this_cpu`.
+    unsafe {
+        core::arch::asm!("mov {}, qword ptr fs:[8]", out(reg) c, options(nostack, readonly, preserves_flags))
+    };
+    c
+}
+
+/// Number CPU `cpu`'s record and point this CPU's FS base at it.
+///
+/// # Safety
+///
+/// Called once per CPU, by that CPU (the boot CPU for itself before any
+/// other CPU runs; an AP for itself in its entry), before anything reads
+/// `%fs`.
+pub unsafe fn setup_cpu(cpu: usize, apic_id: u32) {
+    let rec = CPUS.0[cpu].get();
+    // SAFETY: no one reads this record's `cpu` before this CPU runs
+    // (the caller's promise).
+    unsafe { (*rec).cpu = cpu };
+    let r = cpu_local(cpu);
+    r.self_ptr.store(rec as usize, Relaxed);
+    r.apic_id.store(apic_id, Relaxed);
+    // SAFETY: the record is static and now complete.
+    unsafe { arch::wrmsr(arch::MSR_FS_BASE, rec as u64) };
+}
+
+/// `nr_cpu_ids`.
+pub fn nr_possible() -> usize {
+    NR_POSSIBLE.load(Relaxed)
+}
+
+/// Set `nr_cpu_ids` (boot, once).
+pub fn set_nr_possible(n: usize) {
+    NR_POSSIBLE.store(n, Relaxed);
+}
+
+/// `num_online_cpus()`.
+pub fn num_online() -> usize {
+    (0..nr_possible())
+        .filter(|&c| cpu_local(c).online.load(Acquire))
+        .count()
+}
+
+/// `per_cpu_offset(cpu)`, as kmem gave it (`usize::MAX`: not given yet;
+/// CPU 0's offset may well be 0).
+static PER_CPU_OFFSET: [AtomicUsize; NR_CPUS] = [const { AtomicUsize::new(usize::MAX) }; NR_CPUS];
+
+/// Record `per_cpu_offset(cpu)` and load GS if `cpu` is the caller.
+pub fn set_per_cpu_offset(cpu: usize, off: usize) {
+    PER_CPU_OFFSET[cpu].store(off, Release);
+    if cpu == smp_processor_id() {
+        load_gs();
+    }
+}
+
+/// Load this CPU's `per_cpu_offset` into the GS base, if kmem gave one.
+fn load_gs() {
+    let me = this_cpu();
+    let off = PER_CPU_OFFSET[me.cpu].load(Acquire);
+    if off != usize::MAX {
+        // SAFETY: GS is used only by `this_cpu_add`, with per-CPU pointers
+        // kmem gave; the offset is this CPU's.
+        unsafe { arch::wrmsr(arch::MSR_GS_BASE, off as u64) };
+        me.gs_ready.store(true, Release);
+    }
+}
+
+/// A function every CPU runs (`on_each_cpu` in process context): the
+/// two words of a `*const (dyn Fn(usize) + Sync)`.
+static JOB: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+static JOB_GEN: AtomicU64 = AtomicU64::new(0);
+static JOB_DONE: AtomicUsize = AtomicUsize::new(0);
+
+/// Run `f(cpu)` on every online CPU at the same time, the caller's own
+/// included, with interrupts on; return when all have finished. Only the
+/// boot CPU hands out work.
+pub fn run_on_all_cpus(f: &(dyn Fn(usize) + Sync)) {
+    let others = num_online() - 1;
+    let raw: *const (dyn Fn(usize) + Sync) = f;
+    // SAFETY: a fat pointer is two words; it is read back with the same
+    // type while `f` lives (this function waits for every CPU).
+    let words: [usize; 2] = unsafe { core::mem::transmute(raw) };
+    JOB[0].store(words[0], Relaxed);
+    JOB[1].store(words[1], Relaxed);
+    JOB_DONE.store(0, Relaxed);
+    JOB_GEN.fetch_add(1, Release);
+    if others > 0 {
+        apic::send_ipi_allbutself(apic::RESCHEDULE_VECTOR);
+    }
+    f(smp_processor_id());
+    while JOB_DONE.load(Acquire) < others {
+        poll_tlb();
+        core::hint::spin_loop();
+    }
+}
+
+/// An AP's life after bring-up: run the work it is given, else sleep.
+fn idle_loop() -> ! {
+    let mut seen = JOB_GEN.load(Acquire);
+    loop {
+        let flags = local_irq_save();
+        let gen = JOB_GEN.load(Acquire);
+        if gen != seen {
+            local_irq_restore(flags);
+            seen = gen;
+            let words = [JOB[0].load(Relaxed), JOB[1].load(Relaxed)];
+            // SAFETY: the words of the `&dyn Fn` the boot CPU published
+            // before this generation; it waits until this CPU is done.
+            let f: *const (dyn Fn(usize) + Sync) = unsafe { core::mem::transmute(words) };
+            // SAFETY: as above, `f` lives until JOB_DONE counts this CPU.
+            unsafe { (*f)(smp_processor_id()) };
+            JOB_DONE.fetch_add(1, Release);
+        } else {
+            // SAFETY: this CPU's IDT is loaded; `sti; hlt` sleeps until the
+            // next interrupt (the timer, or the IPI that brings work).
+            unsafe { arch::safe_halt() };
+        }
+    }
+}
+
+/// `smp_call_function_single(cpu, f, wait = 1)` by IPI. Refuses from
+/// atomic context ([`kmem::Error::Busy`]) where Linux warns, and an
+/// offline CPU ([`kmem::Error::Invalid`], Linux's `-ENXIO`).
+pub fn call_single(cpu: usize, f: &mut (dyn FnMut() + Send)) -> kmem::Result<()> {
+    let flags = local_irq_save();
+    if cpu == smp_processor_id() {
+        f();
+        local_irq_restore(flags);
+        return Ok(());
+    }
+    local_irq_restore(flags);
+    let t = cpu_local(cpu);
+    if cpu >= nr_possible() || !t.online.load(Acquire) {
+        return Err(kmem::Error::InvalidArgument);
+    }
+    if flags & arch::X86_EFLAGS_IF == 0 || this_cpu().irq_depth.load(Relaxed) != 0 {
+        return Err(kmem::Error::Busy);
+    }
+    let _g = t.call_lock.lock();
+    let raw: *mut (dyn FnMut() + Send) = f;
+    // SAFETY: a fat pointer's two words, read back as the same type by
+    // the target while this caller waits (so `f` lives).
+    let words: [usize; 2] = unsafe { core::mem::transmute(raw) };
+    t.call_done.store(false, Relaxed);
+    t.call_fn[1].store(words[1], Relaxed);
+    t.call_fn[0].store(words[0], Release);
+    apic::send_ipi(t.apic_id.load(Relaxed), apic::CALL_FUNCTION_SINGLE_VECTOR);
+    while !t.call_done.load(Acquire) {
+        core::hint::spin_loop();
+    }
+    Ok(())
+}
+
+/// `CALL_FUNCTION_SINGLE_VECTOR`: run the function handed to this CPU.
+/// Interrupts are off: the call runs in a CPU-local section of this CPU.
+pub fn call_function_interrupt() {
+    let me = this_cpu();
+    let w0 = me.call_fn[0].swap(0, Acquire);
+    if w0 == 0 {
+        return;
+    }
+    let words = [w0, me.call_fn[1].load(Relaxed)];
+    // SAFETY: the words `call_single` stored; its caller waits for
+    // `call_done`, so the closure lives.
+    let f: *mut (dyn FnMut() + Send) = unsafe { core::mem::transmute(words) };
+    // SAFETY: as above; nothing else calls it.
+    unsafe { (*f)() };
+    me.calls.fetch_add(1, Relaxed);
+    me.call_done.store(true, Release);
+}
+
+/// The TLB shootdown generation.
+static TLB_GEN: AtomicU64 = AtomicU64::new(0);
+
+/// Flush this CPU's TLB if a shootdown asked for it since it last did.
+fn poll_tlb() {
+    let me = this_cpu();
+    let g = TLB_GEN.load(Acquire);
+    if me.tlb_seen.load(Relaxed) < g {
+        crate::paging::flush_local(0, usize::MAX & !0xfff);
+        me.tlb_seen.store(g, Release);
+    }
+}
+
+/// `CALL_FUNCTION_VECTOR`: a TLB shootdown.
+pub fn flush_tlb_interrupt() {
+    poll_tlb();
+}
+
+/// Make every other online CPU drop its kernel translations and wait
+/// until each has. While waiting this CPU serves shootdowns aimed at it,
+/// so two CPUs flushing at once (even with interrupts off) cannot
+/// deadlock.
+pub fn flush_tlb_others() {
+    let me = smp_processor_id();
+    let others: usize = num_online() - usize::from(cpu_local(me).online.load(Acquire));
+    if others == 0 {
+        return;
+    }
+    let gen = TLB_GEN.fetch_add(1, AcqRel) + 1;
+    apic::send_ipi_allbutself(apic::CALL_FUNCTION_VECTOR);
+    for c in 0..nr_possible() {
+        let r = cpu_local(c);
+        if c == me || !r.online.load(Acquire) {
+            continue;
+        }
+        while r.tlb_seen.load(Acquire) < gen {
+            poll_tlb();
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// Wake every other CPU from `hlt` (`wake_up()` of a waiter elsewhere).
+pub fn wake_others() {
+    if num_online() > 1 {
+        apic::send_ipi_allbutself(apic::RESCHEDULE_VECTOR);
+    }
+}
+
+/// Called on every timer interrupt, on the CPU it arrives on, if set: a
+/// device's completion handler for the tests (`fn(cpu)`).
+static TIMER_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Install (or with `None` remove) the timer hook.
+pub fn set_timer_hook(f: Option<fn(usize)>) {
+    TIMER_HOOK.store(f.map_or(0, |f| f as usize), Release);
+}
+
+/// `LOCAL_TIMER_VECTOR`.
+pub fn timer_interrupt() {
+    let me = this_cpu();
+    me.ticks.fetch_add(1, Relaxed);
+    let h = TIMER_HOOK.load(Acquire);
+    if h != 0 {
+        // SAFETY: only `set_timer_hook` stores here, from a `fn(usize)`.
+        let f: fn(usize) = unsafe { core::mem::transmute(h) };
+        f(me.cpu);
+    }
+}
+
+/// The APIC timer's counts per millisecond (measured on the boot CPU).
+static TIMER_PER_MS: AtomicU32 = AtomicU32::new(0);
+/// Timer interrupts a second (`CONFIG_HZ`).
+pub const HZ: u32 = 250;
+
+/// Bring this CPU's interrupts up: APIC on, timer running, `sti`.
+pub fn start_interrupts() {
+    apic::enable();
+    let mut per_ms = TIMER_PER_MS.load(Relaxed);
+    if per_ms == 0 {
+        per_ms = apic::calibrate_timer();
+        TIMER_PER_MS.store(per_ms, Relaxed);
+    }
+    apic::start_timer(per_ms, HZ);
+    let me = this_cpu();
+    me.tlb_seen.store(TLB_GEN.load(Acquire), Relaxed);
+    // SAFETY: the IDT is loaded on this CPU and every vector the APIC can
+    // raise has a stub.
+    unsafe { arch::local_irq_enable() };
+    me.online.store(true, Release);
+}
+
+// The AP trampoline (`trampoline_64.S`'s job): copied to a page below
+// 1 MiB; a STARTUP IPI starts the CPU there in real mode with CS = the
+// page's segment. It loads a GDT of its own, enters protected mode, turns
+// on PAE, loads the kernel's CR3, sets EFER.LME/NXE, turns on paging and
+// jumps into 64-bit code, which loads the stack and calls `ap_entry(arg)`.
+// The boot CPU patches the addresses marked below before each start.
+global_asm!(
+    r#"
+.text
+.global kmem_trampoline_start
+kmem_trampoline_start:
+.code16
+    cli
+    cld
+    mov %cs, %bx
+    movzwl %bx, %ebx
+    shl $4, %ebx
+    mov %cs, %ax
+    mov %ax, %ds
+    lgdtl (kmem_tramp_gdtr - kmem_trampoline_start)
+    mov %cr0, %eax
+    or $1, %eax
+    mov %eax, %cr0
+    .byte 0x66, 0xea
+.global kmem_tramp_pm_target
+kmem_tramp_pm_target:
+    .long 0
+    .word 0x08
+.code32
+.global kmem_tramp_pm
+kmem_tramp_pm:
+    mov $0x10, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %ss
+    mov %cr4, %eax
+    or $0x620, %eax
+    mov %eax, %cr4
+    mov (kmem_tramp_cr3 - kmem_trampoline_start)(%ebx), %eax
+    mov %eax, %cr3
+    mov $0xc0000080, %ecx
+    rdmsr
+    or $0x900, %eax
+    wrmsr
+    mov %cr0, %eax
+    and $0x9ffffffb, %eax
+    or $0x80010023, %eax
+    mov %eax, %cr0
+    .byte 0xea
+.global kmem_tramp_lm_target
+kmem_tramp_lm_target:
+    .long 0
+    .word 0x18
+.code64
+.global kmem_tramp_lm
+kmem_tramp_lm:
+    mov $0x10, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %ss
+    mov %ebx, %ebx
+    mov (kmem_tramp_stack - kmem_trampoline_start)(%rbx), %rsp
+    mov (kmem_tramp_arg - kmem_trampoline_start)(%rbx), %rdi
+    mov (kmem_tramp_entry - kmem_trampoline_start)(%rbx), %rax
+    jmp *%rax
+.balign 8
+.global kmem_tramp_gdt
+kmem_tramp_gdt:
+    .quad 0
+    .quad 0x00cf9a000000ffff
+    .quad 0x00cf92000000ffff
+    .quad 0x00af9a000000ffff
+kmem_tramp_gdtr:
+    .word 31
+.global kmem_tramp_gdt_base
+kmem_tramp_gdt_base:
+    .long 0
+.balign 8
+.global kmem_tramp_cr3
+kmem_tramp_cr3:
+    .quad 0
+.global kmem_tramp_stack
+kmem_tramp_stack:
+    .quad 0
+.global kmem_tramp_arg
+kmem_tramp_arg:
+    .quad 0
+.global kmem_tramp_entry
+kmem_tramp_entry:
+    .quad 0
+.global kmem_trampoline_end
+kmem_trampoline_end:
+"#,
+    options(att_syntax)
+);
+
+extern "C" {
+    static kmem_trampoline_start: u8;
+    static kmem_trampoline_end: u8;
+    static kmem_tramp_pm_target: u8;
+    static kmem_tramp_pm: u8;
+    static kmem_tramp_lm_target: u8;
+    static kmem_tramp_lm: u8;
+    static kmem_tramp_gdt: u8;
+    static kmem_tramp_gdt_base: u8;
+    static kmem_tramp_cr3: u8;
+    static kmem_tramp_stack: u8;
+    static kmem_tramp_arg: u8;
+    static kmem_tramp_entry: u8;
+}
+
+/// Offset of a trampoline label from its start.
+fn off(label: *const u8) -> usize {
+    label as usize - (&raw const kmem_trampoline_start) as usize
+}
+
+/// Write `v` at offset `o` of the trampoline copy at `page`.
+///
+/// # Safety
+///
+/// `page` is the trampoline's page, identity-mapped, and no CPU runs it.
+unsafe fn patch<T>(page: u64, o: usize, v: T) {
+    // SAFETY: the caller's promise; offsets are inside the copy.
+    unsafe { core::ptr::write_unaligned((page as usize + o) as *mut T, v) };
+}
+
+/// The 64-bit entry of an AP: `arg` is its CPU number.
+extern "sysv64" fn ap_entry(cpu: usize) -> ! {
+    crate::idt::load();
+    // SAFETY: this AP's own set-up, before it reads %fs.
+    unsafe {
+        setup_cpu(cpu, 0);
+        arch::wrmsr(arch::MSR_PAT, arch::LINUX_PAT);
+    }
+    this_cpu().apic_id.store(apic::id(), Relaxed);
+    load_gs();
+    start_interrupts();
+    idle_loop()
+}
+
+/// Bring up every CPU the MADT lists but the boot CPU
+/// (`native_smp_prepare_cpus()` / `do_boot_cpu()`), one at a time through
+/// the trampoline at `page`, each with a 64 KiB stack from kmem's page
+/// allocator. Prints Linux's lines. Returns the CPUs online.
+pub fn smp_init(madt: &crate::acpi::Madt, page: u64) -> usize {
+    let k = crate::kmem();
+    let bsp_apic = apic::id();
+    crate::pr_info!("smp: Bringing up secondary CPUs ...");
+    crate::pr_info!("x86: Booting SMP configuration:");
+    let mut line = crate::util::Text::<256>::new();
+    let _ = core::fmt::Write::write_str(&mut line, ".... node  #0, CPUs:    ");
+    let (start, end) = (
+        &raw const kmem_trampoline_start,
+        &raw const kmem_trampoline_end,
+    );
+    let len = end as usize - start as usize;
+    let mut cpu = 1;
+    for &id in &madt.apic_ids[..madt.nr] {
+        if id == bsp_apic {
+            continue;
+        }
+        let stack = match k.__get_free_pages(kmem::gfp::GFP_KERNEL, 4) {
+            Ok(p) => p.as_ptr() as u64 + (64 << 10),
+            Err(e) => {
+                crate::pr_info!("smp: no stack for CPU {cpu}: {e:?}");
+                break;
+            }
+        };
+        // SAFETY: the trampoline page is ours (firmware-allocated, below
+        // 1 MiB, identity-mapped) and no AP runs it now: each AP has left
+        // it (it is online) before the next is started.
+        unsafe {
+            core::ptr::copy_nonoverlapping(start, page as *mut u8, len);
+            patch(
+                page,
+                off(&raw const kmem_tramp_pm_target),
+                (page as usize + off(&raw const kmem_tramp_pm)) as u32,
+            );
+            patch(
+                page,
+                off(&raw const kmem_tramp_lm_target),
+                (page as usize + off(&raw const kmem_tramp_lm)) as u32,
+            );
+            patch(
+                page,
+                off(&raw const kmem_tramp_gdt_base),
+                (page as usize + off(&raw const kmem_tramp_gdt)) as u32,
+            );
+            patch(page, off(&raw const kmem_tramp_cr3), crate::paging::root());
+            patch(page, off(&raw const kmem_tramp_stack), stack - 8);
+            patch(page, off(&raw const kmem_tramp_arg), cpu as u64);
+            patch(
+                page,
+                off(&raw const kmem_tramp_entry),
+                ap_entry as *const () as u64,
+            );
+        }
+        apic::init_sipi(id, page);
+        let t0 = crate::time::now_ns();
+        while !cpu_local(cpu).online.load(Acquire) && crate::time::now_ns() - t0 < 1_000_000_000 {
+            core::hint::spin_loop();
+        }
+        if cpu_local(cpu).online.load(Acquire) {
+            let _ = core::fmt::Write::write_fmt(&mut line, format_args!(" #{cpu}"));
+        } else {
+            crate::pr_info!("smpboot: do_boot_cpu failed(-1) to wakeup CPU#{cpu}");
+        }
+        cpu += 1;
+    }
+    crate::pr_info!("{}", line.as_str());
+    let n = num_online();
+    crate::pr_info!(
+        "smp: Brought up 1 node, {n} CPU{}",
+        if n == 1 { "" } else { "s" }
+    );
+    n
+}
