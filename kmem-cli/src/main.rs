@@ -5,6 +5,8 @@
 //!   allocator, and print the report (`kmem replay --compare-system`).
 //! - `kmem replay [FILE]`: the same for any trace ([`replay`]).
 //! - `kmem boot`: boot a machine and print the boot log and `/proc` reports.
+//! - `kmem qemu`: build the bare-metal kernel and run it under QEMU
+//!   ([`qemu`]).
 
 mod replay;
 
@@ -22,6 +24,7 @@ use std::process::ExitCode;
 
 mod fault;
 mod pressure;
+mod qemu;
 mod slabtop;
 
 /// kmem: the Linux kernel's memory allocators, in Rust, on a simulated machine.
@@ -44,6 +47,11 @@ enum Command {
     /// Replay a perf trace of kmem/percpu/vmalloc events on kmem and report
     /// events/s, counts, fidelity to Linux, footprint and /proc.
     Replay(replay::ReplayArgs),
+    /// Build the bare-metal kernel (kmem-kernel) and boot it under QEMU with
+    /// OVMF: kmem on real page tables, CPUs and interrupts, its KTAP suite
+    /// and /proc files on the serial console. Exit status 0 when every case
+    /// passed.
+    Qemu(qemu::QemuArgs),
 }
 
 #[derive(Args, Clone)]
@@ -168,7 +176,7 @@ const MIN_LOWMEM: u64 = 16 << 20;
 /// RAM each NUMA node of a PC map needs ([`pc_memory_map_numa`]).
 const NODE_MIN_RAM: u64 = 2 * kmem_sim::NUMA_ALIGN;
 
-fn size_arg(what: &str, s: &str) -> Result<u64, Failure> {
+pub(crate) fn size_arg(what: &str, s: &str) -> Result<u64, Failure> {
     parse_size(s).map_err(|e| Failure::usage(format!("--{what} {s}: {e}")))
 }
 
@@ -501,6 +509,7 @@ fn main() -> ExitCode {
         Some(Command::Boot(args)) => boot(&args),
         Some(Command::Slabtop(args)) => slabtop::run(&args).map_err(Failure::from),
         Some(Command::Replay(args)) => replay::run(&args).map_err(Failure::from),
+        Some(Command::Qemu(args)) => qemu::run(&args),
         // With no command, kmem's main job: the bundled real trace, with the
         // system allocator's time beside kmem's.
         None => replay::run(&replay::ReplayArgs {

@@ -20,8 +20,11 @@ use kmem::slab::{
 
 type Outcome = Result<Option<String>, String>;
 
+/// A case: its name and its function.
+type Case = (&'static str, fn() -> Outcome);
+
 /// The cases, in order.
-const CASES: &[(&str, fn() -> Outcome)] = &[
+const CASES: &[Case] = &[
     ("kmalloc_storm", kmalloc_storm),
     ("page_orders_and_zones", page_orders_and_zones),
     (
@@ -139,7 +142,7 @@ fn kmalloc_storm() -> Outcome {
     let failed = AtomicUsize::new(0);
     let remote = AtomicUsize::new(0);
     smp::run_on_all_cpus(&|cpu| {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (cpu as u64 + 1) * 0x1234_5678_9abc);
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((cpu as u64 + 1) * 0x1234_5678_9abc));
         for _ in 0..100 {
             let mut out = Vec::with_capacity(32);
             for i in 0..64 {
@@ -209,7 +212,7 @@ fn page_orders_and_zones() -> Outcome {
         unsafe { core::ptr::write_bytes(addr.as_ptr(), 0xa5, 4096 << order) };
         k.__free_pages(page, order)
             .map_err(|e| format!("free order {order}: {e:?}"))?;
-        check(pfn % (1 << order) == 0, || {
+        check(pfn.is_multiple_of(1 << order), || {
             format!("order {order} block at pfn {pfn:#x} is not aligned")
         })?;
     }
@@ -618,7 +621,7 @@ fn percpu_gs() -> Outcome {
         k.this_cpu_add(&dynamic, cpu as u64 + 1);
     });
     let mut sum = 0;
-    for c in 0..n {
+    for (c, before) in before.iter().enumerate().take(n) {
         check(smp::cpu_local(c).gs_ready.load(Relaxed), || {
             format!("CPU {c} has no GS base")
         })?;
@@ -626,7 +629,7 @@ fn percpu_gs() -> Outcome {
             .per_cpu(&KTEST_EVENTS, c)
             .map_err(|e| format!("{e:?}"))?
             .load(Relaxed)
-            - before[c];
+            - before;
         check(v == N, || format!("CPU {c}'s copy counted {v}, not {N}"))?;
         sum += v;
         let d = dynamic
@@ -713,7 +716,7 @@ fn global_allocator() -> Outcome {
     struct Page([u8; 4096]);
     let b = Box::new(Page([7; 4096]));
     check(
-        (&*b as *const Page as usize) % 4096 == 0 && b.0[4095] == 7,
+        (&*b as *const Page as usize).is_multiple_of(4096) && b.0[4095] == 7,
         || "over-aligned Box".into(),
     )?;
     drop((v, m, b));

@@ -142,7 +142,7 @@ pub fn build(pool: &mut Pool, end: u64, ram: impl Fn(u64) -> bool) -> u64 {
     }
     for i in 0..n {
         table(pd)[((VMALLOC_START >> 21) + i) & 511]
-            .store(first + i as u64 * 4096 | P | RW, Relaxed);
+            .store((first + i as u64 * 4096) | P | RW, Relaxed);
     }
     VMALLOC_PTES.store(first, Relaxed);
     PML4.store(pml4, Relaxed);
