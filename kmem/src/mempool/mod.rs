@@ -172,6 +172,7 @@ use crate::gfp::{
     GFP_KERNEL,
 };
 use crate::kmalloc::{Owner, ZERO_SIZE_PTR};
+use crate::platform::IrqSpinGuard;
 use crate::platform::{Level, Platform};
 use crate::slab::{KmemCache, SLAB_KMALLOC};
 use crate::{report, Kmem, PAGE_SIZE};
@@ -485,7 +486,7 @@ impl<P: Platform> Kmem<P> {
                 self.mempool_exit(&pool)?;
                 return Err(Error::NoMemory);
             };
-            pool.add_element(&mut pool.reserve.lock(), e);
+            pool.add_element(&mut IrqSpinGuard::lock(&self.p, &pool.reserve), e);
         }
         Ok(pool)
     }
@@ -656,7 +657,7 @@ impl<P: Platform> Kmem<P> {
     /// if it holds one.
     fn mempool_take_reserved(&self, pool: &MempoolT<'_, P>) -> Option<Element> {
         let e = {
-            let mut r = pool.reserve.lock();
+            let mut r = IrqSpinGuard::lock(&self.p, &pool.reserve);
             if pool.curr_nr() == 0 {
                 return None;
             }
@@ -732,7 +733,7 @@ impl<P: Platform> Kmem<P> {
             return Err(self.mempool_double_free(pool, element, caller));
         }
         if pool.curr_nr() < pool.target() {
-            let mut r = pool.reserve.lock();
+            let mut r = IrqSpinGuard::lock(&self.p, &pool.reserve);
             if pool.curr_nr() < pool.target() {
                 if pool.holds(&r, e) {
                     drop(r);
@@ -836,14 +837,14 @@ impl<P: Platform> Kmem<P> {
             );
             return Err(Error::InvalidArgument);
         }
-        let mut r = pool.reserve.lock();
+        let mut r = IrqSpinGuard::lock(&self.p, &pool.reserve);
         if new_min_nr <= pool.min_nr() {
             while new_min_nr < pool.curr_nr() {
                 let e = pool.remove_element(&mut r);
                 drop(r);
                 // SAFETY: a reserved element, owned by the pool alone.
                 unsafe { (pool.free)(self, e, &pool.pool_data) };
-                r = pool.reserve.lock();
+                r = IrqSpinGuard::lock(&self.p, &pool.reserve);
             }
             pool.min_nr.store(new_min_nr, Ordering::Relaxed);
             return Ok(());
@@ -858,7 +859,7 @@ impl<P: Platform> Kmem<P> {
             .kmalloc(bytes, GFP_KERNEL)
             .map_err(|_| Error::NoMemory)?
             .cast::<Element>();
-        let mut r = pool.reserve.lock();
+        let mut r = IrqSpinGuard::lock(&self.p, &pool.reserve);
         if new_min_nr <= pool.min_nr() {
             // Raced: another resize did our work.
             drop(r);
@@ -878,7 +879,7 @@ impl<P: Platform> Kmem<P> {
             let Some(e) = (pool.alloc)(self, GFP_KERNEL, &pool.pool_data) else {
                 return Ok(());
             };
-            let mut r = pool.reserve.lock();
+            let mut r = IrqSpinGuard::lock(&self.p, &pool.reserve);
             if pool.curr_nr() < pool.min_nr() {
                 pool.add_element(&mut r, e);
             } else {
@@ -927,7 +928,7 @@ impl<P: Platform> Kmem<P> {
     fn mempool_exit(&self, pool: &MempoolT<'_, P>) -> Result<()> {
         loop {
             let e = {
-                let mut r = pool.reserve.lock();
+                let mut r = IrqSpinGuard::lock(&self.p, &pool.reserve);
                 if pool.curr_nr() == 0 {
                     break;
                 }
@@ -937,7 +938,7 @@ impl<P: Platform> Kmem<P> {
             unsafe { (pool.free)(self, e, &pool.pool_data) };
         }
         let els = {
-            let mut r = pool.reserve.lock();
+            let mut r = IrqSpinGuard::lock(&self.p, &pool.reserve);
             r.cap = 0;
             pool.live.store(false, Ordering::Relaxed);
             pool.min_nr.store(0, Ordering::Relaxed);

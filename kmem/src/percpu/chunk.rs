@@ -13,6 +13,7 @@
 use super::area::{ChunkMap, ChunkMapMem, PcpuBlockMd, PCPU_MIN_ALLOC_SIZE};
 use crate::gfp::{self, Gfp};
 use crate::page::Page;
+use crate::platform::IrqSpinGuard;
 use crate::platform::{PgProt, Platform};
 use crate::{Error, Kmem, Result, PAGE_SHIFT, PAGE_SIZE};
 use core::ptr::{self, NonNull};
@@ -856,7 +857,7 @@ impl<P: Platform> Kmem<P> {
             }
             // SAFETY: a populated run of a chunk with no live area.
             unsafe { self.pcpu_depopulate_chunk(c, page, end) };
-            self.percpu.lock.lock().depopulated(c, page, end);
+            IrqSpinGuard::lock(&self.p, &self.percpu.lock).depopulated(c, page, end);
             page = end;
         }
         // SAFETY: nothing reaches the chunk any more; its memory goes back

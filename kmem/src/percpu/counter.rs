@@ -10,6 +10,7 @@
 
 use super::ops::{Owned, PcpuPtr};
 use crate::gfp::Gfp;
+use crate::platform::IrqSpinGuard;
 use crate::platform::Platform;
 use crate::{Kmem, Result};
 use core::cmp::Ordering;
@@ -88,7 +89,7 @@ impl<'k, P: Platform> PercpuCounter<'k, P> {
         }
         let g = self.k.get_cpu();
         let mine = self.k.this_cpu_ptr(&g, &counters);
-        let _l = self.central.lock.lock();
+        let _l = IrqSpinGuard::lock(&self.k.p, &self.central.lock);
         // The CPU is pinned now, maybe another than the one above: fold
         // its delta with the amount, as Linux does after taking the lock.
         let count = i64::from(mine.load(Relaxed));
@@ -130,7 +131,7 @@ impl<'k, P: Platform> PercpuCounter<'k, P> {
     /// `percpu_counter_sum()`: the count plus every CPU's delta, exact when
     /// no add runs meanwhile.
     pub fn sum(&self) -> i64 {
-        let _l = self.central.lock.lock();
+        let _l = IrqSpinGuard::lock(&self.k.p, &self.central.lock);
         let mut ret = self.central.count.load(Relaxed);
         let counters = Owned(self.counters);
         for cpu in self.k.for_each_possible_cpu() {
@@ -149,7 +150,7 @@ impl<'k, P: Platform> PercpuCounter<'k, P> {
     /// `percpu_counter_set(fbc, amount)`: every delta to 0, the count to
     /// `amount`.
     pub fn set(&self, amount: i64) {
-        let _l = self.central.lock.lock();
+        let _l = IrqSpinGuard::lock(&self.k.p, &self.central.lock);
         let counters = Owned(self.counters);
         for cpu in self.k.for_each_possible_cpu() {
             if let Ok(d) = self.k.per_cpu(&counters, cpu) {

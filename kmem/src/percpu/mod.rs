@@ -58,6 +58,7 @@ pub use chunk::PcpuChunkInfo;
 pub use ops::{PcpuAtomic, PcpuPtr, PcpuZeroable, PerCpu, StaticPerCpu};
 
 use crate::gfp::{self, Gfp};
+use crate::platform::IrqSpinGuard;
 use crate::platform::{Level, Platform};
 use crate::{report, Error, Kmem, Result};
 use area::PCPU_MIN_ALLOC_SIZE;
@@ -319,7 +320,7 @@ impl<P: Platform> Kmem<P> {
         let bits = size / PCPU_MIN_ALLOC_SIZE;
         let bit_align = align / PCPU_MIN_ALLOC_SIZE;
         let _mutex = (!is_atomic).then(|| self.percpu.alloc_mutex.lock(&self.p));
-        let mut chunks = self.percpu.lock.lock();
+        let mut chunks = IrqSpinGuard::lock(&self.p, &self.percpu.lock);
         if reserved {
             let Some(c) = chunks.reserved() else {
                 return Err("alloc from reserved chunk failed");
@@ -358,7 +359,7 @@ impl<P: Platform> Kmem<P> {
                     // SAFETY: the chunk cannot go away while alloc_mutex is
                     // held (only the balance step, under it, destroys).
                     let ok = unsafe { self.pcpu_populate_chunk(chunk_ptr, page, end, gfp) };
-                    chunks = self.percpu.lock.lock();
+                    chunks = IrqSpinGuard::lock(&self.p, &self.percpu.lock);
                     if ok.is_err() {
                         chunks.free_in(c, off / PCPU_MIN_ALLOC_SIZE);
                         return Err("failed to populate");
@@ -377,7 +378,7 @@ impl<P: Platform> Kmem<P> {
                 let c = self
                     .pcpu_create_chunk(gfp)
                     .map_err(|_| "failed to allocate new chunk")?;
-                chunks = self.percpu.lock.lock();
+                chunks = IrqSpinGuard::lock(&self.p, &self.percpu.lock);
                 chunks.insert(c);
             }
         }
@@ -455,7 +456,7 @@ impl<P: Platform> Kmem<P> {
         if addr == 0 {
             return Ok(());
         }
-        let mut chunks = self.percpu.lock.lock();
+        let mut chunks = IrqSpinGuard::lock(&self.p, &self.percpu.lock);
         let freed = chunks.chunk_of(addr).and_then(|c| {
             let bit = (addr - chunks.chunk(c).base_addr) / PCPU_MIN_ALLOC_SIZE;
             chunks.free_in(c, bit).map(|n| (c, n))
@@ -509,7 +510,7 @@ impl<P: Platform> Kmem<P> {
     /// `pcpu_nr_pages()`: pages backing per-CPU memory (`Percpu:` in
     /// `/proc/meminfo`): populated pages of every chunk, in every unit.
     pub fn pcpu_nr_pages(&self) -> usize {
-        self.percpu.lock.lock().nr_populated * self.percpu.layout.nr_units
+        IrqSpinGuard::lock(&self.p, &self.percpu.lock).nr_populated * self.percpu.layout.nr_units
     }
 
     /// Groups (nodes with CPUs) of the first chunk, and whether boot fell
@@ -546,7 +547,8 @@ impl<P: Platform> Kmem<P> {
     /// `pcpu_balance_free()`.
     fn pcpu_balance_free(&self, empty_only: bool) {
         loop {
-            let victim = self.percpu.lock.lock().take_spare_free_chunk(empty_only);
+            let victim =
+                IrqSpinGuard::lock(&self.p, &self.percpu.lock).take_spare_free_chunk(empty_only);
             let Some(c) = victim else { break };
             // SAFETY: taken off every list under the lock; alloc_mutex
             // keeps allocations from reaching it.
@@ -558,7 +560,7 @@ impl<P: Platform> Kmem<P> {
     fn pcpu_balance_populated(&self) {
         let gfp = gfp::GFP_KERNEL | gfp::__GFP_NORETRY | gfp::__GFP_NOWARN;
         loop {
-            let mut chunks = self.percpu.lock.lock();
+            let mut chunks = IrqSpinGuard::lock(&self.p, &self.percpu.lock);
             let mut nr_to_pop = if self.percpu.atomic_alloc_failed.swap(false, Relaxed) {
                 PCPU_EMPTY_POP_PAGES_HIGH
             } else {
@@ -572,7 +574,7 @@ impl<P: Platform> Kmem<P> {
                 drop(chunks);
                 // SAFETY: alloc_mutex is held: the chunk stays.
                 let ok = unsafe { self.pcpu_populate_chunk(chunk_ptr, rs, re, gfp) };
-                chunks = self.percpu.lock.lock();
+                chunks = IrqSpinGuard::lock(&self.p, &self.percpu.lock);
                 if ok.is_err() {
                     return;
                 }
@@ -587,20 +589,20 @@ impl<P: Platform> Kmem<P> {
             let Ok(c) = self.pcpu_create_chunk(gfp) else {
                 return;
             };
-            self.percpu.lock.lock().insert(c);
+            IrqSpinGuard::lock(&self.p, &self.percpu.lock).insert(c);
         }
     }
 
     /// Per-chunk figures for `/sys/kernel/debug/percpu_stats`, reserved
     /// chunk first, then the first chunk, then the others by slot.
     pub fn pcpu_chunks(&self, mut f: impl FnMut(&PcpuChunkInfo)) {
-        let chunks = self.percpu.lock.lock();
+        let chunks = IrqSpinGuard::lock(&self.p, &self.percpu.lock);
         chunks.for_each(|c| f(&c.info(self.percpu.layout.ai.unit_size)));
     }
 
     /// Global figures for `/sys/kernel/debug/percpu_stats`.
     pub fn pcpu_global_stats(&self) -> chunk::PcpuGlobalStats {
-        let chunks = self.percpu.lock.lock();
+        let chunks = IrqSpinGuard::lock(&self.p, &self.percpu.lock);
         chunks.stats_snapshot()
     }
 }

@@ -253,6 +253,28 @@ pub unsafe trait Platform {
         false
     }
 
+    /// `local_irq_save()` alone: keep interrupts from arriving on this
+    /// CPU until [`irq_restore`](Self::irq_restore), for spin locks that
+    /// interrupt handlers also take ([`IrqSpinGuard`]). Unlike a
+    /// CPU-local section it does not name or pin a CPU, so any thread may
+    /// call it (a `/proc` reader that is on no CPU of the machine). The
+    /// default does nothing: on a platform where no handler can run
+    /// between two instructions of the caller (the simulator, whose
+    /// interrupts arrive only at section exits, and user space) a plain
+    /// lock cannot be re-entered from an interrupt. Returns what
+    /// `irq_restore` takes back; calls nest.
+    #[inline]
+    fn irq_save(&self) -> usize {
+        0
+    }
+
+    /// `local_irq_restore(flags)`: undo the [`irq_save`](Self::irq_save)
+    /// that returned `flags`.
+    #[inline]
+    fn irq_restore(&self, flags: usize) {
+        let _ = flags;
+    }
+
     /// `in_atomic() || irqs_disabled()`: the caller may not sleep (inside a
     /// CPU-local section, a simulated interrupt, or under a spinlock).
     fn in_atomic(&self) -> bool;
@@ -497,6 +519,67 @@ impl<P: Platform + ?Sized> Drop for LocalGuard<'_, P> {
     }
 }
 
+/// A spin lock held with interrupts off: `spin_lock_irqsave()`.
+///
+/// Every lock that code running in interrupt context may take (a slab
+/// node's `list_lock` and sheaf pool, a mempool's reserve, the per-CPU
+/// allocator's lock, a percpu counter's) is taken this way, as Linux
+/// takes them with `spin_lock_irqsave()`: on bare metal an interrupt
+/// handler that allocates cannot then spin on a lock the code it
+/// interrupted holds on the same CPU. Where interrupts cannot arrive
+/// between two instructions (the simulator, user space) it is a plain
+/// lock: see [`Platform::irq_save`]. The lock is released before
+/// interrupts are restored.
+pub struct IrqSpinGuard<'a, T, P: Platform + ?Sized> {
+    /// Dropped first (fields drop in declaration order): unlock, then
+    /// restore interrupts.
+    guard: spin::MutexGuard<'a, T>,
+    _irq: IrqFlags<'a, P>,
+}
+
+/// Interrupts saved by [`Platform::irq_save`], restored when dropped.
+struct IrqFlags<'a, P: Platform + ?Sized> {
+    p: &'a P,
+    flags: usize,
+}
+
+impl<P: Platform + ?Sized> Drop for IrqFlags<'_, P> {
+    #[inline]
+    fn drop(&mut self) {
+        self.p.irq_restore(self.flags);
+    }
+}
+
+impl<'a, T, P: Platform + ?Sized> IrqSpinGuard<'a, T, P> {
+    /// `spin_lock_irqsave(lock)`: interrupts off on `p`, then lock.
+    #[inline]
+    pub fn lock(p: &'a P, lock: &'a spin::Mutex<T>) -> Self {
+        let irq = IrqFlags {
+            p,
+            flags: p.irq_save(),
+        };
+        IrqSpinGuard {
+            guard: lock.lock(),
+            _irq: irq,
+        }
+    }
+}
+
+impl<T, P: Platform + ?Sized> core::ops::Deref for IrqSpinGuard<'_, T, P> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T, P: Platform + ?Sized> core::ops::DerefMut for IrqSpinGuard<'_, T, P> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard
+    }
+}
+
 /// `pr_*`-style helper: `report!(platform, Level::Warning, "fmt", args..)`.
 #[macro_export]
 macro_rules! report {
@@ -547,7 +630,7 @@ macro_rules! report {
 #[macro_export]
 macro_rules! forward_platform {
     ($s:ident => $to:expr; all) => {
-        $crate::forward_platform!($s => $to; nr_cpu_ids, smp_processor_id, local_enter, local_exit, local_enter_leaf, local_exit_leaf, set_per_cpu_offset, this_cpu_add, in_atomic, in_interrupt, direct_map, memory_is_zeroed, vmap_range, map_kernel_range, unmap_kernel_range, flush_tlb_kernel_range, wait_event, wake_up, others_can_run, smp_call_function_single, on_each_cpu, page_reporting_notify, report, current, now_ns, random_u64, task_flags, set_task_flags, out_of_memory);
+        $crate::forward_platform!($s => $to; nr_cpu_ids, smp_processor_id, local_enter, local_exit, local_enter_leaf, local_exit_leaf, set_per_cpu_offset, this_cpu_add, irq_save, irq_restore, in_atomic, in_interrupt, direct_map, memory_is_zeroed, vmap_range, map_kernel_range, unmap_kernel_range, flush_tlb_kernel_range, wait_event, wake_up, others_can_run, smp_call_function_single, on_each_cpu, page_reporting_notify, report, current, now_ns, random_u64, task_flags, set_task_flags, out_of_memory);
     };
     ($s:ident => $to:expr; $($m:ident),+ $(,)?) => {
         $( $crate::forward_platform!(@one $s => $to; $m); )+
@@ -608,6 +691,20 @@ macro_rules! forward_platform {
             let $s = self;
             // SAFETY: the caller's guarantee, passed on unchanged.
             unsafe { $crate::platform::Platform::this_cpu_add($to, ptr, val, size) }
+        }
+    };
+    (@one $s:ident => $to:expr; irq_save) => {
+        #[inline]
+        fn irq_save(&self) -> usize {
+            let $s = self;
+            $crate::platform::Platform::irq_save($to)
+        }
+    };
+    (@one $s:ident => $to:expr; irq_restore) => {
+        #[inline]
+        fn irq_restore(&self, flags: usize) -> () {
+            let $s = self;
+            $crate::platform::Platform::irq_restore($to, flags)
         }
     };
     (@one $s:ident => $to:expr; in_atomic) => {

@@ -8,6 +8,7 @@ use super::cache::*;
 use super::*;
 use crate::gfp::Gfp;
 use crate::page::{Page, PageList};
+use crate::platform::IrqSpinGuard;
 use crate::platform::{Level, Platform};
 use crate::{report, Error, Kmem, Result};
 use core::panic::Location;
@@ -55,7 +56,7 @@ impl<P: Platform> Kmem<P> {
         );
         let mm = self.mem_map();
         for nid in 0..s.nr_nodes {
-            let l = s.node(nid).lists.lock();
+            let l = IrqSpinGuard::lock(&self.p, &s.node(nid).lists);
             for idx in l.partial.iter(&mm).chain(l.full.iter(&mm)) {
                 let page = mm.at(idx);
                 let base = self.page_address(page).map_or(0, |a| a.as_ptr() as usize);
@@ -296,7 +297,8 @@ impl<P: Platform> Kmem<P> {
                     "FIX {}: Marking all objects used",
                     s.name()
                 );
-                let mut l = s.node(page.nid().min(s.nr_nodes - 1)).lists.lock();
+                let mut l =
+                    IrqSpinGuard::lock(&self.p, &s.node(page.nid().min(s.nr_nodes - 1)).lists);
                 page.set_slab_freelist(0);
                 page.set_slab_counters(page.slab_objects(), page.slab_objects());
                 let mm = self.mem_map();
@@ -360,7 +362,7 @@ impl<P: Platform> Kmem<P> {
             .min(s.nr_nodes - 1);
         let mut discard = PageList::new();
         {
-            let mut l = s.node(nid).lists.lock();
+            let mut l = IrqSpinGuard::lock(&self.p, &s.node(nid).lists);
             let Some(slab) = self.slab_of(obj as *const u8).filter(|sl| {
                 sl.page.slab_cache_addr() == s as *const KmemCache as usize
                     && sl.nid.min(s.nr_nodes - 1) == nid

@@ -4,6 +4,7 @@
 
 use super::cache::*;
 use super::sheaf::BARN_SHEAVES;
+use crate::platform::IrqSpinGuard;
 use crate::platform::{Level, LocalGuard, LocalState, Platform};
 use crate::{report, Error, Kmem, Result};
 use core::panic::Location;
@@ -160,12 +161,12 @@ impl<P: Platform> Kmem<P> {
                 if unsafe { (*sh.main).size } == 0 {
                     core::mem::swap(&mut sh.main, &mut sh.free);
                 } else {
-                    let mut l = s.node(nid.min(s.nr_nodes - 1)).lists.lock();
+                    let mut l = IrqSpinGuard::lock(&self.p, &s.node(nid.min(s.nr_nodes - 1)).lists);
                     let room = l.barn_full.len < BARN_SHEAVES;
                     let empty = if room {
                         l.barn_empty
                             .pop()
-                            .or_else(|| s.sheaf_pool.lock().free.pop())
+                            .or_else(|| IrqSpinGuard::lock(&self.p, &s.sheaf_pool).free.pop())
                     } else {
                         None
                     };

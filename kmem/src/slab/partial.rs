@@ -16,6 +16,7 @@ use super::cache::*;
 use super::*;
 use crate::gfp::{self, Gfp};
 use crate::page::{Page, PageList, PG_SLAB, PG_TAIL};
+use crate::platform::IrqSpinGuard;
 use crate::platform::{Level, Platform};
 use crate::{report, Error, Kmem, Result, PAGE_SHIFT, PAGE_SIZE};
 use core::ptr::{self};
@@ -299,7 +300,7 @@ impl<P: Platform> Kmem<P> {
         let mut node = nid.min(s.nr_nodes - 1);
         loop {
             let got = {
-                let mut l = s.node(node).lists.lock();
+                let mut l = IrqSpinGuard::lock(&self.p, &s.node(node).lists);
                 let mut got = 0;
                 self.take_from_partial(s, &mut l, out.len(), |o| {
                     out[got] = o;
@@ -320,7 +321,7 @@ impl<P: Platform> Kmem<P> {
         let page = self.allocate_slab(s, gfp, nid as i32)?;
         let node = page.nid().min(s.nr_nodes - 1);
         let n = s.node(node);
-        let mut l = n.lists.lock();
+        let mut l = IrqSpinGuard::lock(&self.p, &n.lists);
         let mm = self.mem_map();
         let idx = mm.index_of(page).expect("slab page of this machine");
         l.partial.push_head(&mm, idx);
@@ -471,7 +472,7 @@ impl<P: Platform> Kmem<P> {
         let mut discard = PageList::new();
         let (mut elsewhere, mut vanished) = (false, 0);
         {
-            let mut l = s.node(nid).lists.lock();
+            let mut l = IrqSpinGuard::lock(&self.p, &s.node(nid).lists);
             for &x in objs {
                 match mine(x) {
                     Some(slab) if slab.nid.min(s.nr_nodes - 1) == nid => {
@@ -503,7 +504,7 @@ impl<P: Platform> Kmem<P> {
         let mm = self.mem_map();
         (0..s.nr_nodes)
             .map(|nid| {
-                let l = s.node(nid).lists.lock();
+                let l = IrqSpinGuard::lock(&self.p, &s.node(nid).lists);
                 l.partial
                     .iter(&mm)
                     .map(|i| {

@@ -51,6 +51,7 @@
 
 use super::cache::*;
 use crate::gfp::{self, Gfp};
+use crate::platform::IrqSpinGuard;
 use crate::platform::{LocalGuard, LocalState, Platform};
 use crate::{Kmem, Result};
 use core::cell::UnsafeCell;
@@ -306,7 +307,7 @@ impl<P: Platform> Kmem<P> {
             self.free_objects_to_slabs(s, nid, sf.objects());
             sf.size = 0;
         }
-        let mut pool = s.sheaf_pool.lock();
+        let mut pool = IrqSpinGuard::lock(&self.p, &s.sheaf_pool);
         // SAFETY: both sheaves are empty and leave the CPU here: unlinked.
         unsafe {
             pool.free.push(sh.main);
@@ -361,7 +362,7 @@ impl<P: Platform> Kmem<P> {
                     // SAFETY: as above.
                     return Ok(unsafe { (*sh.main).pop() } as usize);
                 }
-                let mut l = s.node(nid.min(s.nr_nodes - 1)).lists.lock();
+                let mut l = IrqSpinGuard::lock(&self.p, &s.node(nid.min(s.nr_nodes - 1)).lists);
                 // A full sheaf from the barn, for our empty main.
                 if let Some(full) = l.barn_full.pop() {
                     // SAFETY: main is a valid sheaf we own; it moves to the barn.
@@ -377,7 +378,7 @@ impl<P: Platform> Kmem<P> {
                 let got = match from {
                     Some(node) if node != nid => {
                         drop(l);
-                        let mut l = s.node(node).lists.lock();
+                        let mut l = IrqSpinGuard::lock(&self.p, &s.node(node).lists);
                         self.take_from_partial(s, &mut l, s.sheaf_cap, push)
                     }
                     _ => self.take_from_partial(s, &mut l, s.sheaf_cap, push),
@@ -425,7 +426,7 @@ impl<P: Platform> Kmem<P> {
         }
         // This thread moved to a CPU that has its sheaves already.
         drop(g);
-        let mut pool = s.sheaf_pool.lock();
+        let mut pool = IrqSpinGuard::lock(&self.p, &s.sheaf_pool);
         // SAFETY: the two sheaves are empty, unlinked and ours.
         unsafe {
             pool.free.push(a);
@@ -439,7 +440,7 @@ impl<P: Platform> Kmem<P> {
     fn sheaf_pool_take(&self, s: &KmemCache, gfp: Gfp) -> Option<(*mut Sheaf, *mut Sheaf)> {
         loop {
             {
-                let mut pool = s.sheaf_pool.lock();
+                let mut pool = IrqSpinGuard::lock(&self.p, &s.sheaf_pool);
                 if pool.free.len >= 2 {
                     return Some((pool.free.pop()?, pool.free.pop()?));
                 }
@@ -463,7 +464,7 @@ impl<P: Platform> Kmem<P> {
         };
         let base = base.as_ptr() as usize;
         self.slab.meta_pages.fetch_add(1, Relaxed);
-        let mut pool = s.sheaf_pool.lock();
+        let mut pool = IrqSpinGuard::lock(&self.p, &s.sheaf_pool);
         // SAFETY: the page is ours, zeroed and PAGE_SIZE bytes: its
         // first word links it into the pool's pages, and the sheaves
         // after the header fit in it (SHEAVES_PER_PAGE's definition);
@@ -494,7 +495,7 @@ impl<P: Platform> Kmem<P> {
 
     fn sheaf_pool_release(&self, s: &KmemCache, always: bool) {
         let mut at = {
-            let mut pool = s.sheaf_pool.lock();
+            let mut pool = IrqSpinGuard::lock(&self.p, &s.sheaf_pool);
             if !always && pool.free.len != pool.nr_pages * SHEAVES_PER_PAGE {
                 return;
             }

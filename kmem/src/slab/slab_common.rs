@@ -12,6 +12,7 @@ use super::sheaf::*;
 use super::*;
 use crate::gfp::{self};
 use crate::page::PageList;
+use crate::platform::IrqSpinGuard;
 use crate::platform::{Level, Platform};
 use crate::{report, Error, Kmem, Result};
 use core::cell::UnsafeCell;
@@ -341,7 +342,7 @@ impl<P: Platform> Kmem<P> {
             // The barn's sheaves back to the pool, the full ones' objects
             // into their slabs first.
             let (mut full, mut empty) = {
-                let mut l = s.node(nid).lists.lock();
+                let mut l = IrqSpinGuard::lock(&self.p, &s.node(nid).lists);
                 let full = core::mem::replace(&mut l.barn_full, SheafStack::new());
                 (
                     full,
@@ -357,7 +358,7 @@ impl<P: Platform> Kmem<P> {
                 unsafe { empty.push(sh) };
             }
             {
-                let mut pool = s.sheaf_pool.lock();
+                let mut pool = IrqSpinGuard::lock(&self.p, &s.sheaf_pool);
                 while let Some(sh) = empty.pop() {
                     // SAFETY: an empty sheaf, unlinked, now ours.
                     unsafe { pool.free.push(sh) };
@@ -365,7 +366,7 @@ impl<P: Platform> Kmem<P> {
             }
             let mut discard = PageList::new();
             {
-                let mut l = s.node(nid).lists.lock();
+                let mut l = IrqSpinGuard::lock(&self.p, &s.node(nid).lists);
                 let mm = self.mem_map();
                 let empties: [u32; 64] = {
                     let mut e = [0u32; 64];
