@@ -115,5 +115,8 @@ pub fn calibrate_timer() -> u32 {
 pub fn start_timer(per_ms: u32, hz: u32) {
     write(APIC_TDCR, 0x3);
     write(APIC_LVTT, u32::from(LOCAL_TIMER_VECTOR) | (1 << 17));
-    write(APIC_TMICT, per_ms * (1000 / hz));
+    write(
+        APIC_TMICT,
+        (u64::from(per_ms) * 1000 / u64::from(hz)).max(1) as u32,
+    );
 }

@@ -26,6 +26,10 @@ type Case = (&'static str, fn() -> Outcome);
 /// The cases, in order.
 const CASES: &[Case] = &[
     ("kmalloc_storm", kmalloc_storm),
+    (
+        "atomic_allocations_in_interrupts",
+        atomic_allocations_in_interrupts,
+    ),
     ("page_orders_and_zones", page_orders_and_zones),
     (
         "slab_cache_ctor_shrink_destroy",
@@ -194,6 +198,123 @@ fn kmalloc_storm() -> Outcome {
         "kmalloc_storm: {n} CPUs, {} objects freed by another CPU",
         remote.load(Relaxed)
     );
+    Ok(None)
+}
+
+/// What the timer interrupt allocates while the storm below runs.
+static IRQ_STORM: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// GFP_ATOMIC allocations made in interrupt context, per CPU.
+static IRQ_ALLOCS: [AtomicUsize; crate::acpi::NR_CPUS] =
+    [const { AtomicUsize::new(0) }; crate::acpi::NR_CPUS];
+
+/// The storm's interrupt handler: kmalloc, a slab cache object's worth of
+/// kmalloc sizes, and a page, all `GFP_ATOMIC`, written and freed, on
+/// whatever CPU it interrupts, in whatever the CPU was doing.
+fn irq_allocator(cpu: usize) {
+    if !IRQ_STORM.load(Acquire) {
+        return;
+    }
+    let k = kmem();
+    let t = smp::this_cpu().ticks.load(Relaxed) as usize;
+    for size in [16 + t % 200, 512 + t % 3000, 8192] {
+        if let Ok(p) = k.kmalloc(size, GFP_ATOMIC) {
+            // SAFETY: a fresh object of `size` bytes.
+            unsafe { core::ptr::write_bytes(p.as_ptr(), 0x77, size) };
+            // SAFETY: ours, not used again.
+            let _ = unsafe { k.kfree(p.as_ptr()) };
+            IRQ_ALLOCS[cpu].fetch_add(1, Relaxed);
+        }
+    }
+    if let Ok(page) = k.alloc_pages(GFP_ATOMIC, (t % 3) as u32) {
+        let _ = k.__free_pages(page, (t % 3) as u32);
+        IRQ_ALLOCS[cpu].fetch_add(1, Relaxed);
+    }
+}
+
+/// `GFP_ATOMIC` allocations from the timer interrupt (at 2000 Hz) on every
+/// CPU while each CPU runs a kmalloc/kfree and slab cache storm: the
+/// interrupts land inside the allocator's slow paths, holding or wanting
+/// the locks the interrupted code takes, which kmem takes with interrupts
+/// off (`spin_lock_irqsave`). A lock taken without would deadlock here.
+fn atomic_allocations_in_interrupts() -> Outcome {
+    let k = kmem();
+    let n = smp::num_online();
+    let c = k
+        .kmem_cache_create("ktest_irq", 1000, 0, kmem::slab::SlabFlags::NONE, None)
+        .map_err(|e| format!("kmem_cache_create: {e:?}"))?;
+    for a in &IRQ_ALLOCS {
+        a.store(0, Relaxed);
+    }
+    let failed = AtomicUsize::new(0);
+    smp::set_timer_hook(Some(irq_allocator));
+    IRQ_STORM.store(true, Release);
+    smp::run_on_all_cpus(&|_| smp::set_timer_hz(2000));
+    smp::run_on_all_cpus(&|cpu| {
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ ((cpu as u64 + 7) << 32));
+        let end = crate::time::now_ns() + 300_000_000;
+        let mut held: Vec<(usize, bool)> = Vec::with_capacity(256);
+        while crate::time::now_ns() < end {
+            for _ in 0..64 {
+                let r = rng.next();
+                let got = if r.is_multiple_of(3) {
+                    k.kmem_cache_alloc(c, GFP_KERNEL)
+                        .map(|p| (p.as_ptr() as usize, true))
+                } else {
+                    k.kmalloc(8 + (r >> 8) as usize % 4096, GFP_KERNEL)
+                        .map(|p| (p.as_ptr() as usize, false))
+                };
+                match got {
+                    Ok(o) => held.push(o),
+                    Err(_) => {
+                        failed.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+            // Free most, in an order that spreads over slabs.
+            while held.len() > 32 {
+                let i = rng.next() as usize % held.len();
+                let (p, cached) = held.swap_remove(i);
+                // SAFETY: our live objects, each freed once.
+                let _ = unsafe {
+                    if cached {
+                        k.kmem_cache_free(c, p as *mut u8)
+                    } else {
+                        k.kfree(p as *mut u8)
+                    }
+                };
+            }
+            // Now and then hand the sheaves back, taking the node locks.
+            if rng.next().is_multiple_of(16) {
+                k.kmem_cache_shrink(c);
+            }
+        }
+        for (p, cached) in held {
+            // SAFETY: as above.
+            let _ = unsafe {
+                if cached {
+                    k.kmem_cache_free(c, p as *mut u8)
+                } else {
+                    k.kfree(p as *mut u8)
+                }
+            };
+        }
+    });
+    IRQ_STORM.store(false, Release);
+    smp::run_on_all_cpus(&|_| smp::set_timer_hz(smp::HZ));
+    smp::set_timer_hook(None);
+    // SAFETY: every object was freed.
+    let destroyed = unsafe { k.kmem_cache_destroy(c) };
+    let per_cpu: Vec<usize> = (0..n).map(|c| IRQ_ALLOCS[c].load(Relaxed)).collect();
+    check(failed.load(Relaxed) == 0, || {
+        format!("{} allocations failed", failed.load(Relaxed))
+    })?;
+    check(per_cpu.iter().all(|&a| a > 0), || {
+        format!("interrupt allocations per CPU: {per_cpu:?}")
+    })?;
+    check(destroyed.is_ok(), || {
+        format!("kmem_cache_destroy: {destroyed:?}")
+    })?;
+    pr_info!("atomic_allocations_in_interrupts: GFP_ATOMIC allocations in interrupts per CPU {per_cpu:?}");
     Ok(None)
 }
 
@@ -397,20 +518,12 @@ fn device_irq(cpu: usize) {
 
 /// A mempool under exhaustion: the allocator behind it fails, the reserve
 /// is handed out to the "device", and further `mempool_alloc(GFP_KERNEL)`
-/// calls sleep (`hlt`) until the device's interrupt handler, on another
-/// CPU, completes a request and `mempool_free()`s its element.
+/// calls sleep (`hlt`) until the device's interrupt handler, on the last
+/// CPU (the waiting one itself when there is one), completes a request
+/// and `mempool_free()`s its element.
 fn mempool_irq_completion() -> Outcome {
     let k = kmem();
     let n = smp::num_online();
-    if n < 2 {
-        // kmem's locks are taken without turning interrupts off
-        // (spin_lock, not spin_lock_irqsave): an interrupt handler that
-        // allocates on the CPU whose interrupted code holds one would
-        // deadlock. The device's interrupts go to an idle CPU.
-        return Ok(Some(
-            "needs a second CPU to take the device's interrupts".into(),
-        ));
-    }
     let mut pool = k
         .mempool_create(
             4,

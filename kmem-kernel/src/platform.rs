@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `smp_processor_id` | `mov %fs:8` | `this_cpu_read(cpu_number)` |
 //! | `local_enter`/`local_exit` | `pushf; cli` / `sti` if IF was set | `local_irq_save`/`restore` (no preemption here) |
+//! | `irq_save`/`irq_restore` | the same, for kmem's `spin_lock_irqsave` locks | `local_irq_save`/`restore` |
 //! | `in_atomic`, `in_interrupt` | IF clear or in an interrupt handler | `preemptible()` is false |
 //! | `set_per_cpu_offset`, `this_cpu_add` | GS base, `add %gs:ptr` | `setup_per_cpu_areas()`, `this_cpu_add()` |
 //! | `direct_map` | 2 MiB pages at `PAGE_OFFSET` | the same |
@@ -110,6 +111,16 @@ unsafe impl Platform for BarePlatform {
             }
         }
         true
+    }
+
+    #[inline]
+    fn irq_save(&self) -> usize {
+        arch::local_irq_save() as usize
+    }
+
+    #[inline]
+    fn irq_restore(&self, flags: usize) {
+        arch::local_irq_restore(flags as u64);
     }
 
     fn in_atomic(&self) -> bool {

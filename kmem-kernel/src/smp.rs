@@ -348,6 +348,12 @@ static TIMER_PER_MS: AtomicU32 = AtomicU32::new(0);
 /// Timer interrupts a second (`CONFIG_HZ`).
 pub const HZ: u32 = 250;
 
+/// Run this CPU's timer at `hz` interrupts a second (tests raise it to
+/// make interrupts land inside the allocator more often).
+pub fn set_timer_hz(hz: u32) {
+    apic::start_timer(TIMER_PER_MS.load(Relaxed), hz);
+}
+
 /// Bring this CPU's interrupts up: APIC on, timer running, `sti`.
 pub fn start_interrupts() {
     apic::enable();
