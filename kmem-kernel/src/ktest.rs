@@ -727,12 +727,23 @@ fn percpu_gs() -> Outcome {
         .collect();
     let dynamic =
         kmem::percpu::PerCpu::<AtomicU64, _>::new(k).map_err(|e| format!("alloc_percpu: {e:?}"))?;
+    let wrong_id = AtomicUsize::new(0);
     smp::run_on_all_cpus(&|cpu| {
+        // The CPU number itself comes through GS (`cpu_number`).
+        if smp::smp_processor_id() != cpu || smp::this_cpu().cpu != cpu {
+            wrong_id.fetch_add(1, Relaxed);
+        }
         for _ in 0..N {
             k.this_cpu_inc(&KTEST_EVENTS);
         }
         k.this_cpu_add(&dynamic, cpu as u64 + 1);
     });
+    check(smp::cpu_number_via_gs(), || {
+        "smp_processor_id does not read cpu_number through GS".into()
+    })?;
+    check(wrong_id.load(Relaxed) == 0, || {
+        "smp_processor_id disagrees with the CPU's own record".into()
+    })?;
     let mut sum = 0;
     for (c, before) in before.iter().enumerate().take(n) {
         check(smp::cpu_local(c).gs_ready.load(Relaxed), || {

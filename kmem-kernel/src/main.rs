@@ -320,6 +320,7 @@ extern "sysv64" fn boot() -> ! {
         }
     }
     let k = kmem();
+    smp::init_cpu_number(k);
 
     // 5. Interrupts and the other CPUs. The APIC moves to an
     // `ioremap_uc()` mapping, as Linux maps it uncached.

@@ -2,7 +2,7 @@
 //!
 //! | `Platform` | here | Linux |
 //! |---|---|---|
-//! | `smp_processor_id` | `mov %fs:8` | `this_cpu_read(cpu_number)` |
+//! | `smp_processor_id` | `mov %gs:cpu_number` (`%fs:8` before the per-CPU areas exist) | `this_cpu_read(cpu_number)` |
 //! | `local_enter`/`local_exit` | `pushf; cli` / `sti` if IF was set | `local_irq_save`/`restore` (no preemption here) |
 //! | `irq_save`/`irq_restore` | the same, for kmem's `spin_lock_irqsave` locks | `local_irq_save`/`restore` |
 //! | `in_atomic`, `in_interrupt` | IF clear or in an interrupt handler | `preemptible()` is false |

@@ -4,11 +4,13 @@
 //! CPU by IPI (`smp_call_function_single()`), TLB shootdowns
 //! (`flush_tlb_kernel_range()`), wake-ups and work handed to every CPU.
 //!
-//! Each CPU's `FS` base points at its [`CpuLocal`]: the CPU number is one
-//! load (`mov %fs:8`), as Linux reads `cpu_number` through `%gs`. `GS` is
-//! left to kmem's per-CPU areas (`per_cpu_offset(cpu)`, loaded when kmem
-//! sets the offsets), exactly as Linux uses it; the record must exist
-//! before those areas do, so it lives in the kernel image instead.
+//! `GS` holds each CPU's `per_cpu_offset(cpu)` for kmem's per-CPU areas,
+//! loaded when kmem sets the offsets, exactly as Linux uses it; the CPU
+//! number is then one load, `mov %gs:cpu_number`, of a per-CPU variable
+//! ([`smp_processor_id`]). The kernel's own per-CPU record ([`CpuLocal`]:
+//! interrupt depth, IPI slots) must exist before kmem's areas do, so it
+//! lives in the kernel image, reached through `FS`, which also gives the
+//! CPU number until the areas exist.
 //!
 //! There is no scheduler: each CPU runs one flow of control (the boot CPU
 //! the tests, the others an idle loop that runs the work it is given) plus
@@ -98,14 +100,57 @@ pub fn this_cpu() -> &'static CpuLocal {
     unsafe { &*(p as *const CpuLocal) }
 }
 
-/// `smp_processor_id()`.
+kmem::define_per_cpu! {
+    /// `cpu_number`: the CPU's number, in kmem's per-CPU area, read
+    /// through `GS` as Linux reads it.
+    static CPU_NUMBER: AtomicUsize;
+}
+
+/// The per-CPU pointer of [`CPU_NUMBER`] once every possible CPU's copy
+/// holds its number (0 before: the CPU number comes from `FS`).
+static CPU_NUMBER_PTR: AtomicUsize = AtomicUsize::new(0);
+
+/// Fill every possible CPU's `cpu_number` and read the CPU number through
+/// `GS` from now on (after kmem's boot, before the other CPUs start).
+pub fn init_cpu_number(k: &kmem::Kmem<crate::platform::BarePlatform>) {
+    for c in 0..nr_possible() {
+        if let Ok(v) = k.per_cpu(&CPU_NUMBER, c) {
+            v.store(c, Relaxed);
+        }
+    }
+    // The per-CPU pointer: CPU 0's copy less CPU 0's offset (what `GS`
+    // adds back).
+    let off0 = PER_CPU_OFFSET[0].load(Acquire);
+    if let (true, Ok(v)) = (this_cpu().gs_ready.load(Relaxed), k.per_cpu(&CPU_NUMBER, 0)) {
+        let ptr = (v as *const AtomicUsize as usize).wrapping_sub(off0);
+        CPU_NUMBER_PTR.store(ptr, Release);
+    }
+}
+
+/// Whether [`smp_processor_id`] reads `cpu_number` through `GS`.
+pub fn cpu_number_via_gs() -> bool {
+    CPU_NUMBER_PTR.load(Relaxed) != 0
+}
+
+/// `smp_processor_id()`: `mov %gs:cpu_number` once the per-CPU areas
+/// exist (every CPU's GS is loaded before it runs kernel code), this
+/// kernel's own record (`%fs:8`) before.
 #[inline]
 pub fn smp_processor_id() -> usize {
+    let p = CPU_NUMBER_PTR.load(Relaxed);
     let c: usize;
-    // SAFETY: as in `this_cpu`.
-    unsafe {
-        core::arch::asm!("mov {}, qword ptr fs:[8]", out(reg) c, options(nostack, readonly, preserves_flags))
-    };
+    if p != 0 {
+        // SAFETY: GS holds this CPU's per_cpu_offset and `p` is the
+        // per-CPU pointer of `cpu_number`, set for every possible CPU.
+        unsafe {
+            core::arch::asm!("mov {}, qword ptr gs:[{}]", out(reg) c, in(reg) p, options(nostack, readonly, preserves_flags))
+        };
+    } else {
+        // SAFETY: FS's base is this CPU's record from `setup_cpu` on.
+        unsafe {
+            core::arch::asm!("mov {}, qword ptr fs:[8]", out(reg) c, options(nostack, readonly, preserves_flags))
+        };
+    }
     c
 }
 
