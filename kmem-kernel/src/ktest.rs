@@ -37,6 +37,7 @@ const CASES: &[Case] = &[
     ),
     ("mempool_irq_completion", mempool_irq_completion),
     ("vmalloc_guard_page", vmalloc_guard_page),
+    ("vfree_purge_tlb_shootdown", vfree_purge_tlb_shootdown),
     ("ioremap_device", ioremap_device),
     ("percpu_gs", percpu_gs),
     ("slab_debug_reports", slab_debug_reports),
@@ -436,10 +437,26 @@ fn slab_cache_ctor_shrink_destroy() -> Outcome {
     let before = ipi_calls();
     let freed = k.kmem_cache_shrink(c);
     let ipis = ipi_calls() - before;
+    // Objects cached on every CPU again, then straight to destroy, which
+    // must fetch them from the other CPUs' sheaves itself.
+    smp::run_on_all_cpus(&|_| {
+        let mut v = Vec::new();
+        for _ in 0..50 {
+            if let Ok(p) = k.kmem_cache_alloc(c, GFP_KERNEL) {
+                v.push(p.as_ptr() as usize);
+            }
+        }
+        for p in v {
+            // SAFETY: our live object.
+            let _ = unsafe { k.kmem_cache_free(c, p as *mut u8) };
+        }
+    });
+    let before = ipi_calls();
     serial::capture_start();
     // SAFETY: every object was freed; the cache is not used again.
     let destroyed = unsafe { k.kmem_cache_destroy(c) };
     let remaining = serial::capture_end(|t| t.contains("remaining") || t.contains("BUG"));
+    let destroy_ipis = ipi_calls() - before;
     check(bad.load(Relaxed) == 0, || {
         format!(
             "{} objects failed or were not constructed",
@@ -455,7 +472,12 @@ fn slab_cache_ctor_shrink_destroy() -> Outcome {
     check(destroyed.is_ok() && !remaining, || {
         format!("kmem_cache_destroy: {destroyed:?}")
     })?;
-    pr_info!("slab_cache_ctor_shrink_destroy: {ctors} constructor runs, shrink freed {freed} slabs, {ipis} IPIs");
+    check(n == 1 || destroy_ipis >= (n - 1) as u64, || {
+        format!("destroy reached the other CPUs by {destroy_ipis} IPIs")
+    })?;
+    pr_info!(
+        "slab_cache_ctor_shrink_destroy: {ctors} constructor runs, shrink freed {freed} slabs by {ipis} IPIs, destroy {destroy_ipis} IPIs"
+    );
     Ok(None)
 }
 
@@ -646,6 +668,70 @@ fn vmalloc_guard_page() -> Outcome {
         "the oops did not name the address and its vmalloc area".into()
     })?;
     check(freed.is_ok(), || format!("vfree: {freed:?}"))?;
+    Ok(None)
+}
+
+/// vmalloc areas used on every CPU (so each CPU's TLB holds their
+/// translations), freed, then purged: the purge's
+/// `flush_tlb_kernel_range()` reaches every other CPU by IPI, and each
+/// flushes before the addresses can be reused.
+fn vfree_purge_tlb_shootdown() -> Outcome {
+    let k = kmem();
+    let n = smp::num_online();
+    let areas: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+    let failed = AtomicUsize::new(0);
+    smp::run_on_all_cpus(&|cpu| match k.vmalloc(8 * 4096) {
+        Ok(p) => {
+            // SAFETY: a fresh area of 8 pages.
+            unsafe { core::ptr::write_bytes(p.as_ptr(), cpu as u8, 8 * 4096) };
+            areas[cpu].store(p.as_ptr() as usize, Relaxed);
+        }
+        Err(_) => {
+            failed.fetch_add(1, Relaxed);
+        }
+    });
+    // Every CPU reads every area: each TLB holds them all.
+    let bad = AtomicUsize::new(0);
+    smp::run_on_all_cpus(&|_| {
+        for (c, a) in areas.iter().enumerate() {
+            let p = a.load(Relaxed) as *const u8;
+            // SAFETY: live areas, written above, only read now.
+            if !p.is_null() && unsafe { p.add(5 * 4096).read_volatile() } != c as u8 {
+                bad.fetch_add(1, Relaxed);
+            }
+        }
+    });
+    for a in &areas {
+        // SAFETY: our areas, not used again.
+        let _ = unsafe { k.vfree(a.load(Relaxed) as *mut u8) };
+    }
+    let before: Vec<u64> = (0..n)
+        .map(|c| smp::cpu_local(c).tlb_flushes.load(Relaxed))
+        .collect();
+    let ev = k.purge_vmap_area_lazy();
+    let me = smp::smp_processor_id();
+    let flushed: Vec<u64> = (0..n)
+        .map(|c| smp::cpu_local(c).tlb_flushes.load(Relaxed) - before[c])
+        .collect();
+    check(failed.load(Relaxed) == 0 && bad.load(Relaxed) == 0, || {
+        format!(
+            "{} vmallocs failed, {} reads wrong",
+            failed.load(Relaxed),
+            bad.load(Relaxed)
+        )
+    })?;
+    check(ev.num_purged >= n, || {
+        format!("the purge returned {} areas of {n}", ev.num_purged)
+    })?;
+    check((0..n).all(|c| c == me || flushed[c] > 0), || {
+        format!("TLB shootdowns served per CPU: {flushed:?}")
+    })?;
+    pr_info!(
+        "vfree_purge_tlb_shootdown: purged {} areas {:#x}-{:#x}; shootdowns served per CPU {flushed:?}",
+        ev.num_purged,
+        ev.start,
+        ev.end
+    );
     Ok(None)
 }
 

@@ -42,6 +42,8 @@ pub struct CpuLocal {
     pub ticks: AtomicU64,
     /// Functions run here by `CALL_FUNCTION_SINGLE_VECTOR`.
     pub calls: AtomicU64,
+    /// TLB shootdowns this CPU has served.
+    pub tlb_flushes: AtomicU64,
     /// The TLB shootdown generation this CPU has flushed up to.
     tlb_seen: AtomicU64,
     /// One caller at a time hands this CPU a function.
@@ -63,6 +65,7 @@ impl CpuLocal {
             gs_ready: AtomicBool::new(false),
             ticks: AtomicU64::new(0),
             calls: AtomicU64::new(0),
+            tlb_flushes: AtomicU64::new(0),
             tlb_seen: AtomicU64::new(0),
             call_lock: spin::Mutex::new(()),
             call_fn: [AtomicUsize::new(0), AtomicUsize::new(0)],
@@ -327,6 +330,7 @@ fn poll_tlb() {
     let g = TLB_GEN.load(Acquire);
     if me.tlb_seen.load(Relaxed) < g {
         crate::paging::flush_local(0, usize::MAX & !0xfff);
+        me.tlb_flushes.fetch_add(1, Relaxed);
         me.tlb_seen.store(g, Release);
     }
 }
