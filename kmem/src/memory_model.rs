@@ -49,10 +49,7 @@ impl<P: Platform> Kmem<P> {
         // SAFETY: boot allocated `mem_map_len` descriptors at `mem_map` from
         // memblock and zeroed (or found zeroed) them; every field is atomic,
         // so shared references are sound for the machine's life.
-        MemMap::new(
-            unsafe { core::slice::from_raw_parts(self.mem_map.as_ptr(), self.mem_map_len) },
-            self.mem_map_base_pfn,
-        )
+        unsafe { MemMap::from_raw(self.mem_map, self.mem_map_len, self.mem_map_base_pfn) }
     }
 
     /// `pfn_to_page()`.

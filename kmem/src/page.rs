@@ -33,6 +33,8 @@
 //! While a page is a slab (`PG_slab` on the head), `next`/`prev` link it
 //! into its cache's per-node partial or full list, as `slab->slab_list`.
 
+use core::marker::PhantomData;
+use core::ptr::NonNull;
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering::Relaxed};
 
 /// Link value meaning "no page".
@@ -307,16 +309,45 @@ impl core::fmt::Display for FlagNames {
 }
 
 /// The page descriptor array (`mem_map`) over `[base_pfn, base_pfn + len)`.
+///
+/// It keeps a pointer and a length, not a `&[Page]`: a descriptor is
+/// reached by pointer arithmetic, as Linux's `pfn_to_page()`, and only the
+/// one descriptor becomes a reference. (A slice reference would be
+/// retagged whole by Miri's aliasing model every time a `MemMap` is made
+/// or passed, which made a machine's boot quadratic in its pages there.)
 #[derive(Clone, Copy)]
 pub struct MemMap<'a> {
-    pages: &'a [Page],
+    /// The first descriptor; `len` descriptors follow, valid for `'a`.
+    pages: NonNull<Page>,
+    len: usize,
     base_pfn: u64,
+    _life: PhantomData<&'a [Page]>,
 }
 
 impl<'a> MemMap<'a> {
     /// Wrap a descriptor slice whose first entry describes `base_pfn`.
     pub fn new(pages: &'a [Page], base_pfn: u64) -> Self {
-        MemMap { pages, base_pfn }
+        MemMap {
+            pages: NonNull::from(pages).cast(),
+            len: pages.len(),
+            base_pfn,
+            _life: PhantomData,
+        }
+    }
+
+    /// Wrap the `len` descriptors at `pages`, the first describing `base_pfn`.
+    ///
+    /// # Safety
+    ///
+    /// `[pages, pages + len)` are initialised descriptors, valid for reads
+    /// (their fields are atomics) and not mutably borrowed for `'a`.
+    pub(crate) unsafe fn from_raw(pages: NonNull<Page>, len: usize, base_pfn: u64) -> Self {
+        MemMap {
+            pages,
+            len,
+            base_pfn,
+            _life: PhantomData,
+        }
     }
 
     /// First pfn described.
@@ -326,26 +357,30 @@ impl<'a> MemMap<'a> {
 
     /// One past the last pfn described.
     pub fn end_pfn(&self) -> u64 {
-        self.base_pfn + self.pages.len() as u64
+        self.base_pfn + self.len as u64
     }
 
     /// `pfn_to_page()`, or `None` outside the array.
     #[inline]
     pub fn pfn_to_page(&self, pfn: u64) -> Option<&'a Page> {
         let idx = pfn.checked_sub(self.base_pfn)?;
-        self.pages.get(usize::try_from(idx).ok()?)
+        self.get(usize::try_from(idx).ok()?)
     }
 
     /// The descriptor at mem_map index `idx`, if there is one.
     #[inline]
     pub(crate) fn get(&self, idx: usize) -> Option<&'a Page> {
-        self.pages.get(idx)
+        // SAFETY: `idx < len`: a descriptor of the array (the type's invariant).
+        (idx < self.len).then(|| unsafe { self.pages.add(idx).as_ref() })
     }
 
     /// The descriptor at mem_map index `idx`.
     #[inline]
     pub(crate) fn at(&self, idx: u32) -> &'a Page {
-        &self.pages[idx as usize]
+        let i = idx as usize;
+        assert!(i < self.len, "mem_map index {i} out of {}", self.len);
+        // SAFETY: `i < len`: a descriptor of the array (the type's invariant).
+        unsafe { self.pages.add(i).as_ref() }
     }
 
     /// mem_map index of `page`, if it lies in this array.
@@ -361,7 +396,7 @@ impl<'a> MemMap<'a> {
         let start = self.pages.as_ptr() as usize;
         let off = (page as usize).checked_sub(start)?;
         let idx = off / core::mem::size_of::<Page>();
-        (idx < self.pages.len() && off % core::mem::size_of::<Page>() == 0).then_some(idx as u32)
+        (idx < self.len && off % core::mem::size_of::<Page>() == 0).then_some(idx as u32)
     }
 
     /// `page_to_pfn()`, if `page` lies in this array.
@@ -384,12 +419,12 @@ impl<'a> MemMap<'a> {
 
     /// Number of descriptors.
     pub fn len(&self) -> usize {
-        self.pages.len()
+        self.len
     }
 
     /// Whether the array is empty.
     pub fn is_empty(&self) -> bool {
-        self.pages.is_empty()
+        self.len == 0
     }
 }
 
