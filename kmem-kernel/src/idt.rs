@@ -280,38 +280,16 @@ extern "sysv64" fn trap(f: &mut Frame) {
     die(f, trap_name(v));
 }
 
-// Page-fault error code bits (`enum x86_pf_error_code`).
-const X86_PF_PROT: u64 = 1 << 0;
-const X86_PF_WRITE: u64 = 1 << 1;
-const X86_PF_USER: u64 = 1 << 2;
-const X86_PF_RSVD: u64 = 1 << 3;
-const X86_PF_INSTR: u64 = 1 << 4;
-
 fn page_fault(f: &mut Frame) {
     let addr = crate::arch::read_cr2() as usize;
     let e = f.error;
     crate::pr_info!("BUG: unable to handle page fault for address: {addr:016x}");
-    let access = if e & X86_PF_INSTR != 0 {
-        "instruction fetch"
-    } else if e & X86_PF_WRITE != 0 {
-        "write access"
-    } else {
-        "read access"
-    };
-    let mode = if e & X86_PF_USER != 0 {
-        "user"
-    } else {
-        "kernel"
-    };
-    let kind = if e & X86_PF_PROT == 0 {
-        "not-present page"
-    } else if e & X86_PF_RSVD != 0 {
-        "reserved bit violation"
-    } else {
-        "permissions violation"
-    };
-    crate::pr_info!("#PF: supervisor {access} in {mode} mode");
-    crate::pr_info!("#PF: error_code(0x{e:04x}) - {kind}");
+    // Formatted without allocating: the fault may be inside the allocator.
+    let mut pf = crate::util::Text::<160>::new();
+    let _ = core::fmt::Write::write_fmt(&mut pf, format_args!("{}", kmem::vmalloc::PfErrorCode(e)));
+    for line in pf.as_str().lines() {
+        crate::pr_info!("{line}");
+    }
     if let Some(pte) = crate::paging::lookup(addr) {
         crate::pr_info!("PTE {pte:x}");
     }

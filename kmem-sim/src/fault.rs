@@ -80,6 +80,7 @@ use core::ffi::{c_int, c_void};
 use core::fmt;
 use core::mem::MaybeUninit;
 use core::ptr;
+use kmem::vmalloc::PfErrorCode;
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Once;
 
@@ -327,12 +328,7 @@ fn install() {
 }
 
 /// x86's page fault error code bits (`X86_PF_*`).
-const PF_PROT: u64 = 1 << 0;
-const PF_WRITE: u64 = 1 << 1;
-const PF_USER: u64 = 1 << 2;
-const PF_RSVD: u64 = 1 << 3;
-const PF_INSTR: u64 = 1 << 4;
-const PF_PK: u64 = 1 << 5;
+const PF_USER: u64 = PfErrorCode::USER;
 
 /// Oopses printed so far (`die_counter`).
 static DIE_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -527,26 +523,8 @@ fn oops(sig: c_int, addr: usize, w: &Window, uctx: *mut c_void) {
         "BUG: unable to handle page fault for address: {addr:016x}"
     );
     match err {
-        Some(e) => {
-            let access = if e & PF_INSTR != 0 {
-                "instruction fetch"
-            } else if e & PF_WRITE != 0 {
-                "write access"
-            } else {
-                "read access"
-            };
-            let kind = if e & PF_PROT == 0 {
-                "not-present page"
-            } else if e & PF_RSVD != 0 {
-                "reserved bit violation"
-            } else if e & PF_PK != 0 {
-                "protection keys violation"
-            } else {
-                "permissions violation"
-            };
-            line!(out, "#PF: supervisor {access} in kernel mode");
-            line!(out, "#PF: error_code(0x{e:04x}) - {kind}");
-        }
+        // Linux's two "#PF:" lines, formatted without allocating.
+        Some(e) => line!(out, "{}", PfErrorCode(e)),
         None => line!(
             out,
             "kmem-sim: this host does not say whether the access was a read or a write"

@@ -289,6 +289,66 @@ pub struct PurgeEvent {
     pub num_purged: usize,
 }
 
+/// x86's page-fault error code (`enum x86_pf_error_code`), as an oops
+/// words it (`show_fault_oops()`): `Display` gives Linux's two lines,
+/// "#PF: supervisor write access in kernel mode" and "#PF:
+/// error_code(0x0002) - not-present page". Fault handlers (the
+/// simulator's, a kernel's) print it after "BUG: unable to handle page
+/// fault for address: ...".
+///
+/// ```
+/// let e = kmem::vmalloc::PfErrorCode(0x2);
+/// assert_eq!(e.to_string(), "#PF: supervisor write access in kernel mode\n#PF: error_code(0x0002) - not-present page");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PfErrorCode(pub u64);
+
+impl PfErrorCode {
+    /// `X86_PF_PROT`: a protection fault (else the page was not present).
+    pub const PROT: u64 = 1 << 0;
+    /// `X86_PF_WRITE`.
+    pub const WRITE: u64 = 1 << 1;
+    /// `X86_PF_USER`: from user mode.
+    pub const USER: u64 = 1 << 2;
+    /// `X86_PF_RSVD`: a reserved bit was set in a page-table entry.
+    pub const RSVD: u64 = 1 << 3;
+    /// `X86_PF_INSTR`: an instruction fetch.
+    pub const INSTR: u64 = 1 << 4;
+    /// `X86_PF_PK`: a protection-keys violation.
+    pub const PK: u64 = 1 << 5;
+}
+
+impl core::fmt::Display for PfErrorCode {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let e = self.0;
+        let access = if e & Self::INSTR != 0 {
+            "instruction fetch"
+        } else if e & Self::WRITE != 0 {
+            "write access"
+        } else {
+            "read access"
+        };
+        let mode = if e & Self::USER != 0 {
+            "user"
+        } else {
+            "kernel"
+        };
+        let kind = if e & Self::PROT == 0 {
+            "not-present page"
+        } else if e & Self::RSVD != 0 {
+            "reserved bit violation"
+        } else if e & Self::PK != 0 {
+            "protection keys violation"
+        } else {
+            "permissions violation"
+        };
+        write!(
+            f,
+            "#PF: supervisor {access} in {mode} mode\n#PF: error_code(0x{e:04x}) - {kind}"
+        )
+    }
+}
+
 /// The vmalloc subsystem's state in a machine.
 pub(crate) struct VmallocState {
     /// `VMALLOC_START` (0 when the platform has no vmap range).
