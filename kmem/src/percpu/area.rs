@@ -484,8 +484,13 @@ impl<'a> ChunkMap<'a> {
             s.scan_hint = 0;
         }
         if overlap(s.contig_hint_start, s.contig_hint, s_off, bits) {
-            // The contig hint is broken: rescan.
-            s.left_free = if s_off == 0 { 0 } else { s.left_free };
+            // The contig hint is broken: rescan. Linux resets left_free
+            // only for an area at the block's start, and a rescan that
+            // promotes a scan hint lying after the contig hint (a tie)
+            // starts past it, so an area inside the old leading free run
+            // left left_free claiming bits now in use. kmem keeps the
+            // invariant exact instead: at most `s_off` bits lead free.
+            s.left_free = min(s.left_free, s_off);
             self.block_refresh_hint(s_index);
         } else {
             s.left_free = min(s.left_free, s_off);
@@ -977,6 +982,20 @@ mod tests {
             prop_assert_eq!(c.nr_populated(), m.2.iter().filter(|&&p| p).count());
         }
         Ok(())
+    }
+
+    /// The case proptest found: two free runs of equal length tie (the
+    /// scan hint lies after the contig hint); an area inside the first
+    /// breaks the contig hint, and left_free must shrink to the area's
+    /// offset although the rescan starts after the promoted scan hint.
+    #[test]
+    fn an_area_inside_a_tied_leading_run_shrinks_left_free() {
+        let ops = [
+            (2, 17_808_653_655_464_164_285, 10_267_880_043_941_276_878),
+            (4, 0, 0),
+            (2, 13_686_983_289_501_039_294, 455_380_591_038_526_182),
+        ];
+        run(4, 0, 0, &ops).unwrap();
     }
 
     proptest! {
