@@ -349,6 +349,9 @@ impl Zone {
     }
 
     /// Free blocks of each order (`/proc/buddyinfo`), taken under the lock.
+    /// Interrupt handlers take the zone lock too: on a platform with
+    /// interrupts, call it inside [`IrqSave`](crate::platform::IrqSave) or
+    /// a CPU-local section, as kmem's own readers do.
     pub fn free_blocks(&self) -> [u64; crate::NR_PAGE_ORDERS] {
         let a = self.area.lock();
         core::array::from_fn(|o| a.nr_free(o))

@@ -324,6 +324,13 @@ pub struct MemMap<'a> {
     _life: PhantomData<&'a [Page]>,
 }
 
+// SAFETY: a `MemMap` is a shared view of `&'a [Page]` (its invariant);
+// `Page`'s fields are atomics, so the view may cross and be shared between
+// threads as the slice reference it replaces could.
+unsafe impl Send for MemMap<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for MemMap<'_> {}
+
 impl<'a> MemMap<'a> {
     /// Wrap a descriptor slice whose first entry describes `base_pfn`.
     pub fn new(pages: &'a [Page], base_pfn: u64) -> Self {

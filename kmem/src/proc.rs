@@ -24,7 +24,7 @@
 //!   the tree of [`crate::resource`] (see [`iomem`]).
 
 use crate::mmzone::{MigrateType, Zone, ZoneType, MIGRATE_TYPES};
-use crate::platform::Platform;
+use crate::platform::{IrqSave, Platform};
 use crate::{Kmem, NR_PAGE_ORDERS, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, PAGE_SHIFT};
 use core::fmt::{self, Write};
 
@@ -42,7 +42,11 @@ pub fn buddyinfo<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result {
     for node in k.nodes() {
         for z in node.zones().filter(|z| z.is_populated()) {
             zone_prefix(w, node.node_id(), z)?;
-            for n in z.free_blocks() {
+            let blocks = {
+                let _irq = IrqSave::new(k.platform());
+                z.free_blocks()
+            };
+            for n in blocks {
                 write!(w, "{n:>6} ")?;
             }
             w.write_char('\n')?;
@@ -75,8 +79,20 @@ pub fn pagetypeinfo<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result
     w.write_char('\n')?;
     for node in k.nodes() {
         for z in node.zones().filter(|z| z.is_populated()) {
-            let area = z.area.lock();
-            for mt in MigrateType::ALL {
+            // Counted under the zone lock (interrupts off: a handler may
+            // allocate), written after it: writing may allocate too.
+            let cx = k.buddy_cx(z);
+            let mut counts = [[0u64; NR_PAGE_ORDERS]; MIGRATE_TYPES];
+            {
+                let _irq = IrqSave::new(k.platform());
+                let area = z.area.lock();
+                for (mt, row) in MigrateType::ALL.iter().zip(counts.iter_mut()) {
+                    for (o, n) in row.iter_mut().enumerate() {
+                        *n = area.list_len(&cx, o, *mt);
+                    }
+                }
+            }
+            for (mt, row) in MigrateType::ALL.iter().zip(counts) {
                 write!(
                     w,
                     "Node {:>4}, zone {:>8}, type {:>12} ",
@@ -84,9 +100,7 @@ pub fn pagetypeinfo<P: Platform>(k: &Kmem<P>, w: &mut impl Write) -> fmt::Result
                     z.zone_type().name(),
                     mt.name()
                 )?;
-                let cx = k.buddy_cx(z);
-                for o in 0..NR_PAGE_ORDERS {
-                    let n = area.list_len(&cx, o, mt);
+                for n in row {
                     if n >= 100_000 {
                         write!(w, ">{:>6} ", 100_000)?;
                     } else {

@@ -5,7 +5,7 @@
 //! counters ([`crate::mmzone`]) and prints through the platform: it calls
 //! no allocator.
 
-use crate::platform::{Level, Platform};
+use crate::platform::{IrqSave, Level, Platform};
 use crate::{report, Kmem, PAGE_SHIFT};
 use core::fmt::{self, Write};
 
@@ -45,7 +45,11 @@ pub fn show_mem<P: Platform>(k: &Kmem<P>) {
             let mut line = LineBuf::<400>::new();
             let _ = write!(line, "Node {} {}:", node.node_id(), z.zone_type().name());
             let mut total = 0;
-            for (o, n) in z.free_blocks().iter().enumerate() {
+            let blocks = {
+                let _irq = IrqSave::new(p);
+                z.free_blocks()
+            };
+            for (o, n) in blocks.iter().enumerate() {
                 let _ = write!(line, " {}*{}kB", n, kb(1 << o));
                 total += n << o;
             }

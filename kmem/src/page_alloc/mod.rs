@@ -339,7 +339,10 @@ impl<P: Platform> Kmem<P> {
     pub fn check_free_counts(&self) -> Result<u64> {
         let mut total = 0;
         for z in self.nodes().flat_map(|n| n.zones()) {
-            let listed = z.area.lock().free_pages();
+            let listed = {
+                let _irq = crate::platform::IrqSave::new(&self.p);
+                z.area.lock().free_pages()
+            };
             if listed != z.free_pages() {
                 report!(
                     &self.p,

@@ -534,16 +534,33 @@ pub struct IrqSpinGuard<'a, T, P: Platform + ?Sized> {
     /// Dropped first (fields drop in declaration order): unlock, then
     /// restore interrupts.
     guard: spin::MutexGuard<'a, T>,
-    _irq: IrqFlags<'a, P>,
+    _irq: IrqSave<'a, P>,
 }
 
-/// Interrupts saved by [`Platform::irq_save`], restored when dropped.
-struct IrqFlags<'a, P: Platform + ?Sized> {
+/// Interrupts off on this CPU ([`Platform::irq_save`]) for as long as the
+/// guard lives: `local_irq_save()`/`local_irq_restore()`. Readers take it
+/// around a lock that interrupt handlers also take (a zone's, for
+/// `/proc/buddyinfo`). It belongs to the CPU that made it: neither `Send`
+/// nor `Sync`.
+pub struct IrqSave<'a, P: Platform + ?Sized> {
     p: &'a P,
     flags: usize,
+    _cpu: core::marker::PhantomData<*const ()>,
 }
 
-impl<P: Platform + ?Sized> Drop for IrqFlags<'_, P> {
+impl<'a, P: Platform + ?Sized> IrqSave<'a, P> {
+    /// `local_irq_save()` on `p`.
+    #[inline]
+    pub fn new(p: &'a P) -> Self {
+        IrqSave {
+            p,
+            flags: p.irq_save(),
+            _cpu: core::marker::PhantomData,
+        }
+    }
+}
+
+impl<P: Platform + ?Sized> Drop for IrqSave<'_, P> {
     #[inline]
     fn drop(&mut self) {
         self.p.irq_restore(self.flags);
@@ -554,10 +571,7 @@ impl<'a, T, P: Platform + ?Sized> IrqSpinGuard<'a, T, P> {
     /// `spin_lock_irqsave(lock)`: interrupts off on `p`, then lock.
     #[inline]
     pub fn lock(p: &'a P, lock: &'a spin::Mutex<T>) -> Self {
-        let irq = IrqFlags {
-            p,
-            flags: p.irq_save(),
-        };
+        let irq = IrqSave::new(p);
         IrqSpinGuard {
             guard: lock.lock(),
             _irq: irq,
