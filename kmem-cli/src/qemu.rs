@@ -139,6 +139,7 @@ fn build_kernel() -> Result<PathBuf, Failure> {
         // The outer build's settings are for the host.
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_BUILD_TARGET")
         .status()
         .map_err(|e| Failure::runtime(format!("cannot run cargo: {e}")))?;
@@ -304,7 +305,11 @@ fn boot_qemu(
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                break None;
+                let _ = copier.join();
+                return Err(Failure::runtime(format!(
+                    "QEMU did not finish within {} s: raise --timeout, or see where the console stops",
+                    args.timeout
+                )));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
             Err(e) => return Err(Failure::runtime(format!("waiting for QEMU: {e}"))),
@@ -316,10 +321,9 @@ fn boot_qemu(
         Some(35) => Err(Failure::runtime(
             "kmem-kernel: its suite failed or it panicked (see the console above)",
         )),
-        None => Err(Failure::runtime(format!(
-            "QEMU did not finish within {} s: raise --timeout, or see where the console stops",
-            args.timeout
-        ))),
+        None => Err(Failure::runtime(
+            "QEMU was killed by a signal before the kernel reported",
+        )),
         Some(c) => Err(Failure::runtime(format!(
             "QEMU exited with status {c} before the kernel reported (it could not start, or the machine reset: see the console above)"
         ))),

@@ -15,7 +15,8 @@ pub struct Madt {
     pub apic_ids: [u32; NR_CPUS],
     /// How many of `apic_ids` are valid.
     pub nr: usize,
-    /// Enabled CPUs beyond [`NR_CPUS`], not brought up.
+    /// Enabled CPUs not brought up: beyond [`NR_CPUS`], or with an APIC id
+    /// xAPIC mode cannot address (0xff and above).
     pub ignored: usize,
 }
 
@@ -118,7 +119,11 @@ pub unsafe fn parse(rsdp: u64) -> Result<Madt, &'static str> {
             _ => None,
         };
         if let Some(id) = cpu {
-            if m.apic_ids[..m.nr].contains(&id) {
+            if id >= 0xff {
+                // xAPIC mode addresses 8-bit ids, and 0xff is its
+                // broadcast: such a CPU cannot be brought up here.
+                m.ignored += 1;
+            } else if m.apic_ids[..m.nr].contains(&id) {
                 // Listed twice (xAPIC and x2APIC entries): once.
             } else if m.nr < NR_CPUS {
                 m.apic_ids[m.nr] = id;

@@ -89,11 +89,13 @@ pub fn send_ipi_allbutself(vector: u8) {
     icr(0, u32::from(vector) | (1 << 14) | (0b11 << 18));
 }
 
-/// INIT, then two STARTUPs at the 4 KiB page `page` (below 1 MiB), as
-/// `wakeup_secondary_cpu_via_init()` does, with its delays.
+/// INIT (asserted, then de-asserted), then two STARTUPs at the 4 KiB
+/// page `page` (below 1 MiB), as `wakeup_secondary_cpu_via_init()` does,
+/// with its delays.
 pub fn init_sipi(dest: u32, page: u64) {
-    icr(dest, 0x0000_c500); // INIT, level assert
+    icr(dest, 0x0000_c500); // INIT, level-triggered, assert
     crate::time::udelay(10_000);
+    icr(dest, 0x0000_8500); // INIT, level-triggered, de-assert
     for _ in 0..2 {
         icr(dest, 0x0000_4600 | (page >> 12) as u32); // STARTUP
         crate::time::udelay(200);

@@ -212,6 +212,18 @@ pub fn read_cr2() -> u64 {
     v
 }
 
+/// `CR4.LA57`: 5-level paging.
+pub const X86_CR4_LA57: u64 = 1 << 12;
+
+/// `CR4`.
+#[inline]
+pub fn read_cr4() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR4 has no side effect.
+    unsafe { asm!("mov {}, cr4", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
 /// `CR3`.
 #[inline]
 pub fn read_cr3() -> u64 {

@@ -10,24 +10,76 @@
 //! table entry ([`probe_write`], as Linux's `copy_to_kernel_nofault()`),
 //! which resumes at its fixup.
 
+use crate::acpi::NR_CPUS;
 use crate::apic;
 use crate::smp;
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-/// Kernel code selector (`__KERNEL_CS`).
-pub const KERNEL_CS: u16 = 0x08;
-/// Kernel data selector (`__KERNEL_DS`).
-pub const KERNEL_DS: u16 = 0x10;
+/// Kernel code selector (`__KERNEL_CS`, GDT entry 2).
+pub const KERNEL_CS: u16 = 0x10;
+/// Kernel data selector (`__KERNEL_DS`, GDT entry 3).
+pub const KERNEL_DS: u16 = 0x18;
+/// The TSS selector (`GDT_ENTRY_TSS` = 8).
+const TSS_SEL: u16 = 0x40;
+/// GDT entries: Linux's x86_64 layout up to the TSS (entries 8 and 9).
+const GDT_ENTRIES: usize = 10;
 
-/// Null, 64-bit code, data.
-static GDT: [u64; 3] = [0, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
+/// Each CPU's GDT (`gdt_page`, per CPU as in Linux: each holds its own
+/// TSS, which `ltr` marks busy). Entry 1 is `__KERNEL32_CS`, 2
+/// `__KERNEL_CS`, 3 `__KERNEL_DS`, with the accessed bit set as Linux sets
+/// it, so the CPU never writes them; the user segments are absent.
+static GDT: [[AtomicU64; GDT_ENTRIES]; NR_CPUS] =
+    [const { [const { AtomicU64::new(0) }; GDT_ENTRIES] }; NR_CPUS];
 
 #[repr(C, packed)]
 struct DescPtr {
     limit: u16,
     base: u64,
 }
+
+/// The 64-bit TSS (`struct x86_hw_tss`): only IST1 is used, for double
+/// faults.
+#[repr(C, packed)]
+struct Tss {
+    _reserved0: u32,
+    sp: [u64; 3],
+    _reserved1: u64,
+    ist: [u64; 7],
+    _reserved2: u64,
+    _reserved3: u16,
+    io_bitmap_base: u16,
+}
+
+/// Per-CPU TSSs, written by each CPU for itself before `ltr`.
+struct Tsss([core::cell::UnsafeCell<Tss>; NR_CPUS]);
+// SAFETY: CPU `c` writes only `TSS[c]`, once, before loading it; the CPU
+// reads it from then on.
+unsafe impl Sync for Tsss {}
+static TSS: Tsss = Tsss(
+    [const {
+        core::cell::UnsafeCell::new(Tss {
+            _reserved0: 0,
+            sp: [0; 3],
+            _reserved1: 0,
+            ist: [0; 7],
+            _reserved2: 0,
+            _reserved3: 0,
+            io_bitmap_base: 104,
+        })
+    }; NR_CPUS],
+);
+
+/// Each CPU's double-fault stack (IST1; Linux's `DF_STACK`).
+#[repr(C, align(16))]
+struct DfStacks([[u8; DF_STACK_SIZE]; NR_CPUS]);
+const DF_STACK_SIZE: usize = 8192;
+struct DfStacksCell(core::cell::UnsafeCell<DfStacks>);
+// SAFETY: only the CPUs use them, each its own, as a stack.
+unsafe impl Sync for DfStacksCell {}
+static DF_STACKS: DfStacksCell = DfStacksCell(core::cell::UnsafeCell::new(DfStacks(
+    [[0; DF_STACK_SIZE]; NR_CPUS],
+)));
 
 /// The IDT: 256 gates, filled once by the boot CPU.
 static IDT: [AtomicU64; 512] = [const { AtomicU64::new(0) }; 512];
@@ -60,17 +112,12 @@ pub struct Frame {
     pub ss: u64,
 }
 
-/// The vectors with a stub, in the order of `kmem_isr_table`: the
-/// exceptions, then the APIC's.
-const VECTORS: [u8; 37] = [
-    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
-    26, 27, 28, 29, 30, 31, 0xec, 0xfb, 0xfc, 0xfd, 0xff,
-];
-
-// One stub per vector: those for which the CPU pushes no error code push
-// a zero in its place, so every frame has the same shape.
+// One stub per vector, 0 to 255: those for which the CPU pushes no
+// error code push a zero in its place, so every frame has the same shape.
+// A vector nothing raises still has a stub (a stray one is reported, not
+// a #NP that kills the machine).
 global_asm!(
-    ".irp v, 0,1,2,3,4,5,6,7,9,15,16,18,19,20,22,23,24,25,26,27,28,31,236,251,252,253,255",
+    ".irp v, 0,1,2,3,4,5,6,7,9,15,16,18,19,20,22,23,24,25,26,27,28,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,65,66,67,68,69,70,71,72,73,74,75,76,77,78,79,80,81,82,83,84,85,86,87,88,89,90,91,92,93,94,95,96,97,98,99,100,101,102,103,104,105,106,107,108,109,110,111,112,113,114,115,116,117,118,119,120,121,122,123,124,125,126,127,128,129,130,131,132,133,134,135,136,137,138,139,140,141,142,143,144,145,146,147,148,149,150,151,152,153,154,155,156,157,158,159,160,161,162,163,164,165,166,167,168,169,170,171,172,173,174,175,176,177,178,179,180,181,182,183,184,185,186,187,188,189,190,191,192,193,194,195,196,197,198,199,200,201,202,203,204,205,206,207,208,209,210,211,212,213,214,215,216,217,218,219,220,221,222,223,224,225,226,227,228,229,230,231,232,233,234,235,236,237,238,239,240,241,242,243,244,245,246,247,248,249,250,251,252,253,254,255",
     "kmem_isr_\\v:",
     "push 0",
     "push \\v",
@@ -85,15 +132,15 @@ global_asm!(
     ".balign 8",
     ".global kmem_isr_table",
     "kmem_isr_table:",
-    ".irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,236,251,252,253,255",
+    ".irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,65,66,67,68,69,70,71,72,73,74,75,76,77,78,79,80,81,82,83,84,85,86,87,88,89,90,91,92,93,94,95,96,97,98,99,100,101,102,103,104,105,106,107,108,109,110,111,112,113,114,115,116,117,118,119,120,121,122,123,124,125,126,127,128,129,130,131,132,133,134,135,136,137,138,139,140,141,142,143,144,145,146,147,148,149,150,151,152,153,154,155,156,157,158,159,160,161,162,163,164,165,166,167,168,169,170,171,172,173,174,175,176,177,178,179,180,181,182,183,184,185,186,187,188,189,190,191,192,193,194,195,196,197,198,199,200,201,202,203,204,205,206,207,208,209,210,211,212,213,214,215,216,217,218,219,220,221,222,223,224,225,226,227,228,229,230,231,232,233,234,235,236,237,238,239,240,241,242,243,244,245,246,247,248,249,250,251,252,253,254,255",
     ".quad kmem_isr_\\v",
     ".endr",
     ".text",
 );
 
 extern "C" {
-    /// The stubs' addresses, in the order of [`VECTORS`].
-    static kmem_isr_table: [usize; 37];
+    /// The stubs' addresses, vector by vector.
+    static kmem_isr_table: [usize; 256];
 }
 
 // The common tail: save, call `trap` (System V ABI), restore, return.
@@ -178,34 +225,60 @@ pub static FIXED_FAULTS: AtomicUsize = AtomicUsize::new(0);
 /// Oopses printed so far (`die_counter`).
 static DIE_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// Fill the IDT (boot CPU, once).
+/// Fill the IDT (boot CPU, once): an interrupt gate per vector, the
+/// double fault's on IST1 (its own stack: a kernel stack overflow faults
+/// while pushing the page fault's frame).
 pub fn init() {
-    for (i, &v) in VECTORS.iter().enumerate() {
-        // SAFETY: the table the assembly above defines, 37 addresses.
-        let h = unsafe { kmem_isr_table[i] } as u64;
+    for v in 0..256 {
+        // SAFETY: the table the assembly above defines, 256 addresses.
+        let h = unsafe { kmem_isr_table[v] } as u64;
+        let ist = u64::from(v == 8);
         let lo = (h & 0xffff)
             | (u64::from(KERNEL_CS) << 16)
+            | (ist << 32)
             | (0x8e << 40) // present, DPL 0, 64-bit interrupt gate
             | ((h >> 16) & 0xffff) << 48;
-        IDT[2 * v as usize].store(lo, Relaxed);
-        IDT[2 * v as usize + 1].store(h >> 32, Relaxed);
+        IDT[2 * v].store(lo, Relaxed);
+        IDT[2 * v + 1].store(h >> 32, Relaxed);
     }
 }
 
-/// Load this kernel's GDT (and reload every segment register from it)
-/// and the IDT on the calling CPU. FS and GS get the null selector; their
-/// bases are set through MSRs afterwards.
-pub fn load() {
+/// Load CPU `cpu`'s GDT (its TSS with the double-fault stack), reload
+/// every segment register from it, load the TSS and the IDT. FS and GS
+/// get the null selector; their bases are set through MSRs afterwards.
+pub fn load(cpu: usize) {
+    let g = &GDT[cpu];
+    g[1].store(0x00cf_9b00_0000_ffff, Relaxed);
+    g[2].store(0x00af_9b00_0000_ffff, Relaxed);
+    g[3].store(0x00cf_9300_0000_ffff, Relaxed);
+    let tss = TSS.0[cpu].get();
+    // SAFETY: this CPU's own TSS, not loaded yet; its IST1 is the top of
+    // this CPU's double-fault stack.
+    unsafe {
+        let top = core::ptr::addr_of!((*DF_STACKS.0.get()).0[cpu]) as u64 + DF_STACK_SIZE as u64;
+        core::ptr::addr_of_mut!((*tss).ist).write_unaligned([top, 0, 0, 0, 0, 0, 0]);
+    }
+    let base = tss as u64;
+    let limit = (core::mem::size_of::<Tss>() - 1) as u64;
+    g[8].store(
+        (limit & 0xffff)
+            | (base & 0xff_ffff) << 16
+            | 0x89 << 40 // present, 64-bit TSS (available)
+            | ((base >> 24) & 0xff) << 56,
+        Relaxed,
+    );
+    g[9].store(base >> 32, Relaxed);
     let gdt = DescPtr {
-        limit: (core::mem::size_of_val(&GDT) - 1) as u16,
-        base: GDT.as_ptr() as u64,
+        limit: (core::mem::size_of_val(g) - 1) as u16,
+        base: g.as_ptr() as u64,
     };
     let idt = DescPtr {
         limit: (core::mem::size_of_val(&IDT) - 1) as u16,
         base: IDT.as_ptr() as u64,
     };
     // SAFETY: both tables are static and well formed; the far return
-    // reloads CS with the GDT's code segment, the data segments follow.
+    // reloads CS with the GDT's code segment, the data segments follow,
+    // and the TSS descriptor is this CPU's and not busy.
     unsafe {
         core::arch::asm!(
             "lgdt [{gdt}]",
@@ -221,11 +294,14 @@ pub fn load() {
             "xor {t:e}, {t:e}",
             "mov fs, {t:e}",
             "mov gs, {t:e}",
+            "mov {t:e}, {tr}",
+            "ltr {t:x}",
             "lidt [{idt}]",
             gdt = in(reg) &gdt,
             idt = in(reg) &idt,
             cs = const KERNEL_CS as u64,
             ds = const KERNEL_DS as u32,
+            tr = const TSS_SEL as u32,
             t = out(reg) _,
         )
     };
@@ -265,7 +341,13 @@ extern "sysv64" fn trap(f: &mut Frame) {
             apic::LOCAL_TIMER_VECTOR => smp::timer_interrupt(),
             apic::CALL_FUNCTION_SINGLE_VECTOR => smp::call_function_interrupt(),
             apic::CALL_FUNCTION_VECTOR => smp::flush_tlb_interrupt(),
-            _ => {}
+            apic::RESCHEDULE_VECTOR | apic::SPURIOUS_APIC_VECTOR => {}
+            // As Linux's `spurious_interrupt()` for a vector with no
+            // handler: say so, acknowledge, go on.
+            _ => crate::pr_info!(
+                "spurious APIC interrupt through vector {v:02x} on CPU#{}",
+                me.cpu.load(Relaxed)
+            ),
         }
         me.irq_depth.fetch_sub(1, Relaxed);
         if v as u8 != apic::SPURIOUS_APIC_VECTOR {
@@ -276,6 +358,19 @@ extern "sysv64" fn trap(f: &mut Frame) {
     if v == 14 {
         page_fault(f);
         return;
+    }
+    if v == 8 {
+        // A page fault that could not push its frame: the stack ran into
+        // the guard page below it (`handle_stack_overflow()`).
+        let cr2 = crate::arch::read_cr2() as usize;
+        let me = smp::this_cpu();
+        let lo = me.stack_lo.load(Relaxed);
+        if lo != 0 && cr2 < lo && cr2 >= lo - 4096 {
+            crate::pr_info!(
+                "BUG: stack guard page was hit at {cr2:#018x} (stack is {lo:#018x}..{:#018x})",
+                me.stack_hi.load(Relaxed)
+            );
+        }
     }
     die(f, trap_name(v));
 }
@@ -323,7 +418,7 @@ fn page_fault(f: &mut Frame) {
 /// machine (QEMU exits with a failure status).
 fn die(f: &Frame, what: &str) -> ! {
     let n = DIE_COUNTER.fetch_add(1, Relaxed) + 1;
-    let cpu = smp::this_cpu().cpu;
+    let cpu = smp::this_cpu().cpu.load(Relaxed);
     crate::pr_info!("{what}: {:04x} [#{n}] SMP NOPTI", f.error);
     crate::pr_info!("CPU: {cpu} UID: 0 PID: 0 Comm: swapper/{cpu} Not tainted kmem-kernel");
     crate::pr_info!("RIP: {:04x}:{:#018x}", f.cs, f.rip);

@@ -303,6 +303,7 @@ fn atomic_allocations_in_interrupts() -> Outcome {
     IRQ_STORM.store(false, Release);
     smp::run_on_all_cpus(&|_| smp::set_timer_hz(smp::HZ));
     smp::set_timer_hook(None);
+    smp::sync_interrupts();
     // SAFETY: every object was freed.
     let destroyed = unsafe { k.kmem_cache_destroy(c) };
     let per_cpu: Vec<usize> = (0..n).map(|c| IRQ_ALLOCS[c].load(Relaxed)).collect();
@@ -588,9 +589,10 @@ fn mempool_irq_completion() -> Outcome {
         core::hint::spin_loop();
     }
     smp::set_timer_hook(None);
-    // Wait out a handler that may still be running on the device CPU.
-    crate::time::udelay(10_000);
     POOL.store(core::ptr::null_mut(), Release);
+    // A handler already running on the device CPU may still hold the
+    // pool: wait it out before the pool goes.
+    smp::sync_interrupts();
     EXHAUSTED.store(false, Release);
     let done = IRQ_COMPLETIONS.load(Relaxed);
     let curr = pool.curr_nr();
@@ -816,7 +818,7 @@ fn percpu_gs() -> Outcome {
     let wrong_id = AtomicUsize::new(0);
     smp::run_on_all_cpus(&|cpu| {
         // The CPU number itself comes through GS (`cpu_number`).
-        if smp::smp_processor_id() != cpu || smp::this_cpu().cpu != cpu {
+        if smp::smp_processor_id() != cpu || smp::this_cpu().cpu.load(Relaxed) != cpu {
             wrong_id.fetch_add(1, Relaxed);
         }
         for _ in 0..N {

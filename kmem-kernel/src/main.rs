@@ -161,14 +161,14 @@ fn is_ram(ty: MemoryType) -> bool {
             | MemoryType::RUNTIME_SERVICES_DATA
             | MemoryType::ACPI_RECLAIM
             | MemoryType::ACPI_NON_VOLATILE
-            | MemoryType::PERSISTENT_MEMORY
     )
 }
 
-/// What kmem makes of a UEFI memory type (`efi_md_typeattr_format`'s
-/// e820 mapping, `do_add_efi_memmap()`): boot services memory is usable
-/// once they have exited; the loader's (this kernel's image, stacks, page
-/// tables and the final map) stays reserved.
+/// What kmem makes of a UEFI memory type (Linux's `do_add_efi_memmap()`):
+/// boot services memory is usable once they have exited. Unlike Linux,
+/// which counts the loader's memory as RAM and reserves its own image
+/// itself, this kernel keeps the loader's memory (its image, stacks, page
+/// tables and the final map) out of kmem's hands: reserved.
 fn region_kind(ty: MemoryType) -> RegionKind {
     match ty {
         MemoryType::CONVENTIONAL
@@ -236,6 +236,20 @@ extern "sysv64" fn boot() -> ! {
     let tramp = tramp.as_ptr() as u64;
     // SAFETY: nothing of boot services is used after this.
     let mmap = unsafe { uefi::boot::exit_boot_services(None) };
+    // Interrupts stay off until this kernel's IDT and APIC are ready, and
+    // the legacy 8259 PICs are masked for good (the APIC delivers).
+    let _ = arch::local_irq_save();
+    // SAFETY: the 8259s' interrupt mask registers; nothing else uses them.
+    unsafe {
+        arch::outb(0x21, 0xff);
+        arch::outb(0xa1, 0xff);
+    }
+    // The tables built below are 4-level; firmware running 5-level paging
+    // would have to be left first, which this kernel does not do.
+    if arch::read_cr4() & arch::X86_CR4_LA57 != 0 {
+        println!("kmem-kernel: the firmware runs 5-level paging (CR4.LA57); this kernel builds 4-level page tables only");
+        arch::qemu_exit(EXIT_FAILURE);
+    }
 
     // 3. Our own page tables and descriptor tables.
     let mut regions = [MemRegion::reserved(0, 1); MAX_REGIONS];
@@ -288,10 +302,12 @@ extern "sysv64" fn boot() -> ! {
         arch::write_cr3(pml4);
     }
     idt::init();
-    idt::load();
+    idt::load(0);
     apic::set_base(madt.lapic_phys as usize);
+    let stack = BOOT_STACK.0.get() as usize;
+    smp::number_cpu(0, apic::id(), stack..stack + (1 << 20));
     // SAFETY: first use of %fs, on the boot CPU before any other runs.
-    unsafe { smp::setup_cpu(0, apic::id()) };
+    unsafe { smp::setup_cpu(0) };
     let khz = time::calibrate();
     serial::clock_ready();
     pr_info!(
@@ -302,7 +318,7 @@ extern "sysv64" fn boot() -> ! {
     smp::set_nr_possible(madt.nr);
     if madt.ignored > 0 {
         pr_info!(
-            "smp: {} CPUs beyond NR_CPUS={} ignored",
+            "smp: {} CPUs ignored (beyond NR_CPUS={}, or an APIC id xAPIC cannot address)",
             madt.ignored,
             acpi::NR_CPUS
         );

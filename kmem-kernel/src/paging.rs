@@ -33,6 +33,10 @@ const P: u64 = 1 << 0;
 const RW: u64 = 1 << 1;
 const PWT: u64 = 1 << 3;
 const PCD: u64 = 1 << 4;
+/// Accessed and dirty, set up front as `PAGE_KERNEL` has them (the CPU
+/// need not write the entry back on first use).
+const A: u64 = 1 << 5;
+const D: u64 = 1 << 6;
 const PS: u64 = 1 << 7;
 const G: u64 = 1 << 8;
 const NX: u64 = 1 << 63;
@@ -103,7 +107,7 @@ fn map_2m(pool: &mut Pool, pml4: u64, va: usize, pa: u64, size: u64, flags: u64)
         let v = va + off as usize;
         let pdpt = next_level(pool, &table(pml4)[(v >> 39) & 511]);
         let pd = next_level(pool, &table(pdpt)[(v >> 30) & 511]);
-        table(pd)[(v >> 21) & 511].store((pa + off) | P | RW | PS | flags, Relaxed);
+        table(pd)[(v >> 21) & 511].store((pa + off) | P | RW | A | D | PS | flags, Relaxed);
         off += 2 << 20;
     }
 }
@@ -186,7 +190,7 @@ pub fn map(va: usize, pa: u64, size: usize, prot: PgProt) -> Result<(), kmem::Er
     if (0..n).any(|i| pte(va + (i << 12)).load(Relaxed) & P != 0) {
         return Err(kmem::Error::Busy);
     }
-    let bits = P | G | NX | prot_bits(prot);
+    let bits = P | A | D | G | NX | prot_bits(prot);
     for i in 0..n {
         pte(va + (i << 12)).store((pa + ((i as u64) << 12)) | bits, Relaxed);
     }

@@ -190,6 +190,9 @@ unsafe impl Platform for BarePlatform {
                 // for a wake-up to slip in after `cond()`.
                 unsafe { arch::safe_halt() };
             } else {
+                // Interrupts off: serve TLB shootdowns by polling, so a
+                // CPU flushing while this one waits is not left spinning.
+                smp::poll_tlb();
                 core::hint::spin_loop();
             }
         }

@@ -28,8 +28,10 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering
 pub struct CpuLocal {
     /// `%fs:0`: this record's own address.
     self_ptr: AtomicUsize,
-    /// `%fs:8`: the CPU number (`smp_processor_id()`).
-    pub cpu: usize,
+    /// `%fs:8`: the CPU number (`smp_processor_id()` before kmem's
+    /// per-CPU areas exist). Written once by the boot CPU before the CPU
+    /// it describes starts.
+    pub cpu: AtomicUsize,
     /// Interrupt nesting depth (`in_interrupt()` when non-zero).
     pub irq_depth: AtomicUsize,
     /// The local APIC id.
@@ -44,6 +46,11 @@ pub struct CpuLocal {
     pub calls: AtomicU64,
     /// TLB shootdowns this CPU has served.
     pub tlb_flushes: AtomicU64,
+    /// The CPU's stack, `[stack_lo, stack_hi)`, for the double-fault
+    /// report (`current->stack`).
+    pub stack_lo: AtomicUsize,
+    /// See `stack_lo`.
+    pub stack_hi: AtomicUsize,
     /// The TLB shootdown generation this CPU has flushed up to.
     tlb_seen: AtomicU64,
     /// One caller at a time hands this CPU a function.
@@ -58,7 +65,7 @@ impl CpuLocal {
     const fn new() -> Self {
         CpuLocal {
             self_ptr: AtomicUsize::new(0),
-            cpu: 0,
+            cpu: AtomicUsize::new(0),
             irq_depth: AtomicUsize::new(0),
             apic_id: AtomicU32::new(0),
             online: AtomicBool::new(false),
@@ -66,6 +73,8 @@ impl CpuLocal {
             ticks: AtomicU64::new(0),
             calls: AtomicU64::new(0),
             tlb_flushes: AtomicU64::new(0),
+            stack_lo: AtomicUsize::new(0),
+            stack_hi: AtomicUsize::new(0),
             tlb_seen: AtomicU64::new(0),
             call_lock: spin::Mutex::new(()),
             call_fn: [AtomicUsize::new(0), AtomicUsize::new(0)],
@@ -74,21 +83,14 @@ impl CpuLocal {
     }
 }
 
-/// Wrapper so the array can hold `cpu` numbers written once at set-up.
-struct Cpus([core::cell::UnsafeCell<CpuLocal>; NR_CPUS]);
-// SAFETY: each record's plain `cpu` field is written once, by the boot
-// CPU, before the CPU it describes runs; everything else is atomic.
-unsafe impl Sync for Cpus {}
-
-static CPUS: Cpus = Cpus([const { core::cell::UnsafeCell::new(CpuLocal::new()) }; NR_CPUS]);
+static CPUS: [CpuLocal; NR_CPUS] = [const { CpuLocal::new() }; NR_CPUS];
 
 /// CPUs that may come up (`nr_cpu_ids`), set once at boot.
 static NR_POSSIBLE: AtomicUsize = AtomicUsize::new(1);
 
 /// CPU `cpu`'s record.
 pub fn cpu_local(cpu: usize) -> &'static CpuLocal {
-    // SAFETY: shared access to a record; see `Cpus`.
-    unsafe { &*CPUS.0[cpu].get() }
+    &CPUS[cpu]
 }
 
 /// The calling CPU's record.
@@ -157,23 +159,26 @@ pub fn smp_processor_id() -> usize {
     c
 }
 
-/// Number CPU `cpu`'s record and point this CPU's FS base at it.
+/// Number CPU `cpu`'s record and give its stack (the boot CPU, for each
+/// CPU before it starts).
+pub fn number_cpu(cpu: usize, apic_id: u32, stack: core::ops::Range<usize>) {
+    let r = cpu_local(cpu);
+    r.stack_lo.store(stack.start, Relaxed);
+    r.stack_hi.store(stack.end, Relaxed);
+    r.cpu.store(cpu, Relaxed);
+    r.self_ptr.store(r as *const CpuLocal as usize, Relaxed);
+    r.apic_id.store(apic_id, Relaxed);
+}
+
+/// Point this CPU's FS base at record `cpu`, numbered by [`number_cpu`].
 ///
 /// # Safety
 ///
-/// Called once per CPU, by that CPU (the boot CPU for itself before any
-/// other CPU runs; an AP for itself in its entry), before anything reads
-/// `%fs`.
-pub unsafe fn setup_cpu(cpu: usize, apic_id: u32) {
-    let rec = CPUS.0[cpu].get();
-    // SAFETY: no one reads this record's `cpu` before this CPU runs
-    // (the caller's promise).
-    unsafe { (*rec).cpu = cpu };
+/// Called by CPU `cpu` itself, once, before anything reads `%fs`.
+pub unsafe fn setup_cpu(cpu: usize) {
     let r = cpu_local(cpu);
-    r.self_ptr.store(rec as usize, Relaxed);
-    r.apic_id.store(apic_id, Relaxed);
-    // SAFETY: the record is static and now complete.
-    unsafe { arch::wrmsr(arch::MSR_FS_BASE, rec as u64) };
+    // SAFETY: the record is static and numbered.
+    unsafe { arch::wrmsr(arch::MSR_FS_BASE, r as *const CpuLocal as u64) };
 }
 
 /// `nr_cpu_ids`.
@@ -208,7 +213,7 @@ pub fn set_per_cpu_offset(cpu: usize, off: usize) {
 /// Load this CPU's `per_cpu_offset` into the GS base, if kmem gave one.
 fn load_gs() {
     let me = this_cpu();
-    let off = PER_CPU_OFFSET[me.cpu].load(Acquire);
+    let off = PER_CPU_OFFSET[me.cpu.load(Relaxed)].load(Acquire);
     if off != usize::MAX {
         // SAFETY: GS is used only by `this_cpu_add`, with per-CPU pointers
         // kmem gave; the offset is this CPU's.
@@ -271,8 +276,8 @@ fn idle_loop() -> ! {
 }
 
 /// `smp_call_function_single(cpu, f, wait = 1)` by IPI. Refuses from
-/// atomic context ([`kmem::Error::Busy`]) where Linux warns, and an
-/// offline CPU ([`kmem::Error::Invalid`], Linux's `-ENXIO`).
+/// atomic context ([`kmem::Error::Busy`]) where Linux warns, and a CPU
+/// that is not online ([`kmem::Error::InvalidArgument`], Linux's `-ENXIO`).
 pub fn call_single(cpu: usize, f: &mut (dyn FnMut() + Send)) -> kmem::Result<()> {
     let flags = local_irq_save();
     if cpu == smp_processor_id() {
@@ -281,10 +286,10 @@ pub fn call_single(cpu: usize, f: &mut (dyn FnMut() + Send)) -> kmem::Result<()>
         return Ok(());
     }
     local_irq_restore(flags);
-    let t = cpu_local(cpu);
-    if cpu >= nr_possible() || !t.online.load(Acquire) {
+    if cpu >= nr_possible() || !cpu_local(cpu).online.load(Acquire) {
         return Err(kmem::Error::InvalidArgument);
     }
+    let t = cpu_local(cpu);
     if flags & arch::X86_EFLAGS_IF == 0 || this_cpu().irq_depth.load(Relaxed) != 0 {
         return Err(kmem::Error::Busy);
     }
@@ -325,13 +330,16 @@ pub fn call_function_interrupt() {
 static TLB_GEN: AtomicU64 = AtomicU64::new(0);
 
 /// Flush this CPU's TLB if a shootdown asked for it since it last did.
-fn poll_tlb() {
+/// The acknowledgement only moves forward (`fetch_max`): a shootdown
+/// interrupt between the load and the store acknowledges a later
+/// generation, which an older store must not take back.
+pub fn poll_tlb() {
     let me = this_cpu();
     let g = TLB_GEN.load(Acquire);
     if me.tlb_seen.load(Relaxed) < g {
         crate::paging::flush_local(0, usize::MAX & !0xfff);
         me.tlb_flushes.fetch_add(1, Relaxed);
-        me.tlb_seen.store(g, Release);
+        me.tlb_seen.fetch_max(g, Release);
     }
 }
 
@@ -380,6 +388,19 @@ pub fn set_timer_hook(f: Option<fn(usize)>) {
     TIMER_HOOK.store(f.map_or(0, |f| f as usize), Release);
 }
 
+/// Wait until no other CPU is inside an interrupt handler that started
+/// before this call (Linux's `synchronize_irq()` in spirit): an empty
+/// call by IPI to each. Interrupt gates do not nest, so each call runs
+/// after the handler it found has returned.
+pub fn sync_interrupts() {
+    let me = smp_processor_id();
+    for c in 0..nr_possible() {
+        if c != me && cpu_local(c).online.load(Acquire) {
+            let _ = call_single(c, &mut || {});
+        }
+    }
+}
+
 /// `LOCAL_TIMER_VECTOR`.
 pub fn timer_interrupt() {
     let me = this_cpu();
@@ -388,7 +409,7 @@ pub fn timer_interrupt() {
     if h != 0 {
         // SAFETY: only `set_timer_hook` stores here, from a `fn(usize)`.
         let f: fn(usize) = unsafe { core::mem::transmute(h) };
-        f(me.cpu);
+        f(me.cpu.load(Relaxed));
     }
 }
 
@@ -548,22 +569,29 @@ unsafe fn patch<T>(page: u64, o: usize, v: T) {
 
 /// The 64-bit entry of an AP: `arg` is its CPU number.
 extern "sysv64" fn ap_entry(cpu: usize) -> ! {
-    crate::idt::load();
+    crate::idt::load(cpu);
     // SAFETY: this AP's own set-up, before it reads %fs.
     unsafe {
-        setup_cpu(cpu, 0);
+        setup_cpu(cpu);
         arch::wrmsr(arch::MSR_PAT, arch::LINUX_PAT);
     }
-    this_cpu().apic_id.store(apic::id(), Relaxed);
     load_gs();
     start_interrupts();
     idle_loop()
 }
 
+/// An AP's stack (Linux's `THREAD_SIZE` is 16 KiB; the suite's formatting
+/// wants more).
+const THREAD_SIZE: usize = 64 << 10;
+
 /// Bring up every CPU the MADT lists but the boot CPU
 /// (`native_smp_prepare_cpus()` / `do_boot_cpu()`), one at a time through
-/// the trampoline at `page`, each with a 64 KiB stack from kmem's page
-/// allocator. Prints Linux's lines. Returns the CPUs online.
+/// the trampoline at `page`, each with a 64 KiB stack from vmalloc (a
+/// guard page below it, as Linux's `VMAP_STACK`: an overflow faults, and
+/// the double fault runs on its own stack). Prints Linux's lines. An AP
+/// that does not come up within a second ends the bring-up: it may still
+/// start later, and must not find the trampoline patched for another.
+/// Returns the CPUs online.
 pub fn smp_init(madt: &crate::acpi::Madt, page: u64) -> usize {
     let k = crate::kmem();
     let bsp_apic = apic::id();
@@ -581,13 +609,15 @@ pub fn smp_init(madt: &crate::acpi::Madt, page: u64) -> usize {
         if id == bsp_apic {
             continue;
         }
-        let stack = match k.__get_free_pages(kmem::gfp::GFP_KERNEL, 4) {
-            Ok(p) => p.as_ptr() as u64 + (64 << 10),
+        let lo = match k.vmalloc(THREAD_SIZE) {
+            Ok(p) => p.as_ptr() as usize,
             Err(e) => {
                 crate::pr_info!("smp: no stack for CPU {cpu}: {e:?}");
                 break;
             }
         };
+        let stack = (lo + THREAD_SIZE) as u64;
+        number_cpu(cpu, id, lo..lo + THREAD_SIZE);
         // SAFETY: the trampoline page is ours (firmware-allocated, below
         // 1 MiB, identity-mapped) and no AP runs it now: each AP has left
         // it (it is online) before the next is started.
@@ -626,6 +656,7 @@ pub fn smp_init(madt: &crate::acpi::Madt, page: u64) -> usize {
             let _ = core::fmt::Write::write_fmt(&mut line, format_args!(" #{cpu}"));
         } else {
             crate::pr_info!("smpboot: do_boot_cpu failed(-1) to wakeup CPU#{cpu}");
+            break;
         }
         cpu += 1;
     }
