@@ -85,6 +85,10 @@
 //! preallocates `max(1, min_nr)` elements and a free refills an empty
 //! reserve.
 //!
+//! The pool's lock (`pool->lock`) is taken with interrupts off, as Linux's
+//! `spin_lock_irqsave()` ([`IrqSpinGuard`](crate::platform::IrqSpinGuard)):
+//! drivers free elements from their interrupt handlers.
+//!
 //! The "is the reserve short?" test is made without the lock first, as
 //! Linux does, so a free to a full pool costs no lock. Linux pairs an
 //! `smp_wmb()` after taking an element from the reserve with an `smp_rmb()`

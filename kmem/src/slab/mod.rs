@@ -45,6 +45,14 @@
 //! option turns off are `SlabFlags(0)` here, as `__SLAB_FLAG_UNUSED` makes
 //! them in Linux, so passing them is harmless.
 //!
+//! # Locking
+//!
+//! A node's lists (`list_lock`, with its barn) and a cache's sheaf pool
+//! are taken with interrupts off, as Linux takes `n->list_lock` with
+//! `spin_lock_irqsave()` ([`IrqSpinGuard`](crate::platform::IrqSpinGuard)):
+//! `kfree()` and `kmalloc(GFP_ATOMIC)` run in interrupt handlers. The
+//! per-CPU sheaves are touched only inside their CPU's section.
+//!
 //! # Poison bytes
 //!
 //! [`POISON_INUSE`], [`POISON_FREE`], [`POISON_END`] come from
