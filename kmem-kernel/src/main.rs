@@ -351,7 +351,32 @@ extern "sysv64" fn boot() -> ! {
     platform::SCHEDULING.store(true, core::sync::atomic::Ordering::Relaxed);
     smp::smp_init(&madt, tramp);
 
-    // 6. The suite, /proc, exit.
+    // 6. The suite, /proc, exit, on a vmalloc'd stack like the other
+    // CPUs' (a guard page below it: an overflow is reported, not a
+    // silent overwrite of the image).
+    let lo = match k.vmalloc(smp::THREAD_SIZE) {
+        Ok(p) => p.as_ptr() as usize,
+        Err(e) => {
+            pr_info!("kmem-kernel: no stack for the suite: {e:?}");
+            arch::qemu_exit(EXIT_FAILURE);
+        }
+    };
+    smp::set_stack(0, lo..lo + smp::THREAD_SIZE);
+    // SAFETY: the new stack is ours, mapped and unused; `run_suite` never
+    // returns, so nothing on the old stack is needed again.
+    unsafe {
+        core::arch::asm!(
+            "mov rsp, {top}",
+            "call {run}",
+            top = in(reg) lo + smp::THREAD_SIZE,
+            run = sym run_suite,
+            options(noreturn)
+        )
+    }
+}
+
+/// The suite, `/proc`, and the exit (boot's last step, on its new stack).
+extern "sysv64" fn run_suite() -> ! {
     let failed = ktest::run();
     ktest::print_proc();
     arch::qemu_exit(if failed == 0 {

@@ -162,12 +162,18 @@ pub fn smp_processor_id() -> usize {
 /// Number CPU `cpu`'s record and give its stack (the boot CPU, for each
 /// CPU before it starts).
 pub fn number_cpu(cpu: usize, apic_id: u32, stack: core::ops::Range<usize>) {
+    set_stack(cpu, stack);
     let r = cpu_local(cpu);
-    r.stack_lo.store(stack.start, Relaxed);
-    r.stack_hi.store(stack.end, Relaxed);
     r.cpu.store(cpu, Relaxed);
     r.self_ptr.store(r as *const CpuLocal as usize, Relaxed);
     r.apic_id.store(apic_id, Relaxed);
+}
+
+/// CPU `cpu` runs on `stack` from now on (for the double-fault report).
+pub fn set_stack(cpu: usize, stack: core::ops::Range<usize>) {
+    let r = cpu_local(cpu);
+    r.stack_lo.store(stack.start, Relaxed);
+    r.stack_hi.store(stack.end, Relaxed);
 }
 
 /// Point this CPU's FS base at record `cpu`, numbered by [`number_cpu`].
@@ -582,7 +588,7 @@ extern "sysv64" fn ap_entry(cpu: usize) -> ! {
 
 /// An AP's stack (Linux's `THREAD_SIZE` is 16 KiB; the suite's formatting
 /// wants more).
-const THREAD_SIZE: usize = 64 << 10;
+pub const THREAD_SIZE: usize = 64 << 10;
 
 /// Bring up every CPU the MADT lists but the boot CPU
 /// (`native_smp_prepare_cpus()` / `do_boot_cpu()`), one at a time through
