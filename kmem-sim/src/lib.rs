@@ -883,6 +883,41 @@ unsafe impl Platform for SimPlatform {
         unsafe { self.percpu_base.add(self.id, ptr, val, size) }
     }
 
+    /// A core lock taken `spin_lock_irqsave` counts as a simulated
+    /// spinlock on a thread bound to this machine: atomic context, and
+    /// cross-CPU calls wait until it is released, as interrupts do on bare
+    /// metal. A thread outside the machine (a `/proc` reader) takes it as
+    /// a plain lock.
+    #[inline]
+    fn irq_save(&self) -> usize {
+        LOCAL.with(|l| {
+            if l.id.get() == self.id {
+                l.spin.set(l.spin.get() + 1);
+                1
+            } else {
+                0
+            }
+        })
+    }
+
+    #[inline]
+    fn irq_restore(&self, flags: usize) {
+        if flags == 0 {
+            return;
+        }
+        let mail = LOCAL.with(|l| {
+            l.spin.set(l.spin.get() - 1);
+            l.interruptible().then(|| l.mail.get())
+        });
+        // Interrupts are on again: take a pending IPI, as `local_exit` does.
+        // SAFETY: `mail` points at the flag of the CPU this bound thread
+        // holds (set by `install`), valid while it is bound, which it is:
+        // `irq_save` counted it as this machine's.
+        if mail.is_some_and(|m| unsafe { (*m).load(Ordering::Relaxed) }) {
+            ipi_interrupt();
+        }
+    }
+
     #[inline]
     fn in_atomic(&self) -> bool {
         LOCAL.with(|l| {

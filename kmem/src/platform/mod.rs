@@ -259,10 +259,10 @@ pub unsafe trait Platform {
     /// CPU-local section it does not name or pin a CPU, so any thread may
     /// call it (a `/proc` reader that is on no CPU of the machine). The
     /// default does nothing: on a platform where no handler can run
-    /// between two instructions of the caller (the simulator, whose
-    /// interrupts arrive only at section exits, and user space) a plain
-    /// lock cannot be re-entered from an interrupt. Returns what
-    /// `irq_restore` takes back; calls nest.
+    /// between two instructions of the caller (user space) a plain lock
+    /// cannot be re-entered from an interrupt. The simulator counts it as
+    /// a spinlock held (atomic context; cross-CPU calls wait for the
+    /// restore). Returns what `irq_restore` takes back; calls nest.
     #[inline]
     fn irq_save(&self) -> usize {
         0
