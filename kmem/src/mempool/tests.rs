@@ -362,9 +362,6 @@ fn page_pool_carries_on_when_the_page_allocator_is_exhausted() {
 }
 
 #[test]
-// Fills the 8 MiB arena page by page: natively only; the pool's unsafe paths
-// run under Miri in the other tests.
-#[cfg_attr(miri, ignore)]
 fn slab_pool_refills_first_then_frees_to_the_cache() {
     let mut mem = std::vec![0u8; MEM];
     let k = boot(&mut mem);
