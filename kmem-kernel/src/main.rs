@@ -21,7 +21,7 @@
 //! 4. `Kmem::boot` on [`platform::BarePlatform`]; the kernel installs the
 //!    machine in [`KMEM`] (the facade: [`kmem()`]).
 //! 5. APIC, timer, `sti`; the other CPUs ([`smp::smp_init`]).
-//! 6. The tests, `/proc`, exit.
+//! 6. On a vmalloc'd stack ([`run_suite`]): the tests, `/proc`, exit.
 
 #![no_std]
 #![no_main]
