@@ -2,7 +2,7 @@
 //! simulator: idle CPUs, busy CPUs (the mailbox), sleeping holders, the
 //! caller's own CPU, atomic context, and CPUs calling each other.
 
-use kmem::platform::LocalGuard;
+use kmem::platform::{IrqSpinGuard, LocalGuard};
 use kmem::{Error, Platform};
 use kmem_sim::{pc_memory_map, SimConfig, SimPlatform};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
@@ -113,6 +113,33 @@ fn a_busy_cpu_runs_the_call_from_its_mailbox_when_a_section_ends() {
         }
     });
     assert!(sections.load(SeqCst) > 0);
+}
+
+/// A core lock taken `spin_lock_irqsave` ([`IrqSpinGuard`]) is a simulated
+/// spinlock: atomic inside, calls wait for it, and the release takes them,
+/// as `local_irq_restore` lets a pending IPI in.
+#[test]
+fn a_cpu_busy_with_irqsave_locks_runs_the_call_when_one_is_released() {
+    let p = machine(2);
+    let lock = spin::Mutex::new(0u64);
+    let atomic_inside = AtomicBool::new(true);
+    calls_reach_the_busy_holder_of(&p, 1, |ready, stop| {
+        let _cpu = p.bind(1);
+        ready();
+        while !stop.load(SeqCst) {
+            let mut g = IrqSpinGuard::lock(&p, &lock);
+            *g += 1;
+            if !p.in_atomic() {
+                atomic_inside.store(false, SeqCst);
+            }
+        }
+    });
+    assert!(atomic_inside.load(SeqCst), "in_atomic inside the lock");
+    assert!(*lock.lock() > 0);
+    // A thread outside the machine (a /proc reader) takes it as a plain lock.
+    let g = IrqSpinGuard::lock(&p, &lock);
+    assert!(!p.in_atomic());
+    drop(g);
 }
 
 #[test]
