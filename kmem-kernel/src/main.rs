@@ -39,7 +39,6 @@ mod platform;
 mod serial;
 mod smp;
 mod time;
-mod util;
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;

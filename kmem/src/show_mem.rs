@@ -6,8 +6,9 @@
 //! no allocator.
 
 use crate::platform::{IrqSave, Level, Platform};
+use crate::util::LineBuf;
 use crate::{report, Kmem, PAGE_SHIFT};
-use core::fmt::{self, Write};
+use core::fmt::Write;
 
 fn kb(pages: u64) -> u64 {
     pages << (PAGE_SHIFT - 10)
@@ -58,33 +59,4 @@ pub fn show_mem<P: Platform>(k: &Kmem<P>) {
         }
     }
     report!(p, Level::Warning, "{} pages RAM", k.totalram_pages());
-}
-
-/// A fixed-size line buffer for building report lines without a heap.
-struct LineBuf<const N: usize> {
-    buf: [u8; N],
-    len: usize,
-}
-
-impl<const N: usize> LineBuf<N> {
-    fn new() -> Self {
-        LineBuf {
-            buf: [0; N],
-            len: 0,
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
-    }
-}
-
-impl<const N: usize> Write for LineBuf<N> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let b = s.as_bytes();
-        let n = b.len().min(N - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&b[..n]);
-        self.len += n;
-        Ok(())
-    }
 }

@@ -526,10 +526,10 @@ impl<P: Platform + ?Sized> Drop for LocalGuard<'_, P> {
 /// allocator's lock, a percpu counter's) is taken this way, as Linux
 /// takes them with `spin_lock_irqsave()`: on bare metal an interrupt
 /// handler that allocates cannot then spin on a lock the code it
-/// interrupted holds on the same CPU. Where interrupts cannot arrive
-/// between two instructions (the simulator, user space) it is a plain
-/// lock: see [`Platform::irq_save`]. The lock is released before
-/// interrupts are restored.
+/// interrupted holds on the same CPU. On the simulator it counts as a
+/// spinlock held; in user space it is a plain lock (see
+/// [`Platform::irq_save`]). The lock is released before interrupts are
+/// restored.
 pub struct IrqSpinGuard<'a, T, P: Platform + ?Sized> {
     /// Dropped first (fields drop in declaration order): unlock, then
     /// restore interrupts.
