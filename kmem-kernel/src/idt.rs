@@ -380,7 +380,7 @@ fn page_fault(f: &mut Frame) {
     let e = f.error;
     crate::pr_info!("BUG: unable to handle page fault for address: {addr:016x}");
     // Formatted without allocating: the fault may be inside the allocator.
-    let mut pf = kmem::util::LineBuf::<160>::new();
+    let mut pf = kmem::seq_buf::SeqBuf::<160>::new();
     let _ = core::fmt::Write::write_fmt(&mut pf, format_args!("{}", kmem::vmalloc::PfErrorCode(e)));
     for line in pf.as_str().lines() {
         crate::pr_info!("{line}");
@@ -390,7 +390,7 @@ fn page_fault(f: &mut Frame) {
     }
     // What kmem knows of the address: its vmalloc area, a guard page.
     if let Some(k) = crate::KMEM.get() {
-        let mut buf = kmem::util::LineBuf::<1024>::new();
+        let mut buf = kmem::seq_buf::SeqBuf::<1024>::new();
         let _ = k.describe_vmalloc_addr(addr, &mut buf);
         for line in buf.as_str().lines() {
             crate::pr_info!("{line}");

@@ -220,7 +220,7 @@ unsafe impl Platform for BarePlatform {
 
     fn current(&self) -> Task {
         let cpu = smp::smp_processor_id();
-        let mut name = kmem::util::LineBuf::<16>::new();
+        let mut name = kmem::seq_buf::SeqBuf::<16>::new();
         let _ = fmt::Write::write_fmt(&mut name, format_args!("swapper/{cpu}"));
         Task::new(0, name.as_str())
     }

@@ -603,7 +603,7 @@ pub fn smp_init(madt: &crate::acpi::Madt, page: u64) -> usize {
     let bsp_apic = apic::id();
     crate::pr_info!("smp: Bringing up secondary CPUs ...");
     crate::pr_info!("x86: Booting SMP configuration:");
-    let mut line = kmem::util::LineBuf::<256>::new();
+    let mut line = kmem::seq_buf::SeqBuf::<256>::new();
     let _ = core::fmt::Write::write_str(&mut line, ".... node  #0, CPUs:    ");
     let (start, end) = (
         &raw const kmem_trampoline_start,

@@ -17,6 +17,7 @@
 //! | [`page_alloc`] | `mm/page_alloc.c` | the buddy allocator: allocation and free paths, per-CPU lists, watermarks, sysctls, fail_page_alloc |
 //! | [`show_mem`] | `mm/show_mem.c` | the `Mem-Info:` report |
 //! | [`sched`] | `include/linux/sched/mm.h` | memalloc scopes, `might_sleep()` |
+//! | [`seq_buf`] | `lib/seq_buf.c` | a heap-free text buffer for report lines and fault handlers |
 //! | [`shrinker`] | `mm/shrinker.c` | shrinkers |
 //! | [`vmscan`] | `mm/vmscan.c` | direct reclaim and kswapd |
 //! | [`oom_kill`] | `mm/oom_kill.c` | when the allocator calls the OOM hook |
@@ -74,6 +75,7 @@ pub mod platform;
 pub mod proc;
 pub mod resource;
 pub mod sched;
+pub mod seq_buf;
 pub mod show_mem;
 pub mod shrinker;
 pub mod slab;

@@ -6,7 +6,7 @@
 //! no allocator.
 
 use crate::platform::{IrqSave, Level, Platform};
-use crate::util::LineBuf;
+use crate::seq_buf::SeqBuf;
 use crate::{report, Kmem, PAGE_SHIFT};
 use core::fmt::Write;
 
@@ -37,13 +37,13 @@ pub fn show_mem<P: Platform>(k: &Kmem<P>) {
                 kb(z.managed_pages()),
                 kb(z.pcp_pages())
             );
-            let mut line = LineBuf::<160>::new();
+            let mut line = SeqBuf::<160>::new();
             let _ = write!(line, "lowmem_reserve[]:");
             for upper in node.zones() {
                 let _ = write!(line, " {}", z.lowmem_reserve(upper.zone_type() as usize));
             }
             report!(p, Level::Warning, "{}", line.as_str());
-            let mut line = LineBuf::<400>::new();
+            let mut line = SeqBuf::<400>::new();
             let _ = write!(line, "Node {} {}:", node.node_id(), z.zone_type().name());
             let mut total = 0;
             let blocks = {
