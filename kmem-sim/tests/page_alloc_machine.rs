@@ -123,6 +123,15 @@ fn two_nodes_fall_back_by_distance_and_thisnode_does_not() {
     let k = Kmem::boot(&s, s.memory_map(), &BootParams::default()).unwrap();
     assert_eq!(k.nr_nodes(), 2);
     assert_eq!((k.cpu_to_node(0), k.cpu_to_node(1)), (0, 1));
+    // Each node's descriptor is memblock memory on that node, and its
+    // reserved page says so (init_reserved_page()'s zone and node links).
+    for nid in 0..2 {
+        let page = k
+            .virt_to_page(k.node(nid) as *const _ as *const u8)
+            .unwrap();
+        assert!(page.is_reserved());
+        assert_eq!(k.page_zone(page).node(), nid);
+    }
     // CPU 1 allocates on node 1; asking for node 0 gets node 0.
     let p = k.alloc_page(GFP_KERNEL).unwrap();
     assert_eq!(k.page_zone(p).node(), 1);

@@ -454,15 +454,26 @@ impl<P: Platform> Kmem<P> {
 
     /// `reserve_bootmem_region()`: `PG_reserved` on every page memblock
     /// kept (partial pages included), with a reference that is never
-    /// dropped.
+    /// dropped, and the zone and node links of the zone spanning it
+    /// (`init_reserved_page()`), so that `page_zone()` of a reserved page
+    /// (the per-CPU first chunk's, say) names its own node.
     pub(super) fn reserve_bootmem_regions(&self, mb: &Memblock) {
         let mm = self.mem_map();
+        let mut zone: Option<&crate::mmzone::Zone> = None;
         for r in mb.reserved().regions() {
             for pfn in (r.base >> PAGE_SHIFT)..r.end().div_ceil(PAGE_SIZE as u64) {
-                if let Some(pg) = mm.pfn_to_page(pfn) {
-                    pg.set_flag(PG_RESERVED);
-                    pg.set_refcount(1);
+                let Some(pg) = mm.pfn_to_page(pfn) else {
+                    continue;
+                };
+                let spans = |z: &crate::mmzone::Zone| {
+                    z.present_pages > 0 && (z.zone_start_pfn()..z.zone_end_pfn()).contains(&pfn)
+                };
+                if !zone.is_some_and(spans) {
+                    zone = self.nodes().flat_map(|n| n.zones()).find(|z| spans(z));
                 }
+                let links = zone.map_or(0, |z| Page::links(z.node(), z.zone_type() as usize));
+                pg.set_raw_flags(pg.raw_flags() | links | PG_RESERVED);
+                pg.set_refcount(1);
             }
         }
     }
