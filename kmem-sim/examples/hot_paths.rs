@@ -207,6 +207,12 @@ fn run(k: &Kmem<&SimPlatform>, cache: &kmem::slab::KmemCache, what: &str, n: usi
             }
         }
         "order0_pcp" => {
+            // Warm the list first, as a steady state has it: otherwise each
+            // pair may empty and refill a one-page list.
+            let w: Vec<_> = (0..4).map(|_| k.alloc_page(GFP_KERNEL).unwrap()).collect();
+            for p in w {
+                k.__free_pages(p, 0).unwrap();
+            }
             for _ in 0..n {
                 let p = k.alloc_page(GFP_KERNEL).unwrap();
                 k.__free_pages(black_box(p), 0).unwrap();

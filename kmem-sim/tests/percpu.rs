@@ -61,6 +61,10 @@ fn each_cpu_has_its_own_zeroed_copy() {
     let s = sim(2);
     let k = boot(&s);
     let _cpu = s.bind(0);
+    // Boot's own per-CPU structures (the zones' page lists) are
+    // allocations too.
+    let g0 = k.pcpu_global_stats();
+    assert!(g0.nr_cur_alloc > 0);
     let p = k.__alloc_percpu(64, 8).unwrap();
     let (a, b) = (k.per_cpu_ptr(p, 0).unwrap(), k.per_cpu_ptr(p, 1).unwrap());
     assert_ne!(a, b);
@@ -88,7 +92,10 @@ fn each_cpu_has_its_own_zeroed_copy() {
     // SAFETY: the mapping or allocation is this test's own, unmapped or freed once, and not used after.
     unsafe { k.free_percpu(q) }.unwrap();
     let g = k.pcpu_global_stats();
-    assert_eq!((g.nr_alloc, g.nr_dealloc, g.nr_cur_alloc), (2, 2, 0));
+    assert_eq!(
+        (g.nr_alloc, g.nr_dealloc, g.nr_cur_alloc),
+        (g0.nr_alloc + 2, g0.nr_dealloc + 2, g0.nr_cur_alloc)
+    );
 }
 
 #[test]
@@ -97,6 +104,7 @@ fn a_full_first_chunk_grows_into_vmalloc_chunks_populated_on_demand() {
     let k = boot(&s);
     let _cpu = s.bind(0);
     let pages0 = k.pcpu_nr_pages();
+    let live0 = k.pcpu_global_stats().nr_cur_alloc;
     // 28 KiB of dynamic first chunk: 8 KiB areas soon need a new chunk.
     let v: Vec<PcpuPtr<u8>> = (0..20)
         .map(|_| k.__alloc_percpu(8192, 8).unwrap())
@@ -129,7 +137,7 @@ fn a_full_first_chunk_grows_into_vmalloc_chunks_populated_on_demand() {
     k.pcpu_balance_workfn();
     let g = k.pcpu_global_stats();
     assert!(g.nr_chunks <= 2, "{g:?}");
-    assert_eq!(g.nr_cur_alloc, 0);
+    assert_eq!(g.nr_cur_alloc, live0);
     let mut stats = String::new();
     kmem::proc::percpu_stats(&k, &mut stats).unwrap();
     assert!(
@@ -138,7 +146,7 @@ fn a_full_first_chunk_grows_into_vmalloc_chunks_populated_on_demand() {
     );
     assert!(stats.contains("Chunk: <- First Chunk\n"), "{stats}");
     assert!(
-        stats.contains("  nr_alloc            :           20\n"),
+        stats.contains(&format!("  nr_alloc            : {:>12}\n", live0 + 20)),
         "{stats}"
     );
 }
@@ -613,4 +621,62 @@ fn a_per_cpu_value_of_one_machine_is_refused_by_another() {
     let _cpu = s2.bind(0);
     // k2's offsets would place CPU 0's copy where k1 keeps nothing of v.
     k2.this_cpu_inc(&v);
+}
+
+/// The zones' per-CPU page lists are per-CPU memory, as Linux's
+/// `zone->per_cpu_pageset` (`setup_zone_pageset()`): each CPU's lists of
+/// every zone, its own node's and the other's, sit in that CPU's unit, on
+/// the CPU's node, a unit apart; and they work (a page freed on a CPU is
+/// the next one that CPU allocates).
+#[test]
+fn each_cpus_page_lists_are_in_its_own_unit_on_its_node() {
+    let s = SimPlatform::new(SimConfig::new(2, kmem_sim::pc_memory_map_numa(1 << 30, 2)))
+        .expect("machine");
+    let k = boot(&s);
+    assert_eq!(k.nr_nodes(), 2);
+    // Where CPU 1's unit lies from CPU 0's: any per-CPU area shows it.
+    let probe = {
+        let _cpu = s.bind(0);
+        k.__alloc_percpu(8, 8).unwrap()
+    };
+    let unit_1 = (k.per_cpu_ptr(probe, 1).unwrap().as_ptr() as usize)
+        .wrapping_sub(k.per_cpu_ptr(probe, 0).unwrap().as_ptr() as usize);
+    let mut zones = 0;
+    for node in k.nodes() {
+        for z in node.zones().filter(|z| z.present_pages() > 0) {
+            zones += 1;
+            let at = |cpu: usize| z.pcp(cpu).expect("per-CPU lists") as *const _ as usize;
+            for cpu in 0..2 {
+                let page = k
+                    .virt_to_page(at(cpu) as *const u8)
+                    .expect("in the direct map");
+                assert_eq!(
+                    k.page_zone(page).node(),
+                    k.cpu_to_node(cpu),
+                    "node {} zone {}: CPU {cpu}'s lists",
+                    z.node(),
+                    z.zone_type().name()
+                );
+            }
+            assert_eq!(at(1).wrapping_sub(at(0)), unit_1, "a unit apart");
+        }
+    }
+    assert!(zones >= 2);
+    let _cpu = s.bind(1);
+    let p = k.alloc_page(GFP_KERNEL).unwrap();
+    let pfn = k.page_to_pfn(p);
+    k.__free_pages(p, 0).unwrap();
+    let q = k.alloc_page(GFP_KERNEL).unwrap();
+    assert_eq!(
+        k.page_to_pfn(q),
+        pfn,
+        "the page came back from CPU 1's list"
+    );
+    assert!(k
+        .node(1)
+        .zones()
+        .any(|z| z.pcp(1).is_some_and(|l| l.pgalloc() > 0)));
+    k.__free_pages(q, 0).unwrap();
+    // SAFETY: the probe is this test's own, freed once and not used after.
+    unsafe { k.free_percpu(probe) }.unwrap();
 }

@@ -9,6 +9,7 @@
 //! | [`arena`] | | a [`Platform`] over a byte buffer (tests, Miri) |
 //! | [`error`] | `-ENOMEM`, `-EINVAL`... | the error values |
 //! | [`page`] | `include/linux/mm_types.h`, `page-flags.h` | `struct page` and its flags |
+//! | [`percpu_defs`] | `asm-generic/percpu.h`, `percpu-defs.h` | `__per_cpu_offset[]` and `per_cpu_ptr()`: how kmem's own per-CPU structures find each CPU's copy |
 //! | [`mmzone`] | `include/linux/mmzone.h` | nodes, zones, zonelists, migratetypes, the free area and per-CPU list structures |
 //! | [`gfp`] | `include/linux/gfp_types.h`, `gfp.h` | GFP flags, `gfp_zone()`, migratetype, their text form |
 //! | [`memory_map`] | `arch/x86/kernel/e820.c` | the firmware memory map |
@@ -45,7 +46,8 @@
 //! behind a facade of its own.
 //!
 //! The core uses no heap. Every structure the allocator needs at run time
-//! (`struct page` array, node and zone descriptors, per-CPU page lists,
+//! (`struct page` array, node and zone descriptors, the per-CPU
+//! allocator's first chunk, which holds the zones' per-CPU page lists,
 //! pageblock flags) is allocated from memblock at boot, as Linux does.
 #![no_std]
 #![warn(missing_docs)]
@@ -71,6 +73,7 @@ pub mod oom_kill;
 pub mod page;
 pub mod page_alloc;
 pub mod percpu;
+pub mod percpu_defs;
 pub mod platform;
 pub mod proc;
 pub mod resource;

@@ -14,9 +14,9 @@
 //! `proc` and the rest can all name a zone without importing each other.
 
 use crate::page::PageList;
+use crate::percpu_defs::PerCpuRef;
 use crate::{NR_PAGE_ORDERS, PAGE_ALLOC_COSTLY_ORDER};
 use core::cell::UnsafeCell;
-use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// A zone type (`enum zone_type`), in Linux's order.
@@ -151,11 +151,14 @@ pub struct Zone {
     /// The free area's non-empty-list mask as of the last unlock, for
     /// watermark checks that, like Linux's, do not take the lock.
     pub(crate) free_mask: AtomicU64,
-    pcp: Option<NonNull<PerCpuPages>>,
-    nr_cpus: usize,
+    /// `per_cpu_pageset`: each CPU's lists, in per-CPU memory (its own
+    /// unit, on its node). `None` is Linux's `boot_pageset`, which caches
+    /// nothing: the zone runs on it until `setup_per_cpu_pageset()` at the
+    /// end of boot, or for good if per-CPU memory could not be had.
+    pcp: Option<PerCpuRef<PerCpuPages>>,
 }
 
-// SAFETY: `pcp` points at memblock memory that lives as long as the machine;
+// SAFETY: `pcp` reaches per-CPU memory that lives as long as the machine;
 // everything reachable is atomics, the spin-locked free area, or per-CPU
 // lists whose access rules PerCpuPages enforces.
 unsafe impl Sync for Zone {}
@@ -182,7 +185,6 @@ impl Zone {
             area: spin::Mutex::new(FreeArea::new()),
             free_mask: AtomicU64::new(0),
             pcp: None,
-            nr_cpus: 0,
         }
     }
 
@@ -211,9 +213,15 @@ impl Zone {
         }
     }
 
-    pub(crate) fn set_pcp(&mut self, pcp: NonNull<PerCpuPages>, nr_cpus: usize) {
+    /// Give the zone its per-CPU lists (`setup_zone_pageset()`).
+    pub(crate) fn set_pcp(&mut self, pcp: PerCpuRef<PerCpuPages>) {
         self.pcp = Some(pcp);
-        self.nr_cpus = nr_cpus;
+    }
+
+    /// Possible CPUs with lists in this zone (0 on the boot pageset).
+    #[inline]
+    fn pcp_cpus(&self) -> usize {
+        self.pcp.as_ref().map_or(0, PerCpuRef::nr_cpus)
     }
 
     /// The zone type.
@@ -314,7 +322,7 @@ impl Zone {
     /// count plus what each CPU counted on its lists.
     pub fn pgalloc(&self) -> u64 {
         self.pgalloc.load(Relaxed)
-            + (0..self.nr_cpus)
+            + (0..self.pcp_cpus())
                 .filter_map(|c| self.pcp(c))
                 .map(|p| p.pgalloc())
                 .sum::<u64>()
@@ -323,7 +331,7 @@ impl Zone {
     /// Pages freed to this zone so far (`pgfree`).
     pub fn pgfree(&self) -> u64 {
         self.pgfree.load(Relaxed)
-            + (0..self.nr_cpus)
+            + (0..self.pcp_cpus())
                 .filter_map(|c| self.pcp(c))
                 .map(|p| p.pgfree())
                 .sum::<u64>()
@@ -332,17 +340,12 @@ impl Zone {
     /// CPU `cpu`'s per-CPU lists, if the zone has them.
     #[inline]
     pub fn pcp(&self, cpu: usize) -> Option<&PerCpuPages> {
-        let base = self.pcp?;
-        (cpu < self.nr_cpus).then(|| {
-            // SAFETY: `base` points at `nr_cpus` initialised PerCpuPages in
-            // memblock memory that lives as long as the zone.
-            unsafe { &*base.as_ptr().add(cpu) }
-        })
+        self.pcp.as_ref()?.get(cpu)
     }
 
     /// Pages on all CPUs' lists.
     pub fn pcp_pages(&self) -> u64 {
-        (0..self.nr_cpus)
+        (0..self.pcp_cpus())
             .filter_map(|c| self.pcp(c))
             .map(|p| u64::from(p.count()))
             .sum()

@@ -9,8 +9,8 @@ use super::{BootParams, Kmem};
 use crate::memblock::Memblock;
 use crate::memory_map::{MemRegion, RegionKind};
 use crate::mmzone::{
-    PerCpuPages, PgData, ZoneType, Zonelist, MAX_NR_ZONE_TYPES, MAX_NUMNODES, NR_CPUS,
-    ZONELIST_FALLBACK, ZONELIST_NOFALLBACK,
+    PgData, ZoneType, Zonelist, MAX_NR_ZONE_TYPES, MAX_NUMNODES, NR_CPUS, ZONELIST_FALLBACK,
+    ZONELIST_NOFALLBACK,
 };
 use crate::page::{Page, PG_RESERVED};
 use crate::platform::{DirectMap, Level, Platform};
@@ -405,12 +405,6 @@ pub(super) fn free_area_init<P: Platform>(
                 );
             }
             pgdat.node_present_pages += z.present_pages;
-        }
-        for i in 0..MAX_NR_ZONE_TYPES {
-            if pgdat.zones[i].present_pages > 0 {
-                let pcp = boot_alloc(p, mb, dm, nid as u8, nr_cpus, |_| PerCpuPages::new())?;
-                pgdat.zones[i].set_pcp(pcp, nr_cpus);
-            }
         }
         *slot = Some(pg);
     }

@@ -13,8 +13,9 @@
 //!    4 GiB or the lowmem limit) and `movablecore=`, and print "Zone
 //!    ranges" and "Early memory node ranges";
 //! 3. `free_area_init()`: allocate from memblock the `struct page` array,
-//!    the pageblock migratetype array, one `pg_data_t` per node (on that
-//!    node) and each populated zone's per-CPU page lists;
+//!    the pageblock migratetype array and one `pg_data_t` per node (on
+//!    that node); after it, `setup_per_cpu_areas()` builds the per-CPU
+//!    allocator's first chunk from memblock;
 //! 4. `build_all_zonelists()`;
 //! 5. `reserve_bootmem_region()` marks what memblock kept `PG_reserved`,
 //!    and `memblock_free_all()` hands the rest to the buddy allocator in
@@ -22,7 +23,10 @@
 //! 6. `init_per_zone_wmark_min()`: `min_free_kbytes` (raised as khugepaged
 //!    does when transparent huge pages are on), the watermarks,
 //!    `lowmem_reserve` and the per-CPU list sizes;
-//! 7. `kmem_cache_init()`: the slab allocator and the kmalloc caches;
+//! 7. `kmem_cache_init()`: the slab allocator and the kmalloc caches,
+//!    then `vmalloc_init()` and `setup_per_cpu_pageset()`: the zones'
+//!    per-CPU page lists, in per-CPU memory (until then the zones run on
+//!    the boot pageset and cache nothing);
 //! 8. `e820__reserve_resources_late()`'s report of the "RAM buffer"
 //!    ranges: the memory map's ranges went into the iomem resource tree
 //!    ([`crate::resource`]) after step 3, with nodes from memblock, as
@@ -367,6 +371,7 @@ impl<P: Platform> Kmem<P> {
         kmem.memblock = mb;
         kmem.kmem_cache_init()?;
         kmem.vmalloc_init()?;
+        kmem.setup_per_cpu_pageset();
         kmem.boot_pages = kmem.totalram_pages()
             - kmem.nr_free_pages()
             - kmem.nr_pcp_pages()

@@ -479,6 +479,64 @@ impl<P: Platform> Kmem<P> {
     pub fn zone_pcp_enable(&self) {
         self.setup_per_zone();
     }
+
+    /// `setup_per_cpu_pageset()`: give every populated zone its per-CPU
+    /// lists in per-CPU memory (`setup_zone_pageset()`'s `alloc_percpu()`),
+    /// each CPU's copy in its own unit, then size them
+    /// (`zone_set_pageset_high_and_batch()`). Until this runs, at the end
+    /// of boot once the per-CPU allocator, slab and vmalloc are up, zones
+    /// run on the boot pageset, which caches nothing. A zone whose lists
+    /// cannot be had (the first chunk full on a platform without vmalloc
+    /// for more chunks) stays on it, with a warning.
+    ///
+    /// Boot only: `&mut self` is the machine before anything else can
+    /// reach it.
+    pub(crate) fn setup_per_cpu_pageset(&mut self) {
+        let offsets = self.per_cpu_offsets();
+        for nid in 0..self.nr_nodes {
+            let Some(node) = self.nodes[nid] else {
+                continue;
+            };
+            for zi in 0..crate::mmzone::MAX_NR_ZONE_TYPES {
+                // SAFETY: boot holds the only reference to the machine, so
+                // no other reference into its node descriptors exists.
+                let zone = unsafe { &mut (*node.as_ptr()).zones[zi] };
+                if zone.present_pages == 0 {
+                    continue;
+                }
+                let ptr = match self.__alloc_percpu_gfp(
+                    size_of::<PerCpuPages>(),
+                    align_of::<PerCpuPages>(),
+                    crate::gfp::GFP_KERNEL | crate::gfp::__GFP_NOWARN,
+                ) {
+                    Ok(ptr) => ptr.addr(),
+                    Err(_) => {
+                        crate::report!(
+                            &self.p,
+                            crate::platform::Level::Warning,
+                            "setup_zone_pageset: no per-CPU memory for node {} zone {}: its pages are not cached per CPU",
+                            nid,
+                            zone.zone_type().name()
+                        );
+                        continue;
+                    }
+                };
+                for cpu in 0..offsets.nr_cpus() {
+                    // SAFETY: the allocation is `PerCpuPages`-sized and
+                    // aligned in every CPU's unit, and ours.
+                    unsafe {
+                        ((ptr + offsets.offset(cpu)) as *mut PerCpuPages).write(PerCpuPages::new())
+                    };
+                }
+                let nz = core::num::NonZeroUsize::new(ptr).expect("per-CPU memory is not at 0");
+                // SAFETY: every CPU's copy was written above; the allocation
+                // is never freed (zones live as long as the machine), and
+                // PerCpuPages hands out no `&mut` to itself.
+                zone.set_pcp(unsafe { crate::percpu_defs::PerCpuRef::new(nz, offsets) });
+            }
+        }
+        self.setup_per_zone();
+    }
 }
 
 #[cfg(test)]

@@ -257,7 +257,9 @@ pub(crate) fn setup_per_cpu_areas<P: Platform>(
         layout: Layout {
             ai,
             base,
-            unit_offsets,
+            // SAFETY: `nr_cpus` entries, all written above, in memblock
+            // memory the machine keeps; never written again.
+            unit_offsets: unsafe { crate::percpu_defs::PerCpuOffsets::new(unit_offsets, nr_cpus) },
             span,
             nr_groups: if fallback { 1 } else { nr_groups },
             nr_units,

@@ -60,6 +60,7 @@ pub use chunk::PcpuChunkInfo;
 pub use ops::{PcpuAtomic, PcpuPtr, PcpuZeroable, PerCpu, StaticPerCpu};
 
 use crate::gfp::{self, Gfp};
+use crate::percpu_defs::PerCpuOffsets;
 use crate::platform::IrqSpinGuard;
 use crate::platform::{Level, Platform};
 use crate::{report, Error, Kmem, Result};
@@ -178,8 +179,10 @@ pub(crate) struct Layout {
     pub(crate) ai: alloc_info::AllocInfo,
     /// `pcpu_base_addr`: the lowest unit's address (direct map).
     pub(crate) base: usize,
-    /// `pcpu_unit_offsets[cpu]`, from `base`; `nr_cpus` entries (memblock).
-    pub(crate) unit_offsets: NonNull<usize>,
+    /// `pcpu_unit_offsets[cpu]`, from `base`, which are also the
+    /// `__per_cpu_offset[]` a per-CPU pointer is added to (kmem's per-CPU
+    /// pointers are addresses in a unit at `base`'s offset 0).
+    pub(crate) unit_offsets: PerCpuOffsets,
     /// Bytes from the lowest to past the highest unit: a vmalloc chunk's span.
     pub(crate) span: usize,
     /// Groups (nodes with CPUs).
@@ -219,9 +222,14 @@ impl<P: Platform> Kmem<P> {
     /// `pcpu_unit_offsets[cpu]` (from the lowest unit).
     #[inline]
     pub(crate) fn pcpu_unit_offset(&self, cpu: usize) -> usize {
-        debug_assert!(cpu < self.nr_cpus);
-        // SAFETY: `nr_cpus` entries written at boot, never freed or changed.
-        unsafe { *self.percpu.layout.unit_offsets.as_ptr().add(cpu) }
+        self.percpu.layout.unit_offsets.offset(cpu)
+    }
+
+    /// `__per_cpu_offset[]`: what the page allocator and the slab caches
+    /// find their own per-CPU structures with.
+    #[inline(always)]
+    pub(crate) fn per_cpu_offsets(&self) -> PerCpuOffsets {
+        self.percpu.layout.unit_offsets
     }
 
     /// `per_cpu_ptr(ptr, cpu)` without the check: the address of `cpu`'s
