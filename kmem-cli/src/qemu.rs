@@ -40,6 +40,12 @@ pub(crate) struct QemuArgs {
     /// here (exit 0) or what is missing (exit 1).
     #[arg(long)]
     check: bool,
+    /// One more argument for QEMU, after kmem's own (repeat it for more:
+    /// `--qemu-arg=-s --qemu-arg=-S` to wait for gdb,
+    /// `--qemu-arg=-machine --qemu-arg=acpi=off` for a machine without
+    /// ACPI tables).
+    #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
+    qemu_args: Vec<String>,
 }
 
 /// Where distributions put OVMF: (code, vars) pairs, the variables copied
@@ -276,16 +282,20 @@ fn boot_qemu(
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .args(["-object", "memory-backend-ram,id=shm,size=1M"])
         .args(["-device", "ivshmem-plain,memdev=shm"])
+        .args(&args.qemu_args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| Failure::runtime(format!("cannot start {qemu}: {e}")))?;
     let mut pipe = child.stdout.take().expect("piped stdout");
-    // The console, filtered, as it comes.
+    // The console, filtered, as it comes; the last line is kept for the
+    // failure report.
     let copier = std::thread::spawn(move || {
         let mut f = ConsoleFilter::default();
         let mut buf = [0u8; 4096];
         let mut out = Vec::new();
+        let mut line = Vec::new();
+        let mut last = String::new();
         let stdout = std::io::stdout();
         while let Ok(n) = pipe.read(&mut buf) {
             if n == 0 {
@@ -293,10 +303,22 @@ fn boot_qemu(
             }
             out.clear();
             f.push(&buf[..n], &mut out);
+            for &b in &out {
+                if b == b'\n' {
+                    let l = String::from_utf8_lossy(&line);
+                    if !l.trim().is_empty() {
+                        last = l.trim().to_string();
+                    }
+                    line.clear();
+                } else {
+                    line.push(b);
+                }
+            }
             let mut o = stdout.lock();
             let _ = o.write_all(&out);
             let _ = o.flush();
         }
+        last
     });
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let status = loop {
@@ -315,12 +337,12 @@ fn boot_qemu(
             Err(e) => return Err(Failure::runtime(format!("waiting for QEMU: {e}"))),
         }
     };
-    let _ = copier.join();
+    let last = copier.join().unwrap_or_default();
     match status.and_then(|s| s.code()) {
         Some(33) => Ok(()),
-        Some(35) => Err(Failure::runtime(
-            "kmem-kernel: its suite failed or it panicked (see the console above)",
-        )),
+        Some(35) => Err(Failure::runtime(format!(
+            "kmem-kernel failed (its suite, a panic, or a refusal to boot); its last line: {last}"
+        ))),
         None => Err(Failure::runtime(
             "QEMU was killed by a signal before the kernel reported",
         )),

@@ -37,17 +37,24 @@ const CASES: [&str; 11] = [
     "global_allocator",
 ];
 
+/// Whether a boot can run here; if not, says so (or fails under
+/// `KMEM_REQUIRE_QEMU=1`).
+fn can_boot(test: &str) -> bool {
+    let Some(why) = missing() else { return true };
+    if std::env::var("KMEM_REQUIRE_QEMU").as_deref() == Ok("1") {
+        panic!("KMEM_REQUIRE_QEMU=1 but {why}");
+    }
+    // Straight to stderr, past the harness's capture of passing tests.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: the kernel cannot boot here: {why}"
+    );
+    false
+}
+
 #[test]
 fn the_kernel_boots_kmem_on_2_and_4_cpus_and_passes_its_suite() {
-    if let Some(why) = missing() {
-        if std::env::var("KMEM_REQUIRE_QEMU").as_deref() == Ok("1") {
-            panic!("KMEM_REQUIRE_QEMU=1 but {why}");
-        }
-        // Straight to stderr, past the harness's capture of passing tests.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED the_kernel_boots_kmem...: the kernel cannot boot here: {why}"
-        );
+    if !can_boot("the_kernel_boots_kmem...") {
         return;
     }
     for smp in ["2", "4"] {
@@ -92,6 +99,40 @@ fn the_kernel_boots_kmem_on_2_and_4_cpus_and_passes_its_suite() {
         // No terminal control sequences from the firmware.
         assert!(!out.contains('\x1b'), "escape sequences in the console");
     }
+}
+
+/// A machine without ACPI tables (QEMU's `acpi=off`, through
+/// `--qemu-arg`): the kernel cannot find its CPUs, says so, and ends the
+/// run with the failure status; `kmem qemu` quotes that line.
+#[test]
+fn a_machine_without_acpi_is_refused_with_the_kernels_reason() {
+    if !can_boot("a_machine_without_acpi...") {
+        return;
+    }
+    let o = kmem(&[
+        "qemu",
+        "--smp",
+        "1",
+        "--timeout",
+        "240",
+        "--qemu-arg=-machine",
+        "--qemu-arg=acpi=off",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}\n{out}");
+    assert!(out.contains("kmem-kernel: started by UEFI"), "{out}");
+    assert!(!out.contains("# Totals"), "{out}");
+    // The reason is one line, the last (a build progress line may come
+    // first).
+    assert_eq!(
+        err.lines().last(),
+        Some(
+            "kmem: kmem-kernel failed (its suite, a panic, or a refusal to boot); \
+             its last line: ACPI: no MADT (APIC table): cannot find the CPUs"
+        ),
+        "{err}"
+    );
 }
 
 #[test]

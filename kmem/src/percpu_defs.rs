@@ -139,7 +139,7 @@ mod tests {
     #[test]
     fn each_cpu_reaches_its_own_copy() {
         let copies = [10u32, 11, 12];
-        let base = &copies[0] as *const u32 as usize;
+        let base = copies.as_ptr() as usize;
         let table = [0usize, 4, 8];
         // SAFETY: `table` lives to the end of the test and is not written.
         let offs = unsafe { PerCpuOffsets::new(NonNull::from(&table).cast(), 3) };
