@@ -318,6 +318,11 @@ fn boot_qemu(
             let _ = o.write_all(&out);
             let _ = o.flush();
         }
+        // A last line without its newline (a panic cut short) counts too.
+        let l = String::from_utf8_lossy(&line);
+        if !l.trim().is_empty() {
+            last = l.trim().to_string();
+        }
         last
     });
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
@@ -327,9 +332,9 @@ fn boot_qemu(
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                let _ = copier.join();
+                let last = copier.join().unwrap_or_default();
                 return Err(Failure::runtime(format!(
-                    "QEMU did not finish within {} s: raise --timeout, or see where the console stops",
+                    "QEMU did not finish within {} s: raise --timeout, or see where the console stops (its last line: {last})",
                     args.timeout
                 )));
             }
@@ -347,7 +352,7 @@ fn boot_qemu(
             "QEMU was killed by a signal before the kernel reported",
         )),
         Some(c) => Err(Failure::runtime(format!(
-            "QEMU exited with status {c} before the kernel reported (it could not start, or the machine reset: see the console above)"
+            "QEMU exited with status {c} before the kernel reported (it could not start, or the machine reset); the console's last line: {last}"
         ))),
     }
 }

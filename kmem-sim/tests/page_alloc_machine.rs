@@ -454,3 +454,38 @@ fn overlapping_memory_map_is_refused() {
     );
     assert!(s.reported("the memory map has no usable RAM"));
 }
+
+/// Node spans may interleave: node 0 has RAM below 256 MiB and from 512
+/// to 768 MiB, node 1 between. A reserved page takes its node from its
+/// memory range (`memmap_init_reserved_pages()`), not from the first zone
+/// whose span covers it (node 0's DMA32 spans node 1's RAM here).
+#[test]
+fn reserved_pages_of_an_interleaved_node_name_their_own_node() {
+    use kmem::memory_map::MemRegion;
+    const MB: u64 = 1 << 20;
+    let map = vec![
+        MemRegion::usable(MB, 255 * MB),
+        MemRegion::usable(256 * MB, 256 * MB).on_node(1),
+        MemRegion::usable(512 * MB, 256 * MB),
+    ];
+    let s = sim(2, map);
+    let _cpu = s.bind(0);
+    let k = Kmem::boot(&s, s.memory_map(), &BootParams::default()).unwrap();
+    assert_eq!(k.nr_nodes(), 2);
+    let dma32 = k
+        .node(0)
+        .zones()
+        .find(|z| z.zone_type() == ZoneType::Dma32)
+        .unwrap();
+    assert!(
+        dma32.zone_end_pfn() > (512 * MB / PAGE_SIZE as u64),
+        "node 0 spans node 1"
+    );
+    for nid in 0..2 {
+        let page = k
+            .virt_to_page(k.node(nid) as *const _ as *const u8)
+            .unwrap();
+        assert!(page.is_reserved());
+        assert_eq!(k.page_zone(page).node(), nid, "node {nid}'s descriptor");
+    }
+}

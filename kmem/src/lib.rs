@@ -45,10 +45,12 @@
 //! [`Kmem::boot`]. A kernel that wants free functions installs one instance
 //! behind a facade of its own.
 //!
-//! The core uses no heap. Every structure the allocator needs at run time
-//! (`struct page` array, node and zone descriptors, the per-CPU
-//! allocator's first chunk, which holds the zones' per-CPU page lists,
-//! pageblock flags) is allocated from memblock at boot, as Linux does.
+//! The core uses no heap. The structures the allocator needs at run time
+//! (`struct page` array, node and zone descriptors, pageblock flags, the
+//! per-CPU allocator's first chunk) are allocated from memblock at boot,
+//! as Linux does; the zones' per-CPU page lists are per-CPU memory (the
+//! first chunk, or vmalloc chunks of buddy pages on a machine with many
+//! zones).
 #![no_std]
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]

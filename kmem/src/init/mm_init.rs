@@ -448,19 +448,36 @@ impl<P: Platform> Kmem<P> {
 
     /// `reserve_bootmem_region()`: `PG_reserved` on every page memblock
     /// kept (partial pages included), with a reference that is never
-    /// dropped, and the zone and node links of the zone spanning it
-    /// (`init_reserved_page()`), so that `page_zone()` of a reserved page
-    /// (the per-CPU first chunk's, say) names its own node.
+    /// dropped, and its zone and node links (`init_reserved_page()`), so
+    /// that `page_zone()` of a reserved page (a node descriptor, a per-CPU
+    /// unit) names its own node. The node is the memory region's, as
+    /// `memmap_init_reserved_pages()` takes it (node spans may interleave);
+    /// a page in no region (a hole) gets the first zone spanning it, as
+    /// `init_unavailable_range()` gives holes their zone.
     pub(super) fn reserve_bootmem_regions(&self, mb: &Memblock) {
+        use crate::mmzone::Zone;
         let mm = self.mem_map();
-        let mut zone: Option<&crate::mmzone::Zone> = None;
+        let mut region: Option<crate::memblock::MemblockRegion> = None;
+        let mut zone: Option<&Zone> = None;
         for r in mb.reserved().regions() {
             for pfn in (r.base >> PAGE_SHIFT)..r.end().div_ceil(PAGE_SIZE as u64) {
                 let Some(pg) = mm.pfn_to_page(pfn) else {
                     continue;
                 };
-                let spans = |z: &crate::mmzone::Zone| {
-                    z.present_pages > 0 && (z.zone_start_pfn()..z.zone_end_pfn()).contains(&pfn)
+                let pa = pfn << PAGE_SHIFT;
+                if !region.is_some_and(|m| (m.base..m.end()).contains(&pa)) {
+                    region = mb
+                        .memory()
+                        .regions()
+                        .iter()
+                        .find(|m| (m.base..m.end()).contains(&pa))
+                        .copied();
+                }
+                let nid = region.map(|m| usize::from(m.nid));
+                let spans = |z: &Zone| {
+                    nid.is_none_or(|n| z.node() == n)
+                        && z.present_pages > 0
+                        && (z.zone_start_pfn()..z.zone_end_pfn()).contains(&pfn)
                 };
                 if !zone.is_some_and(spans) {
                     zone = self.nodes().flat_map(|n| n.zones()).find(|z| spans(z));

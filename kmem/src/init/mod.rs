@@ -422,7 +422,8 @@ impl<P: Platform> Kmem<P> {
     /// slab caches' metadata ([`slab_meta_pages`](Self::slab_meta_pages)):
     /// the first slabs of the caches vmalloc allocates from at
     /// `vmalloc_init()` (its `vmap_area` cache and the per-CPU block
-    /// queues). With them, every other page of RAM is free after boot:
+    /// queues), and, on a machine whose zones' per-CPU lists outgrow the
+    /// per-CPU first chunk, the vmalloc chunks that hold them. With them, every other page of RAM is free after boot:
     /// `nr_free_pages() + nr_pcp_pages() == totalram_pages() -
     /// slab_meta_pages() - boot_pages()`.
     pub fn boot_pages(&self) -> u64 {

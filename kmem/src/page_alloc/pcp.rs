@@ -498,12 +498,14 @@ impl<P: Platform> Kmem<P> {
                 continue;
             };
             for zi in 0..crate::mmzone::MAX_NR_ZONE_TYPES {
-                // SAFETY: boot holds the only reference to the machine, so
-                // no other reference into its node descriptors exists.
-                let zone = unsafe { &mut (*node.as_ptr()).zones[zi] };
+                let zone = &self.node(nid).zones[zi];
                 if zone.present_pages == 0 {
                     continue;
                 }
+                let name = zone.zone_type().name();
+                // May run the page allocator and kmalloc (a vmalloc chunk
+                // once the first chunk is full): only shared references
+                // into the node descriptors live across it.
                 let ptr = match self.__alloc_percpu_gfp(
                     size_of::<PerCpuPages>(),
                     align_of::<PerCpuPages>(),
@@ -516,7 +518,7 @@ impl<P: Platform> Kmem<P> {
                             crate::platform::Level::Warning,
                             "setup_zone_pageset: no per-CPU memory for node {} zone {}: its pages are not cached per CPU",
                             nid,
-                            zone.zone_type().name()
+                            name
                         );
                         continue;
                     }
@@ -532,7 +534,11 @@ impl<P: Platform> Kmem<P> {
                 // SAFETY: every CPU's copy was written above; the allocation
                 // is never freed (zones live as long as the machine), and
                 // PerCpuPages hands out no `&mut` to itself.
-                zone.set_pcp(unsafe { crate::percpu_defs::PerCpuRef::new(nz, offsets) });
+                let pcp = unsafe { crate::percpu_defs::PerCpuRef::new(nz, offsets) };
+                // SAFETY: boot holds the machine alone (`&mut self`), and no
+                // reference into its node descriptors lives past this
+                // statement, so this `&mut` is the only one while it lasts.
+                unsafe { (*node.as_ptr()).zones[zi].set_pcp(pcp) };
             }
         }
         self.setup_per_zone();

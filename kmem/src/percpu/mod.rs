@@ -222,11 +222,15 @@ impl<P: Platform> Kmem<P> {
     /// `pcpu_unit_offsets[cpu]` (from the lowest unit).
     #[inline]
     pub(crate) fn pcpu_unit_offset(&self, cpu: usize) -> usize {
-        self.percpu.layout.unit_offsets.offset(cpu)
+        debug_assert!(cpu < self.nr_cpus);
+        // SAFETY: every caller passes a CPU the platform gave (promise 3)
+        // or one checked against `nr_cpus`; the `this_cpu_*` paths keep
+        // this free of a release-mode check.
+        unsafe { self.percpu.layout.unit_offsets.offset_unchecked(cpu) }
     }
 
-    /// `__per_cpu_offset[]`: what the page allocator and the slab caches
-    /// find their own per-CPU structures with.
+    /// `__per_cpu_offset[]`: what the page allocator finds the zones'
+    /// per-CPU lists with.
     #[inline(always)]
     pub(crate) fn per_cpu_offsets(&self) -> PerCpuOffsets {
         self.percpu.layout.unit_offsets
