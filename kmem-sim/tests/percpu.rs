@@ -64,11 +64,7 @@ fn each_cpu_has_its_own_zeroed_copy() {
     // Boot's own per-CPU structures (the zones' page lists) are
     // allocations too.
     let g0 = k.pcpu_global_stats();
-    let zones = k
-        .nodes()
-        .flat_map(|n| n.zones())
-        .filter(|z| z.present_pages() > 0)
-        .count();
+    let zones = k.populated_zones().count();
     assert_eq!(g0.nr_cur_alloc, zones as u64, "one per populated zone");
     let p = k.__alloc_percpu(64, 8).unwrap();
     let (a, b) = (k.per_cpu_ptr(p, 0).unwrap(), k.per_cpu_ptr(p, 1).unwrap());
@@ -648,7 +644,7 @@ fn each_cpus_page_lists_are_in_its_own_unit_on_its_node() {
         .wrapping_sub(k.per_cpu_ptr(probe, 0).unwrap().as_ptr() as usize);
     let mut zones = 0;
     for node in k.nodes() {
-        for z in node.zones().filter(|z| z.present_pages() > 0) {
+        for z in node.zones().filter(|z| z.is_populated()) {
             zones += 1;
             let at = |cpu: usize| z.pcp(cpu).expect("per-CPU lists") as *const _ as usize;
             for cpu in 0..2 {

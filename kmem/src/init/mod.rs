@@ -423,7 +423,8 @@ impl<P: Platform> Kmem<P> {
     /// the first slabs of the caches vmalloc allocates from at
     /// `vmalloc_init()` (its `vmap_area` cache and the per-CPU block
     /// queues), and, on a machine whose zones' per-CPU lists outgrow the
-    /// per-CPU first chunk, the vmalloc chunks that hold them. With them, every other page of RAM is free after boot:
+    /// per-CPU first chunk, the vmalloc chunks that hold them. With them,
+    /// every other page of RAM is free after boot:
     /// `nr_free_pages() + nr_pcp_pages() == totalram_pages() -
     /// slab_meta_pages() - boot_pages()`.
     pub fn boot_pages(&self) -> u64 {
@@ -462,6 +463,13 @@ impl<P: Platform> Kmem<P> {
     /// All nodes.
     pub fn nodes(&self) -> impl Iterator<Item = &PgData> {
         (0..self.nr_nodes).map(|n| self.node(n))
+    }
+
+    /// `for_each_populated_zone()`: every zone with pages, node by node.
+    pub fn populated_zones(&self) -> impl Iterator<Item = &crate::mmzone::Zone> {
+        self.nodes()
+            .flat_map(|n| n.zones())
+            .filter(|z| z.is_populated())
     }
 }
 

@@ -40,11 +40,7 @@ fn the_first_chunk_serves_until_full_and_frees_merge_back() {
         // of the 28 KiB of dynamic space, as Linux's do.
         let start = first_chunk(k);
         let g0 = k.pcpu_global_stats();
-        let zones = k
-            .nodes()
-            .flat_map(|n| n.zones())
-            .filter(|z| z.present_pages() > 0)
-            .count();
+        let zones = k.populated_zones().count();
         assert_eq!(start.nr_alloc, zones, "one per populated zone: {start:?}");
         assert_eq!(
             ai.dyn_size - start.free_bytes,
