@@ -681,3 +681,58 @@ fn each_cpus_page_lists_are_in_its_own_unit_on_its_node() {
     // SAFETY: the probe is this test's own, freed once and not used after.
     unsafe { k.free_percpu(probe) }.unwrap();
 }
+
+/// Promise 7 on the simulator: inside a section, `this_cpu_off()` is the
+/// section's CPU's offset, on a thread bound after boot and after a switch
+/// to another CPU; and boot refuses to give a CPU its offset while another
+/// thread holds that CPU, whose copy would be stale.
+#[test]
+fn this_cpu_off_is_the_sections_cpus_offset_and_never_stale() {
+    use kmem::Platform;
+    assert!(<&SimPlatform as Platform>::HAS_THIS_CPU_OFF);
+    let s = sim(2);
+    let k = boot(&s);
+    let probe = {
+        let _cpu = s.bind(0);
+        k.__alloc_percpu(8, 8).unwrap()
+    };
+    let off = |cpu: usize| k.per_cpu_ptr(probe, cpu).unwrap().as_ptr() as usize - probe.addr();
+    let mut b = s.bind(1);
+    let st = s.local_enter();
+    assert_eq!((st.cpu, s.this_cpu_off(&st)), (1, off(1)));
+    s.local_exit(st);
+    b.switch_to(0);
+    let st = s.local_enter();
+    assert_eq!((st.cpu, s.this_cpu_off(&st)), (0, off(0)));
+    s.local_exit(st);
+    // SAFETY: the probe is this test's own, freed once and not used after.
+    unsafe { k.free_percpu(probe) }.unwrap();
+    drop(b);
+
+    // A second machine whose CPU 1 is held by another thread while it
+    // boots on CPU 0.
+    let s2 = sim(2);
+    let (held, release) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+    std::thread::scope(|t| {
+        let holder = t.spawn(|| {
+            let _cpu = s2.bind(1);
+            held.wait();
+            release.wait();
+        });
+        held.wait();
+        let booted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _cpu = s2.bind(0);
+            Kmem::boot(&s2, s2.memory_map(), &BootParams::default()).map(|_| ())
+        }));
+        release.wait();
+        holder.join().unwrap();
+        let msg = booted
+            .expect_err("boot refused")
+            .downcast::<String>()
+            .unwrap();
+        assert!(
+            msg.contains("CPU 1's per-CPU offset set while another thread is bound to it"),
+            "{msg}"
+        );
+    });
+}
