@@ -689,7 +689,7 @@ fn each_cpus_page_lists_are_in_its_own_unit_on_its_node() {
 #[test]
 fn this_cpu_off_is_the_sections_cpus_offset_and_never_stale() {
     use kmem::Platform;
-    assert!(<&SimPlatform as Platform>::HAS_THIS_CPU_OFF);
+    const { assert!(<&SimPlatform as Platform>::HAS_THIS_CPU_OFF) };
     let s = sim(2);
     let k = boot(&s);
     let probe = {
