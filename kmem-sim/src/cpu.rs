@@ -82,12 +82,6 @@ pub(crate) struct Local {
     /// The `key` of the per-CPU offsets its `%gs` base holds, 0 for none
     /// ([`crate::percpu_base`]); cleared whenever its CPU changes.
     pub(crate) gs_key: Cell<u64>,
-    /// Its CPU's `per_cpu_offset` (`this_cpu_off`), `usize::MAX` before
-    /// the machine gives it: set when the thread binds or switches CPU and
-    /// when boot gives its CPU's offset (`set_per_cpu_offset` refuses to
-    /// change a CPU another thread holds), so it is always its CPU's
-    /// (Platform promise 7).
-    pub(crate) pcpu_off: Cell<usize>,
 }
 
 impl Local {
@@ -117,7 +111,6 @@ thread_local! {
             mail: Cell::new(&NO_MAIL),
             cpus: Cell::new(core::ptr::null()),
             gs_key: Cell::new(0),
-            pcpu_off: Cell::new(usize::MAX),
         }
     };
 }
@@ -364,14 +357,6 @@ impl Cpus {
         self.ipi.notify_all();
     }
 
-    /// The token of the binding that holds `cpu`, if one does.
-    pub(crate) fn holder(&self, cpu: usize) -> Option<u64> {
-        match lock(&self.slots).get(cpu)?.state {
-            SlotState::Busy(t) => Some(t),
-            _ => None,
-        }
-    }
-
     /// Wait until `cpu` is free, mark it held by the binding `token` and
     /// return its random state. Panics when the CPU is poisoned.
     pub(crate) fn acquire(&self, cpu: usize, token: u64) -> u64 {
@@ -439,8 +424,6 @@ impl Cpus {
 #[must_use = "the thread is unbound as soon as the binding is dropped"]
 pub struct CpuBinding<'a> {
     pub(crate) cpus: &'a Cpus,
-    /// The platform's per-CPU offsets, for the CPU switched to.
-    pub(crate) percpu: &'a crate::percpu_base::PercpuBase,
     pub(crate) cpu: usize,
     pub(crate) id: u64,
     /// Unique token of this binding, recorded in the CPU slot.
@@ -509,7 +492,6 @@ impl CpuBinding<'_> {
         LOCAL.with(|l| {
             l.cpu.set(cpu);
             l.gs_key.set(0);
-            l.pcpu_off.set(self.percpu.offset(cpu));
             l.rng.set(rng);
             // The new CPU's IPIs are the ones to notice at section exits.
             l.mail.set(self.cpus.mail_flag(cpu));
@@ -539,7 +521,6 @@ impl Drop for CpuBinding<'_> {
         LOCAL.with(|l| {
             l.id.set(0);
             l.gs_key.set(0);
-            l.pcpu_off.set(usize::MAX);
             l.mail.set(&NO_MAIL);
             l.cpus.set(core::ptr::null());
             l.depth.set(0);

@@ -530,7 +530,6 @@ impl SimPlatform {
             l.id.set(self.id);
             l.cpu.set(cpu);
             l.gs_key.set(0);
-            l.pcpu_off.set(self.percpu_base.offset(cpu));
             l.token.set(token);
             l.depth.set(0);
             l.irq.set(0);
@@ -542,7 +541,6 @@ impl SimPlatform {
         });
         CpuBinding {
             cpus: &self.cpus,
-            percpu: &self.percpu_base,
             cpu,
             id: self.id,
             token,
@@ -874,35 +872,8 @@ unsafe impl Platform for SimPlatform {
         }
     }
 
-    /// Records the offset, and keeps every bound thread's copy (promise
-    /// 7) true: the calling thread's, if it holds `cpu`; another thread
-    /// holding `cpu` would keep a stale copy, so that is refused (boot a
-    /// machine before binding threads other than the booting one).
     unsafe fn set_per_cpu_offset(&self, cpu: usize, offset: usize) {
-        let mine =
-            LOCAL.with(|l| (l.id.get() == self.id && l.cpu.get() == cpu).then(|| l.token.get()));
-        if let Some(holder) = self.cpus.holder(cpu) {
-            assert!(
-                mine == Some(holder),
-                "kmem-sim: CPU {cpu}'s per-CPU offset set while another thread is bound to it: \
-                 boot the machine before binding other threads"
-            );
-        }
         self.percpu_base.set(cpu, offset);
-        if mine.is_some() {
-            LOCAL.with(|l| l.pcpu_off.set(offset));
-        }
-    }
-
-    const HAS_THIS_CPU_OFF: bool = true;
-
-    /// The bound thread's copy of its CPU's offset: one `%fs`-relative
-    /// load, beside the CPU id, as x86 Linux reads `this_cpu_off`.
-    #[inline]
-    fn this_cpu_off(&self, st: &LocalState) -> usize {
-        let off = LOCAL.with(|l| l.pcpu_off.get());
-        debug_assert_eq!(off, self.percpu_base.offset(st.cpu));
-        off
     }
 
     #[inline]

@@ -76,13 +76,6 @@ impl PercpuBase {
         }
     }
 
-    /// `per_cpu_offset(cpu)`, `usize::MAX` until the machine gives it.
-    pub(crate) fn offset(&self, cpu: usize) -> usize {
-        self.off
-            .get(cpu)
-            .map_or(UNSET, |o| o.load(Ordering::Relaxed))
-    }
-
     /// `per_cpu_offset(cpu) = off`: every thread reloads its base.
     pub(crate) fn set(&self, cpu: usize, off: usize) {
         if let Some(o) = self.off.get(cpu) {

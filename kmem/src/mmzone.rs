@@ -344,20 +344,6 @@ impl Zone {
         self.pcp.as_ref()?.get(cpu)
     }
 
-    /// The lists of the CPU whose `__per_cpu_offset` is `off`
-    /// (`this_cpu_ptr(zone->per_cpu_pageset)`), if the zone has them. The
-    /// fast paths take `off` from their section (`Kmem::this_cpu_off`),
-    /// with no load that waits for the CPU id.
-    ///
-    /// # Safety
-    ///
-    /// `off` is a possible CPU's `__per_cpu_offset`.
-    #[inline(always)]
-    pub(crate) unsafe fn local_pcp(&self, off: usize) -> Option<&PerCpuPages> {
-        // SAFETY: the caller's contract.
-        self.pcp.as_ref().map(|r| unsafe { r.at_offset(off) })
-    }
-
     /// Pages on all CPUs' lists.
     pub fn pcp_pages(&self) -> u64 {
         (0..self.pcp_cpus())

@@ -120,22 +120,6 @@ impl<T> PerCpuRef<T> {
         self.offsets.nr_cpus
     }
 
-    /// The copy of the CPU whose offset is `off` (`this_cpu_ptr()` with
-    /// the section's `this_cpu_off`).
-    ///
-    /// # Safety
-    ///
-    /// `off` is a possible CPU's offset (`offsets.offset(cpu)` for some
-    /// CPU).
-    #[inline(always)]
-    pub(crate) unsafe fn at_offset(&self, off: usize) -> &T {
-        debug_assert!((0..self.offsets.nr_cpus).any(|c| self.offsets.offset(c) == off));
-        // SAFETY: `off` is a possible CPU's offset (the caller's contract),
-        // so the sum is that CPU's live, initialised copy (the type's
-        // invariant).
-        unsafe { &*((self.ptr.get() + off) as *const T) }
-    }
-
     /// `per_cpu_ptr(ptr, cpu)`: CPU `cpu`'s copy, `None` for a CPU that is
     /// not possible.
     #[inline]

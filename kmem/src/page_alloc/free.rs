@@ -228,8 +228,7 @@ impl<P: Platform> Kmem<P> {
         }
         // The common case in a leaf section: room on the list, no drain.
         let st = self.p.local_enter_leaf();
-        // SAFETY: the offset is the section's CPU's (this_cpu_off).
-        if let Some(pcp) = unsafe { zone.local_pcp(self.this_cpu_off(&st)) } {
+        if let Some(pcp) = zone.pcp(st.cpu) {
             if !pcp.drain_requested() && pcp.count() + (1 << order) < pcp.high() {
                 // SAFETY: on pcp's CPU inside the leaf section `st`; the
                 // borrow ends before the section does.

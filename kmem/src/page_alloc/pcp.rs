@@ -217,8 +217,7 @@ impl<P: Platform> Kmem<P> {
     ) -> Option<u32> {
         let st = self.p.local_enter_leaf();
         let mut got = None;
-        // SAFETY: the offset is the section's CPU's (this_cpu_off).
-        if let Some(pcp) = unsafe { zone.local_pcp(self.this_cpu_off(&st)) } {
+        if let Some(pcp) = zone.pcp(st.cpu) {
             if !pcp.drain_requested() {
                 // SAFETY: on pcp's CPU inside the leaf section `st`; the
                 // borrow ends before the section does.

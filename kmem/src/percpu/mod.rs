@@ -229,22 +229,8 @@ impl<P: Platform> Kmem<P> {
         unsafe { self.percpu.layout.unit_offsets.offset_unchecked(cpu) }
     }
 
-    /// `this_cpu_read(this_cpu_off)` inside the section `st`: the
-    /// platform's, where it keeps one beside the CPU id (promise 7), else
-    /// `__per_cpu_offset[st.cpu]`. The page allocator's fast paths find
-    /// the CPU's lists with it.
-    #[inline(always)]
-    pub(crate) fn this_cpu_off(&self, st: &crate::platform::LocalState) -> usize {
-        if P::HAS_THIS_CPU_OFF {
-            self.p.this_cpu_off(st)
-        } else {
-            // SAFETY: `st.cpu` is a CPU the platform gave (promise 3).
-            unsafe { self.percpu.layout.unit_offsets.offset_unchecked(st.cpu) }
-        }
-    }
-
     /// `__per_cpu_offset[]`: what the page allocator finds the zones'
-    /// per-CPU lists with, for any CPU.
+    /// per-CPU lists with.
     #[inline(always)]
     pub(crate) fn per_cpu_offsets(&self) -> PerCpuOffsets {
         self.percpu.layout.unit_offsets

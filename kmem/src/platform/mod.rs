@@ -173,11 +173,6 @@ impl PgProt {
 ///    gave for the CPU the caller ran on at that instant, as one step no
 ///    other context on that CPU could interleave with; it touched nothing
 ///    else. When it answers `false` it touched nothing.
-/// 7. **A section knows its CPU's offset.** When
-///    [`HAS_THIS_CPU_OFF`](Self::HAS_THIS_CPU_OFF) is `true`,
-///    [`this_cpu_off(st)`](Self::this_cpu_off), called inside the section
-///    `st`, answers the offset [`set_per_cpu_offset`](Self::set_per_cpu_offset)
-///    last gave for CPU `st.cpu`.
 pub unsafe trait Platform {
     /// Number of possible CPUs (`nr_cpu_ids`). Constant for the platform's life.
     fn nr_cpu_ids(&self) -> usize;
@@ -256,26 +251,6 @@ pub unsafe trait Platform {
     unsafe fn this_cpu_add(&self, ptr: usize, val: u64, size: usize) -> bool {
         let _ = (ptr, val, size);
         false
-    }
-
-    /// Whether [`this_cpu_off`](Self::this_cpu_off) is provided (promise 7).
-    /// The core then finds its own per-CPU structures inside a section
-    /// through it (x86 Linux's `this_cpu_off`, read through `%gs`) rather
-    /// than through `__per_cpu_offset[st.cpu]`, a load that waits for the
-    /// section's CPU id, on the chain the slab fast paths are bound by
-    /// (docs/percpu.md measures it).
-    const HAS_THIS_CPU_OFF: bool = false;
-
-    /// `this_cpu_read(this_cpu_off)`: inside the section `st`, the offset
-    /// [`set_per_cpu_offset`](Self::set_per_cpu_offset) last gave for CPU
-    /// `st.cpu`, kept where the platform finds it without `st.cpu` (beside
-    /// the CPU id, in a register's base). Called only when
-    /// [`HAS_THIS_CPU_OFF`](Self::HAS_THIS_CPU_OFF) is `true`; the default
-    /// is never called.
-    #[inline]
-    fn this_cpu_off(&self, st: &LocalState) -> usize {
-        let _ = st;
-        unreachable!("this_cpu_off() on a platform without HAS_THIS_CPU_OFF")
     }
 
     /// `local_irq_save()` alone: keep interrupts from arriving on this
@@ -637,10 +612,7 @@ macro_rules! report {
 /// does the work; `all` names every method. Methods not named keep the
 /// trait's defaults or are written by hand beside the macro. Forward
 /// `set_per_cpu_offset` and `this_cpu_add` together or not at all: the add
-/// uses the offsets the same platform was given. A macro cannot forward
-/// [`Platform::HAS_THIS_CPU_OFF`]: a wrapper that forwards `local_enter*`,
-/// `set_per_cpu_offset` and `this_cpu_off` may set it to the inner
-/// platform's by hand; left `false`, the core uses the offset table.
+/// uses the offsets the same platform was given.
 ///
 /// ```
 /// use kmem::arena::ArenaPlatform;
@@ -672,7 +644,7 @@ macro_rules! report {
 #[macro_export]
 macro_rules! forward_platform {
     ($s:ident => $to:expr; all) => {
-        $crate::forward_platform!($s => $to; nr_cpu_ids, smp_processor_id, local_enter, local_exit, local_enter_leaf, local_exit_leaf, set_per_cpu_offset, this_cpu_add, this_cpu_off, irq_save, irq_restore, in_atomic, in_interrupt, direct_map, memory_is_zeroed, vmap_range, map_kernel_range, unmap_kernel_range, flush_tlb_kernel_range, wait_event, wake_up, others_can_run, smp_call_function_single, on_each_cpu, page_reporting_notify, report, current, now_ns, random_u64, task_flags, set_task_flags, out_of_memory);
+        $crate::forward_platform!($s => $to; nr_cpu_ids, smp_processor_id, local_enter, local_exit, local_enter_leaf, local_exit_leaf, set_per_cpu_offset, this_cpu_add, irq_save, irq_restore, in_atomic, in_interrupt, direct_map, memory_is_zeroed, vmap_range, map_kernel_range, unmap_kernel_range, flush_tlb_kernel_range, wait_event, wake_up, others_can_run, smp_call_function_single, on_each_cpu, page_reporting_notify, report, current, now_ns, random_u64, task_flags, set_task_flags, out_of_memory);
     };
     ($s:ident => $to:expr; $($m:ident),+ $(,)?) => {
         $( $crate::forward_platform!(@one $s => $to; $m); )+
@@ -725,13 +697,6 @@ macro_rules! forward_platform {
             let $s = self;
             // SAFETY: the caller's guarantee, passed on unchanged.
             unsafe { $crate::platform::Platform::set_per_cpu_offset($to, cpu, offset) }
-        }
-    };
-    (@one $s:ident => $to:expr; this_cpu_off) => {
-        #[inline]
-        fn this_cpu_off(&self, st: &$crate::platform::LocalState) -> usize {
-            let $s = self;
-            $crate::platform::Platform::this_cpu_off($to, st)
         }
     };
     (@one $s:ident => $to:expr; this_cpu_add) => {
@@ -908,7 +873,6 @@ macro_rules! forward_platform {
 // SAFETY: every promise is the referent's, delegated unchanged (`&T` is `Sync`
 // exactly when `T` is, so promise 4's rule for non-`Sync` platforms carries over).
 unsafe impl<T: Platform + ?Sized> Platform for &T {
-    const HAS_THIS_CPU_OFF: bool = T::HAS_THIS_CPU_OFF;
     forward_platform!(p => *p; all);
 }
 
