@@ -709,21 +709,6 @@ extern "C" fn thread_exit(_: *mut libc::c_void) {
     }
 }
 
-/// A line buffer for one report, written with one `write(2)`.
-struct Line {
-    buf: [u8; 512],
-    len: usize,
-}
-
-impl Write for Line {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let n = s.len().min(self.buf.len() - 1 - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
-    }
-}
-
 /// The descriptor reports go to: standard error, or a copy of it taken at
 /// boot for the exit statistics (programs such as coreutils close standard
 /// error in their own exit handlers, which run first).
@@ -738,18 +723,21 @@ pub(crate) fn keep_stderr() {
     }
 }
 
-/// Write `msg` and a newline to standard error in one call.
+/// Write `msg` and a newline to standard error in one call, formatted
+/// without allocating (into kmem's `seq_buf`).
 pub(crate) fn stderr_line(msg: fmt::Arguments<'_>) {
-    let mut line = Line {
-        buf: [0; 512],
-        len: 0,
-    };
+    let mut line = kmem::seq_buf::SeqBuf::<511>::new();
     let _ = line.write_fmt(msg);
-    line.buf[line.len] = b'\n';
     // SAFETY: the descriptor is standard error or kmem's own copy of it,
     // open for as long as this call runs, or the write fails harmlessly.
     let fd = unsafe { rustix::fd::BorrowedFd::borrow_raw(REPORT_FD.load(Relaxed)) };
-    let _ = rustix::io::write(fd, &line.buf[..line.len + 1]);
+    let _ = rustix::io::writev(
+        fd,
+        &[
+            rustix::io::IoSlice::new(line.as_str().as_bytes()),
+            rustix::io::IoSlice::new(b"\n"),
+        ],
+    );
 }
 
 // SAFETY:

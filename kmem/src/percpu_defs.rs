@@ -109,11 +109,6 @@ impl<T> PerCpuRef<T> {
         }
     }
 
-    /// The per-CPU pointer (`free_percpu()` takes it back).
-    pub fn ptr(&self) -> usize {
-        self.ptr.get()
-    }
-
     /// Possible CPUs.
     #[inline]
     pub fn nr_cpus(&self) -> usize {

@@ -466,17 +466,12 @@ impl<P: Platform> Kmem<P> {
                 };
                 let pa = pfn << PAGE_SHIFT;
                 if !region.is_some_and(|m| (m.base..m.end()).contains(&pa)) {
-                    region = mb
-                        .memory()
-                        .regions()
-                        .iter()
-                        .find(|m| (m.base..m.end()).contains(&pa))
-                        .copied();
+                    region = mb.memory().overlapping(pa, pa + 1);
                 }
                 let nid = region.map(|m| usize::from(m.nid));
                 let spans = |z: &Zone| {
                     nid.is_none_or(|n| z.node() == n)
-                        && z.present_pages > 0
+                        && z.is_populated()
                         && (z.zone_start_pfn()..z.zone_end_pfn()).contains(&pfn)
                 };
                 if !zone.is_some_and(spans) {

@@ -499,7 +499,7 @@ impl<P: Platform> Kmem<P> {
             };
             for zi in 0..crate::mmzone::MAX_NR_ZONE_TYPES {
                 let zone = &self.node(nid).zones[zi];
-                if zone.present_pages == 0 {
+                if !zone.is_populated() {
                     continue;
                 }
                 let name = zone.zone_type().name();

@@ -36,7 +36,8 @@
 //! Locking, as Linux's: `lock` is `pcpu_lock` (the slot lists and every
 //! chunk's maps), taken with interrupts off as Linux's
 //! `spin_lock_irqsave()` ([`IrqSpinGuard`](crate::platform::IrqSpinGuard):
-//! atomic allocations may come from interrupt handlers); `alloc_mutex` is `pcpu_alloc_mutex` (a sleeping lock, so
+//! atomic allocations may come from interrupt handlers); `alloc_mutex` is
+//! `pcpu_alloc_mutex` (a sleeping lock, so
 //! a CPU waiting for it still takes cross-CPU calls), held by allocations
 //! that may sleep and by the balance step while they populate or create
 //! chunks. Neither is held across a call into another subsystem but page,

@@ -290,7 +290,8 @@ pub struct PurgeEvent {
 }
 
 /// x86's page-fault error code (`enum x86_pf_error_code`) of a fault in
-/// kernel mode, as an oops words it (`show_fault_oops()`): `Display` gives Linux's two lines,
+/// kernel mode, as an oops words it (`show_fault_oops()`): `Display`
+/// gives Linux's two lines,
 /// "#PF: supervisor write access in kernel mode" and "#PF:
 /// error_code(0x0002) - not-present page". Fault handlers (the
 /// simulator's, a kernel's) print it after "BUG: unable to handle page
