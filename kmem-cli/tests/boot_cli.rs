@@ -429,3 +429,32 @@ fn a_bad_device_is_refused_with_what_to_give() {
         text(&out.stderr)
     );
 }
+
+/// `kmem boot --show percpu` prints `/sys/kernel/debug/percpu_stats` in
+/// Linux's format after Linux's boot line; the first chunk holds boot's
+/// own per-CPU allocations, the zones' page lists (three zones on the
+/// default 2-CPU, 1 GiB machine: DMA, DMA32 and Normal).
+#[test]
+fn show_percpu_prints_percpu_stats_with_the_zones_lists() {
+    let out = kmem(&["boot", "--show", "percpu"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("percpu: Embedded 13 pages/cpu s16384 r8192 d28672 u1048576\n"),
+        "{stdout}"
+    );
+    let stats = stdout
+        .split("$ cat /sys/kernel/debug/percpu_stats\n")
+        .nth(1)
+        .expect("the percpu_stats section");
+    assert!(
+        stats.starts_with("Percpu Memory Statistics\nAllocation Info:\n"),
+        "{stats}"
+    );
+    let first = stats
+        .split("Chunk: <- First Chunk\n")
+        .nth(1)
+        .expect("the first chunk");
+    let nr_alloc = first.lines().next().unwrap_or_default();
+    assert_eq!(nr_alloc, "  nr_alloc            :            3", "{stats}");
+}
