@@ -433,7 +433,7 @@ fn a_bad_device_is_refused_with_what_to_give() {
 /// `kmem boot --show percpu` prints `/sys/kernel/debug/percpu_stats` in
 /// Linux's format after Linux's boot line; the first chunk holds boot's
 /// own per-CPU allocations, the zones' page lists (three zones on the
-/// default 2-CPU, 1 GiB machine: DMA, DMA32 and Normal).
+/// default 2-CPU, 4 GiB PC: DMA, DMA32 and Normal).
 #[test]
 fn show_percpu_prints_percpu_stats_with_the_zones_lists() {
     let out = kmem(&["boot", "--show", "percpu"]);

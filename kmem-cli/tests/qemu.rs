@@ -140,6 +140,25 @@ fn a_machine_without_acpi_is_refused_with_the_kernels_reason() {
     );
 }
 
+/// An argument QEMU refuses (`--qemu-arg` is passed on unchecked): QEMU
+/// says why on its own stderr, and `kmem qemu` ends with one line and
+/// exit status 1.
+#[test]
+fn a_bad_qemu_arg_ends_with_qemus_reason_and_one_line() {
+    if !can_boot("a_bad_qemu_arg...") {
+        return;
+    }
+    let o = kmem(&["qemu", "--smp", "1", "--qemu-arg=-no-such-option"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("-no-such-option"), "QEMU's own line: {err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("kmem: QEMU exited with status 1 before the kernel reported"),
+        "{err}"
+    );
+}
+
 #[test]
 fn bad_options_are_refused_with_one_line() {
     for (args, want) in [
