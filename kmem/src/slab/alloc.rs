@@ -26,8 +26,8 @@
 //! - the address lies in a slab (one range check and the `PG_slab` bit of
 //!   the head page, whose address comes from the pfn, not from a division);
 //! - for `kmem_cache_free`, the slab belongs to that cache;
-//! - the address is an object start: one multiplication by a precomputed
-//!   reciprocal, as Linux's `obj_to_index()`, and two compares;
+//! - the address is an object start: one multiplication by the inverse
+//!   of the size and one compare ([`ObjDivisor`](super::ObjDivisor));
 //! - the object is not the one on top of the CPU's free sheaf (a double
 //!   free in a row); a null guard slot below the sheaf's first object makes
 //!   that one compare even for an empty sheaf;

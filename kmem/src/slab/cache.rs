@@ -51,15 +51,80 @@ pub(crate) struct SlabRef<'a> {
     pub(crate) idx: u32,
 }
 
+/// Exact division of an offset by the object size, for the one question
+/// the free path asks of every pointer: is `off` a multiple `i * size` with
+/// `i < objects`, and which `i`?
+///
+/// Linux's `obj_to_index()` multiplies by a reciprocal (`reciprocal_divide`)
+/// and would then multiply back to check the remainder: two multiplications
+/// in a row on the free path's dependency chain. kmem uses the
+/// divisibility test by the modular inverse (Granlund and Montgomery 1994;
+/// the form of Lemire, Kaser and Kurz 2019) instead, one multiplication and
+/// a rotation. With `size = d << k`, `d` odd, and `inv * d ≡ 1 (mod 2^64)`:
+///
+/// `q = rotr(off * inv, k)` equals `off / size` when `size` divides `off`;
+/// the map `off ↦ q` is a bijection of `u64` that sends the multiples
+/// `0, size, 2·size, …` (there are `⌊(2^64 − 1) / size⌋ + 1` of them) onto
+/// `0, 1, 2, …`, so every other offset lands above `⌊(2^64 − 1) / size⌋`,
+/// which is at least `objects` (`objects * size` fits in a slab). Hence
+/// `q < objects` ⇔ `off = q * size` with `q < objects`, exactly, for any
+/// 64-bit `off`.
+///
+/// ```
+/// # use kmem::slab::ObjDivisor;
+/// let d = ObjDivisor::new(96);
+/// assert_eq!(d.index(192, 42), Some(2));
+/// assert_eq!(d.index(193, 42), None); // inside object 2
+/// assert_eq!(d.index(96 * 42, 42), None); // past the last object
+/// assert_eq!(d.index(0usize.wrapping_sub(96), 42), None); // before the first
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct ObjDivisor {
+    /// Inverse of the size's odd part modulo 2^64: `inv * (size >> shift) ≡ 1`.
+    inv: u64,
+    /// Trailing zero bits of the size: `size = odd << shift`.
+    shift: u32,
+}
+
+impl ObjDivisor {
+    /// The divisor for objects of `size` bytes (not zero).
+    pub const fn new(size: usize) -> Self {
+        assert!(size != 0, "object size 0");
+        let shift = size.trailing_zeros();
+        let d = (size >> shift) as u64;
+        // Newton's iteration doubles the correct low bits each step; `d` is
+        // its own inverse modulo 8 (3 bits), so five steps give 96 > 64.
+        let mut inv = d;
+        let mut i = 0;
+        while i < 5 {
+            inv = inv.wrapping_mul(2u64.wrapping_sub(d.wrapping_mul(inv)));
+            i += 1;
+        }
+        Self { inv, shift }
+    }
+
+    /// `Some(off / size)` if `off` is a multiple of the size below
+    /// `objects * size`, else `None`.
+    #[inline]
+    pub const fn index(&self, off: usize, objects: u32) -> Option<usize> {
+        let q = (off as u64).wrapping_mul(self.inv).rotate_right(self.shift);
+        if q < objects as u64 {
+            Some(q as usize)
+        } else {
+            None
+        }
+    }
+}
+
 /// A slab cache (`struct kmem_cache`).
 pub struct KmemCache {
     pub(super) name: [u8; CACHE_NAME_LEN],
     pub(super) name_len: usize,
     pub(crate) geo: CacheGeometry,
     pub(super) ctor: Option<Ctor>,
-    /// `ceil(2^52 / size)`: object index by multiplication
-    /// (`reciprocal_divide`, as Linux's `obj_to_index`).
-    pub(super) reciprocal: u64,
+    /// Object index by one multiplication (Linux's `obj_to_index()`
+    /// divides by a reciprocal; see [`ObjDivisor`]).
+    pub(super) divisor: ObjDivisor,
     pub(super) debug: bool,
     pub(super) min_partial: u64,
     /// Objects per sheaf ([`sheaf_capacity`](super::sheaf::sheaf_capacity)).
@@ -191,13 +256,10 @@ impl KmemCache {
     #[inline]
     pub(super) fn obj_index(&self, base: usize, objects: u32, x: usize) -> Option<usize> {
         // An address below the first object wraps around to a huge offset,
-        // whose quotient is far beyond `objects`: one test covers both ends.
+        // which is no multiple of the size below `objects` sizes: one test
+        // covers both ends.
         let off = x.wrapping_sub(base + self.geo.red_left_pad);
-        // Exact for off < 2^30 (slabs are at most 4 MiB): off * (2^52/size
-        // rounded up) / 2^52 is off / size rounded down.
-        let i = ((off as u128 * u128::from(self.reciprocal)) >> 52) as usize;
-        // i < objects (at most 2^16) keeps i * size from overflowing.
-        (i < objects as usize && i * self.geo.size == off).then_some(i)
+        self.divisor.index(off, objects)
     }
 
     /// `check_valid_pointer()`, always on: whether `x` is an object start
@@ -355,3 +417,56 @@ pub(super) fn gcd(mut a: usize, mut b: usize) -> usize {
 
 const _: () = assert!(MAX_NUMNODES <= 64);
 const _: () = assert!(PAGE_SHIFT == 12);
+
+#[cfg(test)]
+mod tests {
+    use super::ObjDivisor;
+
+    /// Against plain division, for every kmalloc size and odd sizes, over
+    /// offsets around every object and wrapped offsets below the first.
+    #[test]
+    fn obj_divisor_is_exact_division() {
+        let sizes = [
+            8,
+            16,
+            24,
+            32,
+            40,
+            56,
+            64,
+            96,
+            104,
+            128,
+            192,
+            200,
+            256,
+            328,
+            512,
+            1000,
+            1024,
+            2048,
+            3000,
+            4096,
+            8192,
+            12345,
+            1 << 20,
+        ];
+        for size in sizes {
+            let d = ObjDivisor::new(size);
+            let objects = ((4usize << 20) / size).min(32767) as u32;
+            let mut check = |off: usize| {
+                let want = (off % size == 0 && off / size < objects as usize).then(|| off / size);
+                assert_eq!(d.index(off, objects), want, "size {size}, offset {off}");
+            };
+            for i in (0..=objects as usize + 1).step_by(1 + objects as usize / 500) {
+                for delta in [0, 1, 2, 7, 8, size / 2, size - 1] {
+                    check((i * size).wrapping_add(delta));
+                    check((i * size).wrapping_sub(delta));
+                }
+            }
+            for off in [usize::MAX, usize::MAX - size + 1, 1 << 63, (1 << 63) + size] {
+                check(off);
+            }
+        }
+    }
+}

@@ -70,7 +70,7 @@ mod partial;
 pub mod sheaf;
 mod slab_common;
 
-pub use cache::{parse_slab_debug, Ctor, KmemCache, KmemCacheArgs, SlabParams};
+pub use cache::{parse_slab_debug, Ctor, KmemCache, KmemCacheArgs, ObjDivisor, SlabParams};
 
 use core::fmt;
 use core::ops::{BitAnd, BitAndAssign, BitOr, BitOrAssign, Not};

@@ -244,7 +244,7 @@ impl<P: Platform> Kmem<P> {
                 name_len: nl,
                 geo,
                 ctor: args.ctor,
-                reciprocal: (1u64 << 52).div_ceil(geo.size as u64),
+                divisor: ObjDivisor::new(geo.size),
                 debug,
                 min_partial,
                 sheaf_cap,
