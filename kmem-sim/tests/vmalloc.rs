@@ -33,8 +33,14 @@ fn vmalloc_is_virtually_contiguous_over_the_pages_it_maps() {
     let s = sim(1, 64 * MB);
     let k = boot(&s);
     let _cpu = s.bind(0);
-    // Fragment the page allocator so the pages are scattered.
-    let hold: Vec<_> = (0..64).map(|_| k.alloc_page(GFP_KERNEL).unwrap()).collect();
+    // Fragment the page allocator so the pages are scattered: take every
+    // free page, give every other one back, so no free block is larger
+    // than a page and vmalloc's attempts at larger blocks all fail.
+    let mut hold = Vec::new();
+    while let Ok(p) = k.alloc_page(GFP_ATOMIC | __GFP_MEMALLOC | __GFP_NOWARN) {
+        hold.push(p);
+    }
+    hold.sort_by_key(|p| k.page_to_pfn(p));
     for p in hold.iter().step_by(2) {
         k.__free_pages(p, 0).unwrap();
     }
@@ -59,7 +65,7 @@ fn vmalloc_is_virtually_contiguous_over_the_pages_it_maps() {
     }
     pfns.sort();
     assert!(
-        pfns.windows(2).any(|w| w[1] != w[0] + 1),
+        pfns.windows(2).all(|w| w[1] != w[0] + 1),
         "pages are scattered: {pfns:x?}"
     );
     let vm = k.find_vm_area(a.as_ptr()).unwrap();
@@ -95,6 +101,53 @@ fn vmalloc_is_virtually_contiguous_over_the_pages_it_maps() {
         "{:?}",
         s.reports()
     );
+}
+
+/// An area of base pages first takes the largest blocks the buddy lists
+/// have (split into base pages), so 40 pages are a block of 32 and one of
+/// 8: at most two physically contiguous runs, mapped in frame order. Each
+/// page is a base page of its own, and vfree gives every one back.
+#[test]
+fn vmalloc_takes_large_blocks_first_when_the_buddy_lists_have_them() {
+    let s = sim(1, 64 * MB);
+    let k = boot(&s);
+    let _cpu = s.bind(0);
+    let pages = 40;
+    // The first vmalloc makes the slabs of its own structures.
+    let warm = k.vmalloc(pages * PAGE_SIZE).unwrap();
+    // SAFETY: the address came from this machine and nothing uses it after this call.
+    unsafe { k.vfree(warm.as_ptr()) }.unwrap();
+    k.purge_vmap_area_lazy();
+    k.drain_local_pages();
+    let free = k.nr_free_pages();
+    // Scattered pages on the CPU's list, which base-page allocations
+    // would take first.
+    let hold: Vec<_> = (0..64).map(|_| k.alloc_page(GFP_KERNEL).unwrap()).collect();
+    for p in hold.iter().step_by(2) {
+        k.__free_pages(p, 0).unwrap();
+    }
+    let a = k.vmalloc(pages * PAGE_SIZE).unwrap();
+    let pfns: Vec<u64> = (0..pages)
+        // SAFETY: inside the live area just vmalloc'ed.
+        .map(|i| k.vmalloc_to_pfn(unsafe { a.as_ptr().add(i * PAGE_SIZE) }).unwrap())
+        .collect();
+    let mut sorted = pfns.clone();
+    sorted.sort();
+    assert_eq!(pfns, sorted, "mapped in frame order");
+    let runs = 1 + pfns.windows(2).filter(|w| w[1] != w[0] + 1).count();
+    assert!(runs <= 2, "a block of 32 pages and one of 8: {pfns:x?}");
+    for &pfn in &pfns {
+        let page = k.pfn_to_page(pfn).unwrap();
+        assert_eq!(page.refcount(), 1, "pfn {pfn:#x} is a base page of its own");
+    }
+    // SAFETY: the address came from this machine and nothing uses it after this call.
+    unsafe { k.vfree(a.as_ptr()) }.unwrap();
+    k.purge_vmap_area_lazy();
+    for p in hold.iter().skip(1).step_by(2) {
+        k.__free_pages(p, 0).unwrap();
+    }
+    k.drain_local_pages();
+    assert_eq!(k.nr_free_pages(), free, "every page given back");
 }
 
 fn warned(s: &SimPlatform, needle: &str) -> bool {

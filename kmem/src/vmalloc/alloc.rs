@@ -247,9 +247,70 @@ impl<P: Platform> Kmem<P> {
         Some((bit, self.memalloc_flags_save(bit)))
     }
 
-    /// `vm_area_alloc_pages()`: up to `nr` base pages into `pages`, as
-    /// blocks of `1 << order` split into base pages. Returns how many.
+    /// `vm_area_alloc_pages()`: up to `pages.len()` base pages into
+    /// `pages`, as blocks of `1 << order` split into base pages. Returns
+    /// how many.
+    ///
+    /// An area of base pages (`order` 0) first takes the largest blocks
+    /// the buddy lists have without trying hard, then base pages for the
+    /// rest: see [`vm_area_alloc_large`](Self::vm_area_alloc_large).
     fn vm_area_alloc_pages(
+        &self,
+        gfp: Gfp,
+        node: i32,
+        order: u32,
+        pages: &mut [*const Page],
+    ) -> usize {
+        let mut done = 0;
+        if order == 0 && pages.len() > 1 {
+            done = self.vm_area_alloc_large(gfp, node, pages);
+        }
+        done + self.vm_area_alloc_blocks(gfp, node, order, &mut pages[done..])
+    }
+
+    /// The opportunistic first step of an area of base pages (Linux
+    /// 6.19's "request large order pages from buddy allocator"; 6.18 takes
+    /// base pages one by one from the per-CPU lists): blocks of the
+    /// largest order that fits the pages still needed (at most
+    /// `pageblock_order`), split into base pages, each order tried until
+    /// it fails once and then the next lower one. The attempts neither
+    /// reclaim nor wake kswapd, insist, dip into a reserve nor warn
+    /// (`__GFP_NORETRY | __GFP_NOWARN | __GFP_NOMEMALLOC`, without
+    /// `__GFP_RECLAIM`, `__GFP_NOFAIL` and `__GFP_RETRY_MAYFAIL`): a block the buddy lists do not have at once is
+    /// not worth any effort, base pages do as well.
+    ///
+    /// Why: one page-allocator call per block instead of per page; the
+    /// area is physically contiguous in long runs, which the simulator maps
+    /// with one host `mmap` each and a kernel with fewer TLB misses on
+    /// huge-page direct maps; and an unmovable area of many pages fills
+    /// whole blocks instead of scattering unmovable pages over pageblocks
+    /// that the per-CPU lists took them from.
+    fn vm_area_alloc_large(&self, gfp: Gfp, node: i32, pages: &mut [*const Page]) -> usize {
+        let try_gfp = (gfp & !(gfp::__GFP_RECLAIM | gfp::__GFP_NOFAIL | gfp::__GFP_RETRY_MAYFAIL))
+            | gfp::__GFP_NORETRY
+            | gfp::__GFP_NOWARN
+            | gfp::__GFP_NOMEMALLOC;
+        let mut done = 0;
+        let mut order = crate::PAGEBLOCK_ORDER;
+        while pages.len() - done >= 2 {
+            order = order.min((pages.len() - done).ilog2());
+            done += self.vm_area_alloc_blocks(try_gfp, node, order, &mut pages[done..]);
+            // It stops when the pages left no longer fill a block (the
+            // `min` above lowers the order) or when an allocation fails:
+            // this order is then done with.
+            if pages.len() - done >= 1 << order {
+                if order == 1 {
+                    break;
+                }
+                order -= 1;
+            }
+        }
+        done
+    }
+
+    /// Blocks of `1 << order` split into base pages, into `pages` until it
+    /// is full or an allocation fails. Returns the base pages allocated.
+    fn vm_area_alloc_blocks(
         &self,
         gfp: Gfp,
         node: i32,
