@@ -268,9 +268,10 @@ impl<P: Platform> Kmem<P> {
         done + self.vm_area_alloc_blocks(gfp, node, order, &mut pages[done..])
     }
 
-    /// The opportunistic first step of an area of base pages (Linux
-    /// 6.19's "request large order pages from buddy allocator"; 6.18 takes
-    /// base pages one by one from the per-CPU lists): blocks of the
+    /// The opportunistic first step of an area of base pages, a kmem
+    /// decision after a 2025 proposal for Linux ("mm/vmalloc: request
+    /// large order pages from buddy allocator"; 6.18 takes base pages one
+    /// by one, in bulk from the per-CPU lists): blocks of the
     /// largest order that fits the pages still needed (at most
     /// `pageblock_order`), split into base pages, each order tried until
     /// it fails once and then the next lower one. The attempts neither
