@@ -848,7 +848,7 @@ fuzz_target!(|data: &[u8]| {
         ..BootParams::default()
     };
     if debug {
-        params.slab.debug = parse_slab_debug("FZPU").expect("slab_debug");
+        params.slab.debug = SlabDebug::parse("FZPU").expect("slab_debug");
         params.slab.freelist_random = true;
     }
     let k = Kmem::boot(p, &[MemRegion::usable(start, end - start)], &params).expect("boot");

@@ -20,10 +20,11 @@
 //! that is not the start of a live object (a double free at the head of
 //! the CPU's sheaf, an interior pointer, a pointer kmem never handed out)
 //! is reported in SLUB's words and the process aborts, as glibc's
-//! `free(): invalid pointer` does. `KMEM_SLAB_DEBUG` takes the letters of
-//! Linux's `slab_debug=` (`F`, `Z`, `P`, `U`; empty for all of them) for
-//! red zones, poisoning and caller tracking on every cache, which catch a
-//! double free anywhere and overruns at free time. `KMEM_MALLOC_STATS=1`
+//! `free(): invalid pointer` does. `KMEM_SLAB_DEBUG` takes Linux's
+//! `slab_debug=` (letters `F`, `Z`, `P`, `U`, empty for all of them, for
+//! every cache or, after a comma, for the caches named: `Z,kmalloc-64`)
+//! for red zones, poisoning and caller tracking, which catch a double
+//! free anywhere and overruns at free time. `KMEM_MALLOC_STATS=1`
 //! prints `/proc/slabinfo` and meminfo at exit.
 //!
 //! The C functions (`malloc`, `free` ...) are exported by the
@@ -147,12 +148,12 @@ fn settings() -> Settings {
         ..BootParams::default()
     };
     if let Some(s) = env(c"KMEM_SLAB_DEBUG") {
-        // Bare `slab_debug` turns on every check, as Linux's does.
-        let letters = if s.is_empty() { "FZPU" } else { s };
-        match kmem::slab::cache::parse_slab_debug(letters) {
-            Ok(f) => params.slab.debug = f,
+        // Empty (bare `slab_debug`) turns on every check, as Linux's does.
+        match kmem::slab::SlabDebug::parse(s) {
+            Ok(d) => params.slab.debug = d,
             Err(_) => refuse(format_args!(
-                "kmem-malloc: KMEM_SLAB_DEBUG={s}: give slab_debug= letters (F, Z, P, U), such as FZPU; per-cache lists are not supported"
+                "kmem-malloc: KMEM_SLAB_DEBUG={s}: give slab_debug= letters (F, Z, P, U, A, -), each optionally followed by ,cache,names (a trailing * matches a prefix), blocks separated by ; (at most {} bytes), such as FZPU or FZ,kmalloc-64;P,kmalloc-*",
+                kmem::slab::SLAB_DEBUG_MAX
             )),
         }
     }

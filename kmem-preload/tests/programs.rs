@@ -324,6 +324,13 @@ fn bad_frees_are_reported_and_abort() {
         &debug,
         &["Right Redzone overwritten", "Allocated in"],
     );
+    // Linux's per-cache lists: red zones on kmalloc-128 alone catch it.
+    bad_free(
+        &exe,
+        "overrun",
+        &[("KMEM_SLAB_DEBUG", "-;Z,kmalloc-1*")],
+        &["BUG kmalloc-128 (Not tainted): Right Redzone overwritten"],
+    );
 }
 
 #[test]
@@ -349,6 +356,7 @@ fn stats_at_exit_and_bad_settings() {
         ("KMEM_MALLOC_MEM", "lots"),
         ("KMEM_MALLOC_MEM", "1M"),
         ("KMEM_SLAB_DEBUG", "FZQ"),
+        ("KMEM_SLAB_DEBUG", "FZ,,kmalloc-64"),
     ] {
         let out = run(&mut Command::new("sort"), true, &[(var, val)]);
         let err = String::from_utf8_lossy(&out.stderr);

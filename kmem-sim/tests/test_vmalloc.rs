@@ -801,7 +801,7 @@ fn vm_map_ram_alloc() {
 fn vm_unmap_aliases_races_the_last_vm_unmap_ram_of_a_block() {
     let s = machine();
     let mut params = BootParams::default();
-    params.slab.debug = kmem::slab::cache::parse_slab_debug("F").expect("slab_debug");
+    params.slab.debug = kmem::slab::SlabDebug::parse("F").expect("slab_debug");
     let k = {
         let _cpu = s.bind(0);
         Kmem::boot(&s, s.memory_map(), &params).expect("boot")

@@ -128,8 +128,11 @@ fn vmalloc_takes_large_blocks_first_when_the_buddy_lists_have_them() {
     }
     let a = k.vmalloc(pages * PAGE_SIZE).unwrap();
     let pfns: Vec<u64> = (0..pages)
-        // SAFETY: inside the live area just vmalloc'ed.
-        .map(|i| k.vmalloc_to_pfn(unsafe { a.as_ptr().add(i * PAGE_SIZE) }).unwrap())
+        .map(|i| {
+            // SAFETY: inside the live area just vmalloc'ed.
+            let va = unsafe { a.as_ptr().add(i * PAGE_SIZE) };
+            k.vmalloc_to_pfn(va).unwrap()
+        })
         .collect();
     let mut sorted = pfns.clone();
     sorted.sort();

@@ -410,7 +410,7 @@ fn slab_debug_a_marks_every_cache() {
     let mut m = vec![0u8; MEM];
     let params = BootParams {
         slab: SlabParams {
-            debug: SLAB_FAILSLAB,
+            debug: kmem::slab::SlabDebug::all(SLAB_FAILSLAB),
             ..SlabParams::default()
         },
         ..BootParams::default()

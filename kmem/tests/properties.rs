@@ -233,7 +233,7 @@ fn kmalloc_machine(mem: &mut [u8], debug: bool) -> Kmem<ArenaPlatform<'_>> {
         ..BootParams::default()
     };
     if debug {
-        params.slab.debug = kmem::slab::parse_slab_debug("FZPU").expect("slab_debug");
+        params.slab.debug = kmem::slab::SlabDebug::parse("FZPU").expect("slab_debug");
         params.slab.freelist_random = true;
     }
     Kmem::boot(p, &[MemRegion::usable(start, end - start)], &params).expect("boot")

@@ -737,7 +737,7 @@ fn slab_debug_boot_option_applies_to_every_cache() {
         &mut m,
         1,
         SlabParams {
-            debug: dbg,
+            debug: SlabDebug::all(dbg),
             ..SlabParams::default()
         },
     );
@@ -760,6 +760,105 @@ fn slab_debug_boot_option_applies_to_every_cache() {
         .platform()
         .reported("BUG kmalloc-64 (Not tainted): Right Redzone overwritten"));
     assert_eq!(parse_slab_debug("X"), Err(Error::InvalidArgument));
+}
+
+/// `slab_debug=` with cache lists, as Linux 6.18 reads it: the first list
+/// that names a cache gives its flags, a `*` ends a prefix, the global
+/// block covers the rest, and kmalloc's caches are named like any other.
+#[test]
+fn slab_debug_lists_name_the_caches_they_debug() {
+    let mut m = vec![0u8; MEM];
+    let debug = SlabDebug::parse("U;FZ,kmalloc-64,tagged;P,kmalloc-*,tag*;-,quiet").unwrap();
+    let k = boot_with(
+        &mut m,
+        1,
+        SlabParams {
+            debug,
+            ..SlabParams::default()
+        },
+    );
+    let flags = |size| k.kmalloc_slab(size, GFP_KERNEL).unwrap().flags() & SLAB_DEBUG_FLAGS;
+    assert_eq!(flags(64), SLAB_CONSISTENCY_CHECKS | SLAB_RED_ZONE);
+    assert_eq!(flags(128), SLAB_POISON, "kmalloc-* is a prefix");
+    let cache = |name| {
+        k.kmem_cache_create(name, 40, 0, SlabFlags::NONE, None)
+            .unwrap()
+            .flags()
+            & SLAB_DEBUG_FLAGS
+    };
+    assert_eq!(
+        cache("tagged"),
+        SLAB_CONSISTENCY_CHECKS | SLAB_RED_ZONE,
+        "first list wins"
+    );
+    assert_eq!(cache("tagless"), SLAB_POISON);
+    assert_eq!(cache("quiet"), SlabFlags::NONE);
+    assert_eq!(cache("other"), SLAB_STORE_USER, "the global block");
+    let no_user = k
+        .kmem_cache_create("plainer", 40, 0, SLAB_NO_USER_FLAGS, None)
+        .unwrap();
+    assert_eq!(no_user.flags() & SLAB_DEBUG_FLAGS, SlabFlags::NONE);
+
+    // Only the named cache checks: a red zone overrun is caught in
+    // kmalloc-64 and not in kmalloc-32 under lists without a global block.
+    let mut m = vec![0u8; MEM];
+    let k = boot_with(
+        &mut m,
+        1,
+        SlabParams {
+            debug: SlabDebug::parse("Z,kmalloc-64").unwrap(),
+            ..SlabParams::default()
+        },
+    );
+    assert_eq!(
+        k.kmalloc_slab(32, GFP_KERNEL).unwrap().flags() & SLAB_DEBUG_FLAGS,
+        SlabFlags::NONE
+    );
+    let a = k.kmalloc(64, GFP_KERNEL).unwrap();
+    // SAFETY: one byte past the object, into its red zone.
+    unsafe { *a.as_ptr().add(64) = 0 };
+    // SAFETY: deliberate bad input: kfree must detect the overrun and refuse.
+    assert_eq!(unsafe { k.kfree(a.as_ptr()) }, Err(Error::BadState));
+    assert!(k
+        .platform()
+        .reported("BUG kmalloc-64 (Not tainted): Right Redzone overwritten"));
+}
+
+/// Every malformed `slab_debug=` value is refused whole.
+#[test]
+fn slab_debug_refuses_what_it_cannot_read() {
+    for bad in [
+        "Q",
+        "FZ,",
+        "FZ,,dentry",
+        "T",
+        "F,a;Z,b,",
+        &"F,x".repeat(100),
+    ] {
+        assert_eq!(
+            SlabDebug::parse(bad),
+            Err(Error::InvalidArgument),
+            "{bad:?}"
+        );
+    }
+    let all = SLAB_CONSISTENCY_CHECKS | SLAB_RED_ZONE | SLAB_POISON | SLAB_STORE_USER;
+    assert_eq!(
+        SlabDebug::parse("").unwrap().flags_for("any"),
+        all,
+        "bare slab_debug"
+    );
+    assert_eq!(
+        SlabDebug::parse(",dentry").unwrap().flags_for("dentry"),
+        all
+    );
+    assert_eq!(
+        SlabDebug::parse("FZ-P").unwrap().flags_for("any"),
+        SLAB_POISON
+    );
+    assert_eq!(
+        SlabDebug::parse(";;F;;").unwrap().flags_for("any"),
+        SLAB_CONSISTENCY_CHECKS
+    );
 }
 
 #[test]
@@ -998,7 +1097,7 @@ fn krealloc_of_a_freed_object_is_refused_and_keeps_no_copy() {
         &mut mem,
         1,
         SlabParams {
-            debug: kmem::slab::SLAB_CONSISTENCY_CHECKS,
+            debug: kmem::slab::SlabDebug::all(kmem::slab::SLAB_CONSISTENCY_CHECKS),
             ..SlabParams::default()
         },
     );

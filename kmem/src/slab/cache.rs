@@ -310,8 +310,8 @@ impl KmemCache {
 pub struct SlabParams {
     /// `slab_nomerge`: never merge caches.
     pub nomerge: bool,
-    /// `slab_debug=`: debug flags for every cache.
-    pub debug: SlabFlags,
+    /// `slab_debug=`: debug flags for every cache or for named ones.
+    pub debug: SlabDebug,
     /// `CONFIG_SLAB_FREELIST_HARDENED`: obfuscate free pointers.
     pub freelist_hardened: bool,
     /// `CONFIG_SLAB_FREELIST_RANDOM`: link new slabs' objects in random order.
@@ -322,7 +322,7 @@ impl Default for SlabParams {
     fn default() -> Self {
         SlabParams {
             nomerge: false,
-            debug: SlabFlags::NONE,
+            debug: SlabDebug::NONE,
             freelist_hardened: true,
             freelist_random: false,
         }
@@ -330,7 +330,8 @@ impl Default for SlabParams {
 }
 
 /// Parse `slab_debug=` option letters (`F` consistency checks, `Z` red
-/// zone, `P` poison, `U` store user, `A` failslab; `-` for none) as Linux does.
+/// zone, `P` poison, `U` store user, `A` failslab; `-` turns off what came
+/// before it) as Linux does.
 ///
 /// ```
 /// use kmem::slab::{cache::parse_slab_debug, SLAB_POISON, SLAB_RED_ZONE};
@@ -340,17 +341,181 @@ impl Default for SlabParams {
 pub fn parse_slab_debug(s: &str) -> Result<SlabFlags> {
     let mut f = SlabFlags::NONE;
     for c in s.chars() {
-        f |= match c.to_ascii_uppercase() {
-            'F' => SLAB_CONSISTENCY_CHECKS,
-            'Z' => SLAB_RED_ZONE,
-            'P' => SLAB_POISON,
-            'U' => SLAB_STORE_USER,
-            'A' => SLAB_FAILSLAB,
+        f = match c.to_ascii_uppercase() {
+            'F' => f | SLAB_CONSISTENCY_CHECKS,
+            'Z' => f | SLAB_RED_ZONE,
+            'P' => f | SLAB_POISON,
+            'U' => f | SLAB_STORE_USER,
+            'A' => f | SLAB_FAILSLAB,
+            // Everything off, letters after it still count (`-Z`: Z only).
             '-' => SlabFlags::NONE,
             _ => return Err(Error::InvalidArgument),
         };
     }
     Ok(f)
+}
+
+/// The longest `slab_debug=` value kmem keeps (Linux keeps a pointer into
+/// the command line; the core allocates nothing, so it keeps a copy).
+pub const SLAB_DEBUG_MAX: usize = 256;
+
+/// `slab_debug=` as Linux 6.18 reads it (`setup_slub_debug()`,
+/// `kmem_cache_flags()`): blocks separated by `;`, each option letters
+/// optionally followed by `,` and a list of cache names.
+///
+/// - A block without names sets the flags of every cache (the *global*
+///   block; the last one wins). Without one, caches no list names get no
+///   debugging.
+/// - A block with names applies to the caches it names; a cache takes the
+///   first such block that names it, instead of the global flags. A name
+///   ending in `*` (more exactly: up to its first `*`) is a prefix:
+///   `kmalloc-*`.
+/// - Letters: `F` consistency checks, `Z` red zones, `P` poisoning, `U`
+///   owner tracking, `A` failslab, `-` none. No letters before the names
+///   (`,dentry`) means all of `FZPU`, as does an empty value (bare
+///   `slab_debug`).
+///
+/// Where Linux skips what it does not know with an error line, kmem
+/// refuses the whole value: a letter other than the above (Linux's `T` and
+/// `O` are not implemented), an empty cache name, or more than
+/// [`SLAB_DEBUG_MAX`] bytes.
+///
+/// ```
+/// use kmem::slab::{SlabDebug, SLAB_CONSISTENCY_CHECKS, SLAB_POISON, SLAB_RED_ZONE};
+/// let d = SlabDebug::parse("FZ;P,kmalloc-*;-,dentry").unwrap();
+/// assert_eq!(d.flags_for("kmalloc-64"), SLAB_POISON);
+/// assert_eq!(d.flags_for("dentry"), kmem::slab::SlabFlags::NONE);
+/// assert_eq!(d.flags_for("inode_cache"), SLAB_CONSISTENCY_CHECKS | SLAB_RED_ZONE);
+/// assert!(SlabDebug::parse("Q").is_err());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SlabDebug {
+    /// The flags of caches no list names (Linux's `slub_debug`).
+    global: SlabFlags,
+    /// The value's bytes (`slub_debug_string`), kept only when some block
+    /// names caches: `text[..len]` is valid ASCII, checked by `parse`.
+    text: [u8; SLAB_DEBUG_MAX],
+    len: usize,
+}
+
+/// `DEBUG_DEFAULT_FLAGS`: what bare `slab_debug` and an empty letter list
+/// before names turn on.
+const DEBUG_DEFAULT_FLAGS: SlabFlags = SLAB_CONSISTENCY_CHECKS
+    .union(SLAB_RED_ZONE)
+    .union(SLAB_POISON)
+    .union(SLAB_STORE_USER);
+
+/// One block of a `slab_debug=` value: its flags and its name list, if it
+/// has one.
+fn slab_debug_blocks(s: &str) -> impl Iterator<Item = Result<(SlabFlags, Option<&str>)>> {
+    s.split(';').filter(|b| !b.is_empty()).map(|b| {
+        let (letters, names) = match b.split_once(',') {
+            Some((l, n)) => (l, Some(n)),
+            None => (b, None),
+        };
+        let flags = if letters.is_empty() && names.is_some() {
+            DEBUG_DEFAULT_FLAGS
+        } else {
+            parse_slab_debug(letters)?
+        };
+        if names.is_some_and(|n| n.split(',').any(str::is_empty)) {
+            return Err(Error::InvalidArgument);
+        }
+        Ok((flags, names))
+    })
+}
+
+impl SlabDebug {
+    /// No debugging (no `slab_debug=`).
+    pub const NONE: SlabDebug = SlabDebug::all(SlabFlags::NONE);
+
+    /// `flags` for every cache.
+    pub const fn all(flags: SlabFlags) -> SlabDebug {
+        SlabDebug {
+            global: flags,
+            text: [0; SLAB_DEBUG_MAX],
+            len: 0,
+        }
+    }
+
+    /// Parse the value of `slab_debug=` (see the type's docs).
+    pub fn parse(s: &str) -> Result<SlabDebug> {
+        if s.is_empty() {
+            return Ok(SlabDebug::all(DEBUG_DEFAULT_FLAGS));
+        }
+        if s.len() > SLAB_DEBUG_MAX || !s.is_ascii() {
+            return Err(Error::InvalidArgument);
+        }
+        let mut global = None;
+        let mut lists = false;
+        for block in slab_debug_blocks(s) {
+            match block? {
+                (f, None) => global = Some(f),
+                (_, Some(_)) => lists = true,
+            }
+        }
+        let mut d = SlabDebug::all(global.unwrap_or(SlabFlags::NONE));
+        if lists {
+            d.text[..s.len()].copy_from_slice(s.as_bytes());
+            d.len = s.len();
+        }
+        Ok(d)
+    }
+
+    /// The debug flags of the cache called `name`: those of the first
+    /// block whose list names it, else the global ones.
+    pub fn flags_for(&self, name: &str) -> SlabFlags {
+        self.listed_flags(name).unwrap_or(self.global)
+    }
+
+    /// `kmem_cache_flags()`: `flags` of a cache being created as `name`,
+    /// with what `slab_debug=` adds. A cache created with
+    /// `SLAB_NO_USER_FLAGS` takes nothing; one with `SLAB_NOLEAKTRACE` no
+    /// owner tracking from the global flags (a list that names it still
+    /// gives it).
+    pub fn kmem_cache_flags(&self, flags: SlabFlags, name: &str) -> SlabFlags {
+        if flags.contains(SLAB_NO_USER_FLAGS) {
+            return flags;
+        }
+        match self.listed_flags(name) {
+            Some(f) => flags | f,
+            None if flags.contains(SLAB_NOLEAKTRACE) => {
+                flags | self.global.without(SLAB_STORE_USER)
+            }
+            None => flags | self.global,
+        }
+    }
+
+    /// The flags of the first block whose list names `name`.
+    fn listed_flags(&self, name: &str) -> Option<SlabFlags> {
+        // `parse` checked the text: ASCII, every block well formed.
+        let text = core::str::from_utf8(&self.text[..self.len]).unwrap_or("");
+        slab_debug_blocks(text)
+            .flatten()
+            .find_map(|(flags, names)| {
+                names?
+                    .split(',')
+                    .any(|pat| match pat.split_once('*') {
+                        Some((prefix, _)) => name.starts_with(prefix),
+                        None => pat == name,
+                    })
+                    .then_some(flags)
+            })
+    }
+
+    /// Whether some cache may get debug flags.
+    pub fn any(&self) -> bool {
+        !self.global.is_empty() || self.len != 0
+    }
+}
+
+impl core::fmt::Debug for SlabDebug {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SlabDebug")
+            .field("global", &self.global)
+            .field("lists", &core::str::from_utf8(&self.text[..self.len]))
+            .finish()
+    }
 }
 
 /// Arguments of [`Kmem::kmem_cache_create_args`] (`struct kmem_cache_args`).
@@ -454,7 +619,7 @@ mod tests {
         for size in sizes {
             let d = ObjDivisor::new(size);
             let objects = ((4usize << 20) / size).min(32767) as u32;
-            let mut check = |off: usize| {
+            let check = |off: usize| {
                 let want = (off % size == 0 && off / size < objects as usize).then(|| off / size);
                 assert_eq!(d.index(off, objects), want, "size {size}, offset {off}");
             };

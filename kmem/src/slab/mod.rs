@@ -70,7 +70,10 @@ mod partial;
 pub mod sheaf;
 mod slab_common;
 
-pub use cache::{parse_slab_debug, Ctor, KmemCache, KmemCacheArgs, ObjDivisor, SlabParams};
+pub use cache::{
+    parse_slab_debug, Ctor, KmemCache, KmemCacheArgs, ObjDivisor, SlabDebug, SlabParams,
+    SLAB_DEBUG_MAX,
+};
 
 use core::fmt;
 use core::ops::{BitAnd, BitAndAssign, BitOr, BitOrAssign, Not};

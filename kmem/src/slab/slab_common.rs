@@ -141,7 +141,9 @@ impl<P: Platform> Kmem<P> {
         }
         let params = self.slab_state().params;
         // slab_debug= applies to every cache, kmalloc's included.
-        let flags = flags.without(SLAB_PANIC) | params.debug;
+        let flags = params
+            .debug
+            .kmem_cache_flags(flags.without(SLAB_PANIC), name);
         if allow_merge {
             if let Some(c) = self.find_mergeable(name, size, args, flags) {
                 return Ok(c);
