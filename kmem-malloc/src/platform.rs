@@ -85,6 +85,10 @@ struct ThreadState {
     forker: Cell<bool>,
     /// The slot was taken during boot; its exit is not registered yet.
     key_pending: Cell<bool>,
+    /// The `active` mark of this thread's exclusive slot, `None` without
+    /// one (no slot yet, a shared slot, exiting): the mark a malloc call
+    /// sets and clears with one store, without finding the slot again.
+    mark: Cell<Option<&'static AtomicU32>>,
 }
 
 impl ThreadState {
@@ -161,6 +165,7 @@ thread_local! {
             tick: Cell::new(0),
             forker: Cell::new(false),
             key_pending: Cell::new(false),
+            mark: Cell::new(None),
         }
     };
 }
@@ -470,11 +475,9 @@ impl MallocPlatform {
 
     #[inline(always)]
     fn mark(&self, on: bool) {
-        let s = thread().slot();
-        if s & SHARED == 0 {
+        if let Some(a) = thread().mark.get() {
             // Only the owner writes an exclusive slot's mark; clearing it
             // releases the call's writes to the forker's acquire.
-            let a = &self.slots[index(s)].active;
             a.store(on as u32, if on { Relaxed } else { Release });
         } else {
             self.mark_shared(on);
@@ -629,6 +632,7 @@ impl MallocPlatform {
                     // `calloc` (a key past glibc's first 32), which then
                     // runs on this slot instead of taking another.
                     thread().set_slot(i as u32);
+                    thread().mark.set(Some(&self.slots[i].active));
                     if crate::MACHINE.get().is_some() {
                         self.register_exit();
                     } else {
@@ -680,6 +684,7 @@ impl MallocPlatform {
                 f();
             }
             thread().set_slot(EXITING);
+            thread().mark.set(None);
             self.live.fetch_sub(1, Relaxed);
             self.slots[s as usize].state.store(FREE, Release);
         } else {
