@@ -47,7 +47,7 @@ pub mod platform;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 use kmem::gfp::{Gfp, __GFP_NOWARN, __GFP_ZERO, GFP_KERNEL};
-use kmem::kmalloc::KMALLOC_MAX_SIZE;
+use kmem::kmalloc::{KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE};
 use kmem::memory_map::MemRegion;
 use kmem::{BootParams, Kmem};
 use platform::{stderr_line, MallocPlatform};
@@ -378,8 +378,25 @@ fn abort_bad(what: &str, p: *const u8) -> ! {
 }
 
 /// `malloc(size)`: null with `ENOMEM` when there is no memory.
-#[inline]
+#[inline(always)]
 pub fn malloc(size: usize) -> *mut u8 {
+    // The fast path: an object from this slot's sheaf, on an exclusive
+    // slot, no fork under way. Anything else is the slow path's, which
+    // starts again from nothing. Neither path holds a call but for tail
+    // calls, so `malloc` saves no registers.
+    if let Some(k) = MACHINE.get() {
+        if size <= KMALLOC_MAX_CACHE_SIZE && k.platform().fast_enter() {
+            if let Some(p) = k.kmalloc_fastpath(size.max(MIN_ALIGN), GFP) {
+                return k.platform().fast_exit(p.as_ptr());
+            }
+            k.platform().fast_abandon();
+        }
+    }
+    malloc_slow(size)
+}
+
+#[inline(never)]
+fn malloc_slow(size: usize) -> *mut u8 {
     alloc_gfp(size, GFP)
 }
 
@@ -416,8 +433,31 @@ pub fn calloc(n: usize, size: usize) -> *mut u8 {
 /// # Safety
 ///
 /// `p` is null or a live block of this allocator, not used afterwards.
-#[inline]
+#[inline(always)]
 pub unsafe fn free(p: *mut u8) {
+    // The fast path: a slab object onto this slot's sheaf, on an
+    // exclusive slot, no fork under way. Anything else (a bad pointer
+    // included, which the slow path reports) is the slow path's.
+    if let Some(k) = MACHINE.get() {
+        if k.platform().fast_enter() {
+            // SAFETY: the caller gives the block up.
+            if unsafe { k.kfree_fastpath(p) } {
+                return k.platform().fast_exit(());
+            }
+            k.platform().fast_abandon();
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { free_slow(p) }
+}
+
+/// [`free`] on any slot, of any block.
+///
+/// # Safety
+///
+/// As [`free`].
+#[inline(never)]
+unsafe fn free_slow(p: *mut u8) {
     if p.is_null() {
         return;
     }

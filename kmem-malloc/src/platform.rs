@@ -444,6 +444,67 @@ impl MallocPlatform {
         }
     }
 
+    /// [`call_enter`](Self::call_enter) for the fast paths of `malloc` and
+    /// `free`, or `false` with nothing changed: only an outermost call on
+    /// an exclusive slot while no `fork()` is under way enters here. The
+    /// caller then takes its slow path, which enters with `call_enter`.
+    ///
+    /// It has no call in it, nor has [`fast_exit`](Self::fast_exit) but
+    /// for a tail call, so that a fast path built on them saves no
+    /// registers. It tests the slot exactly as the leaf section does, so
+    /// the compiler can drop the section's shared-slot branch after it.
+    #[inline(always)]
+    pub fn fast_enter(&self) -> bool {
+        let t = thread();
+        let s = t.slot();
+        if s & SHARED != 0 || t.calls.get() != 0 {
+            return false;
+        }
+        let a = &SLOTS[index(s)].active;
+        a.store(1, Relaxed);
+        // Dekker's order with the forker, as in `gate_in`.
+        if self.membarrier {
+            core::sync::atomic::compiler_fence(SeqCst);
+        } else {
+            core::sync::atomic::fence(SeqCst);
+        }
+        if FORKING.load(Relaxed) != 0 {
+            a.store(0, Release);
+            return false;
+        }
+        t.calls.set(1);
+        true
+    }
+
+    /// Leave a call entered with [`fast_enter`](Self::fast_enter),
+    /// returning `r`; a pending reporting round is left to a cold
+    /// function, entered by a tail call.
+    #[inline(always)]
+    pub fn fast_exit<T>(&self, r: T) -> T {
+        if self.report_due.load(Relaxed) != 0 {
+            return self.fast_exit_report(r);
+        }
+        self.fast_abandon();
+        r
+    }
+
+    /// Leave a call entered with [`fast_enter`](Self::fast_enter) that
+    /// did nothing: the slow path, which follows, checks for a pending
+    /// reporting round.
+    #[inline(always)]
+    pub fn fast_abandon(&self) {
+        let t = thread();
+        t.calls.set(0);
+        SLOTS[index(t.slot())].active.store(0, Release);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn fast_exit_report<T>(&self, r: T) -> T {
+        self.call_exit();
+        r
+    }
+
     /// A reporting round is pending: run it if it is due. The clock is
     /// read every 64th call of a thread only; the round runs inside the
     /// call, so a `fork()` waits for it.
@@ -810,6 +871,17 @@ unsafe impl Platform for MallocPlatform {
             };
         }
         self.enter_leaf_shared()
+    }
+
+    /// A leaf section on an exclusive slot; `None` on a shared one (or
+    /// none yet), whose lock the slow path takes.
+    #[inline(always)]
+    fn local_try_enter_leaf(&self) -> Option<LocalState> {
+        let s = thread().slot();
+        (s & SHARED == 0).then_some(LocalState {
+            cpu: index(s),
+            saved: 0,
+        })
     }
 
     #[inline(always)]

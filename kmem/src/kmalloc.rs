@@ -585,6 +585,62 @@ impl<P: Platform> Kmem<P> {
         self.kfree_slow(p, Location::caller())
     }
 
+    /// [`kfree`](Self::kfree)'s fast path alone, for a layer above that
+    /// wants no call on its own fast path (kmem-malloc's `free`): `true`
+    /// when `p`, a slab object, went onto this CPU's free sheaf; `false`
+    /// with nothing done and nothing reported otherwise (not a slab
+    /// object, not an object start, a full sheaf, a debug cache, a leaf
+    /// section that would wait), when `kfree` does the whole work.
+    ///
+    /// # Safety
+    ///
+    /// As [`kfree`](Self::kfree).
+    #[inline(always)]
+    pub unsafe fn kfree_fastpath(&self, p: *mut u8) -> bool {
+        let Some(slab) = self.slab_of(p) else {
+            return false;
+        };
+        let addr = slab.page.slab_cache_addr();
+        if addr == 0 {
+            return false;
+        }
+        // SAFETY: a slab's cache field points at its live cache.
+        let s = unsafe { &*(addr as *const KmemCache) };
+        if !s.is_obj_start(slab, p) {
+            return false;
+        }
+        match self.slab_free_local(s, slab, p) {
+            Ok(()) => true,
+            Err(Some(st)) => {
+                self.p.local_exit_leaf(st);
+                false
+            }
+            Err(None) => false,
+        }
+    }
+
+    /// [`kmalloc`](Self::kmalloc)'s fast path alone, the counterpart of
+    /// [`kfree_fastpath`](Self::kfree_fastpath): an object from this CPU's
+    /// sheaf of the size's cache, or `None` with nothing done (a size
+    /// above [`KMALLOC_MAX_CACHE_SIZE`], an empty sheaf, a debug cache, an
+    /// armed hook, a leaf section that would wait), when `kmalloc` does
+    /// the whole work.
+    #[inline(always)]
+    pub fn kmalloc_fastpath(&self, size: usize, gfp: Gfp) -> Option<NonNull<u8>> {
+        if size.wrapping_sub(1) >= KMALLOC_MAX_CACHE_SIZE || gfp.intersects(GFP_SLAB_BUG_MASK) {
+            return None;
+        }
+        let s = self.kmalloc_slab(size, gfp)?;
+        match self.slab_alloc_local(s, gfp, -1) {
+            Ok(x) => NonNull::new(x as *mut u8),
+            Err(Some(st)) => {
+                self.p.local_exit_leaf(st);
+                None
+            }
+            Err(None) => None,
+        }
+    }
+
     /// `kfree()` of NULL, `ZERO_SIZE_PTR`, a `kmalloc_large` block or
     /// something that is not kmalloc memory.
     #[cold]

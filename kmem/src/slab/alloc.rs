@@ -113,12 +113,29 @@ impl<P: Platform> Kmem<P> {
         node: i32,
         caller: &'static Location<'static>,
     ) -> usize {
+        match self.slab_alloc_local(s, gfp, node) {
+            Ok(x) => x,
+            Err(Some(st)) => self.slab_alloc_slow(st, s, gfp, node, caller),
+            Err(None) => self.slab_alloc_hooked(s, gfp, node, caller),
+        }
+    }
+
+    /// The fast path alone: an object from the CPU's sheaves, or the open
+    /// section in which to take the slow path (`None`: a hook is armed or
+    /// the leaf section could not be entered without waiting).
+    #[inline(always)]
+    pub(crate) fn slab_alloc_local(
+        &self,
+        s: &KmemCache,
+        gfp: Gfp,
+        node: i32,
+    ) -> core::result::Result<usize, Option<LocalState>> {
         // slab_pre_alloc_hook(): might_alloc() under CONFIG_DEBUG_ATOMIC_SLEEP
         // and failslab, one test for both while neither is on.
         if self.slab_hooks_armed() {
-            return self.slab_alloc_hooked(s, gfp, node, caller);
+            return Err(None);
         }
-        let st = self.p.local_enter_leaf();
+        let st = self.p.local_try_enter_leaf().ok_or(None)?;
         let cc = s.cpu(st.cpu);
         let gate = cc.gate.load(Relaxed);
         if (node < 0 && gate & CPU_SLOW == 0) || gate == node as u32 {
@@ -153,14 +170,14 @@ impl<P: Platform> Kmem<P> {
                 // `gfp` is usually a constant here (the function is inlined
                 // into its caller), so the test costs nothing without
                 // __GFP_ZERO.
-                return self.slab_post_alloc(s, x as usize, gfp);
+                return Ok(self.slab_post_alloc(s, x as usize, gfp));
             }
         }
-        self.slab_alloc_slow(st, s, gfp, node, caller)
+        Err(Some(st))
     }
 
     /// The pre-allocation hooks, then the allocation, for when a hook is
-    /// armed.
+    /// armed or the leaf section could not be entered without waiting.
     #[cold]
     #[inline(never)]
     pub(super) fn slab_alloc_hooked(

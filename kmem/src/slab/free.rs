@@ -53,7 +53,24 @@ impl<P: Platform> Kmem<P> {
         x: *mut u8,
         caller: &'static Location<'static>,
     ) -> Result<()> {
-        let st = self.p.local_enter_leaf();
+        match self.slab_free_local(s, slab, x) {
+            Ok(()) => Ok(()),
+            Err(Some(st)) => self.slab_free_slow(st, s, x, caller),
+            Err(None) => self.slab_free_unentered(s, x, caller),
+        }
+    }
+
+    /// The fast path alone: the object pushed onto the CPU's free sheaf,
+    /// or the open section in which to take the slow path (`None`: the
+    /// leaf section could not be entered without waiting).
+    #[inline(always)]
+    pub(crate) fn slab_free_local(
+        &self,
+        s: &KmemCache,
+        slab: SlabRef<'_>,
+        x: *mut u8,
+    ) -> core::result::Result<(), Option<LocalState>> {
+        let st = self.p.local_try_enter_leaf().ok_or(None)?;
         let cc = s.cpu(st.cpu);
         if cc.gate.load(Relaxed) == slab.nid as u32 {
             // SAFETY: `st` is open on this thread; `sh` is the only
@@ -81,6 +98,20 @@ impl<P: Platform> Kmem<P> {
                 return Ok(());
             }
         }
+        Err(Some(st))
+    }
+
+    /// [`slab_free_slow`](Self::slab_free_slow) when the fast path could
+    /// not enter its leaf section without waiting.
+    #[cold]
+    #[inline(never)]
+    fn slab_free_unentered(
+        &self,
+        s: &KmemCache,
+        x: *mut u8,
+        caller: &'static Location<'static>,
+    ) -> Result<()> {
+        let st = self.p.local_enter_leaf();
         self.slab_free_slow(st, s, x, caller)
     }
 
