@@ -31,32 +31,65 @@ fn boot(buf: &mut [u8]) -> Kmem<ArenaPlatform<'_>> {
 }
 
 /// Allocate from `c` (zeroed, so that `check` can look at every object)
-/// until `want`, which was just freed, comes back: it does once the objects
-/// left in the CPU's main sheaf are used up, since frees go to the free
-/// sheaf, which an empty main sheaf swaps in. Returns `want` and the
-/// objects that came before it, which are freed again.
+/// until `want`, which was just freed, comes back (see [`come_back`]).
+/// Returns `want` and the objects that came before it, which are freed
+/// again.
 fn reuse<P: kmem::platform::Platform>(
     k: &Kmem<P>,
     c: &KmemCache,
     want: std::ptr::NonNull<u8>,
     check: impl Fn(std::ptr::NonNull<u8>),
 ) -> (std::ptr::NonNull<u8>, Vec<std::ptr::NonNull<u8>>) {
-    let mut others = Vec::new();
+    come_back(
+        c.sheaf_capacity(),
+        || k.kmem_cache_zalloc(c, GFP_KERNEL).unwrap(),
+        // SAFETY: each object is allocated by `come_back` and freed once.
+        |o| unsafe { k.kmem_cache_free(c, o.as_ptr()) }.unwrap(),
+        want,
+        check,
+    )
+}
+
+/// Allocate with `alloc` until `want`, which was just freed, comes back.
+/// Frees go to the CPU's free sheaf, which an empty main sheaf takes once
+/// it is at least half full; so half a sheaf of other objects is freed on
+/// top of `want` first, and `want` comes back after the main sheaf's
+/// objects and those (or at once, if the free sheaf was taken already).
+/// Returns `want` and the objects that came before it, freed again.
+fn come_back(
+    cap: usize,
+    mut alloc: impl FnMut() -> std::ptr::NonNull<u8>,
+    mut free: impl FnMut(std::ptr::NonNull<u8>),
+    want: std::ptr::NonNull<u8>,
+    check: impl Fn(std::ptr::NonNull<u8>),
+) -> (std::ptr::NonNull<u8>, Vec<std::ptr::NonNull<u8>>) {
     let mut got = None;
-    for _ in 0..=c.sheaf_capacity() {
-        let x = k.kmem_cache_zalloc(c, GFP_KERNEL).unwrap();
+    let mut pad = Vec::new();
+    for _ in 0..cap / 2 {
+        let x = alloc();
         check(x);
         if x == want {
             got = Some(x);
             break;
         }
-        others.push(x);
+        pad.push(x);
     }
-    for o in &others {
-        // SAFETY: allocated above, freed once.
-        unsafe { k.kmem_cache_free(c, o.as_ptr()) }.unwrap();
+    pad.iter().for_each(|&p| free(p));
+    let mut others = Vec::new();
+    for _ in 0..3 * cap + 1 {
+        if got.is_some() {
+            break;
+        }
+        let x = alloc();
+        check(x);
+        if x == want {
+            got = Some(x);
+        } else {
+            others.push(x);
+        }
     }
-    let got = got.expect("a freed object comes back within one sheaf's worth of allocations");
+    others.iter().for_each(|&o| free(o));
+    let got = got.expect("a freed object comes back within a few sheaves' worth of allocations");
     (got, others)
 }
 
@@ -90,14 +123,9 @@ fn cache_alloc_free_reuse_and_shrink() {
         // SAFETY: each object is freed once and not used again.
         unsafe { k.kmem_cache_free(c, p.as_ptr()) }.unwrap();
     }
-    // The most recently freed object comes back first once the objects
-    // left in the CPU's main sheaf are used up (frees go to the free sheaf,
-    // which an empty main sheaf swaps in).
-    let (again, before_it) = reuse(&k, c, *objs.last().unwrap(), |_| ());
-    assert!(
-        before_it.iter().all(|o| !objs.contains(o)),
-        "only objects the main sheaf held come before the last one freed"
-    );
+    // The most recently freed object comes back once the CPU's sheaves
+    // get to it.
+    let (again, _) = reuse(&k, c, *objs.last().unwrap(), |_| ());
     // SAFETY: freed once.
     unsafe { k.kmem_cache_free(c, again.as_ptr()) }.unwrap();
     let freed = k.kmem_cache_shrink(c);
@@ -106,6 +134,43 @@ fn cache_alloc_free_reuse_and_shrink() {
     // SAFETY: no object of `c` is live.
     unsafe { k.kmem_cache_destroy(c) }.unwrap();
     assert_eq!(free_pages(&k), before, "every page came back");
+}
+
+/// A free sheaf holding a few objects is not taken when the main sheaf
+/// runs out: a CPU that frees an object another CPU allocated and then
+/// allocates does not get that object straight back (passive false
+/// sharing, Hoard's cache-scratch). Once the free sheaf is half full, it
+/// is taken and its objects come back.
+#[test]
+fn a_nearly_empty_free_sheaf_does_not_hand_its_objects_straight_back() {
+    let mut m = vec![0u8; MEM];
+    let k = boot(&mut m);
+    let c = k
+        .kmem_cache_create("scratch", 16, 0, SlabFlags::NONE, None)
+        .unwrap();
+    let cap = c.sheaf_capacity();
+    let x = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
+    // SAFETY: freed once.
+    unsafe { k.kmem_cache_free(c, x.as_ptr()) }.unwrap();
+    // The main sheaf runs out within `cap` allocations; its next objects
+    // come from the slabs, not from the one-object free sheaf.
+    let held: Vec<_> = (0..2 * cap)
+        .map(|_| k.kmem_cache_alloc(c, GFP_KERNEL).unwrap())
+        .collect();
+    assert!(
+        !held.contains(&x),
+        "the lone freed object stayed in the free sheaf"
+    );
+    for p in &held {
+        // SAFETY: allocated above, freed once.
+        unsafe { k.kmem_cache_free(c, p.as_ptr()) }.unwrap();
+    }
+    let (again, _) = reuse(&k, c, x, |_| ());
+    // SAFETY: freed once.
+    unsafe { k.kmem_cache_free(c, again.as_ptr()) }.unwrap();
+    k.kmem_cache_shrink(c);
+    // SAFETY: no object of `c` is live.
+    unsafe { k.kmem_cache_destroy(c) }.unwrap();
 }
 
 static CTOR_CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -420,23 +485,18 @@ fn kzalloc_krealloc_kmemdup_kstrdup_kfree_sensitive() {
     unsafe { x.as_ptr().write_bytes(0xaa, 64) };
     // SAFETY: freed once.
     unsafe { k.kfree_sensitive(x.as_ptr()) }.unwrap();
-    let mut others = Vec::new();
-    let y = loop {
-        let y = k.kmalloc(64, GFP_KERNEL).unwrap();
-        if y == x || others.len() > k.kmalloc_slab(64, GFP_KERNEL).unwrap().sheaf_capacity() {
-            break y;
-        }
-        others.push(y);
-    };
-    assert_eq!(x, y);
+    let (y, _) = come_back(
+        k.kmalloc_slab(64, GFP_KERNEL).unwrap().sheaf_capacity(),
+        || k.kmalloc(64, GFP_KERNEL).unwrap(),
+        // SAFETY: each object is allocated by `come_back` and freed once.
+        |o| unsafe { k.kfree(o.as_ptr()) }.unwrap(),
+        x,
+        |_| (),
+    );
     // SAFETY: our object.
     assert!(unsafe { std::slice::from_raw_parts(y.as_ptr(), 64) }
         .iter()
         .all(|&b| b == 0));
-    for o in others {
-        // SAFETY: allocated above, freed once.
-        unsafe { k.kfree(o.as_ptr()) }.unwrap();
-    }
     // kfree finds the cache of an object of a named cache too.
     let c = k
         .kmem_cache_create("kfree_me", 40, 0, SlabFlags::NONE, None)

@@ -148,7 +148,7 @@ impl<P: Platform> Kmem<P> {
             let mut main = sh.main;
             // SAFETY: `main` points at a valid sheaf (local_sheaves).
             let mut n = unsafe { (*main).size };
-            if n == 0 {
+            if n == 0 && sh.free_is_worth_taking() {
                 // The objects freed since the main sheaf was filled become
                 // the main sheaf: two pointers swapped, no slow path.
                 core::mem::swap(&mut sh.main, &mut sh.free);

@@ -35,9 +35,12 @@
 //! The price is that a freed object is reused after the main sheaf's
 //! objects, not at once.
 //!
-//! An empty main sheaf takes the free sheaf's objects, then a full sheaf
-//! from the barn, and only then is refilled from slabs under the node's
-//! `list_lock`; a full free sheaf goes to an empty main, then is parked in
+//! An empty main sheaf takes the free sheaf's objects if it is at least
+//! half full (a nearly empty one would hand back at once what other CPUs
+//! allocated and this one freed: see [`CpuSheaves::free_is_worth_taking`]),
+//! then a full sheaf from the barn, and only then is refilled from slabs
+//! under the node's `list_lock` (the free sheaf's few objects are the
+//! last resort before failing); a full free sheaf goes to an empty main, then is parked in
 //! the barn, and only then is flushed back into its slabs. Debug caches
 //! (`SLAB_CONSISTENCY_CHECKS`, `SLAB_RED_ZONE`, `SLAB_POISON`,
 //! `SLAB_STORE_USER`) bypass the sheaves, as Linux bypasses the cpu slab, so
@@ -159,6 +162,25 @@ pub(super) struct CpuSheaves {
     /// both point at the cache's shared empty sheaf (see
     /// [`init_cpu_sheaves`](Kmem::init_cpu_sheaves)).
     pub(super) cap: u32,
+}
+
+impl CpuSheaves {
+    /// Whether an allocation that found `main` empty takes the free sheaf
+    /// for its new main: only when it is at least half full. A nearly
+    /// empty free sheaf holds the objects this CPU freed last, which on a
+    /// CPU that has just started with the cache are often objects other
+    /// CPUs allocated; handed straight back, they put this CPU's writes in
+    /// the cache lines the others are writing (passive false sharing,
+    /// Hoard's cache-scratch: kmem-malloc ran it 5 to 12 times slower than
+    /// mimalloc). A full sheaf from the barn or from the slabs serves
+    /// instead, and the few freed objects wait their turn.
+    #[inline(always)]
+    pub(super) fn free_is_worth_taking(&self) -> bool {
+        // SAFETY: `free` points at a valid sheaf: this CPU's own, or, while
+        // `cap` is 0, the cache's shared empty one (read only).
+        let f = unsafe { (*self.free).size };
+        f > 0 && 2 * f >= self.cap as usize
+    }
 }
 
 /// One CPU's sheaves of one cache.
@@ -356,8 +378,7 @@ impl<P: Platform> Kmem<P> {
                 if main.size > 0 {
                     return Ok(main.pop() as usize);
                 }
-                // SAFETY: as above.
-                if unsafe { (*sh.free).size } > 0 {
+                if sh.free_is_worth_taking() {
                     core::mem::swap(&mut sh.main, &mut sh.free);
                     // SAFETY: as above.
                     return Ok(unsafe { (*sh.main).pop() } as usize);
@@ -392,6 +413,19 @@ impl<P: Platform> Kmem<P> {
             match self.new_slab(s, gfp, nid) {
                 Ok(node) => from = Some(node),
                 Err(e) => {
+                    // No memory for a slab: the few freed objects the
+                    // free sheaf may hold serve before failing.
+                    let g = LocalGuard::new(&self.p);
+                    // SAFETY: `g` is open on this thread; the sheaves are
+                    // this CPU's own (`cap` was non-zero above).
+                    let sh = unsafe { s.local_sheaves(g.state()) };
+                    // SAFETY: as above.
+                    if sh.cap != 0 && unsafe { (*sh.free).size } > 0 {
+                        core::mem::swap(&mut sh.main, &mut sh.free);
+                        // SAFETY: as above.
+                        return Ok(unsafe { (*sh.main).pop() } as usize);
+                    }
+                    drop(g);
                     self.slab_oom(s, gfp, nid);
                     return Err(e);
                 }
