@@ -460,6 +460,9 @@ impl MallocPlatform {
         if s & SHARED != 0 || t.calls.get() != 0 {
             return false;
         }
+        // The depth first, as in `call_enter`: a call that begins in
+        // between (a signal handler's) nests instead of marking the slot.
+        t.calls.set(1);
         let a = &SLOTS[index(s)].active;
         a.store(1, Relaxed);
         // Dekker's order with the forker, as in `gate_in`.
@@ -470,9 +473,9 @@ impl MallocPlatform {
         }
         if FORKING.load(Relaxed) != 0 {
             a.store(0, Release);
+            t.calls.set(0);
             return false;
         }
-        t.calls.set(1);
         true
     }
 

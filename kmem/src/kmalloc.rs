@@ -609,7 +609,7 @@ impl<P: Platform> Kmem<P> {
         if !s.is_obj_start(slab, p) {
             return false;
         }
-        match self.slab_free_local(s, slab, p) {
+        match self.slab_free_local::<true>(s, slab, p) {
             Ok(()) => true,
             Err(Some(st)) => {
                 self.p.local_exit_leaf(st);
@@ -631,7 +631,7 @@ impl<P: Platform> Kmem<P> {
             return None;
         }
         let s = self.kmalloc_slab(size, gfp)?;
-        match self.slab_alloc_local(s, gfp, -1) {
+        match self.slab_alloc_local::<true>(s, gfp, -1) {
             Ok(x) => NonNull::new(x as *mut u8),
             Err(Some(st)) => {
                 self.p.local_exit_leaf(st);

@@ -854,6 +854,15 @@ fn slab_debug_lists_name_the_caches_they_debug() {
     assert_eq!(cache("tagless"), SLAB_POISON);
     assert_eq!(cache("quiet"), SlabFlags::NONE);
     assert_eq!(cache("other"), SLAB_STORE_USER, "the global block");
+    // SLAB_NOLEAKTRACE drops owner tracking from the global flags only.
+    let noleak = |name| {
+        k.kmem_cache_create(name, 40, 0, SLAB_NOLEAKTRACE, None)
+            .unwrap()
+            .flags()
+            & SLAB_DEBUG_FLAGS
+    };
+    assert_eq!(noleak("leaky"), SlabFlags::NONE);
+    assert_eq!(noleak("tagged_too"), SLAB_POISON, "tag* names it");
     let no_user = k
         .kmem_cache_create("plainer", 40, 0, SLAB_NO_USER_FLAGS, None)
         .unwrap();
@@ -919,6 +928,10 @@ fn slab_debug_refuses_what_it_cannot_read() {
         SlabDebug::parse(";;F;;").unwrap().flags_for("any"),
         SLAB_CONSISTENCY_CHECKS
     );
+    // A `*` inside a name ends the prefix there, as in Linux.
+    let d = SlabDebug::parse("Z,kma*-64").unwrap();
+    assert_eq!(d.flags_for("kmalloc-8"), SLAB_RED_ZONE);
+    assert_eq!(d.flags_for("dentry"), SlabFlags::NONE);
 }
 
 #[test]

@@ -207,12 +207,13 @@ pub unsafe trait Platform {
     }
 
     /// [`local_enter_leaf`](Self::local_enter_leaf) if it needs no waiting
-    /// and no call out, else `None` with nothing entered; the slab fast
-    /// paths then take their slow path, which enters with
-    /// `local_enter_leaf`. A platform whose leaf section is sometimes a
-    /// lock (kmem-malloc's shared slots) answers `None` there, so that the
-    /// fast paths hold no call and save no registers. The default always
-    /// enters.
+    /// and no call out, else `None` with nothing entered. The call-free
+    /// fast paths ([`Kmem::kmalloc_fastpath`](crate::Kmem::kmalloc_fastpath),
+    /// [`Kmem::kfree_fastpath`](crate::Kmem::kfree_fastpath)) enter with it
+    /// and answer "not done" on `None`. A platform whose leaf section is
+    /// sometimes a lock (kmem-malloc's shared slots) answers `None` there,
+    /// so that those paths hold no call and save no registers. The default
+    /// always enters.
     #[inline]
     fn local_try_enter_leaf(&self) -> Option<LocalState> {
         Some(self.local_enter_leaf())

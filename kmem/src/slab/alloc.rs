@@ -13,7 +13,12 @@
 //! *open* section to the slow path, which leaves it first thing: the call
 //! is then a tail call and no argument has to survive the platform's
 //! section exit (which may run cross-CPU calls), so the fast paths need no
-//! register saves. The slow paths return the object or the error in one
+//! register saves. [`Kmem::kmalloc_fastpath`] and [`Kmem::kfree_fastpath`]
+//! are the fast paths alone (`slab_alloc_local::<true>`,
+//! `slab_free_local::<true>`), which enter with
+//! [`Platform::local_try_enter_leaf`] and answer "not done" instead of
+//! going slow, for a caller that wants no call at all on its own fast path
+//! (kmem-malloc). The slow paths return the object or the error in one
 //! word, as Linux's `ERR_PTR`, which becomes a `Result` in the caller's
 //! frame. The CPU's node and the "go slow" flags share one word
 //! (`CpuCache::gate`), so a free tests both with one compare.
@@ -113,7 +118,7 @@ impl<P: Platform> Kmem<P> {
         node: i32,
         caller: &'static Location<'static>,
     ) -> usize {
-        match self.slab_alloc_local(s, gfp, node) {
+        match self.slab_alloc_local::<false>(s, gfp, node) {
             Ok(x) => x,
             Err(Some(st)) => self.slab_alloc_slow(st, s, gfp, node, caller),
             Err(None) => self.slab_alloc_hooked(s, gfp, node, caller),
@@ -121,10 +126,11 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// The fast path alone: an object from the CPU's sheaves, or the open
-    /// section in which to take the slow path (`None`: a hook is armed or
-    /// the leaf section could not be entered without waiting).
+    /// section in which to take the slow path (`None`: a hook is armed,
+    /// or, with `TRY`, the leaf section could not be entered without
+    /// waiting: [`Platform::local_try_enter_leaf`]).
     #[inline(always)]
-    pub(crate) fn slab_alloc_local(
+    pub(crate) fn slab_alloc_local<const TRY: bool>(
         &self,
         s: &KmemCache,
         gfp: Gfp,
@@ -135,7 +141,11 @@ impl<P: Platform> Kmem<P> {
         if self.slab_hooks_armed() {
             return Err(None);
         }
-        let st = self.p.local_try_enter_leaf().ok_or(None)?;
+        let st = if TRY {
+            self.p.local_try_enter_leaf().ok_or(None)?
+        } else {
+            self.p.local_enter_leaf()
+        };
         let cc = s.cpu(st.cpu);
         let gate = cc.gate.load(Relaxed);
         if (node < 0 && gate & CPU_SLOW == 0) || gate == node as u32 {
@@ -177,7 +187,7 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// The pre-allocation hooks, then the allocation, for when a hook is
-    /// armed or the leaf section could not be entered without waiting.
+    /// armed.
     #[cold]
     #[inline(never)]
     pub(super) fn slab_alloc_hooked(

@@ -263,8 +263,8 @@ impl KmemCache {
     }
 
     /// `check_valid_pointer()`, always on: whether `x` is an object start
-    /// of `slab` (a slab of this cache). One multiplication by a
-    /// precomputed reciprocal, as Linux's `obj_to_index()`, and compares.
+    /// of `slab` (a slab of this cache). One multiplication by the size's
+    /// inverse and one compare ([`ObjDivisor`]).
     #[inline]
     pub(crate) fn is_obj_start(&self, slab: SlabRef<'_>, x: *const u8) -> bool {
         self.obj_index(slab.base, slab.page.slab_objects(), x as usize)
@@ -502,18 +502,16 @@ impl SlabDebug {
                     .then_some(flags)
             })
     }
-
-    /// Whether some cache may get debug flags.
-    pub fn any(&self) -> bool {
-        !self.global.is_empty() || self.len != 0
-    }
 }
 
 impl core::fmt::Debug for SlabDebug {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("SlabDebug")
             .field("global", &self.global)
-            .field("lists", &core::str::from_utf8(&self.text[..self.len]))
+            .field(
+                "lists",
+                &core::str::from_utf8(&self.text[..self.len]).unwrap_or(""),
+            )
             .finish()
     }
 }

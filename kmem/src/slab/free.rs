@@ -53,24 +53,30 @@ impl<P: Platform> Kmem<P> {
         x: *mut u8,
         caller: &'static Location<'static>,
     ) -> Result<()> {
-        match self.slab_free_local(s, slab, x) {
+        match self.slab_free_local::<false>(s, slab, x) {
             Ok(()) => Ok(()),
             Err(Some(st)) => self.slab_free_slow(st, s, x, caller),
+            // Only with TRY.
             Err(None) => self.slab_free_unentered(s, x, caller),
         }
     }
 
     /// The fast path alone: the object pushed onto the CPU's free sheaf,
-    /// or the open section in which to take the slow path (`None`: the
-    /// leaf section could not be entered without waiting).
+    /// or the open section in which to take the slow path (`None`: with
+    /// `TRY`, the leaf section could not be entered without waiting:
+    /// [`Platform::local_try_enter_leaf`]).
     #[inline(always)]
-    pub(crate) fn slab_free_local(
+    pub(crate) fn slab_free_local<const TRY: bool>(
         &self,
         s: &KmemCache,
         slab: SlabRef<'_>,
         x: *mut u8,
     ) -> core::result::Result<(), Option<LocalState>> {
-        let st = self.p.local_try_enter_leaf().ok_or(None)?;
+        let st = if TRY {
+            self.p.local_try_enter_leaf().ok_or(None)?
+        } else {
+            self.p.local_enter_leaf()
+        };
         let cc = s.cpu(st.cpu);
         if cc.gate.load(Relaxed) == slab.nid as u32 {
             // SAFETY: `st` is open on this thread; `sh` is the only
@@ -101,8 +107,8 @@ impl<P: Platform> Kmem<P> {
         Err(Some(st))
     }
 
-    /// [`slab_free_slow`](Self::slab_free_slow) when the fast path could
-    /// not enter its leaf section without waiting.
+    /// [`slab_free_slow`](Self::slab_free_slow) when the fast path, asked
+    /// not to wait, could not enter its leaf section.
     #[cold]
     #[inline(never)]
     fn slab_free_unentered(

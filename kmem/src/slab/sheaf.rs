@@ -26,7 +26,7 @@
 //! roles, as mimalloc keeps a page's `free` and `local_free` lists apart.
 //! Allocations pop the *main* sheaf, frees push the *free* sheaf, and an
 //! allocation that finds main empty swaps the two (two pointers, on the
-//! fast path). With one sheaf for both, the address a free stores to
+//! fast path) if the free sheaf is at least half full. With one sheaf for both, the address a free stores to
 //! depends on the object (object, page descriptor, cache, sheaf), and the
 //! next allocation loads back what that store wrote: a `kmalloc`/`kfree`
 //! pair is then one dependency chain of five loads, which costs Intel
@@ -349,7 +349,12 @@ impl<P: Platform> Kmem<P> {
         // The node whose partial slabs refill the sheaf: ours, unless the
         // last new slab had to come from another node.
         let mut from = None;
+        // Set when no new slab could be had: one more pass, in which the
+        // free sheaf's few objects serve before the allocation fails
+        // (without asking for a slab again, which may have reclaimed).
+        let mut failed = None;
         loop {
+            let last_resort = failed.is_some();
             let nid;
             {
                 let g = LocalGuard::new(&self.p);
@@ -378,7 +383,8 @@ impl<P: Platform> Kmem<P> {
                 if main.size > 0 {
                     return Ok(main.pop() as usize);
                 }
-                if sh.free_is_worth_taking() {
+                // SAFETY: as above.
+                if sh.free_is_worth_taking() || (last_resort && unsafe { (*sh.free).size } > 0) {
                     core::mem::swap(&mut sh.main, &mut sh.free);
                     // SAFETY: as above.
                     return Ok(unsafe { (*sh.main).pop() } as usize);
@@ -408,27 +414,15 @@ impl<P: Platform> Kmem<P> {
                     return Ok(main.pop() as usize);
                 }
             }
+            if let Some(e) = failed {
+                self.slab_oom(s, gfp, nid);
+                return Err(e);
+            }
             // No free object on this node: a new slab, outside the section
             // (it allocates pages), then try again.
             match self.new_slab(s, gfp, nid) {
                 Ok(node) => from = Some(node),
-                Err(e) => {
-                    // No memory for a slab: the few freed objects the
-                    // free sheaf may hold serve before failing.
-                    let g = LocalGuard::new(&self.p);
-                    // SAFETY: `g` is open on this thread; the sheaves are
-                    // this CPU's own (`cap` was non-zero above).
-                    let sh = unsafe { s.local_sheaves(g.state()) };
-                    // SAFETY: as above.
-                    if sh.cap != 0 && unsafe { (*sh.free).size } > 0 {
-                        core::mem::swap(&mut sh.main, &mut sh.free);
-                        // SAFETY: as above.
-                        return Ok(unsafe { (*sh.main).pop() } as usize);
-                    }
-                    drop(g);
-                    self.slab_oom(s, gfp, nid);
-                    return Err(e);
-                }
+                Err(e) => failed = Some(e),
             }
         }
     }

@@ -140,7 +140,8 @@ impl<P: Platform> Kmem<P> {
             return Err(Error::InvalidArgument);
         }
         let params = self.slab_state().params;
-        // slab_debug= applies to every cache, kmalloc's included.
+        // slab_debug= (its global flags, or a list that names this cache)
+        // applies to kmalloc's caches as to any other.
         let flags = params
             .debug
             .kmem_cache_flags(flags.without(SLAB_PANIC), name);

@@ -270,15 +270,17 @@ impl<P: Platform> Kmem<P> {
 
     /// The opportunistic first step of an area of base pages, a kmem
     /// decision after a 2025 proposal for Linux ("mm/vmalloc: request
-    /// large order pages from buddy allocator"; 6.18 takes base pages one
-    /// by one, in bulk from the per-CPU lists): blocks of the
-    /// largest order that fits the pages still needed (at most
-    /// `pageblock_order`), split into base pages, each order tried until
-    /// it fails once and then the next lower one. The attempts neither
-    /// reclaim nor wake kswapd, insist, dip into a reserve nor warn
-    /// (`__GFP_NORETRY | __GFP_NOWARN | __GFP_NOMEMALLOC`, without
-    /// `__GFP_RECLAIM`, `__GFP_NOFAIL` and `__GFP_RETRY_MAYFAIL`): a block the buddy lists do not have at once is
-    /// not worth any effort, base pages do as well.
+    /// large order pages from buddy allocator"; Linux 6.18 takes base
+    /// pages, in bulk from the per-CPU lists): blocks of the largest order
+    /// that fits the pages still needed (at most `pageblock_order`), split
+    /// into base pages, each order tried until it fails once and then the
+    /// next lower one. The attempts neither reclaim directly, insist, dip
+    /// into a reserve, make compound pages nor warn: `__GFP_NORETRY |
+    /// __GFP_NOWARN | __GFP_NOMEMALLOC`, without `__GFP_DIRECT_RECLAIM`,
+    /// `__GFP_NOFAIL`, `__GFP_RETRY_MAYFAIL`, `__GFP_HIGH` and
+    /// `__GFP_COMP` (kswapd is woken below the low watermark, as for the
+    /// base pages that would follow). A block the buddy lists do not have
+    /// at once is not worth any effort: base pages do as well.
     ///
     /// Why: one page-allocator call per block instead of per page; the
     /// area is physically contiguous in long runs, which the simulator maps
@@ -287,10 +289,12 @@ impl<P: Platform> Kmem<P> {
     /// whole blocks instead of scattering unmovable pages over pageblocks
     /// that the per-CPU lists took them from.
     fn vm_area_alloc_large(&self, gfp: Gfp, node: i32, pages: &mut [*const Page]) -> usize {
-        let try_gfp = (gfp & !(gfp::__GFP_RECLAIM | gfp::__GFP_NOFAIL | gfp::__GFP_RETRY_MAYFAIL))
-            | gfp::__GFP_NORETRY
-            | gfp::__GFP_NOWARN
-            | gfp::__GFP_NOMEMALLOC;
+        let no = gfp::__GFP_DIRECT_RECLAIM
+            | gfp::__GFP_NOFAIL
+            | gfp::__GFP_RETRY_MAYFAIL
+            | gfp::__GFP_HIGH
+            | gfp::__GFP_COMP;
+        let try_gfp = (gfp & !no) | gfp::__GFP_NORETRY | gfp::__GFP_NOWARN | gfp::__GFP_NOMEMALLOC;
         let mut done = 0;
         let mut order = crate::PAGEBLOCK_ORDER;
         while pages.len() - done >= 2 {
