@@ -810,6 +810,13 @@ fn slab_debug_boot_option_applies_to_every_cache() {
         .unwrap()
         .flags()
         .contains(SLAB_RED_ZONE));
+    kmalloc_64_overrun_is_caught(&k);
+    assert_eq!(parse_slab_debug("X"), Err(Error::InvalidArgument));
+}
+
+/// A byte written past a kmalloc-64 object is found by its red zone: the
+/// free is refused (the object stays allocated) and reported.
+fn kmalloc_64_overrun_is_caught(k: &Kmem<ArenaPlatform<'_>>) {
     let a = k.kmalloc(64, GFP_KERNEL).unwrap();
     // SAFETY: one byte past the object, into its red zone.
     unsafe { *a.as_ptr().add(64) = 0 };
@@ -819,7 +826,6 @@ fn slab_debug_boot_option_applies_to_every_cache() {
     assert!(k
         .platform()
         .reported("BUG kmalloc-64 (Not tainted): Right Redzone overwritten"));
-    assert_eq!(parse_slab_debug("X"), Err(Error::InvalidArgument));
 }
 
 /// `slab_debug=` with cache lists, as Linux 6.18 reads it: the first list
@@ -883,14 +889,7 @@ fn slab_debug_lists_name_the_caches_they_debug() {
         k.kmalloc_slab(32, GFP_KERNEL).unwrap().flags() & SLAB_DEBUG_FLAGS,
         SlabFlags::NONE
     );
-    let a = k.kmalloc(64, GFP_KERNEL).unwrap();
-    // SAFETY: one byte past the object, into its red zone.
-    unsafe { *a.as_ptr().add(64) = 0 };
-    // SAFETY: deliberate bad input: kfree must detect the overrun and refuse.
-    assert_eq!(unsafe { k.kfree(a.as_ptr()) }, Err(Error::BadState));
-    assert!(k
-        .platform()
-        .reported("BUG kmalloc-64 (Not tainted): Right Redzone overwritten"));
+    kmalloc_64_overrun_is_caught(&k);
 }
 
 /// Every malformed `slab_debug=` value is refused whole.
