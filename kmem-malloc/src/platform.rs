@@ -450,9 +450,9 @@ impl MallocPlatform {
     /// caller then takes its slow path, which enters with `call_enter`.
     ///
     /// It has no call in it, nor has [`fast_exit`](Self::fast_exit) but
-    /// for a tail call, so that a fast path built on them saves no
-    /// registers. It tests the slot exactly as the leaf section does, so
-    /// the compiler can drop the section's shared-slot branch after it.
+    /// for a tail call, and the core's fast path after it enters its leaf
+    /// section with `local_try_enter_leaf`, which has none either: a fast
+    /// path built on them saves no registers.
     #[inline(always)]
     pub fn fast_enter(&self) -> bool {
         let t = thread();

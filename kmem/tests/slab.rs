@@ -832,6 +832,10 @@ fn kmalloc_64_overrun_is_caught(k: &Kmem<ArenaPlatform<'_>>) {
 /// that names a cache gives its flags, a `*` ends a prefix, the global
 /// block covers the rest, and kmalloc's caches are named like any other.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "covered natively; its unsafe paths run under Miri in other tests"
+)]
 fn slab_debug_lists_name_the_caches_they_debug() {
     let mut m = vec![0u8; MEM];
     let debug = SlabDebug::parse("U;FZ,kmalloc-64,tagged;P,kmalloc-*,tag*;-,quiet").unwrap();

@@ -588,6 +588,7 @@ mod tests {
     /// Against plain division, for every kmalloc size and odd sizes, over
     /// offsets around every object and wrapped offsets below the first.
     #[test]
+    #[cfg_attr(miri, ignore = "arithmetic only, no unsafe code: runs natively")]
     fn obj_divisor_is_exact_division() {
         let sizes = [
             8,

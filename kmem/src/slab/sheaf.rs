@@ -26,7 +26,8 @@
 //! roles, as mimalloc keeps a page's `free` and `local_free` lists apart.
 //! Allocations pop the *main* sheaf, frees push the *free* sheaf, and an
 //! allocation that finds main empty swaps the two (two pointers, on the
-//! fast path) if the free sheaf is at least half full. With one sheaf for both, the address a free stores to
+//! fast path) if the free sheaf is at least half full. With one sheaf for
+//! both, the address a free stores to
 //! depends on the object (object, page descriptor, cache, sheaf), and the
 //! next allocation loads back what that store wrote: a `kmalloc`/`kfree`
 //! pair is then one dependency chain of five loads, which costs Intel
@@ -40,8 +41,9 @@
 //! allocated and this one freed: see [`CpuSheaves::free_is_worth_taking`]),
 //! then a full sheaf from the barn, and only then is refilled from slabs
 //! under the node's `list_lock` (the free sheaf's few objects are the
-//! last resort before failing); a full free sheaf goes to an empty main, then is parked in
-//! the barn, and only then is flushed back into its slabs. Debug caches
+//! last resort before failing); a full free sheaf goes to an empty main,
+//! then is parked in the barn, and only then is flushed back into its
+//! slabs. Debug caches
 //! (`SLAB_CONSISTENCY_CHECKS`, `SLAB_RED_ZONE`, `SLAB_POISON`,
 //! `SLAB_STORE_USER`) bypass the sheaves, as Linux bypasses the cpu slab, so
 //! every object is checked on its way in and out. Each node's barn holds up to
@@ -171,8 +173,8 @@ impl CpuSheaves {
     /// CPU that has just started with the cache are often objects other
     /// CPUs allocated; handed straight back, they put this CPU's writes in
     /// the cache lines the others are writing (passive false sharing,
-    /// Hoard's cache-scratch: kmem-malloc ran it 5 to 12 times slower than
-    /// mimalloc). A full sheaf from the barn or from the slabs serves
+    /// Hoard's cache-scratch: kmem-malloc took 3 to 12 times mimalloc's
+    /// time on it). A full sheaf from the barn or from the slabs serves
     /// instead, and the few freed objects wait their turn.
     #[inline(always)]
     pub(super) fn free_is_worth_taking(&self) -> bool {
