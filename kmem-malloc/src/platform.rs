@@ -85,10 +85,6 @@ struct ThreadState {
     forker: Cell<bool>,
     /// The slot was taken during boot; its exit is not registered yet.
     key_pending: Cell<bool>,
-    /// The `active` mark of this thread's exclusive slot, `None` without
-    /// one (no slot yet, a shared slot, exiting): the mark a malloc call
-    /// sets and clears with one store, without finding the slot again.
-    mark: Cell<Option<&'static AtomicU32>>,
 }
 
 impl ThreadState {
@@ -165,7 +161,6 @@ thread_local! {
             tick: Cell::new(0),
             forker: Cell::new(false),
             key_pending: Cell::new(false),
-            mark: Cell::new(None),
         }
     };
 }
@@ -242,8 +237,6 @@ pub struct MallocPlatform {
     exclusive: usize,
     /// `nr_cpu_ids`: exclusive slots plus shared ones.
     nr_cpus: usize,
-    /// The CPU slots (process-wide, as the thread-local slot numbers are).
-    slots: &'static [Slot; MAX_SLOTS],
     /// Futex words of the wait channels.
     wait: &'static [AtomicU32; WAIT_WORDS],
     /// Threads holding an exclusive slot now (for reports and tests).
@@ -346,7 +339,6 @@ impl MallocPlatform {
             mem,
             exclusive,
             nr_cpus,
-            slots: &SLOTS,
             wait: &WAIT,
             live: AtomicUsize::new(0),
             rng: AtomicU64::new(u64::from_ne_bytes(seed)),
@@ -539,10 +531,13 @@ impl MallocPlatform {
 
     #[inline(always)]
     fn mark(&self, on: bool) {
-        if let Some(a) = thread().mark.get() {
+        let s = thread().slot();
+        if s & SHARED == 0 {
             // Only the owner writes an exclusive slot's mark; clearing it
             // releases the call's writes to the forker's acquire.
-            a.store(on as u32, if on { Relaxed } else { Release });
+            SLOTS[index(s)]
+                .active
+                .store(on as u32, if on { Relaxed } else { Release });
         } else {
             self.mark_shared(on);
         }
@@ -554,7 +549,7 @@ impl MallocPlatform {
     #[inline(never)]
     fn mark_shared(&self, on: bool) {
         let s = self.slot();
-        let a = &self.slots[index(s)].active;
+        let a = &SLOTS[index(s)].active;
         if s & SHARED == 0 {
             a.store(on as u32, if on { Relaxed } else { Release });
         } else if on {
@@ -572,7 +567,7 @@ impl MallocPlatform {
         let s = self.slot();
         let mut saved = 0;
         if s & SHARED != 0 && thread().depth.get() == 0 {
-            self.slots[index(s)].lock();
+            SLOTS[index(s)].lock();
             saved = 1;
         }
         LocalState {
@@ -622,7 +617,7 @@ impl MallocPlatform {
         }
         let me = self.current_slot();
         let mine = thread().calls.get() != 0;
-        for (i, s) in self.slots[..self.nr_cpus].iter().enumerate() {
+        for (i, s) in SLOTS[..self.nr_cpus].iter().enumerate() {
             // The forker's own mark, if it forks from inside a call (an
             // atfork handler that allocates), is one of them.
             let own = u32::from(mine && Some(i) == me);
@@ -651,7 +646,7 @@ impl MallocPlatform {
     pub unsafe fn after_fork_in_child(&self) {
         let mine = self.current_slot();
         let mut live = 0;
-        for (i, s) in self.slots[..self.nr_cpus].iter().enumerate() {
+        for (i, s) in SLOTS[..self.nr_cpus].iter().enumerate() {
             s.lock.store(0, Relaxed);
             s.active.store(
                 u32::from(Some(i) == mine && thread().calls.get() != 0),
@@ -684,7 +679,7 @@ impl MallocPlatform {
     #[inline(never)]
     fn take_slot(&self, s: u32) -> u32 {
         if s == NO_SLOT {
-            for (i, slot) in self.slots[..self.exclusive].iter().enumerate() {
+            for (i, slot) in SLOTS[..self.exclusive].iter().enumerate() {
                 if slot.state.load(Relaxed) == FREE
                     && slot
                         .state
@@ -696,7 +691,6 @@ impl MallocPlatform {
                     // `calloc` (a key past glibc's first 32), which then
                     // runs on this slot instead of taking another.
                     thread().set_slot(i as u32);
-                    thread().mark.set(Some(&self.slots[i].active));
                     if crate::MACHINE.get().is_some() {
                         self.register_exit();
                     } else {
@@ -748,9 +742,8 @@ impl MallocPlatform {
                 f();
             }
             thread().set_slot(EXITING);
-            thread().mark.set(None);
             self.live.fetch_sub(1, Relaxed);
-            self.slots[s as usize].state.store(FREE, Release);
+            SLOTS[s as usize].state.store(FREE, Release);
         } else {
             thread().set_slot(EXITING);
         }
@@ -840,7 +833,7 @@ unsafe impl Platform for MallocPlatform {
         let d = thread().depth.get();
         let mut saved = 0;
         if d == 0 && s & SHARED != 0 {
-            self.slots[index(s)].lock();
+            SLOTS[index(s)].lock();
             saved = 1;
         }
         thread().depth.set(d + 1);
@@ -854,7 +847,7 @@ unsafe impl Platform for MallocPlatform {
     fn local_exit(&self, state: LocalState) {
         thread().depth.set(thread().depth.get() - 1);
         if state.saved != 0 {
-            self.slots[state.cpu].unlock();
+            SLOTS[state.cpu].unlock();
         }
     }
 
@@ -890,7 +883,7 @@ unsafe impl Platform for MallocPlatform {
     #[inline(always)]
     fn local_exit_leaf(&self, state: LocalState) {
         if state.saved != 0 {
-            self.slots[state.cpu].unlock();
+            SLOTS[state.cpu].unlock();
         }
     }
 
@@ -970,7 +963,7 @@ unsafe impl Platform for MallocPlatform {
             return Err(Error::Busy);
         }
         let target = if cpu < self.exclusive {
-            if self.slots[cpu]
+            if SLOTS[cpu]
                 .state
                 .compare_exchange(FREE, BORROWED, Acquire, Relaxed)
                 .is_err()
@@ -988,7 +981,7 @@ unsafe impl Platform for MallocPlatform {
         self.local_exit(st);
         thread().set_slot(mine);
         if cpu < self.exclusive {
-            self.slots[cpu].state.store(FREE, Release);
+            SLOTS[cpu].state.store(FREE, Release);
         }
         Ok(())
     }

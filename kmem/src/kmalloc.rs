@@ -43,7 +43,8 @@
 use crate::error::{Error, Result};
 use crate::gfp::{Gfp, __GFP_ACCOUNT, __GFP_COMP, __GFP_DMA, __GFP_RECLAIMABLE, __GFP_ZERO};
 use crate::page_alloc::get_order;
-use crate::platform::{Level, Platform};
+use crate::platform::{Level, LocalState, Platform};
+use crate::slab::cache::SlabRef;
 use crate::slab::geometry::{cache_geometry, CacheGeometry};
 use crate::slab::KmemCache;
 use crate::slab::{
@@ -568,21 +569,44 @@ impl<P: Platform> Kmem<P> {
     pub unsafe fn kfree(&self, p: *mut u8) -> Result<()> {
         // The fast path: an object of a slab, found from the address.
         if !zero_or_null_ptr(p) {
-            if let Some(slab) = self.slab_of(p) {
-                let addr = slab.page.slab_cache_addr();
-                // 0: the slab was given back by a racing free since the
-                // lookup; the slow path reports it.
-                if addr != 0 {
-                    // SAFETY: a slab's cache field points at its live cache.
-                    let s = unsafe { &*(addr as *const KmemCache) };
-                    if !s.is_obj_start(slab, p) {
-                        return self.invalid_pointer(s, p);
-                    }
-                    return self.slab_free(s, slab, p, Location::caller());
+            if let Some((s, slab)) = self.slab_and_cache_of(p) {
+                if !s.is_obj_start(slab, p) {
+                    return self.invalid_pointer(s, p);
                 }
+                return self.slab_free(s, slab, p, Location::caller());
             }
         }
         self.kfree_slow(p, Location::caller())
+    }
+
+    /// The slab `p` lies in and its cache, from the address alone
+    /// (`virt_to_slab()`, `slab->slab_cache`): `None` for an address in no
+    /// slab, or in one a racing free gave back since the lookup (its cache
+    /// field is 0), which the slow paths report.
+    #[inline(always)]
+    fn slab_and_cache_of(&self, p: *const u8) -> Option<(&KmemCache, SlabRef<'_>)> {
+        let slab = self.slab_of(p)?;
+        let addr = slab.page.slab_cache_addr();
+        if addr == 0 {
+            return None;
+        }
+        // SAFETY: a slab's cache field points at its live cache.
+        Some((unsafe { &*(addr as *const KmemCache) }, slab))
+    }
+
+    /// A `TRY` fast path's outcome for a caller that does not go slow: the
+    /// value, or `None` once the section it may have entered is left.
+    #[inline(always)]
+    fn leave_if_refused<T>(&self, r: core::result::Result<T, Option<LocalState>>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(st) => {
+                if let Some(st) = st {
+                    self.p.local_exit_leaf(st);
+                }
+                None
+            }
+        }
     }
 
     /// [`kfree`](Self::kfree)'s fast path alone, for a layer above that
@@ -597,25 +621,11 @@ impl<P: Platform> Kmem<P> {
     /// As [`kfree`](Self::kfree).
     #[inline(always)]
     pub unsafe fn kfree_fastpath(&self, p: *mut u8) -> bool {
-        let Some(slab) = self.slab_of(p) else {
-            return false;
-        };
-        let addr = slab.page.slab_cache_addr();
-        if addr == 0 {
-            return false;
-        }
-        // SAFETY: a slab's cache field points at its live cache.
-        let s = unsafe { &*(addr as *const KmemCache) };
-        if !s.is_obj_start(slab, p) {
-            return false;
-        }
-        match self.slab_free_local::<true>(s, slab, p) {
-            Ok(()) => true,
-            Err(Some(st)) => {
-                self.p.local_exit_leaf(st);
-                false
-            }
-            Err(None) => false,
+        match self.slab_and_cache_of(p) {
+            Some((s, slab)) if s.is_obj_start(slab, p) => self
+                .leave_if_refused(self.slab_free_local::<true>(s, slab, p))
+                .is_some(),
+            _ => false,
         }
     }
 
@@ -631,14 +641,8 @@ impl<P: Platform> Kmem<P> {
             return None;
         }
         let s = self.kmalloc_slab(size, gfp)?;
-        match self.slab_alloc_local::<true>(s, gfp, -1) {
-            Ok(x) => NonNull::new(x as *mut u8),
-            Err(Some(st)) => {
-                self.p.local_exit_leaf(st);
-                None
-            }
-            Err(None) => None,
-        }
+        let x = self.leave_if_refused(self.slab_alloc_local::<true>(s, gfp, -1))?;
+        NonNull::new(x as *mut u8)
     }
 
     /// `kfree()` of NULL, `ZERO_SIZE_PTR`, a `kmalloc_large` block or

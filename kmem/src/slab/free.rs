@@ -56,8 +56,7 @@ impl<P: Platform> Kmem<P> {
         match self.slab_free_local::<false>(s, slab, x) {
             Ok(()) => Ok(()),
             Err(Some(st)) => self.slab_free_slow(st, s, x, caller),
-            // Only with TRY.
-            Err(None) => self.slab_free_unentered(s, x, caller),
+            Err(None) => unreachable!("only a TRY free is refused its section"),
         }
     }
 
@@ -105,20 +104,6 @@ impl<P: Platform> Kmem<P> {
             }
         }
         Err(Some(st))
-    }
-
-    /// [`slab_free_slow`](Self::slab_free_slow) when the fast path, asked
-    /// not to wait, could not enter its leaf section.
-    #[cold]
-    #[inline(never)]
-    fn slab_free_unentered(
-        &self,
-        s: &KmemCache,
-        x: *mut u8,
-        caller: &'static Location<'static>,
-    ) -> Result<()> {
-        let st = self.p.local_enter_leaf();
-        self.slab_free_slow(st, s, x, caller)
     }
 
     /// Everything [`slab_free`](Self::slab_free) does not do itself;
