@@ -11,7 +11,7 @@
 //! tree, the purge list, the preload slot, or the hands of the one caller
 //! that took it out of one of them.
 
-use super::tree::VmapArea;
+use super::tree::{AreaTree, Path, VmapArea};
 use super::{PurgeEvent, VmStruct, VM_UNINITIALIZED};
 use crate::gfp::{self, Gfp};
 use crate::platform::{Level, Platform};
@@ -105,18 +105,22 @@ impl<P: Platform> Kmem<P> {
         // aligned, and a range exactly `size` long has one placement.
         let adjust = !(align <= PAGE_SIZE || vend - vstart == size);
         let mut free = self.vmalloc.free.lock();
-        let fva = free.0.find_lowest_match(size, align, vstart, adjust)?;
+        let mut path = Path::new();
+        let fva = free
+            .0
+            .find_lowest_match(size, align, vstart, adjust, &mut path)?;
         // SAFETY: `fva` is in the free tree, whose lock we hold.
         let (fs, fe) = unsafe { ((*fva.as_ptr()).va_start, (*fva.as_ptr()).va_end) };
-        let nva_start = fs.max(vstart).next_multiple_of(align);
-        let nva_end = nva_start.checked_add(size)?;
-        if nva_end > vend || nva_end > fe {
+        let nva_start = super::tree::fit_start((fs, fe), size, align, vstart)?;
+        let nva_end = nva_start + size;
+        if nva_end > vend {
             return None;
         }
         // adjust_va_to_fit_type(): the four ways the block sits in `fva`.
         // In each, `fva` is a node of the free tree under its lock;
         // shrinking it from one end keeps its place in the address order,
-        // and update_augment() restores subtree_max_size.
+        // and update_augment_path() restores subtree_max_size along the
+        // descent that found it.
         match (nva_start == fs, nva_end == fe) {
             // FL_FIT_TYPE: the whole free area.
             // SAFETY: as above; once removed, `fva` is ours to drop.
@@ -129,13 +133,13 @@ impl<P: Platform> Kmem<P> {
             // SAFETY: as above.
             (true, false) => unsafe {
                 (*fva.as_ptr()).va_start = nva_end;
-                free.0.update_augment(fva);
+                free.0.update_augment_path(&path);
             },
             // RE_FIT_TYPE: up to its right edge.
             // SAFETY: as above.
             (false, true) => unsafe {
                 (*fva.as_ptr()).va_end = nva_start;
-                free.0.update_augment(fva);
+                free.0.update_augment_path(&path);
             },
             // NE_FIT_TYPE: in the middle, splitting it in two.
             (false, false) => {
@@ -144,7 +148,7 @@ impl<P: Platform> Kmem<P> {
                 // `[fs, nva_start)` and the shrunk `fva` do not overlap.
                 unsafe {
                     (*fva.as_ptr()).va_start = nva_end;
-                    free.0.update_augment(fva);
+                    free.0.update_augment_path(&path);
                     lva.as_ptr().write(VmapArea::new(fs, nva_start));
                     free.0.insert(lva);
                 }
@@ -307,13 +311,13 @@ impl<P: Platform> Kmem<P> {
         // (ranges only grow into the gap `va` fills).
         unsafe {
             let (s, e) = ((*va.as_ptr()).va_start, (*va.as_ptr()).va_end);
-            let prev = free.0.find_le(s);
-            let next = match prev {
-                Some(p) => super::tree::AreaTree::next(p),
-                None => free.0.first(),
-            };
-            let prev = prev.filter(|p| (*p.as_ptr()).va_end == s);
-            let next = next.filter(|n| (*n.as_ptr()).va_start == e);
+            // One descent finds both neighbours (Linux: find_va_links(),
+            // then the sorted list's siblings) and the path down to them.
+            let mut path = Path::new();
+            let (le, gt) = free.0.find_neighbours(s, &mut path);
+            let at = |i: Option<usize>| i.and_then(|i| AreaTree::path_node(&path, i));
+            let prev = at(le).filter(|p| (*p.as_ptr()).va_end == s);
+            let next = at(gt).filter(|n| (*n.as_ptr()).va_start == e);
             match (prev, next) {
                 (Some(p), Some(n)) => {
                     let ne = (*n.as_ptr()).va_end;
@@ -326,13 +330,15 @@ impl<P: Platform> Kmem<P> {
                 }
                 (Some(p), None) => {
                     (*p.as_ptr()).va_end = e;
-                    free.0.update_augment(p);
+                    path.truncate(le.map_or(0, |i| i + 1));
+                    free.0.update_augment_path(&path);
                     drop(free);
                     self.vmap_area_drop(va);
                 }
                 (None, Some(n)) => {
                     (*n.as_ptr()).va_start = s;
-                    free.0.update_augment(n);
+                    path.truncate(gt.map_or(0, |i| i + 1));
+                    free.0.update_augment_path(&path);
                     drop(free);
                     self.vmap_area_drop(va);
                 }

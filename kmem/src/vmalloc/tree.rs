@@ -15,6 +15,14 @@
 //! finds the lowest-address fit in O(log n); after an area is trimmed or
 //! grown in place, [`AreaTree::update_augment`] (Linux's
 //! `augment_tree_propagate_from()`) refreshes the cache towards the root.
+//! Where the edit follows a descent (an allocation trims the node the
+//! search found; a free grows a neighbour the same descent found), the
+//! descent's [`Path`] gives the ancestors, so
+//! [`AreaTree::update_augment_path`] walks up without loading parent links
+//! one after another, and carries each new maximum in a register rather
+//! than reading it back from the store just made. One descent gives both
+//! neighbours of a freed range ([`AreaTree::find_neighbours`]), where
+//! Linux follows the tree's links to the next area.
 //! The busy trees answer lookups by address only and are not augmented.
 //!
 //! *AVL rather than red-black*: Linux's augmented rb-tree keeps the augment
@@ -101,6 +109,55 @@ pub(crate) struct AreaTree {
     len: usize,
 }
 
+/// Levels a [`Path`] holds. An AVL tree of height `h` has at least
+/// `fib(h + 2) - 1` nodes, so 64 levels need over 10^13 nodes, more than the
+/// vmalloc space holds pages (and far more than memory holds 96-byte nodes).
+const MAX_HEIGHT: usize = 64;
+
+/// The nodes a descent went through, from the root down to the node it
+/// stopped at: the ancestors [`AreaTree::update_augment_path`] refreshes
+/// without chasing parent links (Linux walks `rb_parent()` up; each step
+/// there is a load the next one waits for, here the addresses are known).
+pub(crate) struct Path {
+    /// `nodes[0]` is the root, `nodes[i + 1]` a child of `nodes[i]`.
+    nodes: [*mut VmapArea; MAX_HEIGHT],
+    /// Nodes recorded.
+    len: usize,
+}
+
+impl Path {
+    /// An empty path.
+    pub(crate) const fn new() -> Self {
+        Path {
+            nodes: [ptr::null_mut(); MAX_HEIGHT],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, n: *mut VmapArea) {
+        // Past MAX_HEIGHT the tree could not be an AVL tree (see there).
+        self.nodes[self.len] = n;
+        self.len += 1;
+    }
+
+    fn pop(&mut self) {
+        self.len -= 1;
+    }
+
+    fn last(&self) -> *mut VmapArea {
+        if self.len == 0 {
+            ptr::null_mut()
+        } else {
+            self.nodes[self.len - 1]
+        }
+    }
+
+    /// Keeps the first `len` nodes: the path down to `nodes[len - 1]`.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+}
+
 /// Height of the subtree at `n` (0 if empty).
 ///
 /// # Safety
@@ -165,9 +222,18 @@ unsafe fn extreme(mut n: *mut VmapArea, left: bool) -> *mut VmapArea {
 
 /// Where an `align`-aligned block of `size` bytes at or above `vstart` would
 /// start inside the range `(s, e)`, if it fits: Linux's `is_within_this_va()`,
-/// with checked arithmetic where Linux tests for wrap-around.
-fn fit_start((s, e): (usize, usize), size: usize, align: usize, vstart: usize) -> Option<usize> {
-    let nva_start = s.max(vstart).checked_next_multiple_of(align)?;
+/// with checked arithmetic where Linux tests for wrap-around. `align` is a
+/// power of two, so rounding up is a mask (Linux's `ALIGN()`), not the
+/// division `next_multiple_of` makes: this runs at every level of a search.
+pub(crate) fn fit_start(
+    (s, e): (usize, usize),
+    size: usize,
+    align: usize,
+    vstart: usize,
+) -> Option<usize> {
+    debug_assert!(align.is_power_of_two());
+    let mask = align - 1;
+    let nva_start = s.max(vstart).checked_add(mask)? & !mask;
     (nva_start.checked_add(size)? <= e).then_some(nva_start)
 }
 
@@ -328,6 +394,40 @@ impl AreaTree {
         NonNull::new(best)
     }
 
+    /// One descent for both neighbours of a range starting at `addr`: the
+    /// node with the largest `va_start <= addr` and the one with the
+    /// smallest `va_start > addr` (what [`find_le`](Self::find_le) and
+    /// [`next`](Self::next) give, without the second walk). Both lie on the
+    /// descent, which `path` records; the answer is their depths in it.
+    pub(crate) fn find_neighbours(
+        &self,
+        addr: usize,
+        path: &mut Path,
+    ) -> (Option<usize>, Option<usize>) {
+        let (mut cur, mut le, mut gt) = (self.root, None, None);
+        path.len = 0;
+        // SAFETY: as in `find`.
+        unsafe {
+            while !cur.is_null() {
+                path.push(cur);
+                if (*cur).va_start <= addr {
+                    le = Some(path.len - 1);
+                    cur = (*cur).right;
+                } else {
+                    gt = Some(path.len - 1);
+                    cur = (*cur).left;
+                }
+            }
+        }
+        (le, gt)
+    }
+
+    /// The node at depth `i` of `path` (as [`find_neighbours`](Self::find_neighbours)
+    /// answers), if the path is that long.
+    pub(crate) fn path_node(path: &Path, i: usize) -> Option<NonNull<VmapArea>> {
+        path.nodes[..path.len].get(i).and_then(|&n| NonNull::new(n))
+    }
+
     /// The lowest-address node, if any.
     pub(crate) fn first(&self) -> Option<NonNull<VmapArea>> {
         // SAFETY: a non-null root is a valid node of this well-formed tree.
@@ -407,10 +507,62 @@ impl AreaTree {
                     && Self::next(node).is_none_or(|q| e <= (*q.as_ptr()).va_start),
                 "vmap_area {s:#x}..{e:#x} emptied or edited across a neighbour"
             );
-            while !n.is_null() && (*n).subtree_max_size != compute_max(n) {
-                (*n).subtree_max_size = compute_max(n);
-                n = (*n).parent;
+            let mut m = compute_max(n);
+            while (*n).subtree_max_size != m {
+                (*n).subtree_max_size = m;
+                let p = (*n).parent;
+                if p.is_null() {
+                    break;
+                }
+                m = Self::parent_max(p, n, m);
+                n = p;
             }
+        }
+    }
+
+    /// [`update_augment`](Self::update_augment) for the last node of
+    /// `path`, whose ancestors the path lists: the same stores, without
+    /// chasing parent links.
+    ///
+    /// # Safety
+    /// As for `update_augment`, and `path` is a descent of this tree from
+    /// its root to the edited node, the tree unchanged in shape since.
+    pub(crate) unsafe fn update_augment_path(&mut self, path: &Path) {
+        if !self.augmented || path.len == 0 {
+            return;
+        }
+        let nodes = &path.nodes[..path.len];
+        // SAFETY: the path's nodes are in this tree (the caller's contract),
+        // so they and their children are valid and ours under `&mut self`.
+        unsafe {
+            debug_assert!(nodes[0] == self.root);
+            debug_assert!(nodes.windows(2).all(|w| (*w[1]).parent == w[0]));
+            let mut i = nodes.len() - 1;
+            let mut m = compute_max(nodes[i]);
+            while (*nodes[i]).subtree_max_size != m {
+                (*nodes[i]).subtree_max_size = m;
+                if i == 0 {
+                    break;
+                }
+                m = Self::parent_max(nodes[i - 1], nodes[i], m);
+                i -= 1;
+            }
+        }
+    }
+
+    /// `compute_subtree_max_size()` of `p` when its child `c` has just
+    /// taken the value `m`: `m` comes from a register, not back from the
+    /// store just made, so the walk up is not one store-to-load after
+    /// another.
+    ///
+    /// # Safety
+    /// `p` is a valid node with child `c`, its other child null or valid.
+    unsafe fn parent_max(p: *mut VmapArea, c: *mut VmapArea, m: usize) -> usize {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let (l, r) = ((*p).left, (*p).right);
+            let other = if l == c { r } else { l };
+            ((*p).va_end - (*p).va_start).max(max_size(other)).max(m)
         }
     }
 
@@ -436,12 +588,17 @@ impl AreaTree {
     /// smaller area that fits anyway (its start already aligned) is skipped
     /// when it sits in a pruned subtree, exactly as in Linux. Either way it
     /// is the node Linux's function returns on the same tree shape.
+    ///
+    /// `path` records the nodes from the root down to the one found, for
+    /// [`update_augment_path`](Self::update_augment_path) after the caller
+    /// trims it.
     pub(crate) fn find_lowest_match(
         &self,
         size: usize,
         align: usize,
         vstart: usize,
         adjust_search_size: bool,
+        path: &mut Path,
     ) -> Option<NonNull<VmapArea>> {
         debug_assert!(self.augmented && align.is_power_of_two());
         // Linux wraps on overflow; saturating keeps "no subtree can hold it".
@@ -450,6 +607,7 @@ impl AreaTree {
         // SAFETY: `c` is null or a node of this tree, valid (insert's contract).
         let can_hold = |c: *mut VmapArea| !c.is_null() && unsafe { max_size(c) } >= length;
         let mut n = self.root;
+        path.len = 0;
         // SAFETY: the nodes reachable from the root are valid (insert's
         // contract) and `&self` excludes changes through the tree.
         unsafe {
@@ -457,6 +615,7 @@ impl AreaTree {
                 // Descend to the lowest subtree that can hold it; the left
                 // one ends by `va_start`, useless unless `vstart` is below.
                 loop {
+                    path.push(n);
                     if vstart < (*n).va_start && can_hold((*n).left) {
                         n = (*n).left;
                     } else if fits(n, size, align, vstart) {
@@ -471,9 +630,11 @@ impl AreaTree {
                 // left (the next node in address order), try it, then its
                 // right subtree. (Linux climbs every parent, bumping `vstart`
                 // past one before entering its right subtree; same result.)
+                // The path's last node is `n`; climbing pops it.
                 loop {
                     let child = n;
-                    n = (*child).parent;
+                    path.pop();
+                    n = path.last();
                     if n.is_null() {
                         return None;
                     } else if (*n).left != child {

@@ -41,6 +41,34 @@ fn set_range(p: NonNull<VmapArea>, (start, end): (usize, usize)) {
     unsafe { ((*p.as_ptr()).va_start, (*p.as_ptr()).va_end) = (start, end) };
 }
 
+/// `find_lowest_match`, checking the path it records: the root, then each
+/// node a child of the one before, down to the node found.
+fn lowest_in(
+    t: &AreaTree,
+    size: usize,
+    align: usize,
+    vstart: usize,
+    adjust: bool,
+) -> Option<NonNull<VmapArea>> {
+    let mut path = Path::new();
+    let found = t.find_lowest_match(size, align, vstart, adjust, &mut path);
+    if let Some(n) = found {
+        check_path(t, &path, n);
+    }
+    found
+}
+
+/// `path` runs from `t`'s root down to `n` through parent links.
+fn check_path(t: &AreaTree, path: &Path, n: NonNull<VmapArea>) {
+    let nodes = &path.nodes[..path.len];
+    assert_eq!(
+        (nodes.first(), nodes.last()),
+        (Some(&t.root), Some(&n.as_ptr()))
+    );
+    // SAFETY: the path's nodes are in `t`, which nothing modifies.
+    assert!(nodes.windows(2).all(|w| unsafe { (*w[1]).parent } == w[0]));
+}
+
 /// The ranges in address order, by `first` and `next` or, backwards, by
 /// `last` and `prev`.
 fn walk(t: &AreaTree, backwards: bool) -> Vec<(usize, usize)> {
@@ -129,7 +157,7 @@ fn update_augment_after_shrink_and_merge() {
         // SAFETY: `p` is in `t`, edited without crossing a neighbour.
         unsafe { t.update_augment(p) };
         t.check().unwrap();
-        let fit = t.find_lowest_match(3 * PAGE, PAGE, 0, false);
+        let fit = lowest_in(&t, 3 * PAGE, PAGE, 0, false);
         assert_eq!((fit, t.find(s + PAGE)), (Some(by[want]), Some(p)));
     }
     // Merge, as a free does: remove the upper neighbour, then grow the
@@ -144,7 +172,7 @@ fn update_augment_after_shrink_and_merge() {
     // SAFETY: `lo` is in `t` and grew over free space only.
     unsafe { t.update_augment(lo) };
     t.check().unwrap();
-    let fit = t.find_lowest_match(merged.1 - merged.0, PAGE, 0, false);
+    let fit = lowest_in(&t, merged.1 - merged.0, PAGE, 0, false);
     assert_eq!((t.find(range(hi).0), fit), (Some(lo), Some(lo)));
     // `check` notices an augment left stale.
     set_range(lo, (merged.0 + PAGE, merged.1));
@@ -160,7 +188,7 @@ fn lowest_match_alignment_and_vstart() {
     // SAFETY: fresh nodes, disjoint ranges.
     unsafe { (t.insert(big), t.insert(small)) };
     t.check().unwrap();
-    let lowest = |size, align, vstart, adjust| t.find_lowest_match(size, align, vstart, adjust);
+    let lowest = |size, align, vstart, adjust| lowest_in(&t, size, align, vstart, adjust);
     // Linux's subtlety: with the search length adjusted to size + align
     // - 1, the left subtree (largest 0x2000) is pruned although the small
     // area fits exactly; the exact search finds it. Page alignment is no
@@ -235,12 +263,12 @@ fn compare(t: &AreaTree, ranges: &[(usize, usize)], qs: &[(usize, u32, usize)]) 
     for &(pages, shift, vstart) in qs {
         let (size, align) = (pages * PAGE, 1usize << shift);
         // The exact search gives the lowest fit.
-        let exact = t.find_lowest_match(size, align, vstart, false);
+        let exact = lowest_in(t, size, align, vstart, false);
         assert_eq!(exact.map(range), naive(size, align, vstart, 0));
         assert_eq!(exact, linux_shape(t, (size, align, vstart), false));
         // The adjusted one gives Linux's node: a real fit, and the
         // lowest among areas of at least `length` bytes.
-        let adjusted = t.find_lowest_match(size, align, vstart, true);
+        let adjusted = lowest_in(t, size, align, vstart, true);
         assert_eq!(adjusted, linux_shape(t, (size, align, vstart), true));
         let big = naive(size, align, vstart, size + align - 1);
         match adjusted.map(range) {
@@ -254,6 +282,22 @@ fn compare(t: &AreaTree, ranges: &[(usize, usize)], qs: &[(usize, u32, usize)]) 
             let want = ranges.iter().copied().find(|&(s, e)| s <= addr && addr < e);
             let le = ranges.iter().copied().rfind(|&(s, _)| s <= addr);
             assert!(t.find(addr).map(range) == want && t.find_le(addr).map(range) == le);
+            // Both neighbours from one descent, as find_le and next give them.
+            let mut path = Path::new();
+            let (lo, hi) = t.find_neighbours(addr, &mut path);
+            let at = |i: Option<usize>| i.and_then(|i| AreaTree::path_node(&path, i));
+            let gt = ranges.iter().copied().find(|&(s, _)| s > addr);
+            assert_eq!((at(lo).map(range), at(hi).map(range)), (le, gt));
+            for n in [at(lo), at(hi)].into_iter().flatten() {
+                let depth = [lo, hi]
+                    .into_iter()
+                    .flatten()
+                    .find(|&i| at(Some(i)) == Some(n));
+                let mut prefix = Path::new();
+                prefix.nodes = path.nodes;
+                prefix.len = depth.unwrap() + 1;
+                check_path(t, &prefix, n);
+            }
         }
     }
 }
@@ -319,9 +363,22 @@ proptest! {
                 (1 | 2, Some(j), _) if range(all[j]).1 - range(all[j]).0 > k * PAGE => {
                     let (s, e) = range(all[j]);
                     let r = if kind == 1 { (s + k * PAGE, e) } else { (s, e - k * PAGE) };
+                    // A shrink from the left refreshes along the descent to
+                    // the node (as an allocation does), one from the right
+                    // through the parent links.
+                    let mut path = Path::new();
+                    let (le, _) = t.find_neighbours(s, &mut path);
+                    path.truncate(le.unwrap() + 1);
                     set_range(all[j], r);
-                    // SAFETY: `all[j]` is in `t`; shrinking keeps its place.
-                    unsafe { t.update_augment(all[j]) };
+                    // SAFETY: `all[j]` is in `t`; shrinking keeps its place;
+                    // the path leads to it and the tree's shape is unchanged.
+                    unsafe {
+                        if kind == 1 {
+                            t.update_augment_path(&path);
+                        } else {
+                            t.update_augment(all[j]);
+                        }
+                    }
                 }
                 (3, Some(j), _) => {
                     // SAFETY: `all[j]` is in `t`, unmodified meanwhile.
