@@ -1262,6 +1262,56 @@ fn without_memory_for_sheaves_objects_come_straight_from_the_slabs() {
     unsafe { k.kmem_cache_destroy(c) }.unwrap();
 }
 
+/// Out of memory for a new slab, an allocation takes the free sheaf however
+/// few objects it holds (the last pass of the sheaf allocation path), and
+/// fails only once they are gone too.
+#[test]
+fn without_a_new_slab_the_free_sheafs_few_objects_serve_before_failing() {
+    let mut m = vec![0u8; MEM];
+    let k = boot(&mut m);
+    let c = k
+        .kmem_cache_create("last_pass", 64, 0, SlabFlags::NONE, None)
+        .unwrap();
+    let few = (c.sheaf_capacity() / 4).max(1);
+    // The CPU's sheaves and a first slab; then no page allocation succeeds.
+    let mut held = vec![k.kmem_cache_alloc(c, GFP_KERNEL).unwrap()];
+    let fp = k.fail_page_alloc();
+    fp.set_probability(100).unwrap();
+    fp.set_times(-1).unwrap();
+    fp.set_verbose(0).unwrap();
+    fp.set_ignore_gfp_wait(false);
+    fp.set_min_order(0);
+    let gfp = GFP_KERNEL | __GFP_NOWARN;
+    // Everything the sheaves and the slab hold.
+    while let Ok(p) = k.kmem_cache_alloc(c, gfp) {
+        held.push(p);
+    }
+    assert!(held.len() > few && fp.injected() > 0);
+    // A few objects back, into the free sheaf: under half full, so an
+    // allocation with memory to spare would take a new slab instead.
+    let mut back = held.split_off(held.len() - few);
+    for p in &back {
+        // SAFETY: allocated above, freed once.
+        unsafe { k.kmem_cache_free(c, p.as_ptr()) }.unwrap();
+    }
+    let mut again: Vec<_> = (0..few)
+        .map(|_| {
+            k.kmem_cache_alloc(c, gfp)
+                .expect("the free sheaf's objects serve")
+        })
+        .collect();
+    assert_eq!(k.kmem_cache_alloc(c, gfp), Err(Error::NoMemory));
+    (back.sort(), again.sort());
+    assert_eq!(again, back);
+    fp.set_probability(0).unwrap();
+    for p in held.iter().chain(&again) {
+        // SAFETY: each is live and freed once.
+        unsafe { k.kmem_cache_free(c, p.as_ptr()) }.unwrap();
+    }
+    // SAFETY: no object of `c` is live.
+    unsafe { k.kmem_cache_destroy(c) }.unwrap();
+}
+
 /// `active_objs` of cache `name` in /proc/slabinfo.
 fn active_objs<P: kmem::platform::Platform>(k: &Kmem<P>, name: &str) -> u64 {
     let mut s = String::new();
