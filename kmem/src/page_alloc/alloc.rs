@@ -606,7 +606,9 @@ impl<P: Platform> Kmem<P> {
         let mm = self.mem_map();
         let page = mm.at(idx);
         if order > 0 && gfp.contains(gfp::__GFP_COMP) {
-            page.set_flag(PG_HEAD);
+            // Just taken off a free list: ours alone, so a plain store, as
+            // Linux's __SetPageHead().
+            page.set_flag_owned(PG_HEAD);
             for t in 1..(1u32 << order) {
                 let tail = mm.at(idx + t);
                 tail.set_raw_flags(links | PG_TAIL);

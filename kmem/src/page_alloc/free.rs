@@ -186,7 +186,9 @@ impl<P: Platform> Kmem<P> {
                 tail.set_raw_flags(tail.raw_flags() & !PG_TAIL);
                 tail.set_head_index(None);
             }
-            page.clear_flag(PG_HEAD);
+            // The count reached zero: the block is ours alone, so a plain
+            // store, as Linux's __ClearPageHead() (no locked operation).
+            page.clear_flag_owned(PG_HEAD);
         }
         page.set_order(0);
         let zone = self.page_zone(page);
