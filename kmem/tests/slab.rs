@@ -1301,7 +1301,8 @@ fn without_a_new_slab_the_free_sheafs_few_objects_serve_before_failing() {
         })
         .collect();
     assert_eq!(k.kmem_cache_alloc(c, gfp), Err(Error::NoMemory));
-    (back.sort(), again.sort());
+    back.sort();
+    again.sort();
     assert_eq!(again, back);
     fp.set_probability(0).unwrap();
     for p in held.iter().chain(&again) {
