@@ -385,11 +385,15 @@ pub fn malloc(size: usize) -> *mut u8 {
     // starts again from nothing. Neither path holds a call but for tail
     // calls, so `malloc` saves no registers.
     if let Some(k) = MACHINE.get() {
-        if size <= KMALLOC_MAX_CACHE_SIZE && k.platform().fast_enter() {
-            if let Some(p) = k.kmalloc_fastpath(size.max(MIN_ALIGN), GFP) {
-                return k.platform().fast_exit(p.as_ptr());
+        if size <= KMALLOC_MAX_CACHE_SIZE {
+            if let Some(st) = k.platform().fast_enter() {
+                // SAFETY: `st` is this thread's section on its exclusive
+                // slot, open until fast_exit or fast_abandon.
+                if let Some(p) = unsafe { k.kmalloc_fastpath_in(&st, size.max(MIN_ALIGN), GFP) } {
+                    return k.platform().fast_exit(st, p.as_ptr());
+                }
+                k.platform().fast_abandon(st);
             }
-            k.platform().fast_abandon();
         }
     }
     malloc_slow(size)
@@ -439,12 +443,14 @@ pub unsafe fn free(p: *mut u8) {
     // exclusive slot, no fork under way. Anything else (a bad pointer
     // included, which the slow path reports) is the slow path's.
     if let Some(k) = MACHINE.get() {
-        if k.platform().fast_enter() {
-            // SAFETY: the caller gives the block up.
-            if unsafe { k.kfree_fastpath(p) } {
-                return k.platform().fast_exit(());
+        if let Some(st) = k.platform().fast_enter() {
+            // SAFETY: the caller gives the block up; `st` is this thread's
+            // section on its exclusive slot, open until fast_exit or
+            // fast_abandon.
+            if unsafe { k.kfree_fastpath_in(&st, p) } {
+                return k.platform().fast_exit(st, ());
             }
-            k.platform().fast_abandon();
+            k.platform().fast_abandon(st);
         }
     }
     // SAFETY: the caller's contract.

@@ -437,20 +437,22 @@ impl MallocPlatform {
     }
 
     /// [`call_enter`](Self::call_enter) for the fast paths of `malloc` and
-    /// `free`, or `false` with nothing changed: only an outermost call on
+    /// `free`, or `None` with nothing changed: only an outermost call on
     /// an exclusive slot while no `fork()` is under way enters here. The
     /// caller then takes its slow path, which enters with `call_enter`.
     ///
-    /// It has no call in it, nor has [`fast_exit`](Self::fast_exit) but
-    /// for a tail call, and the core's fast path after it enters its leaf
-    /// section with `local_try_enter_leaf`, which has none either: a fast
-    /// path built on them saves no registers.
+    /// The answer is also the slot's leaf section, which an exclusive slot
+    /// needs nothing more for (see [`local_enter_leaf`](Platform::local_enter_leaf)):
+    /// the core's fast path runs in it (`Kmem::kmalloc_fastpath_in`), and
+    /// [`fast_exit`](Self::fast_exit) takes it back, so the slot is read
+    /// and checked once a call. None of the three has a call in it but
+    /// for a tail call: a fast path built on them saves no registers.
     #[inline(always)]
-    pub fn fast_enter(&self) -> bool {
+    pub fn fast_enter(&self) -> Option<LocalState> {
         let t = thread();
         let s = t.slot();
         if s & SHARED != 0 || t.calls.get() != 0 {
-            return false;
+            return None;
         }
         // The depth first, as in `call_enter`: a call that begins in
         // between (a signal handler's) nests instead of marking the slot.
@@ -466,20 +468,23 @@ impl MallocPlatform {
         if FORKING.load(Relaxed) != 0 {
             a.store(0, Release);
             t.calls.set(0);
-            return false;
+            return None;
         }
-        true
+        Some(LocalState {
+            cpu: index(s),
+            saved: 0,
+        })
     }
 
     /// Leave a call entered with [`fast_enter`](Self::fast_enter),
     /// returning `r`; a pending reporting round is left to a cold
     /// function, entered by a tail call.
     #[inline(always)]
-    pub fn fast_exit<T>(&self, r: T) -> T {
+    pub fn fast_exit<T>(&self, st: LocalState, r: T) -> T {
         if self.report_due.load(Relaxed) != 0 {
             return self.fast_exit_report(r);
         }
-        self.fast_abandon();
+        self.fast_abandon(st);
         r
     }
 
@@ -487,10 +492,9 @@ impl MallocPlatform {
     /// did nothing: the slow path, which follows, checks for a pending
     /// reporting round.
     #[inline(always)]
-    pub fn fast_abandon(&self) {
-        let t = thread();
-        t.calls.set(0);
-        SLOTS[index(t.slot())].active.store(0, Release);
+    pub fn fast_abandon(&self, st: LocalState) {
+        thread().calls.set(0);
+        SLOTS[index(st.cpu as u32)].active.store(0, Release);
     }
 
     #[cold]
@@ -867,17 +871,6 @@ unsafe impl Platform for MallocPlatform {
             };
         }
         self.enter_leaf_shared()
-    }
-
-    /// A leaf section on an exclusive slot; `None` on a shared one (or
-    /// none yet), whose lock the slow path takes.
-    #[inline(always)]
-    fn local_try_enter_leaf(&self) -> Option<LocalState> {
-        let s = thread().slot();
-        (s & SHARED == 0).then_some(LocalState {
-            cpu: index(s),
-            saved: 0,
-        })
     }
 
     #[inline(always)]

@@ -594,55 +594,54 @@ impl<P: Platform> Kmem<P> {
         Some((unsafe { &*(addr as *const KmemCache) }, slab))
     }
 
-    /// A `TRY` fast path's outcome for a caller that does not go slow: the
-    /// value, or `None` once the section it may have entered is left.
-    #[inline(always)]
-    fn leave_if_refused<T>(&self, r: core::result::Result<T, Option<LocalState>>) -> Option<T> {
-        match r {
-            Ok(v) => Some(v),
-            Err(st) => {
-                if let Some(st) = st {
-                    self.p.local_exit_leaf(st);
-                }
-                None
-            }
-        }
-    }
-
-    /// [`kfree`](Self::kfree)'s fast path alone, for a layer above that
-    /// wants no call on its own fast path (kmem-malloc's `free`): `true`
-    /// when `p`, a slab object, went onto this CPU's free sheaf; `false`
-    /// with nothing done and nothing reported otherwise (not a slab
-    /// object, not an object start, a full sheaf, a debug cache, a leaf
-    /// section that would wait), when `kfree` does the whole work.
+    /// [`kfree`](Self::kfree)'s fast path alone, inside a leaf section the
+    /// caller holds, for a layer above that enters its own and wants no
+    /// call on its fast path (kmem-malloc's `free`, whose slot check is the
+    /// section): `true` when `p`, a slab object, went onto this CPU's free
+    /// sheaf; `false` with nothing done and nothing reported otherwise (not
+    /// a slab object, not an object start, a full sheaf, a debug cache),
+    /// when `kfree` does the whole work.
     ///
     /// # Safety
     ///
-    /// As [`kfree`](Self::kfree).
+    /// As [`kfree`](Self::kfree), and `st` is a CPU-local section open on
+    /// the calling thread, as [`Platform::local_enter_leaf`] gives one, that
+    /// stays open until this returns.
     #[inline(always)]
-    pub unsafe fn kfree_fastpath(&self, p: *mut u8) -> bool {
+    pub unsafe fn kfree_fastpath_in(&self, st: &LocalState, p: *mut u8) -> bool {
         match self.slab_and_cache_of(p) {
-            Some((s, slab)) if s.is_obj_start(slab, p) => self
-                .leave_if_refused(self.slab_free_local::<true>(s, slab, p))
-                .is_some(),
+            Some((s, slab)) if s.is_obj_start(slab, p) => self.slab_free_in(s, slab, p, st),
             _ => false,
         }
     }
 
     /// [`kmalloc`](Self::kmalloc)'s fast path alone, the counterpart of
-    /// [`kfree_fastpath`](Self::kfree_fastpath): an object from this CPU's
-    /// sheaf of the size's cache, or `None` with nothing done (a size
+    /// [`kfree_fastpath_in`](Self::kfree_fastpath_in): an object from this
+    /// CPU's sheaf of the size's cache, or `None` with nothing done (a size
     /// above [`KMALLOC_MAX_CACHE_SIZE`], an empty sheaf, a debug cache, an
-    /// armed hook, a leaf section that would wait), when `kmalloc` does
-    /// the whole work.
+    /// armed hook), when `kmalloc` does the whole work.
+    ///
+    /// # Safety
+    ///
+    /// `st` is a CPU-local section open on the calling thread, as
+    /// [`Platform::local_enter_leaf`] gives one, that stays open until this
+    /// returns.
     #[inline(always)]
-    pub fn kmalloc_fastpath(&self, size: usize, gfp: Gfp) -> Option<NonNull<u8>> {
-        if size.wrapping_sub(1) >= KMALLOC_MAX_CACHE_SIZE || gfp.intersects(GFP_SLAB_BUG_MASK) {
+    pub unsafe fn kmalloc_fastpath_in(
+        &self,
+        st: &LocalState,
+        size: usize,
+        gfp: Gfp,
+    ) -> Option<NonNull<u8>> {
+        if size.wrapping_sub(1) >= KMALLOC_MAX_CACHE_SIZE
+            || gfp.intersects(GFP_SLAB_BUG_MASK)
+            || self.slab_hooks_armed()
+        {
             return None;
         }
         let s = self.kmalloc_slab(size, gfp)?;
-        let x = self.leave_if_refused(self.slab_alloc_local::<true>(s, gfp, -1))?;
-        NonNull::new(x as *mut u8)
+        let x = self.slab_alloc_in(s, -1, st)?;
+        NonNull::new(self.slab_post_alloc(s, x, gfp) as *mut u8)
     }
 
     /// `kfree()` of NULL, `ZERO_SIZE_PTR`, a `kmalloc_large` block or

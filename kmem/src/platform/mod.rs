@@ -206,22 +206,8 @@ pub unsafe trait Platform {
         self.local_enter()
     }
 
-    /// [`local_enter_leaf`](Self::local_enter_leaf) if it needs no waiting
-    /// and no call out, else `None` with nothing entered. The call-free
-    /// fast paths ([`Kmem::kmalloc_fastpath`](crate::Kmem::kmalloc_fastpath),
-    /// [`Kmem::kfree_fastpath`](crate::Kmem::kfree_fastpath)) enter with it
-    /// and answer "not done" on `None`. A platform whose leaf section is
-    /// sometimes a lock (kmem-malloc's shared slots) answers `None` there,
-    /// so that those paths hold no call and save no registers. The default
-    /// always enters.
-    #[inline]
-    fn local_try_enter_leaf(&self) -> Option<LocalState> {
-        Some(self.local_enter_leaf())
-    }
-
     /// Leave a section entered by [`local_enter_leaf`](Self::local_enter_leaf)
-    /// (or [`local_try_enter_leaf`](Self::local_try_enter_leaf)) that
-    /// returned `state`; a point where pending work for the CPU (a
+    /// that returned `state`; a point where pending work for the CPU (a
     /// cross-CPU call) may run, as at `local_exit`.
     #[inline]
     fn local_exit_leaf(&self, state: LocalState) {
@@ -658,7 +644,7 @@ macro_rules! report {
 #[macro_export]
 macro_rules! forward_platform {
     ($s:ident => $to:expr; all) => {
-        $crate::forward_platform!($s => $to; nr_cpu_ids, smp_processor_id, local_enter, local_exit, local_enter_leaf, local_try_enter_leaf, local_exit_leaf, set_per_cpu_offset, this_cpu_add, irq_save, irq_restore, in_atomic, in_interrupt, direct_map, memory_is_zeroed, vmap_range, map_kernel_range, unmap_kernel_range, flush_tlb_kernel_range, wait_event, wake_up, others_can_run, smp_call_function_single, on_each_cpu, page_reporting_notify, report, current, now_ns, random_u64, task_flags, set_task_flags, out_of_memory);
+        $crate::forward_platform!($s => $to; nr_cpu_ids, smp_processor_id, local_enter, local_exit, local_enter_leaf, local_exit_leaf, set_per_cpu_offset, this_cpu_add, irq_save, irq_restore, in_atomic, in_interrupt, direct_map, memory_is_zeroed, vmap_range, map_kernel_range, unmap_kernel_range, flush_tlb_kernel_range, wait_event, wake_up, others_can_run, smp_call_function_single, on_each_cpu, page_reporting_notify, report, current, now_ns, random_u64, task_flags, set_task_flags, out_of_memory);
     };
     ($s:ident => $to:expr; $($m:ident),+ $(,)?) => {
         $( $crate::forward_platform!(@one $s => $to; $m); )+
@@ -696,13 +682,6 @@ macro_rules! forward_platform {
         fn local_enter_leaf(&self) -> $crate::platform::LocalState {
             let $s = self;
             $crate::platform::Platform::local_enter_leaf($to)
-        }
-    };
-    (@one $s:ident => $to:expr; local_try_enter_leaf) => {
-        #[inline]
-        fn local_try_enter_leaf(&self) -> Option<$crate::platform::LocalState> {
-            let $s = self;
-            $crate::platform::Platform::local_try_enter_leaf($to)
         }
     };
     (@one $s:ident => $to:expr; local_exit_leaf) => {

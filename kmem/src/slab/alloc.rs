@@ -13,12 +13,11 @@
 //! *open* section to the slow path, which leaves it first thing: the call
 //! is then a tail call and no argument has to survive the platform's
 //! section exit (which may run cross-CPU calls), so the fast paths need no
-//! register saves. [`Kmem::kmalloc_fastpath`] and [`Kmem::kfree_fastpath`]
-//! are the fast paths alone (`slab_alloc_local::<true>`,
-//! `slab_free_local::<true>`), which enter with
-//! [`Platform::local_try_enter_leaf`] and answer "not done" instead of
-//! going slow, for a caller that wants no call at all on its own fast path
-//! (kmem-malloc). The slow paths return the object or the error in one
+//! register saves. [`Kmem::kmalloc_fastpath_in`] and
+//! [`Kmem::kfree_fastpath_in`] are the fast paths alone (`slab_alloc_in`,
+//! `slab_free_in`), run in a section the caller entered and answering "not
+//! done" instead of going slow, for a caller that wants no call at all on
+//! its own fast path and checks its own CPU (kmem-malloc's thread slot). The slow paths return the object or the error in one
 //! word, as Linux's `ERR_PTR`, which becomes a `Result` in the caller's
 //! frame. The CPU's node and the "go slow" flags share one word
 //! (`CpuCache::gate`), so a free tests both with one compare.
@@ -118,7 +117,7 @@ impl<P: Platform> Kmem<P> {
         node: i32,
         caller: &'static Location<'static>,
     ) -> usize {
-        match self.slab_alloc_local::<false>(s, gfp, node) {
+        match self.slab_alloc_local(s, gfp, node) {
             Ok(x) => x,
             Err(Some(st)) => self.slab_alloc_slow(st, s, gfp, node, caller),
             Err(None) => self.slab_alloc_hooked(s, gfp, node, caller),
@@ -126,11 +125,9 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// The fast path alone: an object from the CPU's sheaves, or the open
-    /// section in which to take the slow path (`None`: a hook is armed,
-    /// or, with `TRY`, the leaf section could not be entered without
-    /// waiting: [`Platform::local_try_enter_leaf`]).
+    /// section in which to take the slow path (`None`: a hook is armed).
     #[inline(always)]
-    pub(crate) fn slab_alloc_local<const TRY: bool>(
+    pub(crate) fn slab_alloc_local(
         &self,
         s: &KmemCache,
         gfp: Gfp,
@@ -141,17 +138,30 @@ impl<P: Platform> Kmem<P> {
         if self.slab_hooks_armed() {
             return Err(None);
         }
-        let st = if TRY {
-            self.p.local_try_enter_leaf().ok_or(None)?
-        } else {
-            self.p.local_enter_leaf()
-        };
+        let st = self.p.local_enter_leaf();
+        match self.slab_alloc_in(s, node, &st) {
+            Some(x) => {
+                self.p.local_exit_leaf(st);
+                // `gfp` is usually a constant here (the function is inlined
+                // into its caller), so the test costs nothing without
+                // __GFP_ZERO.
+                Ok(self.slab_post_alloc(s, x, gfp))
+            }
+            None => Err(Some(st)),
+        }
+    }
+
+    /// The sheaf pop itself, in the section `st` (left to the caller): an
+    /// object from the CPU's main sheaf, or from its free sheaf once that
+    /// is worth taking, else `None` with nothing changed.
+    #[inline(always)]
+    pub(crate) fn slab_alloc_in(&self, s: &KmemCache, node: i32, st: &LocalState) -> Option<usize> {
         let cc = s.cpu(st.cpu);
         let gate = cc.gate.load(Relaxed);
         if (node < 0 && gate & CPU_SLOW == 0) || gate == node as u32 {
             // SAFETY: `st` is open on this thread; `sh` is the only
             // reference into the sheaves until the section ends.
-            let sh = unsafe { s.local_sheaves(&st) };
+            let sh = unsafe { s.local_sheaves(st) };
             // The sheaves are reached through raw pointers and written only
             // when they hold an object: a CPU without sheaves yet has both
             // pointing at the cache's shared empty sheaf.
@@ -171,19 +181,14 @@ impl<P: Platform> Kmem<P> {
             if n.wrapping_sub(1) < SHEAF_CAPACITY {
                 // SAFETY: `main` is this CPU's sheaf with `n` objects, in
                 // `objects[1..=n]`; nothing else reaches it in the section.
-                let x = unsafe {
+                return Some(unsafe {
                     let x = (*main).objects[n];
                     (*main).size = n - 1;
                     x
-                };
-                self.p.local_exit_leaf(st);
-                // `gfp` is usually a constant here (the function is inlined
-                // into its caller), so the test costs nothing without
-                // __GFP_ZERO.
-                return Ok(self.slab_post_alloc(s, x as usize, gfp));
+                } as usize);
             }
         }
-        Err(Some(st))
+        None
     }
 
     /// The pre-allocation hooks, then the allocation, for when a hook is
@@ -209,7 +214,7 @@ impl<P: Platform> Kmem<P> {
 
     /// `slab_post_alloc_hook()`: zero the object for `__GFP_ZERO`.
     #[inline]
-    pub(super) fn slab_post_alloc(&self, s: &KmemCache, x: usize, gfp: Gfp) -> usize {
+    pub(crate) fn slab_post_alloc(&self, s: &KmemCache, x: usize, gfp: Gfp) -> usize {
         if gfp.contains(gfp::__GFP_ZERO) {
             // SAFETY: a freshly allocated object of at least object_size bytes.
             unsafe { ptr::write_bytes(x as *mut u8, 0, s.geo.object_size) };

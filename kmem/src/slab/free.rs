@@ -53,34 +53,45 @@ impl<P: Platform> Kmem<P> {
         x: *mut u8,
         caller: &'static Location<'static>,
     ) -> Result<()> {
-        match self.slab_free_local::<false>(s, slab, x) {
+        match self.slab_free_local(s, slab, x) {
             Ok(()) => Ok(()),
-            Err(Some(st)) => self.slab_free_slow(st, s, x, caller),
-            Err(None) => unreachable!("only a TRY free is refused its section"),
+            Err(st) => self.slab_free_slow(st, s, x, caller),
         }
     }
 
     /// The fast path alone: the object pushed onto the CPU's free sheaf,
-    /// or the open section in which to take the slow path (`None`: with
-    /// `TRY`, the leaf section could not be entered without waiting:
-    /// [`Platform::local_try_enter_leaf`]).
+    /// or the open section in which to take the slow path.
     #[inline(always)]
-    pub(crate) fn slab_free_local<const TRY: bool>(
+    pub(crate) fn slab_free_local(
         &self,
         s: &KmemCache,
         slab: SlabRef<'_>,
         x: *mut u8,
-    ) -> core::result::Result<(), Option<LocalState>> {
-        let st = if TRY {
-            self.p.local_try_enter_leaf().ok_or(None)?
-        } else {
-            self.p.local_enter_leaf()
-        };
+    ) -> core::result::Result<(), LocalState> {
+        let st = self.p.local_enter_leaf();
+        if self.slab_free_in(s, slab, x, &st) {
+            self.p.local_exit_leaf(st);
+            return Ok(());
+        }
+        Err(st)
+    }
+
+    /// The sheaf push itself, in the section `st` (left to the caller):
+    /// `x` onto the CPU's free sheaf, or `false` with nothing changed (a
+    /// full sheaf, the object already on top, a slow CPU or node).
+    #[inline(always)]
+    pub(crate) fn slab_free_in(
+        &self,
+        s: &KmemCache,
+        slab: SlabRef<'_>,
+        x: *mut u8,
+        st: &LocalState,
+    ) -> bool {
         let cc = s.cpu(st.cpu);
         if cc.gate.load(Relaxed) == slab.nid as u32 {
             // SAFETY: `st` is open on this thread; `sh` is the only
             // reference into the sheaves until the section ends.
-            let sh = unsafe { s.local_sheaves(&st) };
+            let sh = unsafe { s.local_sheaves(st) };
             let free = sh.free;
             // SAFETY: `free` points at a valid sheaf (local_sheaves): this
             // CPU's own, or, while `cap` is 0, the cache's shared empty
@@ -99,11 +110,10 @@ impl<P: Platform> Kmem<P> {
                     *(*free).objects.get_unchecked_mut(n + 1) = x;
                     (*free).size = n + 1;
                 }
-                self.p.local_exit_leaf(st);
-                return Ok(());
+                return true;
             }
         }
-        Err(Some(st))
+        false
     }
 
     /// Everything [`slab_free`](Self::slab_free) does not do itself;
