@@ -51,11 +51,26 @@ int main(int argc, char **argv) {
     errno = 0;
     void *ra = reallocarray(NULL, SIZE_MAX / 2, 3);
     printf("reallocarray overflow: %s %s\n", ra ? "non-null" : "null", errno == ENOMEM ? "ENOMEM" : "no errno");
-    unsigned char *cz = calloc(1000, 100);
+    /* calloc after dirty blocks of the same size were freed, which
+     * allocators hand out again: a slab size, page blocks of a per-CPU
+     * list's order and of a larger one. */
     int zero = 1;
-    for (int i = 0; i < 100000; i++) zero &= cz[i] == 0;
+    static unsigned char *blk[300];
+    size_t sizes[] = {200, 20000, 100000};
+    for (int k = 0; k < 3; k++) {
+        size_t n = sizes[k];
+        for (int b = 0; b < 300; b++) {
+            blk[b] = malloc(n);
+            memset(blk[b], 0xab, n);
+        }
+        for (int b = 0; b < 300; b++) free(blk[b]);
+        for (int b = 0; b < 300; b++) {
+            blk[b] = calloc(n / 100, 100);
+            for (size_t i = 0; i < n; i++) zero &= blk[b][i] == 0;
+        }
+        for (int b = 0; b < 300; b++) free(blk[b]);
+    }
     printf("calloc zeroed: %d\n", zero);
-    free(cz);
     int ok = 1;
     for (size_t a = sizeof(void *); a <= (1 << 22); a <<= 1) {
         for (size_t s = 1; s < 3 * a; s += a / 2 + 1) {
