@@ -386,13 +386,15 @@ pub fn malloc(size: usize) -> *mut u8 {
     // calls, so `malloc` saves no registers.
     if let Some(k) = MACHINE.get() {
         if size <= KMALLOC_MAX_CACHE_SIZE {
-            if let Some(st) = k.platform().fast_enter() {
-                // SAFETY: `st` is this thread's section on its exclusive
-                // slot, open until fast_exit or fast_abandon.
-                if let Some(p) = unsafe { k.kmalloc_fastpath_in(&st, size.max(MIN_ALIGN), GFP) } {
-                    return k.platform().fast_exit(st, p.as_ptr());
+            if let Some(call) = k.platform().fast_enter() {
+                // SAFETY: the call's section is this thread's, on its
+                // exclusive slot of this machine, open until the call is
+                // consumed below; nothing else here reaches the sheaves.
+                let p = unsafe { k.kmalloc_fastpath_in(call.section(), size.max(MIN_ALIGN), GFP) };
+                if let Some(p) = p {
+                    return k.platform().fast_exit(call, p.as_ptr());
                 }
-                k.platform().fast_abandon(st);
+                k.platform().fast_abandon(call);
             }
         }
     }
@@ -410,7 +412,7 @@ fn alloc_gfp(size: usize, gfp: Gfp) -> *mut u8 {
     let _call = k.platform().call();
     if size > KMALLOC_MAX_CACHE_SIZE && size <= KMALLOC_MAX_SIZE && gfp.contains(__GFP_ZERO) {
         // calloc of a page block: zero the bytes asked for, not the whole
-        // power-of-two block __GFP_ZERO would (a quarter more on average).
+        // power-of-two block __GFP_ZERO would (on average a third more).
         if let Ok(p) = k.kmalloc(size, gfp & !__GFP_ZERO) {
             // SAFETY: a fresh block of at least `size` bytes, ours.
             unsafe { ptr::write_bytes(p.as_ptr(), 0, size) };
@@ -451,14 +453,13 @@ pub unsafe fn free(p: *mut u8) {
     // exclusive slot, no fork under way. Anything else (a bad pointer
     // included, which the slow path reports) is the slow path's.
     if let Some(k) = MACHINE.get() {
-        if let Some(st) = k.platform().fast_enter() {
-            // SAFETY: the caller gives the block up; `st` is this thread's
-            // section on its exclusive slot, open until fast_exit or
-            // fast_abandon.
-            if unsafe { k.kfree_fastpath_in(&st, p) } {
-                return k.platform().fast_exit(st, ());
+        if let Some(call) = k.platform().fast_enter() {
+            // SAFETY: the caller gives the block up; the call's section is
+            // as in `malloc`.
+            if unsafe { k.kfree_fastpath_in(call.section(), p) } {
+                return k.platform().fast_exit(call, ());
             }
-            k.platform().fast_abandon(st);
+            k.platform().fast_abandon(call);
         }
     }
     // SAFETY: the caller's contract.

@@ -174,6 +174,23 @@ fn thread() -> &'static ThreadState {
     THREAD.with(|t| unsafe { &*(t as *const ThreadState) })
 }
 
+/// A malloc call entered on its fast path ([`MallocPlatform::fast_enter`]):
+/// the thread's exclusive slot as a leaf section. Only `fast_enter` makes
+/// one, and [`MallocPlatform::fast_exit`] or
+/// [`MallocPlatform::fast_abandon`] consumes it, so the slot it names is
+/// always the calling thread's own.
+pub struct FastCall(LocalState);
+
+impl FastCall {
+    /// The leaf section, for the core's fast paths
+    /// (`Kmem::kmalloc_fastpath_in`, `kfree_fastpath_in`): open on this
+    /// thread until the call is consumed.
+    #[inline(always)]
+    pub fn section(&self) -> &LocalState {
+        &self.0
+    }
+}
+
 /// 1 while a `fork()` is between its prepare handler and its parent or
 /// child handler: no malloc call may start (see [`MallocPlatform::call_enter`]).
 static FORKING: AtomicU32 = AtomicU32::new(0);
@@ -441,14 +458,15 @@ impl MallocPlatform {
     /// an exclusive slot while no `fork()` is under way enters here. The
     /// caller then takes its slow path, which enters with `call_enter`.
     ///
-    /// The answer is also the slot's leaf section, which an exclusive slot
+    /// The answer holds the slot's leaf section, which an exclusive slot
     /// needs nothing more for (see [`local_enter_leaf`](Platform::local_enter_leaf)):
     /// the core's fast path runs in it (`Kmem::kmalloc_fastpath_in`), and
-    /// [`fast_exit`](Self::fast_exit) takes it back, so the slot is read
-    /// and checked once a call. None of the three has a call in it but
-    /// for a tail call: a fast path built on them saves no registers.
+    /// [`fast_exit`](Self::fast_exit) or [`fast_abandon`](Self::fast_abandon)
+    /// consumes it, so the slot is read and checked once a call. None of
+    /// the three has a call in it but for a tail call: a fast path built on
+    /// them saves no registers.
     #[inline(always)]
-    pub fn fast_enter(&self) -> Option<LocalState> {
+    pub fn fast_enter(&self) -> Option<FastCall> {
         let t = thread();
         let s = t.slot();
         if s & SHARED != 0 || t.calls.get() != 0 {
@@ -470,21 +488,21 @@ impl MallocPlatform {
             t.calls.set(0);
             return None;
         }
-        Some(LocalState {
+        Some(FastCall(LocalState {
             cpu: index(s),
             saved: 0,
-        })
+        }))
     }
 
     /// Leave a call entered with [`fast_enter`](Self::fast_enter),
     /// returning `r`; a pending reporting round is left to a cold
     /// function, entered by a tail call.
     #[inline(always)]
-    pub fn fast_exit<T>(&self, st: LocalState, r: T) -> T {
+    pub fn fast_exit<T>(&self, call: FastCall, r: T) -> T {
         if self.report_due.load(Relaxed) != 0 {
             return self.fast_exit_report(r);
         }
-        self.fast_abandon(st);
+        self.fast_abandon(call);
         r
     }
 
@@ -492,9 +510,9 @@ impl MallocPlatform {
     /// did nothing: the slow path, which follows, checks for a pending
     /// reporting round.
     #[inline(always)]
-    pub fn fast_abandon(&self, st: LocalState) {
+    pub fn fast_abandon(&self, call: FastCall) {
         thread().calls.set(0);
-        SLOTS[index(st.cpu as u32)].active.store(0, Release);
+        SLOTS[index(call.0.cpu as u32)].active.store(0, Release);
     }
 
     #[cold]

@@ -604,13 +604,18 @@ impl<P: Platform> Kmem<P> {
     ///
     /// # Safety
     ///
-    /// As [`kfree`](Self::kfree), and `st` is a CPU-local section open on
-    /// the calling thread, as [`Platform::local_enter_leaf`] gives one, that
-    /// stays open until this returns.
+    /// As [`kfree`](Self::kfree), and `st` is a CPU-local section of this
+    /// machine's platform (so `st.cpu < nr_cpu_ids`), as
+    /// [`Platform::local_enter_leaf`] gives one, open on the calling thread
+    /// until this returns; nothing else on the thread holds a reference
+    /// into that CPU's sheaves meanwhile.
     #[inline(always)]
     pub unsafe fn kfree_fastpath_in(&self, st: &LocalState, p: *mut u8) -> bool {
         match self.slab_and_cache_of(p) {
-            Some((s, slab)) if s.is_obj_start(slab, p) => self.slab_free_in(s, slab, p, st),
+            // SAFETY: the caller's contract; `p` is an object start of `s`.
+            Some((s, slab)) if s.is_obj_start(slab, p) => unsafe {
+                self.slab_free_in(s, slab, p, st)
+            },
             _ => false,
         }
     }
@@ -619,13 +624,16 @@ impl<P: Platform> Kmem<P> {
     /// [`kfree_fastpath_in`](Self::kfree_fastpath_in): an object from this
     /// CPU's sheaf of the size's cache, or `None` with nothing done (a size
     /// above [`KMALLOC_MAX_CACHE_SIZE`], an empty sheaf, a debug cache, an
-    /// armed hook), when `kmalloc` does the whole work.
+    /// armed hook), when `kmalloc` does the whole work. Under `__GFP_ZERO`
+    /// the object is zeroed before this returns, inside the caller's
+    /// section.
     ///
     /// # Safety
     ///
-    /// `st` is a CPU-local section open on the calling thread, as
-    /// [`Platform::local_enter_leaf`] gives one, that stays open until this
-    /// returns.
+    /// As for [`kfree_fastpath_in`](Self::kfree_fastpath_in): `st` is a
+    /// section of this machine's platform, open on the calling thread until
+    /// this returns, and nothing else on the thread holds a reference into
+    /// that CPU's sheaves meanwhile.
     #[inline(always)]
     pub unsafe fn kmalloc_fastpath_in(
         &self,
@@ -640,7 +648,8 @@ impl<P: Platform> Kmem<P> {
             return None;
         }
         let s = self.kmalloc_slab(size, gfp)?;
-        let x = self.slab_alloc_in(s, -1, st)?;
+        // SAFETY: the caller's contract.
+        let x = unsafe { self.slab_alloc_in(s, -1, st) }?;
         NonNull::new(self.slab_post_alloc(s, x, gfp) as *mut u8)
     }
 

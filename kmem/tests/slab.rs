@@ -4,8 +4,9 @@
 
 use kmem::arena::ArenaPlatform;
 use kmem::gfp::*;
-use kmem::kmalloc::ZERO_SIZE_PTR;
+use kmem::kmalloc::{KMALLOC_MAX_CACHE_SIZE, ZERO_SIZE_PTR};
 use kmem::memory_map::MemRegion;
+use kmem::platform::Platform;
 use kmem::slab::*;
 use kmem::{BootParams, Error, Kmem, PAGE_SIZE};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -1311,6 +1312,71 @@ fn without_a_new_slab_the_free_sheafs_few_objects_serve_before_failing() {
     }
     // SAFETY: no object of `c` is live.
     unsafe { k.kmem_cache_destroy(c) }.unwrap();
+}
+
+/// kmalloc's and kfree's fast paths alone, in a section the caller
+/// entered (what kmem-malloc's `malloc` and `free` run): objects from the
+/// CPU's sheaves, zeroed under `__GFP_ZERO` even where the memory was
+/// dirty; "not done", with nothing changed and nothing reported, for a
+/// size past the caches, a pointer inside an object, a second free of the
+/// object on top of the free sheaf, and an armed failslab.
+#[test]
+fn the_fast_paths_alone_run_in_the_callers_section() {
+    let mut m = vec![0u8; MEM];
+    let k = boot(&mut m);
+    let p = k.platform();
+    // Dirty objects of kmalloc-64, freed: a sheaf's worth and more.
+    let dirty: Vec<_> = (0..300)
+        .map(|_| k.kmalloc(64, GFP_KERNEL).unwrap())
+        .collect();
+    for x in &dirty {
+        // SAFETY: a live 64-byte object, written then freed once.
+        unsafe {
+            x.as_ptr().write_bytes(0xab, 64);
+            k.kfree(x.as_ptr()).unwrap();
+        }
+    }
+    p.clear_reports();
+    let st = p.local_enter_leaf();
+    // SAFETY: `st` is this thread's section of this machine, open until
+    // local_exit_leaf below.
+    let alloc = |size, gfp| unsafe { k.kmalloc_fastpath_in(&st, size, gfp) };
+    // SAFETY: as above; `x` is a live object given up, or one the fast path
+    // refuses without touching it (an interior pointer, a double free).
+    let free = |x: *mut u8| unsafe { k.kfree_fastpath_in(&st, x) };
+    let mut got = Vec::new();
+    while let Some(x) = alloc(64, GFP_KERNEL | __GFP_ZERO) {
+        // SAFETY: a live 64-byte object.
+        assert!(unsafe { std::slice::from_raw_parts(x.as_ptr(), 64) }
+            .iter()
+            .all(|&b| b == 0));
+        got.push(x);
+        if got.len() == 50 {
+            break;
+        }
+    }
+    assert!(
+        got.iter().any(|x| dirty.contains(x)),
+        "the fast path handed out a dirtied object, zeroed"
+    );
+    assert_eq!(alloc(KMALLOC_MAX_CACHE_SIZE + 1, GFP_KERNEL), None);
+    let x = got.pop().unwrap();
+    assert!(!free(x.as_ptr().wrapping_add(8)));
+    assert!(free(x.as_ptr()));
+    assert!(!free(x.as_ptr()), "a double free on top");
+    // An armed hook sends every allocation to kmalloc, which asks it.
+    let fs = k.failslab();
+    fs.set_probability(100).unwrap();
+    fs.set_times(-1).unwrap();
+    fs.set_verbose(0).unwrap();
+    assert_eq!(alloc(64, GFP_KERNEL), None);
+    fs.set_probability(0).unwrap();
+    p.local_exit_leaf(st);
+    assert!(!p.reported(""), "the fast paths report nothing");
+    for x in got {
+        // SAFETY: live objects, freed once.
+        unsafe { k.kfree(x.as_ptr()) }.unwrap();
+    }
 }
 
 /// `active_objs` of cache `name` in /proc/slabinfo.

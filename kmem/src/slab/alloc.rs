@@ -15,9 +15,10 @@
 //! section exit (which may run cross-CPU calls), so the fast paths need no
 //! register saves. [`Kmem::kmalloc_fastpath_in`] and
 //! [`Kmem::kfree_fastpath_in`] are the fast paths alone (`slab_alloc_in`,
-//! `slab_free_in`), run in a section the caller entered and answering "not
-//! done" instead of going slow, for a caller that wants no call at all on
-//! its own fast path and checks its own CPU (kmem-malloc's thread slot). The slow paths return the object or the error in one
+//! `slab_free_in`), run in a section the caller entered and answering
+//! "not done" instead of going slow, for a caller that wants no call at
+//! all on its own fast path and checks its own CPU (kmem-malloc's thread
+//! slot). The slow paths return the object or the error in one
 //! word, as Linux's `ERR_PTR`, which becomes a `Result` in the caller's
 //! frame. The CPU's node and the "go slow" flags share one word
 //! (`CpuCache::gate`), so a free tests both with one compare.
@@ -139,7 +140,8 @@ impl<P: Platform> Kmem<P> {
             return Err(None);
         }
         let st = self.p.local_enter_leaf();
-        match self.slab_alloc_in(s, node, &st) {
+        // SAFETY: `st` was just entered on this thread and is left below.
+        match unsafe { self.slab_alloc_in(s, node, &st) } {
             Some(x) => {
                 self.p.local_exit_leaf(st);
                 // `gfp` is usually a constant here (the function is inlined
@@ -154,13 +156,24 @@ impl<P: Platform> Kmem<P> {
     /// The sheaf pop itself, in the section `st` (left to the caller): an
     /// object from the CPU's main sheaf, or from its free sheaf once that
     /// is worth taking, else `None` with nothing changed.
+    ///
+    /// # Safety
+    ///
+    /// `st` is a section of this machine's platform, open on the calling
+    /// thread until this returns (so `st.cpu < nr_cpu_ids`), and the caller
+    /// holds no other reference into that CPU's sheaves.
     #[inline(always)]
-    pub(crate) fn slab_alloc_in(&self, s: &KmemCache, node: i32, st: &LocalState) -> Option<usize> {
+    pub(crate) unsafe fn slab_alloc_in(
+        &self,
+        s: &KmemCache,
+        node: i32,
+        st: &LocalState,
+    ) -> Option<usize> {
         let cc = s.cpu(st.cpu);
         let gate = cc.gate.load(Relaxed);
         if (node < 0 && gate & CPU_SLOW == 0) || gate == node as u32 {
-            // SAFETY: `st` is open on this thread; `sh` is the only
-            // reference into the sheaves until the section ends.
+            // SAFETY: `st` is open on this thread and nothing else holds a
+            // reference into the sheaves (the caller's contract).
             let sh = unsafe { s.local_sheaves(st) };
             // The sheaves are reached through raw pointers and written only
             // when they hold an object: a CPU without sheaves yet has both

@@ -69,7 +69,8 @@ impl<P: Platform> Kmem<P> {
         x: *mut u8,
     ) -> core::result::Result<(), LocalState> {
         let st = self.p.local_enter_leaf();
-        if self.slab_free_in(s, slab, x, &st) {
+        // SAFETY: `st` was just entered on this thread and is left below.
+        if unsafe { self.slab_free_in(s, slab, x, &st) } {
             self.p.local_exit_leaf(st);
             return Ok(());
         }
@@ -79,8 +80,13 @@ impl<P: Platform> Kmem<P> {
     /// The sheaf push itself, in the section `st` (left to the caller):
     /// `x` onto the CPU's free sheaf, or `false` with nothing changed (a
     /// full sheaf, the object already on top, a slow CPU or node).
+    ///
+    /// # Safety
+    ///
+    /// As [`slab_alloc_in`](Self::slab_alloc_in), and `x` is an object of
+    /// `s` in `slab` that the caller gives up.
     #[inline(always)]
-    pub(crate) fn slab_free_in(
+    pub(crate) unsafe fn slab_free_in(
         &self,
         s: &KmemCache,
         slab: SlabRef<'_>,
@@ -89,8 +95,8 @@ impl<P: Platform> Kmem<P> {
     ) -> bool {
         let cc = s.cpu(st.cpu);
         if cc.gate.load(Relaxed) == slab.nid as u32 {
-            // SAFETY: `st` is open on this thread; `sh` is the only
-            // reference into the sheaves until the section ends.
+            // SAFETY: `st` is open on this thread and nothing else holds a
+            // reference into the sheaves (the caller's contract).
             let sh = unsafe { s.local_sheaves(st) };
             let free = sh.free;
             // SAFETY: `free` points at a valid sheaf (local_sheaves): this
