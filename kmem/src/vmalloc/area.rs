@@ -120,7 +120,8 @@ impl<P: Platform> Kmem<P> {
         // In each, `fva` is a node of the free tree under its lock;
         // shrinking it from one end keeps its place in the address order,
         // and update_augment_path() restores subtree_max_size along the
-        // descent that found it.
+        // descent that found it: `path`, valid while the tree keeps its
+        // shape (so NE_FIT updates before its insert).
         match (nva_start == fs, nva_end == fe) {
             // FL_FIT_TYPE: the whole free area.
             // SAFETY: as above; once removed, `fva` is ours to drop.
@@ -308,7 +309,10 @@ impl<P: Platform> Kmem<P> {
         let mut free = self.vmalloc.free.lock();
         // SAFETY: we own `va`; the neighbours are nodes of the free tree
         // under its lock, and each change below keeps the address order
-        // (ranges only grow into the gap `va` fills).
+        // (ranges only grow into the gap `va` fills). `path` is the
+        // descent to them, valid until the tree changes shape: the
+        // one-neighbour cases update along it; the two-neighbour case
+        // removes a node first and so walks parent links instead.
         unsafe {
             let (s, e) = ((*va.as_ptr()).va_start, (*va.as_ptr()).va_end);
             // One descent finds both neighbours (Linux: find_va_links(),

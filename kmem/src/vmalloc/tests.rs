@@ -161,3 +161,41 @@ fn a_full_space_and_a_platform_without_page_tables_are_reported() {
         assert!(s.contains("free vmalloc space"), "{s}");
     });
 }
+
+/// Random allocations of random sizes and alignments and frees in random
+/// order (every fit type, every merge case), each followed by a full check
+/// of both trees: order, balance and the free tree's `subtree_max_size`,
+/// which an allocation refreshes along the descent that found its area and
+/// a free along the descent that found its neighbours.
+#[test]
+fn random_allocs_and_frees_keep_both_trees_consistent() {
+    with_machine(|k| {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut held = Vec::new();
+        for _ in 0..if cfg!(miri) { 60 } else { 3000 } {
+            if held.is_empty() || rnd(3) != 0 {
+                let size = (1 + rnd(8) as usize) * P;
+                let align = P << rnd(4);
+                if let Ok(a) = k.alloc_vmap_area(size, align, GFP_KERNEL | __GFP_NOWARN) {
+                    held.push(a);
+                }
+            } else {
+                let i = rnd(held.len() as u64) as usize;
+                k.free_vmap_area(held.swap_remove(i)).unwrap();
+            }
+            k.vmalloc.free.lock().0.check().unwrap();
+            k.vmalloc.busy.lock().0.check().unwrap();
+        }
+        for a in held {
+            k.free_vmap_area(a).unwrap();
+        }
+        let (start, end) = NUMBERED_VMALLOC_SPACE;
+        assert_eq!(k.vmap_free_areas(), (1, end - start));
+    });
+}

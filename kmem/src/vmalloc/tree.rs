@@ -5,9 +5,12 @@
 //! *Intrusive*: links, height and augment live in the node, which the caller
 //! allocates from the `vmap_area` slab cache, so the tree never allocates.
 //! Ranges in a tree never overlap, so one descent finds the area holding an
-//! address ([`AreaTree::find`], Linux's `__find_vmap_area()`), and
-//! [`AreaTree::find_le`], [`AreaTree::next`] and [`AreaTree::prev`] give a
-//! freed area's neighbours for merging (Linux's `free_vmap_area_list`).
+//! address ([`AreaTree::find`], Linux's `__find_vmap_area()`) or the last
+//! one starting at or below it ([`AreaTree::find_le`]), and one descent
+//! finds a freed range's neighbours for merging
+//! ([`AreaTree::find_neighbours`], where Linux follows
+//! `free_vmap_area_list`); [`AreaTree::next`] and [`AreaTree::prev`] walk
+//! the areas in address order.
 //!
 //! *Augmented* as Linux's free tree is: each node caches the largest size in
 //! its subtree, so [`AreaTree::find_lowest_match`] (Linux's
@@ -110,8 +113,9 @@ pub(crate) struct AreaTree {
 }
 
 /// Levels a [`Path`] holds. An AVL tree of height `h` has at least
-/// `fib(h + 2) - 1` nodes, so 64 levels need over 10^13 nodes, more than the
-/// vmalloc space holds pages (and far more than memory holds 96-byte nodes).
+/// `fib(h + 2) - 1` nodes, so 64 levels need over 10^13 nodes: more areas
+/// than the pages of a vmalloc space under 57-bit (5-level) addressing,
+/// and far more than memory holds 96-byte nodes. 512 bytes of stack.
 const MAX_HEIGHT: usize = 64;
 
 /// The nodes a descent went through, from the root down to the node it
@@ -377,10 +381,8 @@ impl AreaTree {
         None
     }
 
-    /// The node with the largest `va_start <= addr`: the lower neighbour of
-    /// a range starting at `addr`, whose [`next`](Self::next) is the upper
-    /// one (what Linux's `find_va_links()` and `get_va_next_sibling()` give
-    /// `__merge_or_add_vmap_area()`).
+    /// The node with the largest `va_start <= addr` (the busy area an
+    /// address may lie in or past, for reports).
     pub(crate) fn find_le(&self, addr: usize) -> Option<NonNull<VmapArea>> {
         let (mut cur, mut best) = (self.root, ptr::null_mut());
         // SAFETY: as in `find`.

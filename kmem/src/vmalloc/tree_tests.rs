@@ -322,7 +322,7 @@ proptest! {
         base_pages in 0..64usize,
         keys in prop::collection::vec(any::<u32>(), 160),
         ops in prop::collection::vec(
-            (0..5u8, any::<Index>(), 1..4usize), 0..if cfg!(miri) { 10 } else { 40 }),
+            (0..6u8, any::<Index>(), 1..4usize), 0..if cfg!(miri) { 10 } else { 40 }),
         qs in prop::collection::vec((1..20usize, 12..21u32, 0..BASE + 0x40_0000), 1..8),
     ) {
         let (mut nodes, mut t) = (Nodes(Vec::new()), AreaTree::new(true));
@@ -391,6 +391,30 @@ proptest! {
                         unsafe { t.update_augment(all[j]) };
                     }
                 }
+                (5, Some(j), _) => {
+                    // Grow an area down over the free space below it, as a
+                    // free merges into its upper neighbour: the neighbour
+                    // found by one descent and refreshed along it.
+                    let (a, b) = range(all[j]);
+                    let floor = on
+                        .iter()
+                        .map(|&l| range(all[l]).1)
+                        .filter(|&end| end <= a)
+                        .max()
+                        .unwrap_or(BASE);
+                    if a >= floor + k * PAGE {
+                        let s = a - k * PAGE;
+                        let mut path = Path::new();
+                        let (_, gt) = t.find_neighbours(s, &mut path);
+                        let gt = gt.unwrap();
+                        assert_eq!(AreaTree::path_node(&path, gt), Some(all[j]));
+                        path.truncate(gt + 1);
+                        set_range(all[j], (s, b));
+                        // SAFETY: `all[j]` is in `t` and grew over free
+                        // space; the path leads to it, the shape unchanged.
+                        unsafe { t.update_augment_path(&path) };
+                    }
+                }
                 (4, _, Some(j)) => {
                     let (s, e) = range(all[j]);
                     if on.iter().all(|&l| e <= range(all[l]).0 || s >= range(all[l]).1) {
@@ -403,5 +427,33 @@ proptest! {
             }
             compare(&t, &ranges(&present), &qs);
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(if cfg!(miri) {
+        Config { failure_persistence: None, ..Config::with_cases(16) }
+    } else {
+        Config::with_cases(2048)
+    })]
+
+    /// `fit_start` rounds with a mask; a division (`next_multiple_of`)
+    /// gives the same start, and the same refusals on overflow, for every
+    /// power-of-two alignment, near zero and near the top of the space.
+    #[test]
+    fn fit_start_agrees_with_a_division(
+        s in prop_oneof![0..1usize << 40, usize::MAX - (1 << 20)..=usize::MAX],
+        len in 0..1usize << 40,
+        size in prop_oneof![0..1usize << 30, usize::MAX - (1 << 20)..=usize::MAX],
+        shift in 0..usize::BITS,
+        vstart in prop_oneof![0..1usize << 40, usize::MAX - (1 << 20)..=usize::MAX],
+    ) {
+        let align = 1usize << shift;
+        let e = s.saturating_add(len);
+        let by_division = s
+            .max(vstart)
+            .checked_next_multiple_of(align)
+            .and_then(|n| (n.checked_add(size)? <= e).then_some(n));
+        prop_assert_eq!(fit_start((s, e), size, align, vstart), by_division);
     }
 }
