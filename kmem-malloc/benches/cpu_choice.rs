@@ -13,25 +13,26 @@
 //!   mutex kmem-malloc's shared slots take (what a kmem-malloc thread gets
 //!   when more threads than slots are alive).
 //!
-//! Each runs with 1 thread, 2 threads pinned to two CPUs, and 4 threads
-//! per CPU (unpinned: preemption and migration abort sequences). After
-//! each run every sheaf is checked: the objects are the ones put in, none
-//! lost or doubled, which shows the prototype correct under preemption.
+//! Each runs with 1 thread, one thread per CPU (pinned), and 4 threads per
+//! CPU (unpinned: preemption and migration abort sequences, which the
+//! table counts). After each run every sheaf is checked: the objects are
+//! the ones put in, none lost or doubled, which shows the prototype
+//! correct when its sequences were aborted and restarted.
 //!
 //! `cargo bench -p kmem-malloc --bench cpu_choice` (x86_64 Linux with
 //! glibc 2.35 or later, which registers `rseq` for every thread).
 
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
 fn main() {
     x86::main();
 }
 
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu")))]
 fn main() {
-    eprintln!("cpu_choice: the rseq prototype is written for x86_64 Linux");
+    eprintln!("cpu_choice: the rseq prototype is written for x86_64 Linux with glibc");
 }
 
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
 mod x86 {
     use rustix::thread::futex;
     use std::cell::Cell;
@@ -83,36 +84,47 @@ mod x86 {
     // The sequences address sheaves by `cpu << 11`.
     const _: () = assert!(std::mem::size_of::<Sheaf>() == 2048);
 
-    // glibc's registration of `struct rseq` for each thread (2.35+):
-    // the area is at the thread pointer plus `__rseq_offset`.
-    extern "C" {
-        static __rseq_offset: isize;
-        static __rseq_size: u32;
+    /// glibc's registration of `struct rseq` for each thread (2.35+): the
+    /// area is at the thread pointer plus `__rseq_offset`, and
+    /// `__rseq_size` is 0 when glibc did not register it. Looked up at run
+    /// time, so that an older glibc reports instead of failing to link.
+    fn rseq_offset() -> Option<isize> {
+        // SAFETY: dlsym with RTLD_DEFAULT and NUL-terminated names; glibc's
+        // variables, when present, are an isize and a u32 fixed at startup.
+        unsafe {
+            let off = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_offset".as_ptr());
+            let size = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr());
+            if off.is_null() || size.is_null() || *size.cast::<u32>() == 0 {
+                return None;
+            }
+            Some(*off.cast::<isize>())
+        }
     }
 
     /// This thread's `struct rseq` (`cpu_id` at +4, `rseq_cs` at +8).
-    fn rseq_area() -> usize {
+    fn rseq_area(offset: isize) -> usize {
         let tp: usize;
         // SAFETY: on x86_64 Linux `%fs:0` holds the thread pointer itself.
         unsafe {
             std::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly))
         };
-        // SAFETY: glibc defines both symbols; read-only after startup.
-        tp.wrapping_add_signed(unsafe { __rseq_offset })
+        tp.wrapping_add_signed(offset)
     }
 
     /// Pop the top object of the running CPU's sheaf in one restartable
-    /// sequence; 0 if it is empty.
+    /// sequence; 0 if it is empty. Each abort adds 1 to `aborts`.
     ///
     /// # Safety
-    /// `rseq` is this thread's area; `base` holds a sheaf for every CPU.
+    /// `rseq` is this thread's area; `base` holds a sheaf for every CPU
+    /// number the kernel may report.
     #[inline(always)]
-    unsafe fn rseq_pop(rseq: usize, base: *const Sheaf) -> usize {
+    unsafe fn rseq_pop(rseq: usize, base: *const Sheaf, aborts: &mut usize) -> usize {
         let obj: usize;
         // SAFETY: the caller's contract. The sequence is [2:, 3:): the
         // kernel moves a preempted, migrated or signalled thread inside it
-        // to the abort handler 6:, which starts again; the store to the
-        // count at its end commits it. The descriptor is in `__rseq_cs`.
+        // to the abort handler 6:, which counts and starts again from 7:
+        // (the kernel cleared `rseq_cs`); the store to the count at its
+        // end commits it. The descriptor is in `__rseq_cs`.
         unsafe {
             std::arch::asm!(
                 "7:",
@@ -137,6 +149,7 @@ mod x86 {
                 ".byte 0x0f, 0xb9, 0x3d",
                 ".long 0x53053053",
                 "6:",
+                "inc {ab}",
                 "jmp 7b",
                 ".pushsection __rseq_cs, \"aw\"",
                 ".balign 32",
@@ -147,6 +160,7 @@ mod x86 {
                 "8:",
                 rseq = in(reg) rseq,
                 base = in(reg) base,
+                ab = inout(reg) *aborts,
                 t = out(reg) _,
                 c = out(reg) _,
                 n = out(reg) _,
@@ -159,12 +173,13 @@ mod x86 {
 
     /// Push `obj` onto the running CPU's sheaf in one restartable
     /// sequence, refusing it if the sheaf is full or `obj` is its top
-    /// object (kmem's double-free check); whether it went on.
+    /// object (kmem's double-free check); whether it went on. Each abort
+    /// adds 1 to `aborts`.
     ///
     /// # Safety
     /// As [`rseq_pop`].
     #[inline(always)]
-    unsafe fn rseq_push(rseq: usize, base: *const Sheaf, obj: usize) -> bool {
+    unsafe fn rseq_push(rseq: usize, base: *const Sheaf, obj: usize, aborts: &mut usize) -> bool {
         let ok: usize;
         // SAFETY: as in `rseq_pop`; the object is written above the count
         // first, so an aborted sequence leaves nothing behind.
@@ -194,6 +209,7 @@ mod x86 {
                 ".byte 0x0f, 0xb9, 0x3d",
                 ".long 0x53053053",
                 "6:",
+                "inc {ab}",
                 "jmp 7b",
                 ".pushsection __rseq_cs, \"aw\"",
                 ".balign 32",
@@ -206,6 +222,7 @@ mod x86 {
                 base = in(reg) base,
                 obj = in(reg) obj,
                 cap = const CAP,
+                ab = inout(reg) *aborts,
                 t = out(reg) _,
                 c = out(reg) _,
                 n = out(reg) _,
@@ -277,22 +294,36 @@ mod x86 {
         }
     }
 
-    fn pin(cpu: usize) {
+    /// Pin the calling thread to `cpu`; whether the host allowed it.
+    fn pin(cpu: usize) -> bool {
         // SAFETY: a zeroed cpu_set_t is an empty set; the calls only read
         // and write it.
         unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
             libc::CPU_SET(cpu, &mut set);
-            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set);
+            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) == 0
         }
+    }
+
+    /// What runs saw besides their times.
+    #[derive(Default)]
+    struct Seen {
+        /// Pops that found the sheaf empty (rseq's sheaves drift: a thread
+        /// moved between its pop and its push gives the object to another
+        /// CPU's sheaf).
+        empty: usize,
+        /// rseq sequences aborted and restarted.
+        aborts: usize,
+        /// Threads the host did not let pin.
+        unpinned: usize,
     }
 
     /// One run: `threads` threads doing `PAIRS` pairs each on `v`'s
     /// sheaves; ns per pair (wall time over each thread's pairs), after
     /// checking that every sheaf holds exactly the objects put in.
-    fn run(v: Variant, threads: usize, cpus: usize, pinned: bool) -> (f64, usize) {
-        // The sheaves: one per possible CPU number for rseq (the sequence
-        // indexes them by `cpu_id`), one per thread for slots, one per CPU
+    fn run(v: Variant, threads: usize, cpus: usize, pinned: bool, offset: isize) -> (f64, Seen) {
+        // The sheaves: one per possible CPU number for rseq (the sequences
+        // index them by `cpu_id`), one per thread for slots, one per CPU
         // shared by its threads for locked.
         let n = match v {
             Variant::Slot => threads,
@@ -301,23 +332,22 @@ mod x86 {
         };
         let sheaves: Arc<Vec<Sheaf>> = Arc::new((0..n).map(|i| Sheaf::new(i * FILL)).collect());
         let barrier = Arc::new(Barrier::new(threads + 1));
-        // Pops that found the sheaf empty: only rseq's sheaves drift (a
-        // thread moved between its pop and its push gives the object to
-        // another CPU's sheaf).
-        let refused = Arc::new(AtomicUsize::new(0));
+        let empty = Arc::new(AtomicUsize::new(0));
+        let aborts = Arc::new(AtomicUsize::new(0));
+        let unpinned = Arc::new(AtomicUsize::new(0));
         let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let (sheaves, barrier, refused) =
-                    (sheaves.clone(), barrier.clone(), refused.clone());
+                let (sheaves, barrier) = (sheaves.clone(), barrier.clone());
+                let (empty, aborts, unpinned) = (empty.clone(), aborts.clone(), unpinned.clone());
                 std::thread::spawn(move || {
-                    if pinned {
-                        pin(t % cpus);
+                    if pinned && !pin(t % cpus) {
+                        unpinned.fetch_add(1, Relaxed);
                     }
                     SLOT.with(|s| s.set(t % n));
                     let base = sheaves.as_ptr();
-                    let rseq = rseq_area();
+                    let rseq = rseq_area(offset);
+                    let (mut bad, mut ab) = (0, 0);
                     barrier.wait();
-                    let mut bad = 0;
                     // A first tenth untimed (the other threads are warming
                     // up too), then the timed pairs.
                     for i in 0..PAIRS + PAIRS / 10 {
@@ -332,15 +362,14 @@ mod x86 {
                             }
                             Variant::Rseq => {
                                 // SAFETY: this thread's area; a sheaf per
-                                // possible CPU.
-                                let o = unsafe { rseq_pop(rseq, base) };
-                                // A full sheaf (drift, above) refuses the
-                                // push: try again, on whatever CPU.
-                                let push = |o| {
+                                // possible CPU number.
+                                let o = unsafe { rseq_pop(rseq, base, &mut ab) };
+                                // A full sheaf (drift, see `Seen`) refuses
+                                // the push: try again, on whatever CPU.
+                                while o != 0
                                     // SAFETY: as above.
-                                    unsafe { rseq_push(rseq, base, std::hint::black_box(o)) }
-                                };
-                                while o != 0 && !push(o) {
+                                    && !unsafe { rseq_push(rseq, base, std::hint::black_box(o), &mut ab) }
+                                {
                                     std::thread::yield_now();
                                 }
                                 o != 0
@@ -356,7 +385,8 @@ mod x86 {
                         };
                         bad += usize::from(!ok);
                     }
-                    refused.fetch_add(bad, Relaxed);
+                    empty.fetch_add(bad, Relaxed);
+                    aborts.fetch_add(ab, Relaxed);
                     barrier.wait();
                 })
             })
@@ -367,14 +397,18 @@ mod x86 {
         barrier.wait();
         let ns = t0.elapsed().as_nanos() as f64 / PAIRS as f64;
         handles.into_iter().for_each(|h| h.join().unwrap());
-        let refused = refused.load(Relaxed);
+        let seen = Seen {
+            empty: empty.load(Relaxed),
+            aborts: aborts.load(Relaxed),
+            unpinned: unpinned.load(Relaxed),
+        };
         assert!(
-            v == Variant::Rseq || refused == 0,
+            v == Variant::Rseq || seen.empty == 0,
             "{}: a pop or push was refused",
             v.name()
         );
         // Every object is back, once: pops and pushes neither lost nor
-        // doubled one, preempted or not.
+        // doubled one, aborted and restarted or not.
         let mut all: Vec<usize> = sheaves
             .iter()
             .flat_map(|s| (0..s.size.get()).map(|i| s.objs[i].get()))
@@ -386,29 +420,36 @@ mod x86 {
             "{}: objects lost or doubled",
             v.name()
         );
-        (ns, refused)
+        (ns, seen)
     }
 
-    /// CPU numbers the kernel may report (`_SC_NPROCESSORS_CONF`).
+    /// One more than the highest CPU number the kernel may report
+    /// (`/sys/devices/system/cpu/possible`, such as "0-3,8-11"): the
+    /// sequences index the sheaves by `cpu_id` without a bound.
     fn possible_cpus() -> usize {
-        // SAFETY: sysconf has no preconditions.
-        let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
-        usize::try_from(n).unwrap_or(1).max(1)
+        let list = std::fs::read_to_string("/sys/devices/system/cpu/possible")
+            .expect("/sys/devices/system/cpu/possible");
+        let last = list
+            .trim()
+            .split([',', '-'])
+            .filter_map(|n| n.parse::<usize>().ok())
+            .max();
+        last.expect("a CPU number in /sys/devices/system/cpu/possible") + 1
     }
 
     pub fn main() {
-        // SAFETY: glibc's symbol, read-only after startup.
-        if unsafe { __rseq_size } == 0 {
-            eprintln!("cpu_choice: glibc did not register rseq (glibc < 2.35, or GLIBC_TUNABLES=glibc.pthread.rseq=0)");
+        let Some(offset) = rseq_offset() else {
+            eprintln!(
+                "cpu_choice: glibc did not register rseq (glibc < 2.35, or GLIBC_TUNABLES=glibc.pthread.rseq=0)"
+            );
             std::process::exit(1);
-        }
+        };
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let model = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|c| {
-                c.lines()
-                    .find(|l| l.starts_with("model name"))
-                    .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+                let line = c.lines().find(|l| l.starts_with("model name"))?;
+                Some(line.split(':').nth(1)?.trim().to_string())
             })
             .unwrap_or_default();
         println!(
@@ -423,12 +464,14 @@ mod x86 {
         );
         for v in [Variant::Slot, Variant::Rseq, Variant::Locked] {
             let mut row = Vec::new();
-            let mut empty = 0;
+            let mut all = Seen::default();
             for (threads, pinned) in [(1, true), (cpus, true), (4 * cpus, false)] {
                 let mut t: Vec<f64> = (0..RUNS)
                     .map(|_| {
-                        let (ns, refused) = run(v, threads, cpus, pinned);
-                        empty += refused;
+                        let (ns, seen) = run(v, threads, cpus, pinned, offset);
+                        all.empty += seen.empty;
+                        all.aborts += seen.aborts;
+                        all.unpinned += seen.unpinned;
                         ns
                     })
                     .collect();
@@ -436,11 +479,14 @@ mod x86 {
                 row.push(t[RUNS / 2]);
             }
             println!(
-                "{:<8} {:>11.2} ns {:>19.2} ns {:>21.2} ns   (pops that found the sheaf empty: {empty})",
+                "{:<8} {:>11.2} ns {:>19.2} ns {:>21.2} ns   (aborted sequences {}, empty pops {}, threads not pinned {})",
                 v.name(),
                 row[0],
                 row[1],
-                row[2]
+                row[2],
+                all.aborts,
+                all.empty,
+                all.unpinned
             );
         }
         println!("(ns per pair: wall time over one thread's pairs; all threads run at once)");

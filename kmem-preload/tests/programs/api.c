@@ -59,13 +59,15 @@ int main(int argc, char **argv) {
     size_t sizes[] = {200, 20000, 100000};
     for (int k = 0; k < 3; k++) {
         size_t n = sizes[k];
+        /* escape(): the compiler may neither drop the dirtying stores
+         * before the free nor assume calloc's memory reads as zero. */
         for (int b = 0; b < 300; b++) {
             blk[b] = malloc(n);
-            memset(blk[b], 0xab, n);
+            memset(escape(blk[b]), 0xab, n);
         }
-        for (int b = 0; b < 300; b++) free(blk[b]);
+        for (int b = 0; b < 300; b++) free(escape(blk[b]));
         for (int b = 0; b < 300; b++) {
-            blk[b] = calloc(n / 100, 100);
+            blk[b] = escape(calloc(n / 100, 100));
             for (size_t i = 0; i < n; i++) zero &= blk[b][i] == 0;
         }
         for (int b = 0; b < 300; b++) free(blk[b]);
