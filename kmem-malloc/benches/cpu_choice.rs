@@ -111,21 +111,15 @@ mod x86 {
         tp.wrapping_add_signed(offset)
     }
 
-    /// Pop the top object of the running CPU's sheaf in one restartable
-    /// sequence; 0 if it is empty. Each abort adds 1 to `aborts`.
-    ///
-    /// # Safety
-    /// `rseq` is this thread's area; `base` holds a sheaf for every CPU
-    /// number the kernel may report.
-    #[inline(always)]
-    unsafe fn rseq_pop(rseq: usize, base: *const Sheaf, aborts: &mut usize) -> usize {
-        let obj: usize;
-        // SAFETY: the caller's contract. The sequence is [2:, 3:): the
-        // kernel moves a preempted, migrated or signalled thread inside it
-        // to the abort handler 6:, which counts and starts again from 7:
-        // (the kernel cleared `rseq_cs`); the store to the count at its
-        // end commits it. The descriptor is in `__rseq_cs`.
-        unsafe {
+    /// One restartable sequence on the running CPU's sheaf, `{c}` its
+    /// address: `$body` runs from the sequence's start (`2:`) and ends with
+    /// its commit store at `3:`, then jumps to `8:` (done); a refusal jumps
+    /// to `8:` without committing. Around it: the descriptor's registration
+    /// in `rseq->rseq_cs` (`7:`), the abort handler after its signature
+    /// (`6:`: counts the abort in `{ab}` and starts again at `7:`, since
+    /// the kernel cleared `rseq_cs`), and the descriptor in `__rseq_cs`.
+    macro_rules! rseq_sequence {
+        ($($body:literal,)*; $($operands:tt)*) => {
             std::arch::asm!(
                 "7:",
                 "lea {t}, [rip + 5f]",
@@ -134,17 +128,7 @@ mod x86 {
                 "mov {c:e}, dword ptr [{rseq} + 4]",
                 "shl {c}, 11",
                 "add {c}, {base}",
-                "mov {n}, qword ptr [{c}]",
-                "test {n}, {n}",
-                "jz 4f",
-                "mov {obj}, qword ptr [{c} + {n}*8]",
-                "dec {n}",
-                "mov qword ptr [{c}], {n}",
-                "3:",
-                "jmp 8f",
-                "4:",
-                "xor {obj:e}, {obj:e}",
-                "jmp 8f",
+                $($body,)*
                 // RSEQ_SIG before the abort handler, as a ud1 instruction.
                 ".byte 0x0f, 0xb9, 0x3d",
                 ".long 0x53053053",
@@ -158,6 +142,37 @@ mod x86 {
                 ".quad 2b, 3b - 2b, 6b",
                 ".popsection",
                 "8:",
+                $($operands)*
+            )
+        };
+    }
+
+    /// Pop the top object of the running CPU's sheaf in one restartable
+    /// sequence; 0 if it is empty. Each abort adds 1 to `aborts`.
+    ///
+    /// # Safety
+    /// `rseq` is this thread's area; `base` holds a sheaf for every CPU
+    /// number the kernel may report.
+    #[inline(always)]
+    unsafe fn rseq_pop(rseq: usize, base: *const Sheaf, aborts: &mut usize) -> usize {
+        let obj: usize;
+        // SAFETY: the caller's contract. A preempted, migrated or
+        // signalled thread inside [2:, 3:) restarts (`rseq_sequence!`);
+        // the store of the count at 3: commits.
+        unsafe {
+            rseq_sequence!(
+                "mov {n}, qword ptr [{c}]",
+                "test {n}, {n}",
+                "jz 4f",
+                "mov {obj}, qword ptr [{c} + {n}*8]",
+                "dec {n}",
+                "mov qword ptr [{c}], {n}",
+                "3:",
+                "jmp 8f",
+                "4:",
+                "xor {obj:e}, {obj:e}",
+                "jmp 8f",
+                ;
                 rseq = in(reg) rseq,
                 base = in(reg) base,
                 ab = inout(reg) *aborts,
@@ -184,14 +199,7 @@ mod x86 {
         // SAFETY: as in `rseq_pop`; the object is written above the count
         // first, so an aborted sequence leaves nothing behind.
         unsafe {
-            std::arch::asm!(
-                "7:",
-                "lea {t}, [rip + 5f]",
-                "mov qword ptr [{rseq} + 8], {t}",
-                "2:",
-                "mov {c:e}, dword ptr [{rseq} + 4]",
-                "shl {c}, 11",
-                "add {c}, {base}",
+            rseq_sequence!(
                 "mov {n}, qword ptr [{c}]",
                 "cmp {n}, {cap}",
                 "jae 4f",
@@ -206,18 +214,7 @@ mod x86 {
                 "4:",
                 "xor {ok:e}, {ok:e}",
                 "jmp 8f",
-                ".byte 0x0f, 0xb9, 0x3d",
-                ".long 0x53053053",
-                "6:",
-                "inc {ab}",
-                "jmp 7b",
-                ".pushsection __rseq_cs, \"aw\"",
-                ".balign 32",
-                "5:",
-                ".long 0, 0",
-                ".quad 2b, 3b - 2b, 6b",
-                ".popsection",
-                "8:",
+                ;
                 rseq = in(reg) rseq,
                 base = in(reg) base,
                 obj = in(reg) obj,

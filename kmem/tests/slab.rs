@@ -1226,6 +1226,20 @@ fn sheaves_come_at_first_use_and_go_back_on_shrink() {
     assert_eq!(k.slab_meta_pages(), booted, "the sheaves' page went too");
 }
 
+/// fail_page_alloc armed to fail every page allocation, quietly, whatever
+/// its order and flags; disarm with `set_probability(0)`.
+fn fail_every_page_allocation<'a>(
+    k: &'a Kmem<ArenaPlatform<'_>>,
+) -> kmem::page_alloc::fail_page_alloc::FailPageAlloc<'a, ArenaPlatform<'a>> {
+    let fp = k.fail_page_alloc();
+    fp.set_probability(100).unwrap();
+    fp.set_times(-1).unwrap();
+    fp.set_verbose(0).unwrap();
+    fp.set_ignore_gfp_wait(false);
+    fp.set_min_order(0);
+    fp
+}
+
 #[test]
 fn without_memory_for_sheaves_objects_come_straight_from_the_slabs() {
     let mut m = vec![0u8; MEM];
@@ -1239,12 +1253,7 @@ fn without_memory_for_sheaves_objects_come_straight_from_the_slabs() {
     k.kmem_cache_shrink(c);
     let meta = k.slab_meta_pages();
     // Every page allocation fails from here on.
-    let fp = k.fail_page_alloc();
-    fp.set_probability(100).unwrap();
-    fp.set_times(-1).unwrap();
-    fp.set_verbose(0).unwrap();
-    fp.set_ignore_gfp_wait(false);
-    fp.set_min_order(0);
+    let fp = fail_every_page_allocation(&k);
     let y = k.kmem_cache_alloc(c, GFP_KERNEL).unwrap();
     assert_ne!(y, keep);
     assert_eq!(k.slab_meta_pages(), meta, "no page of sheaves was had");
@@ -1276,12 +1285,7 @@ fn without_a_new_slab_the_free_sheafs_few_objects_serve_before_failing() {
     let few = (c.sheaf_capacity() / 4).max(1);
     // The CPU's sheaves and a first slab; then no page allocation succeeds.
     let mut held = vec![k.kmem_cache_alloc(c, GFP_KERNEL).unwrap()];
-    let fp = k.fail_page_alloc();
-    fp.set_probability(100).unwrap();
-    fp.set_times(-1).unwrap();
-    fp.set_verbose(0).unwrap();
-    fp.set_ignore_gfp_wait(false);
-    fp.set_min_order(0);
+    let fp = fail_every_page_allocation(&k);
     let gfp = GFP_KERNEL | __GFP_NOWARN;
     // Everything the sheaves and the slab hold.
     while let Ok(p) = k.kmem_cache_alloc(c, gfp) {
