@@ -179,6 +179,7 @@ fn thread() -> &'static ThreadState {
 /// one, and [`MallocPlatform::fast_exit`] or
 /// [`MallocPlatform::fast_abandon`] consumes it, so the slot it names is
 /// always the calling thread's own.
+#[must_use = "a fast call holds the slot's fork mark until fast_exit or fast_abandon"]
 pub struct FastCall(LocalState);
 
 impl FastCall {
