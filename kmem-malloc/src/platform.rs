@@ -79,7 +79,7 @@ struct ThreadState {
     flags: Cell<u32>,
     /// Depth of malloc calls (realloc calls malloc and free).
     calls: Cell<u32>,
-    /// Calls that found a reporting round pending (see `maybe_report`).
+    /// Calls that found a reporting round pending (see `report_tick`).
     tick: Cell<u32>,
     /// This thread is the one calling `fork()`: the gate lets it through.
     forker: Cell<bool>,
@@ -445,8 +445,8 @@ impl MallocPlatform {
     #[inline(always)]
     pub fn call_exit(&self) {
         let d = thread().calls.get() - 1;
-        if d == 0 && self.report_due.load(Relaxed) != 0 {
-            self.maybe_report();
+        if d == 0 && self.report_tick() {
+            self.run_report();
         }
         thread().calls.set(d);
         if d == 0 {
@@ -500,8 +500,8 @@ impl MallocPlatform {
     /// function, entered by a tail call.
     #[inline(always)]
     pub fn fast_exit<T>(&self, call: FastCall, r: T) -> T {
-        if self.report_due.load(Relaxed) != 0 {
-            return self.fast_exit_report(r);
+        if self.report_tick() {
+            return self.fast_exit_report(call, r);
         }
         self.fast_abandon(call);
         r
@@ -516,24 +516,35 @@ impl MallocPlatform {
         SLOTS[index(call.0.cpu as u32)].active.store(0, Release);
     }
 
+    /// [`fast_exit`](Self::fast_exit) when a reporting round may be due:
+    /// run it if it is, inside the call, then leave.
     #[cold]
     #[inline(never)]
-    fn fast_exit_report<T>(&self, r: T) -> T {
-        self.call_exit();
+    fn fast_exit_report<T>(&self, call: FastCall, r: T) -> T {
+        self.run_report();
+        self.fast_abandon(call);
         r
     }
 
-    /// A reporting round is pending: run it if it is due. The clock is
-    /// read every 64th call of a thread only; the round runs inside the
+    /// Whether to look at a pending reporting round now: every 64th call
+    /// of a thread while one is pending (the clock is read that often
+    /// only), counted inline so that the other calls leave by their fast
+    /// exit; never while none is pending (one load).
+    #[inline(always)]
+    fn report_tick(&self) -> bool {
+        if self.report_due.load(Relaxed) == 0 {
+            return false;
+        }
+        let t = thread().tick.get().wrapping_add(1);
+        thread().tick.set(t);
+        t % 64 == 0
+    }
+
+    /// Run the pending reporting round if it is due. It runs inside the
     /// call, so a `fork()` waits for it.
     #[cold]
     #[inline(never)]
-    fn maybe_report(&self) {
-        let t = thread().tick.get().wrapping_add(1);
-        thread().tick.set(t);
-        if t % 64 != 0 {
-            return;
-        }
+    fn run_report(&self) {
         let due = self.report_due.load(Relaxed);
         if due == 0 || self.now_ns() < due {
             return;
