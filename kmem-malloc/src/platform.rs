@@ -192,6 +192,15 @@ impl FastCall {
     }
 }
 
+/// Set or clear exclusive slot `i`'s mark. Only the slot's owner writes
+/// it; clearing it releases the call's writes to the forker's acquire.
+#[inline(always)]
+fn set_mark(i: usize, on: bool) {
+    SLOTS[i]
+        .active
+        .store(on as u32, if on { Relaxed } else { Release });
+}
+
 /// 1 while a `fork()` is between its prepare handler and its parent or
 /// child handler: no malloc call may start (see [`MallocPlatform::call_enter`]).
 static FORKING: AtomicU32 = AtomicU32::new(0);
@@ -476,23 +485,17 @@ impl MallocPlatform {
         // The depth first, as in `call_enter`: a call that begins in
         // between (a signal handler's) nests instead of marking the slot.
         t.calls.set(1);
-        let a = &SLOTS[index(s)].active;
-        a.store(1, Relaxed);
-        // Dekker's order with the forker, as in `gate_in`.
-        if self.membarrier {
-            core::sync::atomic::compiler_fence(SeqCst);
-        } else {
-            core::sync::atomic::fence(SeqCst);
-        }
-        if FORKING.load(Relaxed) != 0 {
-            a.store(0, Release);
-            t.calls.set(0);
-            return None;
-        }
-        Some(FastCall(LocalState {
+        let call = FastCall(LocalState {
             cpu: index(s),
             saved: 0,
-        }))
+        });
+        set_mark(call.0.cpu, true);
+        self.caller_fence();
+        if FORKING.load(Relaxed) != 0 {
+            self.fast_abandon(call);
+            return None;
+        }
+        Some(call)
     }
 
     /// Leave a call entered with [`fast_enter`](Self::fast_enter),
@@ -513,7 +516,20 @@ impl MallocPlatform {
     #[inline(always)]
     pub fn fast_abandon(&self, call: FastCall) {
         thread().calls.set(0);
-        SLOTS[index(call.0.cpu as u32)].active.store(0, Release);
+        set_mark(call.0.cpu, false);
+    }
+
+    /// The caller's side of Dekker's order with the forker, between its
+    /// mark and its read of `FORKING`: the forker's `membarrier()` puts a
+    /// full barrier on every running thread, so a compiler fence is enough
+    /// here; without membarrier, a real fence.
+    #[inline(always)]
+    fn caller_fence(&self) {
+        if self.membarrier {
+            core::sync::atomic::compiler_fence(SeqCst);
+        } else {
+            core::sync::atomic::fence(SeqCst);
+        }
     }
 
     /// [`fast_exit`](Self::fast_exit) when a reporting round may be due:
@@ -567,11 +583,7 @@ impl MallocPlatform {
     fn mark(&self, on: bool) {
         let s = thread().slot();
         if s & SHARED == 0 {
-            // Only the owner writes an exclusive slot's mark; clearing it
-            // releases the call's writes to the forker's acquire.
-            SLOTS[index(s)]
-                .active
-                .store(on as u32, if on { Relaxed } else { Release });
+            set_mark(index(s), on);
         } else {
             self.mark_shared(on);
         }
@@ -585,7 +597,7 @@ impl MallocPlatform {
         let s = self.slot();
         let a = &SLOTS[index(s)].active;
         if s & SHARED == 0 {
-            a.store(on as u32, if on { Relaxed } else { Release });
+            set_mark(index(s), on);
         } else if on {
             a.fetch_add(1, Relaxed);
         } else {
@@ -614,11 +626,7 @@ impl MallocPlatform {
     fn gate_in(&self) {
         loop {
             self.mark(true);
-            if self.membarrier {
-                core::sync::atomic::compiler_fence(SeqCst);
-            } else {
-                core::sync::atomic::fence(SeqCst);
-            }
+            self.caller_fence();
             if FORKING.load(Relaxed) == 0 || thread().forker.get() {
                 return;
             }

@@ -118,38 +118,23 @@ impl<P: Platform> Kmem<P> {
         node: i32,
         caller: &'static Location<'static>,
     ) -> usize {
-        match self.slab_alloc_local(s, gfp, node) {
-            Ok(x) => x,
-            Err(Some(st)) => self.slab_alloc_slow(st, s, gfp, node, caller),
-            Err(None) => self.slab_alloc_hooked(s, gfp, node, caller),
-        }
-    }
-
-    /// The fast path alone: an object from the CPU's sheaves, or the open
-    /// section in which to take the slow path (`None`: a hook is armed).
-    #[inline(always)]
-    pub(crate) fn slab_alloc_local(
-        &self,
-        s: &KmemCache,
-        gfp: Gfp,
-        node: i32,
-    ) -> core::result::Result<usize, Option<LocalState>> {
         // slab_pre_alloc_hook(): might_alloc() under CONFIG_DEBUG_ATOMIC_SLEEP
         // and failslab, one test for both while neither is on.
         if self.slab_hooks_armed() {
-            return Err(None);
+            return self.slab_alloc_hooked(s, gfp, node, caller);
         }
         let st = self.p.local_enter_leaf();
-        // SAFETY: `st` was just entered on this thread and is left below.
+        // SAFETY: `st` was just entered on this thread; it is left here or
+        // by the slow path.
         match unsafe { self.slab_alloc_in(s, node, &st) } {
             Some(x) => {
                 self.p.local_exit_leaf(st);
                 // `gfp` is usually a constant here (the function is inlined
                 // into its caller), so the test costs nothing without
                 // __GFP_ZERO.
-                Ok(self.slab_post_alloc(s, x, gfp))
+                self.slab_post_alloc(s, x, gfp)
             }
-            None => Err(Some(st)),
+            None => self.slab_alloc_slow(st, s, gfp, node, caller),
         }
     }
 

@@ -53,28 +53,14 @@ impl<P: Platform> Kmem<P> {
         x: *mut u8,
         caller: &'static Location<'static>,
     ) -> Result<()> {
-        match self.slab_free_local(s, slab, x) {
-            Ok(()) => Ok(()),
-            Err(st) => self.slab_free_slow(st, s, x, caller),
-        }
-    }
-
-    /// The fast path alone: the object pushed onto the CPU's free sheaf,
-    /// or the open section in which to take the slow path.
-    #[inline(always)]
-    pub(crate) fn slab_free_local(
-        &self,
-        s: &KmemCache,
-        slab: SlabRef<'_>,
-        x: *mut u8,
-    ) -> core::result::Result<(), LocalState> {
         let st = self.p.local_enter_leaf();
-        // SAFETY: `st` was just entered on this thread and is left below.
+        // SAFETY: `st` was just entered on this thread; it is left here or
+        // by the slow path.
         if unsafe { self.slab_free_in(s, slab, x, &st) } {
             self.p.local_exit_leaf(st);
             return Ok(());
         }
-        Err(st)
+        self.slab_free_slow(st, s, x, caller)
     }
 
     /// The sheaf push itself, in the section `st` (left to the caller):
