@@ -12,6 +12,9 @@
 //! array needs no initialisation pass; boot writes only the descriptors
 //! that become block heads (one in 1024 for a fresh machine) and those of
 //! reserved ranges, which is how a 64 GiB machine boots in milliseconds.
+//! With deferred struct page init it skips the reserved pages that hold
+//! the array itself (see `reserve_bootmem_regions`), a hundredth of
+//! memory whose descriptors would otherwise be most of what boot writes.
 //! Atomics also mean that reading a neighbour's descriptor (the buddy check)
 //! is never a data race, whatever its owner is doing; the *meaning* of each
 //! field is still guarded as in Linux: buddy fields by the zone lock,

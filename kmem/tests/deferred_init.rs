@@ -70,3 +70,50 @@ fn small_allocations_grow_a_zone_too() {
     }
     k.check_free_counts().unwrap();
 }
+
+/// The descriptor of the page that holds `k`'s descriptor of `pfn`: a
+/// page of the `struct page` array itself.
+fn own_page<'k>(k: &'k Kmem<ArenaPlatform<'_>>, pfn: u64) -> &'k kmem::page::Page {
+    let d = k.pfn_to_page(pfn).unwrap() as *const kmem::page::Page as *const u8;
+    k.virt_to_page(d)
+        .expect("the struct page array is in the direct map")
+}
+
+#[test]
+fn the_struct_page_arrays_own_pages_stay_uninitialised_and_refuse_frees() {
+    let mut buf = vec![0u8; MEM];
+    let pfn = {
+        let k = boot(&mut buf, false);
+        let pfn = k.page_to_pfn(k.alloc_pages(GFP_KERNEL, 0).unwrap());
+        // Without deferred init, boot marks them reserved as Linux does.
+        let own = own_page(&k, pfn);
+        assert!(
+            own.is_reserved() && own.refcount() == 1,
+            "{:#x}",
+            own.flags()
+        );
+        pfn
+    };
+    buf.fill(0);
+    let k = boot(&mut buf, true);
+    let own = own_page(&k, pfn);
+    // Deferred: never written, like a deferred page not yet joined.
+    assert_eq!((own.flags(), own.refcount()), (0, 0));
+    // Freeing memory of the array is refused and reported, and changes
+    // nothing.
+    let free_before = k.nr_free_pages();
+    let addr = k.page_address(own).unwrap().as_ptr();
+    k.platform().clear_reports();
+    // SAFETY: not a kmalloc object: kfree must refuse it untouched.
+    assert!(unsafe { k.kfree(addr) }.is_err());
+    assert!(
+        k.platform()
+            .reported("is neither a slab object nor a kmalloc_large page"),
+        "kfree of the array's page was not reported"
+    );
+    assert_eq!(k.ksize(addr), 0);
+    assert!(k.__free_pages(own, 0).is_err());
+    assert_eq!((own.flags(), own.refcount()), (0, 0));
+    assert_eq!(k.nr_free_pages(), free_before);
+    k.check_free_counts().unwrap();
+}
