@@ -2,8 +2,9 @@
 //! running on a machine made of the process's own address space.
 //!
 //! The first allocation boots a machine ([`machine`]): its physical memory
-//! is one private anonymous mapping (`KMEM_MALLOC_MEM` bytes, 4 GiB by
-//! default, costing nothing until touched), its CPUs are slots that
+//! is one private anonymous mapping (`KMEM_MALLOC_MEM` bytes, by default
+//! the host's memory and swap ([`default_mem`]), costing nothing until
+//! touched), its CPUs are slots that
 //! threads take and give back ([`platform`]). Then:
 //!
 //! | request | served by |
@@ -50,7 +51,7 @@ use kmem::gfp::{Gfp, __GFP_NOWARN, __GFP_ZERO, GFP_KERNEL};
 use kmem::kmalloc::{KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE};
 use kmem::memory_map::MemRegion;
 use kmem::{BootParams, Kmem};
-use platform::{stderr_line, MallocPlatform};
+use platform::{stderr_line, MallocPlatform, SetupError};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Once, OnceLock};
 
@@ -70,8 +71,33 @@ pub const MIN_ALIGN: usize = 16;
 /// Linux's `PAGE_REPORTING_DELAY` (2 s).
 pub const DEFAULT_DECAY_MS: u64 = 2000;
 
-/// Physical memory when `KMEM_MALLOC_MEM` is not set.
-pub const DEFAULT_MEM: u64 = 4 << 30;
+/// The least physical memory a machine gets when `KMEM_MALLOC_MEM` is not
+/// set (see [`default_mem`]).
+pub const MIN_DEFAULT_MEM: u64 = 4 << 30;
+
+/// The largest `KMEM_MALLOC_MEM`.
+pub const MAX_MEM: u64 = 1 << 46;
+
+/// Physical memory when `KMEM_MALLOC_MEM` is not set: the host's memory
+/// and swap (`sysinfo(2)`), what a program under glibc could touch before
+/// the OOM killer came, rounded up to a GiB, at least
+/// [`MIN_DEFAULT_MEM`]. The machine costs only what the program touches
+/// (the mapping is `MAP_NORESERVE`, and boot writes the page descriptors of
+/// one section), so it may be as large as the host.
+pub fn default_mem() -> u64 {
+    // SAFETY: an all-zero `sysinfo` is valid; the call only writes it.
+    let mut si: libc::sysinfo = unsafe { core::mem::zeroed() };
+    // SAFETY: `si` is a valid out-pointer.
+    let host = if unsafe { libc::sysinfo(&mut si) } == 0 {
+        (si.totalram as u64)
+            .saturating_add(si.totalswap as u64)
+            .saturating_mul(u64::from(si.mem_unit.max(1)))
+    } else {
+        0
+    };
+    host.next_multiple_of(1 << 30)
+        .clamp(MIN_DEFAULT_MEM, MAX_MEM)
+}
 
 /// What malloc asks the core: it may block (it never waits for other
 /// threads, see [`platform`]), and a failure is `NULL` with `ENOMEM`, not
@@ -112,7 +138,8 @@ fn refuse(msg: core::fmt::Arguments<'_>) -> ! {
 
 /// The boot settings, from the environment.
 struct Settings {
-    mem: u64,
+    /// `KMEM_MALLOC_MEM`, if given.
+    mem: Option<u64>,
     /// Free page reporting delay (`u64::MAX`: off).
     decay_ns: u64,
     params: BootParams,
@@ -121,15 +148,12 @@ struct Settings {
 }
 
 fn settings() -> Settings {
-    let mem = match env(c"KMEM_MALLOC_MEM") {
-        None => DEFAULT_MEM,
-        Some(s) => match parse_size(s) {
-            Some(m) if (64 << 20..=1 << 46).contains(&m) => m & !(PAGE_SIZE as u64 - 1),
-            _ => refuse(format_args!(
-                "kmem-malloc: KMEM_MALLOC_MEM={s}: give a size from 64M to 64T, such as 4G"
-            )),
-        },
-    };
+    let mem = env(c"KMEM_MALLOC_MEM").map(|s| match parse_size(s) {
+        Some(m) if (64 << 20..=MAX_MEM).contains(&m) => m & !(PAGE_SIZE as u64 - 1),
+        _ => refuse(format_args!(
+            "kmem-malloc: KMEM_MALLOC_MEM={s}: give a size from 64M to 64T, such as 4G"
+        )),
+    });
     let decay_ns = match env(c"KMEM_MALLOC_DECAY_MS") {
         None => DEFAULT_DECAY_MS * 1_000_000,
         Some("off") => u64::MAX,
@@ -177,11 +201,27 @@ fn boot() -> Machine {
     let s = settings();
     let cpus = host_cpus();
     // Four exclusive slots per host CPU (at least 8), one shared per CPU.
-    let p = match MallocPlatform::new(s.mem, (4 * cpus).max(8), cpus, s.verbose, s.decay_ns) {
+    let new = |mem| MallocPlatform::new(mem, (4 * cpus).max(8), cpus, s.verbose, s.decay_ns);
+    let p = match s.mem {
+        Some(mem) => new(mem),
+        // The default may not fit the address space a limit leaves
+        // (`ulimit -v`) or strict overcommit: halve it until it does, down
+        // to the smallest a setting may ask.
+        None => {
+            let mut mem = default_mem();
+            loop {
+                match new(mem) {
+                    Err(SetupError::Reserve(_)) if mem / 2 >= 64 << 20 => mem /= 2,
+                    r => break r,
+                }
+            }
+        }
+    };
+    let p = match p {
         Ok(p) => p,
         Err(e) => refuse(format_args!("{e}")),
     };
-    let map = [MemRegion::usable(0, s.mem)];
+    let map = [MemRegion::usable(0, p.mem())];
     let k = match Kmem::boot(p, &map, &s.params) {
         Ok(k) => k,
         Err(e) => refuse(format_args!("kmem-malloc: boot failed: {e:?}")),

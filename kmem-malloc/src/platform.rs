@@ -344,7 +344,11 @@ impl MallocPlatform {
                 rustix::mm::MapFlags::PRIVATE | rustix::mm::MapFlags::NORESERVE,
             )
         }
-        .map_err(|_| SetupError::Reserve(len))?;
+        .map_err(|_| {
+            // No platform after all: the caller may try a smaller one.
+            INSTANCE.store(false, Release);
+            SetupError::Reserve(len)
+        })?;
         let base = (p as usize).next_multiple_of(BASE_ALIGN);
         let mut key: libc::pthread_key_t = 0;
         // SAFETY: `key` is a valid out-pointer; the destructor is an

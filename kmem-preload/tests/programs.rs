@@ -267,6 +267,93 @@ fn resident_memory_falls_after_frees() {
     );
 }
 
+/// The machine's physical memory, from the last boot log's `Memory:` line
+/// (`KMEM_MALLOC_VERBOSE=1`), in bytes.
+fn machine_bytes(out: &Output) -> u64 {
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .rfind(|l| l.starts_with("Memory: "))
+        .unwrap_or_else(|| panic!("no Memory: line in\n{err}"));
+    let total = line.split('/').nth(1).and_then(|t| t.split('K').next());
+    total.and_then(|t| t.parse::<u64>().ok()).expect(line) << 10
+}
+
+/// Host memory and swap, in bytes (`/proc/meminfo`).
+fn host_bytes() -> u64 {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib = |key: &str| -> u64 {
+        let line = info.lines().find(|l| l.starts_with(key)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    (kib("MemTotal:") + kib("SwapTotal:")) << 10
+}
+
+#[test]
+fn the_machine_is_as_large_as_the_host_and_shrinks_to_fit_a_limit() {
+    const GIB: u64 = 1 << 30;
+    let verbose = [("KMEM_MALLOC_VERBOSE", "1")];
+    // `sort` allocates, so kmem boots.
+    let out = run(&mut Command::new("sort"), true, &verbose);
+    assert!(out.status.success());
+    let host = host_bytes();
+    assert_eq!(
+        machine_bytes(&out),
+        host.next_multiple_of(GIB).max(4 * GIB),
+        "the default machine is the host's memory and swap, rounded up to a GiB"
+    );
+    // Under an address-space limit of 3 GiB the default halves until it
+    // fits, and the program runs. (The shell, which sets the limit, boots
+    // its own machine first: the last boot is `sort`'s.)
+    let limited = |mem: Option<&str>| {
+        let mut c = Command::new("sh");
+        c.args(["-c", "ulimit -v 3145728 && exec sort"]);
+        let mut env = verbose.to_vec();
+        env.extend(mem.map(|m| ("KMEM_MALLOC_MEM", m)));
+        run(&mut c, true, &env)
+    };
+    let out = limited(None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mem = machine_bytes(&out);
+    assert!(
+        (64 << 20..3 * GIB).contains(&mem),
+        "{mem} bytes under a 3 GiB limit"
+    );
+    // A size given that does not fit is refused, not shrunk.
+    let out = limited(Some("8G"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("set KMEM_MALLOC_MEM to less"), "{err}");
+    // More than the old fixed 4 GiB, in blocks the machine serves, where
+    // the host has it (each block is touched once: 5 MiB resident).
+    let d = scratch("big");
+    let exe = compile("cc", "big.c", &d);
+    if host >= 6 * GIB {
+        let out = run(Command::new(&exe).arg("5"), true, &[]);
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        eprintln!("host has {host} bytes: 5 GiB of blocks not tried");
+    }
+    // With the machine set smaller, the same program gets NULL, as it
+    // would from a kernel out of memory.
+    let out = run(
+        Command::new(&exe).arg("5"),
+        true,
+        &[("KMEM_MALLOC_MEM", "1G")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("NULL after"));
+}
+
 /// Run `api bad <case>` under kmem with `env`: it must abort with
 /// `expect` on standard error.
 fn bad_free(exe: &Path, case: &str, env: &[(&str, &str)], expect: &[&str]) {
