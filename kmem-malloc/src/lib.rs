@@ -84,7 +84,15 @@ pub const MAX_MEM: u64 = 1 << 46;
 /// [`MIN_DEFAULT_MEM`]. The machine costs only what the program touches
 /// (the mapping is `MAP_NORESERVE`, and boot writes the page descriptors of
 /// one section), so it may be as large as the host.
+///
+/// Under strict overcommit (`vm.overcommit_memory=2`) the kernel charges
+/// the whole mapping to the commit limit, `MAP_NORESERVE` or not, and a
+/// `fork()` charges it again: there the default stays
+/// [`MIN_DEFAULT_MEM`].
 pub fn default_mem() -> u64 {
+    if strict_overcommit() {
+        return MIN_DEFAULT_MEM;
+    }
     // SAFETY: an all-zero `sysinfo` is valid; the call only writes it.
     let mut si: libc::sysinfo = unsafe { core::mem::zeroed() };
     // SAFETY: `si` is a valid out-pointer.
@@ -114,6 +122,22 @@ fn env(name: &core::ffi::CStr) -> Option<&'static str> {
     }
     // SAFETY: non-null from getenv: a valid C string.
     unsafe { core::ffi::CStr::from_ptr(p) }.to_str().ok()
+}
+
+/// Whether `/proc/sys/vm/overcommit_memory` is 2 (read without allocating).
+fn strict_overcommit() -> bool {
+    let path = c"/proc/sys/vm/overcommit_memory";
+    // SAFETY: a NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return false;
+    }
+    let mut b = [0u8; 1];
+    // SAFETY: `b` is a valid buffer of one byte; `fd` is open.
+    let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) };
+    // SAFETY: `fd` is ours, closed once.
+    unsafe { libc::close(fd) };
+    n == 1 && b[0] == b'2'
 }
 
 /// `4G`, `512M`, `65536`: a size with an optional K, M, G or T suffix.
