@@ -57,7 +57,8 @@ enum Command {
 #[derive(Args, Clone)]
 struct BootArgs {
     /// RAM size, as the kernel's memparse reads it (512M, 8G, 64G); at most
-    /// 64T, Linux's limit on x86-64 with 4-level page tables.
+    /// 64T, Linux's limit on x86-64 with 4-level page tables, of which
+    /// boot indexes 16T of page frames.
     #[arg(long, default_value = "4G", conflicts_with = "memmap")]
     mem: String,
     /// Number of CPUs, 1 to 1024 (NR_CPUS).

@@ -170,6 +170,21 @@ fn a_failed_boot_says_why_on_stderr_and_what_to_change() {
 }
 
 #[test]
+fn memory_past_the_page_index_is_refused_at_boot() {
+    // 17T spans more page frames than a 32-bit descriptor index reaches:
+    // refused before the memory map is allocated, not wrapped.
+    let out = kmem(&["boot", "--mem", "17T", "--show", "none"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.starts_with("kmem: boot failed: invalid argument (EINVAL): kmem: memory spans ")
+            && stderr.ends_with("kmem indexes at most 4294967294 (16T): give less memory\n"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn nodes_are_limited_by_max_numnodes_everywhere() {
     // Eight nodes, the limit, boot when each has its 8 MiB.
     let out = kmem(&["boot", "--mem", "1G", "--nodes", "8", "--show", "none"]);

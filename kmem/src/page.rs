@@ -215,6 +215,15 @@ impl Page {
         self.refcount.fetch_add(1, Relaxed);
     }
 
+    /// Take a reference unless the count is zero or less
+    /// (`page_ref_add_unless(page, 1, 0)`); whether it was taken.
+    #[inline]
+    pub(crate) fn ref_inc_not_zero(&self) -> bool {
+        self.refcount
+            .fetch_update(Relaxed, Relaxed, |c| (c > 0).then(|| c.wrapping_add(1)))
+            .is_ok()
+    }
+
     /// Drop one reference; returns the count before the decrement.
     #[inline]
     pub(crate) fn ref_dec(&self) -> i32 {

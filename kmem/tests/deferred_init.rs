@@ -79,6 +79,20 @@ fn own_page<'k>(k: &'k Kmem<ArenaPlatform<'_>>, pfn: u64) -> &'k kmem::page::Pag
         .expect("the struct page array is in the direct map")
 }
 
+/// The pfns memblock keeps reserved whose descriptors boot left unwritten
+/// (not `PG_reserved`).
+fn unmarked_reserved_pfns(k: &Kmem<ArenaPlatform<'_>>) -> Vec<u64> {
+    let mut out = Vec::new();
+    for r in k.memblock().reserved().regions() {
+        for pfn in r.base / PAGE_SIZE as u64..r.end().div_ceil(PAGE_SIZE as u64) {
+            if k.pfn_to_page(pfn).is_some_and(|p| !p.is_reserved()) {
+                out.push(pfn);
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn the_struct_page_arrays_own_pages_stay_uninitialised_and_refuse_frees() {
     let mut buf = vec![0u8; MEM];
@@ -92,6 +106,7 @@ fn the_struct_page_arrays_own_pages_stay_uninitialised_and_refuse_frees() {
             "{:#x}",
             own.flags()
         );
+        assert_eq!(unmarked_reserved_pfns(&k), []);
         pfn
     };
     buf.fill(0);
@@ -99,6 +114,15 @@ fn the_struct_page_arrays_own_pages_stay_uninitialised_and_refuse_frees() {
     let own = own_page(&k, pfn);
     // Deferred: never written, like a deferred page not yet joined.
     assert_eq!((own.flags(), own.refcount()), (0, 0));
+    // Exactly the array's pages: one run, as long as the array, holding
+    // `own`; every other reserved page is marked.
+    let unmarked = unmarked_reserved_pfns(&k);
+    let array_pages =
+        (k.mem_map().len() * core::mem::size_of::<kmem::page::Page>()).div_ceil(PAGE_SIZE) as u64;
+    assert_eq!(unmarked.len() as u64, array_pages);
+    assert!(unmarked.windows(2).all(|w| w[1] == w[0] + 1));
+    let own_pfn = k.page_to_pfn(own);
+    assert!(unmarked.contains(&own_pfn));
     // Freeing memory of the array is refused and reported, and changes
     // nothing.
     let free_before = k.nr_free_pages();

@@ -404,11 +404,17 @@ fn get_page_keeps_a_page_alive() {
     let mut m = vec![0u8; SMALL];
     let k = boot(&mut m, 1);
     let a = k.alloc_page(GFP_KERNEL).unwrap();
-    k.get_page(a);
+    k.get_page(a).unwrap();
     assert_eq!(k.page_count(a), 2);
     k.__free_pages(a, 0).unwrap();
     assert_eq!(k.page_count(a), 1, "still referenced");
     k.__free_pages(a, 0).unwrap();
+    assert_eq!(k.page_count(a), 0);
+    // A free page gets no reference: with one, `__free_pages` would free
+    // it a second time.
+    k.platform().clear_reports();
+    assert!(k.get_page(a).is_err());
+    assert!(k.platform().reported("BUG: get_page: page "));
     assert_eq!(k.page_count(a), 0);
     assert_eq!(
         settled(&k),

@@ -268,6 +268,8 @@ pub(super) fn zone_sizes_init<P: Platform>(
 /// What [`free_area_init`] allocated from memblock.
 pub(super) struct FreeAreaInit {
     pub(super) mem_map: NonNull<Page>,
+    /// The pfns of the pages that hold `mem_map` itself.
+    pub(super) mem_map_pfns: core::ops::Range<u64>,
     pub(super) nr_pages: usize,
     pub(super) base_pfn: u64,
     pub(super) pageblocks: NonNull<AtomicU8>,
@@ -303,8 +305,18 @@ pub(super) fn free_area_init<P: Platform>(
     let base_pfn = min_pfn & !(MAX_ORDER_NR_PAGES - 1);
     let end_pfn = max_pfn.next_multiple_of(MAX_ORDER_NR_PAGES);
     let nr_pages = (end_pfn - base_pfn) as usize;
+    // Page lists link descriptors by 32-bit index, `NIL` the end.
+    if nr_pages >= crate::page::NIL as usize {
+        report!(
+            p,
+            Level::Err,
+            "kmem: memory spans {nr_pages} page frames; kmem indexes at most {} (16T): give less memory",
+            crate::page::NIL - 1
+        );
+        return Err(Error::InvalidArgument);
+    }
     let zeroed = p.memory_is_zeroed();
-    let mem_map = boot_alloc_raw::<P, Page>(p, mb, dm, nr_pages, zeroed)?;
+    let (mem_map, mem_map_pfns) = boot_alloc_raw::<P, Page>(p, mb, dm, nr_pages, zeroed)?;
     let nr_pb = ((end_pfn - base_pfn) >> PAGEBLOCK_ORDER) as usize;
     let pageblocks = boot_alloc(p, mb, dm, 0, nr_pb, |_| {
         AtomicU8::new(crate::mmzone::MigrateType::Movable as u8)
@@ -409,6 +421,7 @@ pub(super) fn free_area_init<P: Platform>(
         *slot = Some(pg);
     }
     Ok(FreeAreaInit {
+        mem_map_pfns,
         mem_map,
         nr_pages,
         base_pfn,
@@ -465,22 +478,26 @@ impl<P: Platform> Kmem<P> {
     /// machine by the host's memory). Nothing allocates or frees these
     /// pages, and a free of one is refused and reported as a free of any
     /// page not yet initialised is (the descriptor is neither a slab nor a
-    /// compound head with a reference).
-    pub(super) fn reserve_bootmem_regions(&self, mb: &Memblock) {
+    /// compound head with a reference). `mem_map_pfns` are the pages that
+    /// hold the array.
+    pub(super) fn reserve_bootmem_regions(
+        &self,
+        mb: &Memblock,
+        mem_map_pfns: core::ops::Range<u64>,
+    ) {
         use crate::mmzone::Zone;
         let mm = self.mem_map();
         let own = if self.deferred_init {
-            self.mem_map_pfns()
+            mem_map_pfns
         } else {
             0..0
         };
         let mut region: Option<crate::memblock::MemblockRegion> = None;
         let mut zone: Option<&Zone> = None;
         for r in mb.reserved().regions() {
-            for pfn in (r.base >> PAGE_SHIFT)..r.end().div_ceil(PAGE_SIZE as u64) {
-                if own.contains(&pfn) {
-                    continue;
-                }
+            let (s, e) = (r.base >> PAGE_SHIFT, r.end().div_ceil(PAGE_SIZE as u64));
+            // The region's pfns below and above the array's own.
+            for pfn in (s..e.min(own.start)).chain(s.max(own.end)..e) {
                 let Some(pg) = mm.pfn_to_page(pfn) else {
                     continue;
                 };
@@ -501,16 +518,6 @@ impl<P: Platform> Kmem<P> {
                 pg.set_raw_flags(pg.raw_flags() | links | PG_RESERVED);
                 pg.set_refcount(1);
             }
-        }
-    }
-
-    /// The pfns of the pages that hold the `struct page` array (whole
-    /// pages: boot allocates it page-aligned, in page multiples).
-    fn mem_map_pfns(&self) -> core::ops::Range<u64> {
-        let bytes = (self.mem_map_len * core::mem::size_of::<Page>()).next_multiple_of(PAGE_SIZE);
-        match self.dm.pa(self.mem_map.as_ptr() as usize) {
-            Some(pa) => (pa >> PAGE_SHIFT)..((pa + bytes as u64) >> PAGE_SHIFT),
-            None => 0..0,
         }
     }
 
@@ -640,14 +647,15 @@ pub(super) fn boot_alloc<P: Platform, T>(
 
 /// Allocate `n` values of `T` from memblock without running an
 /// initialiser, zeroing them unless the platform's memory is known to be
-/// zero already. `T` must be valid when all-zero.
+/// zero already. `T` must be valid when all-zero. Whole pages, so that the
+/// answer's second half, the pfns of those pages, hold nothing else.
 fn boot_alloc_raw<P: Platform, T>(
     p: &P,
     mb: &mut Memblock,
     dm: &DirectMap,
     n: usize,
     zeroed: bool,
-) -> Result<NonNull<T>> {
+) -> Result<(NonNull<T>, core::ops::Range<u64>)> {
     let size = (core::mem::size_of::<T>() * n).next_multiple_of(PAGE_SIZE) as u64;
     let pa = mb.phys_alloc_range(p, size, PAGE_SIZE as u64, 0, dm.end)?;
     let va = dm.va(pa).ok_or(Error::NoMemory)? as *mut T;
@@ -656,5 +664,9 @@ fn boot_alloc_raw<P: Platform, T>(
         // direct map; nobody else uses them.
         unsafe { core::ptr::write_bytes(va as *mut u8, 0, size as usize) };
     }
-    Ok(NonNull::new(va).expect("direct map address is not null"))
+    let pfns = (pa >> PAGE_SHIFT)..((pa + size) >> PAGE_SHIFT);
+    Ok((
+        NonNull::new(va).expect("direct map address is not null"),
+        pfns,
+    ))
 }

@@ -364,7 +364,7 @@ impl<P: Platform> Kmem<P> {
         if params.memblock_debug {
             mb.dump(&kmem.p);
         }
-        kmem.reserve_bootmem_regions(&mb);
+        kmem.reserve_bootmem_regions(&mb, fa.mem_map_pfns);
         let freed = kmem.memblock_free_all(&mut mb);
         kmem.init_per_zone_wmark_min(params.min_free_kbytes, params.transparent_hugepage);
         kmem.mem_init_print_info(&mb, freed);

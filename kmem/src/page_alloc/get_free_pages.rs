@@ -123,9 +123,31 @@ impl<P: Platform> Kmem<P> {
         Ok(())
     }
 
-    /// `get_page()`: take another reference to an allocated page.
-    pub fn get_page(&self, page: &Page) {
-        page.ref_inc();
+    /// `get_page()`: take another reference to an allocated page. A page
+    /// without a reference (free, or never initialised) is refused and
+    /// reported, where Linux's `folio_get()` has a `VM_BUG_ON`: the
+    /// reference would let `__free_pages` put a page it does not own on
+    /// the free lists.
+    pub fn get_page(&self, page: &Page) -> Result<()> {
+        let Some(pfn) = self.mem_map().page_to_pfn(page) else {
+            report!(
+                &self.p,
+                Level::Err,
+                "BUG: get_page: {:p} is not a page descriptor of this machine",
+                page
+            );
+            return Err(Error::InvalidArgument);
+        };
+        if page.ref_inc_not_zero() {
+            return Ok(());
+        }
+        report!(
+            &self.p,
+            Level::Err,
+            "BUG: get_page: page {pfn:#x} has no reference (page_ref_count {}): it is not allocated",
+            page.refcount()
+        );
+        Err(Error::InvalidArgument)
     }
 
     /// `compound_head()`: the head of a compound page for a tail page, the
