@@ -4,8 +4,8 @@
 //! The first allocation boots a machine ([`machine`]): its physical memory
 //! is one private anonymous mapping (`KMEM_MALLOC_MEM` bytes, by default
 //! the host's memory and swap ([`default_mem`]), costing nothing until
-//! touched), its CPUs are slots that
-//! threads take and give back ([`platform`]). Then:
+//! touched), its CPUs are slots that threads take and give back
+//! ([`platform`]). Then:
 //!
 //! | request | served by |
 //! |---|---|
@@ -75,15 +75,21 @@ pub const DEFAULT_DECAY_MS: u64 = 2000;
 /// set (see [`default_mem`]).
 pub const MIN_DEFAULT_MEM: u64 = 4 << 30;
 
-/// The largest `KMEM_MALLOC_MEM`.
-pub const MAX_MEM: u64 = 1 << 46;
+/// The largest `KMEM_MALLOC_MEM`, and of the default: 8 TiB (the core
+/// indexes under 16 TiB of page frames).
+pub const MAX_MEM: u64 = 8 << 40;
+
+/// The smallest `KMEM_MALLOC_MEM`.
+pub const MIN_MEM: u64 = 64 << 20;
 
 /// Physical memory when `KMEM_MALLOC_MEM` is not set: the host's memory
 /// and swap (`sysinfo(2)`), what a program under glibc could touch before
 /// the OOM killer came, rounded up to a GiB, at least
-/// [`MIN_DEFAULT_MEM`]. The machine costs only what the program touches
-/// (the mapping is `MAP_NORESERVE`, and boot writes the page descriptors of
-/// one section), so it may be as large as the host.
+/// [`MIN_DEFAULT_MEM`] and at most [`MAX_MEM`]. The machine costs little
+/// more than what the program touches (the mapping is `MAP_NORESERVE`, and
+/// boot writes the free block heads of one section per zone, and none of
+/// the struct page array's own descriptors), so it may be as large as the
+/// host.
 ///
 /// Under strict overcommit (`vm.overcommit_memory=2`) the kernel charges
 /// the whole mapping to the commit limit, `MAP_NORESERVE` or not, and a
@@ -103,8 +109,9 @@ pub fn default_mem() -> u64 {
     } else {
         0
     };
-    host.next_multiple_of(1 << 30)
-        .clamp(MIN_DEFAULT_MEM, MAX_MEM)
+    host.min(MAX_MEM)
+        .next_multiple_of(1 << 30)
+        .max(MIN_DEFAULT_MEM)
 }
 
 /// What malloc asks the core: it may block (it never waits for other
@@ -173,9 +180,9 @@ struct Settings {
 
 fn settings() -> Settings {
     let mem = env(c"KMEM_MALLOC_MEM").map(|s| match parse_size(s) {
-        Some(m) if (64 << 20..=MAX_MEM).contains(&m) => m & !(PAGE_SIZE as u64 - 1),
+        Some(m) if (MIN_MEM..=MAX_MEM).contains(&m) => m & !(PAGE_SIZE as u64 - 1),
         _ => refuse(format_args!(
-            "kmem-malloc: KMEM_MALLOC_MEM={s}: give a size from 64M to 64T, such as 4G"
+            "kmem-malloc: KMEM_MALLOC_MEM={s}: give a size from 64M to 8T, such as 4G"
         )),
     });
     let decay_ns = match env(c"KMEM_MALLOC_DECAY_MS") {
@@ -190,7 +197,7 @@ fn settings() -> Settings {
     };
     let mut params = BootParams {
         reserve_low: 0,
-        // Boot touches the page descriptors of one section; the rest of
+        // Boot frees one section per zone to the buddy lists; the rest of
         // memory joins as the program needs it.
         deferred_struct_page_init: true,
         ..BootParams::default()
@@ -214,6 +221,22 @@ fn settings() -> Settings {
     }
 }
 
+/// `mem`, or where the address space a limit leaves (`ulimit -v`,
+/// `ulimit -d`, strict overcommit's commit limit) has no room for it, half
+/// of the largest power-of-two share of it that fits, so that the program
+/// keeps room for its own mappings (thread stacks, blocks above 4 MiB,
+/// files) and a `fork()`; never below [`MIN_MEM`].
+fn fitting(mem: u64) -> u64 {
+    if platform::reservable(mem) {
+        return mem;
+    }
+    let mut m = mem;
+    while m / 2 >= MIN_MEM && !platform::reservable(m) {
+        m /= 2;
+    }
+    (m / 2).max(MIN_MEM)
+}
+
 /// The CPUs of the host, for the number of slots.
 fn host_cpus() -> usize {
     // SAFETY: sysconf has no memory-safety preconditions.
@@ -228,18 +251,12 @@ fn boot() -> Machine {
     let new = |mem| MallocPlatform::new(mem, (4 * cpus).max(8), cpus, s.verbose, s.decay_ns);
     let p = match s.mem {
         Some(mem) => new(mem),
-        // The default may not fit the address space a limit leaves
-        // (`ulimit -v`) or strict overcommit: halve it until it does, down
-        // to the smallest a setting may ask.
-        None => {
-            let mut mem = default_mem();
-            loop {
-                match new(mem) {
-                    Err(SetupError::Reserve(_)) if mem / 2 >= 64 << 20 => mem /= 2,
-                    r => break r,
-                }
-            }
-        }
+        None => new(fitting(default_mem())).map_err(|e| match e {
+            SetupError::Reserve(n) => refuse(format_args!(
+                "kmem-malloc: cannot reserve {n} bytes of address space for physical memory: raise the address-space limit (ulimit -v), or set KMEM_MALLOC_MEM to less"
+            )),
+            e => e,
+        }),
     };
     let p = match p {
         Ok(p) => p,

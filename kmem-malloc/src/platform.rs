@@ -316,6 +316,37 @@ impl fmt::Display for SetupError {
 /// Alignment of physical address 0: a max-order block.
 const BASE_ALIGN: usize = kmem::PAGE_SIZE << kmem::MAX_PAGE_ORDER;
 
+/// Map `len` bytes of private anonymous memory, `MAP_NORESERVE`, where the
+/// kernel picks: physical memory's mapping, or `None` when the address
+/// space (or, under strict overcommit, the commit limit) has no room.
+fn reserve(len: usize) -> Option<*mut core::ffi::c_void> {
+    // SAFETY: a fresh private anonymous mapping at an address the kernel
+    // picks aliases nothing.
+    unsafe {
+        rustix::mm::mmap_anonymous(
+            core::ptr::null_mut(),
+            len,
+            rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+            rustix::mm::MapFlags::PRIVATE | rustix::mm::MapFlags::NORESERVE,
+        )
+    }
+    .ok()
+}
+
+/// Whether [`MallocPlatform::new`] could map `mem` bytes of physical memory
+/// now (it maps and unmaps them).
+pub fn reservable(mem: u64) -> bool {
+    let len = mem as usize + BASE_ALIGN;
+    match reserve(len) {
+        Some(p) => {
+            // SAFETY: the mapping just made, which nothing uses.
+            let _ = unsafe { rustix::mm::munmap(p, len) };
+            true
+        }
+        None => false,
+    }
+}
+
 impl MallocPlatform {
     /// Reserve `mem` bytes of physical memory and `exclusive + shared`
     /// CPU slots. Fails when another platform exists in the process or the
@@ -332,28 +363,22 @@ impl MallocPlatform {
             return Err(SetupError::Twice);
         }
         let len = mem as usize + BASE_ALIGN;
-        // SAFETY: a fresh private anonymous mapping at an address the kernel
-        // picks aliases nothing; it is never unmapped (promise 2: physical
-        // memory lives as long as the platform, which lives as long as the
-        // process).
-        let p = unsafe {
-            rustix::mm::mmap_anonymous(
-                core::ptr::null_mut(),
-                len,
-                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
-                rustix::mm::MapFlags::PRIVATE | rustix::mm::MapFlags::NORESERVE,
-            )
-        }
-        .map_err(|_| {
+        // It is never unmapped once the platform exists (promise 2:
+        // physical memory lives as long as the platform, which lives as
+        // long as the process).
+        let Some(p) = reserve(len) else {
             // No platform after all: the caller may try a smaller one.
             INSTANCE.store(false, Release);
-            SetupError::Reserve(len)
-        })?;
+            return Err(SetupError::Reserve(len));
+        };
         let base = (p as usize).next_multiple_of(BASE_ALIGN);
         let mut key: libc::pthread_key_t = 0;
         // SAFETY: `key` is a valid out-pointer; the destructor is an
         // `extern "C" fn(*mut c_void)`.
         if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } != 0 {
+            // SAFETY: the mapping just made, which nothing uses yet.
+            let _ = unsafe { rustix::mm::munmap(p, len) };
+            INSTANCE.store(false, Release);
             return Err(SetupError::Key);
         }
         // At least one shared slot, for the threads past the exclusive ones.
