@@ -52,7 +52,7 @@ use kmem::kmalloc::{KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE};
 use kmem::memory_map::MemRegion;
 use kmem::{BootParams, Kmem};
 use platform::{stderr_line, MallocPlatform, SetupError};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Once, OnceLock};
 
 /// The machine malloc runs on.
@@ -297,6 +297,7 @@ fn after_boot(k: &'static Machine) {
             // SAFETY: `print_stats` is an `extern "C" fn()`.
             unsafe { libc::atexit(print_stats) };
         }
+        STDIO_LIST.find();
         // SAFETY: the handlers are `extern "C" fn()`s.
         unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
     });
@@ -363,7 +364,63 @@ fn drain_exiting_thread() {
     }
 }
 
+/// glibc's stdio list lock, which its `fork()` takes after the atfork
+/// prepare handlers: `_IO_list_lock`, `_IO_list_unlock` and
+/// `_IO_list_resetlock` (exported since glibc 2.2.5; found at run time, so
+/// another C library without them still links). A thread can hold it and
+/// wait for a stream's lock (`fflush(NULL)`), whose holder allocates
+/// (`getline` reallocates under it): if the gate closed first, that
+/// allocation would wait at the gate, and `fork()` for the list lock, for
+/// good. The prepare handler therefore takes the list lock before closing
+/// the gate, and holds it through the fork, as glibc orders its own malloc
+/// lock last. The lock is recursive, so glibc's own taking of it nests.
+struct StdioListLock {
+    /// The three functions' addresses, 0 until found (or when absent).
+    lock: AtomicUsize,
+    unlock: AtomicUsize,
+    reset: AtomicUsize,
+}
+
+static STDIO_LIST: StdioListLock = StdioListLock {
+    lock: AtomicUsize::new(0),
+    unlock: AtomicUsize::new(0),
+    reset: AtomicUsize::new(0),
+};
+
+impl StdioListLock {
+    /// Look the three up, once, after boot (`dlsym` may allocate).
+    fn find(&self) {
+        let sym = |name: &core::ffi::CStr| {
+            // SAFETY: a NUL-terminated name; RTLD_DEFAULT searches the
+            // global scope.
+            unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as usize }
+        };
+        let (l, u, r) = (
+            sym(c"_IO_list_lock"),
+            sym(c"_IO_list_unlock"),
+            sym(c"_IO_list_resetlock"),
+        );
+        // All three or none.
+        if l != 0 && u != 0 && r != 0 {
+            self.lock.store(l, Relaxed);
+            self.unlock.store(u, Relaxed);
+            self.reset.store(r, Relaxed);
+        }
+    }
+
+    fn call(f: &AtomicUsize) {
+        let f = f.load(Relaxed);
+        if f != 0 {
+            // SAFETY: the address of a `void (void)` function of the C
+            // library, found by `find`.
+            let f: extern "C" fn() = unsafe { core::mem::transmute(f) };
+            f();
+        }
+    }
+}
+
 extern "C" fn fork_prepare() {
+    StdioListLock::call(&STDIO_LIST.lock);
     if let Some(k) = MACHINE.get() {
         k.platform().fork_prepare();
     }
@@ -373,6 +430,7 @@ extern "C" fn fork_parent() {
     if let Some(k) = MACHINE.get() {
         k.platform().fork_parent();
     }
+    StdioListLock::call(&STDIO_LIST.unlock);
 }
 
 extern "C" fn fork_child() {
@@ -380,6 +438,9 @@ extern "C" fn fork_child() {
         // SAFETY: called as the atfork child handler only.
         unsafe { k.platform().after_fork_in_child() };
     }
+    // The prepare handler's hold, if glibc's child path has not reset the
+    // lock already (it does only when the parent had threads).
+    StdioListLock::call(&STDIO_LIST.reset);
 }
 
 extern "C" fn print_stats() {

@@ -229,6 +229,22 @@ fn fork_while_other_threads_allocate() {
     );
 }
 
+#[test]
+fn fork_while_threads_hold_stdio_locks() {
+    let d = scratch("stdiofork");
+    let exe = compile("cc", "stdiofork.c", &d);
+    // One thread reallocates under a stream's lock (getline), another
+    // holds stdio's list lock waiting for it (fflush(NULL)): before the
+    // prepare handler took the list lock first, every run deadlocked
+    // (the program's alarm ends it with status 3).
+    let out = same_under_kmem(|| {
+        let mut c = Command::new(&exe);
+        c.arg("300");
+        c
+    });
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+}
+
 /// (peak, after) from rss.c's line.
 fn rss_figures(out: &Output) -> (u64, u64) {
     let text = String::from_utf8_lossy(&out.stdout);
