@@ -7,7 +7,7 @@
 use kmem::arena::ArenaPlatform;
 use kmem::gfp::GFP_KERNEL;
 use kmem::memory_map::MemRegion;
-use kmem::{BootParams, Kmem, MAX_PAGE_ORDER, PAGE_SIZE};
+use kmem::{BootParams, Kmem, Platform, MAX_PAGE_ORDER, PAGE_SIZE};
 
 fn boot(buf: &mut [u8], deferred: bool) -> Kmem<ArenaPlatform<'_>> {
     let p = ArenaPlatform::new(buf, 2);
@@ -69,6 +69,82 @@ fn small_allocations_grow_a_zone_too() {
         k.__free_pages(page, 0).unwrap();
     }
     k.check_free_counts().unwrap();
+}
+
+/// The arena, recording [`Platform::memory_deferred`]'s calls.
+struct Recording<'a> {
+    arena: ArenaPlatform<'a>,
+    calls: std::sync::Mutex<Vec<(u64, u64, bool)>>,
+}
+
+// SAFETY: every promise is the arena's, delegated unchanged;
+// `memory_deferred` only records its arguments.
+unsafe impl Platform for Recording<'_> {
+    kmem::forward_platform!(p => &p.arena; nr_cpu_ids, smp_processor_id, local_enter,
+        local_exit, local_enter_leaf, local_exit_leaf, set_per_cpu_offset, this_cpu_add,
+        irq_save, irq_restore, in_atomic, in_interrupt, direct_map, memory_is_zeroed,
+        vmap_range, map_kernel_range, unmap_kernel_range, flush_tlb_kernel_range,
+        wait_event, wake_up, others_can_run, smp_call_function_single, on_each_cpu,
+        page_reporting_notify, report, current, now_ns, random_u64, task_flags,
+        set_task_flags, out_of_memory);
+    fn memory_deferred(&self, start: u64, end: u64, joined: bool) {
+        self.calls.lock().unwrap().push((start, end, joined));
+    }
+}
+
+#[test]
+fn the_platform_hears_what_is_held_back_and_what_joins() {
+    let mut buf = vec![0u8; MEM];
+    let arena = ArenaPlatform::new(&mut buf, 2);
+    let (s, e) = arena.usable_range();
+    let p = Recording {
+        arena,
+        calls: Default::default(),
+    };
+    let params = BootParams {
+        reserve_low: 0,
+        deferred_struct_page_init: true,
+        ..BootParams::default()
+    };
+    let k = Kmem::boot(p, &[MemRegion::usable(s, e - s)], &params).expect("boot");
+    let held: Vec<(u64, u64)> = k
+        .platform()
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|&(s, e, joined)| {
+            assert!(!joined, "nothing joins during boot");
+            (s, e)
+        })
+        .collect();
+    assert!(!held.is_empty());
+    let held_bytes: u64 = held.iter().map(|(s, e)| e - s).sum();
+    // Allocate everything: every held-back byte joins, each once, inside
+    // a held-back range.
+    let mut pages = Vec::new();
+    while let Ok(page) = k.alloc_pages(GFP_KERNEL | kmem::gfp::__GFP_NOWARN, MAX_PAGE_ORDER) {
+        pages.push(page);
+    }
+    let mut joined: Vec<(u64, u64)> = k.platform().calls.lock().unwrap()[held.len()..]
+        .iter()
+        .map(|&(s, e, j)| {
+            assert!(j, "a range held back twice");
+            (s, e)
+        })
+        .collect();
+    joined.sort_unstable();
+    assert!(
+        joined.windows(2).all(|w| w[0].1 <= w[1].0),
+        "a range joined twice"
+    );
+    assert!(joined
+        .iter()
+        .all(|&(s, e)| held.iter().any(|&(hs, he)| hs <= s && e <= he)));
+    assert_eq!(joined.iter().map(|(s, e)| e - s).sum::<u64>(), held_bytes);
+    for page in pages {
+        k.__free_pages(page, MAX_PAGE_ORDER).unwrap();
+    }
 }
 
 /// The descriptor of the page that holds `k`'s descriptor of `pfn`: a

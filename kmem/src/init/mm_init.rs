@@ -560,6 +560,8 @@ impl<P: Platform> Kmem<P> {
             let tail = e & !(BLOCK - 1);
             if mid < tail {
                 zone.lock().deferred = (mid, tail);
+                self.p
+                    .memory_deferred(mid << PAGE_SHIFT, tail << PAGE_SHIFT, false);
                 return self.free_pfns_to_zone(zone, s, mid)
                     + self.free_pfns_to_zone(zone, tail, e);
             }
@@ -574,7 +576,7 @@ impl<P: Platform> Kmem<P> {
         if !self.deferred_init {
             return false;
         }
-        let _irq = crate::platform::LocalGuard::new(&self.p);
+        let irq = crate::platform::LocalGuard::new(&self.p);
         let (s, e) = {
             let mut area = zone.lock();
             let (s, e) = area.deferred;
@@ -587,6 +589,9 @@ impl<P: Platform> Kmem<P> {
         };
         let n = self.free_pfns_to_zone(zone, s, e);
         self.totalram_pages.fetch_add(n, Relaxed);
+        drop(irq);
+        self.p
+            .memory_deferred(s << PAGE_SHIFT, e << PAGE_SHIFT, true);
         true
     }
 

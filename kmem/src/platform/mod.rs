@@ -428,6 +428,18 @@ pub unsafe trait Platform {
     /// round. The default does nothing.
     fn page_reporting_notify(&self) {}
 
+    /// Deferred struct page init held the physical range `start..end`
+    /// back at boot (`joined` false), or gave it to the page allocator
+    /// (`joined` true; each held-back range joins in parts, none twice).
+    /// Memory held back is not used at all until it joins, so a platform
+    /// may, say, leave it out of a core dump. Called from boot, and from
+    /// allocation paths, possibly in atomic context (the caller may hold a
+    /// spinlock): the platform must neither sleep nor allocate here. The
+    /// default does nothing.
+    fn memory_deferred(&self, start: u64, end: u64, joined: bool) {
+        let _ = (start, end, joined);
+    }
+
     /// `printk`: one message at `level`, in the kernel's wording. The
     /// message carries no trailing newline; multi-line reports arrive as
     /// several calls.
@@ -644,7 +656,7 @@ macro_rules! report {
 #[macro_export]
 macro_rules! forward_platform {
     ($s:ident => $to:expr; all) => {
-        $crate::forward_platform!($s => $to; nr_cpu_ids, smp_processor_id, local_enter, local_exit, local_enter_leaf, local_exit_leaf, set_per_cpu_offset, this_cpu_add, irq_save, irq_restore, in_atomic, in_interrupt, direct_map, memory_is_zeroed, vmap_range, map_kernel_range, unmap_kernel_range, flush_tlb_kernel_range, wait_event, wake_up, others_can_run, smp_call_function_single, on_each_cpu, page_reporting_notify, report, current, now_ns, random_u64, task_flags, set_task_flags, out_of_memory);
+        $crate::forward_platform!($s => $to; nr_cpu_ids, smp_processor_id, local_enter, local_exit, local_enter_leaf, local_exit_leaf, set_per_cpu_offset, this_cpu_add, irq_save, irq_restore, in_atomic, in_interrupt, direct_map, memory_is_zeroed, vmap_range, map_kernel_range, unmap_kernel_range, flush_tlb_kernel_range, wait_event, wake_up, others_can_run, smp_call_function_single, on_each_cpu, page_reporting_notify, memory_deferred, report, current, now_ns, random_u64, task_flags, set_task_flags, out_of_memory);
     };
     ($s:ident => $to:expr; $($m:ident),+ $(,)?) => {
         $( $crate::forward_platform!(@one $s => $to; $m); )+
@@ -817,6 +829,13 @@ macro_rules! forward_platform {
         fn page_reporting_notify(&self) -> () {
             let $s = self;
             $crate::platform::Platform::page_reporting_notify($to)
+        }
+    };
+    (@one $s:ident => $to:expr; memory_deferred) => {
+        #[inline]
+        fn memory_deferred(&self, start: u64, end: u64, joined: bool) -> () {
+            let $s = self;
+            $crate::platform::Platform::memory_deferred($to, start, end, joined)
         }
     };
     (@one $s:ident => $to:expr; report) => {
