@@ -221,15 +221,12 @@ fn settings() -> Settings {
     }
 }
 
-/// `mem`, or where the address space a limit leaves (`ulimit -v`,
-/// `ulimit -d`, strict overcommit's commit limit) has no room for it, half
-/// of the largest power-of-two share of it that fits, so that the program
-/// keeps room for its own mappings (thread stacks, blocks above 4 MiB,
-/// files) and a `fork()`; never below [`MIN_MEM`].
+/// For a `mem` the address space a limit leaves (`ulimit -v`, `ulimit
+/// -d`, strict overcommit's commit limit) has no room for: half of the
+/// largest power-of-two share of it that fits, so that the program keeps
+/// room for its own mappings (thread stacks, blocks above 4 MiB, files)
+/// and a `fork()`; never below [`MIN_MEM`].
 fn fitting(mem: u64) -> u64 {
-    if platform::reservable(mem) {
-        return mem;
-    }
     let mut m = mem;
     while m / 2 >= MIN_MEM && !platform::reservable(m) {
         m /= 2;
@@ -251,12 +248,15 @@ fn boot() -> Machine {
     let new = |mem| MallocPlatform::new(mem, (4 * cpus).max(8), cpus, s.verbose, s.decay_ns);
     let p = match s.mem {
         Some(mem) => new(mem),
-        None => new(fitting(default_mem())).map_err(|e| match e {
-            SetupError::Reserve(n) => refuse(format_args!(
-                "kmem-malloc: cannot reserve {n} bytes of address space for physical memory: raise the address-space limit (ulimit -v), or set KMEM_MALLOC_MEM to less"
-            )),
-            e => e,
-        }),
+        None => match new(default_mem()) {
+            Err(SetupError::Reserve(_)) => new(fitting(default_mem())).map_err(|e| match e {
+                SetupError::Reserve(n) => refuse(format_args!(
+                    "kmem-malloc: cannot reserve {n} bytes of address space for physical memory: raise the address-space limit (ulimit -v), or set KMEM_MALLOC_MEM to less"
+                )),
+                e => e,
+            }),
+            r => r,
+        },
     };
     let p = match p {
         Ok(p) => p,
