@@ -52,7 +52,10 @@ use kmem::kmalloc::{KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE};
 use kmem::memory_map::MemRegion;
 use kmem::{BootParams, Kmem};
 use platform::{stderr_line, MallocPlatform, SetupError};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64, AtomicUsize,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::{Once, OnceLock};
 
 /// The machine malloc runs on.
@@ -365,36 +368,67 @@ fn drain_exiting_thread() {
 }
 
 /// glibc's stdio list lock, which its `fork()` takes after the atfork
-/// prepare handlers: `_IO_list_lock`, `_IO_list_unlock` and
-/// `_IO_list_resetlock` (exported since glibc 2.2.5; found at run time, so
-/// another C library without them still links). A thread can hold it and
-/// wait for a stream's lock (`fflush(NULL)`), whose holder allocates
-/// (`getline` reallocates under it): if the gate closed first, that
-/// allocation would wait at the gate, and `fork()` for the list lock, for
-/// good. The prepare handler therefore takes the list lock before closing
-/// the gate, and holds it through the fork, as glibc orders its own malloc
-/// lock last. The lock is recursive, so glibc's own taking of it nests.
+/// prepare handlers (in a process with threads): `_IO_list_lock`,
+/// `_IO_list_unlock` and `_IO_list_resetlock` (exported by glibc; found at
+/// run time, so another C library without them still links). A thread can
+/// hold it and wait for a stream's lock (`fflush(NULL)`), whose holder
+/// allocates (`getline` reallocates under it): if the gate closed first,
+/// that allocation would wait at the gate, and `fork()` for the list lock,
+/// for good. The prepare handler therefore takes the list lock before
+/// closing the gate, and holds it through the fork, as glibc orders its
+/// own malloc lock last. The lock is recursive, so glibc's own taking of
+/// it nests. Only when kmem is the C library's `malloc` (the preload
+/// library; as a Rust global allocator stdio's allocations are glibc's,
+/// which the gate does not stop) and, as glibc does, only in a process
+/// with threads (`__libc_single_threaded`), so that a single-threaded
+/// program forking from a signal handler cannot wait for itself.
 struct StdioListLock {
-    /// The three functions' addresses, 0 until found (or when absent).
+    /// The three functions' addresses, 0 until found (or when not used).
     lock: AtomicUsize,
     unlock: AtomicUsize,
     reset: AtomicUsize,
+    /// `&__libc_single_threaded`, 0 when the C library has none.
+    single: AtomicUsize,
+    /// This fork's prepare handler took the list lock (written under
+    /// [`FORK_LOCK`]).
+    held: AtomicBool,
 }
 
 static STDIO_LIST: StdioListLock = StdioListLock {
     lock: AtomicUsize::new(0),
     unlock: AtomicUsize::new(0),
     reset: AtomicUsize::new(0),
+    single: AtomicUsize::new(0),
+    held: AtomicBool::new(false),
 };
 
+/// One `fork()` at a time through kmem's handlers: glibc runs the prepare
+/// handlers without a lock of its own, and two forkers would otherwise
+/// share the one `FORKING` gate (the first to finish opening it under the
+/// second). 0 free, 1 held; taken in the prepare handler, released in the
+/// parent's, and in the child's, where its holder is the only thread.
+static FORK_LOCK: AtomicU32 = AtomicU32::new(0);
+
 impl StdioListLock {
-    /// Look the three up, once, after boot (`dlsym` may allocate).
+    /// Look the functions up, once, after boot (`dlsym` may allocate).
     fn find(&self) {
         let sym = |name: &core::ffi::CStr| {
             // SAFETY: a NUL-terminated name; RTLD_DEFAULT searches the
             // global scope.
             unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as usize }
         };
+        let object_of = |addr: usize| {
+            // SAFETY: an all-zero `Dl_info` is valid; `dladdr` only writes
+            // it.
+            let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
+            // SAFETY: `info` is a valid out-pointer; `addr` is only looked up.
+            let found = unsafe { libc::dladdr(addr as *const _, &mut info) } != 0;
+            found.then_some(info.dli_fbase as usize)
+        };
+        let ours = object_of(Self::find as fn(&Self) as usize);
+        if ours.is_none() || object_of(sym(c"malloc")) != ours {
+            return;
+        }
         let (l, u, r) = (
             sym(c"_IO_list_lock"),
             sym(c"_IO_list_unlock"),
@@ -402,25 +436,57 @@ impl StdioListLock {
         );
         // All three or none.
         if l != 0 && u != 0 && r != 0 {
+            self.single.store(sym(c"__libc_single_threaded"), Relaxed);
             self.lock.store(l, Relaxed);
             self.unlock.store(u, Relaxed);
             self.reset.store(r, Relaxed);
         }
     }
 
+    /// Call the `void (void)` function at `f`, if found.
     fn call(f: &AtomicUsize) {
         let f = f.load(Relaxed);
         if f != 0 {
-            // SAFETY: the address of a `void (void)` function of the C
-            // library, found by `find`.
-            let f: extern "C" fn() = unsafe { core::mem::transmute(f) };
+            // SAFETY: `f` is the address of a `void (void)` function of the
+            // C library, found by `find`.
+            let f = unsafe { core::mem::transmute::<usize, extern "C" fn()>(f) };
             f();
+        }
+    }
+
+    /// The prepare handler's part: take the list lock if it is used and
+    /// the process has threads.
+    fn take(&self) {
+        let single = self.single.load(Relaxed);
+        // SAFETY: `single` is the address of glibc's
+        // `__libc_single_threaded`, a `char` it keeps for the process.
+        if single != 0 && unsafe { core::ptr::read_volatile(single as *const u8) } != 0 {
+            return;
+        }
+        if self.lock.load(Relaxed) != 0 {
+            Self::call(&self.lock);
+            self.held.store(true, Relaxed);
+        }
+    }
+
+    /// The parent's (`unlock`) or the child's (`reset`) part.
+    fn give_back(&self, f: &AtomicUsize) {
+        if self.held.swap(false, Relaxed) {
+            Self::call(f);
         }
     }
 }
 
+fn fork_lock() {
+    while FORK_LOCK.swap(1, Acquire) != 0 {
+        let _ =
+            rustix::thread::futex::wait(&FORK_LOCK, rustix::thread::futex::Flags::PRIVATE, 1, None);
+    }
+}
+
 extern "C" fn fork_prepare() {
-    StdioListLock::call(&STDIO_LIST.lock);
+    fork_lock();
+    STDIO_LIST.take();
     if let Some(k) = MACHINE.get() {
         k.platform().fork_prepare();
     }
@@ -430,7 +496,9 @@ extern "C" fn fork_parent() {
     if let Some(k) = MACHINE.get() {
         k.platform().fork_parent();
     }
-    StdioListLock::call(&STDIO_LIST.unlock);
+    STDIO_LIST.give_back(&STDIO_LIST.unlock);
+    FORK_LOCK.store(0, Release);
+    let _ = rustix::thread::futex::wake(&FORK_LOCK, rustix::thread::futex::Flags::PRIVATE, 1);
 }
 
 extern "C" fn fork_child() {
@@ -438,9 +506,11 @@ extern "C" fn fork_child() {
         // SAFETY: called as the atfork child handler only.
         unsafe { k.platform().after_fork_in_child() };
     }
-    // The prepare handler's hold, if glibc's child path has not reset the
-    // lock already (it does only when the parent had threads).
-    StdioListLock::call(&STDIO_LIST.reset);
+    // The prepare handler's hold (glibc's child path has reset the lock
+    // already when the parent had threads; a second reset is harmless).
+    STDIO_LIST.give_back(&STDIO_LIST.reset);
+    // Its holder is the only thread here: no one waits.
+    FORK_LOCK.store(0, Relaxed);
 }
 
 extern "C" fn print_stats() {

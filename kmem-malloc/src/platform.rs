@@ -1066,16 +1066,18 @@ unsafe impl Platform for MallocPlatform {
         } else {
             rustix::mm::Advice::LinuxDontDump
         };
-        if end <= self.mem {
+        if end > self.mem {
+            return;
+        }
+        let advise = |start: usize, len: usize| {
             // SAFETY: a range of physical memory's own mapping; the advice
             // changes only what a core dump includes.
-            let _ = unsafe {
-                rustix::mm::madvise(
-                    (self.base + start as usize) as *mut _,
-                    (end - start) as usize,
-                    advice,
-                )
-            };
+            unsafe { rustix::mm::madvise((self.base + start) as *mut _, len, advice) }
+        };
+        if advise(start as usize, (end - start) as usize).is_err() && joined {
+            // Splitting the mapping failed (`vm.max_map_count`, say): dump
+            // all of it rather than leave memory in use out.
+            let _ = advise(0, self.mem as usize);
         }
     }
 

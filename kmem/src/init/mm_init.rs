@@ -576,8 +576,8 @@ impl<P: Platform> Kmem<P> {
         if !self.deferred_init {
             return false;
         }
-        let irq = crate::platform::LocalGuard::new(&self.p);
         let (s, e) = {
+            let _irq = crate::platform::LocalGuard::new(&self.p);
             let mut area = zone.lock();
             let (s, e) = area.deferred;
             if s >= e {
@@ -587,11 +587,13 @@ impl<P: Platform> Kmem<P> {
             area.deferred.0 = s + n;
             (s, s + n)
         };
-        let n = self.free_pfns_to_zone(zone, s, e);
-        self.totalram_pages.fetch_add(n, Relaxed);
-        drop(irq);
+        // The range is ours now (taken off `deferred` above): tell the
+        // platform before its pages can be allocated and written.
         self.p
             .memory_deferred(s << PAGE_SHIFT, e << PAGE_SHIFT, true);
+        let _irq = crate::platform::LocalGuard::new(&self.p);
+        let n = self.free_pfns_to_zone(zone, s, e);
+        self.totalram_pages.fetch_add(n, Relaxed);
         true
     }
 

@@ -432,9 +432,11 @@ pub unsafe trait Platform {
     /// back at boot (`joined` false), or gave it to the page allocator
     /// (`joined` true; each held-back range joins in parts, none twice).
     /// Memory held back is not used at all until it joins, so a platform
-    /// may, say, leave it out of a core dump. Called from boot, and from
+    /// may, say, leave it out of a core dump. A joining range is announced
+    /// before its pages reach the free lists. Called from boot, and from
     /// allocation paths, possibly in atomic context (the caller may hold a
-    /// spinlock): the platform must neither sleep nor allocate here. The
+    /// spinlock): the platform must not allocate or wait for anything of
+    /// the machine's here (a system call that does neither is fine). The
     /// default does nothing.
     fn memory_deferred(&self, start: u64, end: u64, joined: bool) {
         let _ = (start, end, joined);
