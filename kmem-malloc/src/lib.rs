@@ -52,10 +52,7 @@ use kmem::kmalloc::{KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE};
 use kmem::memory_map::MemRegion;
 use kmem::{BootParams, Kmem};
 use platform::{stderr_line, MallocPlatform, SetupError};
-use std::sync::atomic::{
-    AtomicBool, AtomicU32, AtomicU64, AtomicUsize,
-    Ordering::{Acquire, Relaxed, Release},
-};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Once, OnceLock};
 
 /// The machine malloc runs on.
@@ -389,8 +386,8 @@ struct StdioListLock {
     reset: AtomicUsize,
     /// `&__libc_single_threaded`, 0 when the C library has none.
     single: AtomicUsize,
-    /// This fork's prepare handler took the list lock (written under
-    /// [`FORK_LOCK`]).
+    /// This fork's prepare handler took the list lock (written only by
+    /// the list lock's holder).
     held: AtomicBool,
 }
 
@@ -401,13 +398,6 @@ static STDIO_LIST: StdioListLock = StdioListLock {
     single: AtomicUsize::new(0),
     held: AtomicBool::new(false),
 };
-
-/// One `fork()` at a time through kmem's handlers: glibc runs the prepare
-/// handlers without a lock of its own, and two forkers would otherwise
-/// share the one `FORKING` gate (the first to finish opening it under the
-/// second). 0 free, 1 held; taken in the prepare handler, released in the
-/// parent's, and in the child's, where its holder is the only thread.
-static FORK_LOCK: AtomicU32 = AtomicU32::new(0);
 
 impl StdioListLock {
     /// Look the functions up, once, after boot (`dlsym` may allocate).
@@ -477,15 +467,7 @@ impl StdioListLock {
     }
 }
 
-fn fork_lock() {
-    while FORK_LOCK.swap(1, Acquire) != 0 {
-        let _ =
-            rustix::thread::futex::wait(&FORK_LOCK, rustix::thread::futex::Flags::PRIVATE, 1, None);
-    }
-}
-
 extern "C" fn fork_prepare() {
-    fork_lock();
     STDIO_LIST.take();
     if let Some(k) = MACHINE.get() {
         k.platform().fork_prepare();
@@ -497,8 +479,6 @@ extern "C" fn fork_parent() {
         k.platform().fork_parent();
     }
     STDIO_LIST.give_back(&STDIO_LIST.unlock);
-    FORK_LOCK.store(0, Release);
-    let _ = rustix::thread::futex::wake(&FORK_LOCK, rustix::thread::futex::Flags::PRIVATE, 1);
 }
 
 extern "C" fn fork_child() {
@@ -509,8 +489,6 @@ extern "C" fn fork_child() {
     // The prepare handler's hold (glibc's child path has reset the lock
     // already when the parent had threads; a second reset is harmless).
     STDIO_LIST.give_back(&STDIO_LIST.reset);
-    // Its holder is the only thread here: no one waits.
-    FORK_LOCK.store(0, Relaxed);
 }
 
 extern "C" fn print_stats() {

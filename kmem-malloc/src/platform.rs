@@ -205,14 +205,53 @@ fn set_mark(i: usize, on: bool) {
 /// child handler: no malloc call may start (see [`MallocPlatform::call_enter`]).
 static FORKING: AtomicU32 = AtomicU32::new(0);
 
+/// One `fork()` at a time through the gate: glibc runs the prepare
+/// handlers without a lock of its own, and two forkers would otherwise
+/// share `FORKING` (the first to finish opening it under the second).
+/// Taken in [`MallocPlatform::fork_prepare`], released in
+/// [`MallocPlatform::fork_parent`], reset in the child, where its holder is
+/// the only thread.
+static FORK_LOCK: FutexLock = FutexLock::new();
+
+/// A futex lock: 0 free, 1 held, 2 held with waiters (Drepper's "Futexes
+/// Are Tricky", mutex 2), so an uncontended unlock makes no system call.
+struct FutexLock(AtomicU32);
+
+impl FutexLock {
+    const fn new() -> Self {
+        FutexLock(AtomicU32::new(0))
+    }
+
+    fn lock(&self) {
+        if self.0.compare_exchange(0, 1, Acquire, Relaxed).is_ok() {
+            return;
+        }
+        while self.0.swap(2, Acquire) != 0 {
+            // Woken by `unlock`, or EAGAIN when the lock moved meanwhile.
+            let _ = futex::wait(&self.0, futex::Flags::PRIVATE, 2, None);
+        }
+    }
+
+    fn unlock(&self) {
+        if self.0.swap(0, Release) == 2 {
+            let _ = futex::wake(&self.0, futex::Flags::PRIVATE, 1);
+        }
+    }
+
+    /// After `fork()`, in the child: no thread that could hold it exists.
+    fn reset(&self) {
+        self.0.store(0, Relaxed);
+    }
+}
+
 /// One CPU slot, on its own cache line.
 #[repr(align(64))]
 struct Slot {
     /// [`FREE`], [`OWNED`] (by a live thread) or [`BORROWED`] (by a
     /// cross-CPU call). Exclusive slots only.
     state: AtomicU32,
-    /// The lock of a shared slot: 0 free, 1 held, 2 held with waiters.
-    lock: AtomicU32,
+    /// The lock of a shared slot.
+    lock: FutexLock,
     /// Threads of this slot inside a malloc call now (0 or 1 on an
     /// exclusive slot): `fork()` waits for every slot's to be 0.
     active: AtomicU32,
@@ -220,19 +259,11 @@ struct Slot {
 
 impl Slot {
     fn lock(&self) {
-        if self.lock.compare_exchange(0, 1, Acquire, Relaxed).is_ok() {
-            return;
-        }
-        while self.lock.swap(2, Acquire) != 0 {
-            // Woken by `unlock`, or EAGAIN when the lock moved meanwhile.
-            let _ = futex::wait(&self.lock, futex::Flags::PRIVATE, 2, None);
-        }
+        self.lock.lock()
     }
 
     fn unlock(&self) {
-        if self.lock.swap(0, Release) == 2 {
-            let _ = futex::wake(&self.lock, futex::Flags::PRIVATE, 1);
-        }
+        self.lock.unlock()
     }
 }
 
@@ -247,7 +278,7 @@ static INSTANCE: AtomicBool = AtomicBool::new(false);
 static SLOTS: [Slot; MAX_SLOTS] = [const {
     Slot {
         state: AtomicU32::new(FREE),
-        lock: AtomicU32::new(0),
+        lock: FutexLock::new(),
         active: AtomicU32::new(0),
     }
 }; MAX_SLOTS];
@@ -672,9 +703,10 @@ impl MallocPlatform {
         }
     }
 
-    /// The `pthread_atfork` prepare handler: close the gate and wait until
-    /// no other thread is inside a malloc call.
+    /// The `pthread_atfork` prepare handler: take [`FORK_LOCK`], close the
+    /// gate and wait until no other thread is inside a malloc call.
     pub fn fork_prepare(&self) {
+        FORK_LOCK.lock();
         thread().forker.set(true);
         FORKING.store(1, SeqCst);
         // Dekker's order on the forker's side: a barrier on every running
@@ -698,11 +730,13 @@ impl MallocPlatform {
         }
     }
 
-    /// The `pthread_atfork` parent handler: open the gate.
+    /// The `pthread_atfork` parent handler: open the gate and release
+    /// [`FORK_LOCK`].
     pub fn fork_parent(&self) {
         thread().forker.set(false);
         FORKING.store(0, Release);
         let _ = futex::wake(&FORKING, futex::Flags::PRIVATE, i32::MAX as u32);
+        FORK_LOCK.unlock();
     }
 
     /// After `fork()`, in the child: only the calling thread survived, so
@@ -718,7 +752,7 @@ impl MallocPlatform {
         let mine = self.current_slot();
         let mut live = 0;
         for (i, s) in SLOTS[..self.nr_cpus].iter().enumerate() {
-            s.lock.store(0, Relaxed);
+            s.lock.reset();
             s.active.store(
                 u32::from(Some(i) == mine && thread().calls.get() != 0),
                 Relaxed,
@@ -734,6 +768,7 @@ impl MallocPlatform {
         thread().depth.set(0);
         thread().forker.set(false);
         FORKING.store(0, Relaxed);
+        FORK_LOCK.reset();
     }
 
     /// The calling thread's slot, taking one at its first call.

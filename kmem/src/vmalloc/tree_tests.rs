@@ -302,14 +302,21 @@ fn compare(t: &AreaTree, ranges: &[(usize, usize)], qs: &[(usize, u32, usize)]) 
     }
 }
 
-proptest! {
-    // Few cases under Miri, where the file system proptest saves
-    // failures in is isolated.
-    #![proptest_config(if cfg!(miri) {
-        Config { failure_persistence: None, ..Config::with_cases(4) }
+/// `native` cases, or `miri` under Miri, where the file system proptest
+/// saves failures in is isolated.
+fn cases(miri: u32, native: u32) -> Config {
+    if cfg!(miri) {
+        Config {
+            failure_persistence: None,
+            ..Config::with_cases(miri)
+        }
     } else {
-        Config::with_cases(256)
-    })]
+        Config::with_cases(native)
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(4, 256))]
 
     /// Random page-aligned free areas (gap, length in pages) inserted in
     /// a random order, then random edits: remove, shrink from the left or
@@ -431,11 +438,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(if cfg!(miri) {
-        Config { failure_persistence: None, ..Config::with_cases(16) }
-    } else {
-        Config::with_cases(2048)
-    })]
+    #![proptest_config(cases(16, 2048))]
 
     /// `fit_start` rounds with a mask; a division (`next_multiple_of`)
     /// gives the same start, and the same refusals on overflow, for every
