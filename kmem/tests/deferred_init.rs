@@ -12,6 +12,11 @@ use kmem::{BootParams, Kmem, Platform, MAX_PAGE_ORDER, PAGE_SIZE};
 fn boot(buf: &mut [u8], deferred: bool) -> Kmem<ArenaPlatform<'_>> {
     let p = ArenaPlatform::new(buf, 2);
     let (s, e) = p.usable_range();
+    boot_on(p, s, e, deferred)
+}
+
+/// Boot `p` on its usable range `s..e`, with deferred init or without.
+fn boot_on<P: Platform>(p: P, s: u64, e: u64, deferred: bool) -> Kmem<P> {
     let params = BootParams {
         reserve_low: 0,
         deferred_struct_page_init: deferred,
@@ -101,12 +106,7 @@ fn the_platform_hears_what_is_held_back_and_what_joins() {
         arena,
         calls: Default::default(),
     };
-    let params = BootParams {
-        reserve_low: 0,
-        deferred_struct_page_init: true,
-        ..BootParams::default()
-    };
-    let k = Kmem::boot(p, &[MemRegion::usable(s, e - s)], &params).expect("boot");
+    let k = boot_on(p, s, e, true);
     let held: Vec<(u64, u64)> = k
         .platform()
         .calls
