@@ -511,6 +511,8 @@ fn stats_at_exit_and_bad_settings() {
         ("KMEM_MALLOC_DECAY_MS", "soon"),
         ("KMEM_MALLOC_MEM", "lots"),
         ("KMEM_MALLOC_MEM", "1M"),
+        // Past the 8T the core can index with room to spare.
+        ("KMEM_MALLOC_MEM", "16T"),
         ("KMEM_SLAB_DEBUG", "FZQ"),
         ("KMEM_SLAB_DEBUG", "FZ,,kmalloc-64"),
     ] {
