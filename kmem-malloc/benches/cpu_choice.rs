@@ -118,8 +118,12 @@ mod x86 {
     /// in `rseq->rseq_cs` (`7:`), the abort handler after its signature
     /// (`6:`: counts the abort in `{ab}` and starts again at `7:`, since
     /// the kernel cleared `rseq_cs`), and the descriptor in `__rseq_cs`.
+    /// The macro binds the operands every sequence has: `{rseq}` (the
+    /// thread's area), `{base}` (the sheaves), `{ab}` (the abort count) and
+    /// the scratch registers `{t}`, `{c}` and `{n}`; a sequence adds its
+    /// own after the `;`.
     macro_rules! rseq_sequence {
-        ($($body:literal,)*; $($operands:tt)*) => {
+        ($rseq:expr, $base:expr, $aborts:expr; $($body:literal,)*; $($operands:tt)*) => {
             std::arch::asm!(
                 "7:",
                 "lea {t}, [rip + 5f]",
@@ -142,6 +146,12 @@ mod x86 {
                 ".quad 2b, 3b - 2b, 6b",
                 ".popsection",
                 "8:",
+                rseq = in(reg) $rseq,
+                base = in(reg) $base,
+                ab = inout(reg) $aborts,
+                t = out(reg) _,
+                c = out(reg) _,
+                n = out(reg) _,
                 $($operands)*
             )
         };
@@ -160,7 +170,7 @@ mod x86 {
         // signalled thread inside [2:, 3:) restarts (`rseq_sequence!`);
         // the store of the count at 3: commits.
         unsafe {
-            rseq_sequence!(
+            rseq_sequence!(rseq, base, *aborts;
                 "mov {n}, qword ptr [{c}]",
                 "test {n}, {n}",
                 "jz 4f",
@@ -173,12 +183,6 @@ mod x86 {
                 "xor {obj:e}, {obj:e}",
                 "jmp 8f",
                 ;
-                rseq = in(reg) rseq,
-                base = in(reg) base,
-                ab = inout(reg) *aborts,
-                t = out(reg) _,
-                c = out(reg) _,
-                n = out(reg) _,
                 obj = out(reg) obj,
                 options(nostack),
             );
@@ -199,7 +203,7 @@ mod x86 {
         // SAFETY: as in `rseq_pop`; the object is written above the count
         // first, so an aborted sequence leaves nothing behind.
         unsafe {
-            rseq_sequence!(
+            rseq_sequence!(rseq, base, *aborts;
                 "mov {n}, qword ptr [{c}]",
                 "cmp {n}, {cap}",
                 "jae 4f",
@@ -215,14 +219,8 @@ mod x86 {
                 "xor {ok:e}, {ok:e}",
                 "jmp 8f",
                 ;
-                rseq = in(reg) rseq,
-                base = in(reg) base,
                 obj = in(reg) obj,
                 cap = const CAP,
-                ab = inout(reg) *aborts,
-                t = out(reg) _,
-                c = out(reg) _,
-                n = out(reg) _,
                 ok = out(reg) ok,
                 options(nostack),
             );
