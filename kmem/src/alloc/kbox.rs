@@ -142,7 +142,9 @@ use super::{AllocError, Allocator, Flags, KVmalloc, NumaNode, Vmalloc};
 /// it, may be dropped and reused while something (an intrusive list, say)
 /// still points at the never-dropped value. A handle is `'static` when the
 /// machine lives for the program (a `static`, or a leaked `Kmem`): that is
-/// Rust-for-Linux's situation, where the allocator is a global.
+/// Rust-for-Linux's situation, where the allocator is a global. Any other
+/// handle pins inside a [`pin_scope`](super::pin_scope()), which aborts
+/// the program if a block of it outlives the scope.
 ///
 /// The examples build a `'static` handle by leaking a toy heap:
 ///
@@ -375,7 +377,7 @@ impl<T, A: Allocator> KBox<T, A> {
     /// # Ok::<(), kmem::Error>(())
     /// ```
     pub fn pin_slice<Func, Item, E>(
-        mut init: Func,
+        init: Func,
         len: usize,
         alloc: A,
         flags: Flags,
@@ -385,6 +387,27 @@ impl<T, A: Allocator> KBox<T, A> {
         Item: PinInit<T, E>,
         E: From<AllocError>,
         A: 'static,
+    {
+        // SAFETY: the allocator cannot go away before the block is freed
+        // (`A: 'static`).
+        unsafe { Self::pin_slice_unchecked(init, len, alloc, flags) }
+    }
+
+    /// [`pin_slice`](KBox::pin_slice) for a handle that is not `'static`.
+    ///
+    /// # Safety
+    ///
+    /// As for [`into_pin_unchecked`](KBox::into_pin_unchecked).
+    pub(super) unsafe fn pin_slice_unchecked<Func, Item, E>(
+        mut init: Func,
+        len: usize,
+        alloc: A,
+        flags: Flags,
+    ) -> Result<Pin<KBox<[T], A>>, E>
+    where
+        Func: FnMut(usize) -> Item,
+        Item: PinInit<T, E>,
+        E: From<AllocError>,
     {
         /// The block and how many of its slots are built: dropping it drops
         /// those and frees the block (an initialiser failed or panicked).
@@ -435,7 +458,10 @@ impl<T, A: Allocator> KBox<T, A> {
         // SAFETY: `len` values are built in a block of `Layout::array::<T>(len)`
         // (that is `Layout::for_value` of the slice) from `alloc`, or the
         // slice is zero-sized and dangling.
-        Ok(KBox::into_pin(unsafe { KBox::from_raw(slice, alloc) }))
+        let b = unsafe { KBox::from_raw(slice, alloc) };
+        // SAFETY: the block is not reused before the box drops (the
+        // caller's promise).
+        Ok(unsafe { KBox::into_pin_unchecked(b) })
     }
 
     /// Keeps the block but forgets the value, without dropping it.
@@ -601,10 +627,24 @@ impl<T: ?Sized, A: Allocator> KBox<T, A> {
     where
         A: 'static,
     {
+        // SAFETY: the allocator cannot go away before the block is freed
+        // (`A: 'static`).
+        unsafe { Self::into_pin_unchecked(b) }
+    }
+
+    /// Pins the box's contents, for a handle that is not `'static`.
+    ///
+    /// # Safety
+    ///
+    /// The block is not reused before the box's `Drop` has dropped the
+    /// value, even if the box is leaked: the allocator and the memory under
+    /// it outlive a leaked box (as a `'static` one does), or the program
+    /// ends first (as a [`pin_scope`](super::pin_scope) does).
+    pub(super) unsafe fn into_pin_unchecked(b: Self) -> Pin<Self> {
         // SAFETY: the value lives in its own block (or is zero-sized) and the
         // box never moves it; the block is only freed by `Drop`, after the
-        // value is dropped, and the allocator cannot go away first
-        // (`A: 'static`).
+        // value is dropped, and it is not reused otherwise (the caller's
+        // promise).
         unsafe { Pin::new_unchecked(b) }
     }
 
@@ -714,13 +754,32 @@ impl<T, A: Allocator + 'static> InPlaceWrite<T> for KBox<MaybeUninit<T>, A> {
         Ok(unsafe { self.assume_init() })
     }
 
-    fn write_pin_init<E>(mut self, init: impl PinInit<T, E>) -> Result<Pin<KBox<T, A>>, E> {
+    fn write_pin_init<E>(self, init: impl PinInit<T, E>) -> Result<Pin<KBox<T, A>>, E> {
+        // SAFETY: the allocator cannot go away before the block is freed
+        // (`A: 'static`).
+        unsafe { self.write_pin_init_unchecked(init) }
+    }
+}
+
+impl<T, A: Allocator> KBox<MaybeUninit<T>, A> {
+    /// [`InPlaceWrite::write_pin_init`] for a handle that is not `'static`.
+    ///
+    /// # Safety
+    ///
+    /// As for [`into_pin_unchecked`](KBox::into_pin_unchecked).
+    pub(super) unsafe fn write_pin_init_unchecked<E>(
+        mut self,
+        init: impl PinInit<T, E>,
+    ) -> Result<Pin<KBox<T, A>>, E> {
         let slot = self.as_mut_ptr();
         // SAFETY: as in `write_init`; the value is pinned right after, and
         // the block does not move before (only the box does).
         unsafe { init.__pinned_init(slot)? };
         // SAFETY: the initialiser succeeded, so the value is built.
-        Ok(KBox::into_pin(unsafe { self.assume_init() }))
+        let b = unsafe { self.assume_init() };
+        // SAFETY: the block is not reused before the box drops (the
+        // caller's promise).
+        Ok(unsafe { KBox::into_pin_unchecked(b) })
     }
 }
 

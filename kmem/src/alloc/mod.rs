@@ -133,6 +133,7 @@ pub mod init;
 mod kbox;
 pub mod kvec;
 mod mempool;
+pub mod pin_scope;
 #[cfg(test)]
 mod tests;
 
@@ -143,6 +144,7 @@ pub use init::InPlaceInit;
 pub use kbox::{KBox, KVBox, VBox};
 pub use kvec::{IntoIter, KVVec, KVec, PushError, RemoveError, VVec};
 pub use mempool::{Mempool, MempoolBox};
+pub use pin_scope::{pin_scope, Scoped};
 
 /// GFP flags, as taken by every allocating call of this module.
 ///

@@ -371,6 +371,92 @@ fn kbox_pin() {
 }
 
 #[test]
+fn a_pin_scope_pins_with_a_borrowed_handle_and_counts_its_blocks() {
+    // `a` is a local: its handle `&a` is not `'static`.
+    let a = Counting::new();
+    let drops = Cell::new(0);
+    let ids = pin_scope(&a, |s| {
+        let p = s.pin(counted(&drops, 1), GFP_KERNEL).unwrap();
+        let q = Scoped::into_pin(KBox::new(counted(&drops, 2), s, GFP_KERNEL).unwrap());
+        let r = s
+            .try_pin_init(
+                // SAFETY: the initialiser writes the whole slot and succeeds.
+                unsafe {
+                    pinned_init::pin_init_from_closure(|slot: *mut Counted<'_>| {
+                        slot.write(counted(&drops, 3));
+                        Ok::<_, AllocError>(())
+                    })
+                },
+                GFP_KERNEL,
+            )
+            .unwrap();
+        let sl = s
+            .pin_slice::<Counted<'_>, _, _, _>(
+                |i| Ok::<_, AllocError>(counted(&drops, 10 + i as u32)),
+                3,
+                GFP_KERNEL,
+            )
+            .unwrap();
+        // A vector through the scope is counted once, however it grows.
+        let mut v = KVec::new(s);
+        for i in 0..100u32 {
+            v.push(i, GFP_KERNEL).unwrap();
+        }
+        assert_eq!((s.live(), a.live()), (5, 5));
+        let ids = [p.id, q.id, r.id, sl[2].id];
+        drop((p, q, r, sl, v));
+        assert_eq!((s.live(), a.live(), drops.get()), (0, 0, 6));
+        ids
+    });
+    assert_eq!(ids, [1, 2, 3, 12]);
+}
+
+#[test]
+fn a_pin_scope_counts_nothing_for_failures_and_zero_sized_values() {
+    let a = Counting::new();
+    a.limit.set(64);
+    pin_scope(&a, |s| {
+        // A refused allocation and a failing initialiser leave nothing.
+        assert_eq!(s.pin([0u8; 128], GFP_KERNEL).err(), Some(AllocError));
+        let e = s.try_pin_init(
+            // SAFETY: the initialiser fails without writing its slot.
+            unsafe { pinned_init::pin_init_from_closure(|_: *mut u64| Err(AllocError)) },
+            GFP_KERNEL,
+        );
+        assert_eq!(e.err(), Some(AllocError));
+        assert_eq!(
+            s.pin_init(
+                // SAFETY: as above.
+                unsafe {
+                    pinned_init::pin_init_from_closure(|_: *mut u64| Err(Error::InvalidArgument))
+                },
+                GFP_KERNEL
+            )
+            .err(),
+            Some(Error::InvalidArgument)
+        );
+        // A zero-sized value has no block to count.
+        let z = s.pin(core::marker::PhantomPinned, GFP_KERNEL).unwrap();
+        assert_eq!((s.live(), a.live()), (0, 0));
+        drop(z);
+    });
+}
+
+#[test]
+fn a_pin_scope_checks_its_count_when_the_closure_unwinds() {
+    let a = Counting::new();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pin_scope(&a, |s| {
+            let _p = s.pin(5u64, GFP_KERNEL).unwrap();
+            panic!("inside the scope");
+        })
+    }));
+    // The box was dropped while unwinding, so the scope's end passed.
+    assert!(r.is_err());
+    assert_eq!(a.live(), 0);
+}
+
+#[test]
 fn kbox_slice_and_dyn_free_with_the_right_layout() {
     let a = Counting::new();
     let drops = Cell::new(0);
