@@ -16,13 +16,15 @@
 //! `mimalloc_pair`, `system_pair`, `mimalloc_batch1000`,
 //! `system_batch1000` (the same through `GlobalAlloc`, for scale),
 //! `bsa_order0`, `bsa_order9` (buddy_system_allocator's `FrameAllocator`
-//! over the same page frames, as in the page bench), `none`
+//! over the same page frames, as in the page bench), `vmap_area_10`,
+//! `vmap_area_100000` (`alloc_vmap_area` + `free_vmap_area` of two pages
+//! among that many busy areas, as in the vmalloc bench), `none`
 //! (boot only, to subtract).
 
 use kmem::gfp::GFP_KERNEL;
 use kmem::mmzone::ZoneType;
 use kmem::slab::SlabFlags;
-use kmem::{BootParams, Kmem};
+use kmem::{BootParams, Kmem, PAGE_SIZE};
 use kmem_sim::{pc_memory_map, SimConfig, SimPlatform};
 use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
@@ -249,6 +251,31 @@ fn run(k: &Kmem<&SimPlatform>, cache: &kmem::slab::KmemCache, what: &str, n: usi
             for _ in 0..n {
                 let f = fa.alloc(count).unwrap();
                 fa.dealloc(black_box(f), count);
+            }
+        }
+        "vmap_area_10" | "vmap_area_100000" => {
+            // As the vmalloc bench: `busy` one-page areas with a one-page
+            // hole between each two, then two-page areas allocated and freed.
+            let busy: usize = what["vmap_area_".len()..].parse().expect("a count");
+            let mut held = Vec::with_capacity(busy);
+            let mut holes = Vec::with_capacity(busy);
+            for i in 0..busy {
+                held.push(k.alloc_vmap_area(PAGE_SIZE, PAGE_SIZE, GFP_KERNEL).unwrap());
+                if i + 1 < busy {
+                    holes.push(k.alloc_vmap_area(PAGE_SIZE, PAGE_SIZE, GFP_KERNEL).unwrap());
+                }
+            }
+            for h in holes {
+                k.free_vmap_area(h).unwrap();
+            }
+            for _ in 0..n {
+                let a = k
+                    .alloc_vmap_area(2 * PAGE_SIZE, PAGE_SIZE, GFP_KERNEL)
+                    .unwrap();
+                k.free_vmap_area(black_box(a)).unwrap();
+            }
+            for a in held {
+                k.free_vmap_area(a).unwrap();
             }
         }
         "none" => {}

@@ -335,14 +335,14 @@ impl<P: Platform> Kmem<P> {
                 (Some(p), None) => {
                     (*p.as_ptr()).va_end = e;
                     path.truncate(le.map_or(0, |i| i + 1));
-                    free.0.update_augment_path(&path);
+                    free.0.update_augment_path_grown(&path);
                     drop(free);
                     self.vmap_area_drop(va);
                 }
                 (None, Some(n)) => {
                     (*n.as_ptr()).va_start = s;
                     path.truncate(gt.map_or(0, |i| i + 1));
-                    free.0.update_augment_path(&path);
+                    free.0.update_augment_path_grown(&path);
                     drop(free);
                     self.vmap_area_drop(va);
                 }

@@ -138,24 +138,6 @@ impl Path {
         }
     }
 
-    fn push(&mut self, n: *mut VmapArea) {
-        // Past MAX_HEIGHT the tree could not be an AVL tree (see there).
-        self.nodes[self.len] = n;
-        self.len += 1;
-    }
-
-    fn pop(&mut self) {
-        self.len -= 1;
-    }
-
-    fn last(&self) -> *mut VmapArea {
-        if self.len == 0 {
-            ptr::null_mut()
-        } else {
-            self.nodes[self.len - 1]
-        }
-    }
-
     /// Keeps the first `len` nodes: the path down to `nodes[len - 1]`.
     pub(crate) fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
@@ -248,7 +230,10 @@ pub(crate) fn fit_start(
 unsafe fn fits(n: *mut VmapArea, size: usize, align: usize, vstart: usize) -> bool {
     // SAFETY: the caller's contract.
     let range = unsafe { ((*n).va_start, (*n).va_end) };
-    fit_start(range, size, align, vstart).is_some()
+    // A range shorter than `size` cannot hold it wherever it starts: one
+    // subtraction rejects most of the nodes a search passes, before the
+    // rounding and overflow checks of `fit_start`.
+    range.1 - range.0 >= size && fit_start(range, size, align, vstart).is_some()
 }
 
 impl AreaTree {
@@ -407,20 +392,24 @@ impl AreaTree {
         path: &mut Path,
     ) -> (Option<usize>, Option<usize>) {
         let (mut cur, mut le, mut gt) = (self.root, None, None);
-        path.len = 0;
+        // In a register while descending, as in `find_lowest_match`.
+        let mut len = 0;
         // SAFETY: as in `find`.
         unsafe {
             while !cur.is_null() {
-                path.push(cur);
+                // Past MAX_HEIGHT the tree could not be an AVL tree.
+                path.nodes[len] = cur;
                 if (*cur).va_start <= addr {
-                    le = Some(path.len - 1);
+                    le = Some(len);
                     cur = (*cur).right;
                 } else {
-                    gt = Some(path.len - 1);
+                    gt = Some(len);
                     cur = (*cur).left;
                 }
+                len += 1;
             }
         }
+        path.len = len;
         (le, gt)
     }
 
@@ -552,6 +541,37 @@ impl AreaTree {
         }
     }
 
+    /// [`update_augment_path`](Self::update_augment_path) for a node that
+    /// only grew (a merge): a subtree's largest size can then only rise,
+    /// to the node's new size, so each ancestor's new value is
+    /// `max(old, m)` and the walk needs neither sibling nor own size: it
+    /// stops at the first ancestor already holding `m` or more.
+    ///
+    /// # Safety
+    /// As for `update_augment_path`, and the last node's range only grew
+    /// since its `subtree_max_size` was last right.
+    pub(crate) unsafe fn update_augment_path_grown(&mut self, path: &Path) {
+        if !self.augmented || path.len == 0 {
+            return;
+        }
+        let nodes = &path.nodes[..path.len];
+        // SAFETY: as in `update_augment_path`.
+        unsafe {
+            debug_assert!(nodes[0] == self.root);
+            let last = nodes[nodes.len() - 1];
+            let m = (*last).va_end - (*last).va_start;
+            for &n in nodes.iter().rev() {
+                if (*n).subtree_max_size >= m {
+                    break;
+                }
+                (*n).subtree_max_size = m;
+            }
+            debug_assert!(nodes
+                .iter()
+                .all(|&n| (*n).subtree_max_size == compute_max(n)));
+        }
+    }
+
     /// `compute_subtree_max_size()` of `p` when its child `c` has just
     /// taken the value `m`: `m` comes from a register, not back from the
     /// store just made, so the walk up is not one store-to-load after
@@ -609,7 +629,10 @@ impl AreaTree {
         // SAFETY: `c` is null or a node of this tree, valid (insert's contract).
         let can_hold = |c: *mut VmapArea| !c.is_null() && unsafe { max_size(c) } >= length;
         let mut n = self.root;
-        path.len = 0;
+        // The path's length lives in a register while the search runs (a
+        // store and a load back per level otherwise); `path.len` is set on
+        // the way out.
+        let mut len = 0;
         // SAFETY: the nodes reachable from the root are valid (insert's
         // contract) and `&self` excludes changes through the tree.
         unsafe {
@@ -617,10 +640,13 @@ impl AreaTree {
                 // Descend to the lowest subtree that can hold it; the left
                 // one ends by `va_start`, useless unless `vstart` is below.
                 loop {
-                    path.push(n);
+                    // Past MAX_HEIGHT the tree could not be an AVL tree.
+                    path.nodes[len] = n;
+                    len += 1;
                     if vstart < (*n).va_start && can_hold((*n).left) {
                         n = (*n).left;
                     } else if fits(n, size, align, vstart) {
+                        path.len = len;
                         return NonNull::new(n);
                     } else if can_hold((*n).right) {
                         n = (*n).right;
@@ -635,13 +661,16 @@ impl AreaTree {
                 // The path's last node is `n`; climbing pops it.
                 loop {
                     let child = n;
-                    path.pop();
-                    n = path.last();
-                    if n.is_null() {
+                    len -= 1;
+                    if len == 0 {
+                        path.len = 0;
                         return None;
-                    } else if (*n).left != child {
+                    }
+                    n = path.nodes[len - 1];
+                    if (*n).left != child {
                         continue;
                     } else if fits(n, size, align, vstart) {
+                        path.len = len;
                         return NonNull::new(n);
                     } else if can_hold((*n).right) {
                         n = (*n).right;
@@ -650,6 +679,7 @@ impl AreaTree {
                 }
             }
         }
+        path.len = len;
         None
     }
 
@@ -783,6 +813,9 @@ impl AreaTree {
     /// `n` is null or a node of this tree, and the subtrees off the path
     /// from `n` to the root are well-formed.
     unsafe fn rebalance_from(&mut self, mut n: *mut VmapArea, mut stale: *mut VmapArea) {
+        // Loaded once: the node stores below could alias `self` for all
+        // the compiler knows.
+        let augmented = self.augmented;
         // SAFETY: the nodes on the path and their children are valid nodes
         // of this tree, ours under `&mut self`; the heights guarantee each
         // rotation a child on the side that rises.
@@ -804,10 +837,17 @@ impl AreaTree {
                 } else {
                     // Balanced here: if neither its height nor its augment
                     // moved, nothing above it can (AVL's early stop), once
-                    // no stale node is left above.
-                    let before = ((*n).height, (*n).subtree_max_size);
-                    fix(n, self.augmented);
-                    if stale.is_null() && ((*n).height, (*n).subtree_max_size) == before {
+                    // no stale node is left above. `fix`, from the heights
+                    // just loaded.
+                    let h = 1 + hl.max(hr);
+                    let mut same = (*n).height == h;
+                    (*n).height = h;
+                    if augmented {
+                        let m = compute_max(n);
+                        same &= (*n).subtree_max_size == m;
+                        (*n).subtree_max_size = m;
+                    }
+                    if same && stale.is_null() {
                         break;
                     }
                 }

@@ -417,9 +417,10 @@ proptest! {
                         assert_eq!(AreaTree::path_node(&path, gt), Some(all[j]));
                         path.truncate(gt + 1);
                         set_range(all[j], (s, b));
-                        // SAFETY: `all[j]` is in `t` and grew over free
-                        // space; the path leads to it, the shape unchanged.
-                        unsafe { t.update_augment_path(&path) };
+                        // SAFETY: `all[j]` is in `t` and only grew, over
+                        // free space; the path leads to it, the shape
+                        // unchanged.
+                        unsafe { t.update_augment_path_grown(&path) };
                     }
                 }
                 (4, _, Some(j)) => {
