@@ -271,13 +271,15 @@ impl<P: Platform> Kmem<P> {
     /// `addr` out of the busy tree.
     pub(crate) fn find_unlink_vmap_area(&self, addr: usize) -> Option<NonNull<VmapArea>> {
         let mut busy = self.vmalloc.busy.lock();
-        let va = busy.0.find(addr)?;
+        let mut path = Path::new();
+        let va = busy.0.find_path(addr, &mut path)?;
         // SAFETY: a node of the busy tree under its lock.
         if unsafe { va.as_ref().va_start } != addr {
             return None;
         }
-        // SAFETY: as above; after removal the node is ours.
-        unsafe { busy.0.remove(va) };
+        // SAFETY: as above, and `path` is the descent to it; after removal
+        // the node is ours.
+        unsafe { busy.0.remove_at(&mut path) };
         Some(va)
     }
 
@@ -286,14 +288,16 @@ impl<P: Platform> Kmem<P> {
     /// chunk or `vm_map_ram` area from its owner.
     fn unlink_plain_area(&self, addr: usize) -> Option<NonNull<VmapArea>> {
         let mut busy = self.vmalloc.busy.lock();
-        let va = busy.0.find(addr)?;
-        // SAFETY: a node of the busy tree under its lock; removed, it is ours.
+        let mut path = Path::new();
+        let va = busy.0.find_path(addr, &mut path)?;
+        // SAFETY: a node of the busy tree under its lock, `path` the descent
+        // to it; removed, it is ours.
         unsafe {
             let v = va.as_ref();
             if v.va_start != addr || v.flags & super::VMAP_PLAIN == 0 {
                 return None;
             }
-            busy.0.remove(va);
+            busy.0.remove_at(&mut path);
         }
         Some(va)
     }

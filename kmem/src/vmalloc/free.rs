@@ -32,16 +32,17 @@ impl<P: Platform> Kmem<P> {
     /// `vm_struct` (`remove_vm_area()`'s lookup).
     fn unlink_vm_area(&self, addr: usize) -> Option<(NonNull<VmStruct>, NonNull<tree::VmapArea>)> {
         let mut busy = self.vmalloc.busy.lock();
-        let va = busy.0.find(addr)?;
-        // SAFETY: a node of the busy tree under its lock; `vm` is null or a
-        // live VmStruct owned by the area.
+        let mut path = tree::Path::new();
+        let va = busy.0.find_path(addr, &mut path)?;
+        // SAFETY: a node of the busy tree under its lock, `path` the descent
+        // to it; `vm` is null or a live VmStruct owned by the area.
         unsafe {
             let v = &*va.as_ptr();
             let vm = NonNull::new(v.vm)?;
             if v.va_start != addr || vm.as_ref().flags & VM_UNINITIALIZED != 0 {
                 return None;
             }
-            busy.0.remove(va);
+            busy.0.remove_at(&mut path);
             Some((vm, va))
         }
     }

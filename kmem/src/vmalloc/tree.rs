@@ -23,9 +23,14 @@
 //! descent's [`Path`] gives the ancestors, so
 //! [`AreaTree::update_augment_path`] walks up without loading parent links
 //! one after another, and carries each new maximum in a register rather
-//! than reading it back from the store just made. One descent gives both
+//! than reading it back from the store just made; a merge, which only
+//! grows a node, needs no sibling at all
+//! ([`AreaTree::update_augment_path_grown`]). One descent gives both
 //! neighbours of a freed range ([`AreaTree::find_neighbours`]), where
-//! Linux follows the tree's links to the next area.
+//! Linux follows the tree's links to the next area. Insertion and removal
+//! rebalance back up their descent the same way ([`AreaTree::remove_at`]
+//! takes the one [`AreaTree::find_path`] made to find the node), so no walk
+//! up the tree waits on one parent link after another.
 //! The busy trees answer lookups by address only and are not augmented.
 //!
 //! *AVL rather than red-black*: Linux's augmented rb-tree keeps the augment
@@ -43,6 +48,7 @@
 //! Miri). The tree has no lock: its owner serialises access, as
 //! `free_vmap_area_lock` and `vn->busy.lock` do.
 
+use core::mem::MaybeUninit;
 use core::ptr::{self, NonNull};
 
 /// `struct vmap_area`: one range of the vmalloc space, free or busy.
@@ -119,12 +125,15 @@ pub(crate) struct AreaTree {
 const MAX_HEIGHT: usize = 64;
 
 /// The nodes a descent went through, from the root down to the node it
-/// stopped at: the ancestors [`AreaTree::update_augment_path`] refreshes
-/// without chasing parent links (Linux walks `rb_parent()` up; each step
-/// there is a load the next one waits for, here the addresses are known).
+/// stopped at: the ancestors [`AreaTree::update_augment_path`] refreshes,
+/// and those an insertion or removal rebalances, without chasing parent
+/// links (Linux walks `rb_parent()` up; each step there is a load the next
+/// one waits for, here the addresses are known).
 pub(crate) struct Path {
-    /// `nodes[0]` is the root, `nodes[i + 1]` a child of `nodes[i]`.
-    nodes: [*mut VmapArea; MAX_HEIGHT],
+    /// `nodes[0]` is the root, `nodes[i + 1]` a child of `nodes[i]`;
+    /// `nodes[..len]` are written, the rest never read (left uninitialised,
+    /// so that a path costs no 512-byte clearing).
+    nodes: [MaybeUninit<*mut VmapArea>; MAX_HEIGHT],
     /// Nodes recorded.
     len: usize,
 }
@@ -133,9 +142,24 @@ impl Path {
     /// An empty path.
     pub(crate) const fn new() -> Self {
         Path {
-            nodes: [ptr::null_mut(); MAX_HEIGHT],
+            nodes: [const { MaybeUninit::uninit() }; MAX_HEIGHT],
             len: 0,
         }
+    }
+
+    /// The recorded nodes, root first.
+    pub(crate) fn nodes(&self) -> &[*mut VmapArea] {
+        let written = &self.nodes[..self.len];
+        // SAFETY: `nodes[..len]` are initialised (the field's invariant),
+        // and `MaybeUninit<T>` has `T`'s layout.
+        unsafe { &*(ptr::from_ref(written) as *const [*mut VmapArea]) }
+    }
+
+    /// Records `n` at depth `i`, keeping the nodes above it: the path then
+    /// ends at `n`. Past `MAX_HEIGHT` the tree could not be an AVL tree.
+    fn set(&mut self, i: usize, n: *mut VmapArea) {
+        self.nodes[i] = MaybeUninit::new(n);
+        self.len = i + 1;
     }
 
     /// Keeps the first `len` nodes: the path down to `nodes[len - 1]`.
@@ -274,7 +298,9 @@ impl AreaTree {
             let (start, end) = ((*n).va_start, (*n).va_end);
             debug_assert!(start < end, "empty vmap_area {start:#x}..{end:#x}");
             debug_assert!((*n).left.is_null() && (*n).right.is_null() && (*n).parent.is_null());
-            let (mut parent, mut cur, mut go_left) = (ptr::null_mut(), self.root, false);
+            // The descent is recorded: the rebalancing walks back up it.
+            let mut path = Path::new();
+            let (mut cur, mut go_left, mut len) = (self.root, false, 0);
             while !cur.is_null() {
                 // As in Linux's find_va_links(), the new range must lie
                 // wholly on one side of every node on the path.
@@ -283,9 +309,14 @@ impl AreaTree {
                     end <= s || start >= e,
                     "{start:#x}..{end:#x} overlaps {s:#x}..{e:#x}"
                 );
-                (parent, go_left) = (cur, start < s);
+                // Past MAX_HEIGHT the tree could not be an AVL tree.
+                path.nodes[len] = MaybeUninit::new(cur);
+                len += 1;
+                go_left = start < s;
                 cur = if go_left { (*cur).left } else { (*cur).right };
             }
+            path.len = len;
+            let parent = path.nodes().last().copied().unwrap_or(ptr::null_mut());
             ((*n).left, (*n).right, (*n).parent) = (ptr::null_mut(), ptr::null_mut(), parent);
             if parent.is_null() {
                 self.root = n;
@@ -297,38 +328,80 @@ impl AreaTree {
             self.len += 1;
             // The node's own height and augment, then its ancestors'.
             fix(n, self.augmented);
-            self.rebalance_from(parent, ptr::null_mut());
+            self.rebalance_path(&path, ptr::null_mut());
         }
     }
 
     /// Unlinks `node` and rebalances; afterwards the node's links, height
     /// and `subtree_max_size` are cleared and the caller owns it again.
     ///
+    /// The path to it comes from its parent links; a caller that has just
+    /// found it by a descent passes that descent to
+    /// [`remove_at`](Self::remove_at) instead.
+    ///
     /// # Safety
     /// `node` is in this tree.
     pub(crate) unsafe fn remove(&mut self, node: NonNull<VmapArea>) {
         let n = node.as_ptr();
+        let mut path = Path::new();
+        // SAFETY: `n` is in this tree (the caller's contract), so its
+        // ancestors are valid nodes; the path gets every depth 0..=`depth`
+        // written before its length covers them.
+        unsafe {
+            debug_assert!(self.holds(n), "vmap_area is not in this tree");
+            let mut depth = 0;
+            let mut a = n;
+            while !(*a).parent.is_null() {
+                (a, depth) = ((*a).parent, depth + 1);
+            }
+            a = n;
+            for i in (0..=depth).rev() {
+                path.nodes[i] = MaybeUninit::new(a);
+                a = (*a).parent;
+            }
+            path.len = depth + 1;
+            self.remove_at(&mut path);
+        }
+    }
+
+    /// [`remove`](Self::remove) of the last node of `path`, a descent of
+    /// this tree from its root: the rebalancing walks back up the path
+    /// rather than loading parent links one after another. The path is
+    /// used up.
+    ///
+    /// # Safety
+    /// `path` is a descent of this tree from its root, the tree unchanged
+    /// in shape since, and its last node is the one to remove.
+    pub(crate) unsafe fn remove_at(&mut self, path: &mut Path) {
+        let idx = path.len - 1;
+        let n = path.nodes()[idx];
         // SAFETY: `n` is in this tree (the caller's contract), so it and the
         // nodes linked to it are valid and, under `&mut self`, ours to write.
         unsafe {
-            debug_assert!(self.holds(n), "vmap_area is not in this tree");
+            debug_assert!(path.nodes()[0] == self.root);
+            debug_assert!(path.nodes().windows(2).all(|w| (*w[1]).parent == w[0]));
             let (l, r, p) = ((*n).left, (*n).right, (*n).parent);
-            // The lowest node whose subtree changed: rebalancing starts there;
-            // a successor moved into `n`'s place has stale fields, so the
-            // walk may not stop early below it.
-            let from;
+            // The path ends at the lowest node whose subtree changed, where
+            // rebalancing starts; a successor moved into `n`'s place has
+            // stale fields, so the walk may not stop early below it.
             let mut stale = ptr::null_mut();
             if l.is_null() || r.is_null() {
                 self.replace_child(p, n, if l.is_null() { r } else { l });
-                from = p;
+                path.truncate(idx);
             } else {
                 // Two children: the successor `s` (leftmost on the right, so
                 // without a left child) takes `n`'s place, relinked rather
                 // than swapped in content since callers hold node pointers.
-                let s = extreme(r, true);
+                // The path goes on down to it.
+                let mut s = r;
+                path.set(idx + 1, r);
+                while !(*s).left.is_null() {
+                    s = (*s).left;
+                    path.set(path.len, s);
+                }
                 stale = s;
-                from = if s == r { s } else { (*s).parent };
                 if s != r {
+                    let from = (*s).parent;
                     let sr = (*s).right;
                     (*from).left = sr;
                     if !sr.is_null() {
@@ -338,12 +411,16 @@ impl AreaTree {
                 }
                 ((*s).left, (*l).parent) = (l, s);
                 self.replace_child(p, n, s);
+                // `s` stands where `n` stood; the walk starts at its old
+                // parent (`s` itself when that was `n`).
+                path.nodes[idx] = MaybeUninit::new(s);
+                path.truncate(path.len - 1);
             }
             self.len -= 1;
             ((*n).left, (*n).right, (*n).parent) =
                 (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
             ((*n).height, (*n).subtree_max_size) = (0, 0);
-            self.rebalance_from(from, stale);
+            self.rebalance_path(path, stale);
         }
     }
 
@@ -354,6 +431,27 @@ impl AreaTree {
         // contract) and `&self` excludes changes through the tree.
         unsafe {
             while !cur.is_null() {
+                if addr < (*cur).va_start {
+                    cur = (*cur).left;
+                } else if addr >= (*cur).va_end {
+                    cur = (*cur).right;
+                } else {
+                    return NonNull::new(cur);
+                }
+            }
+        }
+        None
+    }
+
+    /// [`find`](Self::find), recording the descent in `path`, which then
+    /// ends at the node found: what [`remove_at`](Self::remove_at) takes.
+    pub(crate) fn find_path(&self, addr: usize, path: &mut Path) -> Option<NonNull<VmapArea>> {
+        let mut cur = self.root;
+        path.len = 0;
+        // SAFETY: as in `find`.
+        unsafe {
+            while !cur.is_null() {
+                path.set(path.len, cur);
                 if addr < (*cur).va_start {
                     cur = (*cur).left;
                 } else if addr >= (*cur).va_end {
@@ -392,31 +490,28 @@ impl AreaTree {
         path: &mut Path,
     ) -> (Option<usize>, Option<usize>) {
         let (mut cur, mut le, mut gt) = (self.root, None, None);
-        // In a register while descending, as in `find_lowest_match`.
-        let mut len = 0;
+        path.len = 0;
         // SAFETY: as in `find`.
         unsafe {
             while !cur.is_null() {
-                // Past MAX_HEIGHT the tree could not be an AVL tree.
-                path.nodes[len] = cur;
+                let depth = path.len;
+                path.set(depth, cur);
                 if (*cur).va_start <= addr {
-                    le = Some(len);
+                    le = Some(depth);
                     cur = (*cur).right;
                 } else {
-                    gt = Some(len);
+                    gt = Some(depth);
                     cur = (*cur).left;
                 }
-                len += 1;
             }
         }
-        path.len = len;
         (le, gt)
     }
 
     /// The node at depth `i` of `path` (as [`find_neighbours`](Self::find_neighbours)
     /// answers), if the path is that long.
     pub(crate) fn path_node(path: &Path, i: usize) -> Option<NonNull<VmapArea>> {
-        path.nodes[..path.len].get(i).and_then(|&n| NonNull::new(n))
+        path.nodes().get(i).and_then(|&n| NonNull::new(n))
     }
 
     /// The lowest-address node, if any.
@@ -522,7 +617,7 @@ impl AreaTree {
         if !self.augmented || path.len == 0 {
             return;
         }
-        let nodes = &path.nodes[..path.len];
+        let nodes = path.nodes();
         // SAFETY: the path's nodes are in this tree (the caller's contract),
         // so they and their children are valid and ours under `&mut self`.
         unsafe {
@@ -554,7 +649,7 @@ impl AreaTree {
         if !self.augmented || path.len == 0 {
             return;
         }
-        let nodes = &path.nodes[..path.len];
+        let nodes = path.nodes();
         // SAFETY: as in `update_augment_path`.
         unsafe {
             debug_assert!(nodes[0] == self.root);
@@ -634,14 +729,15 @@ impl AreaTree {
         // the way out.
         let mut len = 0;
         // SAFETY: the nodes reachable from the root are valid (insert's
-        // contract) and `&self` excludes changes through the tree.
+        // contract) and `&self` excludes changes through the tree; the
+        // path's slots below `len` were written by this descent.
         unsafe {
             while !n.is_null() {
                 // Descend to the lowest subtree that can hold it; the left
                 // one ends by `va_start`, useless unless `vstart` is below.
                 loop {
                     // Past MAX_HEIGHT the tree could not be an AVL tree.
-                    path.nodes[len] = n;
+                    path.nodes[len] = MaybeUninit::new(n);
                     len += 1;
                     if vstart < (*n).va_start && can_hold((*n).left) {
                         n = (*n).left;
@@ -666,7 +762,7 @@ impl AreaTree {
                         path.len = 0;
                         return None;
                     }
-                    n = path.nodes[len - 1];
+                    n = path.nodes[len - 1].assume_init();
                     if (*n).left != child {
                         continue;
                     } else if fits(n, size, align, vstart) {
@@ -804,15 +900,17 @@ impl AreaTree {
         }
     }
 
-    /// Walks up from `n` (null: nothing to do), restoring AVL balance by
-    /// rotations and each node's height and augment from its children; it
-    /// stops at a balanced node whose height and augment did not move, once
-    /// past `stale` (a node with stale fields, or null).
+    /// Walks up `path` from its last node to the root, restoring AVL
+    /// balance by rotations and each node's height and augment from its
+    /// children; it stops at a balanced node whose height and augment did
+    /// not move, once past `stale` (a node with stale fields, or null).
+    /// A rotation leaves the path above it valid: the node that rises
+    /// takes the rotated one's place under the same parent.
     ///
     /// # Safety
-    /// `n` is null or a node of this tree, and the subtrees off the path
-    /// from `n` to the root are well-formed.
-    unsafe fn rebalance_from(&mut self, mut n: *mut VmapArea, mut stale: *mut VmapArea) {
+    /// `path` is a descent of this tree from its root (possibly empty), and
+    /// the subtrees off it are well-formed.
+    unsafe fn rebalance_path(&mut self, path: &Path, mut stale: *mut VmapArea) {
         // Loaded once: the node stores below could alias `self` for all
         // the compiler knows.
         let augmented = self.augmented;
@@ -820,7 +918,8 @@ impl AreaTree {
         // of this tree, ours under `&mut self`; the heights guarantee each
         // rotation a child on the side that rises.
         unsafe {
-            while !n.is_null() {
+            for &on_path in path.nodes().iter().rev() {
+                let mut n = on_path;
                 let (l, r) = ((*n).left, (*n).right);
                 let (hl, hr) = (height(l), height(r));
                 if hl > hr + 1 {
@@ -854,7 +953,6 @@ impl AreaTree {
                 if n == stale {
                     stale = ptr::null_mut();
                 }
-                n = (*n).parent;
             }
         }
     }

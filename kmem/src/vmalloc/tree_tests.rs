@@ -60,7 +60,7 @@ fn lowest_in(
 
 /// `path` runs from `t`'s root down to `n` through parent links.
 fn check_path(t: &AreaTree, path: &Path, n: NonNull<VmapArea>) {
-    let nodes = &path.nodes[..path.len];
+    let nodes = path.nodes();
     assert_eq!(
         (nodes.first(), nodes.last()),
         (Some(&t.root), Some(&n.as_ptr()))
@@ -363,8 +363,19 @@ proptest! {
             let pick = |v: &[usize]| (!v.is_empty()).then(|| v[i.index(v.len())]);
             match (kind, pick(&on), pick(&off)) {
                 (0, Some(j), _) => {
-                    // SAFETY: present nodes are in `t`.
-                    unsafe { t.remove(all[j]) };
+                    if k % 2 == 0 {
+                        // SAFETY: present nodes are in `t`.
+                        unsafe { t.remove(all[j]) };
+                    } else {
+                        // Along the descent that finds it, as the busy
+                        // tree's frees do.
+                        let mut path = Path::new();
+                        let found = t.find_path(range(all[j]).0, &mut path);
+                        assert_eq!(found, Some(all[j]));
+                        check_path(&t, &path, all[j]);
+                        // SAFETY: `path` leads from the root to the node.
+                        unsafe { t.remove_at(&mut path) };
+                    }
                     present[j] = false;
                 }
                 (1 | 2, Some(j), _) if range(all[j]).1 - range(all[j]).0 > k * PAGE => {
