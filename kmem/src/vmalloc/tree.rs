@@ -446,21 +446,24 @@ impl AreaTree {
     /// [`find`](Self::find), recording the descent in `path`, which then
     /// ends at the node found: what [`remove_at`](Self::remove_at) takes.
     pub(crate) fn find_path(&self, addr: usize, path: &mut Path) -> Option<NonNull<VmapArea>> {
-        let mut cur = self.root;
-        path.len = 0;
+        let (mut cur, mut len) = (self.root, 0);
         // SAFETY: as in `find`.
         unsafe {
             while !cur.is_null() {
-                path.set(path.len, cur);
+                // The length in a register, as in `find_lowest_match`.
+                path.nodes[len] = MaybeUninit::new(cur);
+                len += 1;
                 if addr < (*cur).va_start {
                     cur = (*cur).left;
                 } else if addr >= (*cur).va_end {
                     cur = (*cur).right;
                 } else {
+                    path.len = len;
                     return NonNull::new(cur);
                 }
             }
         }
+        path.len = len;
         None
     }
 
@@ -490,21 +493,23 @@ impl AreaTree {
         path: &mut Path,
     ) -> (Option<usize>, Option<usize>) {
         let (mut cur, mut le, mut gt) = (self.root, None, None);
-        path.len = 0;
+        // The length in a register, as in `find_lowest_match`.
+        let mut len = 0;
         // SAFETY: as in `find`.
         unsafe {
             while !cur.is_null() {
-                let depth = path.len;
-                path.set(depth, cur);
+                path.nodes[len] = MaybeUninit::new(cur);
                 if (*cur).va_start <= addr {
-                    le = Some(depth);
+                    le = Some(len);
                     cur = (*cur).right;
                 } else {
-                    gt = Some(depth);
+                    gt = Some(len);
                     cur = (*cur).left;
                 }
+                len += 1;
             }
         }
+        path.len = len;
         (le, gt)
     }
 
