@@ -703,7 +703,7 @@ impl MallocPlatform {
         }
     }
 
-    /// The `pthread_atfork` prepare handler: take [`FORK_LOCK`], close the
+    /// The `pthread_atfork` prepare handler: take `FORK_LOCK`, close the
     /// gate and wait until no other thread is inside a malloc call.
     pub fn fork_prepare(&self) {
         FORK_LOCK.lock();
@@ -731,7 +731,7 @@ impl MallocPlatform {
     }
 
     /// The `pthread_atfork` parent handler: open the gate and release
-    /// [`FORK_LOCK`].
+    /// `FORK_LOCK`.
     pub fn fork_parent(&self) {
         thread().forker.set(false);
         FORKING.store(0, Release);

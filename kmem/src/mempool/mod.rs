@@ -86,7 +86,7 @@
 //! reserve.
 //!
 //! The pool's lock (`pool->lock`) is taken with interrupts off, as Linux's
-//! `spin_lock_irqsave()` ([`IrqSpinGuard`](crate::platform::IrqSpinGuard)):
+//! `spin_lock_irqsave()` ([`IrqSpinGuard`]):
 //! drivers free elements from their interrupt handlers.
 //!
 //! The "is the reserve short?" test is made without the lock first, as

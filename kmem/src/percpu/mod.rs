@@ -7,7 +7,7 @@
 //! address plus unit offset `n` (`per_cpu_ptr()`), whatever chunk it is in.
 //!
 //! - **The first chunk** is built at boot from memblock, before the slab
-//!   allocator, as `pcpu_embed_first_chunk()` builds it ([`first_chunk`]):
+//!   allocator, as `pcpu_embed_first_chunk()` builds it (`first_chunk.rs`):
 //!   per node (group) one allocation of whole units, atom-aligned (2 MiB),
 //!   each unit holding the static section ([`PERCPU_STATIC_SIZE`]), the
 //!   reserved area ([`PERCPU_MODULE_RESERVE`](alloc_info::PERCPU_MODULE_RESERVE),
@@ -19,11 +19,11 @@
 //!   vmalloc space, Linux falls back to its page first chunk; kmem falls
 //!   back to the same layout with a page-sized atom, in one allocation
 //!   (the units stay in the direct map), and says so.
-//! - **Further chunks** ([`chunk`]) are vmalloc areas spanning every unit,
+//! - **Further chunks** (`chunk.rs`) are vmalloc areas spanning every unit,
 //!   populated page by page on demand: a page of the chunk is a page per
 //!   CPU, from that CPU's node, mapped at each unit.
 //! - **The area allocator** in each chunk is Linux's bitmap allocator
-//!   ([`area`]); chunks sit in slots by their largest free run
+//!   (`area.rs`); chunks sit in slots by their largest free run
 //!   (`pcpu_chunk_slot()`), searched from the smallest that can fit.
 //!   Atomic (non-blocking) allocations take only populated pages. A
 //!   balance step (`pcpu_balance_workfn()`) keeps
@@ -35,7 +35,7 @@
 //!
 //! Locking, as Linux's: `lock` is `pcpu_lock` (the slot lists and every
 //! chunk's maps), taken with interrupts off as Linux's
-//! `spin_lock_irqsave()` ([`IrqSpinGuard`](crate::platform::IrqSpinGuard):
+//! `spin_lock_irqsave()` ([`IrqSpinGuard`]:
 //! atomic allocations may come from interrupt handlers); `alloc_mutex` is
 //! `pcpu_alloc_mutex` (a sleeping lock, so
 //! a CPU waiting for it still takes cross-CPU calls), held by allocations
@@ -73,7 +73,7 @@ use core::sync::atomic::{
     Ordering::{Acquire, Relaxed, Release},
 };
 
-/// Bytes of kmem's static per-CPU section, where [`define_per_cpu!`]
+/// Bytes of kmem's static per-CPU section, where [`define_per_cpu!`](crate::define_per_cpu)
 /// variables live (Linux's is the kernel image's `.data..percpu`).
 pub const PERCPU_STATIC_SIZE: usize = 16 << 10;
 /// `PCPU_EMPTY_POP_PAGES_LOW`: below this many empty populated pages, the
@@ -85,7 +85,7 @@ pub const PCPU_EMPTY_POP_PAGES_HIGH: usize = 4;
 /// `pcpu_obj_full_size()`: what a per-CPU object of `size` bytes costs,
 /// the size in every possible CPU plus, with memcg kmem accounting on
 /// (Linux's default, `!mem_cgroup_kmem_disabled()`), one `obj_cgroup`
-/// pointer per [`PCPU_MIN_ALLOC_SIZE`] bytes. The `bytes_alloc` of the
+/// pointer per `PCPU_MIN_ALLOC_SIZE` bytes. The `bytes_alloc` of the
 /// `percpu:percpu_alloc_percpu` event.
 ///
 /// ```

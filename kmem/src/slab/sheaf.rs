@@ -38,7 +38,7 @@
 //!
 //! An empty main sheaf takes the free sheaf's objects if it is at least
 //! half full (a nearly empty one would hand back at once what other CPUs
-//! allocated and this one freed: see [`CpuSheaves::free_is_worth_taking`]),
+//! allocated and this one freed: see `CpuSheaves::free_is_worth_taking`),
 //! then a full sheaf from the barn, and only then is refilled from slabs
 //! under the node's `list_lock` (the free sheaf's few objects are the
 //! last resort before failing); a full free sheaf goes to an empty main,

@@ -3,10 +3,10 @@
 //!
 //! The platform's vmap range ([`Platform::vmap_range`]) minus the kmap
 //! window at its top is the vmalloc space, `VMALLOC_START..VMALLOC_END`.
-//! Its addresses are handed out as [`VmapArea`](tree::VmapArea) ranges,
+//! Its addresses are handed out as `VmapArea` ranges,
 //! each a node allocated from the `vmap_area` slab cache, as in Linux:
 //!
-//! - **Free areas** ([`area`]) sit in an address-ordered tree augmented
+//! - **Free areas** (`area.rs`) sit in an address-ordered tree augmented
 //!   with the largest free size below each node; an allocation takes the
 //!   lowest-address fit that honours the alignment
 //!   (`find_vmap_lowest_match()`), clipping the free area it found (Linux's
@@ -38,9 +38,9 @@
 //! platform mapping call. `purge_mutex` serialises purges
 //! (`vmap_purge_lock`).
 //!
-//! What one file here may call in another: [`area`] owns the trees and the
-//! purge list; [`alloc`] and [`free`] build and tear down areas through
-//! [`area`]'s functions only; [`vmap_block`] (`vm_map_ram`) uses [`area`]
+//! What one file here may call in another: `area.rs` owns the trees and the
+//! purge list; `alloc.rs` and `free.rs` build and tear down areas through
+//! `area.rs`'s functions only; `vmap_block.rs` (`vm_map_ram`) uses `area.rs`
 //! for its blocks.
 
 pub(crate) mod alloc;

@@ -59,7 +59,7 @@ pub use iter::{DrainAll, IntoIter};
 /// form before the elements (the block is allocated first, as in
 /// Rust-for-Linux), in the `x; n` form after `x` and `n` (the order of
 /// [`KVec::from_elem`]'s arguments). The list form allocates a block for
-/// exactly its elements, as Rust-for-Linux's does (through a [`KBox`] of
+/// exactly its elements, as Rust-for-Linux's does (through a [`KBox`](crate::alloc::KBox) of
 /// the array).
 ///
 /// ```
