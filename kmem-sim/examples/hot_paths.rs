@@ -18,7 +18,9 @@
 //! `bsa_order0`, `bsa_order9` (buddy_system_allocator's `FrameAllocator`
 //! over the same page frames, as in the page bench), `vmap_area_10`,
 //! `vmap_area_100000` (`alloc_vmap_area` + `free_vmap_area` of two pages
-//! among that many busy areas, as in the vmalloc bench), `none`
+//! among that many busy areas, as in the vmalloc bench; their setup runs
+//! inside the path, so subtract a run of the same path with `N` = 0),
+//! `none`
 //! (boot only, to subtract).
 
 use kmem::gfp::GFP_KERNEL;

@@ -420,14 +420,17 @@ impl<T, A: Allocator> KBox<T, A> {
 
         impl<T, A: Allocator> Drop for Partial<T, A> {
             fn drop(&mut self) {
+                // The block came from `alloc` with `layout`: freed after
+                // the values, also if one's destructor panics.
+                let _block = super::FreeOnDrop {
+                    alloc: &self.alloc,
+                    ptr: self.base.cast(),
+                    layout: self.layout,
+                };
                 let built = ptr::slice_from_raw_parts_mut(self.base.as_ptr(), self.done);
                 // SAFETY: the first `done` slots hold values built in place
                 // that nothing else owns; they are dropped once, here.
                 unsafe { ptr::drop_in_place(built) };
-                if self.layout.size() != 0 {
-                    // SAFETY: the block came from `alloc` with `layout`.
-                    unsafe { self.alloc.free(self.base.cast(), self.layout) };
-                }
             }
         }
 
@@ -566,7 +569,9 @@ impl<T: ?Sized, A: Allocator> KBox<T, A> {
     /// If `Layout::for_value(&*raw)` is non-zero-sized, `raw` must be a block
     /// allocated by `alloc` (or an allocator `alloc` is a handle to) with
     /// exactly that layout, and ownership of the block passes to the box.
-    /// Otherwise `raw` may be dangling.
+    /// Otherwise `raw` may be dangling. A [`Scoped`](super::Scoped) handle
+    /// is an allocator of its own: only blocks allocated through the same
+    /// [`pin_scope`](super::pin_scope()) may be given to it.
     pub unsafe fn from_raw(raw: *mut T, alloc: A) -> Self {
         // INVARIANT: guaranteed by the caller.
         KBox {
@@ -681,15 +686,17 @@ impl<T: ?Sized, A: Allocator> DerefMut for KBox<T, A> {
 
 impl<T: ?Sized, A: Allocator> Drop for KBox<T, A> {
     fn drop(&mut self) {
-        let layout = Layout::for_value::<T>(self);
+        // INVARIANT use: a non-zero-sized value lives in a block allocated by
+        // `alloc` with this layout; the guard frees it after the value is
+        // dropped, also if its destructor panics.
+        let _block = super::FreeOnDrop {
+            alloc: &self.alloc,
+            ptr: self.ptr.cast(),
+            layout: Layout::for_value::<T>(self),
+        };
         // SAFETY: by the invariant `ptr` points to a valid `T` that we own;
         // it is not used again after being dropped.
         unsafe { ptr::drop_in_place(self.ptr.as_ptr()) };
-        if layout.size() != 0 {
-            // SAFETY: by the invariant a non-zero-sized value lives in a block
-            // allocated by `alloc` with `layout`; the value is gone.
-            unsafe { self.alloc.free(self.ptr.cast(), layout) };
-        }
     }
 }
 

@@ -133,7 +133,7 @@ pub mod init;
 mod kbox;
 pub mod kvec;
 mod mempool;
-pub mod pin_scope;
+mod pin_scope;
 #[cfg(test)]
 mod tests;
 
@@ -458,6 +458,28 @@ unsafe impl Allocator for dyn DynAllocator + '_ {
     ) -> Result<NonNull<[u8]>, AllocError> {
         // SAFETY: the caller upholds `realloc`'s contract.
         unsafe { self.realloc_dyn(ptr, layout, old_layout, flags, nid) }
+    }
+}
+
+/// Frees a block when dropped: a container's `Drop` builds one before
+/// dropping its contents, so that a destructor that panics does not leak
+/// the block (as std's `Box` and `Vec` free theirs while unwinding).
+pub(crate) struct FreeOnDrop<'a, A: Allocator> {
+    /// The allocator the block came from.
+    pub(crate) alloc: &'a A,
+    /// The block.
+    pub(crate) ptr: NonNull<u8>,
+    /// Its layout; zero-sized: no block, nothing to free.
+    pub(crate) layout: Layout,
+}
+
+impl<A: Allocator> Drop for FreeOnDrop<'_, A> {
+    fn drop(&mut self) {
+        if self.layout.size() != 0 {
+            // SAFETY: whoever built the guard owns a block of `layout` from
+            // `alloc` at `ptr` and gave it up to the guard.
+            unsafe { self.alloc.free(self.ptr, self.layout) };
+        }
     }
 }
 

@@ -1,46 +1,8 @@
 //! [`pin_scope`]: pinned boxes from an allocator handle that does not live
-//! for `'static`.
-//!
-//! `Pin` promises that a pinned value's memory is not reused before its
-//! destructor runs, even when the box is leaked with `mem::forget`. A box
-//! of a `'static` handle keeps that promise by itself, which is why
-//! [`KBox::pin`] asks for one (see [Pinning](KBox#pinning)). A box that
-//! borrows its machine (`Kmalloc<'a, P>`) cannot: once a leaked box's
-//! borrow ends, the machine and its memory may be dropped and reused.
-//!
-//! A pin scope keeps the promise the way `std::thread::scope` keeps
-//! borrowed threads sound: the handle it lends is valid only inside a
-//! closure, the machine stays borrowed for the whole call, and the scope
-//! counts the blocks allocated through its handle. When the closure
-//! returns (or unwinds), every one of them must have been freed. One that
-//! was not (a box leaked with `mem::forget`, or in an `Rc` cycle) ends the
-//! program then, before the machine can go away: an abort, not a panic,
-//! since unwinding would drop the machine under the leaked value. Rust's
-//! own `pin!` macro has the same shape on the stack: pinning without
-//! `'static` ties the value to a scope.
-//!
-//! The cost is one atomic add when a block is allocated and one when it is
-//! freed; a leak of anything allocated through the scope, pinned or not,
-//! aborts.
-//!
-//! ```
-//! use core::marker::PhantomPinned;
-//! use kmem::alloc::{flags::GFP_KERNEL, pin_scope, Kmalloc};
-//! # let mut mem = vec![0u8; 16 << 20];
-//! # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
-//!
-//! struct Node { next: *const Node, _pin: PhantomPinned }
-//!
-//! // Rust-for-Linux: `KBox::pin(Node { .. }, GFP_KERNEL)?`.
-//! let next = pin_scope(Kmalloc::new(&k), |s| {
-//!     let n = s.pin(Node { next: core::ptr::null(), _pin: PhantomPinned }, GFP_KERNEL)?;
-//!     Ok::<_, kmem::alloc::AllocError>(n.next)
-//! })?;
-//! assert!(next.is_null());
-//! # Ok::<(), kmem::alloc::AllocError>(())
-//! ```
+//! for `'static` (the design is in the function's documentation).
 
 use core::alloc::Layout;
+use core::marker::PhantomData;
 use core::mem::MaybeUninit;
 use core::pin::Pin;
 use core::ptr::NonNull;
@@ -66,8 +28,17 @@ struct PinScope<A> {
 /// are [`KBox`]'s, without `'static`. It is an [`Allocator`] too, so a
 /// [`KVec`](super::KVec) or an unpinned [`KBox`] can use it; their blocks
 /// are counted as well.
+///
+/// It is an allocator of its own, not a handle to the scope's: a block
+/// allocated through the scope's allocator directly (or through another
+/// scope) must not be given to it (`KBox::from_raw`,
+/// `KVec::from_raw_parts`, `realloc`), nor one of its blocks to that
+/// allocator, since the count would not see it.
 pub struct Scoped<'s, A> {
     scope: &'s PinScope<A>,
+    /// Invariant in `'s`, as `std::thread::Scope` is: no method may ever
+    /// take a shorter-lived value as if it lived for the scope.
+    _invariant: PhantomData<&'s mut &'s ()>,
 }
 
 impl<A> Clone for Scoped<'_, A> {
@@ -80,9 +51,46 @@ impl<A> Copy for Scoped<'_, A> {}
 /// Runs `f` with a handle on `alloc` whose boxes may be pinned, and
 /// returns what `f` returns.
 ///
-/// Every block allocated through the handle must be freed by the time `f`
-/// returns or unwinds; if one is not, the program aborts with a message
-/// saying how many were left (see the [module docs](self)).
+/// `Pin` promises that a pinned value's memory is not reused before its
+/// destructor runs, even when the box is leaked with `mem::forget`. A box
+/// of a `'static` handle keeps that promise by itself, which is why
+/// [`KBox::pin`] asks for one (see [Pinning](KBox#pinning)). A box that
+/// borrows its machine (`Kmalloc<'a, P>`) cannot: once a leaked box's
+/// borrow ends, the machine and its memory may be dropped and reused.
+///
+/// A pin scope keeps the promise the way `std::thread::scope` keeps
+/// borrowed threads sound: the handle it lends ([`Scoped`]) is valid only
+/// inside `f`, the machine stays borrowed for the whole call, and the scope
+/// counts the blocks allocated through its handle. When `f` returns or
+/// unwinds, every one of them must have been freed. One that was not (a
+/// box leaked with `mem::forget` or in an `Rc` cycle) ends the program
+/// there, before the machine can go away: an abort with a message saying
+/// how many were left, not a panic, since unwinding would drop the machine
+/// under the leaked value. Rust's own `pin!` macro has the same shape on
+/// the stack: pinning without `'static` ties the value to a scope.
+///
+/// The cost is one atomic add when a block is allocated and one when it is
+/// freed; a leak of anything allocated through the scope, pinned or not,
+/// aborts.
+///
+/// ```
+/// use core::marker::PhantomPinned;
+/// use kmem::alloc::{flags::GFP_KERNEL, pin_scope, Kmalloc};
+/// # let mut mem = vec![0u8; 16 << 20];
+/// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
+///
+/// struct Node { next: *const Node, _pin: PhantomPinned }
+///
+/// // Rust-for-Linux: `KBox::pin(Node { .. }, GFP_KERNEL)?`.
+/// let next = pin_scope(Kmalloc::new(&k), |s| {
+///     let n = s.pin(Node { next: core::ptr::null(), _pin: PhantomPinned }, GFP_KERNEL)?;
+///     Ok::<_, kmem::alloc::AllocError>(n.next)
+/// })?;
+/// assert!(next.is_null());
+/// # Ok::<(), kmem::alloc::AllocError>(())
+/// ```
+///
+/// In-place initialisation:
 ///
 /// ```
 /// use kmem::alloc::{flags::GFP_KERNEL, init::{pin_data, pin_init}, pin_scope, Kmalloc};
@@ -101,7 +109,8 @@ impl<A> Copy for Scoped<'_, A> {}
 /// # Ok::<(), kmem::Error>(())
 /// ```
 ///
-/// A box of the scope cannot leave it:
+/// Neither a box of the scope nor its handle can leave it: not as the
+/// result,
 ///
 /// ```compile_fail
 /// use kmem::alloc::{flags::GFP_KERNEL, pin_scope, Kmalloc};
@@ -109,14 +118,37 @@ impl<A> Copy for Scoped<'_, A> {}
 /// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
 /// let escaped = pin_scope(Kmalloc::new(&k), |s| s.pin(1u8, GFP_KERNEL));
 /// ```
+///
+/// ```compile_fail
+/// use kmem::alloc::{pin_scope, Kmalloc};
+/// # let mut mem = vec![0u8; 16 << 20];
+/// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
+/// let handle = pin_scope(Kmalloc::new(&k), |s| s);
+/// ```
+///
+/// and not in state captured from outside (nor, for the same reason, on a
+/// thread that may outlive the scope: `std::thread::spawn` wants
+/// `'static`):
+///
+/// ```compile_fail
+/// use kmem::alloc::{flags::GFP_KERNEL, pin_scope, Kmalloc};
+/// # let mut mem = vec![0u8; 16 << 20];
+/// # let k = kmem::Kmem::boot_arena(&mut mem, 1).unwrap();
+/// let mut outside = None;
+/// pin_scope(Kmalloc::new(&k), |s| outside = Some(s.pin(1u8, GFP_KERNEL).unwrap()));
+/// ```
+///
+/// (The same code with the box dropped or used inside the scope, as in the
+/// examples above, compiles.)
 pub fn pin_scope<A: Allocator, R>(alloc: A, f: impl for<'s> FnOnce(Scoped<'s, A>) -> R) -> R {
     /// Checks the count when the scope ends, returning or unwinding.
     struct End<'s, A>(&'s PinScope<A>);
 
     impl<A> Drop for End<'_, A> {
         fn drop(&mut self) {
-            // Acquire: frees on other threads (scoped threads, joined before
-            // the closure returned) are seen.
+            // A thread that freed one of the blocks was joined before the
+            // closure returned (it could not hold a block otherwise), which
+            // makes its decrement visible; Acquire and Release only say so.
             let live = self.0.live.load(Ordering::Acquire);
             if live != 0 {
                 leaked(live);
@@ -129,17 +161,31 @@ pub fn pin_scope<A: Allocator, R>(alloc: A, f: impl for<'s> FnOnce(Scoped<'s, A>
         live: AtomicUsize::new(0),
     };
     let end = End(&scope);
-    let r = f(Scoped { scope: &scope });
+    let r = f(Scoped {
+        scope: &scope,
+        _invariant: PhantomData,
+    });
     drop(end);
     r
 }
 
-/// Ends the program: `live` blocks of a pin scope outlived it.
+/// Ends the program: `live` blocks of a pin scope outlived it (or, with
+/// `live == 0`, a block it never counted was freed through it).
 ///
-/// A panic out of an `extern "C"` function cannot unwind, so it aborts,
-/// in `no_std` as with `std`, after the panic handler prints the message.
+/// A panic cannot unwind out of an `extern "C"` function (Rust 1.81 and
+/// later, which the workspace requires): with `std` the process aborts
+/// after the panic hook prints the message; in `no_std` the panic handler
+/// is called again with "panic in a function that cannot unwind", and a
+/// panic handler never returns. Either way nothing after this call runs.
 #[cold]
 extern "C" fn leaked(live: usize) -> ! {
+    if live == 0 {
+        panic!(
+            "kmem: a block the pin scope never allocated was freed through its handle \
+             (a Scoped handle is an allocator of its own); aborting, since its count of \
+             pinned memory can no longer be trusted"
+        )
+    }
     panic!(
         "kmem: pin scope ended with {live} block(s) still allocated (a box leaked with \
          mem::forget or in a reference cycle?); aborting, since a pinned value's memory \
@@ -239,8 +285,9 @@ impl<'s, A: Allocator> Scoped<'s, A> {
 }
 
 // SAFETY: every call is the scope's allocator's, on blocks that came from it
-// (a block of this handle is a block of that allocator), so its guarantees
-// are this handle's; the count only observes the calls' outcomes.
+// (a block of this handle was allocated through this scope from that
+// allocator; the caller may give this handle no other, see `Scoped`), so its
+// guarantees are this handle's; the count only observes the calls' outcomes.
 unsafe impl<A: Allocator> Allocator for Scoped<'_, A> {
     const MIN_ALIGN: usize = A::MIN_ALIGN;
 
@@ -261,16 +308,15 @@ unsafe impl<A: Allocator> Allocator for Scoped<'_, A> {
                 .alloc
                 .realloc(ptr, layout, old_layout, flags, nid)
         };
-        if r.is_ok() {
-            match (had, has) {
-                (false, true) => {
-                    self.scope.live.fetch_add(1, Ordering::Relaxed);
-                }
-                (true, false) => {
-                    // Release: pairs with the scope end's Acquire.
-                    self.scope.live.fetch_sub(1, Ordering::Release);
-                }
-                _ => {}
+        // Only a new block or a freed one changes the count.
+        if r.is_ok() && had != has {
+            if has {
+                self.scope.live.fetch_add(1, Ordering::Relaxed);
+            } else if self.scope.live.fetch_sub(1, Ordering::Release) == 0 {
+                // A free of a block the scope never counted breaks
+                // `Scoped`'s contract and could hide a leaked one: end the
+                // program rather than let the count wrap.
+                leaked(0);
             }
         }
         r

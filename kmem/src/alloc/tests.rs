@@ -457,6 +457,95 @@ fn a_pin_scope_checks_its_count_when_the_closure_unwinds() {
 }
 
 #[test]
+fn a_pin_scope_counts_every_realloc_case() {
+    let a = Counting::new();
+    a.limit.set(256);
+    let l = |n: usize| Layout::from_size_align(n, 8).unwrap();
+    pin_scope(&a, |s| {
+        // SAFETY: each call passes a block of `s` with the layout it was
+        // allocated or last resized with, or `None`/a zero-sized old layout.
+        unsafe {
+            let p = s
+                .realloc(None, l(16), l(0), GFP_KERNEL, NumaNode::NO_NODE)
+                .unwrap();
+            assert_eq!(s.live(), 1, "a new block");
+            // `Counting` moves every resize: grown and shrunk, one block.
+            let p = s.realloc(Some(p.cast()), l(64), l(16), GFP_KERNEL, NumaNode::NO_NODE);
+            let p = p.unwrap();
+            assert_eq!(s.live(), 1, "grown");
+            let p = s.realloc(Some(p.cast()), l(8), l(64), GFP_KERNEL, NumaNode::NO_NODE);
+            let p = p.unwrap();
+            assert_eq!(s.live(), 1, "shrunk");
+            // A failed grow leaves the block, and the count, as they were.
+            let e = s.realloc(Some(p.cast()), l(512), l(8), GFP_KERNEL, NumaNode::NO_NODE);
+            assert_eq!((e.err(), s.live()), (Some(AllocError), 1));
+            // A zero-sized old layout is no block: this allocates one.
+            let q = s.realloc(
+                Some(dangling(l(0))),
+                l(8),
+                l(0),
+                GFP_KERNEL,
+                NumaNode::NO_NODE,
+            );
+            let q = q.unwrap();
+            assert_eq!(s.live(), 2);
+            // Zero-sized new and old: nothing allocated, nothing freed.
+            s.realloc(None, l(0), l(0), GFP_KERNEL, NumaNode::NO_NODE)
+                .unwrap();
+            assert_eq!(s.live(), 2);
+            s.free(p.cast(), l(8));
+            s.free(q.cast(), l(8));
+            assert_eq!((s.live(), a.live()), (0, 0), "freed");
+            // A failed allocation counts nothing.
+            let e = s.realloc(None, l(1024), l(0), GFP_KERNEL, NumaNode::NO_NODE);
+            assert_eq!((e.err(), s.live()), (Some(AllocError), 0));
+        }
+        // Through the containers: a vector's failed growth, and a slice whose
+        // initialiser fails part-way, leave nothing counted.
+        let mut v = KVec::new(s);
+        v.push(1u64, GFP_KERNEL).unwrap();
+        assert!(v.reserve(1000, GFP_KERNEL).is_err());
+        assert_eq!(s.live(), 1);
+        drop(v);
+        let r = s.pin_slice::<u64, _, _, _>(
+            |i| if i < 2 { Ok(i as u64) } else { Err(AllocError) },
+            4,
+            GFP_KERNEL,
+        );
+        assert_eq!((r.err(), s.live()), (Some(AllocError), 0));
+    });
+}
+
+#[test]
+fn a_destructor_that_panics_still_frees_the_block() {
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("boom");
+        }
+    }
+    let a = Counting::new();
+    let b = KBox::new(Bomb, &a, GFP_KERNEL).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(b)));
+    assert!(r.is_err());
+    assert_eq!(a.live(), 0, "KBox");
+    let mut v = KVec::new(&a);
+    v.push(Bomb, GFP_KERNEL).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(v)));
+    assert!(r.is_err());
+    assert_eq!(a.live(), 0, "KVec");
+    // Inside a pin scope, such a panic is caught as anywhere else: the
+    // block is freed, so the scope's end finds nothing left.
+    pin_scope(&a, |s| {
+        let p = s.pin(Bomb, GFP_KERNEL).unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(p)));
+        assert!(r.is_err());
+        assert_eq!(s.live(), 0);
+    });
+    assert_eq!(a.live(), 0, "pinned");
+}
+
+#[test]
 fn kbox_slice_and_dyn_free_with_the_right_layout() {
     let a = Counting::new();
     let drops = Cell::new(0);

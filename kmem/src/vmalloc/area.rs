@@ -124,9 +124,10 @@ impl<P: Platform> Kmem<P> {
         // shape (so NE_FIT updates before its insert).
         match (nva_start == fs, nva_end == fe) {
             // FL_FIT_TYPE: the whole free area.
-            // SAFETY: as above; once removed, `fva` is ours to drop.
+            // SAFETY: as above, and `path` ends at `fva`, so the removal
+            // walks back up it; once removed, `fva` is ours to drop.
             (true, true) => unsafe {
-                free.0.remove(fva);
+                free.0.remove_at(&mut path);
                 drop(free);
                 self.vmap_area_drop(fva);
             },

@@ -158,6 +158,8 @@ impl Path {
     /// Records `n` at depth `i`, keeping the nodes above it: the path then
     /// ends at `n`. Past `MAX_HEIGHT` the tree could not be an AVL tree.
     fn set(&mut self, i: usize, n: *mut VmapArea) {
+        // Slots up to `i` must be written before the length covers them.
+        assert!(i <= self.len, "path depth {i} past its length {}", self.len);
         self.nodes[i] = MaybeUninit::new(n);
         self.len = i + 1;
     }
@@ -878,11 +880,11 @@ impl AreaTree {
     }
 
     /// Rotates the subtree at `x` left (its right child `y` rises) or right
-    /// (its left child rises); fixes both nodes and returns `y`.
+    /// (its left child rises) and fixes both nodes.
     ///
     /// # Safety
     /// `x` is a node of this tree with a child on the side that rises.
-    unsafe fn rotate(&mut self, x: *mut VmapArea, left: bool) -> *mut VmapArea {
+    unsafe fn rotate(&mut self, x: *mut VmapArea, left: bool) {
         // SAFETY: `x`, the child `y` and their links are valid nodes of this
         // tree (the caller's contract), ours under `&mut self`.
         unsafe {
@@ -901,7 +903,6 @@ impl AreaTree {
             // `x` is now below `y`: fix it first.
             fix(x, self.augmented);
             fix(y, self.augmented);
-            y
         }
     }
 
@@ -924,7 +925,9 @@ impl AreaTree {
         // rotation a child on the side that rises.
         unsafe {
             for &on_path in path.nodes().iter().rev() {
-                let mut n = on_path;
+                // A rotation here lifts a child into `n`'s place under the
+                // same parent: the next node up the path is still above it.
+                let n = on_path;
                 let (l, r) = ((*n).left, (*n).right);
                 let (hl, hr) = (height(l), height(r));
                 if hl > hr + 1 {
@@ -932,12 +935,12 @@ impl AreaTree {
                     if height((*l).left) < height((*l).right) {
                         self.rotate(l, true);
                     }
-                    n = self.rotate(n, false);
+                    self.rotate(n, false);
                 } else if hr > hl + 1 {
                     if height((*r).right) < height((*r).left) {
                         self.rotate(r, false);
                     }
-                    n = self.rotate(n, true);
+                    self.rotate(n, true);
                 } else {
                     // Balanced here: if neither its height nor its augment
                     // moved, nothing above it can (AVL's early stop), once
@@ -955,7 +958,9 @@ impl AreaTree {
                         break;
                     }
                 }
-                if n == stale {
+                // Past the stale node (fixed in place, or by the rotation
+                // that moved it down): the walk may stop early again.
+                if on_path == stale {
                     stale = ptr::null_mut();
                 }
             }

@@ -329,7 +329,7 @@ proptest! {
         base_pages in 0..64usize,
         keys in prop::collection::vec(any::<u32>(), 160),
         ops in prop::collection::vec(
-            (0..6u8, any::<Index>(), 1..4usize), 0..if cfg!(miri) { 10 } else { 40 }),
+            (0..7u8, any::<Index>(), 1..4usize), 0..if cfg!(miri) { 10 } else { 40 }),
         qs in prop::collection::vec((1..20usize, 12..21u32, 0..BASE + 0x40_0000), 1..8),
     ) {
         let (mut nodes, mut t) = (Nodes(Vec::new()), AreaTree::new(true));
@@ -428,6 +428,30 @@ proptest! {
                         assert_eq!(AreaTree::path_node(&path, gt), Some(all[j]));
                         path.truncate(gt + 1);
                         set_range(all[j], (s, b));
+                        // SAFETY: `all[j]` is in `t` and only grew, over
+                        // free space; the path leads to it, the shape
+                        // unchanged.
+                        unsafe { t.update_augment_path_grown(&path) };
+                    }
+                }
+                (6, Some(j), _) => {
+                    // Grow an area up over the free space above it, as a
+                    // free merges into its lower neighbour: the neighbour
+                    // found by one descent and refreshed along it.
+                    let (a, b) = range(all[j]);
+                    let ceiling = on
+                        .iter()
+                        .map(|&l| range(all[l]).0)
+                        .filter(|&start| start >= b)
+                        .min()
+                        .unwrap_or(usize::MAX);
+                    if ceiling >= b + k * PAGE {
+                        let mut path = Path::new();
+                        let (le, _) = t.find_neighbours(b, &mut path);
+                        let le = le.unwrap();
+                        assert_eq!(AreaTree::path_node(&path, le), Some(all[j]));
+                        path.truncate(le + 1);
+                        set_range(all[j], (a, b + k * PAGE));
                         // SAFETY: `all[j]` is in `t` and only grew, over
                         // free space; the path leads to it, the shape
                         // unchanged.

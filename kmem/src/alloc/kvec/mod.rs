@@ -294,7 +294,9 @@ impl<T, A: Allocator> KVec<T, A> {
     ///   and nothing is freed.
     /// - Otherwise `ptr` is a block allocated by `alloc` (or by an allocator
     ///   `alloc` is a handle to) with exactly `Layout::array::<T>(capacity)`,
-    ///   whose ownership passes to the vector.
+    ///   whose ownership passes to the vector. A
+    ///   [`Scoped`](crate::alloc::Scoped) handle is an allocator of its own:
+    ///   only blocks allocated through the same scope may be given to it.
     pub unsafe fn from_raw_parts(ptr: *mut T, length: usize, capacity: usize, alloc: A) -> Self {
         debug_assert!(length <= capacity || Self::IS_ZST);
         // INVARIANT: guaranteed by the caller; a zero-sized `T` keeps
@@ -912,15 +914,20 @@ impl<T, A: Allocator> KVec<T, A> {
 
 impl<T, A: Allocator> Drop for KVec<T, A> {
     fn drop(&mut self) {
+        // By the invariant the buffer is a block from `alloc` with this
+        // layout (none for zero-sized elements or no capacity): freed after
+        // the elements, also if one's destructor panics.
+        let layout = if Self::IS_ZST || self.cap == 0 {
+            Layout::new::<()>()
+        } else {
+            Self::buffer_layout(self.cap)
+        };
+        let _buffer = crate::alloc::FreeOnDrop {
+            alloc: &self.alloc,
+            ptr: self.ptr.cast(),
+            layout,
+        };
         // SAFETY: the first `len` elements are initialised and owned.
         unsafe { ptr::drop_in_place(ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len)) };
-        if !Self::IS_ZST && self.cap != 0 {
-            // SAFETY: by the invariant the buffer is a block from `alloc`
-            // with this layout; its elements are gone.
-            unsafe {
-                self.alloc
-                    .free(self.ptr.cast(), Self::buffer_layout(self.cap))
-            };
-        }
     }
 }
