@@ -322,3 +322,7 @@ unsafe impl<A: Allocator> Allocator for Scoped<'_, A> {
         r
     }
 }
+
+#[cfg(test)]
+#[path = "pin_scope_tests.rs"]
+mod tests;
