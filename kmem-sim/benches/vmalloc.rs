@@ -35,6 +35,9 @@ use std::hint::black_box;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+#[path = "support/vmap_busy.rs"]
+mod vmap_busy;
+
 type K<'a> = Kmem<&'a SimPlatform>;
 
 /// Busy areas around the measured one, the small and the large case.
@@ -120,38 +123,13 @@ fn vmap_area(c: &mut Criterion) {
         let sim = machine();
         let _cpu = sim.bind(0);
         let k = boot(&sim);
-        // `busy` one-page areas with a one-page hole between each two:
-        // allocate them all side by side, then free every other one (a hole
-        // at the top would merge with the free space above).
-        let (boot_free, _) = k.vmap_free_areas();
-        let mut held = Vec::with_capacity(busy);
-        let mut holes = Vec::with_capacity(busy);
-        for i in 0..busy {
-            held.push(k.alloc_vmap_area(PAGE_SIZE, PAGE_SIZE, GFP_KERNEL).unwrap());
-            if i + 1 < busy {
-                holes.push(k.alloc_vmap_area(PAGE_SIZE, PAGE_SIZE, GFP_KERNEL).unwrap());
-            }
-        }
-        for h in holes {
-            k.free_vmap_area(h).unwrap();
-        }
-        let (free, _) = k.vmap_free_areas();
-        assert_eq!(
-            free,
-            boot_free + busy - 1,
-            "a hole between each two busy areas"
-        );
+        let held = vmap_busy::busy_with_holes(&k, busy);
         bench(&mut g, "vmap_area", &format!("{busy}_busy"), |iters| {
             for _ in 0..iters {
-                let a = k
-                    .alloc_vmap_area(2 * PAGE_SIZE, PAGE_SIZE, GFP_KERNEL)
-                    .unwrap();
-                k.free_vmap_area(black_box(a)).unwrap();
+                vmap_busy::pair(&k);
             }
         });
-        for a in held {
-            k.free_vmap_area(a).unwrap();
-        }
+        vmap_busy::free_all(&k, held);
     }
     g.finish();
 }

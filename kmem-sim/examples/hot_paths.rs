@@ -26,10 +26,13 @@
 use kmem::gfp::GFP_KERNEL;
 use kmem::mmzone::ZoneType;
 use kmem::slab::SlabFlags;
-use kmem::{BootParams, Kmem, PAGE_SIZE};
+use kmem::{BootParams, Kmem};
 use kmem_sim::{pc_memory_map, SimConfig, SimPlatform};
 use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
+
+#[path = "../benches/support/vmap_busy.rs"]
+mod vmap_busy;
 
 const L64: Layout = match Layout::from_size_align(64, 8) {
     Ok(l) => l,
@@ -256,29 +259,13 @@ fn run(k: &Kmem<&SimPlatform>, cache: &kmem::slab::KmemCache, what: &str, n: usi
             }
         }
         "vmap_area_10" | "vmap_area_100000" => {
-            // As the vmalloc bench: `busy` one-page areas with a one-page
-            // hole between each two, then two-page areas allocated and freed.
+            // As the vmalloc bench (the same setup and pair).
             let busy: usize = what["vmap_area_".len()..].parse().expect("a count");
-            let mut held = Vec::with_capacity(busy);
-            let mut holes = Vec::with_capacity(busy);
-            for i in 0..busy {
-                held.push(k.alloc_vmap_area(PAGE_SIZE, PAGE_SIZE, GFP_KERNEL).unwrap());
-                if i + 1 < busy {
-                    holes.push(k.alloc_vmap_area(PAGE_SIZE, PAGE_SIZE, GFP_KERNEL).unwrap());
-                }
-            }
-            for h in holes {
-                k.free_vmap_area(h).unwrap();
-            }
+            let held = vmap_busy::busy_with_holes(k, busy);
             for _ in 0..n {
-                let a = k
-                    .alloc_vmap_area(2 * PAGE_SIZE, PAGE_SIZE, GFP_KERNEL)
-                    .unwrap();
-                k.free_vmap_area(black_box(a)).unwrap();
+                vmap_busy::pair(k);
             }
-            for a in held {
-                k.free_vmap_area(a).unwrap();
-            }
+            vmap_busy::free_all(k, held);
         }
         "none" => {}
         other => panic!("unknown path {other}"),
