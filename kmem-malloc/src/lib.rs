@@ -248,15 +248,18 @@ fn boot() -> Machine {
     let new = |mem| MallocPlatform::new(mem, (4 * cpus).max(8), cpus, s.verbose, s.decay_ns);
     let p = match s.mem {
         Some(mem) => new(mem),
-        None => match new(default_mem()) {
-            Err(SetupError::Reserve(_)) => new(fitting(default_mem())).map_err(|e| match e {
-                SetupError::Reserve(n) => refuse(format_args!(
-                    "kmem-malloc: cannot reserve {n} bytes of address space for physical memory: raise the address-space limit (ulimit -v), or set KMEM_MALLOC_MEM to less"
-                )),
-                e => e,
-            }),
-            r => r,
-        },
+        None => {
+            let default = default_mem();
+            match new(default) {
+                Err(SetupError::Reserve(_)) => new(fitting(default)).map_err(|e| match e {
+                    SetupError::Reserve(n) => refuse(format_args!(
+                        "kmem-malloc: cannot reserve {n} bytes of address space for physical memory: raise the address-space limit (ulimit -v), or set KMEM_MALLOC_MEM to less"
+                    )),
+                    e => e,
+                }),
+                r => r,
+            }
+        }
     };
     let p = match p {
         Ok(p) => p,

@@ -420,13 +420,11 @@ impl<T, A: Allocator> KBox<T, A> {
 
         impl<T, A: Allocator> Drop for Partial<T, A> {
             fn drop(&mut self) {
-                // The block came from `alloc` with `layout`: freed after
-                // the values, also if one's destructor panics.
-                let _block = super::FreeOnDrop {
-                    alloc: &self.alloc,
-                    ptr: self.base.cast(),
-                    layout: self.layout,
-                };
+                // SAFETY: the block came from `alloc` with `layout` (or is
+                // zero-sized) and is given up here: freed after the values,
+                // also if one's destructor panics.
+                let _block =
+                    unsafe { super::FreeOnDrop::new(&self.alloc, self.base.cast(), self.layout) };
                 let built = ptr::slice_from_raw_parts_mut(self.base.as_ptr(), self.done);
                 // SAFETY: the first `done` slots hold values built in place
                 // that nothing else owns; they are dropped once, here.
@@ -686,13 +684,12 @@ impl<T: ?Sized, A: Allocator> DerefMut for KBox<T, A> {
 
 impl<T: ?Sized, A: Allocator> Drop for KBox<T, A> {
     fn drop(&mut self) {
-        // INVARIANT use: a non-zero-sized value lives in a block allocated by
-        // `alloc` with this layout; the guard frees it after the value is
-        // dropped, also if its destructor panics.
-        let _block = super::FreeOnDrop {
-            alloc: &self.alloc,
-            ptr: self.ptr.cast(),
-            layout: Layout::for_value::<T>(self),
+        // SAFETY: by the invariant a non-zero-sized value lives in a block
+        // allocated by `alloc` with this layout; the guard frees it after
+        // the value is dropped, also if its destructor panics, and the box
+        // is gone then.
+        let _block = unsafe {
+            super::FreeOnDrop::new(&self.alloc, self.ptr.cast(), Layout::for_value::<T>(self))
         };
         // SAFETY: by the invariant `ptr` points to a valid `T` that we own;
         // it is not used again after being dropped.

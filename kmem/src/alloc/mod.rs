@@ -466,18 +466,31 @@ unsafe impl Allocator for dyn DynAllocator + '_ {
 /// the block (as std's `Box` and `Vec` free theirs while unwinding).
 pub(crate) struct FreeOnDrop<'a, A: Allocator> {
     /// The allocator the block came from.
-    pub(crate) alloc: &'a A,
+    alloc: &'a A,
     /// The block.
-    pub(crate) ptr: NonNull<u8>,
+    ptr: NonNull<u8>,
     /// Its layout; zero-sized: no block, nothing to free.
-    pub(crate) layout: Layout,
+    layout: Layout,
+}
+
+impl<'a, A: Allocator> FreeOnDrop<'a, A> {
+    /// A guard that frees the block at `ptr` when dropped.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is a block of `layout` from `alloc` (or `layout` is
+    /// zero-sized), owned by the caller, who gives it up to the guard: it
+    /// is not used once the guard drops.
+    pub(crate) unsafe fn new(alloc: &'a A, ptr: NonNull<u8>, layout: Layout) -> Self {
+        FreeOnDrop { alloc, ptr, layout }
+    }
 }
 
 impl<A: Allocator> Drop for FreeOnDrop<'_, A> {
     fn drop(&mut self) {
         if self.layout.size() != 0 {
-            // SAFETY: whoever built the guard owns a block of `layout` from
-            // `alloc` at `ptr` and gave it up to the guard.
+            // SAFETY: `new`'s caller gave up a block of `layout` from
+            // `alloc` at `ptr` to the guard.
             unsafe { self.alloc.free(self.ptr, self.layout) };
         }
     }

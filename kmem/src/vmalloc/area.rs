@@ -271,23 +271,18 @@ impl<P: Platform> Kmem<P> {
     /// `find_unlink_vmap_area()`: take the busy area that starts at
     /// `addr` out of the busy tree.
     pub(crate) fn find_unlink_vmap_area(&self, addr: usize) -> Option<NonNull<VmapArea>> {
-        let mut busy = self.vmalloc.busy.lock();
-        let mut path = Path::new();
-        let va = busy.0.find_path(addr, &mut path)?;
-        // SAFETY: a node of the busy tree under its lock.
-        if unsafe { va.as_ref().va_start } != addr {
-            return None;
-        }
-        // SAFETY: as above, and `path` is the descent to it; after removal
-        // the node is ours.
-        unsafe { busy.0.remove_at(&mut path) };
-        Some(va)
+        self.unlink_busy_area_if(addr, |_| true)
     }
 
-    /// Unlink the busy area at `addr` if [`alloc_vmap_area`](Self::alloc_vmap_area)
-    /// made it: the public frees must not take a vmalloc, ioremap, per-CPU
-    /// chunk or `vm_map_ram` area from its owner.
-    fn unlink_plain_area(&self, addr: usize) -> Option<NonNull<VmapArea>> {
+    /// [`find_unlink_vmap_area`](Self::find_unlink_vmap_area) of an area
+    /// `accept` agrees to (its owner's kind, size...), looked at under the
+    /// busy tree's lock; the area stays busy when it does not. One descent
+    /// finds it and the removal walks back up that path.
+    pub(crate) fn unlink_busy_area_if(
+        &self,
+        addr: usize,
+        accept: impl FnOnce(&VmapArea) -> bool,
+    ) -> Option<NonNull<VmapArea>> {
         let mut busy = self.vmalloc.busy.lock();
         let mut path = Path::new();
         let va = busy.0.find_path(addr, &mut path)?;
@@ -295,12 +290,19 @@ impl<P: Platform> Kmem<P> {
         // to it; removed, it is ours.
         unsafe {
             let v = va.as_ref();
-            if v.va_start != addr || v.flags & super::VMAP_PLAIN == 0 {
+            if v.va_start != addr || !accept(v) {
                 return None;
             }
             busy.0.remove_at(&mut path);
         }
         Some(va)
+    }
+
+    /// Unlink the busy area at `addr` if [`alloc_vmap_area`](Self::alloc_vmap_area)
+    /// made it: the public frees must not take a vmalloc, ioremap, per-CPU
+    /// chunk or `vm_map_ram` area from its owner.
+    fn unlink_plain_area(&self, addr: usize) -> Option<NonNull<VmapArea>> {
+        self.unlink_busy_area_if(addr, |v| v.flags & super::VMAP_PLAIN != 0)
     }
 
     /// `merge_or_add_vmap_area_augment()`: return `va`'s range to the free

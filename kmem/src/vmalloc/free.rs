@@ -31,20 +31,14 @@ impl<P: Platform> Kmem<P> {
     /// Unlink the busy area that starts at `addr` if it has a complete
     /// `vm_struct` (`remove_vm_area()`'s lookup).
     fn unlink_vm_area(&self, addr: usize) -> Option<(NonNull<VmStruct>, NonNull<tree::VmapArea>)> {
-        let mut busy = self.vmalloc.busy.lock();
-        let mut path = tree::Path::new();
-        let va = busy.0.find_path(addr, &mut path)?;
-        // SAFETY: a node of the busy tree under its lock, `path` the descent
-        // to it; `vm` is null or a live VmStruct owned by the area.
-        unsafe {
-            let v = &*va.as_ptr();
-            let vm = NonNull::new(v.vm)?;
-            if v.va_start != addr || vm.as_ref().flags & VM_UNINITIALIZED != 0 {
-                return None;
-            }
-            busy.0.remove_at(&mut path);
-            Some((vm, va))
-        }
+        let va = self.unlink_busy_area_if(addr, |v| {
+            // SAFETY: `vm` is null or a live VmStruct owned by the busy area.
+            NonNull::new(v.vm)
+                .is_some_and(|vm| unsafe { vm.as_ref() }.flags & VM_UNINITIALIZED == 0)
+        })?;
+        // SAFETY: unlinked above, so ours; its `vm` was checked non-null.
+        let vm = NonNull::new(unsafe { va.as_ref() }.vm)?;
+        Some((vm, va))
     }
 
     /// The teardown shared by every path: `vm`'s busy area is already out

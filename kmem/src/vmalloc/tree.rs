@@ -156,12 +156,21 @@ impl Path {
     }
 
     /// Records `n` at depth `i`, keeping the nodes above it: the path then
-    /// ends at `n`. Past `MAX_HEIGHT` the tree could not be an AVL tree.
+    /// ends at `n`.
     fn set(&mut self, i: usize, n: *mut VmapArea) {
         // Slots up to `i` must be written before the length covers them.
         assert!(i <= self.len, "path depth {i} past its length {}", self.len);
-        self.nodes[i] = MaybeUninit::new(n);
+        self.write(i, n);
         self.len = i + 1;
+    }
+
+    /// Writes slot `i` and leaves the length to the caller: a descent keeps
+    /// it in a register (a store and a load back per level otherwise) and
+    /// sets `len` on the way out, once every slot below it is written. Past
+    /// `MAX_HEIGHT` the tree could not be an AVL tree.
+    #[inline(always)]
+    fn write(&mut self, i: usize, n: *mut VmapArea) {
+        self.nodes[i] = MaybeUninit::new(n);
     }
 
     /// Keeps the first `len` nodes: the path down to `nodes[len - 1]`.
@@ -311,8 +320,7 @@ impl AreaTree {
                     end <= s || start >= e,
                     "{start:#x}..{end:#x} overlaps {s:#x}..{e:#x}"
                 );
-                // Past MAX_HEIGHT the tree could not be an AVL tree.
-                path.nodes[len] = MaybeUninit::new(cur);
+                path.write(len, cur);
                 len += 1;
                 go_left = start < s;
                 cur = if go_left { (*cur).left } else { (*cur).right };
@@ -358,7 +366,7 @@ impl AreaTree {
             }
             a = n;
             for i in (0..=depth).rev() {
-                path.nodes[i] = MaybeUninit::new(a);
+                path.write(i, a);
                 a = (*a).parent;
             }
             path.len = depth + 1;
@@ -415,7 +423,7 @@ impl AreaTree {
                 self.replace_child(p, n, s);
                 // `s` stands where `n` stood; the walk starts at its old
                 // parent (`s` itself when that was `n`).
-                path.nodes[idx] = MaybeUninit::new(s);
+                path.write(idx, s);
                 path.truncate(path.len - 1);
             }
             self.len -= 1;
@@ -452,8 +460,7 @@ impl AreaTree {
         // SAFETY: as in `find`.
         unsafe {
             while !cur.is_null() {
-                // The length in a register, as in `find_lowest_match`.
-                path.nodes[len] = MaybeUninit::new(cur);
+                path.write(len, cur);
                 len += 1;
                 if addr < (*cur).va_start {
                     cur = (*cur).left;
@@ -495,12 +502,11 @@ impl AreaTree {
         path: &mut Path,
     ) -> (Option<usize>, Option<usize>) {
         let (mut cur, mut le, mut gt) = (self.root, None, None);
-        // The length in a register, as in `find_lowest_match`.
         let mut len = 0;
         // SAFETY: as in `find`.
         unsafe {
             while !cur.is_null() {
-                path.nodes[len] = MaybeUninit::new(cur);
+                path.write(len, cur);
                 if (*cur).va_start <= addr {
                     le = Some(len);
                     cur = (*cur).right;
@@ -731,9 +737,7 @@ impl AreaTree {
         // SAFETY: `c` is null or a node of this tree, valid (insert's contract).
         let can_hold = |c: *mut VmapArea| !c.is_null() && unsafe { max_size(c) } >= length;
         let mut n = self.root;
-        // The path's length lives in a register while the search runs (a
-        // store and a load back per level otherwise); `path.len` is set on
-        // the way out.
+        // The path's length in a register (see `Path::write`).
         let mut len = 0;
         // SAFETY: the nodes reachable from the root are valid (insert's
         // contract) and `&self` excludes changes through the tree; the
@@ -743,8 +747,7 @@ impl AreaTree {
                 // Descend to the lowest subtree that can hold it; the left
                 // one ends by `va_start`, useless unless `vstart` is below.
                 loop {
-                    // Past MAX_HEIGHT the tree could not be an AVL tree.
-                    path.nodes[len] = MaybeUninit::new(n);
+                    path.write(len, n);
                     len += 1;
                     if vstart < (*n).va_start && can_hold((*n).left) {
                         n = (*n).left;

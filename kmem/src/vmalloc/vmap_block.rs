@@ -16,7 +16,7 @@
 //! block one (`vb->lock`), taken queue first. A block records its CPU;
 //! frees from any CPU find the block through the busy tree.
 
-use super::tree::{Path, VmapArea};
+use super::tree::VmapArea;
 use super::{VMAP_BLOCK, VMAP_RAM};
 use crate::gfp::{self, Gfp};
 use crate::page::Page;
@@ -385,20 +385,10 @@ impl<P: Platform> Kmem<P> {
     /// Unlink the busy area at `addr` if it is a `vm_map_ram()` area of its
     /// own (not a block, no `vm_struct`) of `count` pages.
     fn unlink_vm_map_ram_area(&self, addr: usize, count: usize) -> Option<NonNull<VmapArea>> {
-        let mut busy = self.vmalloc.busy.lock();
-        let mut path = Path::new();
-        let va = busy.0.find_path(addr, &mut path)?;
-        // SAFETY: a node of the busy tree under its lock, `path` the descent
-        // to it; removed, it is ours.
-        unsafe {
-            let v = va.as_ref();
+        self.unlink_busy_area_if(addr, |v| {
             let own = v.flags & VMAP_RAM != 0 && v.flags & VMAP_BLOCK == 0 && v.vm.is_null();
-            if v.va_start != addr || !own || v.size() != count << PAGE_SHIFT {
-                return None;
-            }
-            busy.0.remove_at(&mut path);
-        }
-        Some(va)
+            own && v.size() == count << PAGE_SHIFT
+        })
     }
 
     /// `vm_unmap_aliases()`: flush every lazily kept translation: the dirty

@@ -914,19 +914,17 @@ impl<T, A: Allocator> KVec<T, A> {
 
 impl<T, A: Allocator> Drop for KVec<T, A> {
     fn drop(&mut self) {
-        // By the invariant the buffer is a block from `alloc` with this
-        // layout (none for zero-sized elements or no capacity): freed after
-        // the elements, also if one's destructor panics.
         let layout = if Self::IS_ZST || self.cap == 0 {
             Layout::new::<()>()
         } else {
             Self::buffer_layout(self.cap)
         };
-        let _buffer = crate::alloc::FreeOnDrop {
-            alloc: &self.alloc,
-            ptr: self.ptr.cast(),
-            layout,
-        };
+        // SAFETY: by the invariant the buffer is a block from `alloc` with
+        // this layout (none for zero-sized elements or no capacity), given
+        // up here: freed after the elements, also if one's destructor
+        // panics, and the vector is gone then.
+        let _buffer =
+            unsafe { crate::alloc::FreeOnDrop::new(&self.alloc, self.ptr.cast(), layout) };
         // SAFETY: the first `len` elements are initialised and owned.
         unsafe { ptr::drop_in_place(ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len)) };
     }
